@@ -1,0 +1,131 @@
+// The cdimg file: one self-describing image (full, or a delta against a
+// parent image). Layout and encoding are specified in docs/format.md.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "d4c/codec.h"
+#include "d4c/entry.h"
+
+namespace d4c {
+
+// Position of a blob inside the blob section of one cdimg.
+struct BlobRef {
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  bool operator==(const BlobRef&) const = default;
+};
+
+// How to obtain a regular file's bytes.
+struct Recipe {
+  enum class Kind : uint8_t {
+    kNone = 0,   // not a regular file (dirs, links, devices, hardlinks)
+    kEmpty = 1,  // size 0
+    kFull = 2,   // `blob` is one zstd frame of the whole content
+    kDelta = 3,  // `blob` is a `codec` patch against the file whose digest is `base`
+    kBase = 4,   // same content as a file in the parent chain (no bytes here)
+  };
+  Kind kind = Kind::kNone;
+  CodecId codec = CodecId::kZstd;  // kDelta only
+  Digest base{};                   // kDelta only
+  BlobRef blob;                    // kFull, kDelta
+  bool operator==(const Recipe&) const = default;
+};
+const char* RecipeKindName(Recipe::Kind k);
+
+struct ImageHeader {
+  uint32_t version = 0;
+  bool is_delta = false;
+  Digest image_id{};   // sha256 of the canonical metadata (the tree)
+  Digest parent_id{};  // delta only: image id of the parent
+  uint64_t file_size = 0;
+  uint64_t config_length = 0;
+  uint64_t index_length = 0;      // stored (compressed) index bytes
+  uint64_t index_raw_length = 0;  // decompressed index bytes
+  uint64_t blobs_length = 0;
+};
+
+// Limits the reader enforces before allocating anything sized from the file.
+inline constexpr uint64_t kMaxIndexRawBytes = 1ull << 30;
+inline constexpr uint64_t kMaxConfigBytes = 16ull << 20;
+inline constexpr uint64_t kMaxEntries = 1ull << 24;
+inline constexpr size_t kMaxPathBytes = 4096;
+inline constexpr size_t kMaxXattrValueBytes = 64 * 1024;
+inline constexpr size_t kMaxXattrsPerEntry = 256;
+
+// Image id of a tree: sha256 of its canonical metadata encoding. Entries must be
+// sorted by ComparePaths and valid (see ValidateTree).
+Digest ComputeImageId(const std::vector<Entry>& entries);
+// Checks the rules every stored tree obeys: sorted unique paths, a root dir,
+// every parent is a directory, hardlinks name an existing non-dir primary, sizes.
+absl::Status ValidateTree(const std::vector<Entry>& entries);
+
+class CdimgImage;
+
+// Writes a cdimg atomically: blobs are appended as they come, Finish writes the
+// index and header, fsyncs and renames the temp file over `path`.
+class CdimgWriter {
+ public:
+  struct Options {
+    // Set for a delta image: its id becomes parent_id and its metadata the
+    // dictionary the index is compressed against.
+    const CdimgImage* parent = nullptr;
+    int index_zstd_level = 19;
+  };
+  static absl::StatusOr<std::unique_ptr<CdimgWriter>> Create(const std::string& path, Options options);
+  ~CdimgWriter();  // removes the temp file unless Finish succeeded
+
+  absl::StatusOr<BlobRef> AppendBlob(std::string_view bytes);
+  uint64_t blob_bytes() const;
+  // `recipes[i]` belongs to `entries[i]`; entries sorted by ComparePaths.
+  absl::Status Finish(std::string_view config_json, const std::vector<Entry>& entries,
+                      const std::vector<Recipe>& recipes);
+
+ private:
+  CdimgWriter() = default;
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+// A read-only view of one cdimg. Opening reads and checks the header, config
+// and index (never the blobs). Entries are decoded on demand from the index.
+class CdimgImage {
+ public:
+  // Reads only the fixed header.
+  static absl::StatusOr<ImageHeader> ReadHeader(const std::string& path);
+  // A delta image needs its parent (the index is compressed against it).
+  static absl::StatusOr<std::unique_ptr<CdimgImage>> Open(const std::string& path,
+                                                          const CdimgImage* parent = nullptr);
+  ~CdimgImage();
+
+  const std::string& path() const;
+  const ImageHeader& header() const;
+  size_t size() const;  // number of entries
+  std::string_view PathAt(size_t i) const;
+  EntryType TypeAt(size_t i) const;
+  Entry EntryAt(size_t i) const;
+  Recipe RecipeAt(size_t i) const;
+  std::optional<size_t> Find(std::string_view path) const;
+  // Entries [first, end) are the subtree below directory i (excluding i).
+  size_t SubtreeEnd(size_t i) const;
+
+  std::string_view config() const;
+  // The canonical metadata bytes (hashed into the image id).
+  std::string_view metadata() const;
+  // Reads a blob with bounds checks against the blob section.
+  absl::StatusOr<std::string> ReadBlob(const BlobRef& ref) const;
+
+ private:
+  CdimgImage() = default;
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace d4c

@@ -1,0 +1,74 @@
+// The image model: one root filesystem as a sorted list of entries carrying
+// everything a container sees (type, full mode, ownership, times, xattrs,
+// device numbers, link targets, content digest).
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace d4c {
+
+// sha256 of a file's bytes.
+using Digest = std::array<uint8_t, 32>;
+
+std::string DigestHex(const Digest& d);
+// "sha256:<hex>"
+std::string DigestString(const Digest& d);
+bool ParseDigestHex(std::string_view hex, Digest* out);
+Digest Sha256(std::string_view bytes);
+// sha256 of the empty string; the digest of every empty regular file.
+const Digest& EmptyDigest();
+
+enum class EntryType : uint8_t {
+  kRegular = 1,
+  kDirectory = 2,
+  kSymlink = 3,
+  // A second name for an earlier entry's inode. `link_target` is the path of
+  // the primary entry (never itself a hardlink, never a directory); all other
+  // metadata lives on the primary.
+  kHardlink = 4,
+  kCharDevice = 5,
+  kBlockDevice = 6,
+  kFifo = 7,
+};
+const char* EntryTypeName(EntryType t);
+// S_IFMT bits for a type (a hardlink has none of its own).
+uint32_t EntryTypeFormatBits(EntryType t);
+
+struct Xattr {
+  std::string name;
+  std::string value;
+  bool operator==(const Xattr&) const = default;
+};
+
+struct Entry {
+  std::string path;  // relative to the root, no leading '/', "" is the root
+  EntryType type = EntryType::kRegular;
+  uint32_t mode = 0;  // permission bits incl. setuid/setgid/sticky (& 07777)
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  int64_t mtime_sec = 0;
+  uint32_t mtime_nsec = 0;
+  uint64_t size = 0;  // regular files only
+  uint32_t dev_major = 0;  // char/block devices only
+  uint32_t dev_minor = 0;
+  std::string link_target;  // symlink target, or hardlink primary path
+  std::vector<Xattr> xattrs;  // sorted by name, unique names
+  Digest digest{};  // regular files: sha256 of the content
+
+  bool operator==(const Entry&) const = default;
+};
+
+// Total order on paths in which a directory's whole subtree directly follows
+// it: paths compare component by component ('/' sorts before every byte).
+int ComparePaths(std::string_view a, std::string_view b);
+inline bool PathLess(std::string_view a, std::string_view b) { return ComparePaths(a, b) < 0; }
+
+// Parent directory of a path ("" for top-level names). Precondition: path != "".
+std::string_view ParentPath(std::string_view path);
+std::string_view BaseName(std::string_view path);
+
+}  // namespace d4c
