@@ -111,6 +111,9 @@ class CdimgImage {
   std::string_view PathAt(size_t i) const;
   EntryType TypeAt(size_t i) const;
   Entry EntryAt(size_t i) const;
+  // Regular files only (zero otherwise); no allocation.
+  uint64_t SizeAt(size_t i) const;
+  Digest DigestAt(size_t i) const;
   Recipe RecipeAt(size_t i) const;
   std::optional<size_t> Find(std::string_view path) const;
   // Entries [first, end) are the subtree below directory i (excluding i).

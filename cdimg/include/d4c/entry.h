@@ -19,6 +19,20 @@ std::string DigestHex(const Digest& d);
 std::string DigestString(const Digest& d);
 bool ParseDigestHex(std::string_view hex, Digest* out);
 Digest Sha256(std::string_view bytes);
+// Incremental sha256 (OpenSSL EVP underneath).
+class Sha256Stream {
+ public:
+  Sha256Stream();
+  ~Sha256Stream();
+  Sha256Stream(const Sha256Stream&) = delete;
+  Sha256Stream& operator=(const Sha256Stream&) = delete;
+  void Update(std::string_view bytes);
+  Digest Finish();
+
+ private:
+  void* ctx_;
+};
+
 // sha256 of the empty string; the digest of every empty regular file.
 const Digest& EmptyDigest();
 

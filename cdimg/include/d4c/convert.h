@@ -1,0 +1,38 @@
+// convert: OCI image (oci:DIR[:TAG], docker-archive:TAR) -> full cdimg.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+#include "d4c/cdimg.h"
+#include "d4c/oci.h"
+
+namespace d4c {
+
+struct ConvertOptions {
+  int threads = 0;         // compression threads; 0 = number of CPUs
+  int zstd_level = 19;     // level of each file's `full` blob
+  SquashOptions squash;
+  // Called with (bytes compressed so far, bytes known so far); may be empty.
+  std::function<void(uint64_t, uint64_t)> progress;
+};
+
+struct ConvertStats {
+  ImageHeader header;
+  size_t entries = 0;
+  uint64_t rootfs_bytes = 0;  // sum of regular file sizes (hardlinks once)
+  uint64_t unique_bytes = 0;  // after dedup by content
+  uint64_t layer_bytes = 0;   // sum of stored layer sizes
+};
+
+// Writes the cdimg atomically; the same input always gives the same bytes.
+absl::StatusOr<ConvertStats> ConvertImage(std::string_view ref, const std::string& out_path,
+                                          const ConvertOptions& options);
+
+// Compresses one file's bytes the way `full` blobs are stored.
+absl::StatusOr<std::string> CompressFullBlob(std::string_view content, int level);
+
+}  // namespace d4c

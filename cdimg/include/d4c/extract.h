@@ -1,0 +1,25 @@
+// extract: materialize the root filesystem of an image chain into a directory.
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "d4c/chain.h"
+
+namespace d4c {
+
+struct ExtractOptions {
+  int threads = 0;  // 0 = number of CPUs
+};
+
+struct ExtractStats {
+  size_t entries = 0;
+  uint64_t bytes = 0;
+};
+
+// `dir` must not exist or be empty. Needs root (ownership, device nodes,
+// security.* xattrs); fails up front with a clear message otherwise.
+absl::StatusOr<ExtractStats> ExtractImage(const ImageChain& chain, const std::string& dir,
+                                          const ExtractOptions& options);
+
+}  // namespace d4c

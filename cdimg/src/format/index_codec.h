@@ -1,0 +1,51 @@
+// Encoding of the cdimg index: canonical metadata records, recipe columns and
+// the table of delta base digests, zstd-compressed (against the parent's
+// metadata for a delta image). See docs/format.md, "index".
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "d4c/cdimg.h"
+
+namespace d4c::internal {
+
+struct EncodedIndex {
+  std::string bytes;  // raw, uncompressed
+  Digest image_id{};
+};
+// Validates the tree and the recipes (blobs must be laid out in entry order,
+// back to back, covering exactly `blob_section_length` bytes).
+absl::StatusOr<EncodedIndex> EncodeIndex(const std::vector<Entry>& entries,
+                                         const std::vector<Recipe>& recipes,
+                                         uint64_t blob_section_length);
+
+absl::StatusOr<std::string> CompressIndex(std::string_view raw, std::string_view dict, int level);
+absl::StatusOr<std::string> DecompressIndex(std::string_view stored, std::string_view dict,
+                                            uint64_t raw_length);
+
+struct RecipeSlot {
+  Recipe::Kind kind = Recipe::Kind::kNone;
+  CodecId codec = CodecId::kZstd;
+  uint32_t base_ref = 0;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+};
+
+struct DecodedIndex {
+  std::string raw;
+  std::string_view metadata;            // view into raw
+  std::vector<uint32_t> record_offsets;  // into metadata, one per entry
+  std::vector<RecipeSlot> recipes;
+  std::string_view bases;  // base_count * 32 bytes, view into raw
+};
+// Parses and fully validates a raw index: every record, order, parents,
+// hardlinks, recipe consistency, blob bounds, and that sha256(metadata) ==
+// `image_id`. Builds no per-entry heap objects beyond the two offset tables.
+absl::StatusOr<DecodedIndex> DecodeIndex(std::string raw, uint64_t blob_section_length,
+                                         const Digest& image_id);
+
+}  // namespace d4c::internal

@@ -1,0 +1,189 @@
+#include "d4c/chain.h"
+
+#include <zstd.h>
+
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+
+#include "d4c/strcat.h"
+#include "d4c/codec.h"
+
+namespace d4c {
+namespace {
+
+struct DigestHash {
+  size_t operator()(const Digest& d) const {
+    size_t h;
+    std::memcpy(&h, d.data(), sizeof h);
+    return h;
+  }
+};
+
+// Deltas of deltas are legal, but a chain this deep means a cycle.
+constexpr int kMaxResolveDepth = 256;
+
+bool HasBlob(Recipe::Kind k) { return k == Recipe::Kind::kFull || k == Recipe::Kind::kDelta; }
+
+}  // namespace
+
+absl::StatusOr<std::string> DecompressFullBlob(std::string_view blob, uint64_t size) {
+  unsigned long long declared = ZSTD_getFrameContentSize(blob.data(), blob.size());
+  if (declared != size)
+    return absl::DataLossError(StrCat("full blob declares ", declared, " bytes, entry has ", size));
+  std::string out(size, '\0');
+  size_t n = ZSTD_decompress(out.data(), out.size(), blob.data(), blob.size());
+  if (ZSTD_isError(n)) return absl::DataLossError(StrCat("zstd: ", ZSTD_getErrorName(n)));
+  if (n != size) return absl::DataLossError("full blob decompresses to the wrong size");
+  return out;
+}
+
+struct ImageChain::State {
+  std::vector<std::unique_ptr<CdimgImage>> images;  // bottom first
+  // Per image: content digest -> entry, preferring entries that carry bytes.
+  std::vector<std::unordered_map<Digest, uint32_t, DigestHash>> by_digest;
+  std::vector<std::once_flag> built;
+
+  const std::unordered_map<Digest, uint32_t, DigestHash>& Map(size_t level) {
+    std::call_once(built[level], [&] {
+      const CdimgImage& img = *images[level];
+      auto& m = by_digest[level];
+      for (size_t i = 0; i < img.size(); ++i) {
+        if (img.TypeAt(i) != EntryType::kRegular || img.SizeAt(i) == 0) continue;
+        auto [it, added] = m.emplace(img.DigestAt(i), static_cast<uint32_t>(i));
+        if (!added && !HasBlob(img.RecipeAt(it->second).kind) && HasBlob(img.RecipeAt(i).kind))
+          it->second = static_cast<uint32_t>(i);
+      }
+    });
+    return by_digest[level];
+  }
+
+  absl::StatusOr<std::string> ReadAt(size_t level, size_t i, int depth);
+  absl::StatusOr<std::string> ReadDigestFrom(size_t level, const Digest& d, int depth);
+};
+
+absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, int depth) {
+  const CdimgImage& img = *images[level];
+  if (depth > kMaxResolveDepth)
+    return absl::DataLossError(StrCat(img.path(), ": /", img.PathAt(i), ": recipe chain too deep (cycle?)"));
+  Recipe r = img.RecipeAt(i);
+  uint64_t size = img.SizeAt(i);
+  Digest want = img.DigestAt(i);
+  absl::StatusOr<std::string> out;
+  switch (r.kind) {
+    case Recipe::Kind::kEmpty: return std::string();
+    case Recipe::Kind::kNone:
+      return absl::InvalidArgumentError(StrCat("/", img.PathAt(i), " is not a regular file"));
+    case Recipe::Kind::kBase: {
+      // Same bytes as elsewhere: a blob-bearing twin here, else a parent.
+      const auto& m = Map(level);
+      auto it = m.find(want);
+      if (it != m.end() && it->second != i && HasBlob(img.RecipeAt(it->second).kind))
+        return ReadAt(level, it->second, depth + 1);
+      if (level == 0)
+        return absl::DataLossError(StrCat(img.path(), ": /", img.PathAt(i), ": content ",
+                                                DigestString(want), " is in no image of the chain"));
+      return ReadDigestFrom(level - 1, want, depth + 1);
+    }
+    case Recipe::Kind::kFull: {
+      auto blob = img.ReadBlob(r.blob);
+      if (!blob.ok()) return blob.status();
+      out = DecompressFullBlob(*blob, size);
+      break;
+    }
+    case Recipe::Kind::kDelta: {
+      auto base = ReadDigestFrom(level, r.base, depth + 1);
+      if (!base.ok()) return base.status();
+      auto patch = img.ReadBlob(r.blob);
+      if (!patch.ok()) return patch.status();
+      out = GetCodec(r.codec).Decode(*base, *patch, size);
+      break;
+    }
+  }
+  if (!out.ok())
+    return absl::DataLossError(StrCat(img.path(), ": /", img.PathAt(i), ": ", out.status().message()));
+  if (Sha256(*out) != want)
+    return absl::DataLossError(StrCat(img.path(), ": /", img.PathAt(i),
+                                            ": rebuilt content does not match its sha256 (corrupt image)"));
+  return out;
+}
+
+absl::StatusOr<std::string> ImageChain::State::ReadDigestFrom(size_t level, const Digest& d, int depth) {
+  if (d == EmptyDigest()) return std::string();
+  for (size_t l = level + 1; l-- > 0;) {
+    const auto& m = Map(l);
+    auto it = m.find(d);
+    if (it == m.end()) continue;
+    if (images[l]->RecipeAt(it->second).kind == Recipe::Kind::kBase) continue;  // lives further down
+    return ReadAt(l, it->second, depth);
+  }
+  return absl::NotFoundError(StrCat("content ", DigestString(d), " is in no image of the chain below ",
+                                          images[level]->path()));
+}
+
+ImageChain::ImageChain() : s_(std::make_unique<State>()) {}
+ImageChain::~ImageChain() = default;
+
+absl::StatusOr<std::unique_ptr<ImageChain>> ImageChain::FromImages(
+    std::vector<std::unique_ptr<CdimgImage>> images) {
+  if (images.empty()) return absl::InvalidArgumentError("empty image chain");
+  if (images[0]->header().is_delta)
+    return absl::FailedPreconditionError(StrCat(images[0]->path(), ": bottom of the chain is a delta"));
+  std::unique_ptr<ImageChain> c(new ImageChain());
+  c->s_->by_digest.resize(images.size());
+  c->s_->built = std::vector<std::once_flag>(images.size());
+  c->s_->images = std::move(images);
+  return c;
+}
+
+absl::StatusOr<std::unique_ptr<ImageChain>> ImageChain::Open(const std::string& top,
+                                                             const std::vector<std::string>& bases) {
+  std::map<Digest, std::string> by_id;
+  for (const std::string& b : bases) {
+    auto h = CdimgImage::ReadHeader(b);
+    if (!h.ok()) return h.status();
+    by_id.emplace(h->image_id, b);
+  }
+  std::vector<std::string> paths{top};  // top first while walking down
+  auto h = CdimgImage::ReadHeader(top);
+  if (!h.ok()) return h.status();
+  while (h->is_delta) {
+    auto it = by_id.find(h->parent_id);
+    if (it == by_id.end())
+      return absl::NotFoundError(StrCat(paths.back(), ": parent image ", DigestString(h->parent_id),
+                                              " is not among the given bases (--base)"));
+    if (paths.size() > 1024) return absl::FailedPreconditionError("image chain too deep or cyclic");
+    paths.push_back(it->second);
+    h = CdimgImage::ReadHeader(it->second);
+    if (!h.ok()) return h.status();
+  }
+  std::vector<std::unique_ptr<CdimgImage>> images;
+  for (auto it = paths.rbegin(); it != paths.rend(); ++it) {
+    auto img = CdimgImage::Open(*it, images.empty() ? nullptr : images.back().get());
+    if (!img.ok()) return img.status();
+    images.push_back(std::move(*img));
+  }
+  return FromImages(std::move(images));
+}
+
+const CdimgImage& ImageChain::top() const { return *s_->images.back(); }
+size_t ImageChain::depth() const { return s_->images.size(); }
+const CdimgImage& ImageChain::image(size_t level) const { return *s_->images[level]; }
+
+absl::StatusOr<std::string> ImageChain::ReadFile(size_t i) const {
+  return s_->ReadAt(s_->images.size() - 1, i, 0);
+}
+
+absl::StatusOr<std::string> ImageChain::ReadByDigest(const Digest& digest) const {
+  return s_->ReadDigestFrom(s_->images.size() - 1, digest, 0);
+}
+
+bool ImageChain::HasDigest(const Digest& digest) const {
+  if (digest == EmptyDigest()) return true;
+  for (size_t l = 0; l < s_->images.size(); ++l)
+    if (s_->Map(l).count(digest)) return true;
+  return false;
+}
+
+}  // namespace d4c

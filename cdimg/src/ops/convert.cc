@@ -1,0 +1,176 @@
+#include "d4c/convert.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+#include <zstd.h>
+
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+#include <unordered_map>
+
+#include "d4c/strcat.h"
+#include "ops/thread_pool.h"
+
+namespace d4c {
+
+absl::StatusOr<std::string> CompressFullBlob(std::string_view content, int level) {
+  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  if (!cctx) return absl::ResourceExhaustedError("zstd: out of memory");
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
+  // Large files get zstd's own workers. The frame does not depend on the
+  // worker count once it is >= 1, so output stays the same on any machine.
+  if (content.size() > (8u << 20)) ZSTD_CCtx_setParameter(cctx, ZSTD_c_nbWorkers, 2);
+  std::string out(ZSTD_compressBound(content.size()), '\0');
+  size_t n = ZSTD_compress2(cctx, out.data(), out.size(), content.data(), content.size());
+  ZSTD_freeCCtx(cctx);
+  if (ZSTD_isError(n)) return absl::InternalError(StrCat("zstd: ", ZSTD_getErrorName(n)));
+  out.resize(n);
+  return out;
+}
+
+namespace {
+
+struct DigestHash {
+  size_t operator()(const Digest& d) const {
+    size_t h;
+    std::memcpy(&h, d.data(), sizeof h);
+    return h;
+  }
+};
+
+// Receives file contents while layers stream by, compresses each distinct
+// content once on a worker pool and parks the blob in an unlinked temp file.
+class CompressingSpool : public ContentSink {
+ public:
+  CompressingSpool(int fd, int threads, int level, std::function<void(uint64_t, uint64_t)> progress)
+      : fd_(fd), level_(level), progress_(std::move(progress)), pool_(threads) {}
+  ~CompressingSpool() override {
+    Wait().IgnoreError();
+    close(fd_);
+  }
+
+  absl::Status Put(const Digest& digest, std::string content) override {
+    if (content.empty()) return absl::OkStatus();
+    std::unique_lock<std::mutex> l(mu_);
+    if (!error_.ok()) return error_;
+    if (!slots_.emplace(digest, Slot{}).second) return absl::OkStatus();
+    // Bound memory: at most ~kMaxInflight bytes of raw content queued.
+    cv_.wait(l, [&] { return inflight_ == 0 || inflight_ + content.size() <= kMaxInflight; });
+    inflight_ += content.size();
+    known_ += content.size();
+    ++pending_;
+    pool_.Submit([this, digest, c = std::move(content)] { Compress(digest, c); });
+    return absl::OkStatus();
+  }
+
+  absl::Status Wait() {
+    std::unique_lock<std::mutex> l(mu_);
+    cv_.wait(l, [&] { return pending_ == 0; });
+    return error_;
+  }
+
+  absl::StatusOr<std::string> Blob(const Digest& d) {
+    auto it = slots_.find(d);
+    if (it == slots_.end()) return absl::InternalError("content missing from spool");
+    std::string out(it->second.length, '\0');
+    ssize_t n = pread(fd_, out.data(), out.size(), static_cast<off_t>(it->second.offset));
+    if (n != static_cast<ssize_t>(out.size())) return absl::InternalError("spool read failed");
+    return out;
+  }
+
+ private:
+  struct Slot {
+    uint64_t offset = 0, length = 0;
+  };
+  static constexpr uint64_t kMaxInflight = 256ull << 20;
+
+  void Compress(const Digest& digest, const std::string& content) {
+    auto blob = CompressFullBlob(content, level_);
+    std::lock_guard<std::mutex> l(mu_);
+    if (!blob.ok()) {
+      if (error_.ok()) error_ = blob.status();
+    } else if (pwrite(fd_, blob->data(), blob->size(), static_cast<off_t>(end_)) !=
+               static_cast<ssize_t>(blob->size())) {
+      if (error_.ok()) error_ = absl::InternalError(StrCat("spool write: ", std::strerror(errno)));
+    } else {
+      slots_[digest] = {end_, blob->size()};
+      end_ += blob->size();
+    }
+    inflight_ -= content.size();
+    done_ += content.size();
+    --pending_;
+    if (progress_) progress_(done_, known_);
+    cv_.notify_all();
+  }
+
+  int fd_;
+  int level_;
+  std::function<void(uint64_t, uint64_t)> progress_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::unordered_map<Digest, Slot, DigestHash> slots_;
+  uint64_t end_ = 0, inflight_ = 0, known_ = 0, done_ = 0;
+  size_t pending_ = 0;
+  absl::Status error_;
+  internal::ThreadPool pool_;  // last: joins before the members above go away
+};
+
+absl::StatusOr<int> OpenSpool(const std::string& out_path) {
+  std::filesystem::path parent = std::filesystem::path(out_path).parent_path();
+  std::string dir = parent.empty() ? std::string(1, '.') : parent.string();
+  int fd = open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  if (fd < 0) return absl::InternalError(StrCat(dir, ": cannot create temp file: ", std::strerror(errno)));
+  return fd;
+}
+
+}  // namespace
+
+absl::StatusOr<ConvertStats> ConvertImage(std::string_view ref, const std::string& out_path,
+                                          const ConvertOptions& options) {
+  auto source = OpenImageSource(ref);
+  if (!source.ok()) return source.status();
+  auto fd = OpenSpool(out_path);
+  if (!fd.ok()) return fd.status();
+  CompressingSpool spool(*fd, options.threads, options.zstd_level, options.progress);
+  auto entries = SquashLayers(**source, spool, options.squash);
+  if (auto s = spool.Wait(); !s.ok()) return s;
+  if (!entries.ok()) return entries.status();
+
+  auto writer = CdimgWriter::Create(out_path, {});
+  if (!writer.ok()) return writer.status();
+  ConvertStats stats;
+  std::vector<Recipe> recipes(entries->size());
+  std::unordered_map<Digest, bool, DigestHash> emitted;
+  for (size_t i = 0; i < entries->size(); ++i) {
+    const Entry& e = (*entries)[i];
+    if (e.type != EntryType::kRegular) continue;
+    stats.rootfs_bytes += e.size;
+    if (e.size == 0) {
+      recipes[i].kind = Recipe::Kind::kEmpty;
+      continue;
+    }
+    if (!emitted.emplace(e.digest, true).second) {
+      recipes[i].kind = Recipe::Kind::kBase;  // same bytes as an earlier entry
+      continue;
+    }
+    stats.unique_bytes += e.size;
+    auto blob = spool.Blob(e.digest);
+    if (!blob.ok()) return blob.status();
+    auto ref_or = (*writer)->AppendBlob(*blob);
+    if (!ref_or.ok()) return ref_or.status();
+    recipes[i] = {Recipe::Kind::kFull, CodecId::kZstd, {}, *ref_or};
+  }
+  if (auto s = (*writer)->Finish((*source)->config_json(), *entries, recipes); !s.ok()) return s;
+  for (const auto& l : (*source)->layers()) stats.layer_bytes += l.size;
+  auto h = CdimgImage::ReadHeader(out_path);
+  if (!h.ok()) return h.status();
+  stats.header = *h;
+  stats.entries = entries->size();
+  return stats;
+}
+
+}  // namespace d4c

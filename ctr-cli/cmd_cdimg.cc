@@ -1,0 +1,133 @@
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "cli_util.h"
+#include "commands.h"
+#include "d4c/chain.h"
+#include "d4c/extract.h"
+
+namespace d4c::cli {
+namespace {
+
+struct ShowArgs {
+  std::string cdimg;
+  std::vector<std::string> bases;
+  bool json = false;
+};
+
+// Counts by entry type and by recipe kind (bytes of blobs per kind/codec).
+nlohmann::json Summarize(const CdimgImage& img) {
+  std::map<std::string, uint64_t> types, recipes, recipe_bytes;
+  uint64_t rootfs = 0;
+  for (size_t i = 0; i < img.size(); ++i) {
+    types[EntryTypeName(img.TypeAt(i))]++;
+    if (img.TypeAt(i) != EntryType::kRegular) continue;
+    rootfs += img.SizeAt(i);
+    Recipe r = img.RecipeAt(i);
+    std::string k = RecipeKindName(r.kind);
+    if (r.kind == Recipe::Kind::kDelta) k += StrCat("/", CodecName(r.codec));
+    recipes[k]++;
+    recipe_bytes[k] += r.blob.length;
+  }
+  return {{"entries", img.size()}, {"types", types}, {"recipes", recipes},
+          {"recipe_blob_bytes", recipe_bytes}, {"rootfs_bytes", rootfs}};
+}
+
+nlohmann::json HeaderJson(const std::string& path, const ImageHeader& h) {
+  nlohmann::json j = {{"file", path},
+                      {"format_version", h.version},
+                      {"kind", h.is_delta ? "delta" : "full"},
+                      {"image_id", DigestString(h.image_id)},
+                      {"file_bytes", h.file_size},
+                      {"blob_bytes", h.blobs_length},
+                      {"config_bytes", h.config_length},
+                      {"index_bytes", h.index_length},
+                      {"index_raw_bytes", h.index_raw_length}};
+  if (h.is_delta) j["parent_id"] = DigestString(h.parent_id);
+  return j;
+}
+
+void PrintText(const nlohmann::json& j) {
+  std::printf("file:         %s\n", j["file"].get<std::string>().c_str());
+  std::printf("format:       cdimg v%u, %s image\n", j["format_version"].get<unsigned>(),
+              j["kind"].get<std::string>().c_str());
+  std::printf("image id:     %s\n", j["image_id"].get<std::string>().c_str());
+  if (j.contains("parent_id")) std::printf("parent id:    %s\n", j["parent_id"].get<std::string>().c_str());
+  std::printf("size:         %s (%llu bytes): blobs %llu, config %llu, index %llu (raw %llu)\n",
+              HumanBytes(j["file_bytes"]).c_str(), j["file_bytes"].get<unsigned long long>(),
+              j["blob_bytes"].get<unsigned long long>(), j["config_bytes"].get<unsigned long long>(),
+              j["index_bytes"].get<unsigned long long>(), j["index_raw_bytes"].get<unsigned long long>());
+  if (!j.contains("entries")) {
+    std::printf("entries:      (delta index needs the parent chain: pass --base)\n");
+    return;
+  }
+  std::printf("entries:      %llu\n", j["entries"].get<unsigned long long>());
+  for (auto& [k, v] : j["types"].items()) std::printf("  %-10s  %llu\n", k.c_str(), v.get<unsigned long long>());
+  std::printf("recipes:\n");
+  for (auto& [k, v] : j["recipes"].items())
+    std::printf("  %-14s  %8llu files  %12llu blob bytes\n", k.c_str(), v.get<unsigned long long>(),
+                j["recipe_blob_bytes"][k].get<unsigned long long>());
+  std::printf("rootfs bytes: %llu\n", j["rootfs_bytes"].get<unsigned long long>());
+}
+
+int RunShow(const ShowArgs& a) {
+  auto h = CdimgImage::ReadHeader(a.cdimg);
+  if (!h.ok()) return Fail("cdimg show", h.status());
+  nlohmann::json j = HeaderJson(a.cdimg, *h);
+  if (!h->is_delta || !a.bases.empty()) {
+    auto chain = ImageChain::Open(a.cdimg, a.bases);
+    if (!chain.ok()) return Fail("cdimg show", chain.status());
+    j.update(Summarize((*chain)->top()));
+  }
+  if (a.json) std::printf("%s\n", j.dump(2).c_str());
+  else PrintText(j);
+  return 0;
+}
+
+struct ExtractArgs {
+  std::string cdimg;
+  std::vector<std::string> bases;
+  std::string output;
+  int threads = 0;
+};
+
+int RunExtract(const ExtractArgs& a) {
+  auto chain = ImageChain::Open(a.cdimg, a.bases);
+  if (!chain.ok()) return Fail("cdimg extract", chain.status());
+  auto stats = ExtractImage(**chain, a.output, {a.threads});
+  if (!stats.ok()) return Fail("cdimg extract", stats.status());
+  std::printf("%s: %zu entries, %s of file data\n", a.output.c_str(), stats->entries,
+              HumanBytes(stats->bytes).c_str());
+  return 0;
+}
+
+void RegisterShow(CLI::App& cdimg) {
+  auto args = std::make_shared<ShowArgs>();
+  CLI::App* c = cdimg.add_subcommand("show", "Print a cdimg's header, entry counts and sizes by recipe");
+  c->add_option("--cdimg", args->cdimg, "cdimg file")->required();
+  c->add_option("--base", args->bases, "Parent cdimg(s) of a delta, any order (repeatable)");
+  c->add_flag("--json", args->json, "Machine-readable output");
+  c->callback([args] { ExitCode() = RunShow(*args); });
+}
+
+void RegisterExtract(CLI::App& cdimg) {
+  auto args = std::make_shared<ExtractArgs>();
+  CLI::App* c = cdimg.add_subcommand("extract", "Materialize the root filesystem of a cdimg (needs root)");
+  c->add_option("--cdimg", args->cdimg, "cdimg file (full or delta)")->required();
+  c->add_option("--base", args->bases, "Parent cdimg(s) of a delta chain, any order (repeatable)");
+  c->add_option("--output", args->output, "Directory to create (must be absent or empty)")->required();
+  c->add_option("--threadNum,--threads", args->threads, "Worker threads (default: all CPUs)");
+  c->callback([args] { ExitCode() = RunExtract(*args); });
+}
+
+}  // namespace
+
+void RegisterCdimg(CLI::App& app) {
+  CLI::App* cdimg = app.add_subcommand("cdimg", "Inspect and transform cdimg files");
+  cdimg->require_subcommand(1);
+  RegisterShow(*cdimg);
+  RegisterExtract(*cdimg);
+  RegisterDelta(*cdimg);
+}
+
+}  // namespace d4c::cli

@@ -1,0 +1,15 @@
+// ctr-cli subcommands: each Register* adds its CLI11 subcommand to the app.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+namespace d4c::cli {
+
+// Result slot: a subcommand callback stores its exit code here.
+int& ExitCode();
+
+void RegisterConvert(CLI::App& app);
+void RegisterCdimg(CLI::App& app);  // cdimg show / extract, plus RegisterDelta's
+void RegisterDelta(CLI::App& cdimg);  // cdimg diff / patch / merge
+
+}  // namespace d4c::cli
