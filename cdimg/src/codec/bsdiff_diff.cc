@@ -1,0 +1,207 @@
+#include "codec/bsdiff_diff.h"
+
+#include <divsufsort.h>
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <vector>
+
+namespace d4c::codec_internal {
+
+namespace {
+
+void PutLE64(std::string* out, uint64_t v) {
+  char b[8];
+  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>(v >> (8 * i));
+  out->append(b, 8);
+}
+
+// Cursor of the scan over the target; names follow the paper's pseudocode.
+struct ScanState {
+  int64_t scan = 0, len = 0, pos = 0;
+  int64_t lastscan = 0, lastpos = 0, lastoffset = 0;
+};
+
+class Differ {
+ public:
+  Differ(std::string_view base, std::string_view target)
+      : old_(reinterpret_cast<const uint8_t*>(base.data())),
+        oldsize_(static_cast<int64_t>(base.size())),
+        new_(reinterpret_cast<const uint8_t*>(target.data())),
+        newsize_(static_cast<int64_t>(target.size())) {}
+
+  bool BuildSuffixArray();
+  void Run(BsdiffStreams* out);
+
+ private:
+  int64_t MatchLen(int64_t oldpos, int64_t newpos) const;
+  int64_t Search(int64_t scan, int64_t* pos) const;
+  int64_t FindMatch(ScanState& st) const;
+  int64_t ForwardLen(const ScanState& st) const;
+  int64_t BackwardLen(const ScanState& st) const;
+  void ResolveOverlap(const ScanState& st, int64_t* lenf, int64_t* lenb) const;
+  void Emit(ScanState& st, BsdiffStreams* out) const;
+  bool OldMatches(int64_t newpos, int64_t offset) const {
+    int64_t o = newpos + offset;
+    return o >= 0 && o < oldsize_ && old_[o] == new_[newpos];
+  }
+
+  const uint8_t* old_;
+  int64_t oldsize_;
+  const uint8_t* new_;
+  int64_t newsize_;
+  std::vector<saidx_t> sa_;
+};
+
+bool Differ::BuildSuffixArray() {
+  if (oldsize_ == 0) return true;
+  sa_.resize(oldsize_);
+  return divsufsort(old_, sa_.data(), static_cast<saidx_t>(oldsize_)) == 0;
+}
+
+// Length of the common prefix of old[oldpos..] and new[newpos..], 8 bytes at a time.
+int64_t Differ::MatchLen(int64_t oldpos, int64_t newpos) const {
+  int64_t n = std::min(oldsize_ - oldpos, newsize_ - newpos);
+  const uint8_t* a = old_ + oldpos;
+  const uint8_t* b = new_ + newpos;
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t x, y;
+    std::memcpy(&x, a + i, 8);
+    std::memcpy(&y, b + i, 8);
+    if (x != y) break;
+  }
+  while (i < n && a[i] == b[i]) ++i;
+  return i;
+}
+
+// Binary search of the suffix array for the longest match of new[scan..].
+int64_t Differ::Search(int64_t scan, int64_t* pos) const {
+  *pos = 0;
+  if (oldsize_ == 0) return 0;
+  int64_t lo = 0, hi = oldsize_ - 1;
+  while (hi - lo >= 2) {
+    int64_t mid = lo + (hi - lo) / 2;
+    int64_t p = sa_[mid];
+    size_t n = static_cast<size_t>(std::min(oldsize_ - p, newsize_ - scan));
+    if (std::memcmp(old_ + p, new_ + scan, n) < 0) {
+      lo = mid;
+    } else {
+      hi = mid;
+    }
+  }
+  int64_t x = MatchLen(sa_[lo], scan), y = MatchLen(sa_[hi], scan);
+  *pos = x > y ? sa_[lo] : sa_[hi];
+  return std::max(x, y);
+}
+
+// Advances st.scan to the next place where an exact match beats simply
+// continuing the previous alignment (by more than 8 bytes), or where it is
+// exactly that continuation. Returns how many bytes the old alignment matched.
+int64_t Differ::FindMatch(ScanState& st) const {
+  int64_t oldscore = 0;
+  int64_t scsc = st.scan += st.len;
+  for (; st.scan < newsize_; ++st.scan) {
+    st.len = Search(st.scan, &st.pos);
+    for (; scsc < st.scan + st.len; ++scsc) {
+      if (OldMatches(scsc, st.lastoffset)) ++oldscore;
+    }
+    if ((st.len == oldscore && st.len != 0) || st.len > oldscore + 8) break;
+    if (OldMatches(st.scan, st.lastoffset)) --oldscore;
+  }
+  return oldscore;
+}
+
+// How far the previous match extends forward while at least half its bytes agree.
+int64_t Differ::ForwardLen(const ScanState& st) const {
+  int64_t s = 0, best = 0, lenf = 0;
+  for (int64_t i = 0; st.lastscan + i < st.scan && st.lastpos + i < oldsize_;) {
+    if (old_[st.lastpos + i] == new_[st.lastscan + i]) ++s;
+    ++i;
+    if (s * 2 - i > best * 2 - lenf) {
+      best = s;
+      lenf = i;
+    }
+  }
+  return lenf;
+}
+
+// Same, backwards from the new match.
+int64_t Differ::BackwardLen(const ScanState& st) const {
+  if (st.scan >= newsize_) return 0;
+  int64_t s = 0, best = 0, lenb = 0;
+  for (int64_t i = 1; st.scan >= st.lastscan + i && st.pos >= i; ++i) {
+    if (old_[st.pos - i] == new_[st.scan - i]) ++s;
+    if (s * 2 - i > best * 2 - lenb) {
+      best = s;
+      lenb = i;
+    }
+  }
+  return lenb;
+}
+
+// If both extensions claim the same target bytes, split them where the
+// forward alignment stops being the better one.
+void Differ::ResolveOverlap(const ScanState& st, int64_t* lenf, int64_t* lenb) const {
+  int64_t overlap = (st.lastscan + *lenf) - (st.scan - *lenb);
+  if (overlap <= 0) return;
+  int64_t s = 0, best = 0, lens = 0;
+  for (int64_t i = 0; i < overlap; ++i) {
+    if (new_[st.lastscan + *lenf - overlap + i] == old_[st.lastpos + *lenf - overlap + i]) ++s;
+    if (new_[st.scan - *lenb + i] == old_[st.pos - *lenb + i]) --s;
+    if (s > best) {
+      best = s;
+      lens = i + 1;
+    }
+  }
+  *lenf += lens - overlap;
+  *lenb -= lens;
+}
+
+void Differ::Emit(ScanState& st, BsdiffStreams* out) const {
+  int64_t lenf = ForwardLen(st);
+  int64_t lenb = BackwardLen(st);
+  ResolveOverlap(st, &lenf, &lenb);
+  for (int64_t i = 0; i < lenf; ++i) {
+    out->diff.push_back(static_cast<char>(new_[st.lastscan + i] - old_[st.lastpos + i]));
+  }
+  int64_t extra_len = (st.scan - lenb) - (st.lastscan + lenf);
+  out->extra.append(reinterpret_cast<const char*>(new_ + st.lastscan + lenf), extra_len);
+  PutLE64(&out->ctrl, static_cast<uint64_t>(lenf));
+  PutLE64(&out->ctrl, static_cast<uint64_t>(extra_len));
+  PutLE64(&out->ctrl, static_cast<uint64_t>((st.pos - lenb) - (st.lastpos + lenf)));
+  st.lastscan = st.scan - lenb;
+  st.lastpos = st.pos - lenb;
+  st.lastoffset = st.pos - st.scan;
+}
+
+void Differ::Run(BsdiffStreams* out) {
+  out->diff.reserve(newsize_);
+  ScanState st;
+  while (st.scan < newsize_) {
+    int64_t oldscore = FindMatch(st);
+    if (st.len != oldscore || st.scan == newsize_) Emit(st, out);
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<BsdiffStreams> BsdiffCompute(std::string_view base, std::string_view target) {
+  constexpr uint64_t kMax = std::numeric_limits<saidx_t>::max();
+  if (base.size() > kMax || target.size() > kMax) {
+    return absl::InvalidArgumentError("bsdiff: inputs of 2 GiB or more are not supported");
+  }
+  try {
+    Differ differ(base, target);
+    if (!differ.BuildSuffixArray()) return absl::InternalError("bsdiff: divsufsort failed");
+    BsdiffStreams out;
+    differ.Run(&out);
+    return out;
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("bsdiff: out of memory");
+  }
+}
+
+}  // namespace d4c::codec_internal

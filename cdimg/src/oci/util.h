@@ -1,0 +1,75 @@
+// Private helpers shared by the OCI readers and the layer squasher.
+#pragma once
+
+#include <locale.h>
+#include <openssl/sha.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "d4c/entry.h"
+#include "nlohmann/json.hpp"
+
+namespace d4c::oci_internal {
+
+// Largest index.json / manifest / manifest.json we accept (they are small).
+inline constexpr uint64_t kMaxManifestBytes = 4ull << 20;
+
+// `"text"` with non-printable bytes escaped, for error messages: layer paths
+// are arbitrary bytes and must not garble a terminal.
+std::string Quote(std::string_view s);
+
+// Switches the calling thread to the "C" locale for its lifetime. libarchive
+// converts names between the archive charset and the current locale's
+// codeset; in "C" it keeps the raw bytes (with a warning) whereas e.g. a
+// Latin-1 locale set by a host program would rewrite them.
+class ScopedCLocale {
+ public:
+  ScopedCLocale();
+  ~ScopedCLocale();
+  ScopedCLocale(const ScopedCLocale&) = delete;
+  ScopedCLocale& operator=(const ScopedCLocale&) = delete;
+
+ private:
+  locale_t c_locale_ = nullptr;
+  locale_t previous_ = nullptr;
+};
+
+class Sha256Hasher {
+ public:
+  Sha256Hasher() { SHA256_Init(&ctx_); }
+  void Update(const void* data, size_t n) { SHA256_Update(&ctx_, data, n); }
+  Digest Final() {
+    Digest d;
+    SHA256_Final(d.data(), &ctx_);
+    return d;
+  }
+
+ private:
+  SHA256_CTX ctx_;
+};
+
+// Parses "sha256:<64 lowercase hex>"; anything else (other algorithms,
+// uppercase, path characters) is refused because digests become file names.
+absl::StatusOr<Digest> ParseSha256Digest(std::string_view digest, std::string_view what);
+
+// Non-throwing JSON parse; `what` names the document in the error.
+absl::StatusOr<nlohmann::json> ParseJson(std::string_view text, std::string_view what);
+
+// Typed field access that never throws (missing or wrong type: nullopt / null).
+const nlohmann::json* JsonField(const nlohmann::json& obj, const char* key);
+std::optional<std::string> JsonString(const nlohmann::json& obj, const char* key);
+std::optional<uint64_t> JsonUint(const nlohmann::json& obj, const char* key);
+
+// Media types of layer blobs (tar, optionally compressed) that we can squash.
+bool IsLayerMediaType(std::string_view media_type);
+// Media types of image configs we accept.
+bool IsConfigMediaType(std::string_view media_type);
+bool IsManifestMediaType(std::string_view media_type);
+bool IsIndexMediaType(std::string_view media_type);
+
+}  // namespace d4c::oci_internal

@@ -1,0 +1,47 @@
+# Shared helpers for the end-to-end tests (sourced, not run).
+# Env from ctest: D4C_BUILD_DIR, D4C_SOURCE_DIR. D4C_REQUIRE_E2E=1 turns every
+# "cannot run here" into a failure instead of a skip (exit 77).
+set -euo pipefail
+: "${D4C_BUILD_DIR:?set by ctest}" "${D4C_SOURCE_DIR:?set by ctest}"
+D4C_CORPUS=${D4C_CORPUS:-/var/cache/d4c-corpus}
+D4C_WORK=${D4C_WORK:-/var/cache/d4c-work}
+CTR_CLI=$D4C_BUILD_DIR/ctr-cli/ctr-cli
+TREECMP=$D4C_BUILD_DIR/test/treecmp
+
+e2e_log() { printf '[%s %(%H:%M:%S)T] %s\n' "${0##*/}" -1 "$*" >&2; }
+
+# skip_or_fail REASON: exit 77 (ctest skip) unless D4C_REQUIRE_E2E=1
+skip_or_fail() {
+  if [[ ${D4C_REQUIRE_E2E:-0} == 1 ]]; then
+    echo "FAIL (D4C_REQUIRE_E2E=1): $*" >&2
+    exit 1
+  fi
+  echo "SKIP: $*" >&2
+  exit 77
+}
+
+require_root() { [[ $(id -u) -eq 0 ]] || skip_or_fail "needs root"; }
+require_corpus() {
+  [[ -f $D4C_CORPUS/corpus-stats.tsv ]] ||
+    skip_or_fail "corpus missing at $D4C_CORPUS (run /work/shared/corpus/make-corpus.sh or ../shared/corpus/make-corpus.sh)"
+}
+
+# corpus_tags SERIES: versions of a series in order
+corpus_tags() { awk -F'\t' -v s="$1" 'NR>1 && $1==s {print $2}' "$D4C_CORPUS/corpus-stats.tsv"; }
+corpus_series() { awk -F'\t' 'NR>1 {print $1}' "$D4C_CORPUS/corpus-stats.tsv" | uniq; }
+
+# Converted images are cached per ctr-cli build (keyed by the binary's hash),
+# so a changed converter never reuses stale files.
+cli_key() { sha256sum "$CTR_CLI" | cut -c1-16; }
+
+# cdimg_for SERIES TAG: prints the path of the converted full cdimg
+cdimg_for() {
+  local dir=$D4C_WORK/cdimg/$(cli_key)/$1/$2
+  if [[ ! -f $dir/image.cdimg ]]; then
+    mkdir -p "$dir"
+    "$CTR_CLI" convert --image "oci:$D4C_CORPUS/$1/oci:$2" --output "$dir" --cdimg >&2
+  fi
+  echo "$dir/image.cdimg"
+}
+
+image_id() { "$CTR_CLI" cdimg show --json "$@" | jq -r .image_id; }
