@@ -36,7 +36,7 @@ class Differ {
   void Run(BsdiffStreams* out);
 
  private:
-  int64_t MatchLen(int64_t oldpos, int64_t newpos) const;
+  int64_t MatchLen(int64_t oldpos, int64_t newpos, int64_t skip) const;
   int64_t Search(int64_t scan, int64_t* pos) const;
   int64_t FindMatch(ScanState& st) const;
   int64_t ForwardLen(const ScanState& st) const;
@@ -61,12 +61,13 @@ bool Differ::BuildSuffixArray() {
   return divsufsort(old_, sa_.data(), static_cast<saidx_t>(oldsize_)) == 0;
 }
 
-// Length of the common prefix of old[oldpos..] and new[newpos..], 8 bytes at a time.
-int64_t Differ::MatchLen(int64_t oldpos, int64_t newpos) const {
+// Length of the common prefix of old[oldpos..] and new[newpos..], compared 8
+// bytes at a time from `skip` (a length already known to match).
+int64_t Differ::MatchLen(int64_t oldpos, int64_t newpos, int64_t skip) const {
   int64_t n = std::min(oldsize_ - oldpos, newsize_ - newpos);
   const uint8_t* a = old_ + oldpos;
   const uint8_t* b = new_ + newpos;
-  int64_t i = 0;
+  int64_t i = skip;
   for (; i + 8 <= n; i += 8) {
     uint64_t x, y;
     std::memcpy(&x, a + i, 8);
@@ -77,24 +78,34 @@ int64_t Differ::MatchLen(int64_t oldpos, int64_t newpos) const {
   return i;
 }
 
-// Binary search of the suffix array for the longest match of new[scan..].
+// Binary search of the suffix array for the longest match of new[scan..]: it
+// is at one of the two neighbours of the pattern's place in sorted order.
+// Every suffix between lo and hi shares min(llo, lhi) bytes with the pattern,
+// so comparisons start there instead of rescanning long common prefixes
+// (they made this the hot spot on real binaries).
 int64_t Differ::Search(int64_t scan, int64_t* pos) const {
   *pos = 0;
   if (oldsize_ == 0) return 0;
   int64_t lo = 0, hi = oldsize_ - 1;
+  int64_t llo = MatchLen(sa_[lo], scan, 0), lhi = MatchLen(sa_[hi], scan, 0);
   while (hi - lo >= 2) {
     int64_t mid = lo + (hi - lo) / 2;
     int64_t p = sa_[mid];
-    size_t n = static_cast<size_t>(std::min(oldsize_ - p, newsize_ - scan));
-    if (std::memcmp(old_ + p, new_ + scan, n) < 0) {
-      lo = mid;
+    int64_t l = MatchLen(p, scan, std::min(llo, lhi));
+    // True lexicographic order: a suffix that is a proper prefix of the
+    // pattern sorts before it. (Classic bsdiff's memcmp over the shorter
+    // length calls it "not less", which on periodic data steers the search to
+    // the shortest such suffix and made encoding quadratic.)
+    bool less = l < newsize_ - scan && (l == oldsize_ - p || old_[p + l] < new_[scan + l]);
+    if (less) {
+      lo = mid, llo = l;
     } else {
-      hi = mid;
+      hi = mid, lhi = l;
     }
   }
-  int64_t x = MatchLen(sa_[lo], scan), y = MatchLen(sa_[hi], scan);
-  *pos = x > y ? sa_[lo] : sa_[hi];
-  return std::max(x, y);
+  // Ties go to hi, as in the original.
+  *pos = llo > lhi ? sa_[lo] : sa_[hi];
+  return std::max(llo, lhi);
 }
 
 // Advances st.scan to the next place where an exact match beats simply

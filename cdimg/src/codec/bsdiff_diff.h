@@ -1,7 +1,7 @@
 // The bsdiff difference algorithm (Colin Percival, "Naive differences of
-// executable code", 2003), written from the paper's description: suffix-array
-// matches extended approximately, so that the "diff" stream of bytewise
-// differences is mostly zeros and compresses well.
+// executable code", 2003; his bsdiff 4.3 is BSD-licensed), reimplemented here:
+// suffix-array matches extended approximately, so that the "diff" stream of
+// bytewise differences is mostly zeros and compresses well.
 #pragma once
 
 #include <cstdint>

@@ -1,6 +1,7 @@
 #include "codec/xdelta3_codec.h"
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
@@ -69,7 +70,7 @@ int TryEncode(std::string_view base, std::string_view target, std::string* out, 
   config.flags = kEncodeFlags;
   config.winsize = std::clamp<usize_t>(static_cast<usize_t>(target.size()), XD3_ALLOCSIZE,
                                        kEncodeWindow);
-  config.sprevsz = xd3_pow2_roundup(config.winsize);
+  config.sprevsz = std::bit_ceil(config.winsize);  // must be a power of two
   config.iopt_size = 0;  // unlimited: never force early instruction decisions
   // ngroups 0 = DJW's multi-table default (`-S djw9`), better than the 1 of plain -S djw.
   config.sec_data.ngroups = config.sec_inst.ngroups = config.sec_addr.ngroups = 0;

@@ -1,5 +1,7 @@
 #include "codec/zstd_codec.h"
 
+#include <functional>
+
 #include "codec/zstd_util.h"
 #include "d4c/strcat.h"
 
@@ -23,13 +25,17 @@ absl::Status ConfigureEncoder(ZSTD_CCtx* cctx, int level, int window_log) {
   return ZstdSet(cctx, ZSTD_c_checksumFlag, 1);
 }
 
-}  // namespace
+bool Overlaps(std::string_view a, std::string_view b) {
+  auto lt = std::less<const char*>();  // total order even across unrelated buffers
+  return !a.empty() && !b.empty() && lt(a.data(), b.data() + b.size()) &&
+         lt(b.data(), a.data() + a.size());
+}
 
-absl::StatusOr<std::string> ZstdCodec::Encode(std::string_view base,
-                                              std::string_view target) const {
+absl::StatusOr<std::string> EncodeSeparate(int level, std::string_view base,
+                                           std::string_view target) {
   ZstdCCtxPtr cctx(ZSTD_createCCtx());
   if (!cctx) return absl::ResourceExhaustedError("ZSTD_createCCtx failed");
-  auto s = ConfigureEncoder(cctx.get(), level_, PatchWindowLog(base.size(), target.size()));
+  auto s = ConfigureEncoder(cctx.get(), level, PatchWindowLog(base.size(), target.size()));
   if (!s.ok()) return s;
   size_t rc = ZSTD_CCtx_refPrefix(cctx.get(), base.data(), base.size());
   if (ZSTD_isError(rc)) return ZstdError("zstd refPrefix", rc);
@@ -39,6 +45,21 @@ absl::StatusOr<std::string> ZstdCodec::Encode(std::string_view base,
   if (ZSTD_isError(n)) return ZstdError("zstd compress", n);
   out->resize(n);
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ZstdCodec::Encode(std::string_view base,
+                                              std::string_view target) const {
+  // zstd drops the part of a prefix that the input overlaps in memory (it
+  // takes it for its own window), so an aliased target would not see the base.
+  if (Overlaps(base, target)) {
+    auto copy = AllocateBuffer(target.size());
+    if (!copy.ok()) return copy.status();
+    target.copy(copy->data(), target.size());
+    return EncodeSeparate(level_, base, *copy);
+  }
+  return EncodeSeparate(level_, base, target);
 }
 
 absl::StatusOr<std::string> ZstdCodec::Decode(std::string_view base, std::string_view patch,

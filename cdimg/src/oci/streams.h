@@ -35,7 +35,7 @@ class FileRangeStream : public ByteStream {
 
 // Passes bytes through while hashing them; at the end of the stream the
 // sha256 (and size, if known) must match, otherwise every further Read
-// fails. `what` names the blob in errors ("layer sha256:...").
+// fails. Errors read "<what>: digest mismatch ..."; `what` names the blob.
 class VerifyingStream : public ByteStream {
  public:
   VerifyingStream(std::unique_ptr<ByteStream> inner, Digest expected, std::optional<uint64_t> size,

@@ -1,11 +1,13 @@
 #include "oci/util.h"
 
 #include "absl/strings/escaping.h"
-#include "absl/strings/str_cat.h"
+#include "d4c/strcat.h"
 
 namespace d4c::oci_internal {
 
-std::string Quote(std::string_view s) { return absl::StrCat("\"", absl::CHexEscape(s), "\""); }
+std::string Quote(std::string_view s) {
+  return StrCat("\"", absl::CHexEscape(absl::string_view(s.data(), s.size())), "\"");
+}
 
 ScopedCLocale::ScopedCLocale() {
   c_locale_ = newlocale(LC_ALL_MASK, "C", static_cast<locale_t>(0));
@@ -18,6 +20,16 @@ ScopedCLocale::~ScopedCLocale() {
   freelocale(c_locale_);
 }
 
+Sha256Hasher::Sha256Hasher() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
+Sha256Hasher::~Sha256Hasher() { EVP_MD_CTX_free(ctx_); }
+void Sha256Hasher::Update(const void* data, size_t n) { EVP_DigestUpdate(ctx_, data, n); }
+Digest Sha256Hasher::Final() {
+  Digest d;
+  unsigned int len = 0;
+  EVP_DigestFinal_ex(ctx_, d.data(), &len);
+  return d;
+}
+
 absl::StatusOr<Digest> ParseSha256Digest(std::string_view digest, std::string_view what) {
   constexpr std::string_view kPrefix = "sha256:";
   Digest d;
@@ -28,13 +40,13 @@ absl::StatusOr<Digest> ParseSha256Digest(std::string_view digest, std::string_vi
   }
   if (!lower_hex || !ParseDigestHex(digest.substr(kPrefix.size()), &d))
     return absl::InvalidArgumentError(
-        absl::StrCat(what, ": unsupported or malformed digest ", Quote(digest), " (want sha256:<64 hex>)"));
+        StrCat(what, ": unsupported or malformed digest ", Quote(digest), " (want sha256:<64 hex>)"));
   return d;
 }
 
 absl::StatusOr<nlohmann::json> ParseJson(std::string_view text, std::string_view what) {
   nlohmann::json j = nlohmann::json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(what, ": not valid JSON"));
+  if (j.is_discarded()) return absl::InvalidArgumentError(StrCat(what, ": not valid JSON"));
   return j;
 }
 

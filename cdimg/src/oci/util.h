@@ -2,7 +2,7 @@
 #pragma once
 
 #include <locale.h>
-#include <openssl/sha.h>
+#include <openssl/evp.h>
 
 #include <cstdint>
 #include <optional>
@@ -39,18 +39,18 @@ class ScopedCLocale {
   locale_t previous_ = nullptr;
 };
 
+// Incremental sha256 (OpenSSL EVP; the SHA256_* calls are deprecated).
 class Sha256Hasher {
  public:
-  Sha256Hasher() { SHA256_Init(&ctx_); }
-  void Update(const void* data, size_t n) { SHA256_Update(&ctx_, data, n); }
-  Digest Final() {
-    Digest d;
-    SHA256_Final(d.data(), &ctx_);
-    return d;
-  }
+  Sha256Hasher();
+  ~Sha256Hasher();
+  Sha256Hasher(const Sha256Hasher&) = delete;
+  Sha256Hasher& operator=(const Sha256Hasher&) = delete;
+  void Update(const void* data, size_t n);
+  Digest Final();
 
  private:
-  SHA256_CTX ctx_;
+  EVP_MD_CTX* ctx_;
 };
 
 // Parses "sha256:<64 lowercase hex>"; anything else (other algorithms,

@@ -12,6 +12,7 @@
 #include <unordered_map>
 
 #include "d4c/strcat.h"
+#include "ops/full_image_writer.h"
 #include "ops/thread_pool.h"
 
 namespace d4c {
@@ -140,31 +141,12 @@ absl::StatusOr<ConvertStats> ConvertImage(std::string_view ref, const std::strin
   if (auto s = spool.Wait(); !s.ok()) return s;
   if (!entries.ok()) return entries.status();
 
-  auto writer = CdimgWriter::Create(out_path, {});
-  if (!writer.ok()) return writer.status();
+  auto written = internal::WriteFullImage(out_path, (*source)->config_json(), *entries,
+                                         [&](size_t i) { return spool.Blob((*entries)[i].digest); });
+  if (!written.ok()) return written.status();
   ConvertStats stats;
-  std::vector<Recipe> recipes(entries->size());
-  std::unordered_map<Digest, bool, DigestHash> emitted;
-  for (size_t i = 0; i < entries->size(); ++i) {
-    const Entry& e = (*entries)[i];
-    if (e.type != EntryType::kRegular) continue;
-    stats.rootfs_bytes += e.size;
-    if (e.size == 0) {
-      recipes[i].kind = Recipe::Kind::kEmpty;
-      continue;
-    }
-    if (!emitted.emplace(e.digest, true).second) {
-      recipes[i].kind = Recipe::Kind::kBase;  // same bytes as an earlier entry
-      continue;
-    }
-    stats.unique_bytes += e.size;
-    auto blob = spool.Blob(e.digest);
-    if (!blob.ok()) return blob.status();
-    auto ref_or = (*writer)->AppendBlob(*blob);
-    if (!ref_or.ok()) return ref_or.status();
-    recipes[i] = {Recipe::Kind::kFull, CodecId::kZstd, {}, *ref_or};
-  }
-  if (auto s = (*writer)->Finish((*source)->config_json(), *entries, recipes); !s.ok()) return s;
+  stats.rootfs_bytes = written->rootfs_bytes;
+  stats.unique_bytes = written->unique_bytes;
   for (const auto& l : (*source)->layers()) stats.layer_bytes += l.size;
   auto h = CdimgImage::ReadHeader(out_path);
   if (!h.ok()) return h.status();

@@ -1,0 +1,106 @@
+// diff / patch / merge: the delta engine.
+//
+//   diff:  full or delta image A (as a chain) + image B  -> delta cdimg A→B
+//   patch: image A (as a chain) + delta A→B              -> full cdimg B, byte
+//          for byte what `convert` writes for B
+//   merge: A (as a chain) + delta A→B + delta B→C        -> delta A→C
+//
+// A delta names its parent's image id and only ever relies on content of the
+// parent's own tree (never on files that only an older ancestor had), so any
+// representation of the parent (full, or a delta chain) can serve it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "d4c/cdimg.h"
+#include "d4c/chain.h"
+#include "d4c/codec.h"
+
+namespace d4c {
+
+// Called with (bytes done, bytes to do); may be called from worker threads,
+// never concurrently.
+using DeltaProgress = std::function<void(uint64_t, uint64_t)>;
+
+struct DiffOptions {
+  // A fixed codec, or nullopt for "auto": per file the smallest patch among
+  // the codecs whose predicted run time fits `time_budget_ms`.
+  std::optional<CodecId> codec;
+  int threads = 0;  // 0 = number of CPUs
+  // Per file, for auto. Predicted from sizes with a fixed cost model, not
+  // measured, so the choice (and the output) never depends on machine load.
+  // zstd is always tried.
+  uint32_t time_budget_ms = 5000;
+  // Files smaller than this are stored whole: no delta is tried.
+  uint64_t min_delta_size = 64;
+  int zstd_level = 19;  // `full` blobs; must match convert's for patch to copy them
+  // Estimated working memory of files in flight (contents + codec state).
+  uint64_t memory_budget = 1ull << 30;
+  DeltaProgress progress;
+};
+
+// "auto" -> nullopt, else ParseCodecName.
+absl::StatusOr<std::optional<CodecId>> ParseCodecChoice(std::string_view name);
+
+// Blob count and bytes by representation, for reports.
+struct DeltaBucket {
+  uint64_t files = 0;          // entries
+  uint64_t blob_bytes = 0;     // stored bytes
+  uint64_t content_bytes = 0;  // file bytes they represent
+};
+
+struct DeltaStats {
+  ImageHeader header;  // of the written file
+  size_t entries = 0;
+  // Keys: "empty", "unchanged" (same path and content as the parent: kBase),
+  // "dedup" (kBase: content the parent has under another path, or a second
+  // copy within the image), "full", "delta/<codec>".
+  std::map<std::string, DeltaBucket> by_kind;
+  uint64_t rename_bases = 0;  // deltas whose base came from another path
+  uint64_t reencoded = 0;     // merge: files changed in both deltas, re-encoded against A
+};
+
+// Writes the delta new_chain.top() relative to old_chain.top() to `out_path`.
+absl::StatusOr<DeltaStats> DiffImages(const ImageChain& old_chain, const ImageChain& new_chain,
+                                      const std::string& out_path, const DiffOptions& options);
+
+struct PatchOptions {
+  int threads = 0;
+  int zstd_level = 19;  // convert's level, so the output equals convert's
+  // Copy `full` blobs of unchanged content from the base chain and the delta
+  // instead of recompressing (same level => same bytes). Every copied blob
+  // is still decompressed and checked against its digest.
+  bool reuse_full_blobs = true;
+  uint64_t memory_budget = 1ull << 30;
+  DeltaProgress progress;
+};
+
+// Applies the delta at `delta_path` to base_chain.top() and writes the full
+// image at `out_path`. A delta of another base is refused naming both ids.
+absl::StatusOr<DeltaStats> PatchImage(const ImageChain& base_chain, const std::string& delta_path,
+                                      const std::string& out_path, const PatchOptions& options);
+
+// D1 = A→B, D2 = B→C  ->  A→C. `base_chain` ends in A. Blobs that stay valid
+// against A are copied (after verification); files changed by both deltas are
+// re-encoded against A and kept only when smaller than the alternatives.
+// `options` drive the re-encoding.
+absl::StatusOr<DeltaStats> MergeDeltas(const ImageChain& base_chain, const std::string& d1_path,
+                                       const std::string& d2_path, const std::string& out_path,
+                                       const DiffOptions& options);
+
+// For a delta cdimg: finds its ancestors (parent, grandparent, ... down to a
+// full image) by image id among `candidates` first, then among the *.cdimg
+// files of `search_dirs` (headers only). Returns their paths, nearest first,
+// or a NotFound error naming the first missing image id.
+absl::StatusOr<std::vector<std::string>> FindAncestors(const std::string& cdimg,
+                                                      const std::vector<std::string>& candidates,
+                                                      const std::vector<std::string>& search_dirs);
+
+}  // namespace d4c

@@ -1,0 +1,237 @@
+#include "codec/bsdiff_codec.h"
+
+#include <array>
+#include <cstring>
+#include <limits>
+#include <optional>
+
+#include "codec/bsdiff_diff.h"
+#include "codec/hash64.h"
+#include "codec/zstd_util.h"
+#include "d4c/strcat.h"
+
+namespace d4c::codec_internal {
+
+namespace {
+
+constexpr size_t kHeaderSize = 3 * 4 + 8;
+// The control stream is decoded incrementally; capping its zstd window keeps
+// that decoder's memory small whatever the patch claims.
+constexpr int kCtrlWindowLog = 20;
+
+uint64_t GetLE(const char* p, int n) {
+  uint64_t v = 0;
+  for (int i = n - 1; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
+}
+void PutLE(std::string* out, uint64_t v, int n) {
+  for (int i = 0; i < n; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+}
+
+struct Triple {
+  uint64_t add;
+  uint64_t copy;
+  int64_t seek;
+};
+
+// The three stream slices of a patch, after the header was bounds-checked.
+struct Parsed {
+  std::string_view ctrl, diff, extra;
+  uint64_t hash;
+};
+
+absl::StatusOr<Parsed> ParseHeader(std::string_view patch) {
+  if (patch.size() < kHeaderSize) return absl::DataLossError("bsdiff patch: truncated header");
+  uint64_t lens[3];
+  uint64_t total = kHeaderSize;
+  for (int i = 0; i < 3; ++i) {
+    lens[i] = GetLE(patch.data() + 4 * i, 4);
+    total += lens[i];  // three u32 values: cannot overflow
+  }
+  if (total != patch.size()) {
+    return absl::DataLossError(
+        StrCat("bsdiff patch: header says ", total, " bytes, patch has ", patch.size()));
+  }
+  Parsed p;
+  p.hash = GetLE(patch.data() + 12, 8);
+  p.ctrl = patch.substr(kHeaderSize, lens[0]);
+  p.diff = patch.substr(kHeaderSize + lens[0], lens[1]);
+  p.extra = patch.substr(kHeaderSize + lens[0] + lens[1], lens[2]);
+  return p;
+}
+
+// An empty stream is stored as zero bytes rather than an empty zstd frame.
+absl::StatusOr<std::string> CompressStream(const std::string& s, int level, int window_log) {
+  if (s.empty()) return std::string();
+  return ZstdCompressFrame(s, level, window_log);
+}
+absl::StatusOr<std::string> DecompressStream(std::string_view s, uint64_t max_size) {
+  if (s.empty()) return std::string();
+  return ZstdDecompressFrame(s, max_size);
+}
+
+// Streams control triples out of their zstd frame without inflating it whole:
+// a hostile frame could otherwise expand far beyond the target size.
+class CtrlReader {
+ public:
+  absl::Status Init(std::string_view frame);
+  // The next triple, or nullopt once the frame ended cleanly.
+  absl::StatusOr<std::optional<Triple>> Next();
+
+ private:
+  absl::Status Refill();
+
+  ZstdDCtxPtr dctx_;
+  ZSTD_inBuffer in_{nullptr, 0, 0};
+  std::array<char, kBsdiffTripleSize * 1024> buf_;
+  size_t have_ = 0, pos_ = 0;
+  bool ended_ = true;
+};
+
+absl::Status CtrlReader::Init(std::string_view frame) {
+  if (frame.empty()) return absl::OkStatus();
+  dctx_.reset(ZSTD_createDCtx());
+  if (!dctx_) return absl::ResourceExhaustedError("ZSTD_createDCtx failed");
+  size_t rc = ZSTD_DCtx_setParameter(dctx_.get(), ZSTD_d_windowLogMax, kCtrlWindowLog);
+  if (ZSTD_isError(rc)) return ZstdError("bsdiff ctrl windowLogMax", rc);
+  in_ = {frame.data(), frame.size(), 0};
+  ended_ = false;
+  return absl::OkStatus();
+}
+
+absl::Status CtrlReader::Refill() {
+  std::memmove(buf_.data(), buf_.data() + pos_, have_ - pos_);
+  have_ -= pos_;
+  pos_ = 0;
+  while (have_ < buf_.size() && !ended_) {
+    ZSTD_outBuffer out{buf_.data(), buf_.size(), have_};
+    size_t before_in = in_.pos;
+    size_t rc = ZSTD_decompressStream(dctx_.get(), &out, &in_);
+    if (ZSTD_isError(rc)) return ZstdError("bsdiff patch: ctrl stream", rc);
+    bool progress = out.pos != have_ || in_.pos != before_in;
+    have_ = out.pos;
+    if (rc == 0) {
+      ended_ = true;
+      if (in_.pos != in_.size) return absl::DataLossError("bsdiff patch: bytes after ctrl frame");
+    } else if (!progress) {
+      return absl::DataLossError("bsdiff patch: ctrl stream truncated");
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<Triple>> CtrlReader::Next() {
+  if (have_ - pos_ < kBsdiffTripleSize) {
+    if (auto s = Refill(); !s.ok()) return s;
+  }
+  if (have_ == pos_) return std::nullopt;  // Refill only stops short at the frame end
+  if (have_ - pos_ < kBsdiffTripleSize) return absl::DataLossError("bsdiff patch: partial ctrl triple");
+  const char* p = buf_.data() + pos_;
+  pos_ += kBsdiffTripleSize;
+  return Triple{GetLE(p, 8), GetLE(p + 8, 8), static_cast<int64_t>(GetLE(p + 16, 8))};
+}
+
+// Rebuilds the target, checking every triple against all buffer bounds.
+class Patcher {
+ public:
+  Patcher(std::string_view base, std::string_view diff, std::string_view extra, std::string* out)
+      : base_(base), diff_(diff), extra_(extra), out_(*out) {}
+  absl::Status Apply(const Triple& t);
+  bool Complete() const {
+    return newpos_ == out_.size() && dpos_ == diff_.size() && epos_ == extra_.size();
+  }
+
+ private:
+  std::string_view base_, diff_, extra_;
+  std::string& out_;
+  uint64_t newpos_ = 0, oldpos_ = 0, dpos_ = 0, epos_ = 0;
+};
+
+absl::Status Patcher::Apply(const Triple& t) {
+  if (t.add > out_.size() - newpos_ || t.add > base_.size() - oldpos_ ||
+      t.add > diff_.size() - dpos_) {
+    return absl::DataLossError("bsdiff patch: add length out of bounds");
+  }
+  for (uint64_t i = 0; i < t.add; ++i) {
+    out_[newpos_ + i] = static_cast<char>(diff_[dpos_ + i] + base_[oldpos_ + i]);
+  }
+  newpos_ += t.add, oldpos_ += t.add, dpos_ += t.add;
+  if (t.copy > out_.size() - newpos_ || t.copy > extra_.size() - epos_) {
+    return absl::DataLossError("bsdiff patch: copy length out of bounds");
+  }
+  std::memcpy(out_.data() + newpos_, extra_.data() + epos_, t.copy);
+  newpos_ += t.copy, epos_ += t.copy;
+  // Unsigned magnitude: negating INT64_MIN as a signed value would overflow.
+  uint64_t mag = t.seek < 0 ? 0 - static_cast<uint64_t>(t.seek) : static_cast<uint64_t>(t.seek);
+  if (t.seek < 0 ? mag > oldpos_ : mag > base_.size() - oldpos_) {
+    return absl::DataLossError("bsdiff patch: seek out of bounds");
+  }
+  oldpos_ = t.seek < 0 ? oldpos_ - mag : oldpos_ + mag;
+  return absl::OkStatus();
+}
+
+absl::Status RunTriples(CtrlReader& ctrl, Patcher& patcher, uint64_t target_size) {
+  // Our encoder emits at most one triple per target byte plus one; more means
+  // a hostile stream trying to burn time on empty triples.
+  for (uint64_t count = 0;; ++count) {
+    auto t = ctrl.Next();
+    if (!t.ok()) return t.status();
+    if (!t->has_value()) break;
+    if (count > target_size) return absl::DataLossError("bsdiff patch: too many ctrl triples");
+    if (auto s = patcher.Apply(**t); !s.ok()) return s;
+  }
+  if (!patcher.Complete()) return absl::DataLossError("bsdiff patch: streams do not cover target");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> BsdiffCodec::Encode(std::string_view base,
+                                                std::string_view target) const {
+  auto streams = BsdiffCompute(base, target);
+  if (!streams.ok()) return streams.status();
+  auto ctrl = CompressStream(streams->ctrl, level_, kCtrlWindowLog);
+  if (!ctrl.ok()) return ctrl.status();
+  auto diff = CompressStream(streams->diff, level_, 0);
+  if (!diff.ok()) return diff.status();
+  auto extra = CompressStream(streams->extra, level_, 0);
+  if (!extra.ok()) return extra.status();
+  for (const std::string* s : {&*ctrl, &*diff, &*extra}) {
+    if (s->size() > std::numeric_limits<uint32_t>::max()) {
+      return absl::InvalidArgumentError("bsdiff: stream over 4 GiB");
+    }
+  }
+  std::string out;
+  for (const std::string* s : {&*ctrl, &*diff, &*extra}) PutLE(&out, s->size(), 4);
+  PutLE(&out, Hash64(target), 8);
+  out += *ctrl;
+  out += *diff;
+  out += *extra;
+  return out;
+}
+
+absl::StatusOr<std::string> BsdiffCodec::Decode(std::string_view base, std::string_view patch,
+                                                uint64_t target_size) const {
+  auto parsed = ParseHeader(patch);
+  if (!parsed.ok()) return parsed.status();
+  // diff and extra together are exactly the target's length, so each is bounded by it.
+  auto diff = DecompressStream(parsed->diff, target_size);
+  if (!diff.ok()) return diff.status();
+  auto extra = DecompressStream(parsed->extra, target_size - diff->size());
+  if (!extra.ok()) return extra.status();
+  if (diff->size() + extra->size() != target_size) {
+    return absl::DataLossError("bsdiff patch: diff and extra do not add up to the target size");
+  }
+  CtrlReader ctrl;
+  if (auto s = ctrl.Init(parsed->ctrl); !s.ok()) return s;
+  auto out = AllocateBuffer(target_size);
+  if (!out.ok()) return out.status();
+  Patcher patcher(base, *diff, *extra, &*out);
+  if (auto s = RunTriples(ctrl, patcher, target_size); !s.ok()) return s;
+  if (Hash64(*out) != parsed->hash) {
+    return absl::DataLossError("bsdiff patch: checksum mismatch (wrong base or corrupt patch)");
+  }
+  return out;
+}
+
+}  // namespace d4c::codec_internal

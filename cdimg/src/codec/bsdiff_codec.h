@@ -1,0 +1,24 @@
+// bsdiff delta codec. Patch layout (all integers little endian):
+//   u32 ctrl_len, u32 diff_len, u32 extra_len   byte lengths of the three streams
+//   u64 target_hash                             Hash64 of the target
+//   ctrl, diff, extra                           each one zstd frame, or nothing if empty
+// The streams are described in bsdiff_diff.h.
+#pragma once
+
+#include "d4c/codec.h"
+
+namespace d4c::codec_internal {
+
+class BsdiffCodec final : public DeltaCodec {
+ public:
+  explicit BsdiffCodec(int level = 19) : level_(level) {}
+  CodecId id() const override { return CodecId::kBsdiff; }
+  absl::StatusOr<std::string> Encode(std::string_view base, std::string_view target) const override;
+  absl::StatusOr<std::string> Decode(std::string_view base, std::string_view patch,
+                                     uint64_t target_size) const override;
+
+ private:
+  int level_;
+};
+
+}  // namespace d4c::codec_internal

@@ -1,0 +1,149 @@
+// Internals shared by diff, patch and merge: the blob job runner (parallel,
+// largest first, memory bounded, results spooled to disk and committed in
+// entry order), per-file encoding, base selection in the old tree, stats.
+#pragma once
+
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "d4c/cdimg.h"
+#include "d4c/delta.h"
+
+namespace d4c::delta_internal {
+
+struct DigestHash {
+  size_t operator()(const Digest& d) const {
+    size_t h;
+    std::memcpy(&h, d.data(), sizeof h);
+    return h;
+  }
+};
+
+// What a job produces for one entry: kind kFull or kDelta (codec, base) and
+// its blob; the blob position is assigned at commit.
+struct BlobResult {
+  Recipe recipe;
+  std::string blob;
+  bool rename_base = false;  // delta base taken from another path
+  bool reencoded = false;    // merge: built anew rather than copied
+};
+
+struct BlobJob {
+  size_t entry = 0;     // index in the output image
+  uint64_t size = 0;    // file bytes: larger jobs start first
+  uint64_t memory = 0;  // estimated working set while it runs
+  std::function<absl::StatusOr<BlobResult>()> run;
+};
+
+// A finished job whose blob sits in the spool.
+struct SpooledBlob {
+  Recipe recipe;  // blob = position in the spool
+  bool rename_base = false;
+  bool reencoded = false;
+};
+
+// An unlinked temp file next to the output holding finished blobs, so that
+// out-of-order results cost disk, not memory.
+class Spool {
+ public:
+  static absl::StatusOr<std::unique_ptr<Spool>> Create(const std::string& out_path);
+  ~Spool();
+  absl::StatusOr<BlobRef> Put(std::string_view bytes);  // thread-safe
+  absl::StatusOr<std::string> Get(const BlobRef& ref) const;
+
+ private:
+  explicit Spool(int fd) : fd_(fd) {}
+  int fd_;
+  std::mutex mu_;
+  uint64_t end_ = 0;
+};
+
+struct RunOptions {
+  int threads = 0;
+  uint64_t memory_budget = 1ull << 30;
+  DeltaProgress progress;
+};
+
+// Runs every job, largest first, with at most `memory_budget` estimated bytes
+// in flight (one job alone may exceed it). Stops starting jobs after the first
+// failure and returns the failure of the lowest entry index.
+absl::StatusOr<std::map<size_t, SpooledBlob>> RunJobs(std::vector<BlobJob> jobs, Spool& spool,
+                                                      const RunOptions& options);
+
+// A candidate delta base: content of a file of the parent image.
+struct Base {
+  Digest digest{};
+  std::string content;
+  bool renamed = false;  // from another path than the target's
+};
+
+// Best representation of `target`: a delta against one of `bases` with the
+// chosen codec(s), or a `full` blob (`ready_full` if given, else compressed at
+// options.zstd_level). A delta is kept only when smaller than the full blob.
+absl::StatusOr<BlobResult> EncodeFile(std::string_view target, const std::vector<Base>& bases,
+                                      const DiffOptions& options,
+                                      std::optional<std::string> ready_full = std::nullopt);
+
+// Upper bound of the working memory EncodeFile needs for these sizes.
+uint64_t EncodeMemory(uint64_t base_size, uint64_t target_size);
+
+// The parent image's tree seen as a pool of delta bases.
+class OldTree {
+ public:
+  explicit OldTree(const CdimgImage& img);
+  // True if some file of the parent's tree has this content.
+  bool Has(const Digest& d) const { return by_digest_.count(d) > 0; }
+  // An entry of the parent with this content.
+  std::optional<size_t> Find(const Digest& d) const {
+    auto it = by_digest_.find(d);
+    return it == by_digest_.end() ? std::nullopt : std::optional<size_t>(it->second);
+  }
+  // True if the parent has a file at `path` with this content.
+  bool SamePathSameContent(std::string_view path, const Digest& d) const;
+  // Entry of the parent to diff a new file against: same path if it is a
+  // regular file, else the likeliest rename (see delta_select.cc).
+  std::optional<size_t> BaseFor(std::string_view path, uint64_t size) const;
+  const CdimgImage& image() const { return img_; }
+
+ private:
+  std::optional<size_t> RenameFor(std::string_view path, uint64_t size) const;
+  const CdimgImage& img_;
+  std::unordered_map<Digest, size_t, DigestHash> by_digest_;
+  // digit runs folded: "libfoo.so.1.2" -> "libfoo.so.#.#"
+  std::unordered_map<std::string, std::vector<size_t>> by_folded_name_;
+};
+
+// "python3.11/x.py" -> "python#.#/x.py"
+std::string FoldDigits(std::string_view s);
+
+// Entries of an image, materialized (metadata only).
+std::vector<Entry> AllEntries(const CdimgImage& img);
+
+// Fills `stats` from the recipes of an image and the header of the written
+// file. `parent` (may be null) tells unchanged kBase entries from dedup ones.
+absl::Status FillStats(const std::string& path, const std::vector<Entry>& entries,
+                       const std::vector<Recipe>& recipes, const CdimgImage* parent,
+                       DeltaStats* stats);
+
+// Writes a delta image: entries with a spooled blob get it (in entry order),
+// the others keep their recipe from `recipes`. Returns its stats.
+absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgImage& parent,
+                                      std::string_view config, const std::vector<Entry>& entries,
+                                      std::vector<Recipe> recipes,
+                                      const std::map<size_t, SpooledBlob>& blobs, const Spool& spool);
+
+// "<image file>: /<path>: <cause>", keeping the status code.
+absl::Status AtEntry(const absl::Status& s, std::string_view image_path, std::string_view entry_path);
+
+}  // namespace d4c::delta_internal

@@ -1,0 +1,35 @@
+// The last step of producing a full cdimg, shared by convert and patch so that
+// both give the same bytes for the same tree and config: entry order, the
+// first entry with a digest carries its `full` blob, later ones are `base`.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "d4c/cdimg.h"
+
+namespace d4c::internal {
+
+// Indices of the entries that carry a `full` blob: regular, non-empty, first
+// of their content digest (in entry order).
+std::vector<size_t> FullBlobEntries(const std::vector<Entry>& entries);
+
+// Returns the stored `full` blob (CompressFullBlob at the image's level) of
+// entries[i]; called once per FullBlobEntries index, in increasing order.
+using FullBlobSource = std::function<absl::StatusOr<std::string>(size_t i)>;
+
+struct FullImageStats {
+  uint64_t rootfs_bytes = 0;  // sum of regular file sizes (hardlinks once)
+  uint64_t unique_bytes = 0;  // after dedup by content
+};
+
+// Writes `entries` (sorted, valid) as a full cdimg at `out_path`, atomically.
+absl::StatusOr<FullImageStats> WriteFullImage(const std::string& out_path, std::string_view config_json,
+                                              const std::vector<Entry>& entries,
+                                              const FullBlobSource& blob);
+
+}  // namespace d4c::internal

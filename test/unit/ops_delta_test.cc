@@ -1,0 +1,423 @@
+// diff / patch / merge on synthetic images converted from OCI layouts:
+// round trips to convert's exact bytes, base selection (renames, dedup),
+// merge size and correctness, delta chains, bad input, determinism.
+#include <catch2/catch.hpp>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <sstream>
+
+#include "d4c/chain.h"
+#include "d4c/convert.h"
+#include "d4c/delta.h"
+#include "d4c/strcat.h"
+#include "oci_fixture.h"
+
+using namespace d4c;
+using oci_test::LayerBuilder;
+using oci_test::ScratchDir;
+
+namespace {
+
+// Deterministic text with line structure, so that small edits give small deltas.
+std::string Text(uint32_t seed, size_t lines) {
+  static const char* words[] = {"alpha", "beta", "gamma", "delta", "const", "return", "function",
+                                "value", "index", "module", "export", "import", "type", "string"};
+  std::string out;
+  uint32_t x = seed * 2654435761u + 1;
+  for (size_t l = 0; l < lines; ++l) {
+    out += StrCat("line ", l, ":");
+    for (int w = 0; w < 8; ++w) {
+      x = x * 1103515245u + 12345u;
+      out += ' ';
+      out += words[(x >> 16) % 14];
+      out += std::to_string((x >> 8) % 100);
+    }
+    out += '\n';
+  }
+  return out;
+}
+
+// `base` with every line `every`-th line rewritten.
+std::string Edit(std::string base, size_t every, const std::string& tag) {
+  std::istringstream in(base);
+  std::string line, out;
+  for (size_t n = 0; std::getline(in, line); ++n) out += (n % every == 0 ? tag + line : line) + "\n";
+  return out;
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+uint64_t FileSize(const std::string& path) { return std::filesystem::file_size(path); }
+
+DiffOptions Threads(int n, uint64_t memory_budget = DiffOptions{}.memory_budget) {
+  DiffOptions o;
+  o.threads = n;
+  o.memory_budget = memory_budget;
+  return o;
+}
+
+// Converts one layer into a full cdimg at dir/name.cdimg, the way ctr-cli does.
+std::string Convert(const ScratchDir& dir, const std::string& name, const LayerBuilder& layer) {
+  std::string layout = StrCat(dir.path(), "/oci-", name);
+  REQUIRE(oci_test::WriteOciLayout(layout, {{name, {layer.Tar()}}}).ok());
+  std::string out = StrCat(dir.path(), "/", name, ".cdimg");
+  ConvertOptions co;
+  co.threads = 2;
+  auto st = ConvertImage(StrCat("oci:", layout, ":", name), out, co);
+  INFO(Msg(st.status().message()));
+  REQUIRE(st.ok());
+  return out;
+}
+
+std::unique_ptr<ImageChain> Open(const std::string& top, const std::vector<std::string>& bases = {}) {
+  auto c = ImageChain::Open(top, bases);
+  INFO(Msg(c.status().message()));
+  REQUIRE(c.ok());
+  return std::move(*c);
+}
+
+DeltaStats Diff(const std::string& a, const std::string& b, const std::string& out, DiffOptions o = {},
+                const std::vector<std::string>& a_bases = {}) {
+  auto old_chain = Open(a, a_bases);
+  auto new_chain = Open(b);
+  auto st = DiffImages(*old_chain, *new_chain, out, o);
+  INFO(Msg(st.status().message()));
+  REQUIRE(st.ok());
+  return *st;
+}
+
+absl::StatusOr<DeltaStats> TryPatch(const std::string& a, const std::string& d, const std::string& out,
+                                    const std::vector<std::string>& a_bases = {}) {
+  auto base = Open(a, a_bases);
+  PatchOptions o;
+  o.threads = 2;
+  return PatchImage(*base, d, out, o);
+}
+
+// Every entry and every file's bytes of `chain`'s top equal those of `want`.
+void RequireSameTree(const ImageChain& chain, const std::string& want) {
+  auto w = Open(want);
+  const CdimgImage& got = chain.top();
+  REQUIRE(got.header().image_id == w->top().header().image_id);
+  REQUIRE(got.size() == w->top().size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    INFO(got.PathAt(i));
+    REQUIRE(got.EntryAt(i) == w->top().EntryAt(i));
+    if (got.TypeAt(i) != EntryType::kRegular) continue;
+    auto a = chain.ReadFile(i);
+    auto b = w->ReadFile(i);
+    REQUIRE(a.ok());
+    REQUIRE(b.ok());
+    REQUIRE(*a == *b);
+  }
+}
+
+// Image A and B of a typical update.
+struct Pair {
+  LayerBuilder a, b;
+};
+
+Pair TypicalUpdate() {
+  std::string lib = Text(1, 4000), app = Text(2, 3000), cfg = Text(3, 20), gone = Text(4, 500);
+  Pair p;
+  p.a.Dir("usr").Dir("usr/lib").File("usr/lib/libapp.js", lib).File("usr/lib/app.js", app)
+      .File("etc/app.conf", cfg).File("opt/old.txt", gone).File("empty", "").Symlink("bin", "usr/bin")
+      .Hardlink("usr/lib/app-link.js", "usr/lib/app.js");
+  p.b.Dir("usr").Dir("usr/lib").File("usr/lib/libapp.js", Edit(lib, 97, "v2 "))
+      .File("usr/lib/app.js", Edit(app, 50, "// "))
+      .File("etc/app.conf", cfg, 0600)  // metadata change only
+      .File("opt/new.txt", Text(5, 300)).File("empty", "").Symlink("bin", "usr/local/bin")
+      .Hardlink("usr/lib/app-link.js", "usr/lib/app.js");
+  return p;
+}
+
+uint64_t BlobBytes(const DeltaStats& s, const std::string& key) {
+  auto it = s.by_kind.find(key);
+  return it == s.by_kind.end() ? 0 : it->second.blob_bytes;
+}
+uint64_t Files(const DeltaStats& s, const std::string& key) {
+  auto it = s.by_kind.find(key);
+  return it == s.by_kind.end() ? 0 : it->second.files;
+}
+uint64_t DeltaFiles(const DeltaStats& s) {
+  uint64_t n = 0;
+  for (const auto& [k, b] : s.by_kind)
+    if (k.rfind("delta/", 0) == 0) n += b.files;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("diff then patch gives convert's exact bytes, for every codec", "[delta]") {
+  ScratchDir tmp;
+  Pair p = TypicalUpdate();
+  std::string a = Convert(tmp, "a", p.a), b = Convert(tmp, "b", p.b);
+  for (std::string codec : {"auto", "zstd", "xdelta3", "bsdiff"}) {
+    DYNAMIC_SECTION(codec) {
+      DiffOptions o;
+      o.codec = *ParseCodecChoice(codec);
+      std::string d = StrCat(tmp.path(), "/d-", codec, ".cdimg");
+      DeltaStats s = Diff(a, b, d, o);
+      CHECK(s.header.is_delta);
+      CHECK(DeltaFiles(s) == 2);     // the two edited files
+      CHECK(Files(s, "full") == 1);  // opt/new.txt
+      CHECK(Files(s, "unchanged") == 1);
+      CHECK(FileSize(d) < FileSize(b) / 4);
+      if (codec != "auto") CHECK(Files(s, StrCat("delta/", codec)) == 2);
+      std::string out = StrCat(tmp.path(), "/b-", codec, ".cdimg");
+      auto ps = TryPatch(a, d, out);
+      INFO(Msg(ps.status().message()));
+      REQUIRE(ps.ok());
+      CHECK(ps->header.image_id == s.header.image_id);
+      REQUIRE(ReadAll(out) == ReadAll(b));
+      RequireSameTree(*Open(d, {a}), b);
+    }
+  }
+}
+
+TEST_CASE("auto picks per file the smallest codec", "[delta]") {
+  ScratchDir tmp;
+  Pair p = TypicalUpdate();
+  std::string a = Convert(tmp, "a", p.a), b = Convert(tmp, "b", p.b);
+  uint64_t smallest = UINT64_MAX;
+  for (std::string codec : {"zstd", "xdelta3", "bsdiff"}) {
+    DiffOptions o;
+    o.codec = *ParseCodecChoice(codec);
+    DeltaStats s = Diff(a, b, StrCat(tmp.path(), "/d-", codec), o);
+    smallest = std::min(smallest, s.header.blobs_length);
+  }
+  DeltaStats s = Diff(a, b, StrCat(tmp.path(), "/d-auto"), {});
+  CHECK(s.header.blobs_length <= smallest);
+}
+
+TEST_CASE("renamed and versioned paths are diffed against their old version", "[delta]") {
+  ScratchDir tmp;
+  std::string py = Text(10, 3000), js = Text(11, 3000), so = Text(12, 3000), moved = Text(13, 2000);
+  LayerBuilder la, lb;
+  la.File("usr/lib/python3.11/x.py", py).File("app/node_modules/pkg@1.2.3/index.js", js)
+      .File("lib/libfoo.so.1.2", so).File("srv/a/b/data.txt", moved);
+  lb.File("usr/lib/python3.12/x.py", Edit(py, 100, "#")).File("app/node_modules/pkg@1.2.4/index.js", Edit(js, 80, "/"))
+      .File("lib/libfoo.so.1.3", Edit(so, 90, "!")).File("srv/c/b/data.txt", Edit(moved, 70, "~"));
+  std::string a = Convert(tmp, "a", la), b = Convert(tmp, "b", lb);
+  std::string d = tmp.path() + "/d.cdimg";
+  DeltaStats s = Diff(a, b, d);
+  CHECK(DeltaFiles(s) == 4);
+  CHECK(s.rename_bases == 4);
+  CHECK(Files(s, "full") == 0);
+  auto chain = Open(d, {a});
+  auto old_img = Open(a);
+  const CdimgImage& top = chain->top();
+  for (auto [np, op] : std::vector<std::pair<std::string, std::string>>{
+           {"usr/lib/python3.12/x.py", "usr/lib/python3.11/x.py"},
+           {"lib/libfoo.so.1.3", "lib/libfoo.so.1.2"},
+           {"srv/c/b/data.txt", "srv/a/b/data.txt"}}) {
+    INFO(np);
+    Recipe r = top.RecipeAt(*top.Find(np));
+    REQUIRE(r.kind == Recipe::Kind::kDelta);
+    CHECK(r.base == old_img->top().DigestAt(*old_img->top().Find(op)));
+  }
+  std::string out = tmp.path() + "/b2.cdimg";
+  REQUIRE(TryPatch(a, d, out).ok());
+  CHECK(ReadAll(out) == ReadAll(b));
+}
+
+TEST_CASE("moved and duplicated files cost no bytes", "[delta]") {
+  ScratchDir tmp;
+  std::string big = Text(20, 20000), other = Text(21, 100);
+  LayerBuilder la, lb;
+  la.File("data/big.bin", big).File("keep.txt", other);
+  lb.File("moved/elsewhere.bin", big).File("copy/of/big.bin", big).File("keep.txt", other).File("k2.txt", other);
+  std::string a = Convert(tmp, "a", la), b = Convert(tmp, "b", lb);
+  std::string d = tmp.path() + "/d.cdimg";
+  DeltaStats s = Diff(a, b, d);
+  CHECK(s.header.blobs_length == 0);
+  CHECK(BlobBytes(s, "dedup") == 0);
+  CHECK(Files(s, "dedup") == 3);
+  CHECK(Files(s, "unchanged") == 1);
+  CHECK(FileSize(d) < 2048);
+  std::string out = tmp.path() + "/b2.cdimg";
+  REQUIRE(TryPatch(a, d, out).ok());
+  CHECK(ReadAll(out) == ReadAll(b));
+}
+
+TEST_CASE("small files and incompressible changes are stored whole", "[delta]") {
+  ScratchDir tmp;
+  std::string noise_a, noise_b;
+  uint32_t x = 7;
+  for (int i = 0; i < 50000; ++i) {
+    x = x * 1103515245u + 12345u;
+    noise_a.push_back(static_cast<char>(x >> 16));
+    x = x * 1103515245u + 12345u;
+    noise_b.push_back(static_cast<char>(x >> 16));
+  }
+  LayerBuilder la, lb;
+  la.File("tiny", "abc").File("noise", noise_a);
+  lb.File("tiny", "abd").File("noise", noise_b);
+  std::string a = Convert(tmp, "a", la), b = Convert(tmp, "b", lb);
+  DeltaStats s = Diff(a, b, tmp.path() + "/d.cdimg");
+  CHECK(Files(s, "full") == 2);
+  CHECK(DeltaFiles(s) == 0);
+}
+
+TEST_CASE("merge A→B + B→C equals A→C and is not larger than both", "[delta]") {
+  ScratchDir tmp;
+  std::string twice = Text(30, 4000), once1 = Text(31, 3000), once2 = Text(32, 3000), same = Text(33, 1000);
+  LayerBuilder la, lb, lc;
+  la.File("twice.js", twice).File("once1.js", once1).File("once2.js", once2).File("same.txt", same)
+      .File("dropped-later.txt", Text(34, 500));
+  lb.File("twice.js", Edit(twice, 60, "B ")).File("once1.js", Edit(once1, 40, "B ")).File("once2.js", once2)
+      .File("same.txt", same).File("dropped-later.txt", Text(35, 500)).File("added-in-b.txt", Text(36, 800));
+  lc.File("twice.js", Edit(Edit(twice, 60, "B "), 70, "C ")).File("once1.js", Edit(once1, 40, "B "))
+      .File("once2.js", Edit(once2, 45, "C ")).File("same.txt", same)
+      .File("added-in-b.txt", Edit(Text(36, 800), 30, "C ")).File("added-in-c.txt", Text(37, 200));
+  std::string a = Convert(tmp, "a", la), b = Convert(tmp, "b", lb), c = Convert(tmp, "c", lc);
+  std::string d1 = tmp.path() + "/d1.cdimg", d2 = tmp.path() + "/d2.cdimg", d = tmp.path() + "/d.cdimg";
+  Diff(a, b, d1);
+  Diff(b, c, d2);
+  auto base = Open(a);
+  auto st = MergeDeltas(*base, d1, d2, d, Threads(2));
+  INFO(Msg(st.status().message()));
+  REQUIRE(st.ok());
+  CHECK(st->header.parent_id == base->top().header().image_id);
+  CHECK(st->reencoded >= 2);  // twice.js, added-in-b.txt
+  CHECK(FileSize(d) <= FileSize(d1) + FileSize(d2));
+  std::string out = tmp.path() + "/c2.cdimg";
+  REQUIRE(TryPatch(a, d, out).ok());
+  CHECK(ReadAll(out) == ReadAll(c));
+
+  SECTION("deterministic across thread counts") {
+    std::string again = tmp.path() + "/d-again.cdimg";
+    REQUIRE(MergeDeltas(*base, d1, d2, again, Threads(1)).ok());
+    CHECK(ReadAll(again) == ReadAll(d));
+  }
+  SECTION("deltas in the wrong order are refused") {
+    auto bad = MergeDeltas(*base, d2, d1, tmp.path() + "/x.cdimg", {});
+    REQUIRE(!bad.ok());
+    CHECK_THAT(Msg(bad.status().message()), Catch::Contains("wrong base"));
+  }
+  SECTION("merge finds A next to the deltas") {
+    auto found = FindAncestors(d1, {}, {tmp.path()});
+    REQUIRE(found.ok());
+    REQUIRE(found->size() == 1);
+    CHECK(CdimgImage::ReadHeader(found->front())->image_id == base->top().header().image_id);
+  }
+}
+
+TEST_CASE("a chain of three deltas reads back every version", "[delta]") {
+  ScratchDir tmp;
+  std::vector<std::string> texts{Text(40, 3000), Text(41, 2000)};
+  std::vector<std::string> imgs;
+  for (int v = 0; v < 4; ++v) {
+    LayerBuilder l;
+    std::string t0 = texts[0], t1 = texts[1];
+    for (int k = 0; k < v; ++k) t0 = Edit(t0, 50 + k, StrCat("v", k, " "));
+    l.File("lib/main.js", t0).File(StrCat("pkg@1.0.", v, "/x.js"), Edit(t1, 90, StrCat(v)))
+        .File(StrCat("added-", v), Text(50 + v, 100));
+    imgs.push_back(Convert(tmp, StrCat("v", v), l));
+  }
+  // D1 = v0→v1; D2 = v1→v2 diffed against v1 *as the chain v0+D1*; same for D3.
+  std::vector<std::string> deltas;
+  std::vector<std::string> chain_paths{imgs[0]};
+  for (int v = 1; v < 4; ++v) {
+    std::string d = StrCat(tmp.path(), "/d", v, ".cdimg");
+    std::string old_top = v == 1 ? imgs[0] : deltas.back();
+    Diff(old_top, imgs[v], d, {}, chain_paths);
+    chain_paths.push_back(d);
+    deltas.push_back(d);
+  }
+  std::vector<std::string> bases{imgs[0], deltas[0], deltas[1]};
+  auto chain = Open(deltas[2], bases);
+  REQUIRE(chain->depth() == 4);
+  RequireSameTree(*chain, imgs[3]);
+  // patch from the chain gives v3's exact bytes too
+  std::string out = tmp.path() + "/v3.cdimg";
+  auto ps = TryPatch(deltas[1], deltas[2], out, {imgs[0], deltas[0]});
+  INFO(Msg(ps.status().message()));
+  REQUIRE(ps.ok());
+  CHECK(ReadAll(out) == ReadAll(imgs[3]));
+  auto found = FindAncestors(deltas[2], {}, {tmp.path()});
+  REQUIRE(found.ok());
+  CHECK(found->size() == 3);
+}
+
+TEST_CASE("patch against the wrong base names both image ids", "[delta]") {
+  ScratchDir tmp;
+  Pair p = TypicalUpdate();
+  std::string a = Convert(tmp, "a", p.a), b = Convert(tmp, "b", p.b);
+  std::string d = tmp.path() + "/d.cdimg";
+  Diff(a, b, d);
+  auto st = TryPatch(b, d, tmp.path() + "/x.cdimg");
+  REQUIRE(!st.ok());
+  std::string msg = Msg(st.status().message());
+  CHECK_THAT(msg, Catch::Contains(DigestString(CdimgImage::ReadHeader(a)->image_id)));
+  CHECK_THAT(msg, Catch::Contains(DigestString(CdimgImage::ReadHeader(b)->image_id)));
+  CHECK_THAT(msg, Catch::Contains("wrong base"));
+  CHECK(!std::filesystem::exists(tmp.path() + "/x.cdimg"));
+}
+
+TEST_CASE("a flipped bit in a delta's blob fails patch naming the file", "[delta]") {
+  ScratchDir tmp;
+  Pair p = TypicalUpdate();
+  std::string a = Convert(tmp, "a", p.a), b = Convert(tmp, "b", p.b);
+  std::string d = tmp.path() + "/d.cdimg";
+  Diff(a, b, d);
+  auto chain = Open(d, {a});
+  const CdimgImage& top = chain->top();
+  for (std::string path : {"usr/lib/libapp.js", "opt/new.txt"}) {
+    DYNAMIC_SECTION(path) {
+      Recipe r = top.RecipeAt(*top.Find(path));
+      REQUIRE((r.kind == Recipe::Kind::kDelta || r.kind == Recipe::Kind::kFull));
+      std::string bytes = ReadAll(d);
+      // the blob section starts right after the fixed header
+      uint64_t blobs_at = top.header().file_size - top.header().blobs_length - top.header().config_length -
+                          top.header().index_length;
+      bytes[blobs_at + r.blob.offset + r.blob.length / 2] ^= 0x10;
+      std::string bad = tmp.path() + "/bad.cdimg";
+      std::ofstream(bad, std::ios::binary) << bytes;
+      auto st = TryPatch(a, bad, tmp.path() + "/x.cdimg");
+      INFO(StrCat(RecipeKindName(r.kind), " ", CodecName(r.codec), " blob ", r.blob.offset, "+", r.blob.length));
+      REQUIRE(!st.ok());
+      CHECK_THAT(Msg(st.status().message()), Catch::Contains("/" + path));
+      CHECK(!std::filesystem::exists(tmp.path() + "/x.cdimg"));
+    }
+  }
+}
+
+TEST_CASE("diff output does not depend on the thread count", "[delta]") {
+  ScratchDir tmp;
+  LayerBuilder la, lb;
+  for (int i = 0; i < 24; ++i) {
+    std::string t = Text(60 + i, 200 + 150 * i);
+    la.File(StrCat("f", i, ".txt"), t);
+    lb.File(StrCat("f", i, ".txt"), i % 3 ? Edit(t, 20 + i, "x") : t);
+  }
+  std::string a = Convert(tmp, "a", la), b = Convert(tmp, "b", lb);
+  std::string d1 = tmp.path() + "/d1", d2 = tmp.path() + "/d2", d3 = tmp.path() + "/d3";
+  Diff(a, b, d1, Threads(1));
+  Diff(a, b, d2, Threads(2));
+  Diff(a, b, d3, Threads(2, 1));  // one job at a time
+  CHECK(ReadAll(d1) == ReadAll(d2));
+  CHECK(ReadAll(d1) == ReadAll(d3));
+}
+
+TEST_CASE("FindAncestors says which image is missing", "[delta]") {
+  ScratchDir tmp, other;
+  Pair p = TypicalUpdate();
+  std::string a = Convert(tmp, "a", p.a), b = Convert(tmp, "b", p.b);
+  std::string d = other.path() + "/d.cdimg";
+  Diff(a, b, d);
+  auto none = FindAncestors(d, {}, {other.path()});
+  REQUIRE(!none.ok());
+  CHECK_THAT(Msg(none.status().message()), Catch::Contains(DigestString(CdimgImage::ReadHeader(a)->image_id)));
+  auto given = FindAncestors(d, {a}, {});
+  REQUIRE(given.ok());
+  CHECK(*given == std::vector<std::string>{a});
+  CHECK(FindAncestors(a, {}, {})->empty());
+}
