@@ -4,6 +4,7 @@
 #include "cli_util.h"
 #include "commands.h"
 #include "d4c/convert.h"
+#include "d4c/snap/containerd_client.h"
 
 namespace d4c::cli {
 namespace {
@@ -14,6 +15,8 @@ struct ConvertArgs {
   bool cdimg = false;
   int threads = 0;
   int level = 19;
+  std::string address = "/run/containerd/containerd.sock";  // plain NAME refs: containerd's store
+  std::string ns = "default";
 };
 
 int RunConvert(const ConvertArgs& a) {
@@ -30,7 +33,22 @@ int RunConvert(const ConvertArgs& a) {
   opt.threads = a.threads;
   opt.zstd_level = a.level;
   opt.progress = [&](uint64_t done, uint64_t total) { progress.Update(done, total); };
-  auto stats = ConvertImage(a.image, out, opt);
+  // A plain reference names an image in containerd's store: stage it as an
+  // OCI layout (streamed through the Content API), then convert that.
+  std::string ref = a.image;
+  std::string staged;
+  if (!ref.starts_with("oci:") && !ref.starts_with("docker-archive:")) {
+    staged = (std::filesystem::path(a.output) / StrCat(".containerd-", getpid())).string();
+    std::filesystem::remove_all(staged, ec);
+    auto s = snap::StageContainerdImage(a.address, a.ns, ref, staged);
+    if (!s.ok()) {
+      std::filesystem::remove_all(staged, ec);
+      return Fail(StrCat("convert ", a.image), s);
+    }
+    ref = "oci:" + staged;
+  }
+  auto stats = ConvertImage(ref, out, opt);
+  if (!staged.empty()) std::filesystem::remove_all(staged, ec);
   if (!stats.ok()) return Fail(StrCat("convert ", a.image), stats.status());
   std::printf("%s: %zu entries, rootfs %s, cdimg %s (layers %s), image id %s\n", out.c_str(), stats->entries,
               HumanBytes(stats->rootfs_bytes).c_str(), HumanBytes(stats->header.file_size).c_str(),
@@ -43,7 +61,9 @@ int RunConvert(const ConvertArgs& a) {
 void RegisterConvert(CLI::App& app) {
   auto args = std::make_shared<ConvertArgs>();
   CLI::App* c = app.add_subcommand("convert", "Convert an OCI image into a full cdimg (DIR/image.cdimg)");
-  c->add_option("--image", args->image, "oci:DIR[:TAG] or docker-archive:TAR")->required();
+  c->add_option("--image", args->image, "oci:DIR[:TAG], docker-archive:TAR, or NAME in containerd")->required();
+  c->add_option("--address", args->address, "containerd socket (for a NAME in containerd)")->capture_default_str();
+  c->add_option("--namespace,-n", args->ns, "containerd namespace (for a NAME in containerd)")->capture_default_str();
   c->add_option("--output", args->output, "Output directory (image.cdimg is written there)")->required();
   c->add_flag("--cdimg", args->cdimg, "Write a cdimg (the only output format)");
   c->add_option("--threadNum,--threads", args->threads, "Compression threads (default: all CPUs)")

@@ -51,8 +51,12 @@ struct DeltaArgs {
   int threads = 0;
   uint32_t time_budget_ms = DiffOptions{}.time_budget_ms;
   uint64_t min_delta_size = DiffOptions{}.min_delta_size;
+  int level = DiffOptions{}.zstd_level;
   std::vector<std::string> bases;
 };
+
+constexpr const char* kLevelHelp =
+    "zstd level of whole-file blobs; keep it equal to convert's --level so that patch can copy blobs";
 
 absl::StatusOr<DiffOptions> ToDiffOptions(const DeltaArgs& a, Progress* progress) {
   auto codec = ParseCodecChoice(a.codec);
@@ -62,6 +66,7 @@ absl::StatusOr<DiffOptions> ToDiffOptions(const DeltaArgs& a, Progress* progress
   o.threads = a.threads;
   o.time_budget_ms = a.time_budget_ms;
   o.min_delta_size = a.min_delta_size;
+  o.zstd_level = a.level;
   o.progress = [progress](uint64_t d, uint64_t t) { progress->Update(d, t); };
   return o;
 }
@@ -75,6 +80,7 @@ void AddDeltaOptions(CLI::App* c, DeltaArgs* a) {
       ->capture_default_str();
   c->add_option("--min-delta-size", a->min_delta_size, "Files smaller than this are stored whole")
       ->capture_default_str();
+  c->add_option("--level", a->level, kLevelHelp)->check(CLI::Range(1, 22))->capture_default_str();
   c->add_option("--base", a->bases,
                 "Ancestor cdimg(s) needed by delta inputs, any order (repeatable); by default found by "
                 "image id among the *.cdimg files next to the inputs");
@@ -109,6 +115,7 @@ struct PatchArgs {
   std::string base_cdimg, diff_cdimg, out;
   std::vector<std::string> bases;
   int threads = 0;
+  int level = PatchOptions{}.zstd_level;
 };
 
 int RunPatch(const PatchArgs& a) {
@@ -118,6 +125,7 @@ int RunPatch(const PatchArgs& a) {
   Progress progress("patch");
   PatchOptions o;
   o.threads = a.threads;
+  o.zstd_level = a.level;
   o.progress = [&progress](uint64_t d, uint64_t t) { progress.Update(d, t); };
   auto stats = PatchImage(**base_chain, a.diff_cdimg, a.out, o);
   if (!stats.ok()) return Fail("cdimg patch", stats.status());
@@ -178,7 +186,13 @@ void RegisterPatch(CLI::App& cdimg) {
   c->add_option("--diffCdimg", a->diff_cdimg, "Delta A→B")->required();
   c->add_option("--outCdimg", a->out, "Full image B to write")->required();
   c->add_option("--threadNum,--threads", a->threads, "Worker threads (default: all CPUs)");
-  c->add_option("--base", a->bases, "Ancestors of A if A is itself a delta, any order (repeatable)");
+  c->add_option("--base", a->bases,
+                "Ancestors of A if A is itself a delta, any order (repeatable); by default found by image id "
+                "among the *.cdimg files next to A");
+  c->add_option("--level", a->level,
+                "zstd level of rebuilt blobs: convert's --level of B, so the output equals convert's")
+      ->check(CLI::Range(1, 22))
+      ->capture_default_str();
   c->callback([a] { ExitCode() = RunPatch(*a); });
 }
 

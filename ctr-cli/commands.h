@@ -11,5 +11,6 @@ int& ExitCode();
 void RegisterConvert(CLI::App& app);
 void RegisterCdimg(CLI::App& app);  // cdimg show / extract, plus RegisterDelta's
 void RegisterDelta(CLI::App& cdimg);  // cdimg diff / patch / merge
+void RegisterLoad(CLI::App& app);  // load (containerd + di3fs snapshotter)
 
 }  // namespace d4c::cli

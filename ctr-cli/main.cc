@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   d4c::cli::RegisterConvert(app);
   d4c::cli::RegisterCdimg(app);
+  d4c::cli::RegisterLoad(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -24,7 +24,7 @@ PKGS=(
   containerd runc docker-registry golang-github-containerd-containerd-dev
   # corpus + comparison tools for tests and benchmarks
   umoci skopeo debootstrap jq pigz rsync busybox-static xdelta3 casync squashfuse squashfs-tools
-  hyperfine attr acl util-linux procps psmisc curl bc
+  hyperfine attr acl util-linux procps psmisc curl bc bsdiff time
 )
 
 missing=()

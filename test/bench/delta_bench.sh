@@ -19,9 +19,10 @@
 #                       [--jobs N] [--reconvert] [--keep-tmp]
 #   --series NAME  limit to a series (repeatable or comma-separated;
 #                  default: every series of the corpus with rootfs/ and oci/)
-#   --quick        skip the slowest peers: casync, and bsdiff in the per-file
-#                  methods for the biome series (30 MB binary); the per-file
-#                  best-of there is then over xdelta3/zstd only (marked †)
+#   --quick        skip the slowest methods: casync, zstd-19 layers, bsdiff in
+#                  the per-file methods for the biome series (30 MB binary; the
+#                  per-file best-of there is then over xdelta3/zstd only, marked
+#                  †), and our codecs other than auto
 #   --no-ours      peers only (do not run ctr-cli)
 #   --cli PATH     ctr-cli binary (default $D4C_CLI, else build-bench/ or build/)
 #   --jobs N       parallel jobs for the untimed per-file peer (default 2)
@@ -145,6 +146,7 @@ have() { command -v "$1" >/dev/null 2>&1; }
 
 # ------------------------------------------------------------ the run
 START=$(date +%s)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 DATE_HUMAN=$(date '+%F %T %Z')
 REPORT_DIR=$WORK/bench
 REPORT=$REPORT_DIR/delta-$(date +%F-%H%M%S).md
@@ -189,7 +191,8 @@ for s in "${SERIES[@]}"; do
     at=$BENCH_TMP/tar/$s-$a.tar bt=$BENCH_TMP/tar/$s-$b.tar
 
     run_peer "$p.docker" peer_docker "$sdir" "$a" "$b" "$ptmp"
-    run_peer "$p.zlayers" peer_zstd_layers "$sdir" "$a" "$b" "$ptmp"
+    if ((QUICK)); then skip "$p.zlayers" "--quick"
+    else run_peer "$p.zlayers" peer_zstd_layers "$sdir" "$a" "$b" "$ptmp"; fi
     if have rsync; then run_peer "$p.rsync" peer_rsync "$sdir" "$a" "$b" "$ptmp"
     else skip "$p.rsync" "no rsync"; fi
     if ((QUICK)); then skip "$p.casync" "--quick"
@@ -213,6 +216,7 @@ for s in "${SERIES[@]}"; do
 
     for c in zstd xdelta3 bsdiff auto; do
       if ((OURS == 0)); then skip "$p.ours-$c" "$OURS_WHY"
+      elif ((QUICK)) && [[ $c != auto ]]; then skip "$p.ours-$c" "--quick"
       elif [[ -z ${CD[$a]:-} || -z ${CD[$b]:-} ]]; then skip "$p.ours-$c" "convert failed"
       else run_peer "$p.ours-$c" ours_codec "$CLI" "${CD[$a]}" "${CD[$b]}" "$c" "$ptmp"
       fi
@@ -330,7 +334,7 @@ report() {
   echo "- corpus: $CORPUS; series: ${SERIES[*]}; options:$( ((QUICK)) && echo " --quick")$( ((OURS)) || echo " no ours ($OURS_WHY)") jobs=$BENCH_JOBS"
   echo "- tools: zstd $(ver zstd), xdelta3 $(ver xdelta3), rsync $(ver rsync), casync $(ver casync), bsdiff $(ver bsdiff), tar $(ver tar)"
   echo "- ours: ${CLI:-none} (tree at $cli_rev)"
-  echo "- total run time: $((ELAPSED / 60)) min $((ELAPSED % 60)) s"
+  echo "- total run time: $((ELAPSED / 60)) min $((ELAPSED % 60)) s; load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg) (timings are wall clock: other load inflates them)"
   echo
   echo "## Bytes to move a client from A to B"
   echo
@@ -341,7 +345,8 @@ report() {
     row="| $s $a→$b |"; for m in "${METHODS[@]}"; do row+=" $(mcell "$p" "$m") |"; done; echo "$row"
   done
   echo
-  echo "Per-file methods count file contents only (no metadata); hardlinked paths count once."
+  echo "Per-file methods count file contents only (no metadata), every path of B (a hardlinked"
+  echo "path counts again, as in D4C; see the per-file details for the sum with hardlinks once)."
   echo "\"ours\" is the whole delta cdimg file (index, metadata, OCI config included);"
   echo "✗ = the patched image did not reproduce B. † = bsdiff skipped (--quick), best of xdelta3/zstd."
   echo
@@ -373,7 +378,7 @@ report() {
   if ((OURS)); then
     echo
     echo "Conversions (full cdimg, cached in $WORK/cdimg; a cached image shows no time):"
-    for k in "${!R[@]}"; do [[ $k == conv.*.bytes ]] && echo "${k%.bytes}"; done | sort -V | while read -r k; do
+    for k in "${!R[@]}"; do if [[ $k == conv.*.bytes ]]; then echo "${k%.bytes}"; fi; done | sort -V | while read -r k; do
       local t=${k#conv.}
       echo "- ${t/./:} $(commas "${R[$k.bytes]}") bytes$( [[ ${R[$k.cached]:-} == 0 ]] && echo ", converted in $(tcell "$k")")"
     done
@@ -381,12 +386,12 @@ report() {
   echo
   echo "## Per-file details (same path)"
   echo
-  echo "| pair | regular files | changed | new | new (zstd-19) | Σ bsdiff | Σ xdelta3 | Σ zstd patch-from | Σ best-of | smallest per changed file |"
-  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+  echo "| pair | regular files | changed | new | new (zstd-19) | Σ bsdiff | Σ xdelta3 | Σ zstd patch-from | Σ best-of | Σ best-of, hardlinks once | smallest per changed file |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
   for i in "${!PAIRS[@]}"; do
     p=p$((i + 1)); read -r s a b <<<"${PAIRS[i]}"
-    if [[ -z ${R[$p.perfile.ok]:-} ]]; then echo "| $s $a→$b | $(cell "$p.perfile") |||||||||"; continue; fi
-    echo "| $s $a→$b | ${R[$p.perfile.files]} | ${R[$p.perfile.changed]} | ${R[$p.perfile.new]} | $(commas "${R[$p.perfile.newbytes]}") | $(mcell "$p" perfile) | $(commas "${R[$p.perfile.xdelta3]}") | $(commas "${R[$p.perfile.zstd]}") | $(mcell "$p" perfile-best) | ${R[$p.perfile.wins]} |"
+    if [[ -z ${R[$p.perfile.ok]:-} ]]; then echo "| $s $a→$b | $(cell "$p.perfile") ||||||||||"; continue; fi
+    echo "| $s $a→$b | ${R[$p.perfile.files]} | ${R[$p.perfile.changed]} | ${R[$p.perfile.new]} | $(commas "${R[$p.perfile.newbytes]}") | $(mcell "$p" perfile) | $(commas "${R[$p.perfile.xdelta3]}") | $(commas "${R[$p.perfile.zstd]}") | $(mcell "$p" perfile-best) | $(commas "${R[$p.perfile.best_once]}") | ${R[$p.perfile.wins]} |"
   done
   echo
   echo "## Check against the reference numbers"

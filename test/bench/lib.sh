@@ -29,19 +29,20 @@ pow2_at_least() {
 # zstd -M value (MiB) big enough for --patch-from with a reference of N bytes
 zstd_mem_mb() { echo $(( ($1 + ($1 >> 2)) / 1048576 + 256 )); }
 
-# tmeasure PREFIX CMD... : run CMD (stdout/stderr as given by the caller),
-# print PREFIXsecs= and PREFIXkb= (elapsed wall seconds, peak RSS in KiB).
+# tmeasure PREFIX CMD... : run CMD (its stdout goes to stderr), print
+# PREFIXsecs= and PREFIXkb= (elapsed wall seconds, peak RSS in KiB) on stdout;
+# returns CMD's exit status.
 tmeasure() {
   local prefix=$1; shift
   local tf rc=0 e m t0 t1; tf=$(mktemp "$BENCH_TMP/time.XXXXXX")
   if [[ -x /usr/bin/time ]]; then
-    /usr/bin/time -f '%e %M' -o "$tf" "$@" || rc=$?
+    /usr/bin/time -f '%e %M' -o "$tf" "$@" >&2 || rc=$?
     # on failure GNU time writes "Command exited with non-zero status N" first
     read -r e m < <(grep -E '^[0-9.]+ [0-9]+$' "$tf" | tail -n1) || true
     echo "${prefix}secs=${e:-}"
     echo "${prefix}kb=${m:-}"
   else
-    t0=$(date +%s.%N); "$@" || rc=$?; t1=$(date +%s.%N)
+    t0=$(date +%s.%N); "$@" >&2 || rc=$?; t1=$(date +%s.%N)
     echo "${prefix}secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}')"
   fi
   rm -f "$tf"
@@ -113,7 +114,8 @@ peer_zstd_layers() {
       *.tar|*tar) dec=(cat) ;;
       *) echo "unknown layer media type $mt" >&2; return 1 ;;
     esac
-    s=$("${dec[@]}" "$blob" | zstd -19 -q -c | wc -c)
+    # -T: zstd's multi-threaded mode gives the same bytes for any worker count
+    s=$("${dec[@]}" "$blob" | zstd -19 -T"${BENCH_JOBS:-2}" -q -c | wc -c)
     sum=$((sum + s))
   done <<<"$list"
   t1=$(date +%s.%N)
@@ -127,9 +129,9 @@ peer_rsync() {
   rm -rf "$w"; mkdir -p "$w"
   cp -a "$sdir/rootfs/$a/rootfs" "$w/dst"
   tmeasure "" rsync -a -c -H -A -X --delete --only-write-batch="$w/batch" \
-    "$sdir/rootfs/$b/rootfs/" "$w/dst/" >/dev/null
+    "$sdir/rootfs/$b/rootfs/" "$w/dst/"
   echo "raw=$(fsize "$w/batch")"
-  echo "bytes=$(zstd -19 -q -c "$w/batch" | wc -c)"
+  echo "bytes=$(zstd -19 -T"${BENCH_JOBS:-2}" -q -c "$w/batch" | wc -c)"
   rm -rf "$w"
 }
 
@@ -139,7 +141,7 @@ peer_casync() {
   rm -rf "$w"; mkdir -p "$w/store"
   casync make --store="$w/store" "$w/a.caidx" "$sdir/rootfs/$a/rootfs" >/dev/null
   before=$(dir_bytes "$w/store")
-  tmeasure "" casync make --store="$w/store" "$w/b.caidx" "$sdir/rootfs/$b/rootfs" >/dev/null
+  tmeasure "" casync make --store="$w/store" "$w/b.caidx" "$sdir/rootfs/$b/rootfs"
   after=$(dir_bytes "$w/store")
   echo "chunks=$((after - before))"
   echo "index=$(fsize "$w/b.caidx")"
@@ -171,15 +173,17 @@ peer_zstd_tar() {
   rm -rf "$w"
 }
 
-# perfile_one PATH : one regular file of B (relative path), compared with the
-# same path in A. Prints: kind<TAB>bsdiff<TAB>xdelta3<TAB>zstd<TAB>path
+# perfile_one INODE/PATH : one regular file of B (relative path, prefixed with
+# its inode number in B), compared with the same path in A.
+# Prints: kind<TAB>bsdiff<TAB>xdelta3<TAB>zstd<TAB>inode<TAB>path
 #   kind = same (0 bytes) | new (zstd -19 of the file) | chg (three patches)
 #   a size of "-" means the tool failed or was skipped.
 # Env: PF_A, PF_B (rootfs dirs), PF_W (scratch), PF_NO_BSDIFF=1 to skip bsdiff.
 perfile_one() {
-  local p=$1 fa=$PF_A/$1 fb=$PF_B/$1 w bs=- xd=- zs=- win mem sz
+  local ino=${1%%/*} p=${1#*/} fa fb w bs=- xd=- zs=- win mem sz
+  fa=$PF_A/$p fb=$PF_B/$p
   if [[ -f $fa && ! -L $fa ]]; then
-    if cmp -s -- "$fa" "$fb"; then printf 'same\t0\t0\t0\t%s\n' "$p"; return 0; fi
+    if cmp -s -- "$fa" "$fb"; then printf 'same\t0\t0\t0\t%s\t%s\n' "$ino" "$p"; return 0; fi
     w=$(mktemp -d "$PF_W/f.XXXXXX")
     if [[ ${PF_NO_BSDIFF:-0} != 1 ]] && bsdiff "$fa" "$fb" "$w/bs" 2>/dev/null; then
       bs=$(fsize "$w/bs")
@@ -194,15 +198,16 @@ perfile_one() {
       zs=$(fsize "$w/zs")
     fi
     rm -rf "$w"
-    printf 'chg\t%s\t%s\t%s\t%s\n' "$bs" "$xd" "$zs" "$p"
+    printf 'chg\t%s\t%s\t%s\t%s\t%s\n' "$bs" "$xd" "$zs" "$ino" "$p"
   else
     if [[ -s $fb ]]; then zs=$(zstd -19 -q -c -- "$fb" | wc -c); else zs=0; fi
-    printf 'new\t%s\t%s\t%s\t%s\n' "$zs" "$zs" "$zs" "$p"
+    printf 'new\t%s\t%s\t%s\t%s\t%s\n' "$zs" "$zs" "$zs" "$ino" "$p"
   fi
 }
 
 # per-file at the same path (D4C's method): bsdiff sum and best-of sum.
-# Hardlinked paths of B count once (first name of each inode).
+# Every path counts, hardlinked ones too (as D4C and the reference numbers);
+# best_once= is the best-of sum with each inode of B counted once.
 peer_perfile() {
   local sdir=$1 a=$2 b=$3 w=$4/perfile t0 t1
   rm -rf "$w"; mkdir -p "$w/s"
@@ -210,7 +215,7 @@ peer_perfile() {
   export -f perfile_one fsize pow2_at_least zstd_mem_mb
   t0=$(date +%s.%N)
   (cd "$PF_B" && find . -type f -printf '%i/%P\0') \
-    | sort -z -t/ -k1,1n -u | sed -z 's|^[0-9]*/||' \
+    | sort -z \
     | xargs -0 -r -n 16 -P "${BENCH_JOBS:-2}" \
         bash -c 'set -uo pipefail; for p; do perfile_one "$p"; done' _ >"$w/files.tsv"
   t1=$(date +%s.%N)
@@ -221,19 +226,20 @@ peer_perfile() {
       if (z != "-" && (m < 0 || z+0 < m)) m = z
       return m }
     { n[$1]++ }
-    $1 == "new" { newb += $4 }
+    $1 == "new" { newb += $4; if (!($5 in seen)) once += $4 }
     $1 == "chg" {
       if ($2 == "-") bsmiss++; else bs += $2
       if ($3 == "-") xdmiss++; else xd += $3
       if ($4 == "-") zsmiss++; else zs += $4
-      m = min3($2, $3, $4); if (m < 0) allmiss++; else best += m
+      m = min3($2, $3, $4); if (m < 0) allmiss++; else { best += m; if (!($5 in seen)) once += m }
       if (m == $2 && $2 != "-") wb++; else if (m == $3 && $3 != "-") wx++; else wz++
     }
+    { seen[$5] = 1 }
     END {
       printf "files=%d\nchanged=%d\nnew=%d\nnewbytes=%d\n", NR, n["chg"], n["new"], newb
       printf "bytes=%d\nbsmiss=%d\n", bs + newb, bsmiss
       printf "xdelta3=%d\nxdmiss=%d\nzstd=%d\nzsmiss=%d\n", xd + newb, xdmiss, zs + newb, zsmiss
-      printf "best=%d\nbestmiss=%d\n", best + newb, allmiss
+      printf "best=%d\nbestmiss=%d\nbest_once=%d\n", best + newb, allmiss, once
       printf "wins=bsdiff %d, xdelta3 %d, zstd %d\nsecs=%s\n", wb, wx, wz, secs
     }' "$w/files.tsv"
   # largest changed files, for the log
@@ -256,7 +262,7 @@ ours_convert() {
   fi
   mkdir -p "$(dirname "$out")"
   tmpd=$(mktemp -d "$(dirname "$out")/.convert.XXXXXX")
-  tmeasure "" "$cli" convert --image "oci:$oci:$tag" --output "$tmpd" --cdimg --threadNum 2 >&2
+  tmeasure "" "$cli" convert --image "oci:$oci:$tag" --output "$tmpd" --cdimg --threadNum 2
   [[ -f $tmpd/image.cdimg ]] || { echo "convert wrote no $tmpd/image.cdimg" >&2; return 1; }
   mkdir -p "$out"
   mv -f "$tmpd/image.cdimg" "$out/image.cdimg"
@@ -270,11 +276,11 @@ ours_codec() {
   local cli=$1 ca=$2 cb=$3 codec=$4 w=$5/ours-$4 idb idp
   rm -rf "$w"; mkdir -p "$w"
   tmeasure "" "$cli" cdimg diff --oldCdimg "$ca" --newCdimg "$cb" --outCdimg "$w/d.cdimg" \
-    --codec "$codec" --threadNum 2 >&2
+    --codec "$codec" --threadNum 2
   echo "bytes=$(fsize "$w/d.cdimg")"
   # a failing patch or a wrong result still reports the delta size, marked
   if tmeasure "patch_" "$cli" cdimg patch --baseCdimg "$ca" --diffCdimg "$w/d.cdimg" \
-       --outCdimg "$w/b2.cdimg" >&2; then
+       --outCdimg "$w/b2.cdimg"; then
     idb=$(cdimg_id "$cli" "$cb") || true
     idp=$(cdimg_id "$cli" "$w/b2.cdimg") || true
     if [[ -n $idb && $idb == "$idp" ]]; then

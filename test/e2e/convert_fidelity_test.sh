@@ -12,7 +12,8 @@ for s in $(corpus_series); do
   for t in $(corpus_tags "$s"); do
     e2e_log "$s:$t"
     img=$(cdimg_for "$s" "$t")
-    "$CTR_CLI" convert --image "docker-archive:$D4C_CORPUS/$s/docker/$s-$t.tar" --output "$tmp/da" --cdimg >/dev/null
+    # the image id depends only on the tree, so the fastest level is enough here
+    "$CTR_CLI" convert --image "docker-archive:$D4C_CORPUS/$s/docker/$s-$t.tar" --output "$tmp/da" --cdimg --level 1 >/dev/null
     if [[ $(image_id --cdimg "$img") != $(image_id --cdimg "$tmp/da/image.cdimg") ]]; then
       echo "FAIL $s:$t: oci: and docker-archive: give different image ids" >&2; fail=1
     fi

@@ -113,7 +113,10 @@ TEST_CASE("round trips on edge cases", "[codec]") {
   INFO("codec " << CodecName(id));
   std::string base = Words(64 << 10, 1);
 
-  SECTION("empty base and target") { RoundTrip(id, "", ""); }
+  SECTION("empty base and target") {
+    RoundTrip(id, "", "");
+    RoundTrip(id, std::string_view(), std::string_view());  // null data()
+  }
   SECTION("empty base") { RoundTrip(id, "", base); }
   SECTION("empty target") { RoundTrip(id, base, ""); }
   SECTION("one byte each") {
@@ -164,6 +167,28 @@ TEST_CASE("round trips on 1 MiB inputs", "[codec]") {
     size_t cut = base.size() - (128 << 10);
     std::string t = base.substr(cut) + base.substr(0, cut);
     CHECK(RoundTrip(id, base, t) < 500);
+  }
+}
+
+// Inputs that once made the bsdiff scan quadratic: both must stay fast.
+TEST_CASE("round trips on highly repetitive inputs", "[codec]") {
+  CodecId id = GENERATE(from_range(std::begin(kAllCodecs), std::end(kAllCodecs)));
+  INFO("codec " << CodecName(id));
+  SECTION("short period with inserts") {
+    std::string base;
+    while (base.size() < (2 << 20)) base += "abcdefg";
+    std::string target = base;
+    for (size_t pos : {100u, 300000u, 1000000u, 1500001u}) target.insert(pos, "X");
+    CHECK(RoundTrip(id, base, target) < 2000);
+  }
+  SECTION("near-identical long repeats") {
+    std::string block = RandomBytes(16 << 10, 60);
+    std::string base, target;
+    for (int i = 0; i < 128; ++i) {
+      base += Scatter(block, 3, 100 + i);
+      target += Scatter(block, 3, 1000 + i);
+    }
+    CHECK(RoundTrip(id, base, target) < 16000);
   }
 }
 

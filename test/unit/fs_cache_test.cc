@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <thread>
 #include <vector>
 
@@ -27,8 +28,13 @@ std::string FreshDir(const std::string& name) {
   return dir.string();
 }
 
-std::unique_ptr<ContentCache> OpenCache(const std::string& dir, uint64_t max_bytes) {
-  auto c = ContentCache::Open({dir, max_bytes});
+std::unique_ptr<ContentCache> OpenCache(const std::string& dir, uint64_t max_bytes,
+                                        std::function<void(const Digest&)> on_evict = nullptr) {
+  ContentCache::Options o;
+  o.dir = dir;
+  o.max_bytes = max_bytes;
+  o.on_evict = std::move(on_evict);
+  auto c = ContentCache::Open(o);
   REQUIRE(c.ok());
   return std::move(*c);
 }
@@ -125,6 +131,18 @@ TEST_CASE("cache stays under its size limit, evicting the least recently used") 
   // an evicted content comes back by rebuilding it
   Fetch(*cache, *cs[1]);
   CHECK(cs[1]->runs == 2);
+}
+
+TEST_CASE("evictions are reported so that held descriptors can be dropped") {
+  std::vector<Digest> evicted;
+  auto cache = OpenCache(FreshDir("on-evict"), 2500, [&](const Digest& d) { evicted.push_back(d); });
+  Content a(std::string(1000, 'a')), b(std::string(1000, 'b')), c(std::string(1000, 'c'));
+  Fetch(*cache, a);
+  Fetch(*cache, b);
+  CHECK(evicted.empty());
+  Fetch(*cache, c);
+  REQUIRE(evicted.size() == 1);
+  CHECK(evicted[0] == a.digest);
 }
 
 TEST_CASE("a content larger than the whole cache is still served") {

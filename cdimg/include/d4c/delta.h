@@ -34,10 +34,11 @@ struct DiffOptions {
   // the codecs whose predicted run time fits `time_budget_ms`.
   std::optional<CodecId> codec;
   int threads = 0;  // 0 = number of CPUs
-  // Per file, for auto. Predicted from sizes with a fixed cost model, not
-  // measured, so the choice (and the output) never depends on machine load.
-  // zstd is always tried.
-  uint32_t time_budget_ms = 5000;
+  // Per file and codec, for auto. Predicted from the file sizes with a fixed
+  // cost model (delta_common.cc), never measured, so the choice and the output
+  // do not depend on machine load. The cheapest codec (xdelta3) always runs.
+  // The default lets all three codecs work on files up to ~45 MB.
+  uint32_t time_budget_ms = 60000;
   // Files smaller than this are stored whole: no delta is tried.
   uint64_t min_delta_size = 64;
   int zstd_level = 19;  // `full` blobs; must match convert's for patch to copy them

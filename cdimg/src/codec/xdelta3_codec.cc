@@ -26,17 +26,23 @@ constexpr usize_t kEncodeWindow = XD3_DEFAULT_WINSIZE;
 // -9 picks the slow (best) string matcher; ADLER32 lets a wrong base fail.
 constexpr int kEncodeFlags = XD3_SEC_DJW | XD3_COMPLEVEL_9 | XD3_ADLER32;
 
-// Owns an xd3_stream so every exit path frees it.
+// Owns an xd3_stream so every exit path frees it, and the source descriptor
+// the stream points to, so that it lives exactly as long.
 class Stream {
  public:
-  Stream() { std::memset(&s_, 0, sizeof(s_)); }
+  Stream() {
+    std::memset(&s_, 0, sizeof(s_));
+    std::memset(&src_, 0, sizeof(src_));
+  }
   ~Stream() { xd3_free_stream(&s_); }
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;
   xd3_stream* get() { return &s_; }
+  xd3_source* source() { return &src_; }
 
  private:
   xd3_stream s_;
+  xd3_source src_;
 };
 
 absl::Status XdError(std::string_view what, int ret, xd3_stream* s) {
@@ -49,22 +55,26 @@ absl::Status XdError(std::string_view what, int ret, xd3_stream* s) {
 
 // The base as a single, fully loaded block: the library never asks for more
 // and its source window (max_winsize) spans the whole base.
-int SetSource(xd3_stream* stream, xd3_source* src, std::string_view base) {
+int SetSource(Stream* stream, std::string_view base) {
   if (base.empty()) return 0;  // no source: the patch must not reference one
-  std::memset(src, 0, sizeof(*src));
+  xd3_source* src = stream->source();
   src->blksize = static_cast<usize_t>(base.size());
   src->onblk = static_cast<usize_t>(base.size());
   src->curblk = reinterpret_cast<const uint8_t*>(base.data());
   src->curblkno = 0;
   src->max_winsize = base.size();
-  return xd3_set_source_and_size(stream, src, base.size());
+  return xd3_set_source_and_size(stream->get(), src, base.size());
 }
 
-const uint8_t* Bytes(std::string_view s) { return reinterpret_cast<const uint8_t*>(s.data()); }
+// Never NULL: libxdelta3 takes a NULL input pointer to mean "no input yet".
+const uint8_t* Bytes(std::string_view s) {
+  static const uint8_t kNothing = 0;
+  return s.data() ? reinterpret_cast<const uint8_t*>(s.data()) : &kNothing;
+}
 
 // One encode attempt into `out` (its size is the output limit).
 int TryEncode(std::string_view base, std::string_view target, std::string* out, usize_t* out_len,
-              xd3_stream* stream) {
+              Stream* stream) {
   xd3_config config;
   std::memset(&config, 0, sizeof(config));
   config.flags = kEncodeFlags;
@@ -74,11 +84,10 @@ int TryEncode(std::string_view base, std::string_view target, std::string* out, 
   config.iopt_size = 0;  // unlimited: never force early instruction decisions
   // ngroups 0 = DJW's multi-table default (`-S djw9`), better than the 1 of plain -S djw.
   config.sec_data.ngroups = config.sec_inst.ngroups = config.sec_addr.ngroups = 0;
-  xd3_source src;
-  int ret = xd3_config_stream(stream, &config);
-  if (ret == 0) ret = SetSource(stream, &src, base);
+  int ret = xd3_config_stream(stream->get(), &config);
+  if (ret == 0) ret = SetSource(stream, base);
   if (ret != 0) return ret;
-  return xd3_encode_stream(stream, Bytes(target), static_cast<usize_t>(target.size()),
+  return xd3_encode_stream(stream->get(), Bytes(target), static_cast<usize_t>(target.size()),
                            reinterpret_cast<uint8_t*>(out->data()), out_len,
                            static_cast<usize_t>(out->size()));
 }
@@ -119,6 +128,27 @@ size_t DecodeBudget(uint64_t target_size, size_t patch_size) {
   return (size_t{8} << 20) + 2 * patch_size + 24 * window;
 }
 
+// Decodes into `out`, whose size is the limit; allocations go through `budget`.
+int TryDecode(std::string_view base, std::string_view patch, std::string* out, usize_t* out_len,
+              Stream* stream, Budget* budget) {
+  xd3_config config;
+  std::memset(&config, 0, sizeof(config));
+  config.alloc = BudgetAlloc;
+  config.freef = BudgetFree;
+  config.opaque = budget;
+  // The whole patch is handed over as one input so sections are read in place
+  // instead of being copied into buffers sized by the patch's claims.
+  config.winsize = static_cast<usize_t>(patch.size());
+  int ret = xd3_config_stream(stream->get(), &config);
+  if (ret == 0) ret = SetSource(stream, base);
+  if (ret != 0) return ret;
+  // The library rejects a NULL output buffer, which an empty string may have.
+  uint8_t dummy = 0;
+  uint8_t* dst = out->empty() ? &dummy : reinterpret_cast<uint8_t*>(out->data());
+  return xd3_decode_stream(stream->get(), Bytes(patch), static_cast<usize_t>(patch.size()), dst, out_len,
+                           static_cast<usize_t>(out->size()));
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> Xdelta3Codec::Encode(std::string_view base,
@@ -133,7 +163,7 @@ absl::StatusOr<std::string> Xdelta3Codec::Encode(std::string_view base,
     if (!out.ok()) return out.status();
     Stream stream;
     usize_t len = 0;
-    int ret = TryEncode(base, target, &*out, &len, stream.get());
+    int ret = TryEncode(base, target, &*out, &len, &stream);
     if (ret == ENOSPC) continue;
     if (ret != 0) return XdError("xdelta3 encode", ret, stream.get());
     out->resize(len);
@@ -151,26 +181,9 @@ absl::StatusOr<std::string> Xdelta3Codec::Decode(std::string_view base, std::str
   auto out = AllocateBuffer(target_size);
   if (!out.ok()) return out.status();
   Budget budget{0, DecodeBudget(target_size, patch.size())};
-  xd3_config config;
-  std::memset(&config, 0, sizeof(config));
-  config.alloc = BudgetAlloc;
-  config.freef = BudgetFree;
-  config.opaque = &budget;
-  // The whole patch is handed over as one input so sections are read in place
-  // instead of being copied into buffers sized by the patch's claims.
-  config.winsize = static_cast<usize_t>(patch.size());
-  Stream stream;
-  xd3_source src;
-  int ret = xd3_config_stream(stream.get(), &config);
-  if (ret == 0) ret = SetSource(stream.get(), &src, base);
+  Stream stream;  // after `budget`: its destructor frees through it
   usize_t len = 0;
-  // An empty `out` still needs a valid pointer: the library rejects NULL output.
-  uint8_t dummy = 0;
-  uint8_t* dst = out->empty() ? &dummy : reinterpret_cast<uint8_t*>(out->data());
-  if (ret == 0) {
-    ret = xd3_decode_stream(stream.get(), Bytes(patch), static_cast<usize_t>(patch.size()), dst,
-                            &len, static_cast<usize_t>(target_size));
-  }
+  int ret = TryDecode(base, patch, &*out, &len, &stream, &budget);
   if (ret == ENOSPC) return absl::DataLossError("xdelta3 patch: decodes past target_size");
   if (ret != 0) return XdError("xdelta3 patch", ret, stream.get());
   if (len != target_size) {

@@ -1,0 +1,74 @@
+// di3fs: a read-only FUSE filesystem serving the tree of a cdimg chain.
+// Mounting reads only the indexes; a file's bytes are rebuilt (and verified
+// against their sha256) the first time it is opened, kept in a ContentCache
+// and read from there. A file that cannot be rebuilt gives EIO for that file
+// only.
+//
+//   auto fs = Di3fs::Open(options);       // opens the chain and the cache
+//   (*fs)->Mount("/mnt/x");               // the kernel mount
+//   (*fs)->Serve();                       // multi-threaded loop, until unmounted or Stop()
+//
+// RunDi3fs does all three and turns SIGINT/SIGTERM/SIGHUP into a clean unmount.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace d4c {
+
+class ImageChain;
+class ContentCache;
+class FsTree;
+
+struct Di3fsOptions {
+  std::string cdimg;                // the top image
+  std::vector<std::string> bases;   // its ancestors (any order; unused ones are ignored)
+  // Content cache directory. Empty: a private directory under $TMPDIR (or
+  // /var/tmp), deleted when the Di3fs object is destroyed.
+  std::string cache_dir;
+  uint64_t cache_size = 2ull << 30;  // bytes
+  // Extra mount options, as given to -o (e.g. "allow_other"). Always added:
+  // ro, default_permissions, fsname=di3fs:<image id>, subtype=di3fs, and as
+  // root suid,dev (as an overlayfs container root has).
+  std::vector<std::string> mount_options;
+  double timeout_sec = 3600;  // kernel entry/attr cache lifetime (the image is immutable)
+  unsigned max_idle_threads = 16;
+  bool debug = false;  // libfuse's request trace on stderr
+};
+
+class Di3fs {
+ public:
+  static absl::StatusOr<std::unique_ptr<Di3fs>> Open(const Di3fsOptions& options);
+  ~Di3fs();  // unmounts if still mounted
+
+  absl::Status Mount(const std::string& mountpoint);
+  // Serves requests on several threads until the filesystem is unmounted
+  // (umount, fusermount3 -u) or Stop() is called, then unmounts.
+  absl::Status Serve();
+  // Thread-safe; makes Serve() return: the mount is detached (lazily if busy).
+  void Stop();
+
+  // What is being served (statistics, tests).
+  const ImageChain& chain() const;
+  const FsTree& tree() const;
+  const ContentCache& cache() const;
+  // Time spent opening the chain and building the inode view.
+  double open_ms() const;
+
+  struct State;  // opaque; public only so that the FUSE handlers can name it
+
+ private:
+  friend absl::Status RunDi3fs(const Di3fsOptions& options, const std::string& mountpoint);
+  Di3fs();
+  std::unique_ptr<State> s_;
+};
+
+// Open + Mount + Serve with signal handling; logs one line when mounted.
+absl::Status RunDi3fs(const Di3fsOptions& options, const std::string& mountpoint);
+
+}  // namespace d4c

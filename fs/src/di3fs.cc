@@ -1,0 +1,590 @@
+// The FUSE side of di3fs: libfuse low-level handlers over FsTree (metadata)
+// and ContentCache (bytes). Every handler computes its answer first and
+// replies exactly once as its last step; an exception escaping the
+// computation becomes EIO (Guarded).
+#include "d4c/di3fs.h"
+
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+
+#include "d4c/chain.h"
+#include "d4c/content_cache.h"
+#include "d4c/fs_tree.h"
+#include "d4c/strcat.h"
+
+namespace d4c {
+
+namespace {
+
+struct DigestHash {
+  size_t operator()(const Digest& d) const {
+    size_t h;
+    std::memcpy(&h, d.data(), sizeof h);
+    return h;
+  }
+};
+
+// An open cache file, closed when the last reader lets go of it.
+struct ContentFd {
+  explicit ContentFd(int f) : fd(f) {}
+  ~ContentFd() { close(fd); }
+  ContentFd(const ContentFd&) = delete;
+  ContentFd& operator=(const ContentFd&) = delete;
+  const int fd;
+};
+
+// Open cache files by content digest, at most `max` (least recently used
+// closed first). Files are opened without FUSE open/release requests (the
+// kernel's no_open mode), so reads find their descriptor here.
+class ContentFds {
+ public:
+  explicit ContentFds(size_t max) : max_(max) {}
+
+  std::shared_ptr<const ContentFd> Get(const Digest& d) {
+    std::lock_guard lk(mu_);
+    auto it = map_.find(d);
+    if (it == map_.end()) return nullptr;
+    lru_.splice(lru_.begin(), lru_, it->second.lru);
+    return it->second.fd;
+  }
+  void Put(const Digest& d, std::shared_ptr<const ContentFd> fd) {
+    std::lock_guard lk(mu_);
+    if (auto it = map_.find(d); it != map_.end()) {
+      it->second.fd = std::move(fd);
+      return;
+    }
+    lru_.push_front(d);
+    map_.emplace(d, Slot{std::move(fd), lru_.begin()});
+    while (map_.size() > max_) {
+      map_.erase(lru_.back());
+      lru_.pop_back();
+    }
+  }
+  void Drop(const Digest& d) {
+    std::lock_guard lk(mu_);
+    auto it = map_.find(d);
+    if (it == map_.end()) return;
+    lru_.erase(it->second.lru);
+    map_.erase(it);
+  }
+
+ private:
+  struct Slot {
+    std::shared_ptr<const ContentFd> fd;
+    std::list<Digest>::iterator lru;
+  };
+  std::mutex mu_;
+  std::unordered_map<Digest, Slot, DigestHash> map_;
+  std::list<Digest> lru_;
+  const size_t max_;
+};
+
+}  // namespace
+
+struct Di3fs::State {
+  Di3fsOptions opt;
+  std::unique_ptr<ImageChain> chain;
+  std::unique_ptr<FsTree> tree;
+  std::unique_ptr<ContentCache> cache;
+  ContentFds fds{1024};
+  std::string private_cache_dir;  // removed with the object
+  // Set at FUSE init: the kernel opens files / directories by itself.
+  bool no_open = false;
+  bool no_opendir = false;
+  double open_ms = 0;
+
+  std::mutex mu;  // session lifecycle
+  fuse_session* se = nullptr;
+  std::string mountpoint;
+  bool mounted = false;
+
+  const FsTree& t() const { return *tree; }
+};
+
+namespace {
+
+using State = Di3fs::State;
+
+constexpr uint32_t kMaxTransfer = 1u << 20;
+
+void Log(const std::string& line) {
+  std::string l = StrCat("di3fs: ", line, "\n");
+  fwrite(l.data(), 1, l.size(), stderr);
+}
+
+State& S(fuse_req_t req) { return *static_cast<State*>(fuse_req_userdata(req)); }
+
+template <typename F>
+void Guarded(fuse_req_t req, const char* op, F&& body) {
+  try {
+    body();
+  } catch (const std::exception& e) {
+    Log(StrCat(op, ": internal error: ", e.what()));
+    fuse_reply_err(req, EIO);
+  } catch (...) {
+    Log(StrCat(op, ": internal error"));
+    fuse_reply_err(req, EIO);
+  }
+}
+
+std::string PathOf(const State& s, size_t i) { return StrCat("/", s.t().image().PathAt(i)); }
+
+void FillEntry(const State& s, size_t i, fuse_entry_param* e) {
+  std::memset(e, 0, sizeof *e);
+  e->ino = s.t().InodeOf(i);
+  s.t().Stat(i, &e->attr);
+  e->attr_timeout = s.opt.timeout_sec;
+  e->entry_timeout = s.opt.timeout_sec;
+}
+
+// ---- handlers --------------------------------------------------------------
+
+void OnInit(void* userdata, fuse_conn_info* conn) {
+  State& s = *static_cast<State*>(userdata);
+  auto want = [&](unsigned cap) {
+    if (conn->capable & cap) conn->want |= cap;
+    return (conn->want & cap) != 0;
+  };
+  // Zero-message opens: no open/release round trip per opened file or
+  // directory; the kernel keeps page cache and readdir cache by default.
+  s.no_open = want(FUSE_CAP_NO_OPEN_SUPPORT);
+  s.no_opendir = want(FUSE_CAP_NO_OPENDIR_SUPPORT);
+  want(FUSE_CAP_ASYNC_READ);
+  want(FUSE_CAP_PARALLEL_DIROPS);
+  want(FUSE_CAP_READDIRPLUS);
+  want(FUSE_CAP_CACHE_SYMLINKS);
+  want(FUSE_CAP_POSIX_ACL);  // system.posix_acl_* xattrs are honoured (needs default_permissions)
+  if (!std::getenv("DI3FS_NO_SPLICE")) {
+    want(FUSE_CAP_SPLICE_WRITE);
+    want(FUSE_CAP_SPLICE_MOVE);
+  }
+  // Always readdirplus (tree walks stat everything); the content never
+  // changes, so no invalidation on attribute changes.
+  conn->want &= ~(FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_AUTO_INVAL_DATA);
+  // max_write also sets max_pages, which bounds the size of read requests.
+  conn->max_write = kMaxTransfer;
+  conn->time_gran = 1;
+}
+
+void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  Guarded(req, "lookup", [&] {
+    State& s = S(req);
+    auto dir = s.t().EntryOfInode(parent);
+    if (!dir) return (void)fuse_reply_err(req, ENOENT);
+    if (!s.t().IsDir(*dir)) return (void)fuse_reply_err(req, ENOTDIR);
+    fuse_entry_param e;
+    std::memset(&e, 0, sizeof e);
+    auto child = s.t().Lookup(*dir, name);
+    if (child) {
+      FillEntry(s, *child, &e);
+    } else {
+      e.entry_timeout = s.opt.timeout_sec;  // ino 0: a cached negative entry
+    }
+    fuse_reply_entry(req, &e);
+  });
+}
+
+// Inodes live as long as the mount: nothing to count or free.
+void OnForget(fuse_req_t req, fuse_ino_t, uint64_t) { fuse_reply_none(req); }
+void OnForgetMulti(fuse_req_t req, size_t, fuse_forget_data*) { fuse_reply_none(req); }
+
+void OnGetattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  Guarded(req, "getattr", [&] {
+    State& s = S(req);
+    auto i = s.t().EntryOfInode(ino);
+    if (!i) return (void)fuse_reply_err(req, ENOENT);
+    struct stat st;
+    s.t().Stat(*i, &st);
+    fuse_reply_attr(req, &st, s.opt.timeout_sec);
+  });
+}
+
+void OnReadlink(fuse_req_t req, fuse_ino_t ino) {
+  Guarded(req, "readlink", [&] {
+    State& s = S(req);
+    auto i = s.t().EntryOfInode(ino);
+    if (!i) return (void)fuse_reply_err(req, ENOENT);
+    if (s.t().image().TypeAt(*i) != EntryType::kSymlink) return (void)fuse_reply_err(req, EINVAL);
+    std::string target = s.t().image().EntryAt(*i).link_target;
+    fuse_reply_readlink(req, target.c_str());
+  });
+}
+
+// Opens are checked here once; with no_open the kernel then stops asking.
+void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guarded(req, "open", [&] {
+    State& s = S(req);
+    auto i = s.t().EntryOfInode(ino);
+    if (!i) return (void)fuse_reply_err(req, ENOENT);
+    EntryType type = s.t().image().TypeAt(*i);
+    if (type == EntryType::kDirectory) return (void)fuse_reply_err(req, EISDIR);
+    if (type != EntryType::kRegular) return (void)fuse_reply_err(req, EINVAL);
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) return (void)fuse_reply_err(req, EROFS);
+    if (s.no_open) return (void)fuse_reply_err(req, ENOSYS);  // "open them yourself"
+    fi->keep_cache = 1;  // immutable content: page cache survives reopening
+    fi->noflush = 1;
+    fuse_reply_open(req, fi);
+  });
+}
+
+// The cache file of regular entry i: rebuilt (and verified) on first use.
+absl::StatusOr<std::shared_ptr<const ContentFd>> ContentOf(State& s, size_t i) {
+  const CdimgImage& img = s.t().image();
+  Digest digest = img.DigestAt(i);
+  if (auto fd = s.fds.Get(digest)) return fd;
+  const ImageChain& chain = *s.chain;
+  auto opened = s.cache->OpenContent(digest, img.SizeAt(i), [&] { return chain.ReadFile(i); });
+  if (!opened.ok()) return opened.status();
+  auto fd = std::make_shared<const ContentFd>(*opened);
+  s.fds.Put(digest, fd);
+  if (!s.cache->Contains(digest)) s.fds.Drop(digest);  // evicted meanwhile: do not pin it
+  return fd;
+}
+
+void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  Guarded(req, "read", [&] {
+    State& s = S(req);
+    auto i = s.t().EntryOfInode(ino);
+    if (!i) return (void)fuse_reply_err(req, ENOENT);
+    if (s.t().image().TypeAt(*i) != EntryType::kRegular) return (void)fuse_reply_err(req, EINVAL);
+    uint64_t file_size = s.t().image().SizeAt(*i);
+    if (off < 0 || static_cast<uint64_t>(off) >= file_size) return (void)fuse_reply_buf(req, nullptr, 0);
+    auto fd = ContentOf(s, *i);
+    if (!fd.ok()) {
+      Log(StrCat("EIO reading ", PathOf(s, *i), ": ", Msg(fd.status().message())));
+      return (void)fuse_reply_err(req, EIO);
+    }
+    fuse_bufvec buf;
+    std::memset(&buf, 0, sizeof buf);
+    buf.count = 1;
+    buf.buf[0].size = std::min<uint64_t>(size, file_size - static_cast<uint64_t>(off));
+    buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+    buf.buf[0].fd = (*fd)->fd;
+    buf.buf[0].pos = off;
+    fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+  });
+}
+
+void OnOpendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  Guarded(req, "opendir", [&] {
+    State& s = S(req);
+    auto i = s.t().EntryOfInode(ino);
+    if (!i) return (void)fuse_reply_err(req, ENOENT);
+    if (!s.t().IsDir(*i)) return (void)fuse_reply_err(req, ENOTDIR);
+    if (s.no_opendir) return (void)fuse_reply_err(req, ENOSYS);
+    fi->cache_readdir = 1;  // the kernel may keep the listing
+    fi->keep_cache = 1;
+    fuse_reply_open(req, fi);
+  });
+}
+
+// Directory offsets: 1 after ".", 2 after "..", and after a child the entry
+// index at which its next sibling would be, plus 2. Stateless and stable.
+void ReadDirectory(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, bool plus) {
+  State& s = S(req);
+  const FsTree& t = s.t();
+  auto dir = t.EntryOfInode(ino);
+  if (!dir) return (void)fuse_reply_err(req, ENOENT);
+  if (!t.IsDir(*dir)) return (void)fuse_reply_err(req, ENOTDIR);
+  size_t end = t.ChildrenEnd(*dir);
+  size_t first = off <= 2 ? t.FirstChild(*dir) : static_cast<size_t>(off) - 2;
+  if (first < t.FirstChild(*dir) ||
+      (first < end && ParentPath(t.image().PathAt(first)) != t.image().PathAt(*dir)))
+    return (void)fuse_reply_err(req, EINVAL);  // not an offset we handed out
+
+  // Up to max_pages (1 MiB): not zeroed, only the used part is sent.
+  std::unique_ptr<char[]> buf = std::make_unique_for_overwrite<char[]>(size);
+  size_t used = 0;
+  auto add = [&](const std::string& name, size_t entry, off_t next) {
+    size_t room = size - used;
+    size_t n;
+    if (plus) {
+      fuse_entry_param e;
+      FillEntry(s, entry, &e);
+      n = fuse_add_direntry_plus(req, buf.get() + used, room, name.c_str(), &e, next);
+    } else {
+      struct stat st;
+      std::memset(&st, 0, sizeof st);
+      st.st_ino = t.InodeOf(entry);
+      st.st_mode = EntryTypeFormatBits(t.image().TypeAt(t.Primary(entry)));
+      n = fuse_add_direntry(req, buf.get() + used, room, name.c_str(), &st, next);
+    }
+    if (n > room) return false;
+    used += n;
+    return true;
+  };
+  bool more = true;
+  if (off < 1) more = add(".", *dir, 1);
+  if (more && off < 2) more = add("..", t.Parent(*dir), 2);
+  for (size_t c = first; more && c < end;) {
+    size_t next = t.NextSibling(c);
+    more = add(std::string(BaseName(t.image().PathAt(c))), c, static_cast<off_t>(next + 2));
+    c = next;
+  }
+  fuse_reply_buf(req, buf.get(), used);
+}
+
+void OnReaddir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  Guarded(req, "readdir", [&] { ReadDirectory(req, ino, size, off, false); });
+}
+
+void OnReaddirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  Guarded(req, "readdirplus", [&] { ReadDirectory(req, ino, size, off, true); });
+}
+
+void OnStatfs(fuse_req_t req, fuse_ino_t) {
+  Guarded(req, "statfs", [&] {
+    const FsTree& t = S(req).t();
+    struct statvfs sv;
+    std::memset(&sv, 0, sizeof sv);
+    sv.f_bsize = 4096;
+    sv.f_frsize = 4096;
+    sv.f_blocks = (t.total_file_bytes() + 4095) / 4096;
+    sv.f_files = t.size();
+    sv.f_namemax = 255;
+    sv.f_flag = ST_RDONLY;
+    fuse_reply_statfs(req, &sv);
+  });
+}
+
+void ReplyXattr(fuse_req_t req, const FsTree::XattrReply& r, size_t size) {
+  if (r.error) return (void)fuse_reply_err(req, r.error);
+  if (size == 0) return (void)fuse_reply_xattr(req, r.needed);
+  fuse_reply_buf(req, r.bytes.data(), r.bytes.size());
+}
+
+void OnGetxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  Guarded(req, "getxattr", [&] {
+    const FsTree& t = S(req).t();
+    auto i = t.EntryOfInode(ino);
+    if (!i) return (void)fuse_reply_err(req, ENOENT);
+    ReplyXattr(req, t.GetXattr(*i, name, size), size);
+  });
+}
+
+void OnListxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  Guarded(req, "listxattr", [&] {
+    const FsTree& t = S(req).t();
+    auto i = t.EntryOfInode(ino);
+    if (!i) return (void)fuse_reply_err(req, ENOENT);
+    ReplyXattr(req, t.ListXattr(*i, size), size);
+  });
+}
+
+const fuse_lowlevel_ops kOps = [] {
+  fuse_lowlevel_ops ops;
+  std::memset(&ops, 0, sizeof ops);
+  ops.init = OnInit;
+  ops.lookup = OnLookup;
+  ops.forget = OnForget;
+  ops.forget_multi = OnForgetMulti;
+  ops.getattr = OnGetattr;
+  ops.readlink = OnReadlink;
+  ops.open = OnOpen;
+  ops.read = OnRead;
+  ops.opendir = OnOpendir;
+  ops.readdir = OnReaddir;
+  ops.readdirplus = OnReaddirplus;
+  ops.statfs = OnStatfs;
+  ops.getxattr = OnGetxattr;
+  ops.listxattr = OnListxattr;
+  return ops;
+}();
+
+// SIGINT/SIGTERM/SIGHUP end the request loop (then Serve unmounts). Unlike
+// fuse_set_signal_handlers, a SIGINT that the parent left ignored (background
+// jobs of a non-interactive shell) is taken over too.
+std::atomic<fuse_session*> g_signal_session{nullptr};
+
+void OnExitSignal(int) {
+  if (fuse_session* se = g_signal_session.load()) fuse_session_exit(se);
+}
+
+absl::Status SetExitSignals(fuse_session* se) {
+  g_signal_session = se;
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_handler = OnExitSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: a blocked read of /dev/fuse returns EINTR
+  for (int sig : {SIGINT, SIGTERM, SIGHUP})
+    if (sigaction(sig, &sa, nullptr) != 0) return absl::InternalError(StrCat("sigaction: ", std::strerror(errno)));
+  signal(SIGPIPE, SIG_IGN);
+  return absl::OkStatus();
+}
+
+void ClearExitSignals() {
+  for (int sig : {SIGINT, SIGTERM, SIGHUP}) signal(sig, SIG_DFL);
+  g_signal_session = nullptr;
+}
+
+absl::StatusOr<std::string> MakePrivateCacheDir() {
+  const char* tmp = std::getenv("TMPDIR");
+  std::string tmpl = StrCat(tmp && *tmp ? tmp : "/var/tmp", "/di3fs-cache.XXXXXX");
+  if (!mkdtemp(tmpl.data())) return absl::InternalError(StrCat("mkdtemp ", tmpl, ": ", std::strerror(errno)));
+  return tmpl;
+}
+
+}  // namespace
+
+// ---- lifecycle ---------------------------------------------------------------
+
+Di3fs::Di3fs() : s_(std::make_unique<State>()) {}
+
+Di3fs::~Di3fs() {
+  {
+    std::lock_guard lk(s_->mu);
+    if (s_->se) {
+      if (s_->mounted) fuse_session_unmount(s_->se);
+      fuse_session_destroy(s_->se);
+      s_->se = nullptr;
+    }
+  }
+  if (!s_->private_cache_dir.empty()) {
+    s_->cache.reset();
+    std::error_code ec;
+    std::filesystem::remove_all(s_->private_cache_dir, ec);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Di3fs>> Di3fs::Open(const Di3fsOptions& options) {
+  std::unique_ptr<Di3fs> fs(new Di3fs());
+  State& s = *fs->s_;
+  s.opt = options;
+  auto t0 = std::chrono::steady_clock::now();
+  auto chain = ImageChain::Open(options.cdimg, options.bases);
+  if (!chain.ok()) return chain.status();
+  s.chain = std::move(*chain);
+  auto tree = FsTree::Build(s.chain->top());
+  if (!tree.ok()) return tree.status();
+  s.tree = std::move(*tree);
+  s.open_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+
+  std::string dir = options.cache_dir;
+  if (dir.empty()) {
+    auto d = MakePrivateCacheDir();
+    if (!d.ok()) return d.status();
+    dir = s.private_cache_dir = *d;
+  }
+  ContentFds* fds = &s.fds;
+  auto cache = ContentCache::Open({dir, options.cache_size, [fds](const Digest& d) { fds->Drop(d); }});
+  if (!cache.ok()) return cache.status();
+  s.cache = std::move(*cache);
+  return fs;
+}
+
+absl::Status Di3fs::Mount(const std::string& mountpoint) {
+  State& s = *s_;
+  std::lock_guard lk(s.mu);
+  if (s.se) return absl::FailedPreconditionError(StrCat("already mounted at ", s.mountpoint));
+  std::string id = DigestHex(s.chain->top().header().image_id).substr(0, 12);
+  std::string opts = StrCat("ro,default_permissions,fsname=di3fs:", id, ",subtype=di3fs");
+  // A container root needs its setuid binaries and device nodes to work as on
+  // overlayfs (libfuse defaults to nosuid,nodev); "-o nosuid,nodev" still wins.
+  if (geteuid() == 0) opts += ",suid,dev";
+  for (const std::string& o : s.opt.mount_options)
+    if (!o.empty()) opts = StrCat(opts, ",", o);
+  fuse_args args = FUSE_ARGS_INIT(0, nullptr);
+  fuse_opt_add_arg(&args, "di3fs");
+  fuse_opt_add_arg(&args, "-o");
+  fuse_opt_add_arg(&args, opts.c_str());
+  if (s.opt.debug) fuse_opt_add_arg(&args, "-d");
+  s.se = fuse_session_new(&args, &kOps, sizeof kOps, &s);
+  fuse_opt_free_args(&args);
+  if (!s.se) return absl::InvalidArgumentError(StrCat("bad mount options: ", opts));
+  if (fuse_session_mount(s.se, mountpoint.c_str()) != 0) {
+    fuse_session_destroy(s.se);
+    s.se = nullptr;
+    return absl::InternalError(StrCat("cannot mount at ", mountpoint,
+                                      " (does it exist? is /dev/fuse usable? see the line above)"));
+  }
+  s.mountpoint = mountpoint;
+  s.mounted = true;
+  return absl::OkStatus();
+}
+
+absl::Status Di3fs::Serve() {
+  State& s = *s_;
+  fuse_session* se;
+  {
+    std::lock_guard lk(s.mu);
+    if (!s.se || !s.mounted) return absl::FailedPreconditionError("not mounted");
+    se = s.se;
+  }
+  fuse_loop_config cfg;
+  std::memset(&cfg, 0, sizeof cfg);
+  cfg.clone_fd = 1;
+  cfg.max_idle_threads = s.opt.max_idle_threads;
+  int rc = fuse_session_loop_mt(se, &cfg);
+  std::lock_guard lk(s.mu);
+  fuse_session_unmount(se);
+  s.mounted = false;
+  // rc: 0 or -ENODEV when unmounted, the signal number after a signal
+  // handler ended the loop, another negated errno on failure.
+  if (rc < 0 && rc != -ENODEV)
+    return absl::InternalError(StrCat("request loop at ", s.mountpoint, " failed: ", std::strerror(-rc)));
+  return absl::OkStatus();
+}
+
+void Di3fs::Stop() {
+  State& s = *s_;
+  std::lock_guard lk(s.mu);
+  if (!s.se || !s.mounted) return;
+  fuse_session_exit(s.se);
+  // Detaching the mount ends the connection once the last user is gone;
+  // blocked worker threads then see ENODEV and Serve() returns.
+  if (umount2(s.mountpoint.c_str(), MNT_DETACH) != 0)
+    Log(StrCat("umount ", s.mountpoint, ": ", std::strerror(errno)));
+}
+
+const ImageChain& Di3fs::chain() const { return *s_->chain; }
+const FsTree& Di3fs::tree() const { return *s_->tree; }
+const ContentCache& Di3fs::cache() const { return *s_->cache; }
+double Di3fs::open_ms() const { return s_->open_ms; }
+
+absl::Status RunDi3fs(const Di3fsOptions& options, const std::string& mountpoint) {
+  auto t0 = std::chrono::steady_clock::now();
+  // Every open file holds a descriptor of its cache file.
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
+  auto fs = Di3fs::Open(options);
+  if (!fs.ok()) return fs.status();
+  if (auto st = (*fs)->Mount(mountpoint); !st.ok()) return st;
+  double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  fuse_session* se = (*fs)->s_->se;
+  if (auto st = SetExitSignals(se); !st.ok()) return st;
+  const ContentCache& cache = (*fs)->cache();
+  Log(StrCat("mounted ", options.cdimg, " (", (*fs)->tree().size(), " entries, chain depth ",
+             (*fs)->chain().depth(), ") at ", mountpoint, " in ", static_cast<int64_t>(ms * 1000), " us (index ",
+             static_cast<int64_t>((*fs)->open_ms() * 1000), " us); cache ", cache.dir(), " (",
+             cache.stats().files, " files, limit ", cache.max_bytes(), " bytes)"));
+  absl::Status st = (*fs)->Serve();
+  ClearExitSignals();
+  ContentCache::Stats cs = cache.stats();
+  Log(StrCat("unmounted ", mountpoint, "; cache: ", cs.builds, " rebuilt, ", cs.hits, " hits, ", cs.failures,
+             " failed, ", cs.evictions, " evicted, ", cs.files, " files / ", cs.bytes, " bytes"));
+  return st;
+}
+
+}  // namespace d4c

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# install_snapshotter.sh: install the di3fs snapshotter next to containerd.
+#
+#   sudo ./install_snapshotter.sh [--build-dir DIR] [--prefix /usr/local]
+#        [--config /etc/containerd/config.toml] [--root /var/lib/di3fs]
+#        [--address /run/di3fs/snapshotter.sock] [--no-systemd] [--config-only]
+#        [--restart-containerd]
+#
+#  1. copies snapshotter, di3fs and ctr-cli from the build dir to PREFIX/bin
+#  2. adds the proxy plugin to containerd's config, idempotently:
+#       [proxy_plugins.di3fs]
+#         type = "snapshot"
+#         address = "<socket>"
+#     never twice, keeping the rest of the file; creates a version 2 config
+#     when there is none (a backup CONFIG.bak-<time> is kept when it changes)
+#  3. installs and starts di3fs-snapshotter.service (KillMode=process: di3fs
+#     mounts of running containers survive a restart of the unit)
+# containerd reads proxy_plugins at start: restart it once after the first
+# install (--restart-containerd does).  See docs/operations.md.
+set -euo pipefail
+
+BUILD_DIR=${BUILD_DIR:-$(cd "$(dirname "$0")" && pwd)/build}
+PREFIX=/usr/local
+CONFIG=/etc/containerd/config.toml
+ROOT=/var/lib/di3fs
+ADDRESS=/run/di3fs/snapshotter.sock
+SYSTEMD=1
+CONFIG_ONLY=0
+RESTART_CONTAINERD=0
+UNIT=/etc/systemd/system/di3fs-snapshotter.service
+
+usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+while (($#)); do
+  case $1 in
+    --build-dir) BUILD_DIR=$2; shift 2 ;;
+    --prefix) PREFIX=$2; shift 2 ;;
+    --config) CONFIG=$2; shift 2 ;;
+    --root) ROOT=$2; shift 2 ;;
+    --address) ADDRESS=$2; shift 2 ;;
+    --unit) UNIT=$2; shift 2 ;;
+    --no-systemd) SYSTEMD=0; shift ;;
+    --config-only) CONFIG_ONLY=1; SYSTEMD=0; shift ;;
+    --restart-containerd) RESTART_CONTAINERD=1; shift ;;
+    -h|--help) usage 0 ;;
+    *) echo "install_snapshotter.sh: unknown argument $1" >&2; usage 2 ;;
+  esac
+done
+log() { echo "install_snapshotter: $*"; }
+
+# --- containerd config --------------------------------------------------------
+# Prints 0 if CONFIG already names the plugin (any quoting), 1 otherwise.
+has_plugin() {
+  [[ -f $CONFIG ]] && grep -Eq '^[[:space:]]*\[[[:space:]]*proxy_plugins[[:space:]]*\.[[:space:]]*("di3fs"|di3fs|'"'"'di3fs'"'"')[[:space:]]*\]' "$CONFIG"
+}
+plugin_block() {
+  cat <<EOF
+
+# di3fs snapshotter (added by install_snapshotter.sh): ctr run --snapshotter=di3fs
+[proxy_plugins.di3fs]
+  type = "snapshot"
+  address = "$ADDRESS"
+EOF
+}
+configure_containerd() {
+  mkdir -p "$(dirname "$CONFIG")"
+  if [[ ! -f $CONFIG ]]; then
+    { echo "version = 2"; plugin_block; } >"$CONFIG.tmp.$$"
+    mv "$CONFIG.tmp.$$" "$CONFIG"
+    log "created $CONFIG (version 2) with [proxy_plugins.di3fs]"
+    return
+  fi
+  if has_plugin; then
+    local addr
+    addr=$(awk '/^[[:space:]]*\[/ {inblk = ($0 ~ /proxy_plugins[[:space:]]*\.[[:space:]]*"?di3fs"?[[:space:]]*\]/)}
+                inblk && /^[[:space:]]*address[[:space:]]*=/ {sub(/^[^=]*=[[:space:]]*/, ""); gsub(/"/, ""); print}' "$CONFIG")
+    if [[ $addr != "$ADDRESS" ]]; then
+      log "WARNING: $CONFIG already has [proxy_plugins.di3fs] with address '$addr', not '$ADDRESS'; left unchanged"
+    else
+      log "$CONFIG already has [proxy_plugins.di3fs]; unchanged"
+    fi
+    return
+  fi
+  cp -p "$CONFIG" "$CONFIG.bak-$(date +%Y%m%d%H%M%S)"
+  { cat "$CONFIG"; [[ -z $(tail -c1 "$CONFIG") ]] || echo; plugin_block; } >"$CONFIG.tmp.$$"
+  chmod --reference="$CONFIG" "$CONFIG.tmp.$$"
+  mv "$CONFIG.tmp.$$" "$CONFIG"
+  log "added [proxy_plugins.di3fs] (address $ADDRESS) to $CONFIG"
+}
+
+if ((CONFIG_ONLY)); then
+  configure_containerd
+  exit 0
+fi
+
+[[ $(id -u) -eq 0 ]] || { echo "install_snapshotter.sh: run as root" >&2; exit 1; }
+
+# --- binaries -------------------------------------------------------------------
+declare -A SRC=([snapshotter]=snapshotter/snapshotter [di3fs]=fs/di3fs [ctr-cli]=ctr-cli/ctr-cli)
+for b in "${!SRC[@]}"; do
+  [[ -x $BUILD_DIR/${SRC[$b]} ]] || { echo "install_snapshotter.sh: $BUILD_DIR/${SRC[$b]} not built (--build-dir?)" >&2; exit 1; }
+done
+install -d "$PREFIX/bin"
+for b in "${!SRC[@]}"; do
+  # install writes a new file and renames it: a running di3fs keeps its old binary
+  install -m 0755 "$BUILD_DIR/${SRC[$b]}" "$PREFIX/bin/$b"
+done
+log "installed snapshotter, di3fs, ctr-cli to $PREFIX/bin"
+install -d -m 0700 "$ROOT"
+configure_containerd
+
+# --- systemd ---------------------------------------------------------------------
+if ((SYSTEMD)); then
+  cat >"$UNIT.tmp" <<EOF
+[Unit]
+Description=di3fs snapshotter (containerd proxy snapshotter for cdimg delta images)
+Documentation=file://$(cd "$(dirname "$0")" && pwd)/docs/operations.md
+Before=containerd.service
+After=local-fs.target
+
+[Service]
+Type=simple
+ExecStart=$PREFIX/bin/snapshotter --root $ROOT --address $ADDRESS --di3fs $PREFIX/bin/di3fs
+Restart=always
+RestartSec=1
+# Only the snapshotter is stopped on stop/restart: the di3fs daemons it
+# started serve the lower dirs of running containers and must live on.
+KillMode=process
+LimitNOFILE=1048576
+
+[Install]
+WantedBy=multi-user.target
+EOF
+  mv "$UNIT.tmp" "$UNIT"
+  log "installed $UNIT"
+  if [[ -d /run/systemd/system ]]; then
+    systemctl daemon-reload
+    systemctl enable di3fs-snapshotter.service
+    systemctl restart di3fs-snapshotter.service
+    log "di3fs-snapshotter.service started"
+    if ((RESTART_CONTAINERD)); then
+      systemctl restart containerd.service
+      log "containerd restarted"
+    else
+      log "restart containerd once so it loads the proxy plugin: systemctl restart containerd"
+    fi
+  else
+    log "systemd is not running here: start $PREFIX/bin/snapshotter --root $ROOT --address $ADDRESS yourself"
+  fi
+fi

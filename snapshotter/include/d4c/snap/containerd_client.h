@@ -1,0 +1,88 @@
+// A small client of containerd's gRPC API (content, images, leases,
+// snapshots) as ctr-cli needs it. Every call carries the namespace header
+// (containerd-namespace) and, when set, the lease header (containerd-lease).
+#pragma once
+
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "d4c/oci.h"
+
+namespace d4c::snap {
+
+struct ContentDescriptor {
+  std::string media_type;
+  std::string digest;  // sha256:<hex>
+  int64_t size = 0;
+};
+
+struct ImageRecord {
+  std::string name;
+  ContentDescriptor target;
+  std::map<std::string, std::string> labels;
+};
+
+class ContainerdClient {
+ public:
+  // `address`: unix socket path (or a grpc target "unix:..."). Checks that the
+  // server answers within `timeout_sec`.
+  static absl::StatusOr<std::unique_ptr<ContainerdClient>> Connect(const std::string& address,
+                                                                   const std::string& ns, int timeout_sec = 10);
+  ~ContainerdClient();
+
+  const std::string& address() const;
+  const std::string& ns() const;
+  void set_lease(std::string id);
+
+  // Leases: a temporary lease protects what is created under it from GC.
+  absl::StatusOr<std::string> CreateLease(int expire_sec);
+  absl::Status DeleteLease(const std::string& id);
+
+  // Content store.
+  absl::StatusOr<std::map<std::string, std::string>> ContentLabels(const std::string& digest);  // NotFound
+  absl::StatusOr<std::string> ReadBlob(const std::string& digest, int64_t max_size);
+  absl::StatusOr<std::unique_ptr<ByteStream>> OpenBlob(const std::string& digest);
+  // Writes `data` (digest checked by containerd) with labels; if the blob
+  // exists already, only sets the labels. Idempotent.
+  absl::Status WriteBlob(const std::string& ref, const std::string& data, const std::string& digest,
+                         const std::map<std::string, std::string>& labels);
+
+  // Image records.
+  absl::StatusOr<ImageRecord> GetImage(const std::string& name);  // NotFound
+  // Creates, or replaces target and labels of, the image record.
+  absl::Status PutImage(const ImageRecord& image);
+
+  // Snapshots through containerd (its metadata layer, then the proxy plugin).
+  absl::StatusOr<bool> SnapshotExists(const std::string& snapshotter, const std::string& key);
+  // Prepare; returns the gRPC result as a status (AlreadyExists is expected
+  // for the remote-snapshot protocol).
+  absl::Status PrepareSnapshot(const std::string& snapshotter, const std::string& key, const std::string& parent,
+                               const std::map<std::string, std::string>& labels);
+  absl::Status RemoveSnapshot(const std::string& snapshotter, const std::string& key);
+
+ private:
+  ContainerdClient() = default;
+  struct State;
+  std::unique_ptr<State> s_;
+};
+
+// An image in containerd's image + content store as an ImageSource
+// (for `ctr-cli convert --image NAME`). Resolves an index to the manifest of
+// this host's platform (linux/<arch>).
+absl::StatusOr<std::unique_ptr<ImageSource>> OpenContainerdImage(ContainerdClient* client, const std::string& name);
+
+// Writes `source` as an OCI image layout in `dir` (blobs/sha256, index.json,
+// oci-layout) with one manifest tagged `tag`, streaming the layers. Used to
+// hand a containerd image to the converter that reads oci:DIR.
+absl::Status WriteOciLayout(const ImageSource& source, const std::string& dir, const std::string& tag);
+
+// Connects to containerd, opens image `name` and writes it to `dir` as an OCI
+// layout with tag "latest" (for `ctr-cli convert --image NAME`).
+absl::Status StageContainerdImage(const std::string& address, const std::string& ns, const std::string& name,
+                                  const std::string& dir);
+
+}  // namespace d4c::snap

@@ -1,0 +1,53 @@
+// The snapshotter's image store: ROOT/store/<image-id-hex>.cdimg, one file per
+// image (full or delta). A delta's chain is resolved from the store by parent
+// image id. Files are added atomically (temp file, fsync, rename) after their
+// chain was opened and checked, so a failed add changes nothing.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "d4c/cdimg.h"
+#include "d4c/entry.h"
+
+namespace d4c::snap {
+
+// The image-id label the snapshotter recognizes on Prepare (value "sha256:<hex>").
+inline constexpr const char* kImageIdLabel = "containerd.io/snapshot/di3fs.image-id";
+// containerd's remote-snapshot target label (the committed name wanted).
+inline constexpr const char* kSnapshotRefLabel = "containerd.io/snapshot.ref";
+
+struct ChainInfo {
+  ImageHeader top;
+  std::vector<std::string> paths;  // top first, then parent, grandparent, ... (full image last)
+  uint64_t entries = 0;            // entries of the top image
+  uint64_t bytes = 0;              // sum of file sizes of the chain
+};
+
+class ImageStore {
+ public:
+  explicit ImageStore(std::string dir) : dir_(std::move(dir)) {}
+  const std::string& dir() const { return dir_; }
+  std::string PathFor(const std::string& id_hex) const;
+  bool Has(const std::string& id_hex) const;
+
+  // Resolves and opens (checks) the chain of image `id_hex` from the store.
+  // NotFound names the missing image (the top or an ancestor).
+  absl::StatusOr<ChainInfo> Resolve(const std::string& id_hex) const;
+  // Checks that `path` opens with its ancestors from the store, without
+  // changing anything. FailedPrecondition if a parent is not loaded.
+  absl::StatusOr<ChainInfo> Check(const std::string& path) const;
+  // Check, then copy into the store (no-op if the same id is present).
+  // `added` tells whether a file was written.
+  absl::StatusOr<ChainInfo> Add(const std::string& path, bool* added = nullptr) const;
+
+ private:
+  absl::StatusOr<ChainInfo> OpenChain(const std::string& top_path, const ImageHeader& top) const;
+  std::string dir_;
+};
+
+// "sha256:<hex>" -> "<hex>" (InvalidArgument otherwise).
+absl::StatusOr<std::string> ParseSha256(const std::string& s);
+
+}  // namespace d4c::snap

@@ -1,0 +1,84 @@
+// The di3fs snapshotter: containerd snapshot semantics (as the overlayfs
+// snapshotter) over ROOT, plus committed image snapshots served by di3fs.
+//
+// ROOT/metadata.db           snapshot metadata (SQLite, see metastore.h)
+// ROOT/snapshots/<id>/fs     upper dir of snapshot <id> (lower dir once committed)
+// ROOT/snapshots/<id>/work   overlay work dir (active snapshots)
+// ROOT/store/<image>.cdimg   images (image_store.h)
+// ROOT/mnt/<image>           di3fs mount of an image chain (mounter.h)
+//
+// An image snapshot is created by Prepare with labels
+//   containerd.io/snapshot/di3fs.image-id = sha256:<image id>
+//   containerd.io/snapshot.ref            = <name to commit as>  (the chainID)
+// (containerd's remote-snapshot protocol): it becomes a committed snapshot
+// named by the ref and Prepare answers AlreadyExists.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "d4c/snap/image_store.h"
+#include "d4c/snap/metastore.h"
+#include "d4c/snap/mounter.h"
+
+namespace d4c::snap {
+
+struct Mount {
+  std::string type;
+  std::string source;
+  std::vector<std::string> options;
+};
+
+class Snapshotter {
+ public:
+  struct Options {
+    std::string root = "/var/lib/di3fs";
+    std::string di3fs = "di3fs";
+    uint64_t cache_size = 2ull << 30;  // per image mount
+    bool mount_images = true;          // false: unit tests without FUSE
+  };
+  // Opens ROOT, recovers mounts needed by existing snapshots, removes leftovers.
+  static absl::StatusOr<std::unique_ptr<Snapshotter>> Open(const Options& o);
+
+  absl::StatusOr<std::vector<Mount>> Prepare(const std::string& key, const std::string& parent, const Labels& labels);
+  absl::StatusOr<std::vector<Mount>> View(const std::string& key, const std::string& parent, const Labels& labels);
+  absl::StatusOr<std::vector<Mount>> Mounts(const std::string& key);
+  absl::Status Commit(const std::string& name, const std::string& key, const Labels& labels);
+  absl::Status Remove(const std::string& key);
+  absl::StatusOr<Info> Stat(const std::string& key);
+  absl::StatusOr<Info> Update(const Info& info, const std::vector<std::string>& fieldpaths);
+  absl::StatusOr<Usage> GetUsage(const std::string& key);
+  absl::Status List(const std::vector<std::string>& filters, const std::function<absl::Status(const Info&)>& fn);
+  absl::Status Cleanup();
+  void Reap() { mounter_.Reap(); }
+
+  const ImageStore& store() const { return store_; }
+  std::string SnapshotDir(int64_t id) const;
+
+ private:
+  explicit Snapshotter(const Options& o);
+  absl::StatusOr<std::vector<Mount>> Create(Kind kind, const std::string& key, const std::string& parent,
+                                            const Labels& labels);
+  absl::StatusOr<std::vector<Mount>> CreateImage(const std::string& parent, const Labels& labels);
+  // Mounts of an active/view record; mounts the images below it if needed.
+  absl::StatusOr<std::vector<Mount>> MountsFor(const Record& r);
+  absl::Status EnsureImage(const std::string& id_hex);
+  absl::StatusOr<ChainInfo> ResolveCached(const std::string& id_hex);
+
+  Options o_;
+  ImageStore store_;
+  Di3fsMounter mounter_;
+  std::unique_ptr<MetaStore> meta_;
+  std::mutex mu_;  // serializes metadata transactions with directory changes
+  std::mutex chains_mu_;
+  std::map<std::string, ChainInfo> chains_;
+};
+
+// Disk usage of a directory tree: allocated bytes and inodes (hardlinks once).
+Usage DiskUsage(const std::string& dir);
+
+}  // namespace d4c::snap

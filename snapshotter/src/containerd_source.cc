@@ -1,0 +1,190 @@
+// ImageSource over containerd's image and content store, and an OCI layout
+// writer for any ImageSource.
+#include <sys/stat.h>
+#include <sys/utsname.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "d4c/entry.h"
+#include "d4c/snap/containerd_client.h"
+#include "d4c/strcat.h"
+#include "nlohmann/json.hpp"
+
+namespace d4c::snap {
+namespace {
+
+using json = nlohmann::json;
+constexpr int64_t kMaxJsonBlob = 16 << 20;
+
+std::string HostArch() {
+  struct utsname u;
+  if (uname(&u) != 0) return "amd64";
+  std::string m = u.machine;
+  if (m == "x86_64") return "amd64";
+  if (m == "aarch64") return "arm64";
+  if (m.starts_with("arm")) return "arm";
+  if (m == "i686" || m == "i386") return "386";
+  return m;
+}
+
+bool IsIndex(const std::string& t) {
+  return t == "application/vnd.oci.image.index.v1+json" ||
+         t == "application/vnd.docker.distribution.manifest.list.v2+json";
+}
+bool IsManifest(const std::string& t) {
+  return t == "application/vnd.oci.image.manifest.v1+json" ||
+         t == "application/vnd.docker.distribution.manifest.v2+json";
+}
+
+class ContainerdImageSource final : public ImageSource {
+ public:
+  ContainerdImageSource(ContainerdClient* c, std::string name, std::string config, std::vector<LayerDescriptor> layers)
+      : client_(c), name_(std::move(name)), config_(std::move(config)), layers_(std::move(layers)) {}
+  std::string Describe() const override { return StrCat(name_, " (containerd ", client_->address(), ")"); }
+  const std::string& config_json() const override { return config_; }
+  const std::vector<LayerDescriptor>& layers() const override { return layers_; }
+  absl::StatusOr<std::unique_ptr<ByteStream>> OpenLayer(size_t i) const override {
+    if (i >= layers_.size()) return absl::OutOfRangeError(StrCat("layer ", i, " of ", layers_.size()));
+    return client_->OpenBlob(layers_[i].digest);
+  }
+
+ private:
+  ContainerdClient* client_;
+  std::string name_;
+  std::string config_;
+  std::vector<LayerDescriptor> layers_;
+};
+
+absl::StatusOr<json> ReadJson(ContainerdClient* c, const std::string& digest, const std::string& what) {
+  auto b = c->ReadBlob(digest, kMaxJsonBlob);
+  if (!b.ok()) return b.status();
+  Digest d;
+  if (!digest.starts_with("sha256:") || !ParseDigestHex(std::string_view(digest).substr(7), &d) || Sha256(*b) != d)
+    return absl::DataLossError(StrCat(what, " ", digest, ": content does not match its digest"));
+  json j = json::parse(*b, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(StrCat(what, " ", digest, ": not a JSON object"));
+  return j;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<ImageSource>> OpenContainerdImage(ContainerdClient* client, const std::string& name) {
+  auto img = client->GetImage(name);
+  if (!img.ok()) return img.status();
+  std::string media = img->target.media_type;
+  std::string digest = img->target.digest;
+  for (int depth = 0; IsIndex(media); ++depth) {
+    if (depth > 4) return absl::InvalidArgumentError(StrCat(name, ": nested indexes too deep"));
+    auto idx = ReadJson(client, digest, "index");
+    if (!idx.ok()) return idx.status();
+    const json& ms = (*idx)["manifests"];
+    if (!ms.is_array() || ms.empty()) return absl::InvalidArgumentError(StrCat(name, ": index has no manifests"));
+    const json* pick = nullptr;
+    std::string arch = HostArch();
+    for (const auto& m : ms) {
+      if (!m.is_object()) continue;
+      auto p = m.find("platform");
+      if (p == m.end()) continue;
+      if (p->value("os", "") == "linux" && p->value("architecture", "") == arch) {
+        pick = &m;
+        break;
+      }
+    }
+    if (!pick && ms.size() == 1) pick = &ms[0];
+    if (!pick) return absl::NotFoundError(StrCat(name, ": no manifest for linux/", arch, " in the index"));
+    media = pick->value("mediaType", "");
+    digest = pick->value("digest", "");
+  }
+  if (!IsManifest(media)) return absl::InvalidArgumentError(StrCat(name, ": unsupported media type ", media));
+  auto man = ReadJson(client, digest, "manifest");
+  if (!man.ok()) return man.status();
+  const json& cfg = (*man)["config"];
+  if (!cfg.is_object() || !cfg.contains("digest"))
+    return absl::InvalidArgumentError(StrCat(name, ": manifest ", digest, " has no config"));
+  std::string cfg_digest = cfg.value("digest", "");
+  auto cfg_bytes = client->ReadBlob(cfg_digest, kMaxJsonBlob);
+  if (!cfg_bytes.ok()) return cfg_bytes.status();
+  std::vector<LayerDescriptor> layers;
+  const json& ls = (*man)["layers"];
+  if (!ls.is_array()) return absl::InvalidArgumentError(StrCat(name, ": manifest ", digest, " has no layers"));
+  for (const auto& l : ls) {
+    if (!l.is_object()) return absl::InvalidArgumentError(StrCat(name, ": bad layer descriptor"));
+    LayerDescriptor d;
+    d.media_type = l.value("mediaType", "");
+    d.digest = l.value("digest", "");
+    d.size = l.value("size", uint64_t{0});
+    layers.push_back(std::move(d));
+  }
+  return std::unique_ptr<ImageSource>(new ContainerdImageSource(client, name, std::move(*cfg_bytes), std::move(layers)));
+}
+
+absl::Status WriteOciLayout(const ImageSource& source, const std::string& dir, const std::string& tag) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  fs::create_directories(fs::path(dir) / "blobs" / "sha256", ec);
+  if (ec) return absl::InternalError(StrCat("create ", dir, ": ", ec.message()));
+  auto put = [&](const std::string& bytes) -> absl::StatusOr<std::string> {
+    std::string hex = DigestHex(Sha256(bytes));
+    std::ofstream f(fs::path(dir) / "blobs" / "sha256" / hex, std::ios::binary);
+    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+    if (!f) return absl::InternalError(StrCat("write blob ", hex, " in ", dir));
+    return "sha256:" + hex;
+  };
+  json manifest = {{"schemaVersion", 2}, {"mediaType", "application/vnd.oci.image.manifest.v1+json"}};
+  auto cfg = put(source.config_json());
+  if (!cfg.ok()) return cfg.status();
+  manifest["config"] = {{"mediaType", "application/vnd.oci.image.config.v1+json"},
+                        {"digest", *cfg},
+                        {"size", source.config_json().size()}};
+  manifest["layers"] = json::array();
+  for (size_t i = 0; i < source.layers().size(); ++i) {
+    const auto& l = source.layers()[i];
+    Digest want;
+    if (!l.digest.starts_with("sha256:") || !ParseDigestHex(std::string_view(l.digest).substr(7), &want))
+      return absl::InvalidArgumentError(StrCat("layer ", i, ": bad digest ", l.digest));
+    auto in = source.OpenLayer(i);
+    if (!in.ok()) return in.status();
+    fs::path p = fs::path(dir) / "blobs" / "sha256" / l.digest.substr(7);
+    std::ofstream f(p, std::ios::binary);
+    Sha256Stream h;
+    uint64_t total = 0;
+    std::string buf(1 << 20, '\0');
+    while (true) {
+      auto n = (*in)->Read(buf.data(), buf.size());
+      if (!n.ok()) return n.status();
+      if (*n == 0) break;
+      h.Update(std::string_view(buf.data(), *n));
+      f.write(buf.data(), static_cast<std::streamsize>(*n));
+      total += *n;
+    }
+    f.close();
+    if (!f) return absl::InternalError(StrCat("write ", p.string()));
+    if (h.Finish() != want) return absl::DataLossError(StrCat("layer ", l.digest, ": content does not match its digest"));
+    manifest["layers"].push_back({{"mediaType", l.media_type}, {"digest", l.digest}, {"size", total}});
+  }
+  std::string mbytes = manifest.dump();
+  auto md = put(mbytes);
+  if (!md.ok()) return md.status();
+  json index = {{"schemaVersion", 2},
+                {"mediaType", "application/vnd.oci.image.index.v1+json"},
+                {"manifests",
+                 {{{"mediaType", "application/vnd.oci.image.manifest.v1+json"},
+                   {"digest", *md},
+                   {"size", mbytes.size()},
+                   {"annotations", {{"org.opencontainers.image.ref.name", tag}}}}}}};
+  std::ofstream(fs::path(dir) / "index.json") << index.dump();
+  std::ofstream(fs::path(dir) / "oci-layout") << R"({"imageLayoutVersion":"1.0.0"})";
+  return absl::OkStatus();
+}
+
+absl::Status StageContainerdImage(const std::string& address, const std::string& ns, const std::string& name,
+                                  const std::string& dir) {
+  auto c = ContainerdClient::Connect(address, ns);
+  if (!c.ok()) return c.status();
+  auto src = OpenContainerdImage(c->get(), name);
+  if (!src.ok()) return src.status();
+  return WriteOciLayout(**src, dir, "latest");
+}
+
+}  // namespace d4c::snap

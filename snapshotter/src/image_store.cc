@@ -1,0 +1,155 @@
+#include "d4c/snap/image_store.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+#include "d4c/chain.h"
+#include "d4c/strcat.h"
+
+namespace d4c::snap {
+namespace {
+
+absl::Status Errno(const std::string& what) {
+  return absl::InternalError(StrCat(what, ": ", std::strerror(errno)));
+}
+
+// Copies src to dst atomically: dst.tmp-XXXX, fsync, rename, fsync dir.
+absl::Status CopyAtomic(const std::string& src, const std::string& dst) {
+  int in = open(src.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) return Errno(StrCat("open ", src));
+  std::random_device rd;
+  std::string tmp = StrCat(dst, ".tmp-", getpid(), "-", rd() % 1000000);
+  int out = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (out < 0) {
+    auto s = Errno(StrCat("create ", tmp));
+    close(in);
+    return s;
+  }
+  absl::Status status;
+  struct stat st;
+  if (fstat(in, &st) != 0) status = Errno(StrCat("stat ", src));
+  off_t left = st.st_size;
+  while (status.ok() && left > 0) {
+    ssize_t n = copy_file_range(in, nullptr, out, nullptr, static_cast<size_t>(left), 0);
+    if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL)) {
+      // fall back to read/write
+      char buf[1 << 16];
+      ssize_t r = read(in, buf, sizeof buf);
+      if (r < 0) { status = Errno(StrCat("read ", src)); break; }
+      if (r == 0) break;
+      if (write(out, buf, static_cast<size_t>(r)) != r) { status = Errno(StrCat("write ", tmp)); break; }
+      left -= r;
+      continue;
+    }
+    if (n < 0) { status = Errno(StrCat("copy ", src, " to ", tmp)); break; }
+    if (n == 0) break;
+    left -= n;
+  }
+  if (status.ok() && fsync(out) != 0) status = Errno(StrCat("fsync ", tmp));
+  close(in);
+  if (close(out) != 0 && status.ok()) status = Errno(StrCat("close ", tmp));
+  if (status.ok() && rename(tmp.c_str(), dst.c_str()) != 0) status = Errno(StrCat("rename ", tmp, " to ", dst));
+  if (!status.ok()) {
+    unlink(tmp.c_str());
+    return status;
+  }
+  std::string dir = std::filesystem::path(dst).parent_path().string();
+  int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    fsync(dfd);
+    close(dfd);
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ParseSha256(const std::string& s) {
+  Digest d;
+  if (!s.starts_with("sha256:") || !ParseDigestHex(std::string_view(s).substr(7), &d))
+    return absl::InvalidArgumentError(StrCat("\"", s, "\" is not a sha256:<64 hex digits> digest"));
+  return DigestHex(d);
+}
+
+std::string ImageStore::PathFor(const std::string& id_hex) const {
+  return StrCat(dir_, "/", id_hex, ".cdimg");
+}
+
+bool ImageStore::Has(const std::string& id_hex) const {
+  struct stat st;
+  return stat(PathFor(id_hex).c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+absl::StatusOr<ChainInfo> ImageStore::OpenChain(const std::string& top_path, const ImageHeader& top) const {
+  ChainInfo info;
+  info.top = top;
+  info.paths.push_back(top_path);
+  ImageHeader cur = top;
+  std::vector<std::string> bases;
+  while (cur.is_delta) {
+    std::string parent = DigestHex(cur.parent_id);
+    if (!Has(parent))
+      return absl::FailedPreconditionError(
+          StrCat("parent image sha256:", parent, " of ", DigestString(cur.image_id),
+                 " is not in the store ", dir_, " (load the parent image first)"));
+    std::string p = PathFor(parent);
+    auto h = CdimgImage::ReadHeader(p);
+    if (!h.ok()) return absl::DataLossError(StrCat(p, ": ", Msg(h.status().message())));
+    if (h->image_id != cur.parent_id)
+      return absl::DataLossError(StrCat(p, ": holds image ", DigestString(h->image_id), ", not sha256:", parent));
+    if (info.paths.size() > 4096) return absl::FailedPreconditionError("image chain longer than 4096 images");
+    info.paths.push_back(p);
+    bases.push_back(p);
+    cur = *h;
+  }
+  auto chain = ImageChain::Open(top_path, bases);
+  if (!chain.ok())
+    return absl::FailedPreconditionError(StrCat("image chain of ", top_path, " does not open: ",
+                                                Msg(chain.status().message())));
+  info.entries = (*chain)->top().size();
+  for (const auto& p : info.paths) {
+    struct stat st;
+    if (stat(p.c_str(), &st) == 0) info.bytes += static_cast<uint64_t>(st.st_size);
+  }
+  return info;
+}
+
+absl::StatusOr<ChainInfo> ImageStore::Resolve(const std::string& id_hex) const {
+  if (!Has(id_hex)) return absl::NotFoundError(StrCat("image sha256:", id_hex, " is not in the store ", dir_));
+  std::string p = PathFor(id_hex);
+  auto h = CdimgImage::ReadHeader(p);
+  if (!h.ok()) return absl::DataLossError(StrCat(p, ": ", Msg(h.status().message())));
+  if (DigestHex(h->image_id) != id_hex)
+    return absl::DataLossError(StrCat(p, ": holds image ", DigestString(h->image_id)));
+  return OpenChain(p, *h);
+}
+
+absl::StatusOr<ChainInfo> ImageStore::Check(const std::string& path) const {
+  auto h = CdimgImage::ReadHeader(path);
+  if (!h.ok()) return absl::InvalidArgumentError(StrCat(path, ": ", Msg(h.status().message())));
+  return OpenChain(path, *h);
+}
+
+absl::StatusOr<ChainInfo> ImageStore::Add(const std::string& path, bool* added) const {
+  if (added) *added = false;
+  auto info = Check(path);
+  if (!info.ok()) return info.status();
+  std::string id = DigestHex(info->top.image_id);
+  std::error_code ec;
+  std::filesystem::create_directories(dir_, ec);
+  if (ec) return absl::InternalError(StrCat("create ", dir_, ": ", ec.message()));
+  if (!Has(id)) {
+    if (auto s = CopyAtomic(path, PathFor(id)); !s.ok()) return s;
+    if (added) *added = true;
+  }
+  info->paths[0] = PathFor(id);
+  return info;
+}
+
+}  // namespace d4c::snap

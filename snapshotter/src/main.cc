@@ -1,0 +1,111 @@
+// snapshotter: containerd proxy snapshotter "di3fs" (gRPC on a unix socket).
+//   snapshotter [--root /var/lib/di3fs] [--address /run/di3fs/snapshotter.sock] [--di3fs PATH]
+// containerd config:  [proxy_plugins.di3fs] type = "snapshot" address = "<socket>"
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <atomic>
+#include <clocale>
+#include <filesystem>
+#include <thread>
+
+#include "d4c/snap/service.h"
+#include "d4c/snap/snapshotter.h"
+#include "d4c/strcat.h"
+#include "spdlog/spdlog.h"
+
+namespace {
+
+std::string DefaultDi3fs() {
+  // Prefer a di3fs next to this binary's build tree or install dir, then PATH.
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    for (auto cand : {self.parent_path() / "di3fs", self.parent_path().parent_path() / "fs" / "di3fs"}) {
+      if (access(cand.c_str(), X_OK) == 0) return cand.string();
+    }
+  }
+  return "di3fs";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::setlocale(LC_ALL, "C");
+  CLI::App app{"di3fs snapshotter: containerd proxy snapshotter serving cdimg images through di3fs"};
+  d4c::snap::Snapshotter::Options opt;
+  std::string address = "/run/di3fs/snapshotter.sock";
+  std::string containerd_address;
+  std::string log_level = "info";
+  opt.di3fs = DefaultDi3fs();
+  app.add_option("--root", opt.root, "State directory (metadata, image store, mounts)")->capture_default_str();
+  app.add_option("--address", address, "Unix socket to serve the Snapshots API on")->capture_default_str();
+  app.add_option("--di3fs", opt.di3fs, "di3fs binary")->capture_default_str();
+  app.add_option("--cache-size", opt.cache_size, "di3fs content cache per image, bytes")->capture_default_str();
+  app.add_option("--containerd-address", containerd_address, "Accepted for D4C compatibility (unused)");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ snapshotter: %v");
+
+  // Block the stop signals in every thread; one thread waits for them.
+  sigset_t stop;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGTERM);
+  sigaddset(&stop, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  if (geteuid() != 0) spdlog::warn("not running as root: overlay and FUSE mounts will fail");
+  auto sn = d4c::snap::Snapshotter::Open(opt);
+  if (!sn.ok()) {
+    spdlog::critical("cannot open {}: {}", opt.root, d4c::Msg(sn.status().message()));
+    return 1;
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(address).parent_path(), ec);
+  unlink(address.c_str());  // a stale socket of a previous run
+  auto service = d4c::snap::MakeSnapshotsService(sn->get());
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix:" + address, grpc::InsecureServerCredentials());
+  builder.RegisterService(service.get());
+  builder.SetMaxReceiveMessageSize(16 << 20);
+  mode_t old = umask(0177);  // socket created 0600
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  umask(old);
+  if (!server) {
+    spdlog::critical("cannot listen on unix:{}", address);
+    return 1;
+  }
+  chmod(address.c_str(), 0600);
+  spdlog::info("serving on unix:{} root={} di3fs={} pid={}", address, opt.root, opt.di3fs, getpid());
+
+  std::atomic<bool> stopping{false};
+  std::thread reaper([&] {
+    while (!stopping) {
+      (*sn)->Reap();
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
+  });
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&stop, &sig);
+    spdlog::info("signal {}: stopping (di3fs mounts stay for running containers)", sig);
+    stopping = true;
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  });
+  server->Wait();
+  stopping = true;
+  reaper.join();
+  waiter.detach();
+  unlink(address.c_str());
+  spdlog::info("stopped");
+  return 0;
+}

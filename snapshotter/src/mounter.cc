@@ -1,0 +1,278 @@
+#include "d4c/snap/mounter.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "d4c/strcat.h"
+#include "spdlog/spdlog.h"
+
+namespace d4c::snap {
+namespace fs = std::filesystem;
+namespace {
+
+// mountinfo escapes space, tab, newline and backslash as \ooo.
+std::string Unescape(const std::string& s) {
+  std::string out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\\' && i + 3 < s.size()) {
+      int v = 0;
+      bool ok = true;
+      for (int k = 1; k <= 3; ++k) {
+        char c = s[i + k];
+        if (c < '0' || c > '7') { ok = false; break; }
+        v = v * 8 + (c - '0');
+      }
+      if (ok) {
+        out.push_back(static_cast<char>(v));
+        i += 3;
+        continue;
+      }
+    }
+    out.push_back(s[i]);
+  }
+  return out;
+}
+
+int ReadPid(const std::string& path) {
+  std::ifstream f(path);
+  int pid = 0;
+  if (f >> pid) return pid;
+  return 0;
+}
+
+// True if `pid` is a live (not zombie) di3fs serving `mountpoint`.
+bool IsOurDi3fs(int pid, const std::string& mountpoint) {
+  if (pid <= 0) return false;
+  std::ifstream st(StrCat("/proc/", pid, "/stat"));
+  std::string line;
+  if (!std::getline(st, line)) return false;
+  size_t rp = line.rfind(')');
+  if (rp == std::string::npos || rp + 2 >= line.size() || line[rp + 2] == 'Z') return false;
+  std::ifstream cl(StrCat("/proc/", pid, "/cmdline"));
+  std::string cmd((std::istreambuf_iterator<char>(cl)), std::istreambuf_iterator<char>());
+  return cmd.find("di3fs") != std::string::npos && cmd.find(mountpoint) != std::string::npos;
+}
+
+}  // namespace
+
+std::map<std::string, std::string> ReadMountTable() {
+  std::map<std::string, std::string> out;
+  std::ifstream f("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(f, line)) {
+    // id parent maj:min root mountpoint options [optional...] - fstype source superopts
+    std::istringstream is(line);
+    std::string id, parent, dev, root, mp;
+    is >> id >> parent >> dev >> root >> mp;
+    size_t dash = line.find(" - ");
+    if (dash == std::string::npos) continue;
+    std::istringstream rest(line.substr(dash + 3));
+    std::string fstype;
+    rest >> fstype;
+    out[Unescape(mp)] = fstype;  // the last (topmost) mount wins
+  }
+  return out;
+}
+
+MountState ProbeMount(const std::string& mountpoint) {
+  MountState s;
+  auto table = ReadMountTable();
+  auto it = table.find(mountpoint);
+  if (it == table.end()) return s;
+  s.mounted = true;
+  s.fstype = it->second;
+  // statfs always reaches the FUSE daemon (stat may be answered from the
+  // attribute cache): ENOTCONN once it died.
+  struct statfs sf;
+  s.alive = statfs(mountpoint.c_str(), &sf) == 0;
+  return s;
+}
+
+Di3fsMounter::Di3fsMounter(Options o) : o_(std::move(o)) {
+  for (const char* d : {"mnt", "run", "log", "cache"}) fs::create_directories(fs::path(o_.root) / d);
+}
+
+std::string Di3fsMounter::MountPoint(const std::string& id_hex) const { return StrCat(o_.root, "/mnt/", id_hex); }
+
+std::mutex& Di3fsMounter::LockFor(const std::string& id_hex) {
+  std::lock_guard<std::mutex> g(mu_);
+  auto& m = locks_[id_hex];
+  if (!m) m = std::make_unique<std::mutex>();
+  return *m;
+}
+
+absl::Status Di3fsMounter::Ensure(const std::string& id_hex, const std::vector<std::string>& chain) {
+  if (chain.empty()) return absl::InvalidArgumentError("empty image chain");
+  std::lock_guard<std::mutex> g(LockFor(id_hex));
+  std::string mp = MountPoint(id_hex);
+  MountState st = ProbeMount(mp);
+  if (st.mounted && st.alive) return absl::OkStatus();
+  if (st.mounted) {
+    spdlog::warn("di3fs mount {} is dead (daemon gone); detaching it before remounting", mp);
+    if (umount2(mp.c_str(), MNT_DETACH) != 0)
+      return absl::InternalError(StrCat("detach dead mount ", mp, ": ", std::strerror(errno)));
+  }
+  std::error_code ec;
+  fs::create_directories(mp, ec);
+  std::string cache = StrCat(o_.root, "/cache/", id_hex);
+  fs::create_directories(cache, ec);
+  std::string log = StrCat(o_.root, "/log/di3fs-", id_hex, ".log");
+  std::string pidfile = StrCat(o_.root, "/run/", id_hex, ".pid");
+
+  std::vector<std::string> args = {o_.di3fs, "--cdimg", chain[0]};
+  for (size_t i = 1; i < chain.size(); ++i) {
+    args.push_back("--base");
+    args.push_back(chain[i]);
+  }
+  args.insert(args.end(), {"--cache-dir", cache, "--cache-size", std::to_string(o_.cache_size), "-o",
+                           "allow_other", mp});
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  auto t0 = std::chrono::steady_clock::now();
+  pid_t pid = fork();
+  if (pid < 0) return absl::InternalError(StrCat("fork di3fs: ", std::strerror(errno)));
+  if (pid == 0) {
+    // Child: own session (no signals from the snapshotter's terminal or
+    // process group), stdio to the log; never returns.
+    setsid();
+    int nul = open("/dev/null", O_RDONLY);
+    int lf = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (nul >= 0) dup2(nul, 0);
+    if (lf >= 0) {
+      dup2(lf, 1);
+      dup2(lf, 2);
+    }
+    for (int fd = 3; fd < 1024; ++fd) close(fd);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    execvp(argv[0], argv.data());
+    dprintf(2, "exec %s: %s\n", argv[0], std::strerror(errno));
+    _exit(127);
+  }
+  {
+    std::ofstream pf(pidfile + ".tmp");
+    pf << pid << "\n";
+    pf.close();
+    fs::rename(pidfile + ".tmp", pidfile, ec);
+  }
+  while (true) {
+    int wst = 0;
+    pid_t w = waitpid(pid, &wst, WNOHANG);
+    if (w == pid) {
+      std::ifstream lf(log);
+      std::string all((std::istreambuf_iterator<char>(lf)), std::istreambuf_iterator<char>());
+      if (all.size() > 2000) all = all.substr(all.size() - 2000);
+      return absl::InternalError(StrCat("di3fs for image sha256:", id_hex, " exited (status ", wst,
+                                        ") before mounting ", mp, "; log tail: ", all));
+    }
+    MountState now = ProbeMount(mp);
+    if (now.mounted && now.alive) break;
+    if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(o_.mount_timeout_sec)) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &wst, 0);
+      return absl::DeadlineExceededError(
+          StrCat("di3fs for image sha256:", id_hex, " did not mount ", mp, " within ", o_.mount_timeout_sec, " s"));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  {
+    std::lock_guard<std::mutex> g2(mu_);
+    children_[pid] = id_hex;
+  }
+  spdlog::info("di3fs mounted image=sha256:{} at {} pid={} chain={} took_ms={}", id_hex, mp, pid, chain.size(),
+               std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count());
+  return absl::OkStatus();
+}
+
+absl::Status Di3fsMounter::Unmount(const std::string& id_hex) {
+  std::lock_guard<std::mutex> g(LockFor(id_hex));
+  std::string mp = MountPoint(id_hex);
+  std::string pidfile = StrCat(o_.root, "/run/", id_hex, ".pid");
+  int pid = ReadPid(pidfile);
+  bool ours = IsOurDi3fs(pid, mp);
+  if (ours) kill(pid, SIGTERM);
+  auto t0 = std::chrono::steady_clock::now();
+  while (ProbeMount(mp).mounted && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5)) {
+    Reap();
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  absl::Status status;
+  if (ProbeMount(mp).mounted) {
+    spdlog::warn("di3fs mount {} still present after SIGTERM; detaching", mp);
+    if (umount2(mp.c_str(), MNT_DETACH) != 0)
+      status = absl::InternalError(StrCat("unmount ", mp, ": ", std::strerror(errno)));
+  }
+  if (ours && IsOurDi3fs(pid, mp)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (IsOurDi3fs(pid, mp)) kill(pid, SIGKILL);
+  }
+  Reap();
+  if (status.ok()) {
+    std::error_code ec;
+    fs::remove(mp, ec);
+    fs::remove(pidfile, ec);
+    spdlog::info("di3fs unmounted image=sha256:{} from {}", id_hex, mp);
+  }
+  return status;
+}
+
+std::vector<std::string> Di3fsMounter::Known() const {
+  std::vector<std::string> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(fs::path(o_.root) / "mnt", ec)) out.push_back(e.path().filename());
+  for (const auto& e : fs::directory_iterator(fs::path(o_.root) / "run", ec)) {
+    if (e.path().extension() == ".pid") out.push_back(e.path().stem());
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
+void Di3fsMounter::Recover(const std::vector<std::string>& keep) {
+  for (const auto& id : Known()) {
+    std::string mp = MountPoint(id);
+    bool wanted = std::find(keep.begin(), keep.end(), id) != keep.end();
+    MountState st = ProbeMount(mp);
+    if (!wanted) {
+      if (auto s = Unmount(id); !s.ok()) spdlog::warn("recover: {}", Msg(s.message()));
+      continue;
+    }
+    if (st.mounted && !st.alive) {
+      spdlog::warn("recover: di3fs mount {} is dead; detaching (it is mounted again on demand)", mp);
+      umount2(mp.c_str(), MNT_DETACH);
+    } else if (st.mounted) {
+      spdlog::info("recover: adopted live di3fs mount {} (pid {})", mp, ReadPid(StrCat(o_.root, "/run/", id, ".pid")));
+    }
+  }
+}
+
+void Di3fsMounter::Reap() {
+  std::lock_guard<std::mutex> g(mu_);
+  for (auto it = children_.begin(); it != children_.end();) {
+    int wst = 0;
+    if (waitpid(it->first, &wst, WNOHANG) == it->first) {
+      spdlog::info("di3fs pid {} (image sha256:{}) exited, status {}", it->first, it->second, wst);
+      it = children_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+}  // namespace d4c::snap

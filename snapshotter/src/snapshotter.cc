@@ -1,0 +1,345 @@
+#include "d4c/snap/snapshotter.h"
+
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <set>
+
+#include "d4c/strcat.h"
+#include "spdlog/spdlog.h"
+
+namespace d4c::snap {
+namespace fs = std::filesystem;
+
+Usage DiskUsage(const std::string& dir) {
+  Usage u;
+  std::set<std::pair<dev_t, ino_t>> seen;
+  auto add = [&](const fs::path& p) {
+    struct stat st;
+    if (lstat(p.c_str(), &st) != 0) return;
+    if (!seen.insert({st.st_dev, st.st_ino}).second) return;
+    u.inodes++;
+    u.size += static_cast<int64_t>(st.st_blocks) * 512;
+  };
+  std::error_code ec;
+  add(dir);
+  for (auto it = fs::recursive_directory_iterator(dir, fs::directory_options::skip_permission_denied, ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    add(it->path());
+  }
+  return u;
+}
+
+Snapshotter::Snapshotter(const Options& o)
+    : o_(o),
+      store_(o.root + "/store"),
+      mounter_(Di3fsMounter::Options{.root = o.root, .di3fs = o.di3fs, .cache_size = o.cache_size}) {}
+
+std::string Snapshotter::SnapshotDir(int64_t id) const { return StrCat(o_.root, "/snapshots/", id); }
+
+absl::StatusOr<std::unique_ptr<Snapshotter>> Snapshotter::Open(const Options& o) {
+  std::error_code ec;
+  for (const char* d : {"", "/snapshots", "/store"}) {
+    fs::create_directories(o.root + d, ec);
+    if (ec) return absl::InternalError(StrCat("create ", o.root, d, ": ", ec.message()));
+  }
+  fs::permissions(o.root, fs::perms::owner_all, ec);
+  std::unique_ptr<Snapshotter> s(new Snapshotter(o));
+  auto meta = MetaStore::Open(o.root + "/metadata.db");
+  if (!meta.ok()) return meta.status();
+  s->meta_ = std::move(*meta);
+  if (o.mount_images) {
+    auto needed = s->meta_->ImageIds(/*with_children_only=*/true);
+    if (!needed.ok()) return needed.status();
+    s->mounter_.Recover(*needed);
+    for (const auto& id : *needed) {
+      if (auto st = s->EnsureImage(id); !st.ok())
+        spdlog::error("recover: image sha256:{} needed by snapshots cannot be mounted: {}", id, Msg(st.message()));
+    }
+  }
+  if (auto st = s->Cleanup(); !st.ok()) spdlog::warn("startup cleanup: {}", Msg(st.message()));
+  return s;
+}
+
+absl::StatusOr<ChainInfo> Snapshotter::ResolveCached(const std::string& id_hex) {
+  {
+    std::lock_guard<std::mutex> g(chains_mu_);
+    auto it = chains_.find(id_hex);
+    if (it != chains_.end()) return it->second;
+  }
+  auto c = store_.Resolve(id_hex);
+  if (!c.ok()) return c.status();
+  std::lock_guard<std::mutex> g(chains_mu_);
+  chains_[id_hex] = *c;
+  return c;
+}
+
+absl::Status Snapshotter::EnsureImage(const std::string& id_hex) {
+  if (!o_.mount_images) return absl::OkStatus();
+  auto c = ResolveCached(id_hex);
+  if (!c.ok()) return c.status();
+  return mounter_.Ensure(id_hex, c->paths);
+}
+
+absl::StatusOr<std::vector<Mount>> Snapshotter::MountsFor(const Record& r) {
+  std::vector<std::string> lowers;
+  for (size_t i = 0; i < r.parent_ids.size(); ++i) {
+    const std::string& img = r.parent_image_ids[i];
+    if (!img.empty()) {
+      if (auto s = EnsureImage(img); !s.ok()) return s;
+      lowers.push_back(mounter_.MountPoint(img));
+    } else {
+      lowers.push_back(SnapshotDir(r.parent_ids[i]) + "/fs");
+    }
+  }
+  std::string dir = SnapshotDir(r.id);
+  if (lowers.empty()) {
+    return std::vector<Mount>{{"bind", dir + "/fs", {r.info.kind == Kind::kView ? "ro" : "rw", "rbind"}}};
+  }
+  if (r.info.kind == Kind::kView && lowers.size() == 1) {
+    return std::vector<Mount>{{"bind", lowers[0], {"ro", "rbind"}}};
+  }
+  std::vector<std::string> opts;
+  if (r.info.kind == Kind::kActive) {
+    opts.push_back("workdir=" + dir + "/work");
+    opts.push_back("upperdir=" + dir + "/fs");
+  }
+  std::string lowerdir = "lowerdir=";
+  for (size_t i = 0; i < lowers.size(); ++i) lowerdir += (i ? ":" : "") + lowers[i];
+  opts.push_back(lowerdir);
+  return std::vector<Mount>{{"overlay", "overlay", opts}};
+}
+
+absl::StatusOr<std::vector<Mount>> Snapshotter::CreateImage(const std::string& parent, const Labels& labels) {
+  auto target_it = labels.find(kSnapshotRefLabel);
+  if (target_it == labels.end() || target_it->second.empty())
+    return absl::InvalidArgumentError(StrCat("label ", kImageIdLabel, " needs label ", kSnapshotRefLabel,
+                                             " naming the committed snapshot to create"));
+  if (!parent.empty())
+    return absl::InvalidArgumentError(StrCat("a di3fs image snapshot has no parent (got \"", parent, "\")"));
+  auto id = ParseSha256(labels.at(kImageIdLabel));
+  if (!id.ok()) return id.status();
+  const std::string& target = target_it->second;
+  auto chain = ResolveCached(*id);
+  if (!chain.ok()) {
+    if (absl::IsNotFound(chain.status()))
+      return absl::NotFoundError(
+          StrCat(Msg(chain.status().message()), " (copy it there with ctr-cli load)"));
+    return chain.status();
+  }
+  std::lock_guard<std::mutex> g(mu_);
+  auto existing = meta_->Get(target);
+  if (existing.ok()) {
+    if (existing->image_id != *id)
+      return absl::AlreadyExistsError(StrCat("snapshot ", target, " exists and is not image sha256:", *id));
+    return absl::AlreadyExistsError(StrCat("target snapshot ", target, " (image sha256:", *id, ") already exists"));
+  }
+  if (!absl::IsNotFound(existing.status())) return existing.status();
+  Usage usage{static_cast<int64_t>(chain->bytes), static_cast<int64_t>(chain->entries)};
+  auto r = meta_->CreateImage(target, *id, labels, usage);
+  if (!r.ok()) return r.status();
+  spdlog::info("image snapshot {} created for image sha256:{} (chain of {})", target, *id, chain->paths.size());
+  // containerd's remote-snapshot protocol: AlreadyExists tells it the target
+  // now exists; it then finds it by its snapshot.ref label.
+  return absl::AlreadyExistsError(StrCat("target snapshot ", target, " (image sha256:", *id, ") created"));
+}
+
+absl::StatusOr<std::vector<Mount>> Snapshotter::Create(Kind kind, const std::string& key, const std::string& parent,
+                                                       const Labels& labels) {
+  if (labels.count(kImageIdLabel)) return CreateImage(parent, labels);
+  // Mount the images below first, so a failure changes nothing.
+  if (!parent.empty()) {
+    absl::StatusOr<Record> p;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      p = meta_->Get(parent);
+    }
+    if (p.ok()) {
+      if (!p->image_id.empty()) {
+        if (auto s = EnsureImage(p->image_id); !s.ok()) return s;
+      }
+      for (const auto& img : p->parent_image_ids) {
+        if (img.empty()) continue;
+        if (auto s = EnsureImage(img); !s.ok()) return s;
+      }
+    }
+  }
+  absl::StatusOr<Record> r;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    r = meta_->Create(kind, key, parent, labels, [&](const Record& rec) -> absl::Status {
+      std::string dir = SnapshotDir(rec.id);
+      std::string tmp = StrCat(o_.root, "/snapshots/new-", rec.id);
+      std::error_code ec;
+      fs::remove_all(tmp, ec);
+      fs::create_directories(tmp + "/fs", ec);
+      if (!ec && kind == Kind::kActive) fs::create_directory(tmp + "/work", ec);
+      if (!ec) fs::rename(tmp, dir, ec);
+      if (ec) {
+        fs::remove_all(tmp, ec);
+        return absl::InternalError(StrCat("create snapshot directory ", dir, ": ", ec.message()));
+      }
+      return absl::OkStatus();
+    });
+  }
+  if (!r.ok()) return r.status();
+  return MountsFor(*r);
+}
+
+absl::StatusOr<std::vector<Mount>> Snapshotter::Prepare(const std::string& key, const std::string& parent,
+                                                        const Labels& labels) {
+  return Create(Kind::kActive, key, parent, labels);
+}
+
+absl::StatusOr<std::vector<Mount>> Snapshotter::View(const std::string& key, const std::string& parent,
+                                                     const Labels& labels) {
+  return Create(Kind::kView, key, parent, labels);
+}
+
+absl::StatusOr<std::vector<Mount>> Snapshotter::Mounts(const std::string& key) {
+  absl::StatusOr<Record> r;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    r = meta_->Get(key);
+  }
+  if (!r.ok()) return r.status();
+  if (r->info.kind != Kind::kActive && r->info.kind != Kind::kView)
+    return absl::FailedPreconditionError(StrCat("requested snapshot ", key, " not active or view"));
+  return MountsFor(*r);
+}
+
+absl::Status Snapshotter::Commit(const std::string& name, const std::string& key, const Labels& labels) {
+  std::lock_guard<std::mutex> g(mu_);
+  auto r = meta_->Get(key);
+  if (!r.ok()) {
+    if (absl::IsNotFound(r.status())) return absl::NotFoundError(StrCat("failed to get active snapshot \"", key, "\""));
+    return r.status();
+  }
+  Usage u;
+  if (r->info.kind == Kind::kActive) u = DiskUsage(SnapshotDir(r->id) + "/fs");
+  auto c = meta_->Commit(key, name, u, labels);
+  if (!c.ok()) return c.status();
+  std::error_code ec;
+  fs::remove_all(SnapshotDir(r->id) + "/work", ec);  // only active snapshots need one
+  return absl::OkStatus();
+}
+
+absl::Status Snapshotter::Remove(const std::string& key) {
+  absl::StatusOr<Record> r;
+  bool image_unused = false;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    r = meta_->Remove(key);
+    if (!r.ok()) return r.status();
+    if (!r->image_id.empty()) {
+      auto ids = meta_->ImageIds(false);
+      image_unused = ids.ok() && std::find(ids->begin(), ids->end(), r->image_id) == ids->end();
+    }
+  }
+  std::error_code ec;
+  if (r->image_id.empty()) {
+    std::string dir = SnapshotDir(r->id);
+    std::string rm = StrCat(o_.root, "/snapshots/rm-", r->id);
+    fs::rename(dir, rm, ec);
+    fs::remove_all(ec ? dir : rm, ec);
+    if (ec) spdlog::warn("remove {}: {} (left for Cleanup)", dir, ec.message());
+  } else if (image_unused && o_.mount_images) {
+    if (auto s = mounter_.Unmount(r->image_id); !s.ok())
+      spdlog::warn("remove {}: {} (retried by Cleanup)", key, Msg(s.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Info> Snapshotter::Stat(const std::string& key) {
+  std::lock_guard<std::mutex> g(mu_);
+  auto r = meta_->Get(key);
+  if (!r.ok()) return r.status();
+  return r->info;
+}
+
+absl::StatusOr<Info> Snapshotter::Update(const Info& info, const std::vector<std::string>& fieldpaths) {
+  std::lock_guard<std::mutex> g(mu_);
+  return meta_->Update(info, fieldpaths);
+}
+
+absl::StatusOr<Usage> Snapshotter::GetUsage(const std::string& key) {
+  absl::StatusOr<Record> r;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    r = meta_->Get(key);
+  }
+  if (!r.ok()) return r.status();
+  if (r->info.kind == Kind::kActive) return DiskUsage(SnapshotDir(r->id) + "/fs");
+  return r->usage;
+}
+
+absl::Status Snapshotter::List(const std::vector<std::string>& filters,
+                               const std::function<absl::Status(const Info&)>& fn) {
+  auto f = Filter::ParseAll(filters);
+  if (!f.ok()) return f.status();
+  std::vector<Info> infos;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    auto s = meta_->Walk(*f, [&](const Record& r) {
+      infos.push_back(r.info);
+      return absl::OkStatus();
+    });
+    if (!s.ok()) return s;
+  }
+  for (const auto& i : infos) {
+    if (auto s = fn(i); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Snapshotter::Cleanup() {
+  std::vector<std::string> unused_images;
+  std::vector<std::string> stale_dirs;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    auto ids = meta_->AllIds();
+    if (!ids.ok()) return ids.status();
+    std::set<std::string> keep;
+    for (int64_t id : *ids) keep.insert(std::to_string(id));
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(o_.root + "/snapshots", ec)) {
+      std::string n = e.path().filename();
+      if (!keep.count(n)) stale_dirs.push_back(e.path());
+    }
+    auto images = meta_->ImageIds(false);
+    if (!images.ok()) return images.status();
+    for (const auto& id : mounter_.Known()) {
+      if (std::find(images->begin(), images->end(), id) == images->end()) unused_images.push_back(id);
+    }
+    std::error_code ec2;
+    for (const auto& e : fs::directory_iterator(o_.root + "/cache", ec2)) {
+      std::string n = e.path().filename();
+      if (std::find(images->begin(), images->end(), n) == images->end() &&
+          std::find(unused_images.begin(), unused_images.end(), n) == unused_images.end())
+        unused_images.push_back(n);
+    }
+  }
+  for (const auto& d : stale_dirs) {
+    std::error_code ec;
+    fs::remove_all(d, ec);
+    spdlog::info("cleanup: removed {}{}", d, ec ? " (failed: " + ec.message() + ")" : "");
+  }
+  absl::Status status;
+  for (const auto& id : unused_images) {
+    if (o_.mount_images && ProbeMount(mounter_.MountPoint(id)).mounted) {
+      if (auto s = mounter_.Unmount(id); !s.ok()) {
+        status = s;
+        continue;
+      }
+    } else {
+      std::error_code ec;
+      fs::remove(mounter_.MountPoint(id), ec);
+      fs::remove(StrCat(o_.root, "/run/", id, ".pid"), ec);
+    }
+    std::error_code ec;
+    fs::remove_all(StrCat(o_.root, "/cache/", id), ec);
+  }
+  return status;
+}
+
+}  // namespace d4c::snap

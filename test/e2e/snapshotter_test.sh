@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# di3fs snapshotter end to end: its own containerd (Debian's, own root, state,
+# socket and config with the proxy plugin), real runc, real di3fs FUSE mounts,
+# typescript corpus images:
+#  1. convert three versions, diff them (v1 full, v1->v2, v2->v3 deltas);
+#     `convert --image NAME` from containerd's store gives the same image id
+#  2. a delta whose parent is not loaded fails clearly and changes nothing;
+#     load v1 (twice: harmless), then v2 and v3 as deltas
+#  3. `ctr run --rm --snapshotter=di3fs` of each prints its own version
+#  4. writes inside a container land in its upper dir only
+#  5. kill -9 of the snapshotter: a running container keeps reading its files
+#     (di3fs runs detached); after a restart every image runs again; a dead
+#     di3fs (kill -9) is remounted on demand
+#  6. `ctr snapshots --snapshotter di3fs ls/info/usage/prepare/mounts/rm`
+#     behave as with overlayfs; image rm + GC unmounts an unused image
+# The trap stops containers, containerd, the snapshotter and di3fs, and
+# unmounts everything; the script then checks /proc/mounts.
+source "$(dirname "$0")/lib.sh"
+require_root
+require_corpus
+[[ -c /dev/fuse ]] || skip_or_fail "no /dev/fuse"
+for t in containerd ctr runc jq; do
+  command -v "$t" >/dev/null || skip_or_fail "$t is not installed (apt-get install containerd runc jq)"
+done
+grep -qw overlay /proc/filesystems || modprobe overlay 2>/dev/null || skip_or_fail "no overlayfs"
+SNAP=$D4C_BUILD_DIR/snapshotter/snapshotter
+DI3FS=$D4C_BUILD_DIR/fs/di3fs
+for b in "$SNAP" "$DI3FS" "$CTR_CLI"; do
+  [[ -x $b ]] || { echo "FAIL: $b is not built" >&2; exit 1; }
+done
+
+# Short path: unix socket paths are limited to 108 bytes.
+T=$(mktemp -d /tmp/d4c-snap.XXXXXX)
+CTRD_SOCK=$T/ctrd.sock
+SNAP_SOCK=$T/snap.sock
+SNAP_ROOT=$T/sn
+CTRD_PID=
+SNAP_PID=
+fail=0
+bad() { echo "FAIL: $*" >&2; fail=1; }
+CTR() { ctr --address "$CTRD_SOCK" "$@"; }
+
+# pids of processes whose command line mentions our temp dir (containerd's
+# shims, di3fs daemons started by our snapshotter): all started by this test
+our_pids() {
+  local p
+  for p in /proc/[0-9]*; do
+    [[ ${p#/proc/} == "$$" ]] && continue
+    tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF "$T/" && echo "${p#/proc/}"
+  done
+  true
+}
+
+cleanup() {
+  set +e
+  local i c pid
+  if [[ -n $CTRD_PID ]] && kill -0 "$CTRD_PID" 2>/dev/null; then
+    for c in $(CTR task ls -q 2>/dev/null); do CTR task kill -s SIGKILL "$c" >/dev/null 2>&1; done
+    sleep 0.5
+    for c in $(CTR task ls -q 2>/dev/null); do CTR task rm -f "$c" >/dev/null 2>&1; done
+    for c in $(CTR container ls -q 2>/dev/null); do CTR container rm "$c" >/dev/null 2>&1; done
+  fi
+  [[ -n $CTRD_PID ]] && kill "$CTRD_PID" 2>/dev/null
+  [[ -n $SNAP_PID ]] && kill "$SNAP_PID" 2>/dev/null
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$CTRD_PID" 2>/dev/null || kill -0 "$SNAP_PID" 2>/dev/null || break
+    sleep 0.1
+  done
+  # containerd's shims and the detached di3fs daemons (SIGTERM unmounts)
+  for pid in $(our_pids); do kill "$pid" 2>/dev/null; done
+  sleep 1
+  for pid in $(our_pids); do kill -9 "$pid" 2>/dev/null; done
+  # whatever is still mounted below $T, deepest first
+  awk -v t="$T/" 'index($2, t) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do
+    umount -l "$m" 2>/dev/null
+  done
+  if [[ -z ${KEEP_TMP:-} && -z ${D4C_KEEP_E2E:-} ]]; then rm -rf "$T"; fi
+}
+trap cleanup EXIT
+
+wait_for() {  # wait_for SECONDS CMD...: until CMD succeeds
+  local n=$(($1 * 10))
+  shift
+  while ((n-- > 0)); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+start_snapshotter() {
+  rm -f "$SNAP_SOCK"  # a killed snapshotter leaves its socket file behind
+  "$SNAP" --root "$SNAP_ROOT" --address "$SNAP_SOCK" --di3fs "$DI3FS" >>"$T/snapshotter.log" 2>&1 &
+  SNAP_PID=$!
+  wait_for 20 test -S "$SNAP_SOCK" || { cat "$T/snapshotter.log" >&2; echo "FAIL: snapshotter did not start" >&2; exit 1; }
+}
+
+cat >"$T/config.toml" <<EOF
+version = 2
+root = "$T/root"
+state = "$T/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$CTRD_SOCK"
+[ttrpc]
+  address = "$CTRD_SOCK.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[proxy_plugins]
+  [proxy_plugins.di3fs]
+    type = "snapshot"
+    address = "$SNAP_SOCK"
+EOF
+
+# --- 1. images -------------------------------------------------------------
+mapfile -t TAGS < <(corpus_tags typescript | head -3)
+((${#TAGS[@]} == 3)) || skip_or_fail "typescript series needs 3 versions in the corpus"
+declare -A CD ID
+for t in "${TAGS[@]}"; do
+  CD[$t]=$(cdimg_for typescript "$t")
+  ID[$t]=$(image_id --cdimg "${CD[$t]}")
+done
+e2e_log "images: ${TAGS[*]} -> ${ID[${TAGS[0]}]:0:19} ${ID[${TAGS[1]}]:0:19} ${ID[${TAGS[2]}]:0:19}"
+D12=$T/d12.cdimg
+D23=$T/d23.cdimg
+"$CTR_CLI" cdimg diff --oldCdimg "${CD[${TAGS[0]}]}" --newCdimg "${CD[${TAGS[1]}]}" --outCdimg "$D12" >"$T/diff.log" 2>&1 ||
+  { cat "$T/diff.log" >&2; echo "FAIL: cdimg diff" >&2; exit 1; }
+"$CTR_CLI" cdimg diff --oldCdimg "${CD[${TAGS[1]}]}" --newCdimg "${CD[${TAGS[2]}]}" --outCdimg "$D23" >>"$T/diff.log" 2>&1 ||
+  { cat "$T/diff.log" >&2; echo "FAIL: cdimg diff" >&2; exit 1; }
+e2e_log "deltas: $(stat -c %s "$D12") and $(stat -c %s "$D23") bytes (full: $(stat -c %s "${CD[${TAGS[1]}]}"))"
+
+start_snapshotter
+[[ $(stat -c %a "$SNAP_SOCK") == 600 ]] || bad "snapshotter socket mode is $(stat -c %a "$SNAP_SOCK"), want 600"
+containerd --config "$T/config.toml" >"$T/containerd.log" 2>&1 &
+CTRD_PID=$!
+wait_for 30 CTR version || { tail -20 "$T/containerd.log" >&2; echo "FAIL: containerd did not start" >&2; exit 1; }
+e2e_log "containerd $CTRD_PID on $CTRD_SOCK, snapshotter $SNAP_PID on $SNAP_SOCK"
+
+# convert from containerd's own store (ctr image import, then a plain name)
+v1=${TAGS[0]}
+CTR image import --no-unpack --index-name "import/ts:$v1" "$D4C_CORPUS/typescript/docker/typescript-$v1.tar" >/dev/null ||
+  bad "ctr image import"
+if "$CTR_CLI" convert --image "import/ts:$v1" --address "$CTRD_SOCK" --output "$T/from-ctrd" --cdimg >"$T/convert.log" 2>&1; then
+  got=$(image_id --cdimg "$T/from-ctrd/image.cdimg")
+  [[ $got == "${ID[$v1]}" ]] || bad "convert from containerd: image id $got, want ${ID[$v1]}"
+else
+  cat "$T/convert.log" >&2
+  bad "ctr-cli convert --image import/ts:$v1 (containerd store)"
+fi
+"$CTR_CLI" convert --image "no/such:image" --address "$CTRD_SOCK" --output "$T/none" --cdimg >"$T/convert-bad.log" 2>&1 &&
+  bad "convert of a missing containerd image succeeded"
+grep -q "not found" "$T/convert-bad.log" || bad "convert of a missing image: unclear message: $(cat "$T/convert-bad.log")"
+
+# --- 2. load -----------------------------------------------------------------
+LOAD() { "$CTR_CLI" load --address "$CTRD_SOCK" --snapshotter-root "$SNAP_ROOT" "$@"; }
+if LOAD --image "ts:${TAGS[1]}" --cdimg "$D12" >"$T/load-bad.log" 2>&1; then
+  bad "load of a delta whose parent is not loaded succeeded"
+else
+  grep -q "${ID[$v1]#sha256:}" "$T/load-bad.log" || bad "load without parent: message does not name the parent: $(cat "$T/load-bad.log")"
+  [[ -z $(ls -A "$SNAP_ROOT/store") ]] || bad "failed load left files in the store: $(ls "$SNAP_ROOT/store")"
+  CTR image ls -q | grep -q "ts:${TAGS[1]}" && bad "failed load created an image record"
+fi
+LOAD --image "ts:$v1" --cdimg "${CD[$v1]}" || bad "load ts:$v1"
+LOAD --image "ts:$v1" --cdimg "${CD[$v1]}" >/dev/null || bad "second load of ts:$v1"
+LOAD --image "ts:${TAGS[1]}" --cdimg "$D12" || bad "load delta ts:${TAGS[1]}"
+LOAD --image "ts:${TAGS[2]}" --cdimg "$D23" || bad "load delta ts:${TAGS[2]}"
+[[ $(ls "$SNAP_ROOT/store" | wc -l) == 3 ]] || bad "store holds $(ls "$SNAP_ROOT/store" | wc -l) files, want 3"
+CTR image check 2>&1 | grep "ts:" | grep -qv complete && bad "ctr image check: $(CTR image check)"
+
+# --- 3. run each -------------------------------------------------------------
+VERSION_CMD='grep "\"version\"" /app/node_modules/typescript/package.json'
+check_runs() {  # check_runs LABEL: every image prints its version
+  local t out
+  for t in "${TAGS[@]}"; do
+    out=$(timeout 120 ctr --address "$CTRD_SOCK" run --rm --snapshotter=di3fs "ts:$t" "run-$1-${t//./-}" sh -c "$VERSION_CMD" 2>&1) || true
+    if [[ $out == *"\"version\": \"$t\""* ]]; then
+      e2e_log "$1: ts:$t prints $out"
+    else
+      bad "$1: ts:$t printed: $out"
+    fi
+  done
+}
+check_runs first
+# ctr run must not have unpacked anything: only our image snapshots exist
+CTR snapshots --snapshotter di3fs ls >"$T/snap-ls.txt"
+for t in "${TAGS[@]}"; do
+  grep -q "^${ID[$t]} .*Committed" "$T/snap-ls.txt" || bad "snapshot ${ID[$t]} missing from ctr snapshots ls: $(cat "$T/snap-ls.txt")"
+done
+
+# --- 4. writes go to the upper dir only --------------------------------------
+CTR run -d --snapshotter=di3fs "ts:$v1" long busybox sleep 3600 >/dev/null || bad "ctr run -d long"
+wait_for 30 sh -c "ctr --address $CTRD_SOCK task ls | grep -q 'long.*RUNNING'" || bad "container long is not running"
+CTR task exec --exec-id w1 long sh -c 'echo written-inside > /app/new-file && echo more >> /app/node_modules/typescript/package.json' ||
+  bad "write inside container"
+MNT_V1=$SNAP_ROOT/mnt/${ID[$v1]#sha256:}
+mountpoint -q "$MNT_V1" || bad "di3fs of ts:$v1 is not mounted at $MNT_V1"
+[[ -e $MNT_V1/app/new-file ]] && bad "a write inside the container reached the di3fs mount"
+tail -c 20 "$MNT_V1/app/node_modules/typescript/package.json" | grep -q more && bad "an append inside reached the lower file"
+upper=$(grep -l written-inside "$SNAP_ROOT"/snapshots/*/fs/app/new-file 2>/dev/null | head -1) || true
+[[ -n $upper ]] || bad "the written file is not in an upper dir under $SNAP_ROOT/snapshots"
+CTR snapshots --snapshotter di3fs info long >"$T/info.json" || bad "ctr snapshots info long"
+[[ $(jq -r .Kind "$T/info.json") == Active && $(jq -r .Parent "$T/info.json") == "${ID[$v1]}" ]] ||
+  bad "info long: $(cat "$T/info.json")"
+CTR snapshots --snapshotter di3fs info "${ID[$v1]}" | jq -e '.Kind == "Committed" and
+  .Labels["containerd.io/snapshot/di3fs.image-id"] != null' >/dev/null || bad "info of the image snapshot"
+CTR snapshots --snapshotter di3fs usage long | grep -q long || bad "ctr snapshots usage long"
+
+# --- 5. crash and restart ----------------------------------------------------
+di3fs_pids_before=$(cat "$SNAP_ROOT"/run/*.pid 2>/dev/null | sort | tr '\n' ' ') || true
+kill -9 "$SNAP_PID"
+wait "$SNAP_PID" 2>/dev/null || true
+e2e_log "snapshotter killed (-9); di3fs pids: $di3fs_pids_before"
+for p in $di3fs_pids_before; do kill -0 "$p" 2>/dev/null || bad "di3fs $p died with the snapshotter"; done
+out=$(CTR task exec --exec-id r1 long sh -c "cat /app/new-file; $VERSION_CMD" 2>&1) || true
+[[ $out == *written-inside*"\"version\": \"$v1\""* ]] || bad "running container while the snapshotter is down: $out"
+start_snapshotter
+# containerd's connection to the proxy plugin is in reconnect backoff
+wait_for 60 CTR snapshots --snapshotter di3fs ls || bad "containerd did not reconnect to the restarted snapshotter"
+grep -q "adopted live di3fs mount" "$T/snapshotter.log" || bad "restarted snapshotter did not adopt the live mount"
+out=$(CTR task exec --exec-id r2 long sh -c "cat /app/new-file; $VERSION_CMD" 2>&1) || true
+[[ $out == *written-inside*"\"version\": \"$v1\""* ]] || bad "running container after the restart: $out"
+check_runs restart
+# a di3fs that died is mounted again when an image needs it
+v3=${TAGS[2]}
+MNT_V3=$SNAP_ROOT/mnt/${ID[$v3]#sha256:}
+pid3=$(cat "$SNAP_ROOT/run/${ID[$v3]#sha256:}.pid" 2>/dev/null) || true
+if [[ -n $pid3 ]] && kill -0 "$pid3" 2>/dev/null; then
+  kill -9 "$pid3"
+  sleep 0.3
+  out=$(timeout 120 ctr --address "$CTRD_SOCK" run --rm --snapshotter=di3fs "ts:$v3" after-di3fs-kill sh -c "$VERSION_CMD" 2>&1) || true
+  [[ $out == *"\"version\": \"$v3\""* ]] || bad "ts:$v3 after its di3fs was killed: $out"
+  grep -q "is dead" "$T/snapshotter.log" || bad "snapshotter did not notice the dead di3fs mount"
+else
+  bad "no live di3fs for ts:$v3 at $MNT_V3"
+fi
+
+# --- 6. ctr snapshots behaves as with overlayfs --------------------------------
+CTR snapshots --snapshotter di3fs prepare scratch "${ID[$v1]}" >/dev/null || bad "ctr snapshots prepare"
+CTR snapshots --snapshotter di3fs mounts /mnt scratch | grep -q "lowerdir=$MNT_V1" || bad "mounts of scratch: $(CTR snapshots --snapshotter di3fs mounts /mnt scratch)"
+CTR snapshots --snapshotter di3fs view scratch-view "${ID[$v1]}" >/dev/null || bad "ctr snapshots view"
+CTR snapshots --snapshotter di3fs mounts /mnt scratch-view | grep -q "bind $MNT_V1" ||
+  bad "a view of an image is not a bind mount of its di3fs mount: $(CTR snapshots --snapshotter di3fs mounts /mnt scratch-view)"
+CTR snapshots --snapshotter di3fs prepare scratch "${ID[$v1]}" >/dev/null 2>&1 && bad "prepare of an existing key succeeded"
+CTR snapshots --snapshotter di3fs commit scratch-c scratch || bad "ctr snapshots commit"
+out=$(CTR snapshots --snapshotter di3fs rm "${ID[$v1]}" 2>&1) && bad "rm of an image snapshot with children succeeded"
+[[ $out == *child* ]] || bad "rm of an image snapshot with children: $out"
+out=$(CTR snapshots --snapshotter di3fs rm scratch-view scratch-c 2>&1) || bad "ctr snapshots rm: $out"
+CTR snapshots --snapshotter di3fs ls | grep -q scratch && bad "removed snapshots still listed"
+out=$(CTR snapshots --snapshotter di3fs info nonexistent 2>&1) && bad "info of a missing key succeeded"
+[[ $out == *"not found"* ]] || bad "info of a missing key: $out"
+
+# removing an unused image lets containerd's GC remove its snapshot; we unmount it
+CTR image rm --sync "ts:$v3" >/dev/null || bad "ctr image rm ts:$v3"
+wait_for 20 sh -c "! grep -q ' $MNT_V3 ' /proc/mounts" || bad "di3fs of removed image ts:$v3 is still mounted"
+CTR snapshots --snapshotter di3fs ls | grep -q "^${ID[$v3]} " && bad "snapshot of removed image ts:$v3 still listed"
+
+CTR task kill -s SIGKILL long >/dev/null 2>&1 || bad "task kill long"
+wait_for 20 sh -c "ctr --address $CTRD_SOCK task ls | grep -q 'long.*STOPPED'" || bad "task long did not stop"
+CTR task rm long >/dev/null || bad "task rm long"
+CTR container rm long >/dev/null || bad "container rm long"
+grep -q 'rpc=Prepare' "$T/snapshotter.log" || bad "no structured RPC log lines"
+
+# --- cleanup leaves nothing ---------------------------------------------------
+KEEP_TMP=1 cleanup
+leftover=$(awk -v t="$T/" 'index($2, t) == 1' /proc/mounts)
+[[ -z $leftover ]] || bad "mounts left behind: $leftover"
+left_pids=$(our_pids)
+[[ -z $left_pids ]] || bad "processes left behind: $left_pids"
+if ((fail)); then
+  echo "--- snapshotter log (tail)" >&2
+  tail -40 "$T/snapshotter.log" >&2
+  [[ -n ${D4C_KEEP_E2E:-} ]] || rm -rf "$T"
+  echo "snapshotter_test: FAILED" >&2
+  exit 1
+fi
+rm -rf "$T"
+echo "snapshotter_test: OK"
