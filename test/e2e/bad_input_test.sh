@@ -17,7 +17,9 @@ expect_error() {
 head -c 5000 /dev/urandom >"$tmp/junk.cdimg"
 expect_error "random bytes" "not a valid cdimg" "$CTR_CLI" cdimg show --cdimg "$tmp/junk.cdimg"
 expect_error "missing file" "No such file" "$CTR_CLI" cdimg show --cdimg "$tmp/nope.cdimg"
-expect_error "bad image ref" "oci:" "$CTR_CLI" convert --image "bogus:ref" --output "$tmp/o" --cdimg
+# a plain name is looked up in containerd; with no containerd at that socket the error says so
+expect_error "plain name, no containerd" "containerd" "$CTR_CLI" convert --image "bogus:ref" --address "$tmp/no.sock" --output "$tmp/o" --cdimg
+expect_error "missing docker-archive" "none.tar" "$CTR_CLI" convert --image "docker-archive:$tmp/none.tar" --output "$tmp/o" --cdimg
 expect_error "missing oci dir" "index.json" "$CTR_CLI" convert --image "oci:$tmp/none:1" --output "$tmp/o" --cdimg
 if [[ -f $D4C_CORPUS/corpus-stats.tsv ]]; then
   t=$(corpus_tags typescript | head -n1)
