@@ -243,7 +243,8 @@ peer_perfile() {
       printf "wins=bsdiff %d, xdelta3 %d, zstd %d\nsecs=%s\n", wb, wx, wz, secs
     }' "$w/files.tsv"
   # largest changed files, for the log
-  awk -F'\t' '$1=="chg"' "$w/files.tsv" | sort -t$'\t' -k2,2nr | head -n 5 | sed 's/^/  /' >&2
+  # (sed, not head: an early-closing reader would kill sort with SIGPIPE under pipefail)
+  awk -F'\t' '$1=="chg"' "$w/files.tsv" | sort -t$'\t' -k2,2nr | sed -n '1,5s/^/  /p' >&2
   rm -rf "$w"
 }
 
