@@ -239,15 +239,20 @@ fi
 # --- 6. ctr snapshots behaves as with overlayfs --------------------------------
 CTR snapshots --snapshotter di3fs prepare scratch "${ID[$v1]}" >/dev/null || bad "ctr snapshots prepare"
 CTR snapshots --snapshotter di3fs mounts /mnt scratch | grep -q "lowerdir=$MNT_V1" || bad "mounts of scratch: $(CTR snapshots --snapshotter di3fs mounts /mnt scratch)"
-CTR snapshots --snapshotter di3fs view scratch-view "${ID[$v1]}" >/dev/null || bad "ctr snapshots view"
-CTR snapshots --snapshotter di3fs mounts /mnt scratch-view | grep -q "bind $MNT_V1" ||
-  bad "a view of an image is not a bind mount of its di3fs mount: $(CTR snapshots --snapshotter di3fs mounts /mnt scratch-view)"
+# the mounts come from the View reply itself: the view has no gc.root label,
+# so containerd may collect it before a second `ctr snapshots mounts` call
+out=$(CTR snapshots --snapshotter di3fs view --target /mnt scratch-view "${ID[$v1]}" 2>&1) || bad "ctr snapshots view: $out"
+grep -q "bind $MNT_V1" <<<"$out" || bad "a view of an image is not a bind mount of its di3fs mount: $out"
 CTR snapshots --snapshotter di3fs prepare scratch "${ID[$v1]}" >/dev/null 2>&1 && bad "prepare of an existing key succeeded"
 CTR snapshots --snapshotter di3fs commit scratch-c scratch || bad "ctr snapshots commit"
 out=$(CTR snapshots --snapshotter di3fs rm "${ID[$v1]}" 2>&1) && bad "rm of an image snapshot with children succeeded"
 [[ $out == *child* ]] || bad "rm of an image snapshot with children: $out"
-out=$(CTR snapshots --snapshotter di3fs rm scratch-view scratch-c 2>&1) || bad "ctr snapshots rm: $out"
-CTR snapshots --snapshotter di3fs ls | grep -q scratch && bad "removed snapshots still listed"
+out=$(CTR snapshots --snapshotter di3fs rm scratch-c 2>&1) || bad "ctr snapshots rm: $out"
+# `ctr snapshots view` sets no gc.root label, so containerd's garbage
+# collector may already have dropped the view (as it would with overlayfs)
+out=$(CTR snapshots --snapshotter di3fs rm scratch-view 2>&1) || [[ $out == *"not found"* ]] || bad "ctr snapshots rm scratch-view: $out"
+out=$(CTR snapshots --snapshotter di3fs ls)
+grep -q scratch <<<"$out" && bad "removed snapshots still listed: $out"
 out=$(CTR snapshots --snapshotter di3fs info nonexistent 2>&1) && bad "info of a missing key succeeded"
 [[ $out == *"not found"* ]] || bad "info of a missing key: $out"
 
