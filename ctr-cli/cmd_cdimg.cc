@@ -26,8 +26,13 @@ nlohmann::json Summarize(const CdimgImage& img) {
     Recipe r = img.RecipeAt(i);
     std::string k = RecipeKindName(r.kind);
     if (r.kind == Recipe::Kind::kDelta) k += StrCat("/", CodecName(r.codec));
+    if (r.packed) k = "packed " + k;  // bytes: the member before the pack's compression
     recipes[k]++;
     recipe_bytes[k] += r.blob.length;
+  }
+  if (img.pack_count()) {
+    recipes["packs"] = img.pack_count();
+    for (uint32_t p = 0; p < img.pack_count(); ++p) recipe_bytes["packs"] += img.PackBlob(p).length;
   }
   return {{"entries", img.size()}, {"types", types}, {"recipes", recipes},
           {"recipe_blob_bytes", recipe_bytes}, {"rootfs_bytes", rootfs}};
@@ -39,9 +44,10 @@ nlohmann::json HeaderJson(const std::string& path, const ImageHeader& h) {
                       {"kind", h.is_delta ? "delta" : "full"},
                       {"image_id", DigestString(h.image_id)},
                       {"file_bytes", h.file_size},
+                      {"header_bytes", h.header_length},
                       {"blob_bytes", h.blobs_length},
-                      {"config_bytes", h.config_length},
-                      {"index_bytes", h.index_length},
+                      {"meta_bytes", h.meta_length},
+                      {"config_raw_bytes", h.config_length},
                       {"index_raw_bytes", h.index_raw_length}};
   if (h.is_delta) j["parent_id"] = DigestString(h.parent_id);
   return j;
@@ -53,10 +59,11 @@ void PrintText(const nlohmann::json& j) {
               j["kind"].get<std::string>().c_str());
   std::printf("image id:     %s\n", j["image_id"].get<std::string>().c_str());
   if (j.contains("parent_id")) std::printf("parent id:    %s\n", j["parent_id"].get<std::string>().c_str());
-  std::printf("size:         %s (%llu bytes): blobs %llu, config %llu, index %llu (raw %llu)\n",
+  std::printf("size:         %s (%llu bytes): header %llu, blobs %llu, config+index %llu (raw: config %llu, index %llu)\n",
               HumanBytes(j["file_bytes"]).c_str(), j["file_bytes"].get<unsigned long long>(),
-              j["blob_bytes"].get<unsigned long long>(), j["config_bytes"].get<unsigned long long>(),
-              j["index_bytes"].get<unsigned long long>(), j["index_raw_bytes"].get<unsigned long long>());
+              j["header_bytes"].get<unsigned long long>(), j["blob_bytes"].get<unsigned long long>(),
+              j["meta_bytes"].get<unsigned long long>(), j["config_raw_bytes"].get<unsigned long long>(),
+              j["index_raw_bytes"].get<unsigned long long>());
   if (!j.contains("entries")) {
     std::printf("entries:      (delta index needs the parent chain: pass --base)\n");
     return;

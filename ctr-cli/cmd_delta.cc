@@ -38,10 +38,10 @@ void PrintStats(const char* what, const std::string& out, const DeltaStats& s, d
   for (const auto& [k, b] : s.by_kind)
     std::printf("  %-14s %8llu %14llu %14llu\n", k.c_str(), static_cast<unsigned long long>(b.files),
                 static_cast<unsigned long long>(b.content_bytes), static_cast<unsigned long long>(b.blob_bytes));
-  std::printf("  total %llu bytes (%s): blobs %llu, index %llu, config %llu\n",
+  std::printf("  total %llu bytes (%s): header %llu, blobs %llu, config+index %llu\n",
               static_cast<unsigned long long>(h.file_size), HumanBytes(h.file_size).c_str(),
-              static_cast<unsigned long long>(h.blobs_length), static_cast<unsigned long long>(h.index_length),
-              static_cast<unsigned long long>(h.config_length));
+              static_cast<unsigned long long>(h.header_length), static_cast<unsigned long long>(h.blobs_length),
+              static_cast<unsigned long long>(h.meta_length));
   if (s.rename_bases) std::printf("  deltas against a renamed/moved file: %llu\n", static_cast<unsigned long long>(s.rename_bases));
   if (s.reencoded) std::printf("  re-encoded against the base: %llu\n", static_cast<unsigned long long>(s.reencoded));
 }
@@ -52,6 +52,7 @@ struct DeltaArgs {
   uint32_t time_budget_ms = DiffOptions{}.time_budget_ms;
   uint64_t min_delta_size = DiffOptions{}.min_delta_size;
   int level = DiffOptions{}.zstd_level;
+  bool pack = DiffOptions{}.pack_small_blobs;
   std::vector<std::string> bases;
 };
 
@@ -67,6 +68,7 @@ absl::StatusOr<DiffOptions> ToDiffOptions(const DeltaArgs& a, Progress* progress
   o.time_budget_ms = a.time_budget_ms;
   o.min_delta_size = a.min_delta_size;
   o.zstd_level = a.level;
+  o.pack_small_blobs = a.pack;
   o.progress = [progress](uint64_t d, uint64_t t) { progress->Update(d, t); };
   return o;
 }
@@ -81,6 +83,7 @@ void AddDeltaOptions(CLI::App* c, DeltaArgs* a) {
   c->add_option("--min-delta-size", a->min_delta_size, "Files smaller than this are stored whole")
       ->capture_default_str();
   c->add_option("--level", a->level, kLevelHelp)->check(CLI::Range(1, 22))->capture_default_str();
+  c->add_flag("!--no-pack", a->pack, "Store every blob alone (no packs of small patches and new files)");
   c->add_option("--base", a->bases,
                 "Ancestor cdimg(s) needed by delta inputs, any order (repeatable); by default found by "
                 "image id among the *.cdimg files next to the inputs");

@@ -23,8 +23,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   const d4c::CdimgImage& img = (*chain)->top();
-  // Blobs start right after the 256-byte header (docs/format.md).
-  const uint64_t kBlobsOffset = 256;
+  const uint64_t kBlobsOffset = img.header().blobs_offset;
   for (size_t i = 0; i < img.size(); ++i) {
     if (img.TypeAt(i) != d4c::EntryType::kRegular) continue;
     d4c::Recipe r = img.RecipeAt(i);

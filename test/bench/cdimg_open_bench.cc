@@ -43,7 +43,7 @@ int main(int argc, char** argv) {
     double decode_ms = Ms(Clock::now() - t2);
     if (found != paths.size()) return 1;
     std::printf("| %s | %zu | %llu | %.2f | %.3f | %.2f |\n", argv[a], img->size(),
-                static_cast<unsigned long long>(img->header().index_length), open_ms, lookup_us, decode_ms);
+                static_cast<unsigned long long>(img->header().meta_length), open_ms, lookup_us, decode_ms);
   }
   return 0;
 }

@@ -19,7 +19,7 @@ table=$tmp/table.tsv
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
 fsize() { stat -c %s "$1"; }
-index_bytes() { "$CTR_CLI" cdimg show --json "$@" | jq -r .index_bytes; }
+index_bytes() { "$CTR_CLI" cdimg show --json "$@" | jq -r .meta_bytes; }  # config + index, stored
 bad() { echo "FAIL: $*" >&2; fail=1; }
 
 # diff_pair SERIES OLD NEW -> $tmp/SERIES-OLD-NEW.cdimg, checked by patch
@@ -106,7 +106,7 @@ if ((${#ts[@]} >= 4)); then
 fi
 
 {
-  printf 'pair\tfull_cdimg_B\tdelta\tdelta_index\tmerged\tdiff_or_merge_s\tpatch_s\n'
+  printf 'pair\tfull_cdimg_B\tdelta\tdelta_config_index\tmerged\tdiff_or_merge_s\tpatch_s\n'
   cat "$table"
 } | column -t -s $'\t' >&2
 [[ $fail == 0 ]] && echo "delta round trip: every pair patches to convert's exact bytes"

@@ -142,14 +142,17 @@ uint64_t BlobBytes(const DeltaStats& s, const std::string& key) {
   auto it = s.by_kind.find(key);
   return it == s.by_kind.end() ? 0 : it->second.blob_bytes;
 }
+// Files of a kind, stored alone or in a pack.
 uint64_t Files(const DeltaStats& s, const std::string& key) {
-  auto it = s.by_kind.find(key);
-  return it == s.by_kind.end() ? 0 : it->second.files;
+  uint64_t n = 0;
+  for (const std::string& k : {key, "packed " + key})
+    if (auto it = s.by_kind.find(k); it != s.by_kind.end()) n += it->second.files;
+  return n;
 }
 uint64_t DeltaFiles(const DeltaStats& s) {
   uint64_t n = 0;
   for (const auto& [k, b] : s.by_kind)
-    if (k.rfind("delta/", 0) == 0) n += b.files;
+    if (k.rfind("delta/", 0) == 0 || k.rfind("packed delta/", 0) == 0) n += b.files;
   return n;
 }
 
@@ -159,11 +162,14 @@ TEST_CASE("diff then patch gives convert's exact bytes, for every codec", "[delt
   ScratchDir tmp;
   Pair p = TypicalUpdate();
   std::string a = Convert(tmp, "a", p.a), b = Convert(tmp, "b", p.b);
-  for (std::string codec : {"auto", "zstd", "xdelta3", "bsdiff"}) {
+  for (std::string codec : {"auto", "zstd", "xdelta3", "bsdiff", "auto-nopack", "xdelta3-nopack"}) {
     DYNAMIC_SECTION(codec) {
       DiffOptions o;
+      bool nopack = codec.ends_with("-nopack");
+      if (nopack) codec = codec.substr(0, codec.size() - 7);
       o.codec = *ParseCodecChoice(codec);
-      std::string d = StrCat(tmp.path(), "/d-", codec, ".cdimg");
+      o.pack_small_blobs = !nopack;
+      std::string d = StrCat(tmp.path(), "/d-", codec, nopack ? "-nopack" : "", ".cdimg");
       DeltaStats s = Diff(a, b, d, o);
       CHECK(s.header.is_delta);
       CHECK(DeltaFiles(s) == 2);     // the two edited files
@@ -171,6 +177,7 @@ TEST_CASE("diff then patch gives convert's exact bytes, for every codec", "[delt
       CHECK(Files(s, "unchanged") == 1);
       CHECK(FileSize(d) < FileSize(b) / 4);
       if (codec != "auto") CHECK(Files(s, StrCat("delta/", codec)) == 2);
+      CHECK((s.by_kind.count("packs") == 0) == nopack);
       std::string out = StrCat(tmp.path(), "/b-", codec, ".cdimg");
       auto ps = TryPatch(a, d, out);
       INFO(Msg(ps.status().message()));
@@ -372,34 +379,70 @@ TEST_CASE("a flipped bit in a delta's blob fails patch naming the file", "[delta
   Diff(a, b, d);
   auto chain = Open(d, {a});
   const CdimgImage& top = chain->top();
-  // the blob section starts right after the fixed header
-  const ImageHeader& h = top.header();
-  uint64_t blobs_at = h.file_size - h.blobs_length - h.config_length - h.index_length;
+  const uint64_t blobs_at = top.header().blobs_offset;
   const std::string good = ReadAll(d), want = ReadAll(b);
   for (std::string path : {"usr/lib/libapp.js", "opt/new.txt"}) {
     DYNAMIC_SECTION(path) {
       Recipe r = top.RecipeAt(*top.Find(path));
       REQUIRE((r.kind == Recipe::Kind::kDelta || r.kind == Recipe::Kind::kFull));
+      // a packed entry's bytes are its pack (shared with other entries)
+      BlobRef where = r.packed ? top.PackBlob(r.pack) : r.blob;
       int failures = 0;
-      for (uint64_t at = 0; at < r.blob.length; at += 1 + r.blob.length / 24) {
+      for (uint64_t at = 0; at < where.length; at += 1 + where.length / 24) {
         std::string bytes = good;
-        bytes[blobs_at + r.blob.offset + at] ^= static_cast<char>(1 << (at % 8));
+        bytes[blobs_at + where.offset + at] ^= static_cast<char>(1 << (at % 8));
         std::string bad = tmp.path() + "/bad.cdimg", out = tmp.path() + "/x.cdimg";
         std::ofstream(bad, std::ios::binary) << bytes;
         auto st = TryPatch(a, bad, out);
-        INFO(StrCat(RecipeKindName(r.kind), " ", CodecName(r.codec), " blob byte ", at, " of ", r.blob.length));
+        INFO(StrCat(RecipeKindName(r.kind), " ", CodecName(r.codec), r.packed ? " pack" : " blob", " byte ", at,
+                    " of ", where.length));
         if (st.ok()) {
           REQUIRE(ReadAll(out) == want);
           std::filesystem::remove(out);
           continue;
         }
         ++failures;
-        CHECK_THAT(Msg(st.status().message()), Catch::Contains("/" + path));
+        if (r.packed) CHECK_THAT(Msg(st.status().message()), Catch::Contains("bad.cdimg: /"));
+        else CHECK_THAT(Msg(st.status().message()), Catch::Contains("/" + path));
         CHECK(!std::filesystem::exists(out));
       }
       CHECK(failures > 0);
     }
   }
+}
+
+// Bytes all over a small delta (lead, packs, config+index, tail): patch either
+// fails with an error naming the delta or writes exactly B.
+TEST_CASE("a flipped bit anywhere in a packed delta never gives wrong bytes", "[delta]") {
+  ScratchDir tmp;
+  Pair p = TypicalUpdate();
+  std::string a = Convert(tmp, "a", p.a), b = Convert(tmp, "b", p.b);
+  std::string d = tmp.path() + "/d.cdimg";
+  DeltaStats s = Diff(a, b, d);
+  REQUIRE(s.by_kind.count("packs") == 1);
+  const std::string good = ReadAll(d), want = ReadAll(b);
+  std::string bad = tmp.path() + "/bad.cdimg", out = tmp.path() + "/x.cdimg";
+  // lead and tail whole, the rest sampled (each patch costs a level-19 compression)
+  std::vector<size_t> positions;
+  for (size_t at = 0; at < good.size(); ++at)
+    if (at < 10 || at + 80 > good.size() || at % 11 == 0) positions.push_back(at);
+  int failures = 0;
+  for (size_t at : positions) {
+    std::string bytes = good;
+    bytes[at] ^= static_cast<char>(1 << (at % 8));
+    std::ofstream(bad, std::ios::binary | std::ios::trunc) << bytes;
+    auto st = TryPatch(a, bad, out);
+    INFO(StrCat("byte ", at, " of ", good.size()));
+    if (st.ok()) {
+      REQUIRE(ReadAll(out) == want);
+      std::filesystem::remove(out);
+      continue;
+    }
+    ++failures;
+    CHECK_THAT(Msg(st.status().message()), Catch::Contains("bad.cdimg"));
+    CHECK(!std::filesystem::exists(out));
+  }
+  CHECK(failures > static_cast<int>(positions.size()) * 9 / 10);
 }
 
 TEST_CASE("diff output does not depend on the thread count", "[delta]") {

@@ -24,6 +24,13 @@ struct BlobRef {
 };
 
 // How to obtain a regular file's bytes.
+//
+// A kFull or kDelta recipe stores its bytes either alone in the blob section
+// (`blob`: for kFull one zstd frame of the content, for kDelta the patch) or,
+// `packed`, as one member of a pack: a zstd frame holding the members of
+// several entries back to back; `blob` is then the member's range inside the
+// decompressed pack `pack`, and the member is the raw content (kFull) or the
+// patch (kDelta).
 struct Recipe {
   enum class Kind : uint8_t {
     kNone = 0,   // not a regular file (dirs, links, devices, hardlinks)
@@ -36,6 +43,8 @@ struct Recipe {
   CodecId codec = CodecId::kZstd;  // kDelta only
   Digest base{};                   // kDelta only
   BlobRef blob;                    // kFull, kDelta
+  bool packed = false;             // kFull, kDelta: `blob` lies in pack `pack`
+  uint32_t pack = 0;
   bool operator==(const Recipe&) const = default;
 };
 const char* RecipeKindName(Recipe::Kind k);
@@ -46,10 +55,12 @@ struct ImageHeader {
   Digest image_id{};   // sha256 of the canonical metadata (the tree)
   Digest parent_id{};  // delta only: image id of the parent
   uint64_t file_size = 0;
-  uint64_t config_length = 0;
-  uint64_t index_length = 0;      // stored (compressed) index bytes
-  uint64_t index_raw_length = 0;  // decompressed index bytes
+  uint64_t header_length = 0;     // lead + tail: file bytes that are neither blobs nor meta
+  uint64_t blobs_offset = 0;      // file offset of the blob section
   uint64_t blobs_length = 0;
+  uint64_t meta_length = 0;       // stored config + index (one zstd frame)
+  uint64_t config_length = 0;     // decompressed OCI config bytes
+  uint64_t index_raw_length = 0;  // decompressed index bytes
 };
 
 // Limits the reader enforces before allocating anything sized from the file.
@@ -59,6 +70,8 @@ inline constexpr uint64_t kMaxEntries = 1ull << 24;
 inline constexpr size_t kMaxPathBytes = 4096;
 inline constexpr size_t kMaxXattrValueBytes = 64 * 1024;
 inline constexpr size_t kMaxXattrsPerEntry = 256;
+// Packs: the reader's bound on a decompressed pack; writers stay far below.
+inline constexpr uint64_t kMaxPackRawBytes = 1ull << 20;
 
 // Image id of a tree: sha256 of its canonical metadata encoding. Entries must be
 // sorted by ComparePaths and valid (see ValidateTree).
@@ -74,8 +87,8 @@ class CdimgImage;
 class CdimgWriter {
  public:
   struct Options {
-    // Set for a delta image: its id becomes parent_id and its metadata the
-    // dictionary the index is compressed against.
+    // Set for a delta image: its id becomes parent_id and its config and
+    // metadata the prefix the config and index are compressed against.
     const CdimgImage* parent = nullptr;
     int index_zstd_level = 19;
   };
@@ -83,6 +96,9 @@ class CdimgWriter {
   ~CdimgWriter();  // removes the temp file unless Finish succeeded
 
   absl::StatusOr<BlobRef> AppendBlob(std::string_view bytes);
+  // Compresses `raw` (the members of one pack, back to back) into a pack and
+  // appends it; returns its number. All AppendBlob calls come first.
+  absl::StatusOr<uint32_t> AppendPack(std::string_view raw, int zstd_level = 19);
   uint64_t blob_bytes() const;
   // `recipes[i]` belongs to `entries[i]`; entries sorted by ComparePaths.
   absl::Status Finish(std::string_view config_json, const std::vector<Entry>& entries,
@@ -98,7 +114,7 @@ class CdimgWriter {
 // and index (never the blobs). Entries are decoded on demand from the index.
 class CdimgImage {
  public:
-  // Reads only the fixed header.
+  // Reads only the header (lead and tail), checking its checksum.
   static absl::StatusOr<ImageHeader> ReadHeader(const std::string& path);
   // A delta image needs its parent (the index is compressed against it).
   static absl::StatusOr<std::unique_ptr<CdimgImage>> Open(const std::string& path,
@@ -124,6 +140,13 @@ class CdimgImage {
   std::string_view metadata() const;
   // Reads a blob with bounds checks against the blob section.
   absl::StatusOr<std::string> ReadBlob(const BlobRef& ref) const;
+  // The bytes a kFull/kDelta recipe stores (see Recipe): its blob, or its
+  // member of a pack (the pack is read and decompressed whole; the last one is
+  // cached). Thread-safe.
+  absl::StatusOr<std::string> ReadPayload(const Recipe& r) const;
+  size_t pack_count() const;
+  BlobRef PackBlob(uint32_t pack) const;       // stored pack in the blob section
+  uint64_t PackRawLength(uint32_t pack) const;  // decompressed
 
  private:
   CdimgImage() = default;

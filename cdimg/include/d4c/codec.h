@@ -27,6 +27,12 @@ class DeltaCodec {
   virtual ~DeltaCodec() = default;
   virtual CodecId id() const = 0;
   virtual absl::StatusOr<std::string> Encode(std::string_view base, std::string_view target) const = 0;
+  // A patch that will be compressed again together with others (a cdimg
+  // pack): codecs that can skip their own entropy coding and checksums do so.
+  // Decode reads both kinds.
+  virtual absl::StatusOr<std::string> EncodeForPack(std::string_view base, std::string_view target) const {
+    return Encode(base, target);
+  }
   // Must never return bytes of a size other than `target_size`, and must fail
   // cleanly (no crash, bounded memory) on corrupt or hostile patches.
   virtual absl::StatusOr<std::string> Decode(std::string_view base, std::string_view patch,

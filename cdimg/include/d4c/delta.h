@@ -42,6 +42,9 @@ struct DiffOptions {
   // Files smaller than this are stored whole: no delta is tried.
   uint64_t min_delta_size = 64;
   int zstd_level = 19;  // `full` blobs; must match convert's for patch to copy them
+  // Small patches and small new files of the delta share zstd frames (packs,
+  // docs/format.md) so that framing and similar edits compress together.
+  bool pack_small_blobs = true;
   // Estimated working memory of files in flight (contents + codec state).
   uint64_t memory_budget = 1ull << 30;
   DeltaProgress progress;
@@ -62,7 +65,10 @@ struct DeltaStats {
   size_t entries = 0;
   // Keys: "empty", "unchanged" (same path and content as the parent: kBase),
   // "dedup" (kBase: content the parent has under another path, or a second
-  // copy within the image), "full", "delta/<codec>".
+  // copy within the image), "full", "delta/<codec>"; packed entries under
+  // "packed full" / "packed delta/<codec>" (blob_bytes: member bytes before
+  // the pack's compression) and the packs themselves under "packs" (files:
+  // members, blob_bytes: stored).
   std::map<std::string, DeltaBucket> by_kind;
   uint64_t rename_bases = 0;  // deltas whose base came from another path
   uint64_t reencoded = 0;     // merge: files changed in both deltas, re-encoded against A

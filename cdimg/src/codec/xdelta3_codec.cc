@@ -25,6 +25,9 @@ constexpr uint64_t kMaxInputSize = uint64_t{1} << 30;
 constexpr usize_t kEncodeWindow = XD3_DEFAULT_WINSIZE;
 // -9 picks the slow (best) string matcher; ADLER32 lets a wrong base fail.
 constexpr int kEncodeFlags = XD3_SEC_DJW | XD3_COMPLEVEL_9 | XD3_ADLER32;
+// For packs: the pack's zstd frame does the entropy coding; the file digest
+// catches a wrong base.
+constexpr int kPackEncodeFlags = XD3_COMPLEVEL_9;
 
 // Owns an xd3_stream so every exit path frees it, and the source descriptor
 // the stream points to, so that it lives exactly as long.
@@ -74,10 +77,10 @@ const uint8_t* Bytes(std::string_view s) {
 
 // One encode attempt into `out` (its size is the output limit).
 int TryEncode(std::string_view base, std::string_view target, std::string* out, usize_t* out_len,
-              Stream* stream) {
+              Stream* stream, int flags) {
   xd3_config config;
   std::memset(&config, 0, sizeof(config));
-  config.flags = kEncodeFlags;
+  config.flags = flags;
   config.winsize = std::clamp<usize_t>(static_cast<usize_t>(target.size()), XD3_ALLOCSIZE,
                                        kEncodeWindow);
   config.sprevsz = std::bit_ceil(config.winsize);  // must be a power of two
@@ -153,6 +156,16 @@ int TryDecode(std::string_view base, std::string_view patch, std::string* out, u
 
 absl::StatusOr<std::string> Xdelta3Codec::Encode(std::string_view base,
                                                  std::string_view target) const {
+  return EncodeWith(base, target, kEncodeFlags);
+}
+
+absl::StatusOr<std::string> Xdelta3Codec::EncodeForPack(std::string_view base,
+                                                        std::string_view target) const {
+  return EncodeWith(base, target, kPackEncodeFlags);
+}
+
+absl::StatusOr<std::string> Xdelta3Codec::EncodeWith(std::string_view base, std::string_view target,
+                                                     int flags) const {
   if (base.size() > kMaxInputSize || target.size() > kMaxInputSize) {
     return absl::InvalidArgumentError("xdelta3: inputs over 1 GiB are not supported");
   }
@@ -163,7 +176,7 @@ absl::StatusOr<std::string> Xdelta3Codec::Encode(std::string_view base,
     if (!out.ok()) return out.status();
     Stream stream;
     usize_t len = 0;
-    int ret = TryEncode(base, target, &*out, &len, &stream);
+    int ret = TryEncode(base, target, &*out, &len, &stream, flags);
     if (ret == ENOSPC) continue;
     if (ret != 0) return XdError("xdelta3 encode", ret, stream.get());
     out->resize(len);

@@ -1,5 +1,6 @@
 #include "format/index_codec.h"
 
+#define ZSTD_STATIC_LINKING_ONLY  // ZSTD_c_format / ZSTD_d_format (magicless frames)
 #include <zstd.h>
 
 #include <algorithm>
@@ -11,7 +12,6 @@
 #include "model/metadata.h"
 
 namespace d4c::internal {
-namespace {
 
 void PutVarint(std::string* out, uint64_t v) {
   while (v >= 0x80) {
@@ -26,11 +26,16 @@ bool GetVarint(std::string_view buf, size_t* pos, uint64_t* v) {
   for (int shift = 0; shift < 64; shift += 7) {
     if (*pos >= buf.size()) return false;
     uint8_t b = static_cast<uint8_t>(buf[(*pos)++]);
+    if (shift == 63 && b > 1) return false;  // more than 64 bits
     *v |= static_cast<uint64_t>(b & 0x7f) << shift;
     if (!(b & 0x80)) return true;
   }
   return false;
 }
+
+namespace {
+
+constexpr uint8_t kPackedBit = 0x80;
 
 bool HasBlob(Recipe::Kind k) { return k == Recipe::Kind::kFull || k == Recipe::Kind::kDelta; }
 
@@ -44,6 +49,8 @@ absl::Status CheckRecipeKind(std::string_view path, EntryType type, uint64_t siz
   if (size == 0) return r.kind == Recipe::Kind::kEmpty ? absl::OkStatus() : bad("empty file needs the empty recipe");
   if (r.kind == Recipe::Kind::kNone || r.kind == Recipe::Kind::kEmpty) return bad("regular file without content recipe");
   if (HasBlob(r.kind) && r.blob.length == 0) return bad("blob recipe with zero length");
+  if (r.kind == Recipe::Kind::kFull && r.packed && r.blob.length != size)
+    return bad("packed full content of the wrong size");
   return absl::OkStatus();
 }
 
@@ -51,7 +58,8 @@ absl::Status CheckRecipeKind(std::string_view path, EntryType type, uint64_t siz
 
 absl::StatusOr<EncodedIndex> EncodeIndex(const std::vector<Entry>& entries,
                                          const std::vector<Recipe>& recipes,
-                                         uint64_t blob_section_length) {
+                                         uint64_t blob_section_length,
+                                         const std::vector<uint64_t>& pack_lengths) {
   if (auto s = ValidateTree(entries); !s.ok()) return s;
   if (recipes.size() != entries.size())
     return absl::InvalidArgumentError("recipe count differs from entry count");
@@ -62,46 +70,104 @@ absl::StatusOr<EncodedIndex> EncodeIndex(const std::vector<Entry>& entries,
   std::string kinds, lengths, base_refs, bases;
   std::map<Digest, uint32_t> base_ids;
   uint64_t next_offset = 0;
+  std::vector<uint64_t> members(pack_lengths.size(), 0), pack_raw(pack_lengths.size(), 0);
+  uint32_t cur_pack = 0;
   for (size_t i = 0; i < entries.size(); ++i) {
     const Recipe& r = recipes[i];
     if (auto s = CheckRecipeKind(entries[i].path, entries[i].type, entries[i].size, r); !s.ok()) return s;
     uint8_t codec = r.kind == Recipe::Kind::kDelta ? static_cast<uint8_t>(r.codec) : 0;
-    kinds.push_back(static_cast<char>(static_cast<uint8_t>(r.kind) | codec << 4));
+    bool packed = HasBlob(r.kind) && r.packed;
+    kinds.push_back(static_cast<char>(static_cast<uint8_t>(r.kind) | codec << 4 | (packed ? kPackedBit : 0)));
     if (!HasBlob(r.kind)) continue;
-    if (r.blob.offset != next_offset)
+    auto bad_order = [&] {
       return absl::InvalidArgumentError(StrCat("entry \"", entries[i].path,
-                                                     "\": blobs must be appended in entry order"));
-    next_offset += r.blob.length;
+                                               "\": blobs and pack members must be appended in entry order"));
+    };
+    if (packed) {
+      // members fill pack 0, then pack 1, ... in entry order, back to back
+      if (r.pack >= pack_lengths.size() || r.pack < cur_pack) return bad_order();
+      cur_pack = r.pack;
+      if (r.blob.offset != pack_raw[r.pack]) return bad_order();
+      pack_raw[r.pack] += r.blob.length;
+      members[r.pack]++;
+    } else {
+      if (r.blob.offset != next_offset) return bad_order();
+      next_offset += r.blob.length;
+    }
     PutVarint(&lengths, r.blob.length);
     if (r.kind != Recipe::Kind::kDelta) continue;
     auto [it, added] = base_ids.emplace(r.base, static_cast<uint32_t>(base_ids.size()));
     if (added) bases.append(reinterpret_cast<const char*>(r.base.data()), 32);
     PutVarint(&base_refs, it->second);
   }
+  std::string pack_table;
+  for (size_t p = 0; p < pack_lengths.size(); ++p) {
+    if (members[p] == 0 || pack_lengths[p] == 0 || pack_raw[p] > kMaxPackRawBytes)
+      return absl::InvalidArgumentError(StrCat("pack ", p, " is empty or too large"));
+    next_offset += pack_lengths[p];
+    PutVarint(&pack_table, pack_lengths[p]);
+    PutVarint(&pack_table, members[p]);
+  }
   if (next_offset != blob_section_length)
-    return absl::InvalidArgumentError(StrCat("recipes cover ", next_offset,
+    return absl::InvalidArgumentError(StrCat("recipes and packs cover ", next_offset,
                                                    " blob bytes but the blob section has ",
                                                    blob_section_length));
   EncodedIndex out;
   out.image_id = Sha256(meta);
-  PutU64(&out.bytes, meta.size());
-  PutU32(&out.bytes, static_cast<uint32_t>(entries.size()));
-  PutU32(&out.bytes, static_cast<uint32_t>(base_ids.size()));
+  PutVarint(&out.bytes, meta.size());
+  PutVarint(&out.bytes, entries.size());
+  PutVarint(&out.bytes, base_ids.size());
+  PutVarint(&out.bytes, pack_lengths.size());
   out.bytes += meta;
   out.bytes += kinds;
   out.bytes += lengths;
   out.bytes += base_refs;
   out.bytes += bases;
+  out.bytes += pack_table;
   return out;
 }
 
-absl::StatusOr<std::string> CompressIndex(std::string_view raw, std::string_view dict, int level) {
+absl::StatusOr<std::string> CompressPack(std::string_view raw, int level) {
   ZSTD_CCtx* cctx = ZSTD_createCCtx();
   if (!cctx) return absl::ResourceExhaustedError("zstd: out of memory");
   std::string out(ZSTD_compressBound(raw.size()), '\0');
   ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_format, ZSTD_f_zstd1_magicless);
+  size_t n = ZSTD_compress2(cctx, out.data(), out.size(), raw.data(), raw.size());
+  ZSTD_freeCCtx(cctx);
+  if (ZSTD_isError(n)) return absl::InternalError(StrCat("zstd: ", ZSTD_getErrorName(n)));
+  out.resize(n);
+  return out;
+}
+
+absl::StatusOr<std::string> DecompressPack(std::string_view stored, uint64_t raw_length) {
+  // Exactly one frame recording exactly raw_length bytes (bounded by the index).
+  ZSTD_frameHeader fh;
+  if (ZSTD_getFrameHeader_advanced(&fh, stored.data(), stored.size(), ZSTD_f_zstd1_magicless) != 0 ||
+      fh.frameContentSize != raw_length)
+    return absl::DataLossError("pack: bad frame header");
+  ZSTD_DCtx* dctx = ZSTD_createDCtx();
+  if (!dctx) return absl::ResourceExhaustedError("zstd: out of memory");
+  ZSTD_DCtx_setParameter(dctx, ZSTD_d_format, ZSTD_f_zstd1_magicless);
+  std::string out(raw_length, '\0');
+  size_t n = ZSTD_decompressDCtx(dctx, out.data(), out.size(), stored.data(), stored.size());
+  ZSTD_freeDCtx(dctx);
+  if (ZSTD_isError(n)) return absl::DataLossError(StrCat("pack: zstd: ", ZSTD_getErrorName(n)));
+  if (n != raw_length) return absl::DataLossError("pack decompresses to the wrong size");
+  return out;
+}
+
+absl::StatusOr<std::string> CompressMeta(std::string_view raw, std::string_view dict, int level) {
+  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  if (!cctx) return absl::ResourceExhaustedError("zstd: out of memory");
+  std::string out(ZSTD_compressBound(raw.size()), '\0');
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+  // No magic (the cdimg lead identifies the file), a content checksum (it
+  // covers the config and the recipe columns, which the image id does not).
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_format, ZSTD_f_zstd1_magicless);
+  ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
   if (!dict.empty()) {
-    // The parent's metadata as prefix: unchanged records become long matches.
+    // The parent's config and metadata as prefix: unchanged parts become long matches.
     int wlog = 10;
     while (wlog < 30 && (1ull << wlog) < dict.size() + raw.size()) ++wlog;
     ZSTD_CCtx_setParameter(cctx, ZSTD_c_windowLog, wlog);
@@ -115,19 +181,20 @@ absl::StatusOr<std::string> CompressIndex(std::string_view raw, std::string_view
   return out;
 }
 
-absl::StatusOr<std::string> DecompressIndex(std::string_view stored, std::string_view dict,
-                                            uint64_t raw_length) {
+absl::StatusOr<std::string> DecompressMeta(std::string_view stored, std::string_view dict,
+                                           uint64_t raw_length) {
   ZSTD_DCtx* dctx = ZSTD_createDCtx();
   if (!dctx) return absl::ResourceExhaustedError("zstd: out of memory");
   ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, 31);
+  ZSTD_DCtx_setParameter(dctx, ZSTD_d_format, ZSTD_f_zstd1_magicless);
   if (!dict.empty()) ZSTD_DCtx_refPrefix(dctx, dict.data(), dict.size());
   std::string out(raw_length, '\0');
   size_t n = ZSTD_decompressDCtx(dctx, out.data(), out.size(), stored.data(), stored.size());
   ZSTD_freeDCtx(dctx);
   if (ZSTD_isError(n))
-    return absl::DataLossError(StrCat("index does not decompress: ", ZSTD_getErrorName(n),
-                                            dict.empty() ? "" : " (wrong parent image?)"));
-  if (n != raw_length) return absl::DataLossError("index decompresses to the wrong size");
+    return absl::DataLossError(StrCat("config/index do not decompress: ", ZSTD_getErrorName(n),
+                                      dict.empty() ? "" : " (wrong parent image?)"));
+  if (n != raw_length) return absl::DataLossError("config/index decompress to the wrong size");
   return out;
 }
 
@@ -165,7 +232,7 @@ absl::Status DecodeRecords(DecodedIndex* idx, uint32_t count) {
   return absl::OkStatus();
 }
 
-absl::Status DecodeRecipes(DecodedIndex* idx, std::string_view rest, uint32_t base_count,
+absl::Status DecodeRecipes(DecodedIndex* idx, std::string_view rest, uint32_t base_count, uint64_t pack_count,
                            uint64_t blob_section_length) {
   size_t n = idx->record_offsets.size();
   if (rest.size() < n) return Corrupt("recipe kinds truncated");
@@ -177,27 +244,60 @@ absl::Status DecodeRecipes(DecodedIndex* idx, std::string_view rest, uint32_t ba
     RecipeSlot& slot = idx->recipes[i];
     if ((b & 15) > 4) return Corrupt("unknown recipe kind");
     slot.kind = static_cast<Recipe::Kind>(b & 15);
-    if (!HasBlob(slot.kind)) continue;
+    slot.packed = b & kPackedBit;
+    if (!HasBlob(slot.kind)) {
+      if (b & 0xf0) return Corrupt("flags on a recipe without a blob");
+      continue;
+    }
     uint64_t len;
-    if (!GetVarint(rest, &pos, &len) || len == 0 || len > blob_section_length - offset)
+    if (!GetVarint(rest, &pos, &len) || len == 0 || len > (slot.packed ? kMaxPackRawBytes : blob_section_length))
       return Corrupt("blob length out of bounds");
-    slot.offset = offset;
     slot.length = len;
+    if (slot.packed) continue;
+    if (len > blob_section_length - offset) return Corrupt("blob length out of bounds");
+    slot.offset = offset;
     offset += len;
   }
-  if (offset != blob_section_length) return Corrupt("blob lengths do not add up to the blob section");
   for (size_t i = 0; i < n; ++i) {
     RecipeSlot& slot = idx->recipes[i];
     if (slot.kind != Recipe::Kind::kDelta) continue;
-    uint8_t codec = static_cast<uint8_t>(rest[i]) >> 4;
+    uint8_t codec = (static_cast<uint8_t>(rest[i]) >> 4) & 7;
     if (codec < 1 || codec > 3) return Corrupt("unknown codec id");
     slot.codec = static_cast<CodecId>(codec);
     uint64_t ref;
     if (!GetVarint(rest, &pos, &ref) || ref >= base_count) return Corrupt("base reference out of bounds");
     slot.base_ref = static_cast<uint32_t>(ref);
   }
-  if (rest.size() - pos != static_cast<uint64_t>(base_count) * 32) return Corrupt("base table size mismatch");
-  idx->bases = rest.substr(pos);
+  if (rest.size() - pos < static_cast<uint64_t>(base_count) * 32) return Corrupt("base table truncated");
+  idx->bases = rest.substr(pos, static_cast<size_t>(base_count) * 32);
+  pos += idx->bases.size();
+  // Pack table; packed members fill the packs in entry order.
+  if (pack_count > n) return Corrupt("pack count out of range");
+  idx->packs.resize(pack_count);
+  size_t member = 0;  // next entry to look at for pack members
+  for (uint64_t p = 0; p < pack_count; ++p) {
+    PackSlot& pk = idx->packs[p];
+    uint64_t count;
+    if (!GetVarint(rest, &pos, &pk.length) || !GetVarint(rest, &pos, &count) || pk.length == 0 || count == 0 ||
+        pk.length > blob_section_length - offset)
+      return Corrupt("pack table out of bounds");
+    pk.offset = offset;
+    offset += pk.length;
+    for (; count > 0; ++member) {
+      if (member >= n) return Corrupt("pack member count out of range");
+      RecipeSlot& slot = idx->recipes[member];
+      if (!HasBlob(slot.kind) || !slot.packed) continue;
+      slot.pack = static_cast<uint32_t>(p);
+      slot.offset = pk.raw_length;
+      if (slot.length > kMaxPackRawBytes - pk.raw_length) return Corrupt("pack too large");
+      pk.raw_length += slot.length;
+      --count;
+    }
+  }
+  for (; member < n; ++member)
+    if (HasBlob(idx->recipes[member].kind) && idx->recipes[member].packed) return Corrupt("pack member without a pack");
+  if (pos != rest.size()) return Corrupt("trailing bytes after the pack table");
+  if (offset != blob_section_length) return Corrupt("blob lengths do not add up to the blob section");
   return absl::OkStatus();
 }
 
@@ -208,6 +308,7 @@ absl::Status CheckConsistency(const DecodedIndex& idx) {
     Recipe rec;
     rec.kind = idx.recipes[i].kind;
     rec.blob.length = idx.recipes[i].length;
+    rec.packed = idx.recipes[i].packed;
     if (auto s = CheckRecipeKind(r->path, r->type, r->size, rec); !s.ok()) return Corrupt(Msg(s.message()));
     if (r->type != EntryType::kHardlink) continue;
     auto it = std::lower_bound(idx.record_offsets.begin(), idx.record_offsets.end(), r->link_target,
@@ -230,18 +331,19 @@ absl::StatusOr<DecodedIndex> DecodeIndex(std::string raw, uint64_t blob_section_
   DecodedIndex idx;
   idx.raw = std::move(raw);
   std::string_view v = idx.raw;
-  if (v.size() < kIndexPrefixSize) return Corrupt("too short");
-  uint64_t meta_len = GetU64(v.data());
-  uint32_t count = GetU32(v.data() + 8);
-  uint32_t base_count = GetU32(v.data() + 12);
-  if (meta_len > v.size() - kIndexPrefixSize) return Corrupt("metadata length out of bounds");
+  size_t pos = 0;
+  uint64_t meta_len, count, base_count, pack_count;
+  if (!GetVarint(v, &pos, &meta_len) || !GetVarint(v, &pos, &count) || !GetVarint(v, &pos, &base_count) ||
+      !GetVarint(v, &pos, &pack_count))
+    return Corrupt("too short");
+  if (meta_len > v.size() - pos) return Corrupt("metadata length out of bounds");
   if (count == 0 || count > kMaxEntries) return Corrupt("entry count out of range");
-  idx.metadata = v.substr(kIndexPrefixSize, meta_len);
+  idx.metadata = v.substr(pos, meta_len);
   if (Sha256(idx.metadata) != image_id) return Corrupt("metadata does not match the image id");
-  if (auto s = DecodeRecords(&idx, count); !s.ok()) return s;
-  std::string_view rest = v.substr(kIndexPrefixSize + meta_len);
+  if (auto s = DecodeRecords(&idx, static_cast<uint32_t>(count)); !s.ok()) return s;
+  std::string_view rest = v.substr(pos + meta_len);
   if (base_count > rest.size() / 32) return Corrupt("base count out of range");
-  if (auto s = DecodeRecipes(&idx, rest, base_count, blob_section_length); !s.ok()) return s;
+  if (auto s = DecodeRecipes(&idx, rest, static_cast<uint32_t>(base_count), pack_count, blob_section_length); !s.ok()) return s;
   if (auto s = CheckConsistency(idx); !s.ok()) return s;
   return idx;
 }

@@ -19,20 +19,43 @@ struct EncodedIndex {
 };
 // Validates the tree and the recipes (blobs must be laid out in entry order,
 // back to back, covering exactly `blob_section_length` bytes).
+// Unpacked blobs come first in the blob section, then the packs (stored
+// lengths `pack_lengths`) in order.
 absl::StatusOr<EncodedIndex> EncodeIndex(const std::vector<Entry>& entries,
                                          const std::vector<Recipe>& recipes,
-                                         uint64_t blob_section_length);
+                                         uint64_t blob_section_length,
+                                         const std::vector<uint64_t>& pack_lengths = {});
 
-absl::StatusOr<std::string> CompressIndex(std::string_view raw, std::string_view dict, int level);
-absl::StatusOr<std::string> DecompressIndex(std::string_view stored, std::string_view dict,
-                                            uint64_t raw_length);
+// Packs: one magicless zstd frame (content size recorded, no checksum: every
+// member's file is checked against its digest).
+absl::StatusOr<std::string> CompressPack(std::string_view raw, int level);
+absl::StatusOr<std::string> DecompressPack(std::string_view stored, uint64_t raw_length);
+
+// The stored meta section: one magicless zstd frame with a content checksum of
+// config || raw index; for a delta compressed against `dict` (the parent's
+// config || the parent's metadata) as a prefix.
+absl::StatusOr<std::string> CompressMeta(std::string_view raw, std::string_view dict, int level);
+absl::StatusOr<std::string> DecompressMeta(std::string_view stored, std::string_view dict,
+                                           uint64_t raw_length);
+
+// LEB128 unsigned varints.
+void PutVarint(std::string* out, uint64_t v);
+bool GetVarint(std::string_view buf, size_t* pos, uint64_t* v);
 
 struct RecipeSlot {
   Recipe::Kind kind = Recipe::Kind::kNone;
   CodecId codec = CodecId::kZstd;
+  bool packed = false;
   uint32_t base_ref = 0;
-  uint64_t offset = 0;
+  uint32_t pack = 0;
+  uint64_t offset = 0;  // in the blob section, or in the decompressed pack
   uint64_t length = 0;
+};
+
+struct PackSlot {
+  uint64_t offset = 0;  // in the blob section
+  uint64_t length = 0;  // stored
+  uint64_t raw_length = 0;
 };
 
 struct DecodedIndex {
@@ -41,6 +64,7 @@ struct DecodedIndex {
   std::vector<uint32_t> record_offsets;  // into metadata, one per entry
   std::vector<RecipeSlot> recipes;
   std::string_view bases;  // base_count * 32 bytes, view into raw
+  std::vector<PackSlot> packs;
 };
 // Parses and fully validates a raw index: every record, order, parents,
 // hardlinks, recipe consistency, blob bounds, and that sha256(metadata) ==

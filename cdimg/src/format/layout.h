@@ -7,26 +7,19 @@
 namespace d4c::internal {
 
 inline constexpr char kMagic[8] = {'D', '4', 'C', 'C', 'D', 'I', 'M', 'G'};
-inline constexpr uint32_t kFormatVersion = 1;
-inline constexpr uint32_t kFlagDelta = 1;
-inline constexpr size_t kHeaderSize = 256;
+inline constexpr uint8_t kFormatVersion = 2;
+inline constexpr uint8_t kFlagDelta = 1;
 
-// Byte offsets of header fields.
+// Lead: magic, u8 version, u8 flags. The blob section follows at once.
 inline constexpr size_t kOffVersion = 8;
-inline constexpr size_t kOffFlags = 12;
-inline constexpr size_t kOffImageId = 16;
-inline constexpr size_t kOffParentId = 48;
-inline constexpr size_t kOffConfigOffset = 80;
-inline constexpr size_t kOffConfigLength = 88;
-inline constexpr size_t kOffIndexOffset = 96;
-inline constexpr size_t kOffIndexLength = 104;
-inline constexpr size_t kOffIndexRawLength = 112;
-inline constexpr size_t kOffBlobsOffset = 120;
-inline constexpr size_t kOffBlobsLength = 128;
-inline constexpr size_t kOffMetaDigest = 136;    // sha256(config || stored index)
-inline constexpr size_t kOffHeaderDigest = 224;  // sha256(header[0, 224))
+inline constexpr size_t kOffFlags = 9;
+inline constexpr size_t kLeadSize = 10;
 
-// Raw (decompressed) index: fixed prefix then metadata, recipe columns, bases.
-inline constexpr size_t kIndexPrefixSize = 16;  // u64 metadata_len, u32 entries, u32 bases
+// Tail (before its own length byte, the last byte of the file): image id,
+// parent id (delta only), varint meta_length, config_length, index_length,
+// then the header checksum: the first 4 bytes of sha256(lead || tail before it).
+inline constexpr size_t kChecksumSize = 4;
+inline constexpr size_t kMinTailSize = 32 + 3 + kChecksumSize;
+inline constexpr size_t kMaxTailSize = 64 + 3 * 10 + kChecksumSize;
 
 }  // namespace d4c::internal

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 
 #include "d4c/strcat.h"
 #include "d4c/cdimg.h"
@@ -15,8 +16,6 @@
 
 namespace d4c {
 
-using internal::GetU32;
-using internal::GetU64;
 
 const char* RecipeKindName(Recipe::Kind k) {
   switch (k) {
@@ -36,6 +35,10 @@ struct CdimgImage::State {
   uint64_t blobs_offset = 0;
   std::string config;
   internal::DecodedIndex index;
+  // The last pack read, decompressed (packs are small; neighbours are read together).
+  std::mutex pack_mu;
+  uint32_t cached_pack = UINT32_MAX;
+  std::shared_ptr<const std::string> cached_raw;
   ~State() {
     if (fd >= 0) close(fd);
   }
@@ -43,65 +46,68 @@ struct CdimgImage::State {
 
 namespace {
 
-struct RawHeader {
-  ImageHeader h;
-  uint64_t config_offset = 0, index_offset = 0, blobs_offset = 0;
-  Digest meta_digest{};
-};
-
 absl::Status Bad(std::string_view path, std::string_view what) {
   return absl::DataLossError(StrCat(path, ": not a valid cdimg: ", what));
 }
 
-bool RangeOk(uint64_t off, uint64_t len, uint64_t file_size) {
-  return off <= file_size && len <= file_size - off;
-}
-
-absl::StatusOr<RawHeader> ParseHeader(std::string_view path, std::string_view b, uint64_t file_size) {
-  if (b.size() < internal::kHeaderSize || std::memcmp(b.data(), internal::kMagic, 8) != 0)
+// Checks the lead (magic, version, flags) and parses and checks the tail; the
+// sections must tile the file exactly.
+absl::StatusOr<ImageHeader> ParseHeader(std::string_view path, std::string_view lead, std::string_view end,
+                                        uint64_t file_size) {
+  if (lead.size() < internal::kLeadSize || std::memcmp(lead.data(), internal::kMagic, 8) != 0)
     return Bad(path, "bad magic (not a cdimg file)");
-  Digest want;
-  std::memcpy(want.data(), b.data() + internal::kOffHeaderDigest, 32);
-  if (Sha256(b.substr(0, internal::kOffHeaderDigest)) != want) return Bad(path, "header checksum mismatch");
-  RawHeader r;
-  r.h.version = GetU32(b.data() + internal::kOffVersion);
-  if (r.h.version != internal::kFormatVersion)
-    return absl::UnimplementedError(StrCat(path, ": cdimg format version ", r.h.version,
-                                                 " is not supported (this build reads version ",
-                                                 internal::kFormatVersion, ")"));
-  uint32_t flags = GetU32(b.data() + internal::kOffFlags);
+  ImageHeader h;
+  h.version = static_cast<uint8_t>(lead[internal::kOffVersion]);
+  if (h.version != internal::kFormatVersion)
+    return absl::UnimplementedError(StrCat(path, ": cdimg format version ", h.version,
+                                           " is not supported (this build reads version ",
+                                           static_cast<unsigned>(internal::kFormatVersion),
+                                           "; convert the image again)"));
+  uint8_t flags = static_cast<uint8_t>(lead[internal::kOffFlags]);
   if (flags & ~internal::kFlagDelta) return Bad(path, "unknown header flags");
-  r.h.is_delta = flags & internal::kFlagDelta;
-  std::memcpy(r.h.image_id.data(), b.data() + internal::kOffImageId, 32);
-  std::memcpy(r.h.parent_id.data(), b.data() + internal::kOffParentId, 32);
-  std::memcpy(r.meta_digest.data(), b.data() + internal::kOffMetaDigest, 32);
-  r.config_offset = GetU64(b.data() + internal::kOffConfigOffset);
-  r.h.config_length = GetU64(b.data() + internal::kOffConfigLength);
-  r.index_offset = GetU64(b.data() + internal::kOffIndexOffset);
-  r.h.index_length = GetU64(b.data() + internal::kOffIndexLength);
-  r.h.index_raw_length = GetU64(b.data() + internal::kOffIndexRawLength);
-  r.blobs_offset = GetU64(b.data() + internal::kOffBlobsOffset);
-  r.h.blobs_length = GetU64(b.data() + internal::kOffBlobsLength);
-  r.h.file_size = file_size;
-  if (!RangeOk(r.config_offset, r.h.config_length, file_size) ||
-      !RangeOk(r.index_offset, r.h.index_length, file_size) ||
-      !RangeOk(r.blobs_offset, r.h.blobs_length, file_size) || r.blobs_offset < internal::kHeaderSize ||
-      r.config_offset + r.h.config_length != r.index_offset)
-    return Bad(path, "section out of bounds (truncated file?)");
-  if (r.h.config_length > kMaxConfigBytes) return Bad(path, "config section too large");
-  if (r.h.index_raw_length > kMaxIndexRawBytes || r.h.index_length > kMaxIndexRawBytes)
+  h.is_delta = flags & internal::kFlagDelta;
+  // `end` holds the last bytes of the file; its last byte is the tail length.
+  size_t tail_len = end.empty() ? 0 : static_cast<uint8_t>(end.back());
+  if (tail_len < internal::kMinTailSize + (h.is_delta ? 32 : 0) || tail_len + 1 > end.size() ||
+      internal::kLeadSize + tail_len + 1 > file_size)
+    return Bad(path, "bad header tail (truncated file?)");
+  std::string_view tail = end.substr(end.size() - 1 - tail_len, tail_len);
+  std::string_view body = tail.substr(0, tail_len - internal::kChecksumSize);
+  Digest sum = Sha256(std::string(lead.substr(0, internal::kLeadSize)) + std::string(body));
+  if (std::memcmp(sum.data(), tail.data() + body.size(), internal::kChecksumSize) != 0)
+    return Bad(path, "header checksum mismatch (truncated or corrupt file?)");
+  std::memcpy(h.image_id.data(), body.data(), 32);
+  size_t pos = 32;
+  if (h.is_delta) {
+    std::memcpy(h.parent_id.data(), body.data() + 32, 32);
+    pos = 64;
+  }
+  if (!internal::GetVarint(body, &pos, &h.meta_length) || !internal::GetVarint(body, &pos, &h.config_length) ||
+      !internal::GetVarint(body, &pos, &h.index_raw_length) || pos != body.size())
+    return Bad(path, "malformed header tail");
+  h.file_size = file_size;
+  h.header_length = internal::kLeadSize + tail_len + 1;
+  h.blobs_offset = internal::kLeadSize;
+  if (h.meta_length > file_size - h.header_length) return Bad(path, "section out of bounds (truncated file?)");
+  h.blobs_length = file_size - h.header_length - h.meta_length;
+  if (h.config_length > kMaxConfigBytes) return Bad(path, "config section too large");
+  if (h.index_raw_length > kMaxIndexRawBytes || h.meta_length > kMaxIndexRawBytes + kMaxConfigBytes)
     return Bad(path, "index too large");
-  return r;
+  return h;
 }
 
-absl::StatusOr<RawHeader> ReadRawHeader(const std::string& path, int fd) {
+absl::StatusOr<ImageHeader> ReadRawHeader(const std::string& path, int fd) {
   struct stat st;
   if (fstat(fd, &st) != 0) return internal::ErrnoStatus(errno, "stat", path);
   uint64_t size = static_cast<uint64_t>(st.st_size);
-  if (size < internal::kHeaderSize) return Bad(path, "file shorter than the header (truncated?)");
-  std::string buf(internal::kHeaderSize, '\0');
-  if (auto s = internal::PReadAll(fd, buf.data(), buf.size(), 0, path); !s.ok()) return s;
-  return ParseHeader(path, buf, size);
+  if (size < internal::kLeadSize) return Bad(path, "file shorter than the header (truncated?)");
+  std::string lead(internal::kLeadSize, '\0');
+  if (auto s = internal::PReadAll(fd, lead.data(), lead.size(), 0, path); !s.ok()) return s;
+  if (std::memcmp(lead.data(), internal::kMagic, 8) != 0) return Bad(path, "bad magic (not a cdimg file)");
+  uint64_t n = std::min<uint64_t>(size - internal::kLeadSize, internal::kMaxTailSize + 1);
+  std::string end(n, '\0');
+  if (auto s = internal::PReadAll(fd, end.data(), end.size(), size - n, path); !s.ok()) return s;
+  return ParseHeader(path, lead, end, size);
 }
 
 int OpenReadOnly(const std::string& path) { return open(path.c_str(), O_RDONLY | O_CLOEXEC); }
@@ -114,7 +120,7 @@ absl::StatusOr<ImageHeader> CdimgImage::ReadHeader(const std::string& path) {
   auto r = ReadRawHeader(path, fd);
   close(fd);
   if (!r.ok()) return r.status();
-  return r->h;
+  return *r;
 }
 
 absl::StatusOr<std::unique_ptr<CdimgImage>> CdimgImage::Open(const std::string& path,
@@ -127,9 +133,9 @@ absl::StatusOr<std::unique_ptr<CdimgImage>> CdimgImage::Open(const std::string& 
   if (s.fd < 0) return internal::ErrnoStatus(errno, "open", path);
   auto raw = ReadRawHeader(path, s.fd);
   if (!raw.ok()) return raw.status();
-  s.header = raw->h;
+  s.header = *raw;
   s.blobs_offset = raw->blobs_offset;
-  std::string_view dict;
+  std::string dict;
   if (s.header.is_delta) {
     if (!parent)
       return absl::FailedPreconditionError(StrCat(
@@ -138,16 +144,17 @@ absl::StatusOr<std::unique_ptr<CdimgImage>> CdimgImage::Open(const std::string& 
       return absl::FailedPreconditionError(StrCat(
           path, ": delta image's parent is ", DigestString(s.header.parent_id), " but the base given is ",
           DigestString(parent->header().image_id), " (", parent->path(), ")"));
-    dict = parent->metadata();
+    dict = parent->config();
+    dict += parent->metadata();
   }
-  std::string meta(s.header.config_length + s.header.index_length, '\0');
-  if (auto st = internal::PReadAll(s.fd, meta.data(), meta.size(), raw->config_offset, path); !st.ok()) return st;
-  if (Sha256(meta) != raw->meta_digest) return Bad(path, "config/index checksum mismatch");
-  s.config = meta.substr(0, s.header.config_length);
-  auto idx_raw = internal::DecompressIndex(std::string_view(meta).substr(s.header.config_length), dict,
-                                           s.header.index_raw_length);
-  if (!idx_raw.ok()) return Bad(path, Msg(idx_raw.status().message()));
-  auto idx = internal::DecodeIndex(std::move(*idx_raw), s.header.blobs_length, s.header.image_id);
+  std::string stored(s.header.meta_length, '\0');
+  uint64_t meta_at = s.header.blobs_offset + s.header.blobs_length;
+  if (auto st = internal::PReadAll(s.fd, stored.data(), stored.size(), meta_at, path); !st.ok()) return st;
+  auto meta = internal::DecompressMeta(stored, dict, s.header.config_length + s.header.index_raw_length);
+  if (!meta.ok()) return Bad(path, Msg(meta.status().message()));
+  s.config = meta->substr(0, s.header.config_length);
+  auto idx = internal::DecodeIndex(meta->substr(s.header.config_length), s.header.blobs_length,
+                                   s.header.image_id);
   if (!idx.ok()) return Bad(path, Msg(idx.status().message()));
   s.index = std::move(*idx);
   return img;
@@ -190,7 +197,11 @@ Recipe CdimgImage::RecipeAt(size_t i) const {
   const internal::RecipeSlot& slot = s_->index.recipes[i];
   Recipe r;
   r.kind = slot.kind;
-  if (slot.kind == Recipe::Kind::kFull || slot.kind == Recipe::Kind::kDelta) r.blob = {slot.offset, slot.length};
+  if (slot.kind == Recipe::Kind::kFull || slot.kind == Recipe::Kind::kDelta) {
+    r.blob = {slot.offset, slot.length};
+    r.packed = slot.packed;
+    r.pack = slot.pack;
+  }
   if (slot.kind == Recipe::Kind::kDelta) {
     r.codec = slot.codec;
     std::memcpy(r.base.data(), s_->index.bases.data() + 32 * static_cast<size_t>(slot.base_ref), 32);
@@ -231,6 +242,42 @@ absl::StatusOr<std::string> CdimgImage::ReadBlob(const BlobRef& ref) const {
       !st.ok())
     return st;
   return out;
+}
+
+size_t CdimgImage::pack_count() const { return s_->index.packs.size(); }
+
+BlobRef CdimgImage::PackBlob(uint32_t pack) const {
+  const internal::PackSlot& p = s_->index.packs.at(pack);
+  return {p.offset, p.length};
+}
+
+uint64_t CdimgImage::PackRawLength(uint32_t pack) const { return s_->index.packs.at(pack).raw_length; }
+
+absl::StatusOr<std::string> CdimgImage::ReadPayload(const Recipe& r) const {
+  if (!r.packed) return ReadBlob(r.blob);
+  if (r.pack >= s_->index.packs.size())
+    return absl::OutOfRangeError(StrCat(s_->path, ": pack ", r.pack, " does not exist"));
+  std::shared_ptr<const std::string> raw;
+  {
+    std::lock_guard<std::mutex> l(s_->pack_mu);
+    if (s_->cached_pack == r.pack) raw = s_->cached_raw;
+  }
+  if (!raw) {
+    const internal::PackSlot& p = s_->index.packs[r.pack];
+    auto stored = ReadBlob({p.offset, p.length});
+    if (!stored.ok()) return stored.status();
+    auto dec = internal::DecompressPack(*stored, p.raw_length);
+    if (!dec.ok())
+      return absl::DataLossError(StrCat(s_->path, ": pack ", r.pack, ": ", dec.status().message()));
+    raw = std::make_shared<const std::string>(std::move(*dec));
+    std::lock_guard<std::mutex> l(s_->pack_mu);
+    s_->cached_pack = r.pack;
+    s_->cached_raw = raw;
+  }
+  if (r.blob.offset > raw->size() || r.blob.length > raw->size() - r.blob.offset)
+    return absl::OutOfRangeError(StrCat(s_->path, ": member [", r.blob.offset, ", +", r.blob.length,
+                                        ") outside pack ", r.pack));
+  return raw->substr(r.blob.offset, r.blob.length);
 }
 
 }  // namespace d4c

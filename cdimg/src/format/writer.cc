@@ -14,17 +14,26 @@
 
 namespace d4c {
 
-using internal::PutU32;
-using internal::PutU64;
-
 struct CdimgWriter::State {
   std::string path;
   std::string tmp_path;
   Options options;
   int fd = -1;
   uint64_t blob_bytes = 0;
+  std::vector<uint64_t> packs;  // stored lengths
   bool finished = false;
 };
+
+namespace {
+
+std::string Lead(bool is_delta) {
+  std::string out(internal::kMagic, 8);
+  out.push_back(static_cast<char>(internal::kFormatVersion));
+  out.push_back(static_cast<char>(is_delta ? internal::kFlagDelta : 0));
+  return out;
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<CdimgWriter>> CdimgWriter::Create(const std::string& path,
                                                                  Options options) {
@@ -36,8 +45,7 @@ absl::StatusOr<std::unique_ptr<CdimgWriter>> CdimgWriter::Create(const std::stri
   s.tmp_path = StrCat(path, ".tmp.", getpid(), ".", std::random_device{}());
   s.fd = open(s.tmp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (s.fd < 0) return internal::ErrnoStatus(errno, "create", s.tmp_path);
-  std::string zero(internal::kHeaderSize, '\0');
-  if (auto st = internal::WriteAll(s.fd, zero, s.tmp_path); !st.ok()) return st;
+  if (auto st = internal::WriteAll(s.fd, Lead(options.parent != nullptr), s.tmp_path); !st.ok()) return st;
   return w;
 }
 
@@ -50,64 +58,57 @@ CdimgWriter::~CdimgWriter() {
 uint64_t CdimgWriter::blob_bytes() const { return s_->blob_bytes; }
 
 absl::StatusOr<BlobRef> CdimgWriter::AppendBlob(std::string_view bytes) {
+  if (!s_->packs.empty())
+    return absl::FailedPreconditionError(StrCat(s_->path, ": blobs must be appended before the packs"));
   if (auto st = internal::WriteAll(s_->fd, bytes, s_->tmp_path); !st.ok()) return st;
   BlobRef ref{s_->blob_bytes, bytes.size()};
   s_->blob_bytes += bytes.size();
   return ref;
 }
 
-namespace {
-
-std::string BuildHeader(const ImageHeader& h, const Digest& meta_digest) {
-  std::string out(internal::kHeaderSize, '\0');
-  auto put32 = [&](size_t off, uint32_t v) { std::string b; PutU32(&b, v); out.replace(off, 4, b); };
-  auto put64 = [&](size_t off, uint64_t v) { std::string b; PutU64(&b, v); out.replace(off, 8, b); };
-  auto putd = [&](size_t off, const Digest& d) { std::memcpy(out.data() + off, d.data(), 32); };
-  std::memcpy(out.data(), internal::kMagic, 8);
-  put32(internal::kOffVersion, internal::kFormatVersion);
-  put32(internal::kOffFlags, h.is_delta ? internal::kFlagDelta : 0);
-  putd(internal::kOffImageId, h.image_id);
-  putd(internal::kOffParentId, h.parent_id);
-  uint64_t blobs_off = internal::kHeaderSize;
-  uint64_t config_off = blobs_off + h.blobs_length;
-  uint64_t index_off = config_off + h.config_length;
-  put64(internal::kOffConfigOffset, config_off);
-  put64(internal::kOffConfigLength, h.config_length);
-  put64(internal::kOffIndexOffset, index_off);
-  put64(internal::kOffIndexLength, h.index_length);
-  put64(internal::kOffIndexRawLength, h.index_raw_length);
-  put64(internal::kOffBlobsOffset, blobs_off);
-  put64(internal::kOffBlobsLength, h.blobs_length);
-  putd(internal::kOffMetaDigest, meta_digest);
-  putd(internal::kOffHeaderDigest, Sha256(std::string_view(out.data(), internal::kOffHeaderDigest)));
-  return out;
+absl::StatusOr<uint32_t> CdimgWriter::AppendPack(std::string_view raw, int zstd_level) {
+  if (raw.empty() || raw.size() > kMaxPackRawBytes)
+    return absl::InvalidArgumentError(StrCat(s_->path, ": pack of ", raw.size(), " bytes"));
+  auto stored = internal::CompressPack(raw, zstd_level);
+  if (!stored.ok()) return stored.status();
+  if (auto st = internal::WriteAll(s_->fd, *stored, s_->tmp_path); !st.ok()) return st;
+  s_->blob_bytes += stored->size();
+  s_->packs.push_back(stored->size());
+  return static_cast<uint32_t>(s_->packs.size() - 1);
 }
-
-}  // namespace
 
 absl::Status CdimgWriter::Finish(std::string_view config_json, const std::vector<Entry>& entries,
                                  const std::vector<Recipe>& recipes) {
   State& s = *s_;
   if (s.finished) return absl::FailedPreconditionError("cdimg writer already finished");
-  auto raw = internal::EncodeIndex(entries, recipes, s.blob_bytes);
+  if (config_json.size() > kMaxConfigBytes)
+    return absl::InvalidArgumentError(StrCat(s.path, ": OCI config of ", config_json.size(),
+                                             " bytes exceeds the limit of ", kMaxConfigBytes));
+  auto raw = internal::EncodeIndex(entries, recipes, s.blob_bytes, s.packs);
   if (!raw.ok()) return absl::Status(raw.status().code(), StrCat(s.path, ": ", raw.status().message()));
-  std::string_view dict = s.options.parent ? s.options.parent->metadata() : std::string_view();
-  auto stored = internal::CompressIndex(raw->bytes, dict, s.options.index_zstd_level);
+  const CdimgImage* parent = s.options.parent;
+  std::string dict;
+  if (parent) {
+    dict = parent->config();
+    dict += parent->metadata();
+  }
+  std::string meta_raw(config_json);
+  meta_raw += raw->bytes;
+  auto stored = internal::CompressMeta(meta_raw, dict, s.options.index_zstd_level);
   if (!stored.ok()) return stored.status();
 
-  ImageHeader h;
-  h.is_delta = s.options.parent != nullptr;
-  h.image_id = raw->image_id;
-  if (h.is_delta) h.parent_id = s.options.parent->header().image_id;
-  h.config_length = config_json.size();
-  h.index_length = stored->size();
-  h.index_raw_length = raw->bytes.size();
-  h.blobs_length = s.blob_bytes;
-  std::string meta(config_json);
-  meta += *stored;
-  if (auto st = internal::WriteAll(s.fd, meta, s.tmp_path); !st.ok()) return st;
-  if (auto st = internal::PWriteAll(s.fd, BuildHeader(h, Sha256(meta)), 0, s.tmp_path); !st.ok())
-    return st;
+  // Tail: ids, lengths, checksum over lead + tail; its length is the last byte.
+  std::string tail(reinterpret_cast<const char*>(raw->image_id.data()), 32);
+  if (parent) tail.append(reinterpret_cast<const char*>(parent->header().image_id.data()), 32);
+  internal::PutVarint(&tail, stored->size());
+  internal::PutVarint(&tail, config_json.size());
+  internal::PutVarint(&tail, raw->bytes.size());
+  Digest sum = Sha256(Lead(parent != nullptr) + tail);
+  tail.append(reinterpret_cast<const char*>(sum.data()), internal::kChecksumSize);
+  tail.push_back(static_cast<char>(tail.size()));
+  std::string end = std::move(*stored);
+  end += tail;
+  if (auto st = internal::WriteAll(s.fd, end, s.tmp_path); !st.ok()) return st;
   if (auto st = internal::SyncAndClose(&s.fd, s.tmp_path); !st.ok()) return st;
   if (auto st = internal::RenameDurably(s.tmp_path, s.path); !st.ok()) return st;
   s.finished = true;

@@ -87,16 +87,22 @@ absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, in
       return ReadDigestFrom(level - 1, want, depth + 1);
     }
     case Recipe::Kind::kFull: {
-      auto blob = img.ReadBlob(r.blob);
-      if (!blob.ok()) return blob.status();
-      out = DecompressFullBlob(*blob, size);
+      auto blob = img.ReadPayload(r);
+      if (!blob.ok()) {
+        out = blob.status();  // named below
+        break;
+      }
+      out = r.packed ? std::move(blob) : DecompressFullBlob(*blob, size);  // packed: raw content
       break;
     }
     case Recipe::Kind::kDelta: {
       auto base = ReadDigestFrom(level, r.base, depth + 1);
       if (!base.ok()) return base.status();
-      auto patch = img.ReadBlob(r.blob);
-      if (!patch.ok()) return patch.status();
+      auto patch = img.ReadPayload(r);
+      if (!patch.ok()) {
+        out = patch.status();
+        break;
+      }
       out = GetCodec(r.codec).Decode(*base, *patch, size);
       break;
     }

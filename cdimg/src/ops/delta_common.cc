@@ -168,6 +168,7 @@ struct Candidate {
   const Base* base;
   CodecId codec;
   std::string patch;
+  bool packed = false;
 };
 
 // A patch that does not decode to the target is a codec bug; refusing it here
@@ -180,14 +181,23 @@ absl::Status CheckRoundTrip(const Candidate& c, std::string_view target) {
 }
 
 // Encodes with `codec`; in auto mode a failing codec is just not a candidate.
+// With packs on, the pack form comes first; a patch too big for a pack is
+// encoded again in the standalone form if that differs (xdelta3's DJW).
 absl::Status Try(CodecId codec, const Base& base, std::string_view target, const DiffOptions& o,
                  std::optional<Candidate>* best) {
-  auto patch = GetCodec(codec).Encode(base.content, target);
+  const DeltaCodec& c = GetCodec(codec);
+  bool packed = o.pack_small_blobs;
+  auto patch = packed ? c.EncodeForPack(base.content, target) : c.Encode(base.content, target);
+  if (patch.ok() && packed && patch->size() > kPackMemberMax) {
+    packed = false;
+    if (codec == CodecId::kXdelta3) patch = c.Encode(base.content, target);
+  }
   if (!patch.ok()) {
     if (!o.codec) return absl::OkStatus();
     return absl::Status(patch.status().code(), StrCat(CodecName(codec), ": ", patch.status().message()));
   }
-  if (!*best || patch->size() < (*best)->patch.size()) *best = Candidate{&base, codec, std::move(*patch)};
+  if (!*best || patch->size() < (*best)->patch.size())
+    *best = Candidate{&base, codec, std::move(*patch), packed};
   return absl::OkStatus();
 }
 
@@ -216,6 +226,7 @@ absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, cons
 BlobResult DeltaResult(Candidate& c) {
   BlobResult r;
   r.recipe = {Recipe::Kind::kDelta, c.codec, c.base->digest, {}};
+  r.recipe.packed = c.packed;
   r.rename_base = c.base->renamed;
   r.blob = std::move(c.patch);
   return r;
@@ -246,6 +257,11 @@ absl::StatusOr<BlobResult> EncodeFile(std::string_view target, const std::vector
   if (*delta && (**delta).patch.size() < full.size()) return DeltaResult(**delta);
   BlobResult r;
   r.recipe = {Recipe::Kind::kFull, CodecId::kZstd, {}, {}};
+  if (options.pack_small_blobs && !ready_full && target.size() <= kPackMemberMax) {
+    r.recipe.packed = true;  // raw bytes; the pack compresses them with their neighbours
+    r.blob = std::string(target);
+    return r;
+  }
   r.blob = std::move(full);
   return r;
 }
@@ -276,18 +292,48 @@ absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgIm
   auto writer = CdimgWriter::Create(out_path, {.parent = &parent});
   if (!writer.ok()) return writer.status();
   DeltaStats stats;
-  for (const auto& [i, b] : blobs) {  // std::map: entry order
+  // Standalone blobs first, in entry order (std::map), then the packs.
+  for (const auto& [i, b] : blobs) {
+    stats.rename_bases += b.rename_base && b.recipe.kind == Recipe::Kind::kDelta;
+    stats.reencoded += b.reencoded;
+    if (b.recipe.packed) continue;
     auto bytes = spool.Get(b.recipe.blob);
     if (!bytes.ok()) return bytes.status();
     auto ref = (*writer)->AppendBlob(*bytes);
     if (!ref.ok()) return ref.status();
     recipes[i] = b.recipe;
     recipes[i].blob = *ref;
-    stats.rename_bases += b.rename_base && b.recipe.kind == Recipe::Kind::kDelta;
-    stats.reencoded += b.reencoded;
   }
+  std::string pack;
+  uint32_t next_pack = 0;
+  DeltaBucket packs;
+  auto flush = [&]() -> absl::Status {
+    if (pack.empty()) return absl::OkStatus();
+    uint64_t before = (*writer)->blob_bytes();
+    auto p = (*writer)->AppendPack(pack);
+    if (!p.ok()) return p.status();
+    packs.blob_bytes += (*writer)->blob_bytes() - before;
+    packs.content_bytes += pack.size();
+    pack.clear();
+    ++next_pack;
+    return absl::OkStatus();
+  };
+  for (const auto& [i, b] : blobs) {
+    if (!b.recipe.packed) continue;
+    auto bytes = spool.Get(b.recipe.blob);
+    if (!bytes.ok()) return bytes.status();
+    if (pack.size() + bytes->size() > kPackRawMax)
+      if (auto s = flush(); !s.ok()) return s;
+    recipes[i] = b.recipe;
+    recipes[i].blob = {pack.size(), bytes->size()};
+    recipes[i].pack = next_pack;
+    pack += *bytes;
+    packs.files++;
+  }
+  if (auto s = flush(); !s.ok()) return s;
   if (auto s = (*writer)->Finish(config, entries, recipes); !s.ok()) return s;
   if (auto s = FillStats(out_path, entries, recipes, &parent, &stats); !s.ok()) return s;
+  if (packs.files) stats.by_kind["packs"] = packs;
   return stats;
 }
 
@@ -304,8 +350,8 @@ absl::Status FillStats(const std::string& path, const std::vector<Entry>& entrie
     std::string key;
     switch (r.kind) {
       case Recipe::Kind::kEmpty: key = "empty"; break;
-      case Recipe::Kind::kFull: key = "full"; break;
-      case Recipe::Kind::kDelta: key = StrCat("delta/", CodecName(r.codec)); break;
+      case Recipe::Kind::kFull: key = r.packed ? "packed full" : "full"; break;
+      case Recipe::Kind::kDelta: key = StrCat(r.packed ? "packed delta/" : "delta/", CodecName(r.codec)); break;
       case Recipe::Kind::kBase: {
         std::optional<size_t> j = parent ? parent->Find(e.path) : std::nullopt;
         bool same = j && parent->TypeAt(*j) == EntryType::kRegular && parent->DigestAt(*j) == e.digest;

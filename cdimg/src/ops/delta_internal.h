@@ -30,8 +30,15 @@ struct DigestHash {
   }
 };
 
+// Pack limits of the delta writer: a member (a patch, or a new file's raw
+// bytes) of at most kPackMemberMax bytes; packs of at most kPackRawMax bytes,
+// so a lazy read of one file decompresses little.
+inline constexpr uint64_t kPackMemberMax = 64 << 10;
+inline constexpr uint64_t kPackRawMax = 256 << 10;
+
 // What a job produces for one entry: kind kFull or kDelta (codec, base) and
-// its blob; the blob position is assigned at commit.
+// its blob (recipe.packed: a pack member, see Recipe); the blob position is
+// assigned at commit.
 struct BlobResult {
   Recipe recipe;
   std::string blob;

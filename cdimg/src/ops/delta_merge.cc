@@ -66,11 +66,11 @@ struct MergeContext {
 // A blob of `img` entry j that decodes against A alone, checked.
 absl::StatusOr<BlobResult> CopyBlob(const MergeContext& m, const CdimgImage& img, size_t j) {
   Recipe r = img.RecipeAt(j);
-  auto blob = img.ReadBlob(r.blob);
+  auto blob = img.ReadPayload(r);  // packed: the member, kept packed in the output
   if (!blob.ok()) return delta_internal::AtEntry(blob.status(), img.path(), img.PathAt(j));
   absl::StatusOr<std::string> content;
   if (r.kind == Recipe::Kind::kFull) {
-    content = DecompressFullBlob(*blob, img.SizeAt(j));
+    content = r.packed ? *blob : DecompressFullBlob(*blob, img.SizeAt(j));
   } else {
     auto base = m.a_chain.ReadByDigest(r.base);
     if (!base.ok()) return delta_internal::AtEntry(base.status(), img.path(), img.PathAt(j));
@@ -134,7 +134,8 @@ absl::StatusOr<BlobResult> MergeOne(const MergeContext& m, size_t i) {
       if (!m.old.BaseFor(m.d2.PathAt(i), m.d2.SizeAt(i))) return CopyBlob(m, m.d2, it->second);
       auto copied = CopyBlob(m, m.d2, it->second);
       if (!copied.ok()) return copied.status();
-      auto r = Reencode(m, i, std::move(copied->blob));
+      // A packed member is raw content, not a ready zstd frame.
+      auto r = Reencode(m, i, copied->recipe.packed ? std::nullopt : std::optional<std::string>(std::move(copied->blob)));
       if (r.ok() && r->recipe.kind == Recipe::Kind::kFull) r->reencoded = false;  // D2's blob kept
       return r;
     }

@@ -41,7 +41,8 @@ FullIndex IndexFullBlobs(const ImageChain& chain) {
   for (size_t level = chain.depth(); level-- > 0;) {
     const CdimgImage& img = chain.image(level);
     for (size_t i = 0; i < img.size(); ++i)
-      if (img.RecipeAt(i).kind == Recipe::Kind::kFull) out.emplace(img.DigestAt(i), FullSource{&img, i});
+      if (Recipe r = img.RecipeAt(i); r.kind == Recipe::Kind::kFull && !r.packed)  // packed: raw bytes
+        out.emplace(img.DigestAt(i), FullSource{&img, i});
   }
   return out;
 }
