@@ -22,7 +22,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     auto found = im.Find(e.path);
     if (!found || *found != i) __builtin_trap();  // a validated index must find its own paths
     d4c::Recipe r = im.RecipeAt(i);
-    if (r.kind == d4c::Recipe::Kind::kFull || r.kind == d4c::Recipe::Kind::kDelta) (void)im.ReadBlob(r.blob);
+    if (r.kind == d4c::Recipe::Kind::kFull || r.kind == d4c::Recipe::Kind::kDelta) (void)im.ReadPayload(r);
     if (e.type == d4c::EntryType::kDirectory) (void)im.SubtreeEnd(i);
   }
   std::vector<std::unique_ptr<d4c::CdimgImage>> images;

@@ -164,6 +164,9 @@ std::vector<CodecId> CodecsFor(const DiffOptions& o, uint64_t base, uint64_t tar
   return out;
 }
 
+constexpr uint64_t kTinyPatchMinFile = 1 << 20;
+constexpr uint64_t kTinyPatchRatio = 2000;
+
 struct Candidate {
   const Base* base;
   CodecId codec;
@@ -213,6 +216,12 @@ absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, cons
   for (const Base& b : bases)
     if (auto s = Try(codecs[0], b, target, o, &best); !s.ok()) return s;
   if (!best) return best;
+  // auto: a big file whose cheap xdelta3 patch is already tiny (at most
+  // 1/kTinyPatchRatio of the file) gains at most a few hundred bytes from the
+  // slow codecs (zstd at level 19 over the whole base, bsdiff's suffix sort):
+  // skip them. A size rule, not a clock, so the output stays deterministic.
+  if (!o.codec && target.size() >= kTinyPatchMinFile && best->patch.size() * kTinyPatchRatio <= target.size())
+    codecs.resize(1);
   const Base* chosen = best->base;
   for (size_t c = 1; c < codecs.size(); ++c)
     if (auto s = Try(codecs[c], *chosen, target, o, &best); !s.ok()) return s;
