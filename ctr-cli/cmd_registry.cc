@@ -223,6 +223,7 @@ int RunPull(PullArgs a) {
   for (const auto& s : plan->steps) std::printf("plan:   %s\n", StepText(s).c_str());
   std::printf("plan total %llu bytes in %zu downloads%s\n", static_cast<unsigned long long>(plan->bytes), plan->steps.size(),
               full_size ? StrCat(" (the full image is ", full_size, " bytes)").c_str() : "");
+  std::fflush(stdout);  // the plan shows before a long download
   if (a.dry_run) return 0;
 
   std::string downloads = a.load.snapshotter_root + "/downloads";
@@ -271,7 +272,7 @@ void RegisterRegistry(CLI::App& app) {
   pull->add_option("--namespace,-n", q->load.ns, "containerd namespace")->capture_default_str();
   pull->add_option("--snapshotter-root", q->load.snapshotter_root, "The di3fs snapshotter's --root")->capture_default_str();
   pull->add_option("--snapshotter", q->load.snapshotter, "Name of the proxy plugin in containerd's config")->capture_default_str();
-  pull->add_option("--max-rate", q->max_rate, "Download at most this many bytes per second (0 = no limit)");
+  pull->add_option("--max-rate", q->max_rate, "Average download rate limit in bytes per second (libcurl; the first second may burst); 0 = no limit");
   pull->add_flag("--dry-run", q->dry_run, "Print the plan and stop");
   AddRegistryOptions(pull, &q->reg);
   pull->callback([q] { ExitCode() = RunPull(*q); });

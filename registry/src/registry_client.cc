@@ -572,8 +572,10 @@ absl::StatusOr<uint64_t> RegistryClient::DownloadBlob(const std::string& repo, c
     std::fclose(f);
     if (!r.ok()) {
       if (!absl::IsUnavailable(r.status())) return r.status();
+      std::string m = Msg(r.status().message());
+      if (m.rfind(what + ": ", 0) == 0) m = m.substr(what.size() + 2);  // said once, below
       last.curl = CURLE_COULDNT_CONNECT;
-      last.curl_error = Msg(r.status().message());
+      last.curl_error = m;
       continue;
     }
     fetched += r->written;
