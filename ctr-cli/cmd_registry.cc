@@ -163,12 +163,22 @@ std::string StepText(const Artifact& s) {
                       : StrCat("full ", Short(s.image_id), ".. ", s.size, " bytes");
 }
 
-// The artifact a tag points at, and a catalog that surely lists it.
-absl::StatusOr<Artifact> ResolveTag(RegistryClient& c, const registry::NameTag& nt) {
+// The artifact a tag points at. A HEAD gives the manifest digest; the
+// catalog usually describes that manifest already, so its body is fetched
+// only when it does not (a tag set by another tool, an older catalog).
+absl::StatusOr<Artifact> ResolveTag(RegistryClient& c, const registry::NameTag& nt, const registry::Catalog& catalog) {
+  auto not_found = [&] {
+    return absl::NotFoundError(StrCat("tag ", nt.name, ":", nt.tag, " does not exist on ", c.options().host));
+  };
+  auto digest = c.ManifestDigest(nt.name, nt.tag);
+  if (digest.ok() && !digest->has_value()) return not_found();
+  if (digest.ok()) {
+    for (const auto& a : catalog.artifacts)
+      if (a.manifest_digest == **digest) return a;
+  }
   auto m = c.GetManifest(nt.name, nt.tag);
   if (!m.ok()) return m.status();
-  if (!m->has_value())
-    return absl::NotFoundError(StrCat("tag ", nt.name, ":", nt.tag, " does not exist on ", c.options().host));
+  if (!m->has_value()) return not_found();
   return registry::ParseArtifactManifest((*m)->body, (*m)->digest);
 }
 
@@ -205,10 +215,10 @@ int RunPull(PullArgs a) {
   if (!client.ok()) return Fail("pull", client.status());
   RegistryClient& c = **client;
   std::string what = StrCat("pull ", a.reg.host, "/", a.image);
-  auto want = ResolveTag(c, *nt);
-  if (!want.ok()) return Fail(what, want.status());
   auto catalog = FetchCatalog(c, nt->name);
   if (!catalog.ok()) return Fail(what, catalog.status());
+  auto want = ResolveTag(c, *nt, *catalog);
+  if (!want.ok()) return Fail(what, want.status());
   catalog->Add(*want);
   snap::ImageStore store(a.load.snapshotter_root + "/store");
   std::set<std::string> local;

@@ -643,6 +643,22 @@ absl::StatusOr<std::optional<Manifest>> RegistryClient::GetManifest(const std::s
   return std::optional<Manifest>(std::move(m));
 }
 
+absl::StatusOr<std::optional<std::string>> RegistryClient::ManifestDigest(const std::string& repo,
+                                                                          const std::string& reference) {
+  Request req;
+  req.method = "HEAD";
+  req.url = impl_->Url(StrCat("/v2/", repo, "/manifests/", reference));
+  req.headers = {"Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"};
+  std::string what = StrCat(impl_->o.host, "/", repo, ":", reference, ": manifest");
+  auto r = impl_->Do(req, what, impl_->o.attempts);
+  if (!r.ok()) return r.status();
+  if (r->status == 404) return std::optional<std::string>();
+  if (!r->ok()) return StatusFor(*r, what);
+  auto it = r->headers.find("docker-content-digest");
+  if (it == r->headers.end()) return absl::UnimplementedError(what + ": no Docker-Content-Digest header");
+  return std::optional<std::string>(it->second);
+}
+
 absl::StatusOr<std::string> RegistryClient::PutManifest(const std::string& repo, const std::string& reference,
                                                         const std::string& media_type, const std::string& body) {
   Request req;

@@ -71,6 +71,8 @@ class RegistryClient {
 
   // nullopt when the registry answers 404 (no such tag/digest).
   absl::StatusOr<std::optional<Manifest>> GetManifest(const std::string& repo, const std::string& reference);
+  // The digest a tag points at (HEAD, no body); nullopt on 404.
+  absl::StatusOr<std::optional<std::string>> ManifestDigest(const std::string& repo, const std::string& reference);
   // PUT under `reference` (tag or digest); returns the manifest digest.
   absl::StatusOr<std::string> PutManifest(const std::string& repo, const std::string& reference,
                                           const std::string& media_type, const std::string& body);
