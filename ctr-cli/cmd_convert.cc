@@ -33,22 +33,18 @@ int RunConvert(const ConvertArgs& a) {
   opt.threads = a.threads;
   opt.zstd_level = a.level;
   opt.progress = [&](uint64_t done, uint64_t total) { progress.Update(done, total); };
-  // A plain reference names an image in containerd's store: stage it as an
-  // OCI layout (streamed through the Content API), then convert that.
-  std::string ref = a.image;
-  std::string staged;
-  if (!ref.starts_with("oci:") && !ref.starts_with("docker-archive:")) {
-    staged = (std::filesystem::path(a.output) / StrCat(".containerd-", getpid())).string();
-    std::filesystem::remove_all(staged, ec);
-    auto s = snap::StageContainerdImage(a.address, a.ns, ref, staged);
-    if (!s.ok()) {
-      std::filesystem::remove_all(staged, ec);
-      return Fail(StrCat("convert ", a.image), s);
-    }
-    ref = "oci:" + staged;
+  // A plain reference names an image in containerd's store: its layers are
+  // streamed through the Content API straight into the converter.
+  absl::StatusOr<ConvertStats> stats;
+  if (!a.image.starts_with("oci:") && !a.image.starts_with("docker-archive:")) {
+    auto client = snap::ContainerdClient::Connect(a.address, a.ns);
+    if (!client.ok()) return Fail(StrCat("convert ", a.image), client.status());
+    auto source = snap::OpenContainerdImage(client->get(), a.image);
+    if (!source.ok()) return Fail(StrCat("convert ", a.image), source.status());
+    stats = ConvertImage(**source, out, opt);
+  } else {
+    stats = ConvertImage(a.image, out, opt);
   }
-  auto stats = ConvertImage(ref, out, opt);
-  if (!staged.empty()) std::filesystem::remove_all(staged, ec);
   if (!stats.ok()) return Fail(StrCat("convert ", a.image), stats.status());
   std::printf("%s: %zu entries, rootfs %s, cdimg %s (layers %s), image id %s\n", out.c_str(), stats->entries,
               HumanBytes(stats->rootfs_bytes).c_str(), HumanBytes(stats->header.file_size).c_str(),

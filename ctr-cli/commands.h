@@ -12,5 +12,6 @@ void RegisterConvert(CLI::App& app);
 void RegisterCdimg(CLI::App& app);  // cdimg show / extract, plus RegisterDelta's
 void RegisterDelta(CLI::App& cdimg);  // cdimg diff / patch / merge
 void RegisterLoad(CLI::App& app);  // load (containerd + di3fs snapshotter)
+void RegisterRegistry(CLI::App& app);  // push / pull (OCI registry)
 
 }  // namespace d4c::cli

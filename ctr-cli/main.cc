@@ -17,6 +17,7 @@ int main(int argc, char** argv) {
   d4c::cli::RegisterConvert(app);
   d4c::cli::RegisterCdimg(app);
   d4c::cli::RegisterLoad(app);
+  d4c::cli::RegisterRegistry(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -23,7 +23,7 @@ PKGS=(
   # runtime peers for end-to-end tests (real containerd, runc, registry)
   containerd runc docker-registry golang-github-containerd-containerd-dev
   # corpus + comparison tools for tests and benchmarks
-  umoci skopeo debootstrap jq pigz rsync busybox-static xdelta3 casync squashfuse squashfs-tools
+  umoci skopeo apache2-utils debootstrap jq pigz rsync busybox-static xdelta3 casync squashfuse squashfs-tools
   hyperfine attr acl util-linux procps psmisc curl bc bsdiff time
 )
 

@@ -23,6 +23,7 @@
 #include <list>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <unordered_map>
 
 #include "d4c/chain.h"
@@ -97,6 +98,30 @@ class ContentFds {
   const size_t max_;
 };
 
+// Contents whose rebuild failed on bad data (corrupt blob, digest mismatch,
+// missing base). Images are immutable, so the answer stays EIO: later reads
+// get it at once instead of decoding again, and the log names the file once.
+class BadContents {
+ public:
+  static bool Permanent(const absl::Status& s) {
+    return absl::IsDataLoss(s) || absl::IsInvalidArgument(s) || absl::IsNotFound(s) || absl::IsOutOfRange(s);
+  }
+  std::optional<absl::Status> Get(const Digest& d) {
+    std::lock_guard lk(mu_);
+    auto it = map_.find(d);
+    if (it == map_.end()) return std::nullopt;
+    return it->second;
+  }
+  void Put(const Digest& d, const absl::Status& s) {
+    std::lock_guard lk(mu_);
+    map_.emplace(d, s);
+  }
+
+ private:
+  std::mutex mu_;
+  std::unordered_map<Digest, absl::Status, DigestHash> map_;
+};
+
 }  // namespace
 
 struct Di3fs::State {
@@ -105,6 +130,7 @@ struct Di3fs::State {
   std::unique_ptr<FsTree> tree;
   std::unique_ptr<ContentCache> cache;
   ContentFds fds{1024};
+  BadContents bad;
   std::string private_cache_dir;  // removed with the object
   // Set at FUSE init: the kernel opens files / directories by itself.
   bool no_open = false;
@@ -250,9 +276,14 @@ absl::StatusOr<std::shared_ptr<const ContentFd>> ContentOf(State& s, size_t i) {
   const CdimgImage& img = s.t().image();
   Digest digest = img.DigestAt(i);
   if (auto fd = s.fds.Get(digest)) return fd;
+  if (auto known = s.bad.Get(digest)) return *known;
   const ImageChain& chain = *s.chain;
   auto opened = s.cache->OpenContent(digest, img.SizeAt(i), [&] { return chain.ReadFile(i); });
-  if (!opened.ok()) return opened.status();
+  if (!opened.ok()) {
+    Log(StrCat("EIO for ", PathOf(s, i), ": ", Msg(opened.status().message())));
+    if (BadContents::Permanent(opened.status())) s.bad.Put(digest, opened.status());
+    return opened.status();
+  }
   auto fd = std::make_shared<const ContentFd>(*opened);
   s.fds.Put(digest, fd);
   if (!s.cache->Contains(digest)) s.fds.Drop(digest);  // evicted meanwhile: do not pin it
@@ -268,10 +299,7 @@ void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
     uint64_t file_size = s.t().image().SizeAt(*i);
     if (off < 0 || static_cast<uint64_t>(off) >= file_size) return (void)fuse_reply_buf(req, nullptr, 0);
     auto fd = ContentOf(s, *i);
-    if (!fd.ok()) {
-      Log(StrCat("EIO reading ", PathOf(s, *i), ": ", Msg(fd.status().message())));
-      return (void)fuse_reply_err(req, EIO);
-    }
+    if (!fd.ok()) return (void)fuse_reply_err(req, EIO);  // logged by ContentOf, once per content
     fuse_bufvec buf;
     std::memset(&buf, 0, sizeof buf);
     buf.count = 1;

@@ -1,10 +1,6 @@
-// ImageSource over containerd's image and content store, and an OCI layout
-// writer for any ImageSource.
-#include <sys/stat.h>
+// ImageSource over containerd's image and content store.
 #include <sys/utsname.h>
 
-#include <filesystem>
-#include <fstream>
 
 #include "d4c/entry.h"
 #include "d4c/snap/containerd_client.h"
@@ -117,74 +113,6 @@ absl::StatusOr<std::unique_ptr<ImageSource>> OpenContainerdImage(ContainerdClien
     layers.push_back(std::move(d));
   }
   return std::unique_ptr<ImageSource>(new ContainerdImageSource(client, name, std::move(*cfg_bytes), std::move(layers)));
-}
-
-absl::Status WriteOciLayout(const ImageSource& source, const std::string& dir, const std::string& tag) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  fs::create_directories(fs::path(dir) / "blobs" / "sha256", ec);
-  if (ec) return absl::InternalError(StrCat("create ", dir, ": ", ec.message()));
-  auto put = [&](const std::string& bytes) -> absl::StatusOr<std::string> {
-    std::string hex = DigestHex(Sha256(bytes));
-    std::ofstream f(fs::path(dir) / "blobs" / "sha256" / hex, std::ios::binary);
-    f.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-    if (!f) return absl::InternalError(StrCat("write blob ", hex, " in ", dir));
-    return "sha256:" + hex;
-  };
-  json manifest = {{"schemaVersion", 2}, {"mediaType", "application/vnd.oci.image.manifest.v1+json"}};
-  auto cfg = put(source.config_json());
-  if (!cfg.ok()) return cfg.status();
-  manifest["config"] = {{"mediaType", "application/vnd.oci.image.config.v1+json"},
-                        {"digest", *cfg},
-                        {"size", source.config_json().size()}};
-  manifest["layers"] = json::array();
-  for (size_t i = 0; i < source.layers().size(); ++i) {
-    const auto& l = source.layers()[i];
-    Digest want;
-    if (!l.digest.starts_with("sha256:") || !ParseDigestHex(std::string_view(l.digest).substr(7), &want))
-      return absl::InvalidArgumentError(StrCat("layer ", i, ": bad digest ", l.digest));
-    auto in = source.OpenLayer(i);
-    if (!in.ok()) return in.status();
-    fs::path p = fs::path(dir) / "blobs" / "sha256" / l.digest.substr(7);
-    std::ofstream f(p, std::ios::binary);
-    Sha256Stream h;
-    uint64_t total = 0;
-    std::string buf(1 << 20, '\0');
-    while (true) {
-      auto n = (*in)->Read(buf.data(), buf.size());
-      if (!n.ok()) return n.status();
-      if (*n == 0) break;
-      h.Update(std::string_view(buf.data(), *n));
-      f.write(buf.data(), static_cast<std::streamsize>(*n));
-      total += *n;
-    }
-    f.close();
-    if (!f) return absl::InternalError(StrCat("write ", p.string()));
-    if (h.Finish() != want) return absl::DataLossError(StrCat("layer ", l.digest, ": content does not match its digest"));
-    manifest["layers"].push_back({{"mediaType", l.media_type}, {"digest", l.digest}, {"size", total}});
-  }
-  std::string mbytes = manifest.dump();
-  auto md = put(mbytes);
-  if (!md.ok()) return md.status();
-  json index = {{"schemaVersion", 2},
-                {"mediaType", "application/vnd.oci.image.index.v1+json"},
-                {"manifests",
-                 {{{"mediaType", "application/vnd.oci.image.manifest.v1+json"},
-                   {"digest", *md},
-                   {"size", mbytes.size()},
-                   {"annotations", {{"org.opencontainers.image.ref.name", tag}}}}}}};
-  std::ofstream(fs::path(dir) / "index.json") << index.dump();
-  std::ofstream(fs::path(dir) / "oci-layout") << R"({"imageLayoutVersion":"1.0.0"})";
-  return absl::OkStatus();
-}
-
-absl::Status StageContainerdImage(const std::string& address, const std::string& ns, const std::string& name,
-                                  const std::string& dir) {
-  auto c = ContainerdClient::Connect(address, ns);
-  if (!c.ok()) return c.status();
-  auto src = OpenContainerdImage(c->get(), name);
-  if (!src.ok()) return src.status();
-  return WriteOciLayout(**src, dir, "latest");
 }
 
 }  // namespace d4c::snap

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -79,6 +80,20 @@ absl::StatusOr<std::string> ParseSha256(const std::string& s) {
 
 std::string ImageStore::PathFor(const std::string& id_hex) const {
   return StrCat(dir_, "/", id_hex, ".cdimg");
+}
+
+std::vector<std::string> ImageStore::List() const {
+  std::vector<std::string> ids;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
+    std::string name = e.path().filename().string();
+    Digest d;
+    if (name.size() == 70 && name.ends_with(".cdimg") && e.is_regular_file(ec) &&
+        ParseDigestHex(std::string_view(name).substr(0, 64), &d))
+      ids.push_back(name.substr(0, 64));
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
 }
 
 bool ImageStore::Has(const std::string& id_hex) const {

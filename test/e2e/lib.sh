@@ -45,3 +45,43 @@ cdimg_for() {
 }
 
 image_id() { "$CTR_CLI" cdimg show --json "$@" | jq -r .image_id; }
+
+# delta_for SERIES TAG_A TAG_B: path of the delta cdimg A->B (`cdimg diff`,
+# default codec), cached like cdimg_for
+delta_for() {
+  local dir f tmp
+  dir=$D4C_WORK/cdimg/$(cli_key)/$1/delta
+  f=$dir/$2_$3.cdimg
+  if [[ ! -f $f ]]; then
+    mkdir -p "$dir"
+    tmp=$dir/.tmp.$$.$2_$3.cdimg
+    if "$CTR_CLI" cdimg diff --oldCdimg "$(cdimg_for "$1" "$2")" --newCdimg "$(cdimg_for "$1" "$3")" \
+         --outCdimg "$tmp" >&2; then
+      mv -f "$tmp" "$f"
+    else
+      rm -f "$tmp"
+      return 1
+    fi
+  fi
+  echo "$f"
+}
+
+# merged_for SERIES TAG_A TAG_B TAG_C: path of the skip delta A->C made by
+# `cdimg merge` of A->B and B->C, cached like cdimg_for
+merged_for() {
+  local dir f tmp
+  dir=$D4C_WORK/cdimg/$(cli_key)/$1/delta
+  f=$dir/$2_$4.via-$3.cdimg
+  if [[ ! -f $f ]]; then
+    mkdir -p "$dir"
+    tmp=$dir/.tmp.$$.$2_$4.cdimg
+    if "$CTR_CLI" cdimg merge --lowerCdimg "$(delta_for "$1" "$2" "$3")" --upperCdimg "$(delta_for "$1" "$3" "$4")" \
+         --base "$(cdimg_for "$1" "$2")" --outCdimg "$tmp" >&2; then
+      mv -f "$tmp" "$f"
+    else
+      rm -f "$tmp"
+      return 1
+    fi
+  fi
+  echo "$f"
+}

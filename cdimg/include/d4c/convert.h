@@ -32,6 +32,10 @@ struct ConvertStats {
 absl::StatusOr<ConvertStats> ConvertImage(std::string_view ref, const std::string& out_path,
                                           const ConvertOptions& options);
 
+// The same for an image from any source (e.g. containerd's content store).
+absl::StatusOr<ConvertStats> ConvertImage(const ImageSource& source, const std::string& out_path,
+                                          const ConvertOptions& options);
+
 // Compresses one file's bytes the way `full` blobs are stored.
 absl::StatusOr<std::string> CompressFullBlob(std::string_view content, int level);
 

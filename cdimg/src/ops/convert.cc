@@ -134,20 +134,25 @@ absl::StatusOr<ConvertStats> ConvertImage(std::string_view ref, const std::strin
                                           const ConvertOptions& options) {
   auto source = OpenImageSource(ref);
   if (!source.ok()) return source.status();
+  return ConvertImage(**source, out_path, options);
+}
+
+absl::StatusOr<ConvertStats> ConvertImage(const ImageSource& source, const std::string& out_path,
+                                          const ConvertOptions& options) {
   auto fd = OpenSpool(out_path);
   if (!fd.ok()) return fd.status();
   CompressingSpool spool(*fd, options.threads, options.zstd_level, options.progress);
-  auto entries = SquashLayers(**source, spool, options.squash);
+  auto entries = SquashLayers(source, spool, options.squash);
   if (auto s = spool.Wait(); !s.ok()) return s;
   if (!entries.ok()) return entries.status();
 
-  auto written = internal::WriteFullImage(out_path, (*source)->config_json(), *entries,
+  auto written = internal::WriteFullImage(out_path, source.config_json(), *entries,
                                          [&](size_t i) { return spool.Blob((*entries)[i].digest); });
   if (!written.ok()) return written.status();
   ConvertStats stats;
   stats.rootfs_bytes = written->rootfs_bytes;
   stats.unique_bytes = written->unique_bytes;
-  for (const auto& l : (*source)->layers()) stats.layer_bytes += l.size;
+  for (const auto& l : source.layers()) stats.layer_bytes += l.size;
   auto h = CdimgImage::ReadHeader(out_path);
   if (!h.ok()) return h.status();
   stats.header = *h;

@@ -75,14 +75,4 @@ class ContainerdClient {
 // this host's platform (linux/<arch>).
 absl::StatusOr<std::unique_ptr<ImageSource>> OpenContainerdImage(ContainerdClient* client, const std::string& name);
 
-// Writes `source` as an OCI image layout in `dir` (blobs/sha256, index.json,
-// oci-layout) with one manifest tagged `tag`, streaming the layers. Used to
-// hand a containerd image to the converter that reads oci:DIR.
-absl::Status WriteOciLayout(const ImageSource& source, const std::string& dir, const std::string& tag);
-
-// Connects to containerd, opens image `name` and writes it to `dir` as an OCI
-// layout with tag "latest" (for `ctr-cli convert --image NAME`).
-absl::Status StageContainerdImage(const std::string& address, const std::string& ns, const std::string& name,
-                                  const std::string& dir);
-
 }  // namespace d4c::snap

@@ -31,6 +31,8 @@ class ImageStore {
   const std::string& dir() const { return dir_; }
   std::string PathFor(const std::string& id_hex) const;
   bool Has(const std::string& id_hex) const;
+  // Hex ids of the images in the store (full and delta), sorted.
+  std::vector<std::string> List() const;
 
   // Resolves and opens (checks) the chain of image `id_hex` from the store.
   // NotFound names the missing image (the top or an ancestor).

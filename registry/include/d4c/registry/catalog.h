@@ -1,0 +1,68 @@
+// How cdimgs live in an OCI registry (docs/registry.md):
+//  - each pushed cdimg is an OCI artifact manifest (artifactType kCdimgArtifactType)
+//    whose one layer is the cdimg file and whose annotations name the image id,
+//    the parent id (deltas) and the kind; it is tagged ArtifactTag(a) so that
+//    registry garbage collection keeps it even with --delete-untagged;
+//  - one OCI image index per repository, tagged kCatalogTag, lists every such
+//    manifest with the same annotations, so a client plans its download from
+//    one small document.
+// Parsers here read registry answers: untrusted bytes, bounded and checked.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace d4c::registry {
+
+inline constexpr const char* kCdimgArtifactType = "application/vnd.d4c.cdimg.v1";
+inline constexpr const char* kCdimgLayerType = "application/vnd.d4c.cdimg.v1";
+inline constexpr const char* kCdimgConfigType = "application/vnd.d4c.cdimg.config.v1+json";
+inline constexpr const char* kCatalogArtifactType = "application/vnd.d4c.catalog.v1";
+inline constexpr const char* kOciManifestType = "application/vnd.oci.image.manifest.v1+json";
+inline constexpr const char* kOciIndexType = "application/vnd.oci.image.index.v1+json";
+inline constexpr const char* kCatalogTag = "d4c-catalog";
+inline constexpr const char* kAnnotImageId = "org.d4c.image.id";
+inline constexpr const char* kAnnotParentId = "org.d4c.parent.id";
+inline constexpr const char* kAnnotKind = "org.d4c.kind";
+inline constexpr const char* kAnnotSize = "org.d4c.cdimg.size";
+inline constexpr const char* kAnnotBlob = "org.d4c.cdimg.digest";
+inline constexpr size_t kMaxManifestBytes = 4u << 20;
+
+// One pushed cdimg.
+struct Artifact {
+  std::string image_id;   // sha256:...
+  std::string parent_id;  // sha256:... for a delta, empty for a full image
+  uint64_t size = 0;      // bytes of the cdimg file (= the layer blob)
+  std::string blob_digest;
+  std::string manifest_digest;
+  uint64_t manifest_size = 0;
+  bool is_delta() const { return !parent_id.empty(); }
+  bool operator==(const Artifact&) const = default;
+};
+
+// "d4c-<32 hex of id>" or "d4c-<32 hex of id>-from-<32 hex of parent>".
+std::string ArtifactTag(const Artifact& a);
+
+// The small config blob of an artifact manifest and the manifest itself.
+std::string ArtifactConfig(const Artifact& a);
+std::string ArtifactManifest(const Artifact& a, const std::string& config_digest, uint64_t config_size);
+// Reads an artifact manifest (its digest and size are given by the caller).
+absl::StatusOr<Artifact> ParseArtifactManifest(std::string_view body, const std::string& digest);
+
+struct Catalog {
+  std::vector<Artifact> artifacts;
+  // Adds or replaces (same manifest digest); false if it was there already.
+  bool Add(const Artifact& a);
+};
+
+std::string SerializeCatalog(const Catalog& c);
+absl::StatusOr<Catalog> ParseCatalog(std::string_view body);
+
+// Checks "sha256:<64 lowercase hex>".
+bool IsSha256Digest(std::string_view s);
+
+}  // namespace d4c::registry

@@ -1,0 +1,186 @@
+#include "d4c/registry/catalog.h"
+
+#include <algorithm>
+
+#include "d4c/strcat.h"
+#include "nlohmann/json.hpp"
+
+namespace d4c::registry {
+namespace {
+
+using json = nlohmann::json;
+
+std::string Hex32(const std::string& digest) { return digest.substr(7, 32); }
+
+json Annotations(const Artifact& a) {
+  json an = {{kAnnotImageId, a.image_id},
+             {kAnnotKind, a.is_delta() ? "delta" : "full"},
+             {kAnnotSize, std::to_string(a.size)},
+             {kAnnotBlob, a.blob_digest}};
+  if (a.is_delta()) an[kAnnotParentId] = a.parent_id;
+  return an;
+}
+
+// Reads a string member; empty if missing or not a string.
+std::string Str(const json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+bool ParseU64(const std::string& s, uint64_t* out) {
+  if (s.empty() || s.size() > 19) return false;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  *out = v;
+  return true;
+}
+
+// The annotations every catalog entry and artifact manifest carries.
+absl::StatusOr<Artifact> FromAnnotations(const json& an, const std::string& where) {
+  if (!an.is_object()) return absl::InvalidArgumentError(StrCat(where, ": no annotations"));
+  Artifact a;
+  a.image_id = Str(an, kAnnotImageId);
+  a.parent_id = Str(an, kAnnotParentId);
+  a.blob_digest = Str(an, kAnnotBlob);
+  std::string kind = Str(an, kAnnotKind);
+  if (!IsSha256Digest(a.image_id))
+    return absl::InvalidArgumentError(StrCat(where, ": annotation ", kAnnotImageId, " is not a sha256 digest"));
+  if (kind != "full" && kind != "delta")
+    return absl::InvalidArgumentError(StrCat(where, ": annotation ", kAnnotKind, " must be full or delta"));
+  if ((kind == "delta") != IsSha256Digest(a.parent_id))
+    return absl::InvalidArgumentError(StrCat(where, ": a delta needs a sha256 ", kAnnotParentId, ", a full image none"));
+  if (!a.blob_digest.empty() && !IsSha256Digest(a.blob_digest))
+    return absl::InvalidArgumentError(StrCat(where, ": annotation ", kAnnotBlob, " is not a sha256 digest"));
+  if (!ParseU64(Str(an, kAnnotSize), &a.size))
+    return absl::InvalidArgumentError(StrCat(where, ": annotation ", kAnnotSize, " is not a byte count"));
+  if (a.parent_id == a.image_id) return absl::InvalidArgumentError(StrCat(where, ": a delta from an image to itself"));
+  return a;
+}
+
+absl::StatusOr<json> ParseObject(std::string_view body, const char* what) {
+  if (body.size() > kMaxManifestBytes)
+    return absl::InvalidArgumentError(StrCat(what, " is ", body.size(), " bytes, more than the limit ", kMaxManifestBytes));
+  json j = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(StrCat(what, " is not a JSON object"));
+  return j;
+}
+
+}  // namespace
+
+bool IsSha256Digest(std::string_view s) {
+  if (s.size() != 71 || s.substr(0, 7) != "sha256:") return false;
+  return std::all_of(s.begin() + 7, s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+std::string ArtifactTag(const Artifact& a) {
+  std::string t = "d4c-" + Hex32(a.image_id);
+  if (a.is_delta()) t += "-from-" + Hex32(a.parent_id);
+  return t;
+}
+
+std::string ArtifactConfig(const Artifact& a) {
+  json c = {{"imageId", a.image_id}, {"kind", a.is_delta() ? "delta" : "full"}, {"size", a.size}};
+  if (a.is_delta()) c["parentId"] = a.parent_id;
+  return c.dump();
+}
+
+std::string ArtifactManifest(const Artifact& a, const std::string& config_digest, uint64_t config_size) {
+  json layer = {{"mediaType", kCdimgLayerType},
+                {"digest", a.blob_digest},
+                {"size", a.size},
+                {"annotations", {{"org.opencontainers.image.title", a.image_id.substr(7) + ".cdimg"}}}};
+  json m = {{"schemaVersion", 2},
+            {"mediaType", kOciManifestType},
+            {"artifactType", kCdimgArtifactType},
+            {"config", {{"mediaType", kCdimgConfigType}, {"digest", config_digest}, {"size", config_size}}},
+            {"layers", json::array({layer})},
+            {"annotations", Annotations(a)}};
+  return m.dump();
+}
+
+absl::StatusOr<Artifact> ParseArtifactManifest(std::string_view body, const std::string& digest) {
+  std::string where = StrCat("manifest ", digest);
+  auto j = ParseObject(body, where.c_str());
+  if (!j.ok()) return j.status();
+  if (Str(*j, "artifactType") != kCdimgArtifactType) {
+    auto cfg = j->find("config");
+    if (cfg == j->end() || !cfg->is_object() || Str(*cfg, "mediaType") != kCdimgConfigType)
+      return absl::InvalidArgumentError(StrCat(where, " is not a d4c cdimg artifact (a plain container image? pull it with ctr image pull)"));
+  }
+  auto an = j->find("annotations");
+  auto a = FromAnnotations(an == j->end() ? json() : *an, where);
+  if (!a.ok()) return a.status();
+  auto layers = j->find("layers");
+  if (layers == j->end() || !layers->is_array() || layers->size() != 1 || !(*layers)[0].is_object())
+    return absl::InvalidArgumentError(StrCat(where, ": needs exactly one layer (the cdimg)"));
+  const json& l = (*layers)[0];
+  std::string ld = Str(l, "digest");
+  auto sz = l.find("size");
+  if (!IsSha256Digest(ld) || sz == l.end() || !sz->is_number_unsigned())
+    return absl::InvalidArgumentError(StrCat(where, ": its layer has no sha256 digest or size"));
+  if ((!a->blob_digest.empty() && a->blob_digest != ld) || sz->get<uint64_t>() != a->size)
+    return absl::InvalidArgumentError(StrCat(where, ": annotations and layer disagree on the cdimg digest or size"));
+  a->blob_digest = ld;
+  a->manifest_digest = digest;
+  a->manifest_size = body.size();
+  return a;
+}
+
+bool Catalog::Add(const Artifact& a) {
+  for (auto& x : artifacts) {
+    if (x.manifest_digest == a.manifest_digest) {
+      bool same = x == a;
+      x = a;
+      return !same;
+    }
+  }
+  artifacts.push_back(a);
+  return true;
+}
+
+std::string SerializeCatalog(const Catalog& c) {
+  json ms = json::array();
+  for (const auto& a : c.artifacts) {
+    ms.push_back({{"mediaType", kOciManifestType},
+                  {"digest", a.manifest_digest},
+                  {"size", a.manifest_size},
+                  {"artifactType", kCdimgArtifactType},
+                  {"annotations", Annotations(a)}});
+  }
+  json idx = {{"schemaVersion", 2},
+              {"mediaType", kOciIndexType},
+              {"artifactType", kCatalogArtifactType},
+              {"manifests", ms},
+              {"annotations", {{"org.opencontainers.image.description", "d4c catalog: cdimg images and deltas"}}}};
+  return idx.dump();
+}
+
+absl::StatusOr<Catalog> ParseCatalog(std::string_view body) {
+  auto j = ParseObject(body, "catalog");
+  if (!j.ok()) return j.status();
+  if (Str(*j, "artifactType") != kCatalogArtifactType)
+    return absl::InvalidArgumentError(StrCat("tag ", kCatalogTag, " is not a d4c catalog (artifactType)"));
+  auto ms = j->find("manifests");
+  if (ms == j->end() || !ms->is_array()) return absl::InvalidArgumentError("catalog: no manifests array");
+  Catalog c;
+  for (size_t i = 0; i < ms->size(); ++i) {
+    const json& m = (*ms)[i];
+    std::string where = StrCat("catalog entry ", i);
+    if (!m.is_object()) return absl::InvalidArgumentError(StrCat(where, ": not an object"));
+    auto an = m.find("annotations");
+    auto a = FromAnnotations(an == m.end() ? json() : *an, where);
+    if (!a.ok()) return a.status();
+    a->manifest_digest = Str(m, "digest");
+    auto sz = m.find("size");
+    if (!IsSha256Digest(a->manifest_digest) || sz == m.end() || !sz->is_number_unsigned() || !IsSha256Digest(a->blob_digest))
+      return absl::InvalidArgumentError(StrCat(where, ": needs a manifest digest, a size and the cdimg digest"));
+    a->manifest_size = sz->get<uint64_t>();
+    c.artifacts.push_back(*a);
+  }
+  return c;
+}
+
+}  // namespace d4c::registry
