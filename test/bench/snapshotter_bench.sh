@@ -14,7 +14,7 @@
 # prints (cat package.json | grep version). Conversion and diff happen at the
 # build side and are not timed. Then all images of BENCH_SERIES (default:
 # typescript biome) are loaded and run once, and the RSS of the snapshotter
-# and of its di3fs daemons is reported.
+# and of its di3fs daemons is reported (BENCH_EXTRA_CDIMGS: more cdimgs to load).
 # Output: a table on stdout, TSV rows in $D4C_BENCH_OUT (default
 # /var/cache/d4c-work/bench/snapshotter.tsv).
 set -euo pipefail
@@ -167,6 +167,13 @@ for s in $BENCH_SERIES; do
     "${C[@]}" run --rm --snapshotter=di3fs "mem/$s:$tag" "m$loaded" true >/dev/null 2>&1
     loaded=$((loaded + 1))
   done
+done
+# BENCH_EXTRA_CDIMGS: more full cdimgs (e.g. fs_bench's synthetic images) to
+# reach a given image count; a failing `true` still mounts the image
+for cd_ in ${BENCH_EXTRA_CDIMGS:-}; do
+  "${LOAD[@]}" --image "mem/extra:$loaded" --cdimg "$cd_" >/dev/null || continue
+  "${C[@]}" run --rm --snapshotter=di3fs "mem/extra:$loaded" "m$loaded" true >/dev/null 2>&1 || true
+  loaded=$((loaded + 1))
 done
 rss() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 snap_kb=$(rss "$SNAP_PID")
