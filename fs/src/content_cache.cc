@@ -22,14 +22,6 @@
 namespace d4c {
 namespace {
 
-struct DigestHash {
-  size_t operator()(const Digest& d) const {
-    size_t h;
-    std::memcpy(&h, d.data(), sizeof h);
-    return h;
-  }
-};
-
 constexpr std::string_view kTempPrefix = ".tmp.";
 
 absl::Status Errno(int err, std::string_view op, std::string_view path) {

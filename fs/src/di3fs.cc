@@ -35,14 +35,6 @@ namespace d4c {
 
 namespace {
 
-struct DigestHash {
-  size_t operator()(const Digest& d) const {
-    size_t h;
-    std::memcpy(&h, d.data(), sizeof h);
-    return h;
-  }
-};
-
 // An open cache file, closed when the last reader lets go of it.
 struct ContentFd {
   explicit ContentFd(int f) : fd(f) {}

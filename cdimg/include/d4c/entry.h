@@ -4,6 +4,8 @@
 #pragma once
 
 #include <array>
+#include <cstddef>
+#include <cstring>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -13,6 +15,15 @@ namespace d4c {
 
 // sha256 of a file's bytes.
 using Digest = std::array<uint8_t, 32>;
+
+// For unordered containers keyed by digest: a sha256 is already uniform.
+struct DigestHash {
+  size_t operator()(const Digest& d) const {
+    size_t h;
+    std::memcpy(&h, d.data(), sizeof h);
+    return h;
+  }
+};
 
 std::string DigestHex(const Digest& d);
 // "sha256:<hex>"

@@ -13,14 +13,6 @@
 namespace d4c {
 namespace {
 
-struct DigestHash {
-  size_t operator()(const Digest& d) const {
-    size_t h;
-    std::memcpy(&h, d.data(), sizeof h);
-    return h;
-  }
-};
-
 // Deltas of deltas are legal, but a chain this deep means a cycle.
 constexpr int kMaxResolveDepth = 256;
 

@@ -35,14 +35,6 @@ absl::StatusOr<std::string> CompressFullBlob(std::string_view content, int level
 
 namespace {
 
-struct DigestHash {
-  size_t operator()(const Digest& d) const {
-    size_t h;
-    std::memcpy(&h, d.data(), sizeof h);
-    return h;
-  }
-};
-
 // Receives file contents while layers stream by, compresses each distinct
 // content once on a worker pool and parks the blob in an unlinked temp file.
 class CompressingSpool : public ContentSink {

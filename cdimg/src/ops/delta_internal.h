@@ -22,14 +22,6 @@
 
 namespace d4c::delta_internal {
 
-struct DigestHash {
-  size_t operator()(const Digest& d) const {
-    size_t h;
-    std::memcpy(&h, d.data(), sizeof h);
-    return h;
-  }
-};
-
 // Pack limits of the delta writer: a member (a patch, or a new file's raw
 // bytes) of at most kPackMemberMax bytes; packs of at most kPackRawMax bytes,
 // so a lazy read of one file decompresses little.

@@ -19,7 +19,6 @@ namespace d4c {
 using delta_internal::Base;
 using delta_internal::BlobJob;
 using delta_internal::BlobResult;
-using delta_internal::DigestHash;
 using delta_internal::OldTree;
 
 namespace {

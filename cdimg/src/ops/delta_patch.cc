@@ -12,7 +12,6 @@ namespace d4c {
 
 using delta_internal::BlobJob;
 using delta_internal::BlobResult;
-using delta_internal::DigestHash;
 
 namespace {
 

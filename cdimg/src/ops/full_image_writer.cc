@@ -4,17 +4,6 @@
 #include <unordered_set>
 
 namespace d4c::internal {
-namespace {
-
-struct DigestHash {
-  size_t operator()(const Digest& d) const {
-    size_t h;
-    std::memcpy(&h, d.data(), sizeof h);
-    return h;
-  }
-};
-
-}  // namespace
 
 std::vector<size_t> FullBlobEntries(const std::vector<Entry>& entries) {
   std::vector<size_t> out;
