@@ -47,14 +47,6 @@ CMD='grep "\"version\"" /app/node_modules/typescript/package.json'
 T=
 CTRD_PID=
 SNAP_PID=
-our_pids() {
-  local p
-  for p in /proc/[0-9]*; do
-    [[ ${p#/proc/} == "$$" ]] && continue
-    tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF "$T/" && echo "${p#/proc/}"
-  done
-  true
-}
 teardown() {
   [[ -n $T ]] || return 0
   local c pid

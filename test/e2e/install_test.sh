@@ -12,12 +12,6 @@ T=$(mktemp -d /tmp/d4c-inst.XXXXXX)
 CTRD_PID= SNAP_PID=
 fail=0
 bad() { echo "FAIL: $*" >&2; fail=1; }
-wait_for() {  # wait_for SECONDS CMD...: until CMD succeeds
-  local n=$(($1 * 10))
-  shift
-  while ((n-- > 0)); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  return 1
-}
 cleanup() {
   set +e
   [[ -n $CTRD_PID ]] && kill "$CTRD_PID" 2>/dev/null

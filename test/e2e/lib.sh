@@ -46,6 +46,27 @@ cdimg_for() {
 
 image_id() { "$CTR_CLI" cdimg show --json "$@" | jq -r .image_id; }
 
+wait_for() {  # wait_for SECONDS CMD...: until CMD succeeds
+  local n=$(($1 * 10))
+  shift
+  while ((n-- > 0)); do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  return 1
+}
+
+# our_pids: pids of processes whose command line mentions the caller's temp
+# dir $T (containerd shims, di3fs daemons): all started by this script
+our_pids() {
+  local p
+  for p in /proc/[0-9]*; do
+    [[ ${p#/proc/} == "$$" ]] && continue
+    tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF "$T/" && echo "${p#/proc/}"
+  done
+  true
+}
+
 # delta_for SERIES TAG_A TAG_B: path of the delta cdimg A->B (`cdimg diff`,
 # default codec), cached like cdimg_for
 delta_for() {

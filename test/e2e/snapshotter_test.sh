@@ -40,17 +40,6 @@ fail=0
 bad() { echo "FAIL: $*" >&2; fail=1; }
 CTR() { ctr --address "$CTRD_SOCK" "$@"; }
 
-# pids of processes whose command line mentions our temp dir (containerd's
-# shims, di3fs daemons started by our snapshotter): all started by this test
-our_pids() {
-  local p
-  for p in /proc/[0-9]*; do
-    [[ ${p#/proc/} == "$$" ]] && continue
-    tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF "$T/" && echo "${p#/proc/}"
-  done
-  true
-}
-
 cleanup() {
   set +e
   local i c pid
@@ -77,16 +66,6 @@ cleanup() {
   if [[ -z ${KEEP_TMP:-} && -z ${D4C_KEEP_E2E:-} ]]; then rm -rf "$T"; fi
 }
 trap cleanup EXIT
-
-wait_for() {  # wait_for SECONDS CMD...: until CMD succeeds
-  local n=$(($1 * 10))
-  shift
-  while ((n-- > 0)); do
-    "$@" >/dev/null 2>&1 && return 0
-    sleep 0.1
-  done
-  return 1
-}
 
 start_snapshotter() {
   rm -f "$SNAP_SOCK"  # a killed snapshotter leaves its socket file behind
