@@ -307,6 +307,8 @@ t_nat=$(best_of 3 file_read20 "$nbig")
 mount_di3fs "$mp" "$tmp/big.log" --cdimg "${IMG[biome]}" --cache-dir "$caches/c-big"
 t_cold=$(best_of 1 file_read "$mp$big")
 t_w=$(best_of 3 file_read20 "$mp$big")
+folios_fuse=$(python3 "$src/test/bench/page_folios.py" "$mp$big" 2>&1 || true)
+folios_native=$(python3 "$src/test/bench/page_folios.py" "$nbig" 2>&1 || true)
 unmount "$mp" "$LAST_PID"
 echo "| large file (${size} bytes; warm rows: 20 reads in one cat) | seconds per read | MB/s | ratio to native warm |"
 echo "|---|---:|---:|---:|"
@@ -327,3 +329,6 @@ if ((have_sq)); then
 fi
 printf '| %s | %.4f | %s | %s |\n' "di3fs cold (rebuild)" "$t_cold" "$(mbps "$size" "$t_cold")" "$(ratio "$t_nat" "$t_cold")"
 printf '| %s | %.4f | %s | %s |\n' "di3fs warm" "$t_w" "$(mbps "$size" "$t_w")" "$(ratio "$t_nat" "$t_w")"
+echo
+echo "Page cache of the large file after the warm reads (test/bench/page_folios.py):"
+echo "di3fs: $folios_fuse; native: $folios_native."
