@@ -29,6 +29,7 @@
 namespace {
 
 using d4c::oci_test::LayerBuilder;
+using d4c::oci_test::ReadAll;
 
 struct Fixture {
   std::string dir;
@@ -60,13 +61,6 @@ std::string Convert(const std::string& dir, const std::string& name, const Layer
   if (auto st = d4c::ConvertImage("oci:" + layout + ":" + name, out, co); !st.ok())
     Die(std::string(st.status().message()));
   return out;
-}
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
 }
 
 Fixture Build() {

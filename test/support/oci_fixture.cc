@@ -352,6 +352,11 @@ absl::Status RecordingSink::Put(const Digest& digest, std::string content) {
   return absl::OkStatus();
 }
 
+std::string ReadAll(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
 ScratchDir::ScratchDir() {
   const char* tmp = std::getenv("TMPDIR");
   std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/d4c-oci-test-XXXXXX";

@@ -143,6 +143,9 @@ class ScratchDir {
   std::string path_;
 };
 
+// The whole file (empty if it cannot be read).
+std::string ReadAll(const std::string& path);
+
 // Expected-entry helpers for assertions.
 Entry DirEntry(std::string path, uint32_t mode = 0755, int64_t mtime = 1000);
 Entry FileEntry(std::string path, const std::string& content, uint32_t mode = 0644, int64_t mtime = 1000);

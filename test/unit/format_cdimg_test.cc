@@ -11,8 +11,10 @@
 
 #include "d4c/cdimg.h"
 #include "d4c/strcat.h"
+#include "oci_fixture.h"
 
 using namespace d4c;
+using oci_test::ReadAll;
 
 namespace {
 
@@ -114,11 +116,6 @@ std::string WriteSample(const Built& b, const std::string& name) {
   }
   REQUIRE((*w)->Finish(R"({"architecture":"amd64"})", b.entries, recipes).ok());
   return path;
-}
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
 }
 
 void WriteAllTo(const std::string& path, const std::string& data) {

@@ -16,6 +16,7 @@
 
 using namespace d4c;
 using oci_test::LayerBuilder;
+using oci_test::ReadAll;
 using oci_test::ScratchDir;
 
 namespace {
@@ -45,13 +46,6 @@ std::string Edit(std::string base, size_t every, const std::string& tag) {
   std::string line, out;
   for (size_t n = 0; std::getline(in, line); ++n) out += (n % every == 0 ? tag + line : line) + "\n";
   return out;
-}
-
-std::string ReadAll(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
 }
 
 uint64_t FileSize(const std::string& path) { return std::filesystem::file_size(path); }
