@@ -143,6 +143,14 @@ run_peer() {
 }
 
 have() { command -v "$1" >/dev/null 2>&1; }
+# release_order SERIES: stdin tags sorted as corpus-stats.tsv lists them
+# (version sort for tags it does not list)
+release_order() {
+  [[ -f $CORPUS/corpus-stats.tsv ]] || { sort -V; return; }
+  awk -F'\t' -v s="$1" 'FNR == NR { if ($1 == s) rank[$2] = FNR; next }
+                        { printf "%d\t%s\n", ($0 in rank) ? rank[$0] : 1e9, $0 }' \
+      "$CORPUS/corpus-stats.tsv" - | sort -t$'\t' -k1,1n -k2,2V | cut -f2
+}
 
 # ------------------------------------------------------------ the run
 START=$(date +%s)
@@ -155,10 +163,12 @@ np=0
 for s in "${SERIES[@]}"; do
   sdir=$CORPUS/$s
   [[ -f $sdir/oci/index.json ]] || { FAILS+=("$s: no $sdir/oci/index.json"); continue; }
-  # versions: tags of the OCI index (in index order) that have an unpacked rootfs
+  # versions: tags of the OCI index that have an unpacked rootfs, in release
+  # order (corpus-stats.tsv lists them so; the index order changes when
+  # make-corpus.sh rebuilds one tag)
   mapfile -t tags < <(jq -r '.manifests[].annotations["org.opencontainers.image.ref.name"] // empty' \
                         "$sdir/oci/index.json" | while read -r t; do
-                          [[ -d $sdir/rootfs/$t/rootfs ]] && echo "$t"; done)
+                          [[ -d $sdir/rootfs/$t/rootfs ]] && echo "$t"; done | release_order "$s")
   ((${#tags[@]} >= 2)) || { FAILS+=("$s: fewer than two versions"); continue; }
   blog "series $s: ${tags[*]}"
 
@@ -408,6 +418,24 @@ report() {
       "$(commas "${bp%% *}")" "$(mname "${bp##* }")" "$(commas "${rb:-?}")" "$(mname "${rm:-}")" \
       "$(mcell "$p" perfile-best)" "$(commas "${rp:-?}")"
   done
+  if ((OURS)); then
+    echo
+    echo "## Targets (issue #3): ours (auto) smaller than every existing tool; diff no slower than xdelta3 on the whole tar"
+    echo
+    echo "| pair | ours auto bytes | best existing tool | bytes target | ours diff s | xdelta3 tar s | time ratio | time target |"
+    echo "|---|---:|---:|:---:|---:|---:|---:|:---:|"
+    for i in "${!PAIRS[@]}"; do
+      p=p$((i + 1)); read -r s a b <<<"${PAIRS[i]}"
+      local oa ot xt bt tt
+      oa=$(mval "$p" ours-auto); bp=$(bestpeer "$p")
+      ot=${R[$p.ours-auto.secs]:-}; xt=${R[$p.xdtar.secs]:-}
+      bt="?"; [[ -n $oa && -n $bp ]] && { ((oa < ${bp%% *})) && bt="met" || bt="MISSED"; }
+      tt="?"; [[ -n $ot && -n $xt ]] && tt=$(awk -v o="$ot" -v x="$xt" 'BEGIN{print (o <= x) ? "met" : "MISSED"}')
+      printf '| %s %s→%s | %s | %s %s | %s | %s | %s | %s | %s |\n' "$s" "$a" "$b" "$(commas "${oa:-?}")" \
+        "$(commas "${bp%% *}")" "$(mname "${bp##* }")" "$bt" "${ot:-?}" "${xt:-?}" \
+        "$(awk -v o="$ot" -v x="$xt" 'BEGIN{if (o > 0 && x > 0) printf "%.2f×", o / x; else printf "n/a"}')" "$tt"
+    done
+  fi
   if ((${#FAILS[@]})); then
     echo
     echo "## Failures"
