@@ -6,8 +6,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <filesystem>
+#include <thread>
 
 #include "cli_util.h"
 #include "commands.h"
@@ -72,6 +74,60 @@ absl::StatusOr<registry::Catalog> FetchCatalog(RegistryClient& client, const std
   return c;
 }
 
+struct CatalogMerge {
+  bool changed = false;
+  size_t entries = 0;
+  size_t adopted = 0;  // artifacts found by tag that the catalog had lost
+};
+
+// Adds to `c` the artifacts behind `tags` (their manifests say what they are).
+absl::StatusOr<size_t> AdoptTagged(RegistryClient& client, const std::string& repo,
+                                   const std::vector<std::string>& tags, registry::Catalog* c) {
+  size_t n = 0;
+  for (const std::string& t : tags) {
+    auto m = client.GetManifest(repo, t);
+    if (!m.ok()) return m.status();
+    if (!m->has_value()) continue;  // deleted meanwhile
+    auto a = registry::ParseArtifactManifest((*m)->body, (*m)->digest);
+    if (!a.ok()) continue;  // a tag of our form on something else: not ours to list
+    a->manifest_size = (*m)->body.size();
+    n += c->Add(*a) ? 1 : 0;
+  }
+  return n;
+}
+
+// The registry has no compare-and-swap for tags, so two pushes to one
+// repository can each write a catalog without the other's entry. Every push
+// therefore re-lists artifacts that are tagged but missing (repairing an
+// earlier race), writes, and reads the catalog back until its entry is there.
+absl::StatusOr<CatalogMerge> RecordInCatalog(RegistryClient& client, const std::string& repo, const Artifact& art) {
+  constexpr int kAttempts = 6;
+  CatalogMerge out;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    auto catalog = FetchCatalog(client, repo);
+    if (!catalog.ok()) return catalog.status();
+    bool added = catalog->Add(art);
+    auto tags = client.ListTags(repo);
+    if (!tags.ok()) return tags.status();
+    auto adopted = AdoptTagged(client, repo, registry::UncataloguedArtifactTags(*catalog, *tags), &*catalog);
+    if (!adopted.ok()) return adopted.status();
+    out.changed |= added || *adopted > 0;
+    out.adopted += *adopted;
+    out.entries = catalog->artifacts.size();
+    if (!added && *adopted == 0) return out;  // nothing to write: our entry is there
+    auto put = client.PutManifest(repo, registry::kCatalogTag, registry::kOciIndexType, registry::SerializeCatalog(*catalog));
+    if (!put.ok()) return put.status();
+    auto back = FetchCatalog(client, repo);
+    if (!back.ok()) return back.status();
+    registry::Catalog check = *back;
+    if (!check.Add(art)) return out;  // ours is listed: done (another writer may add more)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100 << attempt));
+  }
+  return absl::AbortedError(StrCat(client.options().host, "/", repo, ": the catalog kept losing this entry to concurrent pushes (",
+                                   kAttempts, " attempts); the artifact is pushed and tagged ", registry::ArtifactTag(art),
+                                   ", push again to list it"));
+}
+
 // ---- push ----------------------------------------------------------------
 
 struct PushArgs {
@@ -133,18 +189,15 @@ int RunPush(const PushArgs& a) {
   if (!tag.empty()) {
     if (auto t = c.PutManifest(repo, tag, registry::kOciManifestType, manifest); !t.ok()) return Fail("push tag " + tag, t.status());
   }
-  auto catalog = FetchCatalog(c, repo);
-  if (!catalog.ok()) return Fail("push", catalog.status());
-  bool changed = catalog->Add(art);
-  if (changed) {
-    auto put = c.PutManifest(repo, registry::kCatalogTag, registry::kOciIndexType, registry::SerializeCatalog(*catalog));
-    if (!put.ok()) return Fail("push catalog", put.status());
-  }
+  auto merged = RecordInCatalog(c, repo, art);
+  if (!merged.ok()) return Fail("push catalog", merged.status());
   std::printf("pushed %s: %s %s%s (%llu bytes) to %s/%s, manifest %s; blob %s; catalog %s (%zu cdimgs)%s%s\n",
               a.cdimg.c_str(), art.is_delta() ? "delta" : "full", art.is_delta() ? (Short(art.parent_id) + ".. -> ").c_str() : "",
               art.image_id.c_str(), static_cast<unsigned long long>(art.size), a.reg.host.c_str(), repo.c_str(),
-              art.manifest_digest.c_str(), uploaded ? "uploaded" : "already present", changed ? "updated" : "unchanged",
-              catalog->artifacts.size(), tag.empty() ? "" : ", tag ", tag.c_str());
+              art.manifest_digest.c_str(), uploaded ? "uploaded" : "already present", merged->changed ? "updated" : "unchanged",
+              merged->entries, tag.empty() ? "" : ", tag ", tag.c_str());
+  if (merged->adopted)
+    std::printf("catalog: re-listed %zu pushed cdimg(s) that a concurrent push had dropped\n", merged->adopted);
   return 0;
 }
 

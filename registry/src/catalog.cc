@@ -1,6 +1,7 @@
 #include "d4c/registry/catalog.h"
 
 #include <algorithm>
+#include <set>
 
 #include "d4c/strcat.h"
 #include "nlohmann/json.hpp"
@@ -181,6 +182,57 @@ absl::StatusOr<Catalog> ParseCatalog(std::string_view body) {
     c.artifacts.push_back(*a);
   }
   return c;
+}
+
+absl::StatusOr<std::vector<std::string>> ParseTagList(std::string_view body) {
+  auto j = ParseObject(body, "tag list");
+  if (!j.ok()) return j.status();
+  std::vector<std::string> tags;
+  auto t = j->find("tags");
+  if (t == j->end() || t->is_null()) return tags;  // a repository without tags
+  if (!t->is_array()) return absl::InvalidArgumentError("tag list: \"tags\" is not an array");
+  for (const json& x : *t) {
+    if (!x.is_string()) return absl::InvalidArgumentError("tag list: a tag is not a string");
+    tags.push_back(x.get<std::string>());
+  }
+  return tags;
+}
+
+std::optional<std::string> NextPageFromLink(std::string_view link) {
+  size_t open = link.find('<'), close = link.find('>');
+  if (open == std::string_view::npos || close == std::string_view::npos || close < open) return std::nullopt;
+  if (link.find("rel=\"next\"", close) == std::string_view::npos && link.find("rel=next", close) == std::string_view::npos)
+    return std::nullopt;
+  std::string_view target = link.substr(open + 1, close - open - 1);
+  if (target.rfind("/v2/", 0) != 0 || target.find("://") != std::string_view::npos) return std::nullopt;
+  for (char ch : target)
+    if (static_cast<unsigned char>(ch) <= ' ' || ch == 0x7f) return std::nullopt;
+  return std::string(target);
+}
+
+namespace {
+
+bool IsHex32(std::string_view s) {
+  return s.size() == 32 && std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+// "d4c-<32 hex>" or "d4c-<32 hex>-from-<32 hex>"
+bool IsArtifactTag(std::string_view t) {
+  if (t.rfind("d4c-", 0) != 0) return false;
+  t.remove_prefix(4);
+  if (t.size() == 32) return IsHex32(t);
+  return t.size() == 32 + 6 + 32 && IsHex32(t.substr(0, 32)) && t.substr(32, 6) == "-from-" && IsHex32(t.substr(38));
+}
+
+}  // namespace
+
+std::vector<std::string> UncataloguedArtifactTags(const Catalog& c, const std::vector<std::string>& tags) {
+  std::set<std::string> known;
+  for (const Artifact& a : c.artifacts) known.insert(ArtifactTag(a));
+  std::vector<std::string> out;
+  for (const std::string& t : tags)
+    if (IsArtifactTag(t) && !known.count(t)) out.push_back(t);
+  return out;
 }
 
 }  // namespace d4c::registry

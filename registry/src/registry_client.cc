@@ -17,6 +17,7 @@
 #include <thread>
 #include <vector>
 
+#include "d4c/registry/catalog.h"
 #include "d4c/strcat.h"
 #include "nlohmann/json.hpp"
 
@@ -619,6 +620,31 @@ absl::StatusOr<std::string> RegistryClient::GetBlob(const std::string& repo, con
   if (!r->ok()) return StatusFor(*r, what);
   if (Sha256Digest(r->body) != digest) return absl::DataLossError(StrCat(what, ": content does not match its digest"));
   return std::move(r->body);
+}
+
+absl::StatusOr<std::vector<std::string>> RegistryClient::ListTags(const std::string& repo) {
+  constexpr int kMaxPages = 1000;  // 1000 tags a page: a million tags
+  std::vector<std::string> tags;
+  std::string next = StrCat("/v2/", repo, "/tags/list?n=1000");
+  std::string what = StrCat(impl_->o.host, "/", repo, ": tag list");
+  for (int page = 0; page < kMaxPages; ++page) {
+    Request req;
+    req.url = impl_->Url(next);
+    req.max_body = kMaxManifestBytes;
+    auto r = impl_->Do(req, what, impl_->o.attempts);
+    if (!r.ok()) return r.status();
+    if (r->status == 404) return tags;  // no such repository yet
+    if (r->body_overflow) return absl::InvalidArgumentError(StrCat(what, ": a page is larger than 4 MiB"));
+    if (!r->ok()) return StatusFor(*r, what);
+    auto got = ParseTagList(r->body);
+    if (!got.ok()) return absl::InvalidArgumentError(StrCat(what, ": ", Msg(got.status().message())));
+    tags.insert(tags.end(), got->begin(), got->end());
+    auto link = r->headers.find("link");
+    std::optional<std::string> more = link == r->headers.end() ? std::nullopt : NextPageFromLink(link->second);
+    if (!more) return tags;
+    next = *more;
+  }
+  return absl::ResourceExhaustedError(StrCat(what, ": more than ", kMaxPages, " pages"));
 }
 
 absl::StatusOr<std::optional<Manifest>> RegistryClient::GetManifest(const std::string& repo, const std::string& reference) {

@@ -1,5 +1,6 @@
 // libFuzzer: registry answers (catalog index, artifact manifest, auth
-// challenge) are untrusted. Parsers must never crash or loop; errors are fine.
+// challenge, tag list and its Link header) are untrusted. Parsers must never
+// crash or loop; errors are fine.
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -18,5 +19,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   (void)d4c::registry::ParseArtifactManifest(s, "sha256:" + std::string(64, '0'));
   (void)d4c::registry::ParseAuthChallenge(s);
+  auto tags = d4c::registry::ParseTagList(s);
+  if (tags.ok() && c.ok()) (void)d4c::registry::UncataloguedArtifactTags(*c, *tags);
+  (void)d4c::registry::NextPageFromLink(s);
   return 0;
 }

@@ -121,6 +121,36 @@ TEST_CASE("the catalog round-trips, and Add replaces by manifest digest") {
   CHECK(back->artifacts == c.artifacts);
 }
 
+TEST_CASE("tag lists parse, page links stay on the registry") {
+  auto tags = ParseTagList(R"({"name":"ts","tags":["d4c-catalog","v1"]})");
+  REQUIRE(tags.ok());
+  CHECK(*tags == std::vector<std::string>{"d4c-catalog", "v1"});
+  auto none = ParseTagList(R"({"name":"ts","tags":null})");
+  REQUIRE(none.ok());
+  CHECK(none->empty());
+  CHECK_THAT(Message(ParseTagList(R"({"tags":[1]})").status()), Catch::Contains("not a string"));
+  CHECK_THAT(Message(ParseTagList("[]").status()), Catch::Contains("tag list is not a JSON object"));
+
+  CHECK(NextPageFromLink(R"(</v2/ts/tags/list?n=1000&last=v1>; rel="next")") == "/v2/ts/tags/list?n=1000&last=v1");
+  CHECK_FALSE(NextPageFromLink(R"(<https://evil.example/v2/x>; rel="next")"));  // credentials stay home
+  CHECK_FALSE(NextPageFromLink(R"(</v2/ts/tags/list?n=1000>; rel="prev")"));
+  CHECK_FALSE(NextPageFromLink("garbage"));
+  CHECK_FALSE(NextPageFromLink("</v2/a b>; rel=\"next\""));
+}
+
+TEST_CASE("artifact tags missing from the catalog are found, other tags ignored") {
+  Catalog c;
+  Artifact listed = Delta('1', '2', 7);
+  listed.manifest_digest = Id('b');
+  c.Add(listed);
+  Artifact lost = Delta('2', '3', 9);
+  Artifact lost_full = Delta('0', '4', 9);
+  lost_full.parent_id.clear();
+  std::vector<std::string> tags = {"latest", kCatalogTag, ArtifactTag(listed), ArtifactTag(lost),
+                                   ArtifactTag(lost_full), "d4c-" + std::string(32, 'g'), "d4c-1234"};
+  CHECK(UncataloguedArtifactTags(c, tags) == std::vector<std::string>{ArtifactTag(lost), ArtifactTag(lost_full)});
+}
+
 TEST_CASE("catalog parse errors name the entry") {
   CHECK_THAT(Message(ParseCatalog("[]").status()), Catch::Contains("not a JSON object"));
   CHECK_THAT(Message(ParseCatalog(R"({"manifests":[]})").status()), Catch::Contains("not a d4c catalog"));

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -61,6 +62,16 @@ struct Catalog {
 
 std::string SerializeCatalog(const Catalog& c);
 absl::StatusOr<Catalog> ParseCatalog(std::string_view body);
+
+// Tags from a `GET /v2/<repo>/tags/list` answer ({"name": ..., "tags": [...]}).
+absl::StatusOr<std::vector<std::string>> ParseTagList(std::string_view body);
+// The next page of a tag listing from its Link header
+// (`</v2/NAME/tags/list?n=..&last=..>; rel="next"`). Only a path on the same
+// registry is returned: credentials are never sent elsewhere.
+std::optional<std::string> NextPageFromLink(std::string_view link);
+// Artifact tags (ArtifactTag's form) among `tags` whose artifact `c` does not
+// list: pushed, but dropped from the catalog by a concurrent writer.
+std::vector<std::string> UncataloguedArtifactTags(const Catalog& c, const std::vector<std::string>& tags);
 
 // Checks "sha256:<64 lowercase hex>".
 bool IsSha256Digest(std::string_view s);

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -73,6 +74,8 @@ class RegistryClient {
   absl::StatusOr<std::optional<Manifest>> GetManifest(const std::string& repo, const std::string& reference);
   // The digest a tag points at (HEAD, no body); nullopt on 404.
   absl::StatusOr<std::optional<std::string>> ManifestDigest(const std::string& repo, const std::string& reference);
+  // Every tag of the repository (paginated; empty if it does not exist).
+  absl::StatusOr<std::vector<std::string>> ListTags(const std::string& repo);
   // PUT under `reference` (tag or digest); returns the manifest digest.
   absl::StatusOr<std::string> PutManifest(const std::string& repo, const std::string& reference,
                                           const std::string& media_type, const std::string& body);
