@@ -43,7 +43,9 @@ struct DiffOptions {
   uint32_t time_budget_ms = 60000;
   // Files smaller than this are stored whole: no delta is tried.
   uint64_t min_delta_size = 64;
-  int zstd_level = 19;  // `full` blobs; must match convert's for patch to copy them
+  // `full` blobs compressed anew; must match convert's for patch to copy
+  // them. A file that B stores as a standalone full blob keeps that blob.
+  int zstd_level = 19;
   // Small patches and small new files of the delta share zstd frames (packs,
   // docs/format.md) so that framing and similar edits compress together.
   bool pack_small_blobs = true;
