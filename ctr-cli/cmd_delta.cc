@@ -57,7 +57,8 @@ struct DeltaArgs {
 };
 
 constexpr const char* kLevelHelp =
-    "zstd level of whole-file blobs; keep it equal to convert's --level so that patch can copy blobs";
+    "zstd level of whole-file blobs compressed anew (the new image's own ones are copied); keep it equal "
+    "to convert's --level so that patch can copy blobs";
 
 absl::StatusOr<DiffOptions> ToDiffOptions(const DeltaArgs& a, Progress* progress) {
   auto codec = ParseCodecChoice(a.codec);

@@ -145,6 +145,17 @@ TEST_CASE("round trips on edge cases", "[codec]") {
     CHECK(RoundTrip(id, base, base.substr(0, 20000) + base.substr(21000)) < 300);
     CHECK(RoundTrip(id, base, base.substr(0, base.size() - 1000)) < 300);
   }
+  SECTION("tiny bases, patterns sorting before or after every suffix") {
+    // bsdiff's search starts in the suffix-array bucket of the first two
+    // bytes; these hit its edges (no bucket, first and last bucket, the
+    // one-byte suffix at the end of the base).
+    RoundTrip(id, "ab", "ab");
+    RoundTrip(id, "ab", "ba");
+    RoundTrip(id, "ab", "b");
+    RoundTrip(id, std::string("\x01\x02\x03", 3), std::string("\x00\x00\x01\x02\x03\xff\xff\x03", 8));
+    std::string skewed = std::string(4096, '\0') + "middle" + std::string(4096, '\xff');
+    CHECK(RoundTrip(id, skewed, "\xff" + skewed + std::string(1, '\0')) < 200);
+  }
   SECTION("binary bytes including zero runs") {
     std::string b = RandomBytes(50000, 2) + std::string(30000, '\0') + RandomBytes(50000, 3);
     std::string t = Scatter(b, 10, 4);

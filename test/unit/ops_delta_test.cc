@@ -58,12 +58,14 @@ DiffOptions Threads(int n, uint64_t memory_budget = DiffOptions{}.memory_budget)
 }
 
 // Converts one layer into a full cdimg at dir/name.cdimg, the way ctr-cli does.
-std::string Convert(const ScratchDir& dir, const std::string& name, const LayerBuilder& layer) {
+std::string Convert(const ScratchDir& dir, const std::string& name, const LayerBuilder& layer,
+                    int level = ConvertOptions{}.zstd_level) {
   std::string layout = StrCat(dir.path(), "/oci-", name);
   REQUIRE(oci_test::WriteOciLayout(layout, {{name, {layer.Tar()}}}).ok());
   std::string out = StrCat(dir.path(), "/", name, ".cdimg");
   ConvertOptions co;
   co.threads = 2;
+  co.zstd_level = level;
   auto st = ConvertImage(StrCat("oci:", layout, ":", name), out, co);
   INFO(Msg(st.status().message()));
   REQUIRE(st.ok());
@@ -196,6 +198,62 @@ TEST_CASE("auto picks per file the smallest codec", "[delta]") {
   }
   DeltaStats s = Diff(a, b, StrCat(tmp.path(), "/d-auto"), {});
   CHECK(s.header.blobs_length <= smallest);
+}
+
+// The stored blob of an entry (standalone, not packed).
+std::string StoredBlob(const CdimgImage& img, const std::string& path) {
+  Recipe r = img.RecipeAt(*img.Find(path));
+  REQUIRE(!r.packed);
+  auto blob = img.ReadBlob(r.blob);
+  REQUIRE(blob.ok());
+  return *blob;
+}
+
+TEST_CASE("diff copies B's own full blob instead of compressing again", "[delta]") {
+  ScratchDir tmp;
+  // Past a pack member's size, and unlike anything in A: stored whole.
+  std::string fresh = Text(70, 3000), noise;
+  uint32_t x = 3;
+  for (int i = 0; i < 100000; ++i) noise.push_back(static_cast<char>((x = x * 1103515245u + 12345u) >> 16));
+  LayerBuilder la, lb;
+  la.File("keep.txt", Text(71, 100)).File("noise", noise.substr(50000) + noise.substr(0, 50000));
+  lb.File("keep.txt", Text(71, 100)).File("opt/fresh.txt", fresh).File("noise", noise);
+  REQUIRE(fresh.size() > 64 * 1024);
+  for (int level : {19, 3}) {
+    DYNAMIC_SECTION("A and B converted at level " << level) {
+      std::string a = Convert(tmp, StrCat("a", level), la, level);
+      std::string b = Convert(tmp, StrCat("b", level), lb, level);
+      std::string d = StrCat(tmp.path(), "/d", level, ".cdimg");
+      DeltaStats s = Diff(a, b, d);  // diff's own level stays 19
+      CHECK(Files(s, "full") == 1);
+      auto delta = Open(d, {a});
+      auto full_b = Open(b);
+      // The very frame B stores: same bytes whatever level B was written at
+      // (at 19 it is also what compressing again would give).
+      CHECK(StoredBlob(delta->top(), "opt/fresh.txt") == StoredBlob(full_b->top(), "opt/fresh.txt"));
+      if (level == 19) {
+        auto again = CompressFullBlob(fresh, 19);
+        REQUIRE(again.ok());
+        CHECK(StoredBlob(delta->top(), "opt/fresh.txt") == *again);
+      }
+      // ReadFile hands out the frame it verified, and only for standalone full blobs.
+      std::optional<std::string> frame;
+      auto bytes = full_b->ReadFile(*full_b->top().Find("opt/fresh.txt"), &frame);
+      REQUIRE(bytes.ok());
+      CHECK(*bytes == fresh);
+      REQUIRE(frame.has_value());
+      CHECK(*frame == StoredBlob(full_b->top(), "opt/fresh.txt"));
+      REQUIRE(delta->ReadFile(*delta->top().Find("noise"), &frame).ok());
+      CHECK(!frame.has_value());  // a delta
+      // patch at their level rebuilds B byte for byte
+      auto base = Open(a);
+      PatchOptions po;
+      po.zstd_level = level;
+      std::string out = StrCat(tmp.path(), "/b-again", level, ".cdimg");
+      REQUIRE(PatchImage(*base, d, out, po).ok());
+      CHECK(ReadAll(out) == ReadAll(b));
+    }
+  }
 }
 
 TEST_CASE("renamed and versioned paths are diffed against their old version", "[delta]") {

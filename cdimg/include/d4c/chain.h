@@ -3,6 +3,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -28,6 +29,11 @@ class ImageChain {
 
   // Bytes of regular entry `i` of the top image, verified against its digest.
   absl::StatusOr<std::string> ReadFile(size_t i) const;
+  // The same; when the top image stores the entry as a standalone `full`
+  // blob, `*full_blob` also receives that blob (the zstd frame the bytes were
+  // just verified from), else nullopt. Diff copies it instead of compressing
+  // the file again.
+  absl::StatusOr<std::string> ReadFile(size_t i, std::optional<std::string>* full_blob) const;
   // Bytes of any file with this content digest in the chain (top down).
   absl::StatusOr<std::string> ReadByDigest(const Digest& digest) const;
   // True if some image of the chain can produce content with this digest.

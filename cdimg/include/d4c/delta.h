@@ -36,14 +36,20 @@ struct DiffOptions {
   int threads = 0;  // 0 = number of CPUs
   // Per file and codec, for auto. Predicted from the file sizes with a fixed
   // cost model (delta_common.cc), never measured, so the choice and the output
-  // do not depend on machine load. The cheapest codec (xdelta3) always runs.
-  // The default lets all three codecs work on files up to ~45 MB. Files of
-  // 1 MiB or more whose xdelta3 patch is at most 1/2000 of their size skip
-  // the other codecs (they could save only a few hundred bytes).
+  // do not depend on machine load. The cheapest codec (xdelta3) always fits.
+  // The default lets xdelta3 and bsdiff work on files up to ~45 MB; zstd
+  // runs only while base + target is at most 4 MiB (it never won above).
+  // Files of 1 MiB or more are first measured against their base (content-
+  // defined anchors, linear time): when 10% or more of the file is new to the
+  // base, xdelta3 is skipped (bsdiff wins those); when the first patch is at
+  // most 1/2000 of the file, the other codecs are (they could save only a few
+  // hundred bytes). All size rules, so the output is deterministic.
   uint32_t time_budget_ms = 60000;
   // Files smaller than this are stored whole: no delta is tried.
   uint64_t min_delta_size = 64;
-  int zstd_level = 19;  // `full` blobs; must match convert's for patch to copy them
+  // `full` blobs compressed anew; must match convert's for patch to copy
+  // them. A file that B stores as a standalone full blob keeps that blob.
+  int zstd_level = 19;
   // Small patches and small new files of the delta share zstd frames (packs,
   // docs/format.md) so that framing and similar edits compress together.
   bool pack_small_blobs = true;

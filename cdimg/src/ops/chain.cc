@@ -51,11 +51,16 @@ struct ImageChain::State {
     return by_digest[level];
   }
 
-  absl::StatusOr<std::string> ReadAt(size_t level, size_t i, int depth);
+  // `full_blob` (may be null): receives the standalone full blob of entry i
+  // itself, if that is how it is stored.
+  absl::StatusOr<std::string> ReadAt(size_t level, size_t i, int depth,
+                                     std::optional<std::string>* full_blob = nullptr);
   absl::StatusOr<std::string> ReadDigestFrom(size_t level, const Digest& d, int depth);
 };
 
-absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, int depth) {
+absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, int depth,
+                                                      std::optional<std::string>* full_blob) {
+  if (full_blob) full_blob->reset();
   const CdimgImage& img = *images[level];
   if (depth > kMaxResolveDepth)
     return absl::DataLossError(StrCat(img.path(), ": /", img.PathAt(i), ": recipe chain too deep (cycle?)"));
@@ -63,6 +68,7 @@ absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, in
   uint64_t size = img.SizeAt(i);
   Digest want = img.DigestAt(i);
   absl::StatusOr<std::string> out;
+  std::optional<std::string> frame;  // the standalone full blob, if that is the recipe
   switch (r.kind) {
     case Recipe::Kind::kEmpty: return std::string();
     case Recipe::Kind::kNone:
@@ -84,7 +90,12 @@ absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, in
         out = blob.status();  // named below
         break;
       }
-      out = r.packed ? std::move(blob) : DecompressFullBlob(*blob, size);  // packed: raw content
+      if (r.packed) {
+        out = std::move(blob);  // packed: raw content
+        break;
+      }
+      out = DecompressFullBlob(*blob, size);
+      if (full_blob) frame = std::move(*blob);
       break;
     }
     case Recipe::Kind::kDelta: {
@@ -104,6 +115,7 @@ absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, in
   if (Sha256(*out) != want)
     return absl::DataLossError(StrCat(img.path(), ": /", img.PathAt(i),
                                             ": rebuilt content does not match its sha256 (corrupt image)"));
+  if (full_blob) *full_blob = std::move(frame);  // only once the bytes are verified
   return out;
 }
 
@@ -171,6 +183,10 @@ const CdimgImage& ImageChain::image(size_t level) const { return *s_->images[lev
 
 absl::StatusOr<std::string> ImageChain::ReadFile(size_t i) const {
   return s_->ReadAt(s_->images.size() - 1, i, 0);
+}
+
+absl::StatusOr<std::string> ImageChain::ReadFile(size_t i, std::optional<std::string>* full_blob) const {
+  return s_->ReadAt(s_->images.size() - 1, i, 0, full_blob);
 }
 
 absl::StatusOr<std::string> ImageChain::ReadByDigest(const Digest& digest) const {

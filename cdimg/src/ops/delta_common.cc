@@ -147,15 +147,22 @@ struct CodecCost {
   double bytes_per_ms;
 };
 constexpr CodecCost kCosts[] = {
-    {CodecId::kXdelta3, 2400},  // cheapest first: it always runs
+    {CodecId::kXdelta3, 2400},  // cheapest first: always within the budget
     {CodecId::kZstd, 1500},
     {CodecId::kBsdiff, 1500},
 };
+
+// zstd with the whole base as prefix (level 19, long matching) costs ~0.5 s
+// per MB of base + target, and on the corpus it never beat xdelta3 or bsdiff
+// on a file over 130 KB (on big files: 4.14 MB against bsdiff's 3.70 MB for
+// biome's 28 MB binary, in 27 s): auto does not try it past this.
+constexpr uint64_t kZstdMaxInput = 4 << 20;
 
 std::vector<CodecId> CodecsFor(const DiffOptions& o, uint64_t base, uint64_t target) {
   if (o.codec) return {*o.codec};
   std::vector<CodecId> out;
   for (const CodecCost& c : kCosts) {
+    if (c.id == CodecId::kZstd && base + target > kZstdMaxInput) continue;
     double ms = static_cast<double>(base + target) / c.bytes_per_ms;
     // The time budget also bounds bsdiff's memory (~5 bytes per base byte):
     // at the default it never sees more than ~90 MB of input.
@@ -164,8 +171,17 @@ std::vector<CodecId> CodecsFor(const DiffOptions& o, uint64_t base, uint64_t tar
   return out;
 }
 
-constexpr uint64_t kTinyPatchMinFile = 1 << 20;
+// From this size on, a file's codecs are chosen from a look at it (Plan).
+constexpr uint64_t kBigFile = 1 << 20;
 constexpr uint64_t kTinyPatchRatio = 2000;
+// A big target with at least this share of its content new to the base
+// (MeasureNovelty) is bsdiff's: xdelta3 lost every such file of the corpus
+// (biome's binary, 74% new: 5.55 MB against 3.70 MB; perl 28%: 178 KB
+// against 75 KB; libapt-pkg 65%) and costs 11 s on biome. Near-identical
+// files (typescript's bundles: 0.07%) are xdelta3's.
+constexpr uint64_t kNewPercentNoXdelta3 = 10;
+// Bytes of target content an anchor stands for, to guess a patch's size.
+constexpr uint64_t kBytesPerAnchor = 32;
 
 struct Candidate {
   const Base* base;
@@ -183,18 +199,67 @@ absl::Status CheckRoundTrip(const Candidate& c, std::string_view target) {
   return absl::OkStatus();
 }
 
-// Encodes with `codec`; in auto mode a failing codec is just not a candidate.
-// With packs on, the pack form comes first; a patch too big for a pack is
-// encoded again in the standalone form if that differs (xdelta3's DJW).
-absl::Status Try(CodecId codec, const Base& base, std::string_view target, const DiffOptions& o,
-                 std::optional<Candidate>* best) {
-  const DeltaCodec& c = GetCodec(codec);
-  bool packed = o.pack_small_blobs;
-  auto patch = packed ? c.EncodeForPack(base.content, target) : c.Encode(base.content, target);
-  if (patch.ok() && packed && patch->size() > kPackMemberMax) {
-    packed = false;
-    if (codec == CodecId::kXdelta3) patch = c.Encode(base.content, target);
+// Which codecs to run on a target, in order, and how.
+struct Plan {
+  std::vector<CodecId> codecs;
+  // The patch will not fit a pack member: xdelta3 encodes its standalone
+  // form first instead of a pack form that would be thrown away.
+  bool standalone_first = false;
+};
+
+Plan PlanCodecs(std::string_view target, const std::vector<Base>& bases, const DiffOptions& o) {
+  uint64_t base_max = 0;
+  for (const Base& b : bases) base_max = std::max<uint64_t>(base_max, b.content.size());
+  Plan p{CodecsFor(o, base_max, target.size())};
+  if (o.codec || target.size() < kBigFile) return p;
+  Novelty least;  // the base that lacks least of the target
+  for (const Base& b : bases) {
+    Novelty n = MeasureNovelty(b.content, target);
+    if (&b == &bases[0] || n.missing * least.anchors < least.missing * n.anchors) least = n;
   }
+  if (p.codecs.size() > 1 && p.codecs[0] == CodecId::kXdelta3 &&
+      least.missing * 100 >= least.anchors * kNewPercentNoXdelta3 && least.anchors > 0)
+    p.codecs.erase(p.codecs.begin());
+  p.standalone_first = least.missing * kBytesPerAnchor > 4 * kPackMemberMax;
+  return p;
+}
+
+// The pack form if packs are on and it fits a member, else the standalone
+// form; only xdelta3 has two. `standalone_first`: the pack form is tried only
+// when the standalone one is near the member limit. That picks the same form:
+// the pack form is the same VCDIFF without secondary compression (used only
+// where it saves) and checksums, so never smaller than the standalone form
+// minus a few bytes per 8 MiB window.
+constexpr uint64_t kFormSlack = 4 << 10;
+
+absl::StatusOr<std::string> EncodeForm(const DeltaCodec& c, std::string_view base, std::string_view target,
+                                       bool pack, bool standalone_first, bool* packed) {
+  *packed = false;
+  if (!pack) return c.Encode(base, target);
+  bool two_forms = c.id() == CodecId::kXdelta3;
+  if (two_forms && standalone_first) {
+    auto alone = c.Encode(base, target);
+    if (!alone.ok() || alone->size() > kPackMemberMax + kFormSlack) return alone;
+    auto member = c.EncodeForPack(base, target);
+    if (!member.ok() || member->size() > kPackMemberMax) return alone;
+    *packed = true;
+    return member;
+  }
+  auto member = c.EncodeForPack(base, target);
+  if (member.ok() && member->size() <= kPackMemberMax) {
+    *packed = true;
+    return member;
+  }
+  if (member.ok() && two_forms) return c.Encode(base, target);
+  return member;  // an error, or the standalone form already
+}
+
+// Encodes with `codec`; in auto mode a failing codec is just not a candidate.
+absl::Status Try(CodecId codec, const Base& base, std::string_view target, const DiffOptions& o,
+                 const Plan& plan, std::optional<Candidate>* best) {
+  bool packed = false;
+  auto patch =
+      EncodeForm(GetCodec(codec), base.content, target, o.pack_small_blobs, plan.standalone_first, &packed);
   if (!patch.ok()) {
     if (!o.codec) return absl::OkStatus();
     return absl::Status(patch.status().code(), StrCat(CodecName(codec), ": ", patch.status().message()));
@@ -210,21 +275,20 @@ absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, cons
                                                    const DiffOptions& o) {
   std::optional<Candidate> best;
   if (target.size() < o.min_delta_size || bases.empty()) return best;
-  uint64_t base_max = 0;
-  for (const Base& b : bases) base_max = std::max<uint64_t>(base_max, b.content.size());
-  std::vector<CodecId> codecs = CodecsFor(o, base_max, target.size());
+  Plan plan = PlanCodecs(target, bases, o);
   for (const Base& b : bases)
-    if (auto s = Try(codecs[0], b, target, o, &best); !s.ok()) return s;
+    if (auto s = Try(plan.codecs[0], b, target, o, plan, &best); !s.ok()) return s;
   if (!best) return best;
-  // auto: a big file whose cheap xdelta3 patch is already tiny (at most
-  // 1/kTinyPatchRatio of the file) gains at most a few hundred bytes from the
-  // slow codecs (zstd at level 19 over the whole base, bsdiff's suffix sort):
-  // skip them. A size rule, not a clock, so the output stays deterministic.
-  if (!o.codec && target.size() >= kTinyPatchMinFile && best->patch.size() * kTinyPatchRatio <= target.size())
-    codecs.resize(1);
+  // auto: a big file whose first patch (usually the cheap xdelta3) is already
+  // tiny (at most 1/kTinyPatchRatio of the file) gains at most a few hundred
+  // bytes from the slow codecs (zstd at level 19 over the whole base,
+  // bsdiff's suffix sort): skip them. A size rule, not a clock, so the output
+  // stays deterministic.
+  if (!o.codec && target.size() >= kBigFile && best->patch.size() * kTinyPatchRatio <= target.size())
+    plan.codecs.resize(1);
   const Base* chosen = best->base;
-  for (size_t c = 1; c < codecs.size(); ++c)
-    if (auto s = Try(codecs[c], *chosen, target, o, &best); !s.ok()) return s;
+  for (size_t c = 1; c < plan.codecs.size(); ++c)
+    if (auto s = Try(plan.codecs[c], *chosen, target, o, plan, &best); !s.ok()) return s;
   if (best) {
     if (auto s = CheckRoundTrip(*best, target); !s.ok())
       return absl::InternalError(StrCat(CodecName(best->codec), " round trip failed: ", s.message()));

@@ -15,20 +15,25 @@ using delta_internal::OldTree;
 namespace {
 
 // Reads the target and its base (one file of each image at a time) and
-// encodes it.
+// encodes it. B's own full blob of the target, when it has one, is the `full`
+// alternative: compressing the file again at the same level would only
+// reproduce it (seconds per MB at level 19). Files that fit a pack member are
+// compressed anew, since a full one of them goes into a pack raw.
 absl::StatusOr<BlobResult> DiffOne(const ImageChain& old_chain, const ImageChain& new_chain, size_t i,
                                    std::optional<size_t> base, const DiffOptions& o) {
   const CdimgImage& a = old_chain.top();
   const CdimgImage& b = new_chain.top();
-  auto target = new_chain.ReadFile(i);
+  std::optional<std::string> full;
+  auto target = new_chain.ReadFile(i, &full);
   if (!target.ok()) return target.status();
+  if (target->size() <= delta_internal::kPackMemberMax && o.pack_small_blobs) full.reset();
   std::vector<Base> bases;
   if (base) {
     auto content = old_chain.ReadFile(*base);
     if (!content.ok()) return content.status();
     bases.push_back({a.DigestAt(*base), std::move(*content), a.PathAt(*base) != b.PathAt(i)});
   }
-  auto r = delta_internal::EncodeFile(*target, bases, o);
+  auto r = delta_internal::EncodeFile(*target, bases, o, std::move(full));
   if (!r.ok()) return delta_internal::AtEntry(r.status(), b.path(), b.PathAt(i));
   return r;
 }
