@@ -243,7 +243,7 @@ class ThreadHelpers final : public Helpers {
 // compresses a big diff stream in zstd jobs: the patch must not depend on
 // how many threads did that, and must still find matches across segments.
 TEST_CASE("bsdiff: same patch with and without helper threads", "[codec][large]") {
-  // 10 MiB: three scan segments, a diff stream of three zstd jobs.
+  // 10 MiB: three scan segments, a diff stream in two zstd jobs.
   std::string base = RandomBytes(10 << 20, 70);
   std::string target = base;
   for (size_t i = 0; i + 4 <= target.size(); i += 4096) target[i] = static_cast<char>(target[i] + 1);
