@@ -5,6 +5,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "d4c/codec.h"
@@ -213,6 +214,54 @@ TEST_CASE("round trip on 20 MiB with scattered edits", "[codec][large]") {
   target += base.substr(0, 256 << 10);
   size_t patch = RoundTrip(id, base, target);
   CHECK(patch < 64000);
+}
+
+// Runs tasks on threads of its own; lends `lend` workers to Borrow.
+class ThreadHelpers final : public Helpers {
+ public:
+  explicit ThreadHelpers(int lend) : lend_(lend) {}
+  void Run(const std::vector<std::function<void()>>& tasks) override {
+    std::vector<std::thread> threads;
+    for (const auto& t : tasks) threads.emplace_back(t);
+    for (auto& t : threads) t.join();
+  }
+  int Borrow(int max) override {
+    int n = std::min(max, lend_);
+    lend_ -= n;
+    borrowed_ += n;
+    return n;
+  }
+  void Release(int n) override { lend_ += n; }
+  int borrowed() const { return borrowed_; }
+
+ private:
+  int lend_;
+  int borrowed_ = 0;
+};
+
+// bsdiff splits a big target into segments scanned on their own and
+// compresses a big diff stream in zstd jobs: the patch must not depend on
+// how many threads did that, and must still find matches across segments.
+TEST_CASE("bsdiff: same patch with and without helper threads", "[codec][large]") {
+  // 10 MiB: three scan segments, a diff stream in two zstd jobs.
+  std::string base = RandomBytes(10 << 20, 70);
+  std::string target = base;
+  for (size_t i = 0; i + 4 <= target.size(); i += 4096) target[i] = static_cast<char>(target[i] + 1);
+  // content crossing segment boundaries moved far away
+  std::string moved = target.substr((4 << 20) - 1000, 2000);
+  target.replace(100, moved.size(), moved);
+  const DeltaCodec& bsdiff = GetCodec(CodecId::kBsdiff);
+  auto serial = bsdiff.Encode(base, target);
+  REQUIRE(serial.ok());
+  ThreadHelpers helpers(3);
+  auto parallel = bsdiff.EncodeParallel(base, target, helpers);
+  REQUIRE(parallel.ok());
+  CHECK(helpers.borrowed() > 0);
+  CHECK(*parallel == *serial);
+  CHECK(serial->size() < 100000);
+  auto out = bsdiff.Decode(base, *serial, target.size());
+  REQUIRE(out.ok());
+  CHECK(*out == target);
 }
 
 TEST_CASE("encoding is deterministic", "[codec]") {

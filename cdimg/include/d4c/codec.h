@@ -3,9 +3,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -22,11 +24,33 @@ const char* CodecName(CodecId id);
 // Accepts "zstd", "xdelta3", "bsdiff".
 absl::StatusOr<CodecId> ParseCodecName(std::string_view name);
 
+// Threads that one encode may use besides its caller's: the delta engine
+// lends a codec the worker pool's idle threads, so that one big file does not
+// leave the others idle. A codec's output must never depend on them.
+class Helpers {
+ public:
+  virtual ~Helpers() = default;
+  // Runs every task, some on idle workers and the rest on the calling
+  // thread; returns when all have finished.
+  virtual void Run(const std::vector<std::function<void()>>& tasks) = 0;
+  // Takes up to `max` idle workers off the pool (for a library that starts
+  // its own threads, as zstd does) until Release(n); returns how many.
+  virtual int Borrow(int max) = 0;
+  virtual void Release(int n) = 0;
+};
+// None: tasks run one after the other on the caller, Borrow gives 0.
+Helpers& NoHelpers();
+
 class DeltaCodec {
  public:
   virtual ~DeltaCodec() = default;
   virtual CodecId id() const = 0;
   virtual absl::StatusOr<std::string> Encode(std::string_view base, std::string_view target) const = 0;
+  // The same bytes as Encode; codecs that can split their work use `helpers`.
+  virtual absl::StatusOr<std::string> EncodeParallel(std::string_view base, std::string_view target,
+                                                     Helpers& /*helpers*/) const {
+    return Encode(base, target);
+  }
   // A patch that will be compressed again together with others (a cdimg
   // pack): codecs that can skip their own entropy coding and checksums do so.
   // Decode reads both kinds.

@@ -65,6 +65,23 @@ absl::StatusOr<std::string> CompressStream(const std::string& s, int level, int 
   if (s.empty()) return std::string();
   return ZstdCompressFrame(s, level, window_log);
 }
+
+// A stream over kSplitAbove bytes is compressed by zstd's workers in two
+// jobs: the diff stream of a big binary (27 MB for biome, 91% zeros) costs
+// 7 s at level 19 on one thread. The split depends on the stream's size only,
+// and the number of workers does not change the bytes. Each job boundary
+// costs a little (biome 1.9.3->1.9.4: +1.5 KB for two jobs, +8 KB for four
+// of 8 MiB), so two, for two threads.
+constexpr size_t kSplitAbove = 8 << 20;
+
+absl::StatusOr<std::string> CompressBigStream(const std::string& s, int level, Helpers& helpers) {
+  if (s.size() <= kSplitAbove) return CompressStream(s, level, 0);
+  int job_size = static_cast<int>((s.size() + 1) / 2);  // under 2^31: bsdiff's inputs are
+  int extra = helpers.Borrow(1);
+  auto out = ZstdCompressFrameInJobs(s, level, 0, job_size, 1 + extra);
+  helpers.Release(extra);
+  return out;
+}
 absl::StatusOr<std::string> DecompressStream(std::string_view s, uint64_t max_size) {
   if (s.empty()) return std::string();
   return ZstdDecompressFrame(s, max_size);
@@ -188,14 +205,20 @@ absl::Status RunTriples(CtrlReader& ctrl, Patcher& patcher, uint64_t target_size
 
 absl::StatusOr<std::string> BsdiffCodec::Encode(std::string_view base,
                                                 std::string_view target) const {
-  auto streams = BsdiffCompute(base, target);
+  return EncodeParallel(base, target, NoHelpers());
+}
+
+absl::StatusOr<std::string> BsdiffCodec::EncodeParallel(std::string_view base, std::string_view target,
+                                                        Helpers& helpers) const {
+  auto streams = BsdiffCompute(base, target, helpers);
   if (!streams.ok()) return streams.status();
-  auto ctrl = CompressStream(streams->ctrl, level_, kCtrlWindowLog);
+  absl::StatusOr<std::string> ctrl, diff, extra;
+  helpers.Run({[&] { ctrl = CompressStream(streams->ctrl, level_, kCtrlWindowLog); },
+               [&] { extra = CompressStream(streams->extra, level_, 0); }});
   if (!ctrl.ok()) return ctrl.status();
-  auto diff = CompressStream(streams->diff, level_, 0);
-  if (!diff.ok()) return diff.status();
-  auto extra = CompressStream(streams->extra, level_, 0);
   if (!extra.ok()) return extra.status();
+  diff = CompressBigStream(streams->diff, level_, helpers);
+  if (!diff.ok()) return diff.status();
   for (const std::string* s : {&*ctrl, &*diff, &*extra}) {
     if (s->size() > std::numeric_limits<uint32_t>::max()) {
       return absl::InvalidArgumentError("bsdiff: stream over 4 GiB");

@@ -14,6 +14,8 @@ class BsdiffCodec final : public DeltaCodec {
   explicit BsdiffCodec(int level = 19) : level_(level) {}
   CodecId id() const override { return CodecId::kBsdiff; }
   absl::StatusOr<std::string> Encode(std::string_view base, std::string_view target) const override;
+  absl::StatusOr<std::string> EncodeParallel(std::string_view base, std::string_view target,
+                                             Helpers& helpers) const override;
   absl::StatusOr<std::string> Decode(std::string_view base, std::string_view patch,
                                      uint64_t target_size) const override;
 

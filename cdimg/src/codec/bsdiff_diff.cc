@@ -3,6 +3,7 @@
 #include <divsufsort.h>
 
 #include <algorithm>
+#include <functional>
 #include <cstring>
 #include <limits>
 #include <new>
@@ -32,25 +33,42 @@ struct ScanState {
 constexpr uint64_t kWorkPerByte = 64;
 constexpr uint64_t kWorkBase = uint64_t{256} << 20;
 
+// The suffixes that start with one pair of bytes: suffix array entries
+// [start, start + count). Indexed by first << 8 | second.
+struct Bucket {
+  saidx_t start = 0, count = 0;
+};
+
+// The base with its suffix array and buckets: built once, then read by the
+// scans of all segments of the target.
+struct SuffixIndex {
+  explicit SuffixIndex(std::string_view base)
+      : old(reinterpret_cast<const uint8_t*>(base.data())), size(static_cast<int64_t>(base.size())) {}
+  bool Build();
+
+  const uint8_t* old;
+  int64_t size;
+  std::vector<saidx_t> sa;
+  std::vector<Bucket> buckets;  // 65536, by two-byte prefix
+};
+
+// Scans one segment of the target against the whole base.
 class Differ {
  public:
-  Differ(std::string_view base, std::string_view target)
-      : old_(reinterpret_cast<const uint8_t*>(base.data())),
-        oldsize_(static_cast<int64_t>(base.size())),
+  Differ(const SuffixIndex& index, std::string_view target, uint64_t budget)
+      : old_(index.old),
+        oldsize_(index.size),
         new_(reinterpret_cast<const uint8_t*>(target.data())),
         newsize_(static_cast<int64_t>(target.size())),
-        budget_(kWorkBase + kWorkPerByte * (base.size() + target.size())) {}
+        sa_(index.sa),
+        buckets_(index.buckets),
+        budget_(budget) {}
 
-  bool BuildSuffixArray();
-  void Run(BsdiffStreams* out);
+  // Appends the segment's triples and bytes; returns where in the base the
+  // last triple leaves the decoder (its old position).
+  int64_t Run(BsdiffStreams* out);
 
  private:
-  // The suffixes that start with one pair of bytes: suffix array entries
-  // [start, start + count). Indexed by first << 8 | second.
-  struct Bucket {
-    saidx_t start = 0, count = 0;
-  };
-  void BuildBuckets();
   int64_t MatchLen(int64_t oldpos, int64_t newpos, int64_t skip) const;
   int64_t Search(int64_t scan, int64_t* pos) const;
   int64_t FindMatch(ScanState& st) const;
@@ -67,35 +85,31 @@ class Differ {
   int64_t oldsize_;
   const uint8_t* new_;
   int64_t newsize_;
-  std::vector<saidx_t> sa_;
-  std::vector<Bucket> buckets_;  // 65536, by two-byte prefix
+  const std::vector<saidx_t>& sa_;
+  const std::vector<Bucket>& buckets_;
   uint64_t budget_;
   mutable uint64_t work_ = 0;  // counted by the const helpers
 };
 
-bool Differ::BuildSuffixArray() {
-  if (oldsize_ == 0) return true;
-  sa_.resize(oldsize_);
-  if (divsufsort(old_, sa_.data(), static_cast<saidx_t>(oldsize_)) != 0) return false;
-  BuildBuckets();
-  return true;
-}
-
-// Counting two-byte prefixes gives every bucket's place without touching the
-// suffix array: in sorted order, first-byte group c holds the one-byte suffix
-// (if the base ends in c) and then the buckets (c, 0) .. (c, 255).
-void Differ::BuildBuckets() {
-  buckets_.assign(1 << 16, Bucket{});
-  for (int64_t i = 0; i + 1 < oldsize_; ++i) ++buckets_[old_[i] << 8 | old_[i + 1]].count;
+bool SuffixIndex::Build() {
+  if (size == 0) return true;
+  sa.resize(size);
+  if (divsufsort(old, sa.data(), static_cast<saidx_t>(size)) != 0) return false;
+  // Counting two-byte prefixes gives every bucket's place without touching
+  // the suffix array: in sorted order, first-byte group c holds the one-byte
+  // suffix (if the base ends in c) and then the buckets (c, 0) .. (c, 255).
+  buckets.assign(1 << 16, Bucket{});
+  for (int64_t i = 0; i + 1 < size; ++i) ++buckets[old[i] << 8 | old[i + 1]].count;
   saidx_t next = 0;
   for (int c = 0; c < 256; ++c) {
-    if (old_[oldsize_ - 1] == c) ++next;
+    if (old[size - 1] == c) ++next;
     for (int x = 0; x < 256; ++x) {
-      Bucket& b = buckets_[c << 8 | x];
+      Bucket& b = buckets[c << 8 | x];
       b.start = next;
       next += b.count;
     }
   }
+  return true;
 }
 
 // Length of the common prefix of old[oldpos..] and new[newpos..], compared 8
@@ -245,27 +259,66 @@ void Differ::Emit(ScanState& st, BsdiffStreams* out) const {
   st.lastoffset = st.pos - st.scan;
 }
 
-void Differ::Run(BsdiffStreams* out) {
+int64_t Differ::Run(BsdiffStreams* out) {
   out->diff.reserve(newsize_);
   ScanState st;
   while (st.scan < newsize_) {
     int64_t oldscore = FindMatch(st);
     if (st.len != oldscore || st.scan == newsize_) Emit(st, out);
   }
+  return st.lastpos;
+}
+
+// Each segment is scanned as if the decoder started it at old position 0:
+// the last triple before it seeks back there from where it ended (`end`).
+void SeekBackToStart(std::string* ctrl, int64_t end) {
+  char* seek = ctrl->data() + ctrl->size() - 8;
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(seek[i]);
+  v -= static_cast<uint64_t>(end);
+  for (int i = 0; i < 8; ++i) seek[i] = static_cast<char>(v >> (8 * i));
 }
 
 }  // namespace
 
-absl::StatusOr<BsdiffStreams> BsdiffCompute(std::string_view base, std::string_view target) {
+absl::StatusOr<BsdiffStreams> BsdiffCompute(std::string_view base, std::string_view target, Helpers& helpers) {
   constexpr uint64_t kMax = std::numeric_limits<saidx_t>::max();
   if (base.size() > kMax || target.size() > kMax) {
     return absl::InvalidArgumentError("bsdiff: inputs of 2 GiB or more are not supported");
   }
   try {
-    Differ differ(base, target);
-    if (!differ.BuildSuffixArray()) return absl::InternalError("bsdiff: divsufsort failed");
+    SuffixIndex index(base);
+    if (!index.Build()) return absl::InternalError("bsdiff: divsufsort failed");
+    size_t count = (target.size() + kBsdiffSegment - 1) / kBsdiffSegment;
+    std::vector<BsdiffStreams> parts(count);
+    std::vector<int64_t> ends(count);
+    std::vector<char> failed(count, 0);
+    std::vector<std::function<void()>> tasks;
+    for (size_t k = 0; k < count; ++k) {
+      tasks.push_back([&, k] {
+        std::string_view seg = target.substr(k * kBsdiffSegment, kBsdiffSegment);
+        // The work budget is shared out by segment length.
+        uint64_t budget = (kWorkBase * seg.size() + kWorkPerByte * (base.size() + target.size()) * seg.size()) /
+                          target.size();
+        try {
+          ends[k] = Differ(index, seg, budget).Run(&parts[k]);
+        } catch (const std::bad_alloc&) {
+          failed[k] = 1;
+        }
+      });
+    }
+    helpers.Run(tasks);
+    if (std::count(failed.begin(), failed.end(), 1)) return absl::ResourceExhaustedError("bsdiff: out of memory");
+    if (count <= 1) return count ? std::move(parts[0]) : BsdiffStreams();
     BsdiffStreams out;
-    differ.Run(&out);
+    out.diff.reserve(target.size());
+    for (size_t k = 0; k < count; ++k) {
+      if (k > 0) SeekBackToStart(&out.ctrl, ends[k - 1]);  // every segment has a triple
+      out.ctrl += parts[k].ctrl;
+      out.diff += parts[k].diff;
+      out.extra += parts[k].extra;
+      parts[k] = BsdiffStreams();
+    }
     return out;
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError("bsdiff: out of memory");

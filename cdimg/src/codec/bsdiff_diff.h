@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "d4c/codec.h"
 
 namespace d4c::codec_internal {
 
@@ -24,7 +25,15 @@ struct BsdiffStreams {
   std::string extra;
 };
 
+// The target is scanned in segments of this size, independently (each as if
+// the decoder started it at old position 0), so that they can run on several
+// threads; the split depends on the target size only, never on the threads.
+// On biome's 28 MB binary, 4 MiB segments cost ~0.1% of the patch.
+inline constexpr uint64_t kBsdiffSegment = 4 << 20;
+
 // Fails only for inputs divsufsort cannot index (>= 2 GiB) or out of memory.
-absl::StatusOr<BsdiffStreams> BsdiffCompute(std::string_view base, std::string_view target);
+// The segments' scans run as `helpers` tasks.
+absl::StatusOr<BsdiffStreams> BsdiffCompute(std::string_view base, std::string_view target,
+                                            Helpers& helpers = NoHelpers());
 
 }  // namespace d4c::codec_internal

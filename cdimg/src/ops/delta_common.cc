@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <condition_variable>
+#include <deque>
 #include <cstring>
 #include <filesystem>
 
@@ -77,18 +78,86 @@ absl::StatusOr<std::string> Spool::Get(const BlobRef& ref) const {
 
 namespace {
 
+// One Helpers::Run call: its tasks, the next one nobody has claimed yet, and
+// how many have finished.
+struct TaskGroup {
+  const std::vector<std::function<void()>>* tasks;
+  size_t next = 0;
+  size_t done = 0;
+};
+
 // State shared between the dispatcher and the workers of one RunJobs call.
 struct RunState {
   std::mutex mu;
   std::condition_variable cv;
   uint64_t inflight = 0, done = 0, total = 0;
-  size_t running = 0;
+  size_t width = 0;          // pool threads
+  size_t running = 0;        // of them busy: jobs, helpers, borrowed
+  size_t jobs_running = 0;
+  size_t helpers_idle = 0;   // helpers submitted that have not claimed a task yet
+  std::deque<TaskGroup*> groups;  // with unclaimed tasks, oldest first
   std::map<size_t, absl::Status> errors;  // by entry: the lowest is reported
   std::map<size_t, SpooledBlob> out;
+
+  size_t Unclaimed() const {
+    size_t n = 0;
+    for (const TaskGroup* g : groups) n += g->tasks->size() - g->next;
+    return n;
+  }
+  // The next unclaimed task (of the oldest group), or null. Caller holds mu.
+  const std::function<void()>* Claim(TaskGroup** group) {
+    if (groups.empty()) return nullptr;
+    TaskGroup* g = groups.front();
+    const std::function<void()>* t = &(*g->tasks)[g->next++];
+    if (g->next == g->tasks->size()) groups.pop_front();
+    *group = g;
+    return t;
+  }
 };
 
-void RunOne(const BlobJob& job, Spool& spool, const RunOptions& o, RunState& st) {
-  auto r = job.run();
+// Lends a job the pool's idle threads: its tasks are claimed by helpers the
+// dispatcher starts on free slots, and by the job's own thread, which thus
+// never waits for a task that nobody has started.
+class PoolHelpers final : public Helpers {
+ public:
+  explicit PoolHelpers(RunState& st) : st_(st) {}
+
+  void Run(const std::vector<std::function<void()>>& tasks) override {
+    if (tasks.empty()) return;
+    TaskGroup g{&tasks};
+    std::unique_lock<std::mutex> l(st_.mu);
+    st_.groups.push_back(&g);
+    st_.cv.notify_all();
+    while (g.next < tasks.size()) {
+      size_t k = g.next++;
+      if (g.next == tasks.size()) st_.groups.erase(std::find(st_.groups.begin(), st_.groups.end(), &g));
+      l.unlock();
+      tasks[k]();
+      l.lock();
+      ++g.done;
+    }
+    st_.cv.wait(l, [&] { return g.done == tasks.size(); });
+  }
+
+  int Borrow(int max) override {
+    std::lock_guard<std::mutex> l(st_.mu);
+    int n = static_cast<int>(std::min<size_t>(std::max(max, 0), st_.width - st_.running));
+    st_.running += n;
+    return n;
+  }
+
+  void Release(int n) override {
+    std::lock_guard<std::mutex> l(st_.mu);
+    st_.running -= n;
+    st_.cv.notify_all();
+  }
+
+ private:
+  RunState& st_;
+};
+
+void RunOne(const BlobJob& job, Spool& spool, Helpers& helpers, const RunOptions& o, RunState& st) {
+  auto r = job.run(helpers);
   absl::StatusOr<BlobRef> ref = r.ok() ? spool.Put(r->blob) : r.status();
   std::lock_guard<std::mutex> l(st.mu);
   if (!ref.ok()) {
@@ -100,8 +169,25 @@ void RunOne(const BlobJob& job, Spool& spool, const RunOptions& o, RunState& st)
   }
   st.inflight -= job.memory;
   --st.running;
+  --st.jobs_running;
   st.done += job.size;
   if (o.progress) o.progress(st.done, st.total);
+  st.cv.notify_all();
+}
+
+// Runs claimed tasks of any group until none is left, on a pool thread.
+void RunHelper(RunState& st) {
+  std::unique_lock<std::mutex> l(st.mu);
+  --st.helpers_idle;
+  TaskGroup* g = nullptr;
+  while (const std::function<void()>* t = st.Claim(&g)) {
+    l.unlock();
+    (*t)();
+    l.lock();
+    ++g->done;
+    st.cv.notify_all();
+  }
+  --st.running;
   st.cv.notify_all();
 }
 
@@ -115,21 +201,39 @@ absl::StatusOr<std::map<size_t, SpooledBlob>> RunJobs(std::vector<BlobJob> jobs,
   });
   RunState st;
   for (const BlobJob& j : jobs) st.total += j.size;
+  PoolHelpers helpers(st);
   {
     internal::ThreadPool pool(o.threads);
-    for (const BlobJob& job : jobs) {
-      std::unique_lock<std::mutex> l(st.mu);
+    st.width = pool.size();
+    size_t next = 0;
+    std::unique_lock<std::mutex> l(st.mu);
+    // Free slots go to helpers first (they speed up the biggest job running),
+    // then to the next job; the loop ends when no job is left to start or
+    // run, or at the first failure.
+    for (;;) {
+      auto helper_wanted = [&] { return st.running < st.width && st.Unclaimed() > st.helpers_idle; };
+      auto job_ready = [&] {
+        return next < jobs.size() && st.running < st.width &&
+               (st.jobs_running == 0 || st.inflight + jobs[next].memory <= o.memory_budget);
+      };
       st.cv.wait(l, [&] {
-        return !st.errors.empty() ||
-               (st.running < pool.size() && (st.running == 0 || st.inflight + job.memory <= o.memory_budget));
+        return !st.errors.empty() || helper_wanted() || job_ready() || (next == jobs.size() && st.jobs_running == 0);
       });
-      if (!st.errors.empty()) break;
-      st.inflight += job.memory;
+      if (!st.errors.empty() || (next == jobs.size() && st.jobs_running == 0)) break;
+      if (helper_wanted()) {
+        ++st.running;
+        ++st.helpers_idle;
+        pool.Submit([&st] { RunHelper(st); });
+        continue;
+      }
+      if (!job_ready()) continue;  // woken for nothing
       ++st.running;
-      l.unlock();
-      pool.Submit([&job, &spool, &o, &st] { RunOne(job, spool, o, st); });
+      const BlobJob& job = jobs[next++];
+      st.inflight += job.memory;
+      ++st.jobs_running;
+      pool.Submit([&job, &spool, &helpers, &o, &st] { RunOne(job, spool, helpers, o, st); });
     }
-  }  // the pool joins here: every submitted job has finished
+  }  // the pool joins here: every submitted job and helper has finished
   if (!st.errors.empty()) return st.errors.begin()->second;
   return std::move(st.out);
 }
@@ -233,11 +337,16 @@ Plan PlanCodecs(std::string_view target, const std::vector<Base>& bases, const D
 constexpr uint64_t kFormSlack = 4 << 10;
 
 absl::StatusOr<std::string> EncodeForm(const DeltaCodec& c, std::string_view base, std::string_view target,
-                                       bool pack, bool standalone_first, bool* packed) {
+                                       bool pack, bool standalone_first, Helpers& helpers, bool* packed) {
   *packed = false;
-  if (!pack) return c.Encode(base, target);
   bool two_forms = c.id() == CodecId::kXdelta3;
-  if (two_forms && standalone_first) {
+  if (!two_forms) {
+    auto patch = c.EncodeParallel(base, target, helpers);
+    *packed = pack && patch.ok() && patch->size() <= kPackMemberMax;
+    return patch;
+  }
+  if (!pack) return c.Encode(base, target);
+  if (standalone_first) {
     auto alone = c.Encode(base, target);
     if (!alone.ok() || alone->size() > kPackMemberMax + kFormSlack) return alone;
     auto member = c.EncodeForPack(base, target);
@@ -250,16 +359,16 @@ absl::StatusOr<std::string> EncodeForm(const DeltaCodec& c, std::string_view bas
     *packed = true;
     return member;
   }
-  if (member.ok() && two_forms) return c.Encode(base, target);
-  return member;  // an error, or the standalone form already
+  if (member.ok()) return c.Encode(base, target);
+  return member;
 }
 
 // Encodes with `codec`; in auto mode a failing codec is just not a candidate.
 absl::Status Try(CodecId codec, const Base& base, std::string_view target, const DiffOptions& o,
-                 const Plan& plan, std::optional<Candidate>* best) {
+                 const Plan& plan, Helpers& helpers, std::optional<Candidate>* best) {
   bool packed = false;
-  auto patch =
-      EncodeForm(GetCodec(codec), base.content, target, o.pack_small_blobs, plan.standalone_first, &packed);
+  auto patch = EncodeForm(GetCodec(codec), base.content, target, o.pack_small_blobs, plan.standalone_first,
+                          helpers, &packed);
   if (!patch.ok()) {
     if (!o.codec) return absl::OkStatus();
     return absl::Status(patch.status().code(), StrCat(CodecName(codec), ": ", patch.status().message()));
@@ -272,12 +381,12 @@ absl::Status Try(CodecId codec, const Base& base, std::string_view target, const
 // The smallest patch: every base with the first codec, then the other codecs
 // on the best base only (bases rarely disagree with codecs about the winner).
 absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, const std::vector<Base>& bases,
-                                                   const DiffOptions& o) {
+                                                   const DiffOptions& o, Helpers& helpers) {
   std::optional<Candidate> best;
   if (target.size() < o.min_delta_size || bases.empty()) return best;
   Plan plan = PlanCodecs(target, bases, o);
   for (const Base& b : bases)
-    if (auto s = Try(plan.codecs[0], b, target, o, plan, &best); !s.ok()) return s;
+    if (auto s = Try(plan.codecs[0], b, target, o, plan, helpers, &best); !s.ok()) return s;
   if (!best) return best;
   // auto: a big file whose first patch (usually the cheap xdelta3) is already
   // tiny (at most 1/kTinyPatchRatio of the file) gains at most a few hundred
@@ -288,7 +397,7 @@ absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, cons
     plan.codecs.resize(1);
   const Base* chosen = best->base;
   for (size_t c = 1; c < plan.codecs.size(); ++c)
-    if (auto s = Try(plan.codecs[c], *chosen, target, o, plan, &best); !s.ok()) return s;
+    if (auto s = Try(plan.codecs[c], *chosen, target, o, plan, helpers, &best); !s.ok()) return s;
   if (best) {
     if (auto s = CheckRoundTrip(*best, target); !s.ok())
       return absl::InternalError(StrCat(CodecName(best->codec), " round trip failed: ", s.message()));
@@ -308,8 +417,9 @@ BlobResult DeltaResult(Candidate& c) {
 }  // namespace
 
 absl::StatusOr<BlobResult> EncodeFile(std::string_view target, const std::vector<Base>& bases,
-                                      const DiffOptions& options, std::optional<std::string> ready_full) {
-  auto delta = BestDelta(target, bases, options);
+                                      const DiffOptions& options, std::optional<std::string> ready_full,
+                                      Helpers& helpers) {
+  auto delta = BestDelta(target, bases, options, helpers);
   if (!delta.ok()) return delta.status();
   if (*delta && !ready_full) {
     // A delta below a quarter of even a fast (level 1) compression cannot
@@ -340,9 +450,11 @@ absl::StatusOr<BlobResult> EncodeFile(std::string_view target, const std::vector
 }
 
 uint64_t EncodeMemory(uint64_t base_size, uint64_t target_size) {
-  // bsdiff's suffix array (~5 bytes per base byte) dominates; zstd level 19
-  // tables are ~100 MiB whatever the input.
-  return 5 * base_size + 3 * target_size + (128ull << 20);
+  // bsdiff's suffix array (~5 bytes per base byte) dominates; its segments'
+  // streams are joined into one copy of the target's size; zstd level 19
+  // tables are ~100 MiB whatever the input, per worker (two for a big diff
+  // stream).
+  return 5 * base_size + 4 * target_size + (256ull << 20);
 }
 
 // ---------------------------------------------------------------- misc

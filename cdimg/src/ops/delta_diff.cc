@@ -20,7 +20,7 @@ namespace {
 // reproduce it (seconds per MB at level 19). Files that fit a pack member are
 // compressed anew, since a full one of them goes into a pack raw.
 absl::StatusOr<BlobResult> DiffOne(const ImageChain& old_chain, const ImageChain& new_chain, size_t i,
-                                   std::optional<size_t> base, const DiffOptions& o) {
+                                   std::optional<size_t> base, const DiffOptions& o, Helpers& helpers) {
   const CdimgImage& a = old_chain.top();
   const CdimgImage& b = new_chain.top();
   std::optional<std::string> full;
@@ -33,7 +33,7 @@ absl::StatusOr<BlobResult> DiffOne(const ImageChain& old_chain, const ImageChain
     if (!content.ok()) return content.status();
     bases.push_back({a.DigestAt(*base), std::move(*content), a.PathAt(*base) != b.PathAt(i)});
   }
-  auto r = delta_internal::EncodeFile(*target, bases, o, std::move(full));
+  auto r = delta_internal::EncodeFile(*target, bases, o, std::move(full), helpers);
   if (!r.ok()) return delta_internal::AtEntry(r.status(), b.path(), b.PathAt(i));
   return r;
 }
@@ -57,7 +57,9 @@ std::vector<BlobJob> PlanDiff(const ImageChain& old_chain, const ImageChain& new
       std::optional<size_t> base = old.BaseFor(e.path, e.size);
       uint64_t base_size = base ? old.image().SizeAt(*base) : 0;
       jobs.push_back({i, e.size, delta_internal::EncodeMemory(base_size, e.size),
-                      [&old_chain, &new_chain, &o, i, base] { return DiffOne(old_chain, new_chain, i, base, o); }});
+                      [&old_chain, &new_chain, &o, i, base](Helpers& h) {
+                        return DiffOne(old_chain, new_chain, i, base, o, h);
+                      }});
     }
   }
   return jobs;

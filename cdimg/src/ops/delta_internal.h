@@ -42,7 +42,8 @@ struct BlobJob {
   size_t entry = 0;     // index in the output image
   uint64_t size = 0;    // file bytes: larger jobs start first
   uint64_t memory = 0;  // estimated working set while it runs
-  std::function<absl::StatusOr<BlobResult>()> run;
+  // `helpers`: idle pool threads the job may use (see Helpers).
+  std::function<absl::StatusOr<BlobResult>(Helpers& helpers)> run;
 };
 
 // A finished job whose blob sits in the spool.
@@ -75,7 +76,8 @@ struct RunOptions {
 };
 
 // Runs every job, largest first, with at most `memory_budget` estimated bytes
-// in flight (one job alone may exceed it). Stops starting jobs after the first
+// in flight (one job alone may exceed it) on `threads` pool threads; idle
+// ones help running jobs (Helpers). Stops starting jobs after the first
 // failure and returns the failure of the lowest entry index.
 absl::StatusOr<std::map<size_t, SpooledBlob>> RunJobs(std::vector<BlobJob> jobs, Spool& spool,
                                                       const RunOptions& options);
@@ -92,7 +94,8 @@ struct Base {
 // options.zstd_level). A delta is kept only when smaller than the full blob.
 absl::StatusOr<BlobResult> EncodeFile(std::string_view target, const std::vector<Base>& bases,
                                       const DiffOptions& options,
-                                      std::optional<std::string> ready_full = std::nullopt);
+                                      std::optional<std::string> ready_full = std::nullopt,
+                                      Helpers& helpers = NoHelpers());
 
 // How much of a target its base lacks: of the target's content-defined
 // anchors (one per ~32 bytes, each standing for the 64 bytes before it), how

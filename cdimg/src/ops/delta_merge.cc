@@ -103,7 +103,8 @@ std::vector<size_t> BasesInA(const MergeContext& m, size_t i) {
 }
 
 // Builds C's entry i anew against A. `ready_full` is D2's full blob if it has one.
-absl::StatusOr<BlobResult> Reencode(const MergeContext& m, size_t i, std::optional<std::string> ready_full) {
+absl::StatusOr<BlobResult> Reencode(const MergeContext& m, size_t i, std::optional<std::string> ready_full,
+                                    Helpers& helpers) {
   const CdimgImage& c = m.d2;
   auto target = m.chain.ReadFile(i);
   if (!target.ok()) return target.status();
@@ -113,7 +114,7 @@ absl::StatusOr<BlobResult> Reencode(const MergeContext& m, size_t i, std::option
     if (!content.ok()) return content.status();
     bases.push_back({m.old.image().DigestAt(j), std::move(*content), m.old.image().PathAt(j) != c.PathAt(i)});
   }
-  auto r = delta_internal::EncodeFile(*target, bases, m.options, std::move(ready_full));
+  auto r = delta_internal::EncodeFile(*target, bases, m.options, std::move(ready_full), helpers);
   if (!r.ok()) return delta_internal::AtEntry(r.status(), c.path(), c.PathAt(i));
   r->reencoded = true;
   return r;
@@ -124,7 +125,7 @@ bool DecodesAgainstA(const MergeContext& m, const Recipe& r) {
 }
 
 // One file of C that A does not have.
-absl::StatusOr<BlobResult> MergeOne(const MergeContext& m, size_t i) {
+absl::StatusOr<BlobResult> MergeOne(const MergeContext& m, size_t i, Helpers& helpers) {
   Digest d = m.d2.DigestAt(i);
   if (auto it = m.blobs2.find(d); it != m.blobs2.end()) {
     Recipe r2 = m.d2.RecipeAt(it->second);
@@ -134,16 +135,17 @@ absl::StatusOr<BlobResult> MergeOne(const MergeContext& m, size_t i) {
       auto copied = CopyBlob(m, m.d2, it->second);
       if (!copied.ok()) return copied.status();
       // A packed member is raw content, not a ready zstd frame.
-      auto r = Reencode(m, i, copied->recipe.packed ? std::nullopt : std::optional<std::string>(std::move(copied->blob)));
+      auto r = Reencode(m, i, copied->recipe.packed ? std::nullopt : std::optional<std::string>(std::move(copied->blob)),
+                        helpers);
       if (r.ok() && r->recipe.kind == Recipe::Kind::kFull) r->reencoded = false;  // D2's blob kept
       return r;
     }
     if (DecodesAgainstA(m, r2)) return CopyBlob(m, m.d2, it->second);
-    return Reencode(m, i, std::nullopt);  // changed in both deltas
+    return Reencode(m, i, std::nullopt, helpers);  // changed in both deltas
   }
   if (auto it = m.blobs1.find(d); it != m.blobs1.end() && DecodesAgainstA(m, m.d1.RecipeAt(it->second)))
     return CopyBlob(m, m.d1, it->second);  // changed A→B only
-  return Reencode(m, i, std::nullopt);
+  return Reencode(m, i, std::nullopt, helpers);
 }
 
 uint64_t MergeMemory(const MergeContext& m, size_t i) {
@@ -163,7 +165,7 @@ std::vector<BlobJob> PlanMerge(const MergeContext& m, const std::vector<Entry>& 
     Recipe& r = (*recipes)[i];
     if (e.size == 0) r.kind = Recipe::Kind::kEmpty;
     else if (!seen.insert(e.digest).second || m.old.Has(e.digest)) r.kind = Recipe::Kind::kBase;
-    else jobs.push_back({i, e.size, MergeMemory(m, i), [&m, i] { return MergeOne(m, i); }});
+    else jobs.push_back({i, e.size, MergeMemory(m, i), [&m, i](Helpers& h) { return MergeOne(m, i, h); }});
   }
   return jobs;
 }

@@ -111,7 +111,7 @@ absl::StatusOr<DeltaStats> PatchImage(const ImageChain& base_chain, const std::s
   for (size_t i : internal::FullBlobEntries(entries)) {
     uint64_t size = entries[i].size;
     jobs.push_back({i, size, 3 * size + (128ull << 20),
-                    [&c = **chain, &fulls, &options, i] { return PatchOne(c, fulls, i, options); }});
+                    [&c = **chain, &fulls, &options, i](Helpers&) { return PatchOne(c, fulls, i, options); }});
   }
   auto spool = delta_internal::Spool::Create(out_path);
   if (!spool.ok()) return spool.status();
