@@ -14,6 +14,8 @@ using delta_internal::OldTree;
 
 namespace {
 
+constexpr uint64_t kReadTogether = 8 << 20;
+
 // Reads the target and its base (one file of each image at a time) and
 // encodes it. B's own full blob of the target, when it has one, is the `full`
 // alternative: compressing the file again at the same level would only
@@ -24,15 +26,21 @@ absl::StatusOr<BlobResult> DiffOne(const ImageChain& old_chain, const ImageChain
   const CdimgImage& a = old_chain.top();
   const CdimgImage& b = new_chain.top();
   std::optional<std::string> full;
-  auto target = new_chain.ReadFile(i, &full);
+  absl::StatusOr<std::string> target, content;
+  auto read_target = [&] { target = new_chain.ReadFile(i, &full); };
+  auto read_base = [&] { content = base ? old_chain.ReadFile(*base) : std::string(); };
+  // Big files (decompression and sha256 of tens of MB each) are read side by side.
+  if (base && b.SizeAt(i) + a.SizeAt(*base) >= kReadTogether) {
+    helpers.Run({read_target, read_base});
+  } else {
+    read_target();
+    read_base();
+  }
   if (!target.ok()) return target.status();
+  if (!content.ok()) return content.status();
   if (target->size() <= delta_internal::kPackMemberMax && o.pack_small_blobs) full.reset();
   std::vector<Base> bases;
-  if (base) {
-    auto content = old_chain.ReadFile(*base);
-    if (!content.ok()) return content.status();
-    bases.push_back({a.DigestAt(*base), std::move(*content), a.PathAt(*base) != b.PathAt(i)});
-  }
+  if (base) bases.push_back({a.DigestAt(*base), std::move(*content), a.PathAt(*base) != b.PathAt(i)});
   auto r = delta_internal::EncodeFile(*target, bases, o, std::move(full), helpers);
   if (!r.ok()) return delta_internal::AtEntry(r.status(), b.path(), b.PathAt(i));
   return r;
