@@ -162,7 +162,7 @@ TEST_CASE("diff then patch gives convert's exact bytes, for every codec", "[delt
   ScratchDir tmp;
   Pair p = TypicalUpdate();
   std::string a = Convert(tmp, "a", p.a), b = Convert(tmp, "b", p.b);
-  for (std::string codec : {"auto", "zstd", "xdelta3", "bsdiff", "auto-nopack", "xdelta3-nopack"}) {
+  for (std::string codec : {"auto", "zstd", "xdelta3", "bsdiff", "relcopy", "auto-nopack", "xdelta3-nopack", "relcopy-nopack"}) {
     DYNAMIC_SECTION(codec) {
       DiffOptions o;
       bool nopack = codec.ends_with("-nopack");
@@ -194,7 +194,7 @@ TEST_CASE("auto picks per file the smallest codec", "[delta]") {
   Pair p = TypicalUpdate();
   std::string a = Convert(tmp, "a", p.a), b = Convert(tmp, "b", p.b);
   uint64_t smallest = UINT64_MAX;
-  for (std::string codec : {"zstd", "xdelta3", "bsdiff"}) {
+  for (std::string codec : {"zstd", "xdelta3", "bsdiff", "relcopy"}) {
     DiffOptions o;
     o.codec = *ParseCodecChoice(codec);
     DeltaStats s = Diff(a, b, StrCat(tmp.path(), "/d-", codec), o);

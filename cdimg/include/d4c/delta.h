@@ -39,7 +39,9 @@ struct DiffOptions {
   // do not depend on machine load. The cheapest codec (xdelta3) always runs.
   // The default lets all three codecs work on files up to ~45 MB. Files of
   // 1 MiB or more whose xdelta3 patch is at most 1/2000 of their size skip
-  // the other codecs (they could save only a few hundred bytes).
+  // the other codecs (they could save only a few hundred bytes). relcopy is
+  // tried whenever the best patch so far goes into a pack. Packed patches are
+  // compared by their size after compression.
   uint32_t time_budget_ms = 60000;
   // Files smaller than this are stored whole: no delta is tried.
   uint64_t min_delta_size = 64;

@@ -20,7 +20,7 @@ absl::StatusOr<std::optional<CodecId>> ParseCodecChoice(std::string_view name) {
   if (name == "auto") return std::optional<CodecId>();
   auto id = ParseCodecName(name);
   if (!id.ok())
-    return absl::InvalidArgumentError(StrCat("unknown codec '", name, "' (valid: auto, zstd, xdelta3, bsdiff)"));
+    return absl::InvalidArgumentError(StrCat("unknown codec '", name, "' (valid: auto, zstd, xdelta3, bsdiff, relcopy)"));
   return std::optional<CodecId>(*id);
 }
 
@@ -172,7 +172,18 @@ struct Candidate {
   CodecId codec;
   std::string patch;
   bool packed = false;
+  uint64_t cost = 0;  // bytes it is expected to add to the delta
 };
+
+// A packed patch is compressed again with its pack, so raw pack forms
+// (xdelta3 without secondary compression, relcopy) are weighed by their
+// compressed size rather than their raw bytes, which would favour codecs that
+// compress their own output (zstd, bsdiff) even where the pack does better.
+uint64_t PatchCost(const std::string& patch, bool packed) {
+  if (!packed) return patch.size();
+  auto z = CompressFullBlob(patch, 19);
+  return z.ok() ? std::min<uint64_t>(patch.size(), z->size()) : patch.size();
+}
 
 // A patch that does not decode to the target is a codec bug; refusing it here
 // keeps it out of the image (the reader would reject it later anyway).
@@ -193,14 +204,16 @@ absl::Status Try(CodecId codec, const Base& base, std::string_view target, const
   auto patch = packed ? c.EncodeForPack(base.content, target) : c.Encode(base.content, target);
   if (patch.ok() && packed && patch->size() > kPackMemberMax) {
     packed = false;
-    if (codec == CodecId::kXdelta3) patch = c.Encode(base.content, target);
+    if (codec == CodecId::kXdelta3 || codec == CodecId::kRelcopy) patch = c.Encode(base.content, target);
   }
   if (!patch.ok()) {
     if (!o.codec) return absl::OkStatus();
     return absl::Status(patch.status().code(), StrCat(CodecName(codec), ": ", patch.status().message()));
   }
-  if (!*best || patch->size() < (*best)->patch.size())
-    *best = Candidate{&base, codec, std::move(*patch), packed};
+  // auto: a relcopy patch no smaller than the file found nothing to copy.
+  if (!o.codec && codec == CodecId::kRelcopy && patch->size() >= target.size()) return absl::OkStatus();
+  uint64_t cost = PatchCost(*patch, packed);
+  if (!*best || cost < (*best)->cost) *best = Candidate{&base, codec, std::move(*patch), packed, cost};
   return absl::OkStatus();
 }
 
@@ -225,6 +238,11 @@ absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, cons
   const Base* chosen = best->base;
   for (size_t c = 1; c < codecs.size(); ++c)
     if (auto s = Try(codecs[c], *chosen, target, o, &best); !s.ok()) return s;
+  // auto: relcopy exists for packs, where files that got the same edit share
+  // its instruction runs. It runs only when the patch will be packed (so the
+  // change is small and its scan short; its cost is one suffix sort of the base).
+  if (!o.codec && o.pack_small_blobs && best->patch.size() <= kPackMemberMax)
+    if (auto s = Try(CodecId::kRelcopy, *chosen, target, o, &best); !s.ok()) return s;
   if (best) {
     if (auto s = CheckRoundTrip(*best, target); !s.ok())
       return absl::InternalError(StrCat(CodecName(best->codec), " round trip failed: ", s.message()));
