@@ -10,8 +10,7 @@ namespace d4c::codec_internal {
 
 namespace {
 
-constexpr uint8_t kPackForm = 0;
-constexpr uint8_t kStandaloneForm = 1;
+constexpr char kStandaloneForm = 0;
 constexpr size_t kHashSize = 8;
 // The encoder never writes a stream longer than the literal-only one
 // (1 + varint + target bytes), so the decoder can bound the frame by this.
@@ -22,11 +21,7 @@ absl::Status Bad(std::string_view what) { return absl::DataLossError(StrCat("rel
 }  // namespace
 
 absl::StatusOr<std::string> RelcopyCodec::EncodeForPack(std::string_view base, std::string_view target) const {
-  auto raw = relcopy::Match(base, target);
-  if (!raw.ok()) return raw.status();
-  std::string out(1, static_cast<char>(kPackForm));
-  out += *raw;
-  return out;
+  return relcopy::Match(base, target);
 }
 
 absl::StatusOr<std::string> RelcopyCodec::Encode(std::string_view base, std::string_view target) const {
@@ -34,7 +29,7 @@ absl::StatusOr<std::string> RelcopyCodec::Encode(std::string_view base, std::str
   if (!raw.ok()) return raw.status();
   auto frame = ZstdCompressFrame(*raw, level_, 0);
   if (!frame.ok()) return frame.status();
-  std::string out(1, static_cast<char>(kStandaloneForm));
+  std::string out(1, kStandaloneForm);
   uint64_t h = Hash64(target);
   for (size_t i = 0; i < kHashSize; ++i) out.push_back(static_cast<char>(h >> (8 * i)));
   out += *frame;
@@ -43,12 +38,11 @@ absl::StatusOr<std::string> RelcopyCodec::Encode(std::string_view base, std::str
 
 absl::StatusOr<std::string> RelcopyCodec::Decode(std::string_view base, std::string_view patch,
                                                  uint64_t target_size) const {
-  if (patch.empty()) return Bad("empty");
-  uint8_t form = static_cast<uint8_t>(patch[0]);
-  std::string_view raw = patch.substr(1);
+  const bool standalone = !patch.empty() && patch[0] == kStandaloneForm;
+  std::string_view raw = patch;
   std::string inflated;
   uint64_t hash = 0;
-  if (form == kStandaloneForm) {
+  if (standalone) {
     if (patch.size() < 1 + kHashSize) return Bad("truncated header");
     for (size_t i = 0; i < kHashSize; ++i) hash |= uint64_t{static_cast<uint8_t>(patch[1 + i])} << (8 * i);
     if (target_size > UINT64_MAX - kRawSlack) return Bad("target size out of range");
@@ -56,8 +50,6 @@ absl::StatusOr<std::string> RelcopyCodec::Decode(std::string_view base, std::str
     if (!r.ok()) return Bad(Msg(r.status().message()));
     inflated = std::move(*r);
     raw = inflated;
-  } else if (form != kPackForm) {
-    return Bad(StrCat("unknown form ", static_cast<unsigned>(form)));
   }
   // A dry run first: a few copies of a big base could claim any size, and
   // nothing is allocated until the stream is known to make exactly target_size.
@@ -65,7 +57,7 @@ absl::StatusOr<std::string> RelcopyCodec::Decode(std::string_view base, std::str
   auto out = AllocateBuffer(target_size);
   if (!out.ok()) return out.status();
   if (auto s = relcopy::Apply(base, raw, target_size, out->data()); !s.ok()) return s;
-  if (form == kStandaloneForm && Hash64(*out) != hash)
+  if (standalone && Hash64(*out) != hash)
     return Bad("checksum mismatch (wrong base or corrupt patch)");
   return out;
 }

@@ -1,12 +1,13 @@
 // relcopy delta codec: copy/add instructions with source addresses relative
-// to recent copies (relcopy_format.h), made for cdimg packs. Patch layout:
-//   u8 form = 0   pack form: the raw instruction stream follows. No checksum
-//                 and no compression: the pack's zstd frame compresses it
-//                 together with the other members, and the cdimg checks every
-//                 rebuilt file against its sha256.
-//   u8 form = 1   standalone form: u64 Hash64 of the target (little endian),
-//                 then one zstd frame of the raw stream, whose content size
-//                 must not exceed target_size + 16.
+// to recent copies (relcopy_format.h), made for cdimg packs. Two forms:
+//   pack form        the raw instruction stream itself: no header, checksum
+//                    or compression (the pack's zstd frame compresses it with
+//                    the other members, and the cdimg checks every rebuilt
+//                    file against its sha256). Never starts with byte 0: op 0
+//                    is invalid.
+//   standalone form  byte 0, u64 Hash64 of the target (little endian), then
+//                    one zstd frame of the raw stream, whose content size must
+//                    not exceed target_size + 16.
 #pragma once
 
 #include "d4c/codec.h"
