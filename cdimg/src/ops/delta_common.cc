@@ -357,8 +357,10 @@ absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgIm
     pack += *bytes;
     packs.files++;
   }
-  if (auto s = flush(); !s.ok()) return s;
-  if (auto s = (*writer)->Finish(config, entries, recipes); !s.ok()) return s;
+  // The last pack goes inside the meta frame: a small delta then pays for one
+  // zstd frame and one set of entropy tables (docs/format.md, compact meta).
+  packs.content_bytes += pack.size();
+  if (auto s = (*writer)->Finish(config, entries, recipes, pack); !s.ok()) return s;
   if (auto s = FillStats(out_path, entries, recipes, &parent, &stats); !s.ok()) return s;
   if (packs.files) stats.by_kind["packs"] = packs;
   return stats;
