@@ -30,9 +30,11 @@ nlohmann::json Summarize(const CdimgImage& img) {
     recipes[k]++;
     recipe_bytes[k] += r.blob.length;
   }
-  if (img.pack_count()) {
-    recipes["packs"] = img.pack_count();
-    for (uint32_t p = 0; p < img.pack_count(); ++p) recipe_bytes["packs"] += img.PackBlob(p).length;
+  for (uint32_t p = 0; p < img.pack_count(); ++p) {
+    // An inline pack (compact meta) is stored inside the config+index frame.
+    std::string k = img.PackBlob(p).length ? "packs" : "inline pack";
+    recipes[k]++;
+    recipe_bytes[k] += img.PackBlob(p).length ? img.PackBlob(p).length : img.PackRawLength(p);
   }
   return {{"entries", img.size()}, {"types", types}, {"recipes", recipes},
           {"recipe_blob_bytes", recipe_bytes}, {"rootfs_bytes", rootfs}};
@@ -47,6 +49,7 @@ nlohmann::json HeaderJson(const std::string& path, const ImageHeader& h) {
                       {"header_bytes", h.header_length},
                       {"blob_bytes", h.blobs_length},
                       {"meta_bytes", h.meta_length},
+                      {"compact_meta", h.compact_meta},
                       {"config_raw_bytes", h.config_length},
                       {"index_raw_bytes", h.index_raw_length}};
   if (h.is_delta) j["parent_id"] = DigestString(h.parent_id);
@@ -59,10 +62,12 @@ void PrintText(const nlohmann::json& j) {
               j["kind"].get<std::string>().c_str());
   std::printf("image id:     %s\n", j["image_id"].get<std::string>().c_str());
   if (j.contains("parent_id")) std::printf("parent id:    %s\n", j["parent_id"].get<std::string>().c_str());
-  std::printf("size:         %s (%llu bytes): header %llu, blobs %llu, config+index %llu (raw: config %llu, index %llu)\n",
+  bool compact = j["compact_meta"].get<bool>();
+  std::printf("size:         %s (%llu bytes): header %llu, blobs %llu, %s %llu (raw: config %llu%s, index %llu)\n",
               HumanBytes(j["file_bytes"]).c_str(), j["file_bytes"].get<unsigned long long>(),
               j["header_bytes"].get<unsigned long long>(), j["blob_bytes"].get<unsigned long long>(),
-              j["meta_bytes"].get<unsigned long long>(), j["config_raw_bytes"].get<unsigned long long>(),
+              compact ? "config+index+inline pack" : "config+index", j["meta_bytes"].get<unsigned long long>(),
+              j["config_raw_bytes"].get<unsigned long long>(), compact ? " packed" : "",
               j["index_raw_bytes"].get<unsigned long long>());
   if (!j.contains("entries")) {
     std::printf("entries:      (delta index needs the parent chain: pass --base)\n");

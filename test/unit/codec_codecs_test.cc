@@ -1,4 +1,4 @@
-// Round trips and hostile-input behaviour of the three delta codecs.
+// Round trips and hostile-input behaviour of the delta codecs.
 #include <catch2/catch.hpp>
 
 #include <cstdint>
@@ -13,7 +13,7 @@
 namespace d4c {
 namespace {
 
-constexpr CodecId kAllCodecs[] = {CodecId::kZstd, CodecId::kXdelta3, CodecId::kBsdiff};
+constexpr CodecId kAllCodecs[] = {CodecId::kZstd, CodecId::kXdelta3, CodecId::kBsdiff, CodecId::kRelcopy};
 
 std::string RandomBytes(size_t n, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -97,7 +97,7 @@ TEST_CASE("codec names parse and print", "[codec]") {
   CHECK(bad.status().code() == absl::StatusCode::kInvalidArgument);
   std::string msg(bad.status().message());
   CHECK(msg.find("lzma") != std::string::npos);
-  CHECK(msg.find("zstd, xdelta3, bsdiff") != std::string::npos);
+  CHECK(msg.find("zstd, xdelta3, bsdiff, relcopy") != std::string::npos);
   CHECK_FALSE(ParseCodecName("").ok());
   CHECK_FALSE(ParseCodecName("ZSTD").ok());
 }

@@ -367,3 +367,121 @@ TEST_CASE("a delta image needs the right parent") {
   REQUIRE_FALSE(wrong.ok());
   CHECK(std::string(wrong.status().message()).find("parent is") != std::string::npos);
 }
+
+// Compact meta (delta images): packed config digests, base reference 0 for a
+// same-path base, the last pack inside the meta frame.
+TEST_CASE("compact meta delta round trips config, bases and the inline pack") {
+  Built b = SampleTree();
+  std::string hex(64, 'a');
+  std::string parent_config = StrCat(R"({"rootfs":{"diff_ids":["sha256:)", hex, R"("]}})");
+  std::string parent_path = TempPath("cparent.cdimg");
+  {
+    auto w = CdimgWriter::Create(parent_path, {});
+    REQUIRE(w.ok());
+    std::vector<Recipe> recipes(b.entries.size());
+    for (size_t i = 0; i < b.entries.size(); ++i) {
+      const Entry& e = b.entries[i];
+      if (e.type != EntryType::kRegular) continue;
+      if (e.size == 0) {
+        recipes[i].kind = Recipe::Kind::kEmpty;
+        continue;
+      }
+      auto ref = (*w)->AppendBlob(Zstd(b.content.at(e.path)));
+      REQUIRE(ref.ok());
+      recipes[i] = {Recipe::Kind::kFull, CodecId::kZstd, {}, *ref};
+    }
+    REQUIRE((*w)->Finish(parent_config, b.entries, recipes).ok());
+  }
+  auto parent = CdimgImage::Open(parent_path);
+  REQUIRE(parent.ok());
+  CHECK_FALSE((*parent)->header().compact_meta);  // full images keep the plain form
+
+  // The child: bin/app and tmp/<latin1> changed, as packed deltas; one against
+  // the same path (reference 0), one against some other content (the table).
+  Built c = b;
+  std::vector<Recipe> recipes(c.entries.size());
+  std::string members;
+  Digest other = Sha256("other base");
+  for (size_t i = 0; i < c.entries.size(); ++i) {
+    Entry& e = c.entries[i];
+    if (e.type != EntryType::kRegular) continue;
+    if (e.size == 0) {
+      recipes[i].kind = Recipe::Kind::kEmpty;
+      continue;
+    }
+    Digest old = e.digest;
+    e.digest = Sha256(e.path + " v2");
+    std::string patch = StrCat("patch of ", e.path);
+    recipes[i] = {Recipe::Kind::kDelta, CodecId::kRelcopy, e.path == "bin/app" ? old : other,
+                  {members.size(), patch.size()}};
+    recipes[i].packed = true;
+    members += patch;
+  }
+  const std::string child_config = StrCat("\x01{\"a\":\"sha256:", std::string(64, 'b'), "\",\"b\":\"sha256:",
+                                          std::string(63, 'c'), "g\",\"c\":\"sha256:", std::string(64, 'D'),
+                                          "\",\"d\":\"\x01\x01sha256:", std::string(65, 'e'), "\",\"e\":\"sha256:");
+  std::string child_path = TempPath("cchild.cdimg");
+  auto w = CdimgWriter::Create(child_path, {parent->get()});
+  REQUIRE(w.ok());
+  REQUIRE((*w)->Finish(child_config, c.entries, recipes, members).ok());
+  auto hdr = CdimgImage::ReadHeader(child_path);
+  REQUIRE(hdr.ok());
+  CHECK(hdr->compact_meta);
+  CHECK(hdr->blobs_length == 0);  // the only pack is inline
+  auto child = CdimgImage::Open(child_path, parent->get());
+  INFO(child.status().ToString());
+  REQUIRE(child.ok());
+  const CdimgImage& img = **child;
+  CHECK(img.config() == child_config);
+  REQUIRE(img.pack_count() == 1);
+  CHECK(img.PackBlob(0).length == 0);
+  CHECK(img.PackRawLength(0) == members.size());
+  for (size_t i = 0; i < c.entries.size(); ++i) {
+    if (recipes[i].kind != Recipe::Kind::kDelta) continue;
+    INFO(c.entries[i].path);
+    Recipe r = img.RecipeAt(i);
+    CHECK(r.base == recipes[i].base);
+    CHECK(r.codec == CodecId::kRelcopy);
+    auto payload = img.ReadPayload(r);
+    REQUIRE(payload.ok());
+    CHECK(*payload == StrCat("patch of ", c.entries[i].path));
+  }
+
+  SECTION("writing it again gives the same bytes") {
+    std::string again = TempPath("cchild2.cdimg");
+    auto w2 = CdimgWriter::Create(again, {parent->get()});
+    REQUIRE(w2.ok());
+    REQUIRE((*w2)->Finish(child_config, c.entries, recipes, members).ok());
+    CHECK(ReadAll(again) == ReadAll(child_path));
+  }
+  SECTION("the compact flag is not optional") {
+    std::string bytes = ReadAll(child_path);
+    std::string path = TempPath("cflag.cdimg");
+    bytes[9] ^= 2;  // the header checksum fails first; the flag alone would too
+    WriteAllTo(path, bytes);
+    CHECK_FALSE(CdimgImage::Open(path, parent->get()).ok());
+    std::string full = ReadAll(parent_path);
+    full[9] |= 2;
+    WriteAllTo(path, full);
+    CHECK_FALSE(CdimgImage::ReadHeader(path).ok());
+  }
+  SECTION("flipped bits in the meta frame are detected") {
+    std::string good = ReadAll(child_path);
+    std::string path = TempPath("cflip.cdimg");
+    uint64_t meta_start = hdr->blobs_offset + hdr->blobs_length;
+    int accepted = 0;
+    for (size_t pos = meta_start; pos < meta_start + hdr->meta_length; ++pos) {
+      for (int bit : {0, 4, 7}) {
+        std::string bad = good;
+        bad[pos] ^= static_cast<char>(1 << bit);
+        WriteAllTo(path, bad);
+        auto img2 = CdimgImage::Open(path, parent->get());
+        if (!img2.ok()) continue;
+        CHECK((*img2)->config() == child_config);
+        CHECK((*img2)->metadata() == img.metadata());
+        ++accepted;
+      }
+    }
+    CHECK(accepted <= 8);
+  }
+}

@@ -59,7 +59,8 @@ struct ImageHeader {
   uint64_t blobs_offset = 0;      // file offset of the blob section
   uint64_t blobs_length = 0;
   uint64_t meta_length = 0;       // stored config + index (one zstd frame)
-  uint64_t config_length = 0;     // decompressed OCI config bytes
+  bool compact_meta = false;      // lead flag bit 1 (docs/format.md)
+  uint64_t config_length = 0;     // decompressed OCI config bytes (compact meta: in packed form)
   uint64_t index_raw_length = 0;  // decompressed index bytes
 };
 
@@ -88,7 +89,8 @@ class CdimgWriter {
  public:
   struct Options {
     // Set for a delta image: its id becomes parent_id and its config and
-    // metadata the prefix the config and index are compressed against.
+    // metadata the prefix the config and index are compressed against. Delta
+    // images are written in the compact meta form (docs/format.md).
     const CdimgImage* parent = nullptr;
     int index_zstd_level = 19;
   };
@@ -101,8 +103,10 @@ class CdimgWriter {
   absl::StatusOr<uint32_t> AppendPack(std::string_view raw, int zstd_level = 19);
   uint64_t blob_bytes() const;
   // `recipes[i]` belongs to `entries[i]`; entries sorted by ComparePaths.
+  // `inline_pack` (delta images only): the raw members of one more pack, the
+  // last, stored inside the meta frame instead of the blob section.
   absl::Status Finish(std::string_view config_json, const std::vector<Entry>& entries,
-                      const std::vector<Recipe>& recipes);
+                      const std::vector<Recipe>& recipes, std::string_view inline_pack = {});
 
  private:
   CdimgWriter() = default;
@@ -145,7 +149,7 @@ class CdimgImage {
   // cached). Thread-safe.
   absl::StatusOr<std::string> ReadPayload(const Recipe& r) const;
   size_t pack_count() const;
-  BlobRef PackBlob(uint32_t pack) const;       // stored pack in the blob section
+  BlobRef PackBlob(uint32_t pack) const;       // stored pack in the blob section (length 0: inline)
   uint64_t PackRawLength(uint32_t pack) const;  // decompressed
 
  private:

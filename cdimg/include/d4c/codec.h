@@ -18,10 +18,11 @@ enum class CodecId : uint8_t {
   kZstd = 1,     // zstd with the base as prefix (--patch-from), long matching
   kXdelta3 = 2,  // VCDIFF via libxdelta3
   kBsdiff = 3,   // suffix-array diff, zstd-compressed control/diff/extra
+  kRelcopy = 4,  // copy/add with relative addresses, left for the pack's zstd
 };
 
 const char* CodecName(CodecId id);
-// Accepts "zstd", "xdelta3", "bsdiff".
+// Accepts "zstd", "xdelta3", "bsdiff", "relcopy".
 absl::StatusOr<CodecId> ParseCodecName(std::string_view name);
 
 // Threads that one encode may use besides its caller's: the delta engine

@@ -43,7 +43,9 @@ struct DiffOptions {
   // defined anchors, linear time): when 10% or more of the file is new to the
   // base, xdelta3 is skipped (bsdiff wins those); when the first patch is at
   // most 1/2000 of the file, the other codecs are (they could save only a few
-  // hundred bytes). All size rules, so the output is deterministic.
+  // hundred bytes). relcopy is tried whenever the best patch so far goes
+  // into a pack; packed patches are compared by their size after
+  // compression. All size rules, so the output is deterministic.
   uint32_t time_budget_ms = 60000;
   // Files smaller than this are stored whole: no delta is tried.
   uint64_t min_delta_size = 64;

@@ -2,6 +2,7 @@
 #include "d4c/codec.h"
 
 #include "codec/bsdiff_codec.h"
+#include "codec/relcopy_codec.h"
 #include "codec/xdelta3_codec.h"
 #include "codec/zstd_codec.h"
 #include "d4c/strcat.h"
@@ -47,16 +48,18 @@ const char* CodecName(CodecId id) {
       return "xdelta3";
     case CodecId::kBsdiff:
       return "bsdiff";
+    case CodecId::kRelcopy:
+      return "relcopy";
   }
   return "unknown";
 }
 
 absl::StatusOr<CodecId> ParseCodecName(std::string_view name) {
-  for (CodecId id : {CodecId::kZstd, CodecId::kXdelta3, CodecId::kBsdiff}) {
+  for (CodecId id : {CodecId::kZstd, CodecId::kXdelta3, CodecId::kBsdiff, CodecId::kRelcopy}) {
     if (name == CodecName(id)) return id;
   }
   return absl::InvalidArgumentError(
-      StrCat("unknown codec '", name, "' (valid: zstd, xdelta3, bsdiff)"));
+      StrCat("unknown codec '", name, "' (valid: zstd, xdelta3, bsdiff, relcopy)"));
 }
 
 const DeltaCodec& GetCodec(CodecId id) {
@@ -65,6 +68,7 @@ const DeltaCodec& GetCodec(CodecId id) {
   static const auto* zstd = new codec_internal::ZstdCodec();
   static const auto* xdelta3 = new codec_internal::Xdelta3Codec();
   static const auto* bsdiff = new codec_internal::BsdiffCodec();
+  static const auto* relcopy = new codec_internal::RelcopyCodec();
   static const auto* unknown = new UnknownCodec();
   switch (id) {
     case CodecId::kZstd:
@@ -73,6 +77,8 @@ const DeltaCodec& GetCodec(CodecId id) {
       return *xdelta3;
     case CodecId::kBsdiff:
       return *bsdiff;
+    case CodecId::kRelcopy:
+      return *relcopy;
   }
   return *unknown;
 }

@@ -59,7 +59,8 @@ absl::Status CheckRecipeKind(std::string_view path, EntryType type, uint64_t siz
 absl::StatusOr<EncodedIndex> EncodeIndex(const std::vector<Entry>& entries,
                                          const std::vector<Recipe>& recipes,
                                          uint64_t blob_section_length,
-                                         const std::vector<uint64_t>& pack_lengths) {
+                                         const std::vector<uint64_t>& pack_lengths,
+                                         const SamePathBase* compact) {
   if (auto s = ValidateTree(entries); !s.ok()) return s;
   if (recipes.size() != entries.size())
     return absl::InvalidArgumentError("recipe count differs from entry count");
@@ -96,13 +97,18 @@ absl::StatusOr<EncodedIndex> EncodeIndex(const std::vector<Entry>& entries,
     }
     PutVarint(&lengths, r.blob.length);
     if (r.kind != Recipe::Kind::kDelta) continue;
+    if (compact && (*compact)(entries[i].path) == r.base) {
+      PutVarint(&base_refs, 0);
+      continue;
+    }
     auto [it, added] = base_ids.emplace(r.base, static_cast<uint32_t>(base_ids.size()));
     if (added) bases.append(reinterpret_cast<const char*>(r.base.data()), 32);
-    PutVarint(&base_refs, it->second);
+    PutVarint(&base_refs, it->second + (compact ? 1 : 0));
   }
   std::string pack_table;
   for (size_t p = 0; p < pack_lengths.size(); ++p) {
-    if (members[p] == 0 || pack_lengths[p] == 0 || pack_raw[p] > kMaxPackRawBytes)
+    bool inline_pack = compact && pack_lengths[p] == 0 && p + 1 == pack_lengths.size();
+    if (members[p] == 0 || (pack_lengths[p] == 0 && !inline_pack) || pack_raw[p] > kMaxPackRawBytes)
       return absl::InvalidArgumentError(StrCat("pack ", p, " is empty or too large"));
     next_offset += pack_lengths[p];
     PutVarint(&pack_table, pack_lengths[p]);
@@ -198,6 +204,14 @@ absl::StatusOr<std::string> DecompressMeta(std::string_view stored, std::string_
   return out;
 }
 
+absl::StatusOr<uint64_t> MetaContentSize(std::string_view stored, uint64_t max) {
+  ZSTD_frameHeader fh;
+  if (ZSTD_getFrameHeader_advanced(&fh, stored.data(), stored.size(), ZSTD_f_zstd1_magicless) != 0 ||
+      fh.frameType != ZSTD_frame || fh.frameContentSize == ZSTD_CONTENTSIZE_UNKNOWN || fh.frameContentSize > max)
+    return absl::DataLossError("config/index: bad frame header");
+  return static_cast<uint64_t>(fh.frameContentSize);
+}
+
 namespace {
 
 absl::Status Corrupt(std::string_view what) { return absl::DataLossError(StrCat("index: ", what)); }
@@ -233,7 +247,7 @@ absl::Status DecodeRecords(DecodedIndex* idx, uint32_t count) {
 }
 
 absl::Status DecodeRecipes(DecodedIndex* idx, std::string_view rest, uint32_t base_count, uint64_t pack_count,
-                           uint64_t blob_section_length) {
+                           uint64_t blob_section_length, const SamePathBase* compact) {
   size_t n = idx->record_offsets.size();
   if (rest.size() < n) return Corrupt("recipe kinds truncated");
   idx->recipes.resize(n);
@@ -262,11 +276,22 @@ absl::Status DecodeRecipes(DecodedIndex* idx, std::string_view rest, uint32_t ba
     RecipeSlot& slot = idx->recipes[i];
     if (slot.kind != Recipe::Kind::kDelta) continue;
     uint8_t codec = (static_cast<uint8_t>(rest[i]) >> 4) & 7;
-    if (codec < 1 || codec > 3) return Corrupt("unknown codec id");
+    if (codec < 1 || codec > 4) return Corrupt("unknown codec id");
     slot.codec = static_cast<CodecId>(codec);
     uint64_t ref;
-    if (!GetVarint(rest, &pos, &ref) || ref >= base_count) return Corrupt("base reference out of bounds");
-    slot.base_ref = static_cast<uint32_t>(ref);
+    if (!GetVarint(rest, &pos, &ref) || ref >= base_count + (compact ? 1 : 0))
+      return Corrupt("base reference out of bounds");
+    if (!compact) {
+      slot.base_ref = static_cast<uint32_t>(ref);
+    } else if (ref > 0) {
+      slot.base_ref = static_cast<uint32_t>(ref - 1);
+    } else {
+      std::string_view path = RecordPath(idx->metadata, idx->record_offsets[i]);
+      std::optional<Digest> d = (*compact)(path);
+      if (!d) return Corrupt(StrCat("\"", path, "\": delta against the same path, but the parent has no such file"));
+      slot.base_ref = base_count + static_cast<uint32_t>(idx->same_path_bases.size() / 32);
+      idx->same_path_bases.append(reinterpret_cast<const char*>(d->data()), 32);
+    }
   }
   if (rest.size() - pos < static_cast<uint64_t>(base_count) * 32) return Corrupt("base table truncated");
   idx->bases = rest.substr(pos, static_cast<size_t>(base_count) * 32);
@@ -278,9 +303,10 @@ absl::Status DecodeRecipes(DecodedIndex* idx, std::string_view rest, uint32_t ba
   for (uint64_t p = 0; p < pack_count; ++p) {
     PackSlot& pk = idx->packs[p];
     uint64_t count;
-    if (!GetVarint(rest, &pos, &pk.length) || !GetVarint(rest, &pos, &count) || pk.length == 0 || count == 0 ||
+    if (!GetVarint(rest, &pos, &pk.length) || !GetVarint(rest, &pos, &count) || count == 0 ||
         pk.length > blob_section_length - offset)
       return Corrupt("pack table out of bounds");
+    if (pk.length == 0 && !(compact && p + 1 == pack_count)) return Corrupt("empty pack");
     pk.offset = offset;
     offset += pk.length;
     for (; count > 0; ++member) {
@@ -327,7 +353,7 @@ absl::Status CheckConsistency(const DecodedIndex& idx) {
 }  // namespace
 
 absl::StatusOr<DecodedIndex> DecodeIndex(std::string raw, uint64_t blob_section_length,
-                                         const Digest& image_id) {
+                                         const Digest& image_id, const SamePathBase* compact) {
   DecodedIndex idx;
   idx.raw = std::move(raw);
   std::string_view v = idx.raw;
@@ -343,7 +369,10 @@ absl::StatusOr<DecodedIndex> DecodeIndex(std::string raw, uint64_t blob_section_
   if (auto s = DecodeRecords(&idx, static_cast<uint32_t>(count)); !s.ok()) return s;
   std::string_view rest = v.substr(pos + meta_len);
   if (base_count > rest.size() / 32) return Corrupt("base count out of range");
-  if (auto s = DecodeRecipes(&idx, rest, static_cast<uint32_t>(base_count), pack_count, blob_section_length); !s.ok()) return s;
+  if (auto s = DecodeRecipes(&idx, rest, static_cast<uint32_t>(base_count), pack_count, blob_section_length,
+                             compact);
+      !s.ok())
+    return s;
   if (auto s = CheckConsistency(idx); !s.ok()) return s;
   return idx;
 }

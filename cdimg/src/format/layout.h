@@ -9,6 +9,9 @@ namespace d4c::internal {
 inline constexpr char kMagic[8] = {'D', '4', 'C', 'C', 'D', 'I', 'M', 'G'};
 inline constexpr uint8_t kFormatVersion = 2;
 inline constexpr uint8_t kFlagDelta = 1;
+// Compact meta (docs/format.md): packed config digests, predicted recipe
+// kinds in a delta's prefix, the last pack inline in the meta frame.
+inline constexpr uint8_t kFlagCompactMeta = 2;
 
 // Lead: magic, u8 version, u8 flags. The blob section follows at once.
 inline constexpr size_t kOffVersion = 8;

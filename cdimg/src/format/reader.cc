@@ -9,6 +9,7 @@
 
 #include "d4c/strcat.h"
 #include "d4c/cdimg.h"
+#include "format/compact_meta.h"
 #include "format/index_codec.h"
 #include "format/io.h"
 #include "format/layout.h"
@@ -35,6 +36,7 @@ struct CdimgImage::State {
   uint64_t blobs_offset = 0;
   std::string config;
   internal::DecodedIndex index;
+  std::shared_ptr<const std::string> inline_pack;  // compact meta: the last pack, raw
   // The last pack read, decompressed (packs are small; neighbours are read together).
   std::mutex pack_mu;
   uint32_t cached_pack = UINT32_MAX;
@@ -64,8 +66,10 @@ absl::StatusOr<ImageHeader> ParseHeader(std::string_view path, std::string_view 
                                            static_cast<unsigned>(internal::kFormatVersion),
                                            "; convert the image again)"));
   uint8_t flags = static_cast<uint8_t>(lead[internal::kOffFlags]);
-  if (flags & ~internal::kFlagDelta) return Bad(path, "unknown header flags");
+  if (flags & ~(internal::kFlagDelta | internal::kFlagCompactMeta)) return Bad(path, "unknown header flags");
   h.is_delta = flags & internal::kFlagDelta;
+  h.compact_meta = flags & internal::kFlagCompactMeta;
+  if (h.compact_meta && !h.is_delta) return Bad(path, "compact meta on a full image");
   // `end` holds the last bytes of the file; its last byte is the tail length.
   size_t tail_len = end.empty() ? 0 : static_cast<uint8_t>(end.back());
   if (tail_len < internal::kMinTailSize + (h.is_delta ? 32 : 0) || tail_len + 1 > end.size() ||
@@ -144,19 +148,40 @@ absl::StatusOr<std::unique_ptr<CdimgImage>> CdimgImage::Open(const std::string& 
       return absl::FailedPreconditionError(StrCat(
           path, ": delta image's parent is ", DigestString(s.header.parent_id), " but the base given is ",
           DigestString(parent->header().image_id), " (", parent->path(), ")"));
-    dict = parent->config();
-    dict += parent->metadata();
+    dict = internal::MetaPrefix(*parent, s.header.compact_meta);
   }
+  const bool compact = s.header.compact_meta;
   std::string stored(s.header.meta_length, '\0');
   uint64_t meta_at = s.header.blobs_offset + s.header.blobs_length;
   if (auto st = internal::PReadAll(s.fd, stored.data(), stored.size(), meta_at, path); !st.ok()) return st;
-  auto meta = internal::DecompressMeta(stored, dict, s.header.config_length + s.header.index_raw_length);
+  uint64_t meta_size = s.header.config_length + s.header.index_raw_length;
+  if (compact) {
+    // An inline pack follows the index: the frame records the total.
+    auto n = internal::MetaContentSize(stored, meta_size + kMaxPackRawBytes);
+    if (!n.ok()) return Bad(path, Msg(n.status().message()));
+    if (*n < meta_size) return Bad(path, "config/index frame too short");
+    meta_size = *n;
+  }
+  auto meta = internal::DecompressMeta(stored, dict, meta_size);
   if (!meta.ok()) return Bad(path, Msg(meta.status().message()));
-  s.config = meta->substr(0, s.header.config_length);
-  auto idx = internal::DecodeIndex(meta->substr(s.header.config_length), s.header.blobs_length,
-                                   s.header.image_id);
+  if (compact) {
+    auto config = internal::UnpackConfigDigests(meta->substr(0, s.header.config_length), kMaxConfigBytes);
+    if (!config.ok()) return Bad(path, Msg(config.status().message()));
+    s.config = std::move(*config);
+  } else {
+    s.config = meta->substr(0, s.header.config_length);
+  }
+  internal::SamePathBase same_path;
+  if (compact) same_path = internal::SamePathIn(*parent);
+  auto idx = internal::DecodeIndex(meta->substr(s.header.config_length, s.header.index_raw_length),
+                                   s.header.blobs_length, s.header.image_id, compact ? &same_path : nullptr);
   if (!idx.ok()) return Bad(path, Msg(idx.status().message()));
   s.index = std::move(*idx);
+  uint64_t inline_length = 0;
+  if (!s.index.packs.empty() && s.index.packs.back().length == 0) inline_length = s.index.packs.back().raw_length;
+  uint64_t inline_at = s.header.config_length + s.header.index_raw_length;
+  if (meta->size() - inline_at != inline_length) return Bad(path, "inline pack does not fill the meta frame");
+  if (inline_length) s.inline_pack = std::make_shared<const std::string>(meta->substr(inline_at));
   return img;
 }
 
@@ -204,7 +229,7 @@ Recipe CdimgImage::RecipeAt(size_t i) const {
   }
   if (slot.kind == Recipe::Kind::kDelta) {
     r.codec = slot.codec;
-    std::memcpy(r.base.data(), s_->index.bases.data() + 32 * static_cast<size_t>(slot.base_ref), 32);
+    std::memcpy(r.base.data(), s_->index.BaseDigest(slot.base_ref), 32);
   }
   return r;
 }
@@ -262,6 +287,7 @@ absl::StatusOr<std::string> CdimgImage::ReadPayload(const Recipe& r) const {
     std::lock_guard<std::mutex> l(s_->pack_mu);
     if (s_->cached_pack == r.pack) raw = s_->cached_raw;
   }
+  if (!raw && s_->index.packs[r.pack].length == 0) raw = s_->inline_pack;
   if (!raw) {
     const internal::PackSlot& p = s_->index.packs[r.pack];
     auto stored = ReadBlob({p.offset, p.length});

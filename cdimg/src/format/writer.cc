@@ -7,6 +7,7 @@
 
 #include "d4c/strcat.h"
 #include "d4c/cdimg.h"
+#include "format/compact_meta.h"
 #include "format/index_codec.h"
 #include "format/io.h"
 #include "format/layout.h"
@@ -26,10 +27,12 @@ struct CdimgWriter::State {
 
 namespace {
 
+// Delta images use the compact meta form; full images keep the plain one
+// (there it would save a few bytes of megabytes).
 std::string Lead(bool is_delta) {
   std::string out(internal::kMagic, 8);
   out.push_back(static_cast<char>(internal::kFormatVersion));
-  out.push_back(static_cast<char>(is_delta ? internal::kFlagDelta : 0));
+  out.push_back(static_cast<char>(is_delta ? internal::kFlagDelta | internal::kFlagCompactMeta : 0));
   return out;
 }
 
@@ -78,22 +81,30 @@ absl::StatusOr<uint32_t> CdimgWriter::AppendPack(std::string_view raw, int zstd_
 }
 
 absl::Status CdimgWriter::Finish(std::string_view config_json, const std::vector<Entry>& entries,
-                                 const std::vector<Recipe>& recipes) {
+                                 const std::vector<Recipe>& recipes, std::string_view inline_pack) {
   State& s = *s_;
   if (s.finished) return absl::FailedPreconditionError("cdimg writer already finished");
+  const CdimgImage* parent = s.options.parent;
+  const bool compact = parent != nullptr;
+  if (!inline_pack.empty()) {
+    if (!compact) return absl::InvalidArgumentError(StrCat(s.path, ": an inline pack needs a delta image"));
+    if (inline_pack.size() > kMaxPackRawBytes)
+      return absl::InvalidArgumentError(StrCat(s.path, ": pack of ", inline_pack.size(), " bytes"));
+    s.packs.push_back(0);
+  }
   if (config_json.size() > kMaxConfigBytes)
     return absl::InvalidArgumentError(StrCat(s.path, ": OCI config of ", config_json.size(),
                                              " bytes exceeds the limit of ", kMaxConfigBytes));
-  auto raw = internal::EncodeIndex(entries, recipes, s.blob_bytes, s.packs);
+  internal::SamePathBase same_path;
+  if (compact) same_path = internal::SamePathIn(*parent);
+  auto raw = internal::EncodeIndex(entries, recipes, s.blob_bytes, s.packs, compact ? &same_path : nullptr);
   if (!raw.ok()) return absl::Status(raw.status().code(), StrCat(s.path, ": ", raw.status().message()));
-  const CdimgImage* parent = s.options.parent;
   std::string dict;
-  if (parent) {
-    dict = parent->config();
-    dict += parent->metadata();
-  }
-  std::string meta_raw(config_json);
+  if (parent) dict = internal::MetaPrefix(*parent, compact);
+  std::string meta_raw = compact ? internal::PackConfigDigests(config_json) : std::string(config_json);
+  const uint64_t stored_config_length = meta_raw.size();
   meta_raw += raw->bytes;
+  meta_raw += inline_pack;
   auto stored = internal::CompressMeta(meta_raw, dict, s.options.index_zstd_level);
   if (!stored.ok()) return stored.status();
 
@@ -101,7 +112,7 @@ absl::Status CdimgWriter::Finish(std::string_view config_json, const std::vector
   std::string tail(reinterpret_cast<const char*>(raw->image_id.data()), 32);
   if (parent) tail.append(reinterpret_cast<const char*>(parent->header().image_id.data()), 32);
   internal::PutVarint(&tail, stored->size());
-  internal::PutVarint(&tail, config_json.size());
+  internal::PutVarint(&tail, stored_config_length);
   internal::PutVarint(&tail, raw->bytes.size());
   Digest sum = Sha256(Lead(parent != nullptr) + tail);
   tail.append(reinterpret_cast<const char*>(sum.data()), internal::kChecksumSize);

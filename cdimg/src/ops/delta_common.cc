@@ -21,7 +21,7 @@ absl::StatusOr<std::optional<CodecId>> ParseCodecChoice(std::string_view name) {
   if (name == "auto") return std::optional<CodecId>();
   auto id = ParseCodecName(name);
   if (!id.ok())
-    return absl::InvalidArgumentError(StrCat("unknown codec '", name, "' (valid: auto, zstd, xdelta3, bsdiff)"));
+    return absl::InvalidArgumentError(StrCat("unknown codec '", name, "' (valid: auto, zstd, xdelta3, bsdiff, relcopy)"));
   return std::optional<CodecId>(*id);
 }
 
@@ -262,6 +262,14 @@ constexpr CodecCost kCosts[] = {
 // biome's 28 MB binary, in 27 s): auto does not try it past this.
 constexpr uint64_t kZstdMaxInput = 4 << 20;
 
+// relcopy sorts the base's suffixes like bsdiff, so it is held to the same
+// rate; it is not in kCosts because auto runs it only for packed patches.
+constexpr double kRelcopyBytesPerMs = 1500;
+
+bool RelcopyFits(const DiffOptions& o, uint64_t base, uint64_t target) {
+  return static_cast<double>(base + target) / kRelcopyBytesPerMs <= o.time_budget_ms;
+}
+
 std::vector<CodecId> CodecsFor(const DiffOptions& o, uint64_t base, uint64_t target) {
   if (o.codec) return {*o.codec};
   std::vector<CodecId> out;
@@ -292,7 +300,18 @@ struct Candidate {
   CodecId codec;
   std::string patch;
   bool packed = false;
+  uint64_t cost = 0;  // bytes it is expected to add to the delta
 };
+
+// A packed patch is compressed again with its pack, so raw pack forms
+// (xdelta3 without secondary compression, relcopy) are weighed by their
+// compressed size rather than their raw bytes, which would favour codecs that
+// compress their own output (zstd, bsdiff) even where the pack does better.
+uint64_t PatchCost(const std::string& patch, bool packed) {
+  if (!packed) return patch.size();
+  auto z = CompressFullBlob(patch, 19);
+  return z.ok() ? std::min<uint64_t>(patch.size(), z->size()) : patch.size();
+}
 
 // A patch that does not decode to the target is a codec bug; refusing it here
 // keeps it out of the image (the reader would reject it later anyway).
@@ -329,7 +348,7 @@ Plan PlanCodecs(std::string_view target, const std::vector<Base>& bases, const D
 }
 
 // The pack form if packs are on and it fits a member, else the standalone
-// form; only xdelta3 has two. `standalone_first`: the pack form is tried only
+// form; only xdelta3 and relcopy have two. `standalone_first`: the pack form is tried only
 // when the standalone one is near the member limit. That picks the same form:
 // the pack form is the same VCDIFF without secondary compression (used only
 // where it saves) and checksums, so never smaller than the standalone form
@@ -339,7 +358,7 @@ constexpr uint64_t kFormSlack = 4 << 10;
 absl::StatusOr<std::string> EncodeForm(const DeltaCodec& c, std::string_view base, std::string_view target,
                                        bool pack, bool standalone_first, Helpers& helpers, bool* packed) {
   *packed = false;
-  bool two_forms = c.id() == CodecId::kXdelta3;
+  bool two_forms = c.id() == CodecId::kXdelta3 || c.id() == CodecId::kRelcopy;
   if (!two_forms) {
     auto patch = c.EncodeParallel(base, target, helpers);
     *packed = pack && patch.ok() && patch->size() <= kPackMemberMax;
@@ -373,8 +392,10 @@ absl::Status Try(CodecId codec, const Base& base, std::string_view target, const
     if (!o.codec) return absl::OkStatus();
     return absl::Status(patch.status().code(), StrCat(CodecName(codec), ": ", patch.status().message()));
   }
-  if (!*best || patch->size() < (*best)->patch.size())
-    *best = Candidate{&base, codec, std::move(*patch), packed};
+  // auto: a relcopy patch no smaller than the file found nothing to copy.
+  if (!o.codec && codec == CodecId::kRelcopy && patch->size() >= target.size()) return absl::OkStatus();
+  uint64_t cost = PatchCost(*patch, packed);
+  if (!*best || cost < (*best)->cost) *best = Candidate{&base, codec, std::move(*patch), packed, cost};
   return absl::OkStatus();
 }
 
@@ -398,6 +419,12 @@ absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, cons
   const Base* chosen = best->base;
   for (size_t c = 1; c < plan.codecs.size(); ++c)
     if (auto s = Try(plan.codecs[c], *chosen, target, o, plan, helpers, &best); !s.ok()) return s;
+  // auto: relcopy exists for packs, where files that got the same edit share
+  // its instruction runs. It runs only when the patch will be packed (so the
+  // change is small and its scan short; its cost is one suffix sort of the base).
+  if (!o.codec && o.pack_small_blobs && best->patch.size() <= kPackMemberMax &&
+      RelcopyFits(o, chosen->content.size(), target.size()))
+    if (auto s = Try(CodecId::kRelcopy, *chosen, target, o, plan, helpers, &best); !s.ok()) return s;
   if (best) {
     if (auto s = CheckRoundTrip(*best, target); !s.ok())
       return absl::InternalError(StrCat(CodecName(best->codec), " round trip failed: ", s.message()));
@@ -515,8 +542,10 @@ absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgIm
     pack += *bytes;
     packs.files++;
   }
-  if (auto s = flush(); !s.ok()) return s;
-  if (auto s = (*writer)->Finish(config, entries, recipes); !s.ok()) return s;
+  // The last pack goes inside the meta frame: a small delta then pays for one
+  // zstd frame and one set of entropy tables (docs/format.md, compact meta).
+  packs.content_bytes += pack.size();
+  if (auto s = (*writer)->Finish(config, entries, recipes, pack); !s.ok()) return s;
   if (auto s = FillStats(out_path, entries, recipes, &parent, &stats); !s.ok()) return s;
   if (packs.files) stats.by_kind["packs"] = packs;
   return stats;

@@ -1,0 +1,65 @@
+#include "codec/relcopy_codec.h"
+
+#include "codec/hash64.h"
+#include "codec/relcopy_format.h"
+#include "codec/relcopy_match.h"
+#include "codec/zstd_util.h"
+#include "d4c/strcat.h"
+
+namespace d4c::codec_internal {
+
+namespace {
+
+constexpr char kStandaloneForm = 0;
+constexpr size_t kHashSize = 8;
+// The encoder never writes a stream longer than the literal-only one
+// (1 + varint + target bytes), so the decoder can bound the frame by this.
+constexpr uint64_t kRawSlack = 16;
+
+absl::Status Bad(std::string_view what) { return absl::DataLossError(StrCat("relcopy patch: ", what)); }
+
+}  // namespace
+
+absl::StatusOr<std::string> RelcopyCodec::EncodeForPack(std::string_view base, std::string_view target) const {
+  return relcopy::Match(base, target);
+}
+
+absl::StatusOr<std::string> RelcopyCodec::Encode(std::string_view base, std::string_view target) const {
+  auto raw = relcopy::Match(base, target);
+  if (!raw.ok()) return raw.status();
+  auto frame = ZstdCompressFrame(*raw, level_, 0);
+  if (!frame.ok()) return frame.status();
+  std::string out(1, kStandaloneForm);
+  uint64_t h = Hash64(target);
+  for (size_t i = 0; i < kHashSize; ++i) out.push_back(static_cast<char>(h >> (8 * i)));
+  out += *frame;
+  return out;
+}
+
+absl::StatusOr<std::string> RelcopyCodec::Decode(std::string_view base, std::string_view patch,
+                                                 uint64_t target_size) const {
+  const bool standalone = !patch.empty() && patch[0] == kStandaloneForm;
+  std::string_view raw = patch;
+  std::string inflated;
+  uint64_t hash = 0;
+  if (standalone) {
+    if (patch.size() < 1 + kHashSize) return Bad("truncated header");
+    for (size_t i = 0; i < kHashSize; ++i) hash |= uint64_t{static_cast<uint8_t>(patch[1 + i])} << (8 * i);
+    if (target_size > UINT64_MAX - kRawSlack) return Bad("target size out of range");
+    auto r = ZstdDecompressFrame(patch.substr(1 + kHashSize), target_size + kRawSlack);
+    if (!r.ok()) return Bad(Msg(r.status().message()));
+    inflated = std::move(*r);
+    raw = inflated;
+  }
+  // A dry run first: a few copies of a big base could claim any size, and
+  // nothing is allocated until the stream is known to make exactly target_size.
+  if (auto s = relcopy::Apply(base, raw, target_size, nullptr); !s.ok()) return s;
+  auto out = AllocateBuffer(target_size);
+  if (!out.ok()) return out.status();
+  if (auto s = relcopy::Apply(base, raw, target_size, out->data()); !s.ok()) return s;
+  if (standalone && Hash64(*out) != hash)
+    return Bad("checksum mismatch (wrong base or corrupt patch)");
+  return out;
+}
+
+}  // namespace d4c::codec_internal
