@@ -1,10 +1,10 @@
 // The relcopy encoder's matcher: a greedy parse (one step of lazy matching)
-// over a suffix array of the base. At each position it weighs continuing one
-// of the recent copy alignments against the longest match anywhere, by the
-// bytes each instruction would cost, so the output is small before any
-// compression. Among equally long matches it takes the one with the cheapest
-// address (nearest a recent copy): files carrying the same edit then choose
-// the same relative sources, which is what lets a pack store the edit once.
+// over hash chains of the base. At each position it weighs continuing one of
+// the recent copy alignments against matches anywhere, by the bytes each
+// instruction would cost, so the output is small before any compression.
+// Among equally long matches it takes the one with the cheapest address
+// (nearest a recent copy): files carrying the same edit then choose the same
+// relative sources, which is what lets a pack store the edit once.
 #pragma once
 
 #include <string>
