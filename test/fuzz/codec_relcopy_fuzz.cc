@@ -1,7 +1,7 @@
 // libFuzzer target for the relcopy codec's decoder. Modes, picked by the
 // first input byte:
 //   raw:     [1 flag][3 target_size][2 base_len][base][patch]  decode arbitrary bytes
-//            (the patch's own first byte picks the pack or the standalone form)
+//            (flag bit 1: as a pack member, else as a standalone patch)
 //   mutated: [1 flag][2 pos][1 xor][2 base_len][base][target] encode, flip one
 //            byte of the patch, decode: reaches far deeper than random patches.
 //            Flag bit 1 encodes the pack form (raw instructions, no checksum).
@@ -35,8 +35,8 @@ void Check(bool ok) {
   if (!ok) __builtin_trap();
 }
 
-void Raw(std::string_view base, std::string_view patch, uint64_t target_size) {
-  auto out = d4c::GetCodec(kCodec).Decode(base, patch, target_size);
+void Raw(std::string_view base, std::string_view patch, uint64_t target_size, bool pack) {
+  auto out = d4c::GetCodec(kCodec).DecodeForm(base, patch, target_size, pack);
   if (out.ok()) Check(out->size() == target_size);
 }
 
@@ -47,7 +47,7 @@ void Mutated(std::string_view base, std::string_view target, uint32_t pos, uint8
   auto patch = pack ? codec.EncodeForPack(base, target) : codec.Encode(base, target);
   Check(patch.ok());
   if (x != 0 && !patch->empty()) (*patch)[pos % patch->size()] ^= static_cast<char>(x);
-  auto out = codec.Decode(base, *patch, target.size());
+  auto out = codec.DecodeForm(base, *patch, target.size(), pack);
   if (x == 0) Check(out.ok() && *out == target);
   if (out.ok()) Check(out->size() == target.size() && (*out == target || !strong_checksum));
 }
@@ -62,7 +62,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (data[0] & 1) {
     Mutated(base, tail, Le(data + 1, 2), data[3], data[0] & 2);
   } else {
-    Raw(base, tail, Le(data + 1, 3) % (kMaxTarget + 1));
+    Raw(base, tail, Le(data + 1, 3) % (kMaxTarget + 1), data[0] & 2);
   }
   return 0;
 }

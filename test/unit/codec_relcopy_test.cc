@@ -38,7 +38,7 @@ std::string PackPatch(std::string_view base, std::string_view target) {
 void RoundTripPack(std::string_view base, std::string_view target) {
   std::string patch = PackPatch(base, target);
   REQUIRE((patch.empty() || patch[0] != 0));  // the raw form
-  auto out = Relcopy().Decode(base, patch, target.size());
+  auto out = Relcopy().DecodeFromPack(base, patch, target.size());
   INFO(out.status().ToString());
   REQUIRE(out.ok());
   REQUIRE(*out == target);
@@ -120,7 +120,7 @@ TEST_CASE("relcopy encodes the same edit in two files the same way", "[codec][re
 
 TEST_CASE("relcopy rejects hostile streams", "[codec][relcopy]") {
   std::string base = "0123456789abcdef";
-  auto decode = [&](const Stream& s, uint64_t size) { return Relcopy().Decode(base, s.bytes, size); };
+  auto decode = [&](const Stream& s, uint64_t size) { return Relcopy().DecodeFromPack(base, s.bytes, size); };
   SECTION("valid hand-made stream") {
     auto out = decode(Stream().Lit("xy").Copy(4, 2).Copy(2, -6).Copy(3, 0, 1), 11);
     REQUIRE(out.ok());
@@ -166,10 +166,12 @@ TEST_CASE("relcopy rejects hostile streams", "[codec][relcopy]") {
     CHECK_FALSE(decode(Stream().Lit("ab").Lit("c"), 2).ok());  // trailing instruction
   }
   SECTION("empty patches") {
-    CHECK(Relcopy().Decode(base, "", 0).ok());  // the raw stream of an empty target
-    CHECK_FALSE(Relcopy().Decode(base, "", 1).ok());
+    CHECK(Relcopy().DecodeFromPack(base, "", 0).ok());  // the raw stream of an empty target
+    CHECK_FALSE(Relcopy().DecodeFromPack(base, "", 1).ok());
+    CHECK_FALSE(Relcopy().Decode(base, "", 0).ok());  // a standalone patch has a header
     CHECK_FALSE(Relcopy().Decode(base, std::string("\0", 1), 0).ok());  // standalone, truncated
     CHECK_FALSE(Relcopy().Decode(base, std::string("\x02", 1), 0).ok());
+    CHECK_FALSE(Relcopy().DecodeFromPack(base, std::string("\x02", 1), 0).ok());
   }
   SECTION("standalone frame larger than the target allows") {
     std::string big(4096, 'a');
@@ -180,6 +182,32 @@ TEST_CASE("relcopy rejects hostile streams", "[codec][relcopy]") {
     REQUIRE_FALSE(out.ok());
     CHECK(std::string(out.status().message()).find("exceeds") != std::string::npos);
   }
+}
+
+// Found by codec_relcopy_fuzz: when one decoder read both forms by their
+// first byte, a damaged form byte turned a standalone patch into a pack
+// stream without checksum that made other bytes of the right length.
+TEST_CASE("relcopy: each form is read only as itself", "[codec][relcopy]") {
+  std::string base = Words(3000, 7), target = base;
+  target.replace(500, 4, "EDIT");
+  auto alone = Relcopy().Encode(base, target);
+  REQUIRE(alone.ok());
+  std::string pack = PackPatch(base, target);
+  for (int x = 1; x < 256; ++x) {
+    std::string damaged = *alone;
+    damaged[0] = static_cast<char>(damaged[0] ^ x);
+    auto out = Relcopy().Decode(base, damaged, target.size());
+    INFO("form byte " << int(static_cast<uint8_t>(damaged[0])));
+    CHECK_FALSE(out.ok());
+  }
+  auto as_pack = Relcopy().DecodeFromPack(base, *alone, target.size());
+  REQUIRE_FALSE(as_pack.ok());
+  auto as_alone = Relcopy().Decode(base, pack, target.size());
+  REQUIRE_FALSE(as_alone.ok());
+  CHECK(std::string(as_alone.status().message()).find("not a standalone patch") != std::string::npos);
+  auto good = Relcopy().DecodeForm(base, pack, target.size(), /*packed=*/true);
+  REQUIRE(good.ok());
+  CHECK(*good == target);
 }
 
 }  // namespace

@@ -54,7 +54,8 @@ class DeltaCodec {
   }
   // A patch that will be compressed again together with others (a cdimg
   // pack): codecs that can skip their own entropy coding and checksums do so.
-  // Decode reads both kinds.
+  // DecodeFromPack reads it back (Decode also does for xdelta3, whose pack
+  // form is VCDIFF too).
   virtual absl::StatusOr<std::string> EncodeForPack(std::string_view base, std::string_view target) const {
     return Encode(base, target);
   }
@@ -62,6 +63,18 @@ class DeltaCodec {
   // cleanly (no crash, bounded memory) on corrupt or hostile patches.
   virtual absl::StatusOr<std::string> Decode(std::string_view base, std::string_view patch,
                                              uint64_t target_size) const = 0;
+  // A patch written by EncodeForPack. Codecs whose two forms differ read each
+  // only as itself, so that damage cannot turn a checksummed standalone patch
+  // into an unchecked pack one.
+  virtual absl::StatusOr<std::string> DecodeFromPack(std::string_view base, std::string_view patch,
+                                                     uint64_t target_size) const {
+    return Decode(base, patch, target_size);
+  }
+  // The form a cdimg recipe records (`packed`).
+  absl::StatusOr<std::string> DecodeForm(std::string_view base, std::string_view patch, uint64_t target_size,
+                                         bool packed) const {
+    return packed ? DecodeFromPack(base, patch, target_size) : Decode(base, patch, target_size);
+  }
 };
 
 // Codecs are stateless and thread-safe; the returned reference is static.

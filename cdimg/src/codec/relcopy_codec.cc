@@ -1,5 +1,7 @@
 #include "codec/relcopy_codec.h"
 
+#include <optional>
+
 #include "codec/hash64.h"
 #include "codec/relcopy_format.h"
 #include "codec/relcopy_match.h"
@@ -36,30 +38,38 @@ absl::StatusOr<std::string> RelcopyCodec::Encode(std::string_view base, std::str
   return out;
 }
 
-absl::StatusOr<std::string> RelcopyCodec::Decode(std::string_view base, std::string_view patch,
-                                                 uint64_t target_size) const {
-  const bool standalone = !patch.empty() && patch[0] == kStandaloneForm;
-  std::string_view raw = patch;
-  std::string inflated;
-  uint64_t hash = 0;
-  if (standalone) {
-    if (patch.size() < 1 + kHashSize) return Bad("truncated header");
-    for (size_t i = 0; i < kHashSize; ++i) hash |= uint64_t{static_cast<uint8_t>(patch[1 + i])} << (8 * i);
-    if (target_size > UINT64_MAX - kRawSlack) return Bad("target size out of range");
-    auto r = ZstdDecompressFrame(patch.substr(1 + kHashSize), target_size + kRawSlack);
-    if (!r.ok()) return Bad(Msg(r.status().message()));
-    inflated = std::move(*r);
-    raw = inflated;
-  }
+namespace {
+
+// Runs the raw stream; `hash` (standalone form) is checked when given.
+absl::StatusOr<std::string> Apply(std::string_view base, std::string_view raw, uint64_t target_size,
+                                  std::optional<uint64_t> hash) {
   // A dry run first: a few copies of a big base could claim any size, and
   // nothing is allocated until the stream is known to make exactly target_size.
   if (auto s = relcopy::Apply(base, raw, target_size, nullptr); !s.ok()) return s;
   auto out = AllocateBuffer(target_size);
   if (!out.ok()) return out.status();
   if (auto s = relcopy::Apply(base, raw, target_size, out->data()); !s.ok()) return s;
-  if (standalone && Hash64(*out) != hash)
-    return Bad("checksum mismatch (wrong base or corrupt patch)");
+  if (hash && Hash64(*out) != *hash) return Bad("checksum mismatch (wrong base or corrupt patch)");
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> RelcopyCodec::Decode(std::string_view base, std::string_view patch,
+                                                 uint64_t target_size) const {
+  if (patch.empty() || patch[0] != kStandaloneForm) return Bad("not a standalone patch (form byte)");
+  if (patch.size() < 1 + kHashSize) return Bad("truncated header");
+  uint64_t hash = 0;
+  for (size_t i = 0; i < kHashSize; ++i) hash |= uint64_t{static_cast<uint8_t>(patch[1 + i])} << (8 * i);
+  if (target_size > UINT64_MAX - kRawSlack) return Bad("target size out of range");
+  auto raw = ZstdDecompressFrame(patch.substr(1 + kHashSize), target_size + kRawSlack);
+  if (!raw.ok()) return Bad(Msg(raw.status().message()));
+  return Apply(base, *raw, target_size, hash);
+}
+
+absl::StatusOr<std::string> RelcopyCodec::DecodeFromPack(std::string_view base, std::string_view patch,
+                                                         uint64_t target_size) const {
+  return Apply(base, patch, target_size, std::nullopt);
 }
 
 }  // namespace d4c::codec_internal

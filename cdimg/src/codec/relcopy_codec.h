@@ -20,8 +20,11 @@ class RelcopyCodec final : public DeltaCodec {
   CodecId id() const override { return CodecId::kRelcopy; }
   absl::StatusOr<std::string> Encode(std::string_view base, std::string_view target) const override;
   absl::StatusOr<std::string> EncodeForPack(std::string_view base, std::string_view target) const override;
+  // The standalone form only; DecodeFromPack the pack form only.
   absl::StatusOr<std::string> Decode(std::string_view base, std::string_view patch,
                                      uint64_t target_size) const override;
+  absl::StatusOr<std::string> DecodeFromPack(std::string_view base, std::string_view patch,
+                                             uint64_t target_size) const override;
 
  private:
   int level_;

@@ -106,7 +106,7 @@ absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, in
         out = patch.status();
         break;
       }
-      out = GetCodec(r.codec).Decode(*base, *patch, size);
+      out = GetCodec(r.codec).DecodeForm(*base, *patch, size, r.packed);
       break;
     }
   }

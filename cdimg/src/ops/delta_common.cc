@@ -316,7 +316,7 @@ uint64_t PatchCost(const std::string& patch, bool packed) {
 // A patch that does not decode to the target is a codec bug; refusing it here
 // keeps it out of the image (the reader would reject it later anyway).
 absl::Status CheckRoundTrip(const Candidate& c, std::string_view target) {
-  auto back = GetCodec(c.codec).Decode(c.base->content, c.patch, target.size());
+  auto back = GetCodec(c.codec).DecodeForm(c.base->content, c.patch, target.size(), c.packed);
   if (!back.ok()) return back.status();
   if (*back != target) return absl::InternalError("patch does not reproduce the target");
   return absl::OkStatus();

@@ -73,7 +73,7 @@ absl::StatusOr<BlobResult> CopyBlob(const MergeContext& m, const CdimgImage& img
   } else {
     auto base = m.a_chain.ReadByDigest(r.base);
     if (!base.ok()) return delta_internal::AtEntry(base.status(), img.path(), img.PathAt(j));
-    content = GetCodec(r.codec).Decode(*base, *blob, img.SizeAt(j));
+    content = GetCodec(r.codec).DecodeForm(*base, *blob, img.SizeAt(j), r.packed);
   }
   if (!content.ok()) return delta_internal::AtEntry(content.status(), img.path(), img.PathAt(j));
   if (Sha256(*content) != img.DigestAt(j))
