@@ -264,6 +264,26 @@ TEST_CASE("bsdiff: same patch with and without helper threads", "[codec][large]"
   CHECK(*out == target);
 }
 
+// auto passes the best patch's size as a limit; giving up early must never
+// change a patch that comes in under it.
+TEST_CASE("EncodeWithin gives up only on patches clearly over the limit", "[codec]") {
+  std::string base = Words(200000, 61), target = Scatter(Words(200000, 62), 20, 63);
+  for (CodecId id : {CodecId::kBsdiff, CodecId::kZstd, CodecId::kXdelta3, CodecId::kRelcopy}) {
+    const DeltaCodec& codec = GetCodec(id);
+    std::string full = Encode(id, base, target);
+    auto roomy = codec.EncodeWithin(base, target, NoHelpers(), full.size());
+    REQUIRE(roomy.ok());
+    CHECK(*roomy == full);
+    auto tight = codec.EncodeWithin(base, target, NoHelpers(), full.size() / 10);
+    if (id == CodecId::kBsdiff) {
+      REQUIRE_FALSE(tight.ok());
+      CHECK(tight.status().code() == absl::StatusCode::kOutOfRange);
+    } else if (tight.ok()) {
+      CHECK(*tight == full);  // codecs without an early exit just encode
+    }
+  }
+}
+
 TEST_CASE("encoding is deterministic", "[codec]") {
   CodecId id = GENERATE(from_range(std::begin(kAllCodecs), std::end(kAllCodecs)));
   std::string base = Words(100000, 30);

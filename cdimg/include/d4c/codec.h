@@ -52,6 +52,13 @@ class DeltaCodec {
                                                      Helpers& /*helpers*/) const {
     return Encode(base, target);
   }
+  // As EncodeParallel, but a codec may give up (kOutOfRange) as soon as it
+  // is clear that the patch would be larger than `limit` bytes, saving the
+  // rest of the work. Used by diff's auto, which needs only the smallest.
+  virtual absl::StatusOr<std::string> EncodeWithin(std::string_view base, std::string_view target,
+                                                   Helpers& helpers, uint64_t /*limit*/) const {
+    return EncodeParallel(base, target, helpers);
+  }
   // A patch that will be compressed again together with others (a cdimg
   // pack): codecs that can skip their own entropy coding and checksums do so.
   // DecodeFromPack reads it back (Decode also does for xdelta3, whose pack

@@ -210,8 +210,35 @@ absl::StatusOr<std::string> BsdiffCodec::Encode(std::string_view base,
 
 absl::StatusOr<std::string> BsdiffCodec::EncodeParallel(std::string_view base, std::string_view target,
                                                         Helpers& helpers) const {
+  return EncodeWithin(base, target, helpers, std::numeric_limits<uint64_t>::max());
+}
+
+namespace {
+
+// Level 19 never made the streams smaller than this share of their level-1
+// size on the corpus (debian v1->v2, 635 files: 0.61 to 1.14), so a patch
+// whose level-1 streams are more than twice `limit` cannot come in under it.
+// On debian that spares the level-19 pass for 516 of 634 files.
+constexpr uint64_t kFinalToQuickFloorInverse = 2;
+
+bool ClearlyOver(const BsdiffStreams& streams, uint64_t limit) {
+  if (limit == std::numeric_limits<uint64_t>::max()) return false;
+  uint64_t quick = 0;
+  for (const std::string* s : {&streams.ctrl, &streams.diff, &streams.extra}) {
+    auto z = CompressStream(*s, 1, 0);
+    if (!z.ok()) return false;
+    quick += z->size();
+  }
+  return quick > kFinalToQuickFloorInverse * limit;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> BsdiffCodec::EncodeWithin(std::string_view base, std::string_view target,
+                                                      Helpers& helpers, uint64_t limit) const {
   auto streams = BsdiffCompute(base, target, helpers);
   if (!streams.ok()) return streams.status();
+  if (ClearlyOver(*streams, limit)) return absl::OutOfRangeError("bsdiff: patch would exceed the limit");
   absl::StatusOr<std::string> ctrl, diff, extra;
   helpers.Run({[&] { ctrl = CompressStream(streams->ctrl, level_, kCtrlWindowLog); },
                [&] { extra = CompressStream(streams->extra, level_, 0); }});

@@ -16,6 +16,10 @@ class BsdiffCodec final : public DeltaCodec {
   absl::StatusOr<std::string> Encode(std::string_view base, std::string_view target) const override;
   absl::StatusOr<std::string> EncodeParallel(std::string_view base, std::string_view target,
                                              Helpers& helpers) const override;
+  // Gives up before the slow level-19 compression of the streams when even
+  // half their level-1 size exceeds `limit`.
+  absl::StatusOr<std::string> EncodeWithin(std::string_view base, std::string_view target, Helpers& helpers,
+                                           uint64_t limit) const override;
   absl::StatusOr<std::string> Decode(std::string_view base, std::string_view patch,
                                      uint64_t target_size) const override;
 

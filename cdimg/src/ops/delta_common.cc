@@ -362,12 +362,15 @@ Plan PlanCodecs(std::string_view target, const std::vector<Base>& bases, const D
 // minus a few bytes per 8 MiB window.
 constexpr uint64_t kFormSlack = 4 << 10;
 
+// `limit`: the cost of the best patch so far; a one-form codec may give up
+// once it is sure to exceed it (EncodeWithin).
 absl::StatusOr<std::string> EncodeForm(const DeltaCodec& c, std::string_view base, std::string_view target,
-                                       bool pack, bool standalone_first, Helpers& helpers, bool* packed) {
+                                       bool pack, bool standalone_first, uint64_t limit, Helpers& helpers,
+                                       bool* packed) {
   *packed = false;
   bool two_forms = c.id() == CodecId::kXdelta3 || c.id() == CodecId::kRelcopy;
   if (!two_forms) {
-    auto patch = c.EncodeParallel(base, target, helpers);
+    auto patch = c.EncodeWithin(base, target, helpers, limit);
     *packed = pack && patch.ok() && patch->size() <= kPackMemberMax;
     return patch;
   }
@@ -393,8 +396,9 @@ absl::StatusOr<std::string> EncodeForm(const DeltaCodec& c, std::string_view bas
 absl::Status Try(CodecId codec, const Base& base, std::string_view target, const DiffOptions& o,
                  const Plan& plan, Helpers& helpers, std::optional<Candidate>* best) {
   bool packed = false;
+  uint64_t limit = *best ? (*best)->cost : std::numeric_limits<uint64_t>::max();
   auto patch = EncodeForm(GetCodec(codec), base.content, target, o.pack_small_blobs, plan.standalone_first,
-                          helpers, &packed);
+                          limit, helpers, &packed);
   if (!patch.ok()) {
     if (!o.codec) return absl::OkStatus();
     return absl::Status(patch.status().code(), StrCat(CodecName(codec), ": ", patch.status().message()));
@@ -424,14 +428,23 @@ absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, cons
   if (!o.codec && target.size() >= kBigFile && best->patch.size() * kTinyPatchRatio <= target.size())
     plan.codecs.resize(1);
   const Base* chosen = best->base;
-  for (size_t c = 1; c < plan.codecs.size(); ++c)
-    if (auto s = Try(plan.codecs[c], *chosen, target, o, plan, helpers, &best); !s.ok()) return s;
   // auto: relcopy exists for packs, where files that got the same edit share
   // its instruction runs. It runs only when the patch will be packed (so the
-  // change is small and its scan short; its cost is one suffix sort of the base).
-  if (!o.codec && o.pack_small_blobs && plan.codecs[0] != CodecId::kRelcopy &&
-      best->patch.size() <= kPackMemberMax && RelcopyFits(o, chosen->content.size(), target.size()))
-    if (auto s = Try(CodecId::kRelcopy, *chosen, target, o, plan, helpers, &best); !s.ok()) return s;
+  // change is small), and as early as that is known: it is cheap (hash
+  // chains) and usually wins, and its cost then bounds the slow codecs
+  // (EncodeWithin).
+  bool relcopy_tried = plan.codecs[0] == CodecId::kRelcopy;
+  auto maybe_relcopy = [&]() -> absl::Status {
+    if (o.codec || !o.pack_small_blobs || relcopy_tried || best->patch.size() > kPackMemberMax ||
+        !RelcopyFits(o, chosen->content.size(), target.size()))
+      return absl::OkStatus();
+    relcopy_tried = true;
+    return Try(CodecId::kRelcopy, *chosen, target, o, plan, helpers, &best);
+  };
+  if (auto s = maybe_relcopy(); !s.ok()) return s;
+  for (size_t c = 1; c < plan.codecs.size(); ++c)
+    if (auto s = Try(plan.codecs[c], *chosen, target, o, plan, helpers, &best); !s.ok()) return s;
+  if (auto s = maybe_relcopy(); !s.ok()) return s;
   if (best) {
     if (auto s = CheckRoundTrip(*best, target); !s.ok())
       return absl::InternalError(StrCat(CodecName(best->codec), " round trip failed: ", s.message()));
