@@ -98,7 +98,8 @@ Built SampleTree() {
   return b;
 }
 
-std::string WriteSample(const Built& b, const std::string& name) {
+std::string WriteSample(const Built& b, const std::string& name,
+                        const std::string& config = R"({"architecture":"amd64"})") {
   std::string path = TempPath(name);
   auto w = CdimgWriter::Create(path, {});
   REQUIRE(w.ok());
@@ -114,7 +115,7 @@ std::string WriteSample(const Built& b, const std::string& name) {
     REQUIRE(ref.ok());
     recipes[i] = {Recipe::Kind::kFull, CodecId::kZstd, {}, *ref};
   }
-  REQUIRE((*w)->Finish(R"({"architecture":"amd64"})", b.entries, recipes).ok());
+  REQUIRE((*w)->Finish(config, b.entries, recipes).ok());
   return path;
 }
 
@@ -374,24 +375,7 @@ TEST_CASE("compact meta delta round trips config, bases and the inline pack") {
   Built b = SampleTree();
   std::string hex(64, 'a');
   std::string parent_config = StrCat(R"({"rootfs":{"diff_ids":["sha256:)", hex, R"("]}})");
-  std::string parent_path = TempPath("cparent.cdimg");
-  {
-    auto w = CdimgWriter::Create(parent_path, {});
-    REQUIRE(w.ok());
-    std::vector<Recipe> recipes(b.entries.size());
-    for (size_t i = 0; i < b.entries.size(); ++i) {
-      const Entry& e = b.entries[i];
-      if (e.type != EntryType::kRegular) continue;
-      if (e.size == 0) {
-        recipes[i].kind = Recipe::Kind::kEmpty;
-        continue;
-      }
-      auto ref = (*w)->AppendBlob(Zstd(b.content.at(e.path)));
-      REQUIRE(ref.ok());
-      recipes[i] = {Recipe::Kind::kFull, CodecId::kZstd, {}, *ref};
-    }
-    REQUIRE((*w)->Finish(parent_config, b.entries, recipes).ok());
-  }
+  std::string parent_path = WriteSample(b, "cparent.cdimg", parent_config);
   auto parent = CdimgImage::Open(parent_path);
   REQUIRE(parent.ok());
   CHECK_FALSE((*parent)->header().compact_meta);  // full images keep the plain form
