@@ -6,6 +6,7 @@
 #include <optional>
 
 #include "codec/bsdiff_diff.h"
+#include "codec/bsdiff_zero_runs.h"
 #include "codec/hash64.h"
 #include "codec/zstd_util.h"
 #include "d4c/strcat.h"
@@ -66,25 +67,51 @@ absl::StatusOr<std::string> CompressStream(const std::string& s, int level, int 
   return ZstdCompressFrame(s, level, window_log);
 }
 
-// A stream over kSplitAbove bytes is compressed by zstd's workers in two
-// jobs: the diff stream of a big binary (27 MB for biome, 91% zeros) costs
-// 7 s at level 19 on one thread. The split depends on the stream's size only,
-// and the number of workers does not change the bytes. Each job boundary
-// costs a little (biome 1.9.3->1.9.4: +1.5 KB for two jobs, +8 KB for four
-// of 8 MiB), so two, for two threads.
-constexpr size_t kSplitAbove = 8 << 20;
+// The diff section: empty for an empty stream; else kZeroRunsForm, varint
+// length of the runs frame, the runs frame, the literals frame
+// (bsdiff_zero_runs.h). Patches written before the split hold one zstd frame
+// of the whole stream there (which starts with zstd's magic, never 0x01) and
+// still decode.
+constexpr char kZeroRunsForm = 0x01;
 
-absl::StatusOr<std::string> CompressBigStream(const std::string& s, int level, Helpers& helpers) {
-  if (s.size() <= kSplitAbove) return CompressStream(s, level, 0);
-  int job_size = static_cast<int>((s.size() + 1) / 2);  // under 2^31: bsdiff's inputs are
-  int extra = helpers.Borrow(1);
-  auto out = ZstdCompressFrameInJobs(s, level, 0, job_size, 1 + extra);
-  helpers.Release(extra);
+struct DiffParts {
+  std::string runs, literals;  // compressed
+};
+
+std::string DiffSection(const DiffParts& parts) {
+  std::string out;
+  if (parts.runs.empty() && parts.literals.empty()) return out;
+  out.push_back(kZeroRunsForm);
+  for (uint64_t v = parts.runs.size();; v >>= 7) {
+    out.push_back(static_cast<char>((v & 0x7f) | (v >= 0x80 ? 0x80 : 0)));
+    if (v < 0x80) break;
+  }
+  out += parts.runs;
+  out += parts.literals;
   return out;
 }
+
 absl::StatusOr<std::string> DecompressStream(std::string_view s, uint64_t max_size) {
   if (s.empty()) return std::string();
   return ZstdDecompressFrame(s, max_size);
+}
+
+absl::StatusOr<std::string> DecodeDiffSection(std::string_view section, uint64_t max_size) {
+  if (section.empty() || section[0] != kZeroRunsForm) return DecompressStream(section, max_size);
+  size_t pos = 1;
+  uint64_t runs_len = 0;
+  for (int shift = 0;; shift += 7) {
+    if (pos >= section.size() || shift > 56) return absl::DataLossError("bsdiff patch: bad diff section length");
+    uint8_t c = static_cast<uint8_t>(section[pos++]);
+    runs_len |= uint64_t{c & 0x7fu} << shift;
+    if (c < 0x80) break;
+  }
+  if (runs_len > section.size() - pos) return absl::DataLossError("bsdiff patch: diff section truncated");
+  auto runs = DecompressStream(section.substr(pos, runs_len), MaxRunsSize(max_size));
+  if (!runs.ok()) return runs.status();
+  auto literals = DecompressStream(section.substr(pos + runs_len), max_size);
+  if (!literals.ok()) return literals.status();
+  return JoinZeroRuns(*runs, *literals, max_size);
 }
 
 // Streams control triples out of their zstd frame without inflating it whole:
@@ -221,10 +248,10 @@ namespace {
 // On debian that spares the level-19 pass for 516 of 634 files.
 constexpr uint64_t kFinalToQuickFloorInverse = 2;
 
-bool ClearlyOver(const BsdiffStreams& streams, uint64_t limit) {
+bool ClearlyOver(const BsdiffStreams& streams, const ZeroRuns& diff, uint64_t limit) {
   if (limit == std::numeric_limits<uint64_t>::max()) return false;
   uint64_t quick = 0;
-  for (const std::string* s : {&streams.ctrl, &streams.diff, &streams.extra}) {
+  for (const std::string* s : {&streams.ctrl, &diff.runs, &diff.literals, &streams.extra}) {
     auto z = CompressStream(*s, 1, 0);
     if (!z.ok()) return false;
     quick += z->size();
@@ -238,24 +265,26 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeWithin(std::string_view base, std
                                                       Helpers& helpers, uint64_t limit) const {
   auto streams = BsdiffCompute(base, target, helpers);
   if (!streams.ok()) return streams.status();
-  if (ClearlyOver(*streams, limit)) return absl::OutOfRangeError("bsdiff: patch would exceed the limit");
-  absl::StatusOr<std::string> ctrl, diff, extra;
+  ZeroRuns split = SplitZeroRuns(streams->diff);
+  if (ClearlyOver(*streams, split, limit)) return absl::OutOfRangeError("bsdiff: patch would exceed the limit");
+  absl::StatusOr<std::string> ctrl, runs, literals, extra;
   helpers.Run({[&] { ctrl = CompressStream(streams->ctrl, level_, kCtrlWindowLog); },
+               [&] { runs = CompressStream(split.runs, level_, 0); },
+               [&] { literals = CompressStream(split.literals, level_, 0); },
                [&] { extra = CompressStream(streams->extra, level_, 0); }});
-  if (!ctrl.ok()) return ctrl.status();
-  if (!extra.ok()) return extra.status();
-  diff = CompressBigStream(streams->diff, level_, helpers);
-  if (!diff.ok()) return diff.status();
-  for (const std::string* s : {&*ctrl, &*diff, &*extra}) {
+  for (const auto* s : {&ctrl, &runs, &literals, &extra})
+    if (!s->ok()) return s->status();
+  std::string diff = DiffSection({std::move(*runs), std::move(*literals)});
+  for (const std::string* s : {&*ctrl, &diff, &*extra}) {
     if (s->size() > std::numeric_limits<uint32_t>::max()) {
       return absl::InvalidArgumentError("bsdiff: stream over 4 GiB");
     }
   }
   std::string out;
-  for (const std::string* s : {&*ctrl, &*diff, &*extra}) PutLE(&out, s->size(), 4);
+  for (const std::string* s : {&*ctrl, &diff, &*extra}) PutLE(&out, s->size(), 4);
   PutLE(&out, Hash64(target), 8);
   out += *ctrl;
-  out += *diff;
+  out += diff;
   out += *extra;
   return out;
 }
@@ -265,7 +294,7 @@ absl::StatusOr<std::string> BsdiffCodec::Decode(std::string_view base, std::stri
   auto parsed = ParseHeader(patch);
   if (!parsed.ok()) return parsed.status();
   // diff and extra together are exactly the target's length, so each is bounded by it.
-  auto diff = DecompressStream(parsed->diff, target_size);
+  auto diff = DecodeDiffSection(parsed->diff, target_size);
   if (!diff.ok()) return diff.status();
   auto extra = DecompressStream(parsed->extra, target_size - diff->size());
   if (!extra.ok()) return extra.status();

@@ -12,7 +12,6 @@ namespace {
 // only visible under ZSTD_STATIC_LINKING_ONLY).
 constexpr int kMinWindowLog = 10;
 constexpr int kMaxWindowLog = 31;
-constexpr int kJobOverlapLog = 6;
 }  // namespace
 
 absl::Status ZstdError(std::string_view what, size_t code) {
@@ -45,20 +44,12 @@ int WindowLogFor(uint64_t size) {
 
 namespace {
 
-absl::StatusOr<std::string> Compress(std::string_view src, int level, int window_log, int job_size, int workers) {
+absl::StatusOr<std::string> Compress(std::string_view src, int level, int window_log) {
   ZstdCCtxPtr cctx(ZSTD_createCCtx());
   if (!cctx) return absl::ResourceExhaustedError("ZSTD_createCCtx failed");
   if (auto s = ZstdSet(cctx.get(), ZSTD_c_compressionLevel, level); !s.ok()) return s;
   if (window_log != 0) {
     if (auto s = ZstdSet(cctx.get(), ZSTD_c_windowLog, window_log); !s.ok()) return s;
-  }
-  if (workers > 0) {
-    if (auto s = ZstdSet(cctx.get(), ZSTD_c_nbWorkers, workers); !s.ok()) return s;
-    if (auto s = ZstdSet(cctx.get(), ZSTD_c_jobSize, job_size); !s.ok()) return s;
-    // Each job reloads this much of the data before it as history: level 19's
-    // default (the whole window) costs ~55% more CPU than one thread for
-    // 8 MiB jobs; 1/8 of the window costs ~nothing and compresses as well.
-    if (auto s = ZstdSet(cctx.get(), ZSTD_c_overlapLog, kJobOverlapLog); !s.ok()) return s;
   }
   auto out = AllocateBuffer(ZSTD_compressBound(src.size()));
   if (!out.ok()) return out.status();
@@ -71,12 +62,7 @@ absl::StatusOr<std::string> Compress(std::string_view src, int level, int window
 }  // namespace
 
 absl::StatusOr<std::string> ZstdCompressFrame(std::string_view src, int level, int window_log) {
-  return Compress(src, level, window_log, 0, 0);
-}
-
-absl::StatusOr<std::string> ZstdCompressFrameInJobs(std::string_view src, int level, int window_log, int job_size,
-                                                    int workers) {
-  return Compress(src, level, window_log, job_size, std::max(workers, 1));
+  return Compress(src, level, window_log);
 }
 
 absl::StatusOr<std::string> ZstdDecompressFrame(std::string_view frame, uint64_t max_size) {

@@ -38,12 +38,6 @@ int WindowLogFor(uint64_t size);
 // One frame with its content size recorded; `window_log` 0 keeps the level's default.
 absl::StatusOr<std::string> ZstdCompressFrame(std::string_view src, int level, int window_log);
 
-// The same with zstd's worker threads, in jobs of `job_size` bytes: the frame
-// depends on the job size, not on `workers` (any number >= 1 gives the same
-// bytes), so callers may use whatever threads are idle.
-absl::StatusOr<std::string> ZstdCompressFrameInJobs(std::string_view src, int level, int window_log, int job_size,
-                                                    int workers);
-
 // Decodes exactly one frame (nothing after it) whose recorded content size is at
 // most `max_size`; only that many bytes are allocated.
 absl::StatusOr<std::string> ZstdDecompressFrame(std::string_view frame, uint64_t max_size);

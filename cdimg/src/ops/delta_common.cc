@@ -499,8 +499,8 @@ absl::StatusOr<BlobResult> EncodeFile(std::string_view target, const std::vector
 uint64_t EncodeMemory(uint64_t base_size, uint64_t target_size) {
   // bsdiff's suffix array (~5 bytes per base byte) dominates; its segments'
   // streams are joined into one copy of the target's size; zstd level 19
-  // tables are ~100 MiB whatever the input, per worker (two for a big diff
-  // stream).
+  // tables for its four streams (ctrl, zero runs, literals, extra), sized to
+  // inputs that are a tenth of the target or less.
   return 5 * base_size + 4 * target_size + (256ull << 20);
 }
 

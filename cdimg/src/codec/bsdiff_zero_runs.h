@@ -1,0 +1,37 @@
+// bsdiff's diff stream split into zero runs and the bytes between them.
+//
+// The diff stream (target minus base over each approximate match) is mostly
+// zeros: 91% of biome's 27 MB. zstd at level 19 spends most of a big diff
+// there and still codes the runs less tightly than their lengths: split into
+// a run-length stream and a literal stream, biome 1.9.2->1.9.3's diff section
+// shrinks from 2,051,311 to 1,917,619 bytes and compresses ~15x faster.
+//
+// runs: repeated (varint zeros, varint literals); no pair is (0, 0). The
+// stream they describe is `zeros` zero bytes, then `literals` bytes taken in
+// order from the literal stream.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/statusor.h"
+
+namespace d4c::codec_internal {
+
+struct ZeroRuns {
+  std::string runs;
+  std::string literals;
+};
+
+ZeroRuns SplitZeroRuns(std::string_view diff);
+
+// The stream back, which must be at most `max_size` bytes and use up every
+// literal; fails on malformed runs.
+absl::StatusOr<std::string> JoinZeroRuns(std::string_view runs, std::string_view literals, uint64_t max_size);
+
+// An upper bound on the runs stream of a diff stream of `size` bytes, for
+// bounding its decompression.
+uint64_t MaxRunsSize(uint64_t size);
+
+}  // namespace d4c::codec_internal

@@ -1,0 +1,87 @@
+// bsdiff's diff section: the zero-run split, and patches written before it.
+#include <catch2/catch.hpp>
+#include <zstd.h>
+
+#include <random>
+#include <string>
+
+#include "codec/bsdiff_diff.h"
+#include "codec/bsdiff_zero_runs.h"
+#include "codec/hash64.h"
+#include "d4c/codec.h"
+
+namespace d4c::codec_internal {
+namespace {
+
+std::string Z(const std::string& s) {
+  if (s.empty()) return s;
+  std::string out(ZSTD_compressBound(s.size()), '\0');
+  out.resize(ZSTD_compress(out.data(), out.size(), s.data(), s.size(), 19));
+  return out;
+}
+
+void PutLE(std::string* out, uint64_t v, int n) {
+  for (int i = 0; i < n; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+}
+
+std::string Binaryish(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (char& c : s) c = static_cast<char>(rng() % 4 ? rng() % 16 : rng());
+  return s;
+}
+
+TEST_CASE("zero runs: split and join give the stream back", "[codec][bsdiff]") {
+  std::string mixed = std::string(5, '\0') + "ab" + std::string(300, '\0') + "c" + std::string(2, '\0');
+  for (const std::string& s : {std::string(), std::string(1000, '\0'), std::string("xyz"), mixed,
+                               std::string("\x01\x00\x02\x00\x00\x03", 6), Binaryish(100000, 1)}) {
+    ZeroRuns r = SplitZeroRuns(s);
+    CHECK(r.runs.size() <= MaxRunsSize(s.size()));
+    auto back = JoinZeroRuns(r.runs, r.literals, s.size());
+    REQUIRE(back.ok());
+    CHECK(*back == s);
+  }
+  ZeroRuns r = SplitZeroRuns(mixed);
+  CHECK(r.literals == "abc");
+}
+
+TEST_CASE("zero runs: malformed runs are refused", "[codec][bsdiff]") {
+  CHECK_FALSE(JoinZeroRuns(std::string("\0\0", 2), "", 10).ok());            // empty pair
+  CHECK_FALSE(JoinZeroRuns(std::string("\0\x02", 2), "a", 10).ok());         // literals missing
+  CHECK_FALSE(JoinZeroRuns(std::string("\0\x01", 2), "ab", 10).ok());        // literal left over
+  CHECK_FALSE(JoinZeroRuns(std::string("\x0b\0", 2), "", 10).ok());          // beyond max_size
+  CHECK_FALSE(JoinZeroRuns(std::string("\x80", 1), "", 10).ok());            // truncated varint
+  CHECK_FALSE(JoinZeroRuns(std::string(11, '\xff'), "", 10).ok());           // overlong varint
+  auto ok = JoinZeroRuns(std::string("\x02\x01", 2), "q", 3);
+  REQUIRE(ok.ok());
+  CHECK(*ok == std::string("\0\0q", 3));
+}
+
+// Patches written before the split hold one zstd frame of the whole diff
+// stream; images that store them must stay readable.
+TEST_CASE("bsdiff: patches with a whole-stream diff frame still decode", "[codec][bsdiff]") {
+  std::string base = Binaryish(200000, 2), target = base;
+  for (size_t i = 1000; i < target.size(); i += 997) target[i] = static_cast<char>(target[i] + 1);
+  target.insert(50000, "inserted bytes that are new");
+  auto streams = BsdiffCompute(base, target, NoHelpers());
+  REQUIRE(streams.ok());
+  std::string ctrl = Z(streams->ctrl), diff = Z(streams->diff), extra = Z(streams->extra);
+  std::string old_patch;
+  for (const std::string* s : {&ctrl, &diff, &extra}) PutLE(&old_patch, s->size(), 4);
+  PutLE(&old_patch, Hash64(target), 8);
+  old_patch += ctrl + diff + extra;
+  const DeltaCodec& bsdiff = GetCodec(CodecId::kBsdiff);
+  auto out = bsdiff.Decode(base, old_patch, target.size());
+  INFO(out.status().ToString());
+  REQUIRE(out.ok());
+  CHECK(*out == target);
+  auto now = bsdiff.Encode(base, target);
+  REQUIRE(now.ok());
+  CHECK(now->size() < old_patch.size());  // the split pays on mostly-zero diffs
+  auto back = bsdiff.Decode(base, *now, target.size());
+  REQUIRE(back.ok());
+  CHECK(*back == target);
+}
+
+}  // namespace
+}  // namespace d4c::codec_internal
