@@ -4,7 +4,8 @@
 // zeros: 91% of biome's 27 MB. zstd at level 19 spends most of a big diff
 // there and still codes the runs less tightly than their lengths: split into
 // a run-length stream and a literal stream, biome 1.9.2->1.9.3's diff section
-// shrinks from 2,051,311 to 1,917,619 bytes and compresses ~15x faster.
+// shrinks from 2,051,311 to 1,917,619 bytes, and the whole diff of that pair
+// from 9.6 to 6.1 s (two ~2 MB frames instead of 27 MB at level 19).
 //
 // runs: repeated (varint zeros, varint literals); no pair is (0, 0). The
 // stream they describe is `zeros` zero bytes, then `literals` bytes taken in
