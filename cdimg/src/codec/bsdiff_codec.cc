@@ -8,6 +8,7 @@
 #include "codec/bsdiff_diff.h"
 #include "codec/bsdiff_zero_runs.h"
 #include "codec/hash64.h"
+#include "codec/varint.h"
 #include "codec/zstd_util.h"
 #include "d4c/strcat.h"
 
@@ -82,10 +83,7 @@ std::string DiffSection(const DiffParts& parts) {
   std::string out;
   if (parts.runs.empty() && parts.literals.empty()) return out;
   out.push_back(kZeroRunsForm);
-  for (uint64_t v = parts.runs.size();; v >>= 7) {
-    out.push_back(static_cast<char>((v & 0x7f) | (v >= 0x80 ? 0x80 : 0)));
-    if (v < 0x80) break;
-  }
+  PutVarint(&out, parts.runs.size());
   out += parts.runs;
   out += parts.literals;
   return out;
@@ -100,12 +98,7 @@ absl::StatusOr<std::string> DecodeDiffSection(std::string_view section, uint64_t
   if (section.empty() || section[0] != kZeroRunsForm) return DecompressStream(section, max_size);
   size_t pos = 1;
   uint64_t runs_len = 0;
-  for (int shift = 0;; shift += 7) {
-    if (pos >= section.size() || shift > 56) return absl::DataLossError("bsdiff patch: bad diff section length");
-    uint8_t c = static_cast<uint8_t>(section[pos++]);
-    runs_len |= uint64_t{c & 0x7fu} << shift;
-    if (c < 0x80) break;
-  }
+  if (!GetVarint(section, &pos, &runs_len)) return absl::DataLossError("bsdiff patch: bad diff section length");
   if (runs_len > section.size() - pos) return absl::DataLossError("bsdiff patch: diff section truncated");
   auto runs = DecompressStream(section.substr(pos, runs_len), MaxRunsSize(max_size));
   if (!runs.ok()) return runs.status();

@@ -3,31 +3,11 @@
 #include <algorithm>
 
 #include "absl/status/status.h"
+#include "codec/varint.h"
 
 namespace d4c::codec_internal {
 
 namespace {
-
-void PutVarint(std::string* out, uint64_t v) {
-  while (v >= 0x80) out->push_back(static_cast<char>(v | 0x80)), v >>= 7;
-  out->push_back(static_cast<char>(v));
-}
-
-bool GetVarint(std::string_view in, size_t* pos, uint64_t* v) {
-  *v = 0;
-  for (int shift = 0; shift < 64 && *pos < in.size(); shift += 7) {
-    uint8_t c = static_cast<uint8_t>(in[(*pos)++]);
-    *v |= static_cast<uint64_t>(c & 0x7f) << shift;
-    if (c < 0x80) return shift < 63 || c <= 1;
-  }
-  return false;
-}
-
-int VarintLen(uint64_t v) {
-  int n = 1;
-  while (v >= 0x80) v >>= 7, ++n;
-  return n;
-}
 
 absl::Status Bad(const char* what) { return absl::DataLossError(std::string("bsdiff patch: zero runs: ") + what); }
 

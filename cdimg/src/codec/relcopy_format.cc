@@ -6,13 +6,6 @@
 
 namespace d4c::codec_internal::relcopy {
 
-void PutVarint(std::string* out, uint64_t v) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>(v | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
 
 uint64_t Slots::Address(uint64_t src, int* slot) const {
   uint64_t best = 0;
@@ -37,22 +30,12 @@ void Writer::Op(std::string_view literals, uint64_t src, uint64_t len) {
   slots_.Push(src + len);
 }
 
+using codec_internal::GetVarint;
+
 namespace {
 
 absl::Status Bad(std::string_view what) { return absl::DataLossError(StrCat("relcopy patch: ", what)); }
 
-// Reads a varint of at most 64 bits; false if truncated or overlong.
-bool GetVarint(std::string_view in, size_t* pos, uint64_t* v) {
-  *v = 0;
-  for (int shift = 0; shift < 64; shift += 7) {
-    if (*pos >= in.size()) return false;
-    uint8_t c = static_cast<uint8_t>(in[(*pos)++]);
-    if (shift == 63 && c > 1) return false;
-    *v |= static_cast<uint64_t>(c & 0x7f) << shift;
-    if (c < 0x80) return true;
-  }
-  return false;
-}
 
 }  // namespace
 

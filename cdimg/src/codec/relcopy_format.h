@@ -23,18 +23,15 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "codec/varint.h"
 
 namespace d4c::codec_internal::relcopy {
 
 inline constexpr int kSlots = 4;
 inline constexpr int kSlotBits = 2;
 
-void PutVarint(std::string* out, uint64_t v);
-inline int VarintLen(uint64_t v) {
-  int n = 1;
-  while (v >= 0x80) v >>= 7, ++n;
-  return n;
-}
+using codec_internal::PutVarint;
+using codec_internal::VarintLen;
 inline uint64_t ZigZag(int64_t d) { return (static_cast<uint64_t>(d) << 1) ^ static_cast<uint64_t>(d >> 63); }
 
 // The slot cache shared by writer and reader.
