@@ -13,26 +13,6 @@
 
 namespace d4c::internal {
 
-void PutVarint(std::string* out, uint64_t v) {
-  while (v >= 0x80) {
-    out->push_back(static_cast<char>(v | 0x80));
-    v >>= 7;
-  }
-  out->push_back(static_cast<char>(v));
-}
-
-bool GetVarint(std::string_view buf, size_t* pos, uint64_t* v) {
-  *v = 0;
-  for (int shift = 0; shift < 64; shift += 7) {
-    if (*pos >= buf.size()) return false;
-    uint8_t b = static_cast<uint8_t>(buf[(*pos)++]);
-    if (shift == 63 && b > 1) return false;  // more than 64 bits
-    *v |= static_cast<uint64_t>(b & 0x7f) << shift;
-    if (!(b & 0x80)) return true;
-  }
-  return false;
-}
-
 namespace {
 
 constexpr uint8_t kPackedBit = 0x80;

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "codec/varint.h"
 #include "d4c/cdimg.h"
 
 namespace d4c::internal {
@@ -51,9 +52,9 @@ absl::StatusOr<std::string> DecompressMeta(std::string_view stored, std::string_
 // The decompressed size a magicless meta frame records; at most `max`.
 absl::StatusOr<uint64_t> MetaContentSize(std::string_view stored, uint64_t max);
 
-// LEB128 unsigned varints.
-void PutVarint(std::string* out, uint64_t v);
-bool GetVarint(std::string_view buf, size_t* pos, uint64_t* v);
+// LEB128 unsigned varints (shared with the codecs' patch formats).
+using codec_internal::GetVarint;
+using codec_internal::PutVarint;
 
 struct RecipeSlot {
   Recipe::Kind kind = Recipe::Kind::kNone;
