@@ -1,7 +1,10 @@
-// bsdiff's diff section: the zero-run split, and patches written before it.
+// bsdiff internals: the search starts, the zero-run split, and patches
+// written before it.
 #include <catch2/catch.hpp>
 #include <zstd.h>
 
+#include <fstream>
+#include <iterator>
 #include <random>
 #include <string>
 
@@ -29,6 +32,79 @@ std::string Binaryish(size_t n, uint64_t seed) {
   std::string s(n, '\0');
   for (char& c : s) c = static_cast<char>(rng() % 4 ? rng() % 16 : rng());
   return s;
+}
+
+// Real machine code: this test binary's first MiB, and a copy edited the
+// way a rebuild edits one (shifted addresses, an inserted function).
+std::string OwnCode() {
+  std::ifstream in("/proc/self/exe", std::ios::binary);
+  std::string s((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return s.substr(0, 1 << 20);
+}
+
+std::string Rebuilt(std::string s) {
+  for (size_t i = 0; i + 4 < s.size(); i += 37) {
+    if (s[i] == '\xe8') s[i + 1] = static_cast<char>(s[i + 1] + 16);  // call rel32
+  }
+  s.insert(s.size() / 3, Binaryish(5000, 9));
+  s.erase(s.size() / 2, 3000);
+  return s;
+}
+
+// Words from a small vocabulary: many suffixes share long prefixes, so a
+// pattern's place is often several entries away from a linked start.
+std::string Wordy(size_t n, uint64_t seed) {
+  static const char* const kWords[] = {"the ", "them ", "then ", "there ", "a ", "an ", "and ", "andes ", "x", "xy"};
+  std::mt19937_64 rng(seed);
+  std::string s;
+  while (s.size() < n) s += kWords[rng() % 10];
+  return s;
+}
+
+std::string Letters(size_t n, int letters, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, 'a');
+  for (char& c : s) c = static_cast<char>('a' + rng() % letters);
+  return s;
+}
+
+std::string Periodic(size_t n, size_t period) {
+  std::string s;
+  while (s.size() < n) s += Binaryish(period, 7);
+  return s.substr(0, n);
+}
+
+TEST_CASE("bsdiff: linked searches find the same matches as bucket searches", "[codec][bsdiff]") {
+  std::string code = OwnCode();
+  REQUIRE(code.size() > 100000);
+  std::string bin = Binaryish(300000, 3);
+  std::string scattered = bin;
+  for (size_t i = 100; i < scattered.size(); i += 101) scattered[i] = static_cast<char>(scattered[i] ^ 0x40);
+  struct Pair {
+    const char* what;
+    std::string base, target;
+  } pairs[] = {
+      {"machine code, rebuilt", code, Rebuilt(code)},
+      {"scattered byte edits", bin, scattered},
+      {"words", Wordy(100000, 1), Wordy(100000, 2)},
+      {"words, edited", Wordy(100000, 1), Wordy(30000, 1) + Wordy(2000, 3) + Wordy(100000, 1).substr(30000)},
+      {"two letters", Letters(20000, 2, 1), Letters(20000, 2, 2)},
+      {"three letters", Letters(20000, 3, 3), Letters(25000, 3, 4)},
+      {"periodic base, shifted period", Periodic(200000, 61), Periodic(200000, 67)},
+      {"target longer than a run of the base", std::string(1000, 'a'), std::string(5000, 'a') + "b"},
+      {"unrelated", Binaryish(50000, 4), Binaryish(60000, 5)},
+      {"tiny base", "ab", "abababba"},
+  };
+  for (const Pair& p : pairs) {
+    INFO(p.what);
+    auto linked = BsdiffCompute(p.base, p.target, NoHelpers(), SearchStart::kLinked);
+    auto bucket = BsdiffCompute(p.base, p.target, NoHelpers(), SearchStart::kBucketOnly);
+    REQUIRE(linked.ok());
+    REQUIRE(bucket.ok());
+    CHECK(linked->ctrl == bucket->ctrl);
+    CHECK(linked->diff == bucket->diff);
+    CHECK(linked->extra == bucket->extra);
+  }
 }
 
 TEST_CASE("zero runs: split and join give the stream back", "[codec][bsdiff]") {

@@ -31,9 +31,15 @@ struct BsdiffStreams {
 // On biome's 28 MB binary, 4 MiB segments cost ~0.1% of the patch.
 inline constexpr uint64_t kBsdiffSegment = 4 << 20;
 
+// Where each search for the longest match starts: the result is the same,
+// only the cost differs; kBucketOnly (less memory, slower) is there so that
+// tests can check that.
+enum class SearchStart { kLinked, kBucketOnly };
+
 // Fails only for inputs divsufsort cannot index (>= 2 GiB) or out of memory.
 // The segments' scans run as `helpers` tasks.
 absl::StatusOr<BsdiffStreams> BsdiffCompute(std::string_view base, std::string_view target,
-                                            Helpers& helpers = NoHelpers());
+                                            Helpers& helpers = NoHelpers(),
+                                            SearchStart start = SearchStart::kLinked);
 
 }  // namespace d4c::codec_internal
