@@ -1,5 +1,5 @@
-// bsdiff internals: the search starts, the zero-run split, and patches
-// written before it.
+// bsdiff internals: the search starts, the zero-run split, the ctrl
+// columns, and patches written in earlier layouts.
 #include <catch2/catch.hpp>
 #include <zstd.h>
 
@@ -8,6 +8,7 @@
 #include <random>
 #include <string>
 
+#include "codec/bsdiff_ctrl.h"
 #include "codec/bsdiff_diff.h"
 #include "codec/bsdiff_zero_runs.h"
 #include "codec/hash64.h"
@@ -133,30 +134,84 @@ TEST_CASE("zero runs: malformed runs are refused", "[codec][bsdiff]") {
   CHECK(*ok == std::string("\0\0q", 3));
 }
 
-// Patches written before the split hold one zstd frame of the whole diff
-// stream; images that store them must stay readable.
-TEST_CASE("bsdiff: patches with a whole-stream diff frame still decode", "[codec][bsdiff]") {
-  std::string base = Binaryish(200000, 2), target = base;
-  for (size_t i = 1000; i < target.size(); i += 997) target[i] = static_cast<char>(target[i] + 1);
-  target.insert(50000, "inserted bytes that are new");
-  auto streams = BsdiffCompute(base, target, NoHelpers());
+std::string Assemble(const std::string& ctrl, const std::string& diff, const std::string& extra,
+                     std::string_view target) {
+  std::string patch;
+  for (const std::string* s : {&ctrl, &diff, &extra}) PutLE(&patch, s->size(), 4);
+  PutLE(&patch, Hash64(target), 8);
+  return patch + ctrl + diff + extra;
+}
+
+std::string ZeroRunsSection(const std::string& diff) {
+  ZeroRuns r = SplitZeroRuns(diff);
+  std::string runs = Z(r.runs), out = "\x01";
+  out.push_back(static_cast<char>(runs.size()));  // a one-byte varint: under 128 here
+  REQUIRE(runs.size() < 128);
+  return out + runs + Z(r.literals);
+}
+
+struct EditedPair {
+  std::string base, target;
+  EditedPair() : base(Binaryish(200000, 2)), target(base) {
+    for (size_t i = 1000; i < target.size(); i += 997) target[i] = static_cast<char>(target[i] + 1);
+    for (size_t at = 10000; at < 190000; at += 20000) target.insert(at, Binaryish(40, at));
+  }
+};
+
+// Images store patches of every earlier layout: they must stay readable.
+TEST_CASE("bsdiff: patches of earlier layouts still decode", "[codec][bsdiff]") {
+  EditedPair p;
+  auto streams = BsdiffCompute(p.base, p.target, NoHelpers());
   REQUIRE(streams.ok());
-  std::string ctrl = Z(streams->ctrl), diff = Z(streams->diff), extra = Z(streams->extra);
-  std::string old_patch;
-  for (const std::string* s : {&ctrl, &diff, &extra}) PutLE(&old_patch, s->size(), 4);
-  PutLE(&old_patch, Hash64(target), 8);
-  old_patch += ctrl + diff + extra;
+  std::string fixed = Z(FixedCtrl(streams->ctrl)), extra = Z(streams->extra);
   const DeltaCodec& bsdiff = GetCodec(CodecId::kBsdiff);
-  auto out = bsdiff.Decode(base, old_patch, target.size());
-  INFO(out.status().ToString());
-  REQUIRE(out.ok());
-  CHECK(*out == target);
-  auto now = bsdiff.Encode(base, target);
+  auto now = bsdiff.Encode(p.base, p.target);
   REQUIRE(now.ok());
-  CHECK(now->size() < old_patch.size());  // the split pays on mostly-zero diffs
-  auto back = bsdiff.Decode(base, *now, target.size());
+  struct Layout {
+    const char* what;
+    std::string patch;
+  } layouts[] = {
+      {"fixed ctrl, whole diff frame", Assemble(fixed, Z(streams->diff), extra, p.target)},
+      {"fixed ctrl, zero runs", Assemble(fixed, ZeroRunsSection(streams->diff), extra, p.target)},
+  };
+  for (const Layout& l : layouts) {
+    INFO(l.what);
+    auto out = bsdiff.Decode(p.base, l.patch, p.target.size());
+    INFO(out.status().ToString());
+    REQUIRE(out.ok());
+    CHECK(*out == p.target);
+    CHECK(now->size() <= l.patch.size());
+  }
+  auto back = bsdiff.Decode(p.base, *now, p.target.size());
   REQUIRE(back.ok());
-  CHECK(*back == target);
+  CHECK(*back == p.target);
+}
+
+TEST_CASE("bsdiff: malformed ctrl columns are refused", "[codec][bsdiff]") {
+  EditedPair p;
+  auto streams = BsdiffCompute(p.base, p.target, NoHelpers());
+  REQUIRE(streams.ok());
+  REQUIRE(streams->ctrl.size() > 2);
+  std::string diff = ZeroRunsSection(streams->diff), extra = Z(streams->extra);
+  CtrlColumns good = SplitCtrl(streams->ctrl);
+  auto decode = [&](const std::string& ctrl_section) {
+    return GetCodec(CodecId::kBsdiff).Decode(p.base, Assemble(ctrl_section, diff, extra, p.target), p.target.size());
+  };
+  auto section = [](const CtrlColumns& c) { return CtrlSection({Z(c.adds), Z(c.copies), Z(c.seeks)}); };
+  REQUIRE(decode(section(good)).ok());
+
+  CtrlColumns short_seeks = good;
+  short_seeks.seeks = SplitCtrl({streams->ctrl.begin(), streams->ctrl.end() - 1}).seeks;
+  CHECK(decode(section(short_seeks)).status().message().find("different lengths") != std::string::npos);
+
+  CtrlColumns cut = good;
+  cut.copies.back() = '\x80';  // a varint that never ends
+  CHECK(decode(section(cut)).status().message().find("varint") != std::string::npos);
+
+  std::string s = section(good);
+  CHECK(decode(s.substr(0, s.size() - 1)).status().message().find("truncated") != std::string::npos);
+  CHECK(decode(s.substr(0, 3)).status().message().find("truncated") != std::string::npos);
+  CHECK_FALSE(decode(CtrlSection({Z(good.adds), "", Z(good.seeks)})).ok());
 }
 
 }  // namespace

@@ -1,10 +1,12 @@
 #include "codec/bsdiff_codec.h"
 
-#include <array>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <optional>
+#include <vector>
 
+#include "codec/bsdiff_ctrl.h"
 #include "codec/bsdiff_diff.h"
 #include "codec/bsdiff_zero_runs.h"
 #include "codec/hash64.h"
@@ -17,9 +19,6 @@ namespace d4c::codec_internal {
 namespace {
 
 constexpr size_t kHeaderSize = 3 * 4 + 8;
-// The control stream is decoded incrementally; capping its zstd window keeps
-// that decoder's memory small whatever the patch claims.
-constexpr int kCtrlWindowLog = 20;
 
 uint64_t GetLE(const char* p, int n) {
   uint64_t v = 0;
@@ -29,12 +28,6 @@ uint64_t GetLE(const char* p, int n) {
 void PutLE(std::string* out, uint64_t v, int n) {
   for (int i = 0; i < n; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
 }
-
-struct Triple {
-  uint64_t add;
-  uint64_t copy;
-  int64_t seek;
-};
 
 // The three stream slices of a patch, after the header was bounds-checked.
 struct Parsed {
@@ -107,73 +100,12 @@ absl::StatusOr<std::string> DecodeDiffSection(std::string_view section, uint64_t
   return JoinZeroRuns(*runs, *literals, max_size);
 }
 
-// Streams control triples out of their zstd frame without inflating it whole:
-// a hostile frame could otherwise expand far beyond the target size.
-class CtrlReader {
- public:
-  absl::Status Init(std::string_view frame);
-  // The next triple, or nullopt once the frame ended cleanly.
-  absl::StatusOr<std::optional<Triple>> Next();
-
- private:
-  absl::Status Refill();
-
-  ZstdDCtxPtr dctx_;
-  ZSTD_inBuffer in_{nullptr, 0, 0};
-  std::array<char, kBsdiffTripleSize * 1024> buf_;
-  size_t have_ = 0, pos_ = 0;
-  bool ended_ = true;
-};
-
-absl::Status CtrlReader::Init(std::string_view frame) {
-  if (frame.empty()) return absl::OkStatus();
-  dctx_.reset(ZSTD_createDCtx());
-  if (!dctx_) return absl::ResourceExhaustedError("ZSTD_createDCtx failed");
-  size_t rc = ZSTD_DCtx_setParameter(dctx_.get(), ZSTD_d_windowLogMax, kCtrlWindowLog);
-  if (ZSTD_isError(rc)) return ZstdError("bsdiff ctrl windowLogMax", rc);
-  in_ = {frame.data(), frame.size(), 0};
-  ended_ = false;
-  return absl::OkStatus();
-}
-
-absl::Status CtrlReader::Refill() {
-  std::memmove(buf_.data(), buf_.data() + pos_, have_ - pos_);
-  have_ -= pos_;
-  pos_ = 0;
-  while (have_ < buf_.size() && !ended_) {
-    ZSTD_outBuffer out{buf_.data(), buf_.size(), have_};
-    size_t before_in = in_.pos;
-    size_t rc = ZSTD_decompressStream(dctx_.get(), &out, &in_);
-    if (ZSTD_isError(rc)) return ZstdError("bsdiff patch: ctrl stream", rc);
-    bool progress = out.pos != have_ || in_.pos != before_in;
-    have_ = out.pos;
-    if (rc == 0) {
-      ended_ = true;
-      if (in_.pos != in_.size) return absl::DataLossError("bsdiff patch: bytes after ctrl frame");
-    } else if (!progress) {
-      return absl::DataLossError("bsdiff patch: ctrl stream truncated");
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::optional<Triple>> CtrlReader::Next() {
-  if (have_ - pos_ < kBsdiffTripleSize) {
-    if (auto s = Refill(); !s.ok()) return s;
-  }
-  if (have_ == pos_) return std::nullopt;  // Refill only stops short at the frame end
-  if (have_ - pos_ < kBsdiffTripleSize) return absl::DataLossError("bsdiff patch: partial ctrl triple");
-  const char* p = buf_.data() + pos_;
-  pos_ += kBsdiffTripleSize;
-  return Triple{GetLE(p, 8), GetLE(p + 8, 8), static_cast<int64_t>(GetLE(p + 16, 8))};
-}
-
 // Rebuilds the target, checking every triple against all buffer bounds.
 class Patcher {
  public:
   Patcher(std::string_view base, std::string_view diff, std::string_view extra, std::string* out)
       : base_(base), diff_(diff), extra_(extra), out_(*out) {}
-  absl::Status Apply(const Triple& t);
+  absl::Status Apply(const BsdiffTriple& t);
   bool Complete() const {
     return newpos_ == out_.size() && dpos_ == diff_.size() && epos_ == extra_.size();
   }
@@ -184,7 +116,7 @@ class Patcher {
   uint64_t newpos_ = 0, oldpos_ = 0, dpos_ = 0, epos_ = 0;
 };
 
-absl::Status Patcher::Apply(const Triple& t) {
+absl::Status Patcher::Apply(const BsdiffTriple& t) {
   if (t.add > out_.size() - newpos_ || t.add > base_.size() - oldpos_ ||
       t.add > diff_.size() - dpos_) {
     return absl::DataLossError("bsdiff patch: add length out of bounds");
@@ -241,10 +173,20 @@ namespace {
 // On debian that spares the level-19 pass for 516 of 634 files.
 constexpr uint64_t kFinalToQuickFloorInverse = 2;
 
-bool ClearlyOver(const BsdiffStreams& streams, const ZeroRuns& diff, uint64_t limit) {
+// The streams of a patch before compression, in section order.
+struct RawStreams {
+  CtrlColumns ctrl;
+  ZeroRuns diff;
+  const std::string* extra;
+  std::vector<const std::string*> All() const {
+    return {&ctrl.adds, &ctrl.copies, &ctrl.seeks, &diff.runs, &diff.literals, extra};
+  }
+};
+
+bool ClearlyOver(const RawStreams& raw, uint64_t limit) {
   if (limit == std::numeric_limits<uint64_t>::max()) return false;
   uint64_t quick = 0;
-  for (const std::string* s : {&streams.ctrl, &diff.runs, &diff.literals, &streams.extra}) {
+  for (const std::string* s : raw.All()) {
     auto z = CompressStream(*s, 1, 0);
     if (!z.ok()) return false;
     quick += z->size();
@@ -258,27 +200,39 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeWithin(std::string_view base, std
                                                       Helpers& helpers, uint64_t limit) const {
   auto streams = BsdiffCompute(base, target, helpers);
   if (!streams.ok()) return streams.status();
-  ZeroRuns split = SplitZeroRuns(streams->diff);
-  if (ClearlyOver(*streams, split, limit)) return absl::OutOfRangeError("bsdiff: patch would exceed the limit");
-  absl::StatusOr<std::string> ctrl, runs, literals, extra;
-  helpers.Run({[&] { ctrl = CompressStream(streams->ctrl, level_, kCtrlWindowLog); },
-               [&] { runs = CompressStream(split.runs, level_, 0); },
-               [&] { literals = CompressStream(split.literals, level_, 0); },
-               [&] { extra = CompressStream(streams->extra, level_, 0); }});
-  for (const auto* s : {&ctrl, &runs, &literals, &extra})
-    if (!s->ok()) return s->status();
-  std::string diff = DiffSection({std::move(*runs), std::move(*literals)});
-  for (const std::string* s : {&*ctrl, &diff, &*extra}) {
+  RawStreams raw{SplitCtrl(streams->ctrl), SplitZeroRuns(streams->diff), &streams->extra};
+  if (ClearlyOver(raw, limit)) return absl::OutOfRangeError("bsdiff: patch would exceed the limit");
+  std::vector<const std::string*> in = raw.All();
+  std::vector<absl::StatusOr<std::string>> z(in.size());
+  std::vector<std::function<void()>> tasks;
+  for (size_t i = 0; i < in.size(); ++i) {
+    // The ctrl columns are read back through small windows (bsdiff_ctrl.h).
+    int window_log = i < 3 ? kCtrlWindowLog : 0;
+    tasks.push_back([&, i, window_log] { z[i] = CompressStream(*in[i], level_, window_log); });
+  }
+  helpers.Run(tasks);
+  for (const auto& s : z)
+    if (!s.ok()) return s.status();
+  std::string ctrl = CtrlSection({std::move(*z[0]), std::move(*z[1]), std::move(*z[2])});
+  // Few triples: three frames' headers can outweigh what the columns save.
+  if (streams->ctrl.size() <= kFixedCtrlMaxTriples) {
+    auto fixed = CompressStream(FixedCtrl(streams->ctrl), level_, kCtrlWindowLog);
+    if (!fixed.ok()) return fixed.status();
+    if (fixed->size() < ctrl.size()) ctrl = std::move(*fixed);
+  }
+  std::string diff = DiffSection({std::move(*z[3]), std::move(*z[4])});
+  std::string extra = std::move(*z[5]);
+  for (const std::string* s : {&ctrl, &diff, &extra}) {
     if (s->size() > std::numeric_limits<uint32_t>::max()) {
       return absl::InvalidArgumentError("bsdiff: stream over 4 GiB");
     }
   }
   std::string out;
-  for (const std::string* s : {&*ctrl, &diff, &*extra}) PutLE(&out, s->size(), 4);
+  for (const std::string* s : {&ctrl, &diff, &extra}) PutLE(&out, s->size(), 4);
   PutLE(&out, Hash64(target), 8);
-  out += *ctrl;
+  out += ctrl;
   out += diff;
-  out += *extra;
+  out += extra;
   return out;
 }
 

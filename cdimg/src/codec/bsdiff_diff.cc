@@ -13,12 +13,6 @@ namespace d4c::codec_internal {
 
 namespace {
 
-void PutLE64(std::string* out, uint64_t v) {
-  char b[8];
-  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>(v >> (8 * i));
-  out->append(b, 8);
-}
-
 // Cursor of the scan over the target; names follow Percival's bsdiff.c.
 struct ScanState {
   int64_t scan = 0, len = 0, pos = 0;
@@ -343,9 +337,8 @@ void Differ::Emit(ScanState& st, BsdiffStreams* out) const {
   }
   int64_t extra_len = (st.scan - lenb) - (st.lastscan + lenf);
   out->extra.append(reinterpret_cast<const char*>(new_ + st.lastscan + lenf), extra_len);
-  PutLE64(&out->ctrl, static_cast<uint64_t>(lenf));
-  PutLE64(&out->ctrl, static_cast<uint64_t>(extra_len));
-  PutLE64(&out->ctrl, static_cast<uint64_t>((st.pos - lenb) - (st.lastpos + lenf)));
+  out->ctrl.push_back({static_cast<uint64_t>(lenf), static_cast<uint64_t>(extra_len),
+                       (st.pos - lenb) - (st.lastpos + lenf)});
   st.lastscan = st.scan - lenb;
   st.lastpos = st.pos - lenb;
   st.lastoffset = st.pos - st.scan;
@@ -363,13 +356,7 @@ int64_t Differ::Run(BsdiffStreams* out) {
 
 // Each segment is scanned as if the decoder started it at old position 0:
 // the last triple before it seeks back there from where it ended (`end`).
-void SeekBackToStart(std::string* ctrl, int64_t end) {
-  char* seek = ctrl->data() + ctrl->size() - 8;
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(seek[i]);
-  v -= static_cast<uint64_t>(end);
-  for (int i = 0; i < 8; ++i) seek[i] = static_cast<char>(v >> (8 * i));
-}
+void SeekBackToStart(std::vector<BsdiffTriple>* ctrl, int64_t end) { ctrl->back().seek -= end; }
 
 }  // namespace
 
@@ -407,7 +394,7 @@ absl::StatusOr<BsdiffStreams> BsdiffCompute(std::string_view base, std::string_v
     out.diff.reserve(target.size());
     for (size_t k = 0; k < count; ++k) {
       if (k > 0) SeekBackToStart(&out.ctrl, ends[k - 1]);  // every segment has a triple
-      out.ctrl += parts[k].ctrl;
+      out.ctrl.insert(out.ctrl.end(), parts[k].ctrl.begin(), parts[k].ctrl.end());
       out.diff += parts[k].diff;
       out.extra += parts[k].extra;
       parts[k] = BsdiffStreams();

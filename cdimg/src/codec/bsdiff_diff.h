@@ -7,20 +7,25 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "d4c/codec.h"
 
 namespace d4c::codec_internal {
 
-// Each control triple is three little-endian 64-bit values:
-//   add  (u64): bytes out[i] = diff[j] + base[old_pos] for the next `add` bytes
-//   copy (u64): then `copy` bytes taken verbatim from extra
-//   seek (i64): then old_pos moves by `seek`
-inline constexpr size_t kBsdiffTripleSize = 24;
+// One control triple: out[i] = diff[j] + base[old_pos] for the next `add`
+// bytes, then `copy` bytes taken verbatim from extra, then old_pos moves by
+// `seek`.
+struct BsdiffTriple {
+  uint64_t add = 0;
+  uint64_t copy = 0;
+  int64_t seek = 0;
+  bool operator==(const BsdiffTriple&) const = default;
+};
 
 struct BsdiffStreams {
-  std::string ctrl;
+  std::vector<BsdiffTriple> ctrl;
   std::string diff;
   std::string extra;
 };
