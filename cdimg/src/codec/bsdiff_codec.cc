@@ -1,8 +1,10 @@
 #include "codec/bsdiff_codec.h"
 
+#include <algorithm>
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <numeric>
 #include <optional>
 #include <vector>
 
@@ -204,8 +206,12 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeWithin(std::string_view base, std
   if (ClearlyOver(raw, limit)) return absl::OutOfRangeError("bsdiff: patch would exceed the limit");
   std::vector<const std::string*> in = raw.All();
   std::vector<absl::StatusOr<std::string>> z(in.size());
+  // Biggest first, so that the helpers finish together.
+  std::vector<size_t> order(in.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return in[a]->size() > in[b]->size(); });
   std::vector<std::function<void()>> tasks;
-  for (size_t i = 0; i < in.size(); ++i) {
+  for (size_t i : order) {
     // The ctrl columns are read back through small windows (bsdiff_ctrl.h).
     int window_log = i < 3 ? kCtrlWindowLog : 0;
     tasks.push_back([&, i, window_log] { z[i] = CompressStream(*in[i], level_, window_log); });

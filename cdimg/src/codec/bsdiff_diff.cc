@@ -6,6 +6,7 @@
 #include <functional>
 #include <cstring>
 #include <limits>
+#include <memory>
 #include <new>
 #include <vector>
 
@@ -38,13 +39,15 @@ struct Bucket {
 struct SuffixIndex {
   SuffixIndex(std::string_view base, SearchStart start)
       : old(reinterpret_cast<const uint8_t*>(base.data())), size(static_cast<int64_t>(base.size())), start(start) {}
-  bool Build();
+  // Runs pieces of the work as `helpers` tasks.
+  bool Build(Helpers& helpers);
+  void PlaceBuckets();
 
   const uint8_t* old;
   int64_t size;
   SearchStart start;
-  std::vector<saidx_t> sa;
-  std::vector<saidx_t> rank;    // the inverse of sa (rank[sa[i]] == i); kLinked only
+  std::unique_ptr<saidx_t[]> sa;
+  std::unique_ptr<saidx_t[]> rank;  // the inverse of sa (rank[sa[i]] == i); kLinked only
   std::vector<Bucket> buckets;  // 65536, by two-byte prefix
 };
 
@@ -68,8 +71,8 @@ class Differ {
         oldsize_(index.size),
         new_(reinterpret_cast<const uint8_t*>(target.data())),
         newsize_(static_cast<int64_t>(target.size())),
-        sa_(index.sa),
-        rank_(index.rank),
+        sa_(index.sa.get()),
+        rank_(index.rank.get()),
         buckets_(index.buckets),
         budget_(budget) {}
 
@@ -102,26 +105,39 @@ class Differ {
   int64_t oldsize_;
   const uint8_t* new_;
   int64_t newsize_;
-  const std::vector<saidx_t>& sa_;
-  const std::vector<saidx_t>& rank_;
+  const saidx_t* sa_;
+  const saidx_t* rank_;  // null for SearchStart::kBucketOnly
   const std::vector<Bucket>& buckets_;
   uint64_t budget_;
   mutable uint64_t work_ = 0;  // counted by the const helpers
   LastMatch last_;
 };
 
-bool SuffixIndex::Build() {
+// The suffix sort is most of the work and one thread's; the buckets need
+// only the base and are counted beside it, and the rank is filled in halves.
+// Everything is allocated here on the caller, where bad_alloc is caught.
+bool SuffixIndex::Build(Helpers& helpers) {
   if (size == 0) return true;
-  sa.resize(size);
-  if (divsufsort(old, sa.data(), static_cast<saidx_t>(size)) != 0) return false;
-  if (start == SearchStart::kLinked) {
-    rank.resize(size);
-    for (int64_t i = 0; i < size; ++i) rank[sa[i]] = static_cast<saidx_t>(i);
-  }
-  // Counting two-byte prefixes gives every bucket's place without touching
-  // the suffix array: in sorted order, first-byte group c holds the one-byte
-  // suffix (if the base ends in c) and then the buckets (c, 0) .. (c, 255).
+  sa = std::make_unique_for_overwrite<saidx_t[]>(size);
   buckets.assign(1 << 16, Bucket{});
+  bool sorted = false;
+  helpers.Run({[&] { sorted = divsufsort(old, sa.get(), static_cast<saidx_t>(size)) == 0; },
+               [&] { PlaceBuckets(); }});
+  if (!sorted) return false;
+  if (start == SearchStart::kLinked) {
+    rank = std::make_unique_for_overwrite<saidx_t[]>(size);
+    auto fill = [this](int64_t from, int64_t to) {
+      for (int64_t i = from; i < to; ++i) rank[sa[i]] = static_cast<saidx_t>(i);
+    };
+    helpers.Run({[&] { fill(0, size / 2); }, [&] { fill(size / 2, size); }});
+  }
+  return true;
+}
+
+// Counting two-byte prefixes gives every bucket's place without touching
+// the suffix array: in sorted order, first-byte group c holds the one-byte
+// suffix (if the base ends in c) and then the buckets (c, 0) .. (c, 255).
+void SuffixIndex::PlaceBuckets() {
   for (int64_t i = 0; i + 1 < size; ++i) ++buckets[old[i] << 8 | old[i + 1]].count;
   saidx_t next = 0;
   for (int c = 0; c < 256; ++c) {
@@ -132,7 +148,6 @@ bool SuffixIndex::Build() {
       next += b.count;
     }
   }
-  return true;
 }
 
 // Length of the common prefix of old[oldpos..] and new[newpos..], compared 8
@@ -188,7 +203,7 @@ Bracket Differ::FromBucket(int64_t scan) const {
 constexpr int64_t kMinLinkedLen = 4;
 
 bool Differ::FromLastMatch(int64_t scan, Bracket* b) const {
-  if (rank_.empty() || last_.scan != scan - 1 || last_.len <= kMinLinkedLen || last_.pos + 1 >= oldsize_) return false;
+  if (!rank_ || last_.scan != scan - 1 || last_.len <= kMinLinkedLen || last_.pos + 1 >= oldsize_) return false;
   int64_t p = last_.pos + 1;
   int64_t k = rank_[p];
   int64_t lk = MatchLen(p, scan, last_.len - 1);
@@ -368,7 +383,7 @@ absl::StatusOr<BsdiffStreams> BsdiffCompute(std::string_view base, std::string_v
   }
   try {
     SuffixIndex index(base, start);
-    if (!index.Build()) return absl::InternalError("bsdiff: divsufsort failed");
+    if (!index.Build(helpers)) return absl::InternalError("bsdiff: divsufsort failed");
     size_t count = (target.size() + kBsdiffSegment - 1) / kBsdiffSegment;
     std::vector<BsdiffStreams> parts(count);
     std::vector<int64_t> ends(count);
