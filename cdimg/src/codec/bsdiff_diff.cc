@@ -206,6 +206,19 @@ bool Differ::FromLastMatch(int64_t scan, Bracket* b) const {
   if (!rank_ || last_.scan != scan - 1 || last_.len <= kMinLinkedLen || last_.pos + 1 >= oldsize_) return false;
   int64_t p = last_.pos + 1;
   int64_t k = rank_[p];
+  // Misses dominate here, so they are started early. sa[k] itself is known
+  // (p), but its neighbours, compared next, share its cache line. Two thirds
+  // of these searches end at p, so the next two positions' searches will
+  // start at p + 1 and p + 2: their suffix array lines, and for p + 1 the
+  // base bytes its neighbours point to (biome, one thread, run side by side
+  // with the version without: 5-10% faster).
+  __builtin_prefetch(&sa_[k]);
+  if (p + 2 < oldsize_) {
+    __builtin_prefetch(&sa_[rank_[p + 2]]);
+    int64_t k1 = rank_[p + 1];
+    if (k1 > 0) __builtin_prefetch(old_ + sa_[k1 - 1]);
+    if (k1 + 1 < oldsize_) __builtin_prefetch(old_ + sa_[k1 + 1]);
+  }
   int64_t lk = MatchLen(p, scan, last_.len - 1);
   *b = Bracket{-1, oldsize_, 0, 0};
   // Gallop away from k until the pattern is bracketed.
