@@ -1,12 +1,15 @@
 // bsdiff delta codec. Patch layout (all integers little endian):
 //   u32 ctrl_len, u32 diff_len, u32 extra_len   byte lengths of the three streams
 //   u64 target_hash                             Hash64 of the target
-//   ctrl, extra                                 each one zstd frame, or nothing if empty
+//   ctrl                                        the control triples, nothing if none:
+//                                               varint columns or fixed triples
+//                                               (bsdiff_ctrl.h)
 //   diff                                        nothing if empty, else byte 0x01, varint
 //                                               length of the runs frame, the zstd frames
 //                                               of the zero runs and of the literals
 //                                               (bsdiff_zero_runs.h); patches written
 //                                               before that hold one zstd frame here
+//   extra                                       one zstd frame, or nothing if empty
 // The streams are described in bsdiff_diff.h.
 #pragma once
 

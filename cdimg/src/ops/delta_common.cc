@@ -276,7 +276,7 @@ std::vector<CodecId> CodecsFor(const DiffOptions& o, uint64_t base, uint64_t tar
   for (const CodecCost& c : kCosts) {
     if (c.id == CodecId::kZstd && base + target > kZstdMaxInput) continue;
     double ms = static_cast<double>(base + target) / c.bytes_per_ms;
-    // The time budget also bounds bsdiff's memory (~5 bytes per base byte):
+    // The time budget also bounds bsdiff's memory (~9 bytes per base byte):
     // at the default it never sees more than ~90 MB of input.
     if (out.empty() || ms <= o.time_budget_ms) out.push_back(c.id);
   }
@@ -497,11 +497,12 @@ absl::StatusOr<BlobResult> EncodeFile(std::string_view target, const std::vector
 }
 
 uint64_t EncodeMemory(uint64_t base_size, uint64_t target_size) {
-  // bsdiff's suffix array (~5 bytes per base byte) dominates; its segments'
-  // streams are joined into one copy of the target's size; zstd level 19
-  // tables for its four streams (ctrl, zero runs, literals, extra), sized to
-  // inputs that are a tenth of the target or less.
-  return 5 * base_size + 4 * target_size + (256ull << 20);
+  // bsdiff's suffix array and its inverse (4 + 4 bytes per base byte, and
+  // the base itself) dominate; its segments' streams are joined into one
+  // copy of the target's size; zstd level 19 tables for its six streams
+  // (three ctrl columns, zero runs, literals, extra), sized to inputs that
+  // are a tenth of the target or less.
+  return 9 * base_size + 4 * target_size + (256ull << 20);
 }
 
 // ---------------------------------------------------------------- misc
