@@ -286,6 +286,7 @@ std::vector<CodecId> CodecsFor(const DiffOptions& o, uint64_t base, uint64_t tar
 // From this size on, a file's codecs are chosen from a look at it (Plan).
 constexpr uint64_t kBigFile = 1 << 20;
 constexpr uint64_t kTinyPatchRatio = 2000;
+constexpr uint64_t kTinyPatchMinFile = 256 << 10;
 // A big target with at least this share of its content new to the base
 // (MeasureNovelty) is bsdiff's: xdelta3 lost every such file of the corpus
 // (biome's binary, 74% new: 5.55 MB against 3.70 MB; perl 28%: 178 KB
@@ -420,12 +421,15 @@ absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, cons
   for (const Base& b : bases)
     if (auto s = Try(plan.codecs[0], b, target, o, plan, helpers, &best); !s.ok()) return s;
   if (!best) return best;
-  // auto: a big file whose first patch (usually the cheap xdelta3) is already
-  // tiny (at most 1/kTinyPatchRatio of the file) gains at most a few hundred
-  // bytes from the slow codecs (zstd at level 19 over the whole base,
-  // bsdiff's suffix sort): skip them. A size rule, not a clock, so the output
+  // auto: a file of kTinyPatchMinFile or more whose first patch (usually
+  // the cheap xdelta3) is already tiny (at most 1/kTinyPatchRatio of the
+  // file) gains at most that patch's size from the slow codecs (zstd over the
+  // whole base, bsdiff's suffix sort): skip them. From 256 KiB rather than
+  // 1 MiB since session 5: typescript's 598 KB lib file spent ~70 ms in them
+  // for a 94-byte xdelta3 patch (a quarter of 5.4.3 -> 5.4.4's diff); no
+  // corpus delta changed by a byte. A size rule, not a clock, so the output
   // stays deterministic.
-  if (!o.codec && target.size() >= kBigFile && best->patch.size() * kTinyPatchRatio <= target.size())
+  if (!o.codec && target.size() >= kTinyPatchMinFile && best->patch.size() * kTinyPatchRatio <= target.size())
     plan.codecs.resize(1);
   const Base* chosen = best->base;
   // auto: relcopy exists for packs, where files that got the same edit share
