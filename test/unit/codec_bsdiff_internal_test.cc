@@ -12,6 +12,7 @@
 #include "codec/bsdiff_diff.h"
 #include "codec/bsdiff_zero_runs.h"
 #include "codec/hash64.h"
+#include "codec/multi_frame.h"
 #include "d4c/codec.h"
 
 namespace d4c::codec_internal {
@@ -144,10 +145,7 @@ std::string Assemble(const std::string& ctrl, const std::string& diff, const std
 
 std::string ZeroRunsSection(const std::string& diff) {
   ZeroRuns r = SplitZeroRuns(diff);
-  std::string runs = Z(r.runs), out = "\x01";
-  out.push_back(static_cast<char>(runs.size()));  // a one-byte varint: under 128 here
-  REQUIRE(runs.size() < 128);
-  return out + runs + Z(r.literals);
+  return JoinFrames({Z(r.runs), Z(r.literals)});
 }
 
 struct EditedPair {
@@ -197,7 +195,7 @@ TEST_CASE("bsdiff: malformed ctrl columns are refused", "[codec][bsdiff]") {
   auto decode = [&](const std::string& ctrl_section) {
     return GetCodec(CodecId::kBsdiff).Decode(p.base, Assemble(ctrl_section, diff, extra, p.target), p.target.size());
   };
-  auto section = [](const CtrlColumns& c) { return CtrlSection({Z(c.adds), Z(c.copies), Z(c.seeks)}); };
+  auto section = [](const CtrlColumns& c) { return JoinFrames({Z(c.adds), Z(c.copies), Z(c.seeks)}); };
   REQUIRE(decode(section(good)).ok());
 
   CtrlColumns short_seeks = good;
@@ -211,7 +209,7 @@ TEST_CASE("bsdiff: malformed ctrl columns are refused", "[codec][bsdiff]") {
   std::string s = section(good);
   CHECK(decode(s.substr(0, s.size() - 1)).status().message().find("truncated") != std::string::npos);
   CHECK(decode(s.substr(0, 3)).status().message().find("truncated") != std::string::npos);
-  CHECK_FALSE(decode(CtrlSection({Z(good.adds), "", Z(good.seeks)})).ok());
+  CHECK_FALSE(decode(JoinFrames({Z(good.adds), "", Z(good.seeks)})).ok());
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "codec/bsdiff_diff.h"
 #include "codec/bsdiff_zero_runs.h"
 #include "codec/hash64.h"
+#include "codec/multi_frame.h"
 #include "codec/varint.h"
 #include "codec/zstd_util.h"
 #include "d4c/strcat.h"
@@ -63,41 +64,22 @@ absl::StatusOr<std::string> CompressStream(const std::string& s, int level, int 
   return ZstdCompressFrame(s, level, window_log);
 }
 
-// The diff section: empty for an empty stream; else kZeroRunsForm, varint
-// length of the runs frame, the runs frame, the literals frame
-// (bsdiff_zero_runs.h). Patches written before the split hold one zstd frame
-// of the whole stream there (which starts with zstd's magic, never 0x01) and
-// still decode.
-constexpr char kZeroRunsForm = 0x01;
-
-struct DiffParts {
-  std::string runs, literals;  // compressed
-};
-
-std::string DiffSection(const DiffParts& parts) {
-  std::string out;
-  if (parts.runs.empty() && parts.literals.empty()) return out;
-  out.push_back(kZeroRunsForm);
-  PutVarint(&out, parts.runs.size());
-  out += parts.runs;
-  out += parts.literals;
-  return out;
-}
-
 absl::StatusOr<std::string> DecompressStream(std::string_view s, uint64_t max_size) {
   if (s.empty()) return std::string();
   return ZstdDecompressFrame(s, max_size);
 }
 
+// The diff section: nothing for an empty stream, else the zero runs and the
+// literals (bsdiff_zero_runs.h) as a multi-frame section. Patches written
+// before the split hold one zstd frame of the whole stream there, which
+// still decodes.
 absl::StatusOr<std::string> DecodeDiffSection(std::string_view section, uint64_t max_size) {
-  if (section.empty() || section[0] != kZeroRunsForm) return DecompressStream(section, max_size);
-  size_t pos = 1;
-  uint64_t runs_len = 0;
-  if (!GetVarint(section, &pos, &runs_len)) return absl::DataLossError("bsdiff patch: bad diff section length");
-  if (runs_len > section.size() - pos) return absl::DataLossError("bsdiff patch: diff section truncated");
-  auto runs = DecompressStream(section.substr(pos, runs_len), MaxRunsSize(max_size));
+  if (!IsMultiFrame(section)) return DecompressStream(section, max_size);
+  auto frames = SplitFrames(section, 2, "diff section");
+  if (!frames.ok()) return frames.status();
+  auto runs = DecompressStream((*frames)[0], MaxRunsSize(max_size));
   if (!runs.ok()) return runs.status();
-  auto literals = DecompressStream(section.substr(pos + runs_len), max_size);
+  auto literals = DecompressStream((*frames)[1], max_size);
   if (!literals.ok()) return literals.status();
   return JoinZeroRuns(*runs, *literals, max_size);
 }
@@ -219,14 +201,14 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeWithin(std::string_view base, std
   helpers.Run(tasks);
   for (const auto& s : z)
     if (!s.ok()) return s.status();
-  std::string ctrl = CtrlSection({std::move(*z[0]), std::move(*z[1]), std::move(*z[2])});
+  std::string ctrl = JoinFrames({*z[0], *z[1], *z[2]});
   // Few triples: three frames' headers can outweigh what the columns save.
   if (streams->ctrl.size() <= kFixedCtrlMaxTriples) {
     auto fixed = CompressStream(FixedCtrl(streams->ctrl), level_, kCtrlWindowLog);
     if (!fixed.ok()) return fixed.status();
     if (fixed->size() < ctrl.size()) ctrl = std::move(*fixed);
   }
-  std::string diff = DiffSection({std::move(*z[3]), std::move(*z[4])});
+  std::string diff = JoinFrames({*z[3], *z[4]});
   std::string extra = std::move(*z[5]);
   for (const std::string* s : {&ctrl, &diff, &extra}) {
     if (s->size() > std::numeric_limits<uint32_t>::max()) {

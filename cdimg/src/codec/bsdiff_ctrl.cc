@@ -2,13 +2,13 @@
 
 #include <cstring>
 
+#include "codec/multi_frame.h"
 #include "codec/varint.h"
 
 namespace d4c::codec_internal {
 
 namespace {
 
-constexpr char kColumnsForm = 0x01;
 constexpr size_t kFixedTripleSize = 24;
 constexpr size_t kMaxVarintLen = 10;
 
@@ -42,18 +42,6 @@ std::string FixedCtrl(const std::vector<BsdiffTriple>& triples) {
     for (uint64_t v : {t.add, t.copy, static_cast<uint64_t>(t.seek)})
       for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(v >> (8 * i)));
   }
-  return out;
-}
-
-std::string CtrlSection(const CtrlColumns& frames) {
-  std::string out;
-  if (frames.adds.empty() && frames.copies.empty() && frames.seeks.empty()) return out;
-  out.push_back(kColumnsForm);
-  PutVarint(&out, frames.adds.size());
-  PutVarint(&out, frames.copies.size());
-  out += frames.adds;
-  out += frames.copies;
-  out += frames.seeks;
   return out;
 }
 
@@ -91,17 +79,13 @@ absl::Status FrameReader::Fill(size_t n) {
 }
 
 absl::Status CtrlReader::Init(std::string_view section) {
-  if (section.empty() || section[0] != kColumnsForm) return fixed_.Init(section);
+  if (!IsMultiFrame(section)) return fixed_.Init(section);
   columns_ = true;
-  size_t pos = 1;
-  uint64_t adds = 0, copies = 0;
-  if (!GetVarint(section, &pos, &adds) || !GetVarint(section, &pos, &copies)) return Bad("bad column lengths");
-  if (adds > section.size() - pos || copies > section.size() - pos - adds) return Bad("columns truncated");
-  std::string_view frames[3] = {section.substr(pos, adds), section.substr(pos + adds, copies),
-                                section.substr(pos + adds + copies)};
+  auto frames = SplitFrames(section, 3, "ctrl columns");
+  if (!frames.ok()) return frames.status();
   for (int i = 0; i < 3; ++i) {
-    if (frames[i].empty()) return Bad("empty column");
-    if (auto s = column_[i].Init(frames[i]); !s.ok()) return s;
+    if ((*frames)[i].empty()) return Bad("empty column");
+    if (auto s = column_[i].Init((*frames)[i]); !s.ok()) return s;
   }
   return absl::OkStatus();
 }

@@ -1,8 +1,8 @@
 // bsdiff's control section: the patch's (add, copy, seek) triples.
 //
-// Columns form (written now): byte 0x01, varint byte lengths of the adds
-// frame and of the copies frame, then three zstd frames of LEB128 varints:
-// every triple's add, every copy, every seek (zigzag). Values of one kind
+// Columns form (written now): a multi-frame section (multi_frame.h) of three
+// zstd frames of LEB128 varints: every triple's add, every copy, every seek
+// (zigzag). Values of one kind
 // side by side compress better than interleaved fixed-width fields, and the
 // raw columns are a quarter of that size, so compressing them is cheap
 // (biome 1.9.2 -> 1.9.3, 138,633 triples: 739,898 -> 602,118 bytes, 1.35 ->
@@ -30,7 +30,8 @@ namespace d4c::codec_internal {
 
 // The three raw columns of the triples, each to be compressed on its own
 // into one zstd frame with a window of at most 2^kCtrlWindowLog bytes (the
-// reader caps its windows so, whatever a patch claims).
+// reader caps its windows so, whatever a patch claims); JoinFrames makes the
+// section of the three frames.
 struct CtrlColumns {
   std::string adds, copies, seeks;
 };
@@ -42,8 +43,6 @@ CtrlColumns SplitCtrl(const std::vector<BsdiffTriple>& triples);
 // the encoder tries it up to this many triples.
 std::string FixedCtrl(const std::vector<BsdiffTriple>& triples);
 inline constexpr size_t kFixedCtrlMaxTriples = 4096;
-// The section from the three compressed columns (empty if there are no triples).
-std::string CtrlSection(const CtrlColumns& frames);
 
 // Bytes of one zstd frame, decompressed a buffer at a time, so that a hostile
 // frame cannot make the reader allocate more than the buffer.
