@@ -23,14 +23,6 @@ namespace {
 
 constexpr size_t kHeaderSize = 3 * 4 + 8;
 
-uint64_t GetLE(const char* p, int n) {
-  uint64_t v = 0;
-  for (int i = n - 1; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
-}
-void PutLE(std::string* out, uint64_t v, int n) {
-  for (int i = 0; i < n; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
-}
 
 // The three stream slices of a patch, after the header was bounds-checked.
 struct Parsed {

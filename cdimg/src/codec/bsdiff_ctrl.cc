@@ -17,11 +17,6 @@ absl::Status Bad(const char* what) { return absl::DataLossError(std::string("bsd
 uint64_t Zigzag(int64_t v) { return (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63); }
 int64_t Unzigzag(uint64_t v) { return static_cast<int64_t>(v >> 1) ^ -static_cast<int64_t>(v & 1); }
 
-uint64_t GetLE64(const char* p) {
-  uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
-  return v;
-}
 
 }  // namespace
 
@@ -39,8 +34,7 @@ std::string FixedCtrl(const std::vector<BsdiffTriple>& triples) {
   std::string out;
   out.reserve(triples.size() * kFixedTripleSize);
   for (const BsdiffTriple& t : triples) {
-    for (uint64_t v : {t.add, t.copy, static_cast<uint64_t>(t.seek)})
-      for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(v >> (8 * i)));
+    for (uint64_t v : {t.add, t.copy, static_cast<uint64_t>(t.seek)}) PutLE(&out, v, 8);
   }
   return out;
 }
@@ -98,7 +92,7 @@ absl::StatusOr<std::optional<BsdiffTriple>> CtrlReader::NextFixed() {
   if (b.empty()) return std::nullopt;  // Fill only stops short at the frame end
   if (b.size() < kFixedTripleSize) return Bad("partial triple");
   fixed_.Consume(kFixedTripleSize);
-  return BsdiffTriple{GetLE64(b.data()), GetLE64(b.data() + 8), static_cast<int64_t>(GetLE64(b.data() + 16))};
+  return BsdiffTriple{GetLE(b.data(), 8), GetLE(b.data() + 8, 8), static_cast<int64_t>(GetLE(b.data() + 16, 8))};
 }
 
 absl::StatusOr<uint64_t> CtrlReader::NextVarint(FrameReader& column) {

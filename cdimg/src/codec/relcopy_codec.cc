@@ -5,6 +5,7 @@
 #include "codec/hash64.h"
 #include "codec/relcopy_format.h"
 #include "codec/relcopy_match.h"
+#include "codec/varint.h"
 #include "codec/zstd_util.h"
 #include "d4c/strcat.h"
 
@@ -13,7 +14,7 @@ namespace d4c::codec_internal {
 namespace {
 
 constexpr char kStandaloneForm = 0;
-constexpr size_t kHashSize = 8;
+constexpr int kHashSize = 8;
 // The encoder never writes a stream longer than the literal-only one
 // (1 + varint + target bytes), so the decoder can bound the frame by this.
 constexpr uint64_t kRawSlack = 16;
@@ -33,7 +34,7 @@ absl::StatusOr<std::string> RelcopyCodec::Encode(std::string_view base, std::str
   if (!frame.ok()) return frame.status();
   std::string out(1, kStandaloneForm);
   uint64_t h = Hash64(target);
-  for (size_t i = 0; i < kHashSize; ++i) out.push_back(static_cast<char>(h >> (8 * i)));
+  PutLE(&out, h, kHashSize);
   out += *frame;
   return out;
 }
@@ -59,8 +60,7 @@ absl::StatusOr<std::string> RelcopyCodec::Decode(std::string_view base, std::str
                                                  uint64_t target_size) const {
   if (patch.empty() || patch[0] != kStandaloneForm) return Bad("not a standalone patch (form byte)");
   if (patch.size() < 1 + kHashSize) return Bad("truncated header");
-  uint64_t hash = 0;
-  for (size_t i = 0; i < kHashSize; ++i) hash |= uint64_t{static_cast<uint8_t>(patch[1 + i])} << (8 * i);
+  uint64_t hash = GetLE(patch.data() + 1, kHashSize);
   if (target_size > UINT64_MAX - kRawSlack) return Bad("target size out of range");
   auto raw = ZstdDecompressFrame(patch.substr(1 + kHashSize), target_size + kRawSlack);
   if (!raw.ok()) return Bad(Msg(raw.status().message()));

@@ -1,5 +1,5 @@
-// LEB128 varints (7 bits per byte, low first) as the codecs' patch formats
-// use them.
+// Integer encodings of the codecs' patch formats: LEB128 varints (7 bits per
+// byte, low first) and fixed-width little-endian fields.
 #pragma once
 
 #include <cstddef>
@@ -34,6 +34,17 @@ inline bool GetVarint(std::string_view in, size_t* pos, uint64_t* v) {
     if (c < 0x80) return true;
   }
   return false;
+}
+
+// The low n bytes of v, least significant first.
+inline void PutLE(std::string* out, uint64_t v, int n) {
+  for (int i = 0; i < n; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+}
+
+inline uint64_t GetLE(const char* p, int n) {
+  uint64_t v = 0;
+  for (int i = n - 1; i >= 0; --i) v = (v << 8) | static_cast<uint8_t>(p[i]);
+  return v;
 }
 
 }  // namespace d4c::codec_internal
