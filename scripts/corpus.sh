@@ -1,10 +1,314 @@
 #!/usr/bin/env bash
-# corpus.sh -- build (or reuse) the real-image corpus outside the repo.
-# The corpus builder lives in the workplace's shared/ folder beside this repo.
+# corpus.sh -- build (or reuse) the real-image corpus that tests and
+# benchmarks measure on. Real third-party software in consecutive versions,
+# every download pinned by version and sha256; the result is cached outside
+# the repository and never committed.
+#
+#   sudo bash scripts/corpus.sh [SERIES...]      (default: every series)
+#
+# Series (docs/corpus.md says why these):
+#   typescript  5.4.2 5.4.3 5.4.4 5.4.5  busybox base layer + npm `typescript` (large JS text)
+#   biome       1.9.2 1.9.3 1.9.4        busybox base layer + npm `@biomejs/biome` and its
+#                                        30 MB Rust binary `@biomejs/cli-linux-x64`
+#   debian      v1 v2                    debootstrap minbase bookworm in one layer; v2 is v1
+#                                        after `apt-get upgrade` from bookworm-updates/-security
+#
+# Output, in $D4C_CORPUS (default /var/cache/d4c-corpus), per series S and version T:
+#   S/oci/                    OCI image layout, one tag per version
+#   S/docker/S-T.tar          the same image as a docker-archive (skopeo)
+#   S/rootfs/T/rootfs/        the flattened root filesystem (`umoci unpack` of the image):
+#                             the reference every fidelity test compares with
+#   corpus-stats.tsv          one row per image (columns in write_stats below)
+#
+# Every step is skipped when its output exists: delete an output to rebuild it.
+# Needs root and network access to the npm registry and the Debian mirror.
+# A cold build takes a few minutes and about 2 GB.
 set -euo pipefail
-src=$(cd "$(dirname "$0")/.." && pwd)
-for cand in "${D4C_CORPUS_SCRIPT:-}" "$src/../shared/corpus/make-corpus.sh" /work/shared/corpus/make-corpus.sh; do
-  [[ -n $cand && -f $cand ]] && { exec bash "$cand" "$@"; }
+export LC_ALL=C
+
+CORPUS=${D4C_CORPUS:-/var/cache/d4c-corpus}
+DEBIAN_MIRROR=${D4C_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+DEBIAN_SECURITY=${D4C_DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
+SUITE=bookworm
+# Every file this script writes itself gets this mtime, so that the images it
+# builds are the same bytes on every machine and every run.
+EPOCH=1700000000
+export SOURCE_DATE_EPOCH=$EPOCH
+CREATED=$(date -u -d "@$EPOCH" +%FT%TZ)
+
+say() { printf '[corpus %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+[[ $(id -u) -eq 0 ]] || die "run as root (debootstrap, chroot, file ownership in the images)"
+for tool in umoci skopeo debootstrap jq pigz zstd rsync npm; do
+  command -v "$tool" >/dev/null || die "$tool is missing: run scripts/setup.sh first"
 done
-echo "corpus.sh: make-corpus.sh not found (expected ../shared/corpus/make-corpus.sh)" >&2
-exit 1
+[[ -x /bin/busybox ]] || die "/bin/busybox is missing (Debian package busybox-static): run scripts/setup.sh"
+
+# --------------------------------------------------------------------- pins
+# npm tarballs: file name in the download cache, package@version, sha256.
+PINS=$(cat <<'EOF'
+typescript-5.4.2.tgz             typescript@5.4.2                b4b5b42332259a8eae3e8262ab60e4b8f441b761cdd8f3c61c5bc6c1926bd08b
+typescript-5.4.3.tgz             typescript@5.4.3                c1fe425dd986563370ea040a173022216ac93dc4d5e977e6f6d47539302f1090
+typescript-5.4.4.tgz             typescript@5.4.4                0a5b3b80f055936eef797431778bbb3c39c1a4d3fcdbea16f9ac9dc343454c48
+typescript-5.4.5.tgz             typescript@5.4.5                154fae77169f04155ac52d521ac59abb07c9be29ea3744732adbf9f14abb2440
+biomejs-biome-1.9.2.tgz          @biomejs/biome@1.9.2            f7353429b4937ecdbf6db1c4232fdcfcecfd7282937b0f5e00a295390058ce35
+biomejs-biome-1.9.3.tgz          @biomejs/biome@1.9.3            0e0ecbac1632fb096adb4a8a1f1e448276a2c48691862b838a090720c69322e8
+biomejs-biome-1.9.4.tgz          @biomejs/biome@1.9.4            f997e954675c5c2c10906bbbcfb383b1a1267c6e07d601ebb29003a45dad1ff5
+biomejs-cli-linux-x64-1.9.2.tgz  @biomejs/cli-linux-x64@1.9.2    59592dd1b46bcd55c981e9cfb35cd879f6c53280b06847bce11128a8b115968e
+biomejs-cli-linux-x64-1.9.3.tgz  @biomejs/cli-linux-x64@1.9.3    6f2bdfc3d62979ba2b5b0a052f9a807d4be3feb457932c49154f2091f51be34b
+biomejs-cli-linux-x64-1.9.4.tgz  @biomejs/cli-linux-x64@1.9.4    3e38f0368640ac9d25cca30199a4070ee6179f330d9f0f432aac6e21020269d7
+EOF
+)
+
+# fetch_npm FILE: prints the path of the verified tarball, downloading it once.
+fetch_npm() {
+  local file=$1 spec sha dl=$CORPUS/dl
+  read -r _ spec sha < <(awk -v f="$file" '$1 == f' <<<"$PINS")
+  [[ -n ${sha:-} ]] || die "no pin for $file"
+  mkdir -p "$dl"
+  if ! sha256sum --status -c <<<"$sha  $dl/$file" 2>/dev/null; then
+    say "npm pack $spec"
+    rm -f "$dl/$file"
+    (cd "$dl" && timeout 300 npm pack --silent "$spec" >/dev/null) || die "npm pack $spec failed"
+    sha256sum --status -c <<<"$sha  $dl/$file" ||
+      die "$dl/$file does not have the pinned sha256 $sha (the registry served other bytes)"
+  fi
+  echo "$dl/$file"
+}
+
+# unpack_npm FILE DIR: the package's files into DIR (npm's `package/` prefix dropped).
+unpack_npm() {
+  local tgz; tgz=$(fetch_npm "$1")
+  mkdir -p "$2"
+  tar -xzf "$tgz" -C "$2" --strip-components=1 --no-same-owner
+}
+
+stamp() { find "$@" -exec touch -h -d "@$EPOCH" {} +; }
+tag_exists() { [[ -d $1 ]] && umoci ls --layout "$1" 2>/dev/null | grep -qx -- "$2"; }
+
+# ------------------------------------------------------------- base layer
+# A small busybox userland shared by the npm series: one layer, fixed mtimes.
+BASE=$CORPUS/base/oci
+make_base() {
+  tag_exists "$BASE" base && return
+  say "base layer (busybox-static $(dpkg-query -W -f='${Version}' busybox-static))"
+  rm -rf "$CORPUS/base"
+  mkdir -p "$CORPUS/base"
+  umoci init --layout "$BASE"
+  umoci new --image "$BASE:empty"
+  local bundle=$CORPUS/base/bundle
+  umoci unpack --image "$BASE:empty" "$bundle"
+  local root=$bundle/rootfs
+  mkdir -p "$root"/{bin,etc,root,tmp,usr/local/bin,app}
+  chmod 1777 "$root/tmp"
+  chmod 0700 "$root/root"
+  install -m 0755 /bin/busybox "$root/bin/busybox"
+  local applet
+  for applet in sh ash ls cat cp mv rm mkdir ln echo env grep sed tar gzip ps id wc head tail; do
+    ln -s busybox "$root/bin/$applet"
+  done
+  printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' >"$root/etc/passwd"
+  printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$root/etc/group"
+  stamp "$root"
+  umoci repack --image "$BASE:base" "$bundle"
+  umoci config --image "$BASE:base" --config.env PATH=/usr/local/bin:/bin --config.cmd /bin/sh \
+    --author d4c-bench --created "$CREATED"
+  umoci rm --image "$BASE:empty"
+  umoci gc --layout "$BASE"
+  rm -rf "$bundle"
+}
+
+# ------------------------------------------------------------ app layers
+# app_typescript VERSION DIR / app_biome VERSION DIR: what the app layer adds.
+app_typescript() {
+  local mods=$2/app/node_modules
+  unpack_npm "typescript-$1.tgz" "$mods/typescript"
+  mkdir -p "$mods/.bin" "$2/usr/local/bin"
+  ln -s ../typescript/bin/tsc "$mods/.bin/tsc"
+  ln -s ../typescript/bin/tsserver "$mods/.bin/tsserver"
+  ln -s /app/node_modules/typescript/bin/tsc "$2/usr/local/bin/tsc"
+}
+app_biome() {
+  local mods=$2/app/node_modules
+  unpack_npm "biomejs-biome-$1.tgz" "$mods/@biomejs/biome"
+  unpack_npm "biomejs-cli-linux-x64-$1.tgz" "$mods/@biomejs/cli-linux-x64"
+  mkdir -p "$mods/.bin" "$2/usr/local/bin"
+  ln -s ../@biomejs/biome/bin/biome "$mods/.bin/biome"
+  ln -s /app/node_modules/@biomejs/cli-linux-x64/biome "$2/usr/local/bin/biome"
+}
+
+# app_image SERIES VERSION: the base layer plus one app layer, tagged VERSION.
+app_image() {
+  local series=$1 version=$2 layout=$CORPUS/$1/oci work=$CORPUS/$1/work
+  make_base
+  [[ -d $layout ]] || { mkdir -p "$CORPUS/$series"; cp -a "$BASE" "$layout"; }
+  if ! tag_exists "$layout" "$version"; then
+    say "$series:$version app layer"
+    rm -rf "$work/bundle-$version" "$work/stage-$version"
+    mkdir -p "$work/stage-$version"
+    umoci unpack --image "$layout:base" "$work/bundle-$version"
+    "app_$series" "$version" "$work/stage-$version"
+    stamp "$work/stage-$version"
+    cp -a "$work/stage-$version/." "$work/bundle-$version/rootfs/"
+    umoci repack --image "$layout:$version" "$work/bundle-$version"
+    umoci config --image "$layout:$version" \
+      --config.label "org.opencontainers.image.version=$version" \
+      --config.label "org.opencontainers.image.title=$series" \
+      --config.workingdir /app --created "$CREATED"
+    rm -rf "$work/bundle-$version" "$work/stage-$version"
+  fi
+  exports "$series" "$version"
+}
+
+# --------------------------------------------------------------- debian
+# A chroot command with /proc mounted and the host's resolver only while it runs.
+chrooted() {
+  local root=$1; shift
+  cp /etc/resolv.conf "$root/etc/resolv.conf"
+  mount -t proc proc "$root/proc"
+  local rc=0
+  chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive LC_ALL=C "$@" || rc=$?
+  umount "$root/proc"
+  : >"$root/etc/resolv.conf"
+  return $rc
+}
+apt_tidy() {
+  chrooted "$1" apt-get clean
+  rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin
+}
+
+# debian_root NAME: a finished root filesystem in $CORPUS/debian-stage/NAME.
+STAGE=$CORPUS/debian-stage
+debian_root() {
+  local name=$1 dir=$STAGE/$1
+  [[ -f $dir/.complete ]] && return
+  mkdir -p "$STAGE"
+  rm -rf "$dir.tmp"
+  case $name in
+    debian-v1)
+      say "debootstrap --variant=minbase $SUITE"
+      debootstrap --variant=minbase "$SUITE" "$dir.tmp" "$DEBIAN_MIRROR" >"$STAGE/$name.log" 2>&1 ||
+        die "debootstrap failed: see $STAGE/$name.log"
+      echo "deb $DEBIAN_MIRROR $SUITE main" >"$dir.tmp/etc/apt/sources.list"
+      apt_tidy "$dir.tmp" ;;
+    debian-v2)
+      debian_root debian-v1
+      cp -a "$STAGE/debian-v1" "$dir.tmp"
+      rm -f "$dir.tmp/.complete"
+      printf '%s\n' "deb $DEBIAN_MIRROR $SUITE main" "deb $DEBIAN_MIRROR $SUITE-updates main" \
+        "deb $DEBIAN_SECURITY $SUITE-security main" >"$dir.tmp/etc/apt/sources.list"
+      say "debian-v2: apt-get upgrade from $SUITE-updates and $SUITE-security"
+      chrooted "$dir.tmp" sh -c 'apt-get update && apt-get -y upgrade' >"$STAGE/$name.log" 2>&1 ||
+        die "apt-get upgrade failed: see $STAGE/$name.log"
+      apt_tidy "$dir.tmp" ;;
+    *) die "unknown debian stage $name" ;;
+  esac
+  chrooted "$dir.tmp" dpkg-query -W -f='${Package}\t${Version}\n' >"$STAGE/$name.packages"
+  touch "$dir.tmp/.complete"
+  mv "$dir.tmp" "$dir"
+}
+
+# rootfs_image SERIES VERSION STAGE: a single-layer image of a staged root filesystem.
+rootfs_image() {
+  local series=$1 version=$2 stage=$3 layout=$CORPUS/$1/oci work=$CORPUS/$1/work
+  debian_root "$stage"
+  if [[ ! -d $layout ]]; then
+    mkdir -p "$CORPUS/$series"
+    umoci init --layout "$layout"
+    umoci new --image "$layout:empty"
+  fi
+  if ! tag_exists "$layout" "$version"; then
+    say "$series:$version single layer from $stage"
+    rm -rf "$work/bundle-$version"
+    mkdir -p "$work"
+    umoci unpack --image "$layout:empty" "$work/bundle-$version"
+    rsync -aHAX --exclude=/.complete "$STAGE/$stage/" "$work/bundle-$version/rootfs/"
+    umoci repack --image "$layout:$version" "$work/bundle-$version"
+    umoci config --image "$layout:$version" \
+      --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --config.cmd bash \
+      --config.label "org.opencontainers.image.version=$version" \
+      --config.label "org.opencontainers.image.title=$series" --created "$CREATED"
+    rm -rf "$work/bundle-$version"
+  fi
+  exports "$series" "$version"
+}
+
+# ------------------------------------------------ docker-archive + rootfs
+exports() {
+  local series=$1 version=$2 layout=$CORPUS/$1/oci
+  local tar=$CORPUS/$series/docker/$series-$version.tar ref=$CORPUS/$series/rootfs/$version
+  mkdir -p "${tar%/*}" "${ref%/*}"
+  if [[ ! -s $tar ]]; then
+    say "$series:$version docker-archive"
+    rm -f "$tar.part"
+    skopeo copy --quiet "oci:$layout:$version" "docker-archive:$tar.part:d4c/$series:$version"
+    mv "$tar.part" "$tar"
+  fi
+  if [[ ! -d $ref/rootfs ]]; then
+    say "$series:$version reference root filesystem (umoci unpack)"
+    rm -rf "$ref.part"
+    umoci unpack --image "$layout:$version" "$ref.part"
+    mv "$ref.part" "$ref"
+  fi
+}
+
+# ---------------------------------------------------------------- stats
+# corpus-stats.tsv, one row per image, in release order:
+#   series tag n_layers rootfs_reg_bytes n_regular n_entries
+#   umoci_gz_layer_sizes pigz6_layer_sizes zstd3_layer_sizes layer_diff_ids
+ALL_SERIES=(typescript biome debian)
+write_stats() {
+  local out=$CORPUS/corpus-stats.tsv series version
+  {
+    printf '%s\t' series tag n_layers rootfs_reg_bytes n_regular n_entries \
+      umoci_gz_layer_sizes pigz6_layer_sizes zstd3_layer_sizes
+    printf 'layer_diff_ids\n'
+    for series in "${ALL_SERIES[@]}"; do
+      [[ -d $CORPUS/$series/oci ]] || continue
+      for version in $(umoci ls --layout "$CORPUS/$series/oci" | grep -vx -e base -e empty | sort -V); do
+        stats_row "$series" "$version"
+      done
+    done
+  } >"$out.part"
+  mv "$out.part" "$out"
+  say "wrote $out"
+}
+stats_row() {
+  local series=$1 version=$2 layout=$CORPUS/$1/oci
+  local root=$CORPUS/$series/rootfs/$version/rootfs manifest config
+  manifest=$(jq -r --arg t "$version" \
+    '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $t) | .digest' "$layout/index.json")
+  manifest=$layout/blobs/sha256/${manifest#sha256:}
+  config=$(jq -r .config.digest "$manifest")
+  local gz=() p6=() z3=() digest blob sizes
+  mkdir -p "$CORPUS/layer-cache"
+  for digest in $(jq -r '.layers[].digest' "$manifest"); do
+    blob=$layout/blobs/sha256/${digest#sha256:}
+    sizes=$CORPUS/layer-cache/${digest#sha256:}.sizes
+    [[ -f $sizes ]] || echo "$(stat -c %s "$blob") $(pigz -dc "$blob" | pigz -6 -c | wc -c) $(pigz -dc "$blob" | zstd -3 -q -c | wc -c)" >"$sizes"
+    read -r a b c <"$sizes"
+    gz+=("$a"); p6+=("$b"); z3+=("$c")
+  done
+  local IFS=,
+  printf '%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$series" "$version" "${#gz[@]}" \
+    "$(find "$root" -type f -printf '%s\n' | awk '{n += $1} END {print n + 0}')" \
+    "$(find "$root" -type f | wc -l)" "$(find "$root" -mindepth 1 | wc -l)" \
+    "${gz[*]}" "${p6[*]}" "${z3[*]}" \
+    "$(jq -r '[.rootfs.diff_ids[] | .[7:19]] | join(",")' "$layout/blobs/sha256/${config#sha256:}")"
+}
+
+# ----------------------------------------------------------------- main
+series_list=("$@")
+((${#series_list[@]})) || series_list=("${ALL_SERIES[@]}")
+for series in "${series_list[@]}"; do
+  case $series in
+    typescript) for v in 5.4.2 5.4.3 5.4.4 5.4.5; do app_image typescript "$v"; done ;;
+    biome)      for v in 1.9.2 1.9.3 1.9.4; do app_image biome "$v"; done ;;
+    debian)     rootfs_image debian v1 debian-v1; rootfs_image debian v2 debian-v2 ;;
+    *) die "unknown series '$series' (known: ${ALL_SERIES[*]})" ;;
+  esac
+  rmdir "$CORPUS/$series/work" 2>/dev/null || true
+done
+write_stats
+say "corpus ready in $CORPUS"

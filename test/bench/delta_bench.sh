@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # delta_bench.sh -- peer comparison of delta updates between consecutive image
-# versions of the corpus (make-corpus.sh): how many bytes each method moves to
+# versions of the corpus (scripts/corpus.sh): how many bytes each method moves to
 # bring a client from version A to version B, all computed in the same run.
 #
 #   docker pull          gzip sizes (from the OCI manifest) of B's layers not in A
@@ -68,7 +68,7 @@ CORPUS=${D4C_CORPUS:-/var/cache/d4c-corpus}
 WORK=${D4C_WORK:-/var/cache/d4c-work}
 PEER_TIMEOUT=${D4C_BENCH_TIMEOUT:-1800}
 [[ $(id -u) -eq 0 ]] || die "must run as root (the rootfs trees have root-only files)"
-[[ -d $CORPUS ]] || die "no corpus at $CORPUS (run /work/shared/corpus/make-corpus.sh)"
+[[ -d $CORPUS ]] || die "no corpus at $CORPUS (build it: sudo bash scripts/corpus.sh)"
 for t in jq tar zstd cmp awk find xargs timeout; do
   command -v "$t" >/dev/null || die "missing required tool: $t"
 done
@@ -165,7 +165,7 @@ for s in "${SERIES[@]}"; do
   [[ -f $sdir/oci/index.json ]] || { FAILS+=("$s: no $sdir/oci/index.json"); continue; }
   # versions: tags of the OCI index that have an unpacked rootfs, in release
   # order (corpus-stats.tsv lists them so; the index order changes when
-  # make-corpus.sh rebuilds one tag)
+  # scripts/corpus.sh rebuilds one tag)
   mapfile -t tags < <(jq -r '.manifests[].annotations["org.opencontainers.image.ref.name"] // empty' \
                         "$sdir/oci/index.json" | while read -r t; do
                           [[ -d $sdir/rootfs/$t/rootfs ]] && echo "$t"; done | release_order "$s")

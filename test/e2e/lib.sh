@@ -23,7 +23,7 @@ skip_or_fail() {
 require_root() { [[ $(id -u) -eq 0 ]] || skip_or_fail "needs root"; }
 require_corpus() {
   [[ -f $D4C_CORPUS/corpus-stats.tsv ]] ||
-    skip_or_fail "corpus missing at $D4C_CORPUS (run /work/shared/corpus/make-corpus.sh or ../shared/corpus/make-corpus.sh)"
+    skip_or_fail "corpus missing at $D4C_CORPUS (build it: sudo bash scripts/corpus.sh)"
 }
 
 # corpus_tags SERIES: versions of a series in order

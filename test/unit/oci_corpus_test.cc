@@ -1,4 +1,4 @@
-// Squashes every image of the real corpus (make-corpus.sh) from both its OCI
+// Squashes every image of the real corpus (scripts/corpus.sh) from both its OCI
 // layout and its docker-archive, and compares the tree entry by entry with
 // `umoci unpack` of the same tag (lstat/readlink/xattrs/sha256/inodes).
 // Skipped (with a warning) when the corpus is missing; set D4C_CORPUS to use
