@@ -30,8 +30,8 @@ CORPUS=${D4C_CORPUS:-/var/cache/d4c-corpus}
 DEBIAN_MIRROR=${D4C_DEBIAN_MIRROR:-http://deb.debian.org/debian}
 DEBIAN_SECURITY=${D4C_DEBIAN_SECURITY:-http://deb.debian.org/debian-security}
 SUITE=bookworm
-# Every file this script writes itself gets this mtime, so that the images it
-# builds are the same bytes on every machine and every run.
+# Every file this script writes itself, and every date in the image configs,
+# is this time, so that the npm images are the same bytes on every machine.
 EPOCH=1700000000
 export SOURCE_DATE_EPOCH=$EPOCH
 CREATED=$(date -u -d "@$EPOCH" +%FT%TZ)
@@ -111,8 +111,8 @@ make_base() {
   printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'nobody:x:65534:65534:nobody:/nonexistent:/bin/false' >"$root/etc/passwd"
   printf '%s\n' 'root:x:0:' 'nogroup:x:65534:' >"$root/etc/group"
   stamp "$root"
-  umoci repack --image "$BASE:base" "$bundle"
-  umoci config --image "$BASE:base" --config.env PATH=/usr/local/bin:/bin --config.cmd /bin/sh \
+  umoci repack --history.created "$CREATED" --image "$BASE:base" "$bundle"
+  umoci config --history.created "$CREATED" --image "$BASE:base" --config.env PATH=/usr/local/bin:/bin --config.cmd /bin/sh \
     --author d4c-bench --created "$CREATED"
   umoci rm --image "$BASE:empty"
   umoci gc --layout "$BASE"
@@ -151,8 +151,8 @@ app_image() {
     "app_$series" "$version" "$work/stage-$version"
     stamp "$work/stage-$version"
     cp -a "$work/stage-$version/." "$work/bundle-$version/rootfs/"
-    umoci repack --image "$layout:$version" "$work/bundle-$version"
-    umoci config --image "$layout:$version" \
+    umoci repack --history.created "$CREATED" --image "$layout:$version" "$work/bundle-$version"
+    umoci config --history.created "$CREATED" --image "$layout:$version" \
       --config.label "org.opencontainers.image.version=$version" \
       --config.label "org.opencontainers.image.title=$series" \
       --config.workingdir /app --created "$CREATED"
@@ -224,8 +224,8 @@ rootfs_image() {
     mkdir -p "$work"
     umoci unpack --image "$layout:empty" "$work/bundle-$version"
     rsync -aHAX --exclude=/.complete "$STAGE/$stage/" "$work/bundle-$version/rootfs/"
-    umoci repack --image "$layout:$version" "$work/bundle-$version"
-    umoci config --image "$layout:$version" \
+    umoci repack --history.created "$CREATED" --image "$layout:$version" "$work/bundle-$version"
+    umoci config --history.created "$CREATED" --image "$layout:$version" \
       --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin --config.cmd bash \
       --config.label "org.opencontainers.image.version=$version" \
       --config.label "org.opencontainers.image.title=$series" --created "$CREATED"
