@@ -138,7 +138,11 @@ class LoadIntoSnapshotter : public registry::ImageSink {
     if (!wanted) return store_.Add(path).status();
     return Load(path);
   }
-  absl::Status AcceptHeld(const std::string& image_id) override { return Load(store_.PathFor(image_id.substr(7))); }
+  absl::Status AcceptHeld(const std::string& image_id) override {
+    auto hex = snap::ParseSha256(image_id);
+    if (!hex.ok()) return hex.status();
+    return Load(store_.PathFor(*hex));
+  }
   const std::optional<snap::LoadResult>& loaded() const { return loaded_; }
 
  private:
@@ -195,6 +199,7 @@ int RunPull(PullArgs a) {
   progress.reset();
   if (!r.ok()) return Fail(what, r.status());
   if (a.dry_run) return 0;
+  if (!sink.loaded()) return Fail(what, absl::InternalError("the pull handed nothing over to load"));
   std::printf("downloaded %llu bytes of blobs (plan %llu bytes)\n", static_cast<unsigned long long>(r->bytes_downloaded),
               static_cast<unsigned long long>(r->plan.bytes));
   std::printf("pulled %s -> image %s (chain of %zu), loaded as %s\n", a.image.c_str(), sink.loaded()->image_id.c_str(),
