@@ -1,0 +1,152 @@
+// Push and pull as library use cases (docs/registry.md). The CLI, the
+// snapshotter or a test call these; what happens to a pulled image and which
+// images are held locally are the caller's, through LocalImages and ImageSink.
+//
+//  Push: reads a cdimg's header, uploads the file as a blob (skipped when the
+//  registry has it), its config blob and artifact manifest (tag d4c-…, and
+//  TAG if given), then records it in the repository's catalog.
+//  Pull: reads the catalog, resolves NAME:TAG, plans the cheapest chain from
+//  the images held locally, downloads every step into a download directory
+//  (resumable `.partial` files, sha256 checked), checks that each file is the
+//  image (and parent) the catalog claims, and only then hands the files over,
+//  in apply order, to the ImageSink.
+//
+// None of these objects is thread-safe; use one per thread.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "d4c/registry/catalog.h"
+#include "d4c/registry/pull_plan.h"
+#include "d4c/registry/registry_client.h"
+
+namespace d4c::registry {
+
+// What Push and Pull need from a registry: the part of RegistryClient's API
+// they use, so that a test can supply an in-memory registry. ClientRegistry
+// adapts a RegistryClient. Semantics are RegistryClient's (registry_client.h);
+// in particular DownloadBlob resumes `dest`.partial and checks the sha256
+// before `dest` appears, and returns the bytes this call fetched.
+class RegistryApi {
+ public:
+  virtual ~RegistryApi() = default;
+  virtual std::string host() const = 0;  // HOST[:PORT], for messages
+  virtual absl::StatusOr<bool> HasBlob(const std::string& repo, const std::string& digest) = 0;
+  virtual absl::Status UploadBlobFile(const std::string& repo, const std::string& digest, const std::string& path,
+                                      const ProgressFn& progress) = 0;
+  virtual absl::Status UploadBlobBytes(const std::string& repo, const std::string& digest,
+                                       const std::string& bytes) = 0;
+  virtual absl::StatusOr<uint64_t> DownloadBlob(const std::string& repo, const std::string& digest, uint64_t size,
+                                                const std::string& dest, const ProgressFn& progress) = 0;
+  virtual absl::StatusOr<std::optional<Manifest>> GetManifest(const std::string& repo,
+                                                              const std::string& reference) = 0;
+  virtual absl::StatusOr<std::optional<std::string>> ManifestDigest(const std::string& repo,
+                                                                    const std::string& reference) = 0;
+  virtual absl::StatusOr<std::vector<std::string>> ListTags(const std::string& repo) = 0;
+  virtual absl::StatusOr<std::string> PutManifest(const std::string& repo, const std::string& reference,
+                                                  const std::string& media_type, const std::string& body) = 0;
+};
+
+// RegistryApi over a RegistryClient (not owned; it must outlive this).
+class ClientRegistry final : public RegistryApi {
+ public:
+  explicit ClientRegistry(RegistryClient& client) : c_(client) {}
+  std::string host() const override;
+  absl::StatusOr<bool> HasBlob(const std::string& repo, const std::string& digest) override;
+  absl::Status UploadBlobFile(const std::string& repo, const std::string& digest, const std::string& path,
+                              const ProgressFn& progress) override;
+  absl::Status UploadBlobBytes(const std::string& repo, const std::string& digest, const std::string& bytes) override;
+  absl::StatusOr<uint64_t> DownloadBlob(const std::string& repo, const std::string& digest, uint64_t size,
+                                        const std::string& dest, const ProgressFn& progress) override;
+  absl::StatusOr<std::optional<Manifest>> GetManifest(const std::string& repo, const std::string& reference) override;
+  absl::StatusOr<std::optional<std::string>> ManifestDigest(const std::string& repo,
+                                                            const std::string& reference) override;
+  absl::StatusOr<std::vector<std::string>> ListTags(const std::string& repo) override;
+  absl::StatusOr<std::string> PutManifest(const std::string& repo, const std::string& reference,
+                                          const std::string& media_type, const std::string& body) override;
+
+ private:
+  RegistryClient& c_;
+};
+
+// ---- push -------------------------------------------------------------------
+
+struct PushOptions {
+  std::string cdimg;       // the file to push (full or delta)
+  std::string repository;  // NAME
+  std::string tag;         // also point TAG at the artifact; empty = only the d4c-… tag
+  ProgressFn progress;     // while the cdimg blob uploads
+};
+
+struct PushResult {
+  Artifact artifact;         // what was pushed, with its manifest digest and size
+  bool blob_uploaded = false;    // false: the registry had the cdimg blob already
+  bool config_uploaded = false;  // false: the registry had the config blob already
+  uint64_t bytes_uploaded = 0;   // blob bytes sent (cdimg + config), manifests not counted
+  bool catalog_changed = false;  // the catalog was written
+  size_t catalog_entries = 0;    // artifacts the catalog lists afterwards
+  size_t catalog_adopted = 0;    // tagged artifacts a concurrent push had dropped, listed again
+};
+
+absl::StatusOr<PushResult> Push(const PushOptions& options, RegistryApi& registry);
+
+// The repository's catalog (tag kCatalogTag); empty if there is none yet.
+absl::StatusOr<Catalog> FetchCatalog(RegistryApi& registry, const std::string& repo);
+
+// ---- pull -------------------------------------------------------------------
+
+// The images the caller already holds: where a chain may start.
+class LocalImages {
+ public:
+  virtual ~LocalImages() = default;
+  // "sha256:<hex>" ids of every image held (full or delta with its chain).
+  virtual absl::StatusOr<std::set<std::string>> ImageIds() = 0;
+};
+
+// Takes the pulled images. Called only after every step was downloaded and
+// checked, in apply order (a step's parent is held or was accepted before).
+class ImageSink {
+ public:
+  virtual ~ImageSink() = default;
+  // `path` is a complete cdimg in the download directory whose sha256, image
+  // id and parent id match `image` (a catalog entry). `wanted` is true for the
+  // last step, the image asked for. The sink copies (or moves) the file; Pull
+  // removes what is left of it once Accept returned OK. An error stops the
+  // pull; files not yet accepted stay in the download directory.
+  virtual absl::Status Accept(const std::string& path, const Artifact& image, bool wanted) = 0;
+  // The image asked for is held already (nothing to download).
+  virtual absl::Status AcceptHeld(const std::string& image_id) = 0;
+};
+
+struct PullResult {
+  std::string repository, tag;
+  Artifact wanted;              // the artifact the tag points at
+  size_t local_images = 0;      // ids LocalImages reported
+  PullPlan plan;                // the chain chosen
+  uint64_t full_image_size = 0; // smallest full image of `wanted` in the catalog, 0 if none
+  uint64_t bytes_downloaded = 0;  // blob bytes fetched by this call (resumed files count only the rest)
+  bool handed_over = false;     // false for a dry run
+};
+
+struct PullOptions {
+  std::string image;         // NAME:TAG in the registry
+  std::string download_dir;  // where `<digest hex>.cdimg[.partial]` files go (created if missing)
+  bool dry_run = false;      // plan only: no download, no hand-over
+  // Called once the plan is known, before any download (e.g. to print it).
+  std::function<void(const PullResult&)> planned;
+  // Download progress of one step.
+  std::function<void(const Artifact& step, uint64_t done, uint64_t total)> progress;
+};
+
+absl::StatusOr<PullResult> Pull(const PullOptions& options, RegistryApi& registry, LocalImages& local,
+                                ImageSink& sink);
+
+}  // namespace d4c::registry
