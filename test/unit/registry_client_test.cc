@@ -145,6 +145,12 @@ TEST_CASE("401 with a Basic challenge: credentials sent once, wrong ones refused
     CHECK_THAT(Text(has.status()), Catch::Contains("credentials refused"));
     CHECK_THAT(Text(has.status()), !Catch::Contains("wrong-pw"));
     CHECK(fake->requests().size() == 2);
+    // The next request sends them from the start and is not repeated with the same ones.
+    fake->Expect("HEAD", "/blobs/", challenge);
+    has = client->HasBlob("app", Sha256Digest("y"));
+    REQUIRE(absl::IsUnauthenticated(has.status()));
+    REQUIRE(fake->requests().size() == 3);
+    CHECK(fake->requests()[2].Header("Authorization") == "Basic YWxpY2U6d3JvbmctcHc=");
     ScriptDone(*fake);
   }
   SECTION("no credentials: says how to give them") {
@@ -182,6 +188,18 @@ TEST_CASE("5xx on every attempt: Unavailable saying how many attempts were made"
   CHECK_THAT(Text(m.status()), Catch::Contains("HTTP 503 UNAVAILABLE: down for maintenance") &&
                                    Catch::Contains("after 3 attempts") && Catch::Contains(kHost));
   CHECK(fake->requests().size() == 3);
+  ScriptDone(*fake);
+}
+
+TEST_CASE("429 is retried like a 5xx and keeps its code when attempts run out") {
+  RegistryOptions o;
+  o.attempts = 2;
+  auto [fake, client] = MakeClient(o);
+  fake->Expect("HEAD", "/manifests/v1", Reply(429)).Expect("HEAD", "/manifests/v1", Reply(429));
+  auto d = client->ManifestDigest("app", "v1");
+  REQUIRE(absl::IsResourceExhausted(d.status()));
+  CHECK_THAT(Text(d.status()), Catch::Contains("HTTP 429") && Catch::Contains("after 2 attempts"));
+  CHECK(fake->requests().size() == 2);
   ScriptDone(*fake);
 }
 
