@@ -1,6 +1,5 @@
 #include "d4c/registry/registry_client.h"
 
-#include <curl/curl.h>
 #include <fcntl.h>
 #include <openssl/evp.h>
 #include <sys/stat.h>
@@ -8,12 +7,13 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <map>
-#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -59,110 +59,31 @@ std::optional<std::string> Unbase64(const std::string& in) {
 
 std::string ShortDigest(const std::string& d) { return d.size() > 19 ? d.substr(0, 19) + "…" : d; }
 
-void CurlGlobalInit() {
-  static std::once_flag once;
-  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
-}
-
-// One HTTP exchange. Bodies come from a string or a file range; response
-// bodies go to a string (bounded) or, for 2xx answers, to a file.
-struct Request {
-  std::string method = "GET";
-  std::string url;
-  std::vector<std::string> headers;
-  const std::string* body = nullptr;
-  FILE* body_file = nullptr;
-  uint64_t body_length = 0;
-  FILE* sink = nullptr;  // 2xx bodies; 200 after a Range request rewinds it
-  bool ranged = false;
-  uint64_t max_body = 1u << 20;
-  bool follow = false;
-  ProgressFn progress;
-  uint64_t progress_base = 0, progress_total = 0;
-  bool progress_upload = false;
-};
-
-struct Response {
-  long status = 0;
-  std::map<std::string, std::string> headers;  // lower-case names, last value wins
-  std::string body;
-  uint64_t written = 0;  // bytes put into the sink
-  bool body_overflow = false;
-  CURLcode curl = CURLE_OK;
-  std::string curl_error;
-  bool ok() const { return curl == CURLE_OK && status >= 200 && status < 300; }
-  bool transient() const { return curl != CURLE_OK || status == 429 || status >= 500; }
-};
-
-struct Transfer {
-  Request* req;
-  Response* res;
-  CURL* curl;
-  uint64_t body_pos = 0;
-  bool sink_reset = false;
-};
-
-size_t OnHeader(char* data, size_t size, size_t n, void* p) {
-  auto* t = static_cast<Transfer*>(p);
-  std::string line(data, size * n);
-  if (line.rfind("HTTP/", 0) == 0) {
-    t->res->headers.clear();  // a new response (after 100-continue or a redirect)
-  } else if (auto colon = line.find(':'); colon != std::string::npos) {
-    t->res->headers[Lower(Trim(line.substr(0, colon)))] = Trim(line.substr(colon + 1));
-  }
-  return size * n;
-}
-
-size_t OnBody(char* data, size_t size, size_t n, void* p) {
-  auto* t = static_cast<Transfer*>(p);
-  size_t len = size * n;
-  long status = 0;
-  curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &status);
-  if (t->req->sink && status >= 200 && status < 300) {
-    if (status == 200 && t->req->ranged && !t->sink_reset) {
-      // the server ignored our Range: start the file over
-      t->sink_reset = true;
-      if (ftruncate(fileno(t->req->sink), 0) != 0 || std::fseek(t->req->sink, 0, SEEK_SET) != 0) return 0;
+// Percent-encodes all but RFC 3986 unreserved characters (as curl_easy_escape).
+std::string UrlEscape(const std::string& s) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 15]);
     }
-    if (std::fwrite(data, 1, len, t->req->sink) != len) return 0;
-    t->res->written += len;
-    return len;
   }
-  if (t->res->body.size() + len > t->req->max_body) {
-    t->res->body_overflow = true;
-    return 0;
-  }
-  t->res->body.append(data, len);
-  return len;
+  return out;
 }
 
-size_t OnRead(char* buf, size_t size, size_t n, void* p) {
-  auto* t = static_cast<Transfer*>(p);
-  size_t want = std::min<uint64_t>(size * n, t->req->body_length - t->body_pos);
-  if (want == 0) return 0;
-  if (t->req->body) {
-    std::copy_n(t->req->body->data() + t->body_pos, want, buf);
-  } else if (std::fread(buf, 1, want, t->req->body_file) != want) {
-    return CURL_READFUNC_ABORT;
-  }
-  t->body_pos += want;
-  return want;
-}
+using Response = HttpResponse;
 
-int OnProgress(void* p, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow) {
-  auto* t = static_cast<Transfer*>(p);
-  (void)dltotal;
-  (void)ultotal;
-  if (t->req->progress) {
-    uint64_t now = static_cast<uint64_t>(t->req->progress_upload ? ulnow : dlnow);
-    t->req->progress(t->req->progress_base + now, t->req->progress_total);
-  }
-  return 0;
-}
+bool Ok(const Response& r) { return !r.transport_failed() && r.status >= 200 && r.status < 300; }
+// Worth another attempt: no complete answer, 429 or 5xx.
+bool Transient(const Response& r) { return r.transport_failed() || r.status == 429 || r.status >= 500; }
 
 // The registry's error text: {"errors":[{"code":..,"message":..}]} or the raw body.
 std::string ErrorText(const Response& r) {
-  if (r.curl != CURLE_OK) return r.curl_error.empty() ? curl_easy_strerror(r.curl) : r.curl_error;
+  if (r.transport_failed()) return r.transport_error;
   std::string text = StrCat("HTTP ", r.status);
   json j = json::parse(r.body, nullptr, false);
   if (!j.is_discarded() && j.is_object() && j.contains("errors") && j["errors"].is_array()) {
@@ -179,7 +100,7 @@ std::string ErrorText(const Response& r) {
 
 absl::Status StatusFor(const Response& r, const std::string& what) {
   std::string msg = StrCat(what, ": ", ErrorText(r));
-  if (r.curl != CURLE_OK) return absl::UnavailableError(msg);
+  if (r.transport_failed()) return absl::UnavailableError(msg);
   switch (r.status) {
     case 401: return absl::UnauthenticatedError(msg);
     case 403: return absl::PermissionDeniedError(msg);
@@ -188,6 +109,8 @@ absl::Status StatusFor(const Response& r, const std::string& what) {
     default: return r.status >= 500 ? absl::UnavailableError(msg) : absl::FailedPreconditionError(msg);
   }
 }
+
+std::string Attempts(int n) { return n == 1 ? "1 attempt" : StrCat(n, " attempts"); }
 
 std::string HashHex(const unsigned char* md, unsigned len) {
   static const char* hex = "0123456789abcdef";
@@ -286,9 +209,11 @@ std::optional<Credentials> DockerConfigCredentials(const std::string& host) {
   return std::nullopt;
 }
 
+// Not thread-safe (one transport, the Authorization in use): the client is
+// used by one thread at a time.
 struct RegistryClient::Impl {
   RegistryOptions o;
-  CURL* curl = nullptr;
+  std::unique_ptr<HttpTransport> transport;
   std::string authorization;  // the header line in use, never printed
   uint64_t received = 0;
 
@@ -297,55 +222,13 @@ struct RegistryClient::Impl {
     return StrCat(o.plain_http ? "http://" : "https://", o.host, path_or_url);
   }
 
-  Response Perform(Request& req) {
-    Response res;
-    curl_easy_reset(curl);
-    Transfer t{&req, &res, curl};
-    curl_easy_setopt(curl, CURLOPT_URL, req.url.c_str());
-    curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, OnHeader);
-    curl_easy_setopt(curl, CURLOPT_HEADERDATA, &t);
-    curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, OnBody);
-    curl_easy_setopt(curl, CURLOPT_WRITEDATA, &t);
-    curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 15L);
-    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);  // a stalled transfer fails after 60 s
-    curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, 60L);
-    curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl, CURLOPT_USERAGENT, "d4c-ctr-cli/1");
-    char errbuf[CURL_ERROR_SIZE] = {0};
-    curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
-    if (req.follow) {
-      curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
-      curl_easy_setopt(curl, CURLOPT_MAXREDIRS, 5L);
-    }
-    if (o.max_bytes_per_second) curl_easy_setopt(curl, CURLOPT_MAX_RECV_SPEED_LARGE, static_cast<curl_off_t>(o.max_bytes_per_second));
-    struct curl_slist* hdrs = nullptr;
-    for (const auto& h : req.headers) hdrs = curl_slist_append(hdrs, h.c_str());
-    if (!authorization.empty()) hdrs = curl_slist_append(hdrs, authorization.c_str());
-    hdrs = curl_slist_append(hdrs, "Expect:");
-    curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
-    if (req.method == "HEAD") {
-      curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
-    } else if (req.body || req.body_file) {
-      curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);
-      curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req.method.c_str());
-      curl_easy_setopt(curl, CURLOPT_READFUNCTION, OnRead);
-      curl_easy_setopt(curl, CURLOPT_READDATA, &t);
-      curl_easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(req.body_length));
-    } else if (req.method != "GET") {
-      curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req.method.c_str());
-      curl_easy_setopt(curl, CURLOPT_POSTFIELDS, "");
-      curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, 0L);
-    }
-    if (req.progress) {
-      curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
-      curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, OnProgress);
-      curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &t);
-    }
-    res.curl = curl_easy_perform(curl);
-    if (res.curl != CURLE_OK) res.curl_error = StrCat(errbuf[0] ? errbuf : curl_easy_strerror(res.curl), " (", o.host, ")");
-    curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &res.status);
-    curl_slist_free_all(hdrs);
-    received += res.body.size() + res.written;
+  // One exchange on the transport, with the Authorization in use.
+  Response Send(const HttpRequest& req, bool with_authorization = true) {
+    HttpRequest r = req;
+    if (with_authorization && !authorization.empty()) r.headers.push_back(authorization);
+    Response res = transport->Perform(r);
+    if (res.transport_failed()) res.transport_error = StrCat(res.transport_error, " (", o.host, ")");
+    received += res.body.size() + res.sink_bytes;
     return res;
   }
 
@@ -365,30 +248,20 @@ struct RegistryClient::Impl {
       return true;
     }
     if (ch->realm.empty()) return absl::UnauthenticatedError(StrCat(o.host, ": Bearer challenge without realm"));
-    char* svc = curl_easy_escape(curl, ch->service.c_str(), 0);
-    char* scope = curl_easy_escape(curl, ch->scope.c_str(), 0);
-    std::string url = StrCat(ch->realm, ch->realm.find('?') == std::string::npos ? "?" : "&", "service=", svc,
-                             ch->scope.empty() ? "" : "&scope=", ch->scope.empty() ? "" : scope);
-    curl_free(svc);
-    curl_free(scope);
-    Request tok;
-    tok.url = url;
-    tok.follow = true;
+    HttpRequest tok;
+    tok.url = StrCat(ch->realm, ch->realm.find('?') == std::string::npos ? "?" : "&", "service=", UrlEscape(ch->service),
+                     ch->scope.empty() ? "" : "&scope=", UrlEscape(ch->scope));
+    tok.follow_redirects = true;
     if (!o.credentials.empty())
       tok.headers.push_back("Authorization: Basic " + Base64(o.credentials.user + ":" + o.credentials.password));
-    std::string saved = std::move(authorization);
-    authorization.clear();
-    Response tr = Perform(tok);
-    if (!tr.ok()) {
-      authorization = saved;
-      return StatusFor(tr, StrCat("token from ", ch->realm.substr(0, ch->realm.find('?'))));
-    }
+    Response tr = Send(tok, /*with_authorization=*/false);
+    if (!Ok(tr)) return StatusFor(tr, StrCat("token from ", ch->realm.substr(0, ch->realm.find('?'))));
     json j = json::parse(tr.body, nullptr, false);
     std::string token;
     if (!j.is_discarded() && j.is_object()) token = j.value("token", j.value("access_token", std::string()));
     if (token.empty()) return absl::UnauthenticatedError(StrCat("token server of ", o.host, " sent no token"));
     std::string line = "Authorization: Bearer " + token;
-    if (line == saved) return false;
+    if (line == authorization) return false;  // this token was refused already
     authorization = line;
     return true;
   }
@@ -398,66 +271,135 @@ struct RegistryClient::Impl {
     std::this_thread::sleep_for(std::chrono::duration<double>(s));
   }
 
-  // Perform with auth and retries. `rewind` is called before each retry so
-  // that file bodies and sinks restart.
-  absl::StatusOr<Response> Do(Request& req, const std::string& what, int attempts,
-                              const std::function<void()>& rewind = {}) {
-    Response res;
-    for (int attempt = 0; attempt < std::max(1, attempts); ++attempt) {
-      if (attempt > 0) {
-        Backoff(attempt - 1);
-        if (rewind) rewind();
-      }
-      res = Perform(req);
-      if (res.status == 401) {
-        auto again = Authenticate(res);
-        if (!again.ok()) return again.status();
-        if (*again) {
-          if (rewind) rewind();
-          res = Perform(req);
-        }
-      }
-      if (!res.transient()) break;
+  // One exchange with the auth dance: on a 401 answer the challenge and send
+  // the request once more. Fails only when authentication does.
+  absl::StatusOr<Response> Exchange(const HttpRequest& req) {
+    Response res = Send(req);
+    if (res.status == 401) {
+      auto again = Authenticate(res);
+      if (!again.ok()) return again.status();
+      if (*again) res = Send(req);
     }
-    if (res.curl == CURLE_OK && res.status != 401) return res;
-    std::string tail = attempts > 1 ? StrCat(" (after ", attempts, " attempts)") : "";
+    return res;
+  }
+
+  // Exchange with up to `attempts` tries while the answer is transient
+  // (no answer, 429, 5xx), backing off in between. Returns the answer
+  // unless it is a 401 or still transient after the last attempt.
+  absl::StatusOr<Response> Do(const HttpRequest& req, const std::string& what, int attempts) {
+    Response res;
+    int made = 0;
+    for (int attempt = 0; attempt < std::max(1, attempts); ++attempt) {
+      if (attempt > 0) Backoff(attempt - 1);
+      auto r = Exchange(req);
+      if (!r.ok()) return r.status();
+      res = std::move(*r);
+      ++made;
+      if (!Transient(res)) break;
+    }
     if (res.status == 401) return absl::UnauthenticatedError(StrCat(what, ": ", ErrorText(res), ": credentials refused"));
-    return absl::UnavailableError(StrCat(what, ": ", ErrorText(res), tail));
+    if (!Transient(res)) return res;
+    absl::Status s = StatusFor(res, what);
+    return absl::Status(s.code(), StrCat(Msg(s.message()), made > 1 ? StrCat(" (after ", made, " attempts)") : ""));
   }
 };
 
-absl::StatusOr<std::unique_ptr<RegistryClient>> RegistryClient::Create(RegistryOptions options) {
+namespace {
+
+// A blob download's `.partial` file, continued at `have` bytes (or started
+// over when the server answers a Range request with the whole blob). Never
+// holds more than `size` bytes: a longer body is refused, not written.
+class PartialFileSink final : public BodySink {
+ public:
+  PartialFileSink(int fd, std::string path, uint64_t have, uint64_t size)
+      : fd_(fd), path_(std::move(path)), pos_(have), size_(size) {}
+
+  absl::Status Begin(int status, const HttpHeaders& headers) override {
+    if (status == 200 && pos_ > 0) {  // the server ignored our Range: start the file over
+      if (::ftruncate(fd_, 0) != 0) return absl::DataLossError(StrCat(path_, ": cannot truncate: ", std::strerror(errno)));
+      pos_ = 0;
+    }
+    if (auto it = headers.find("content-length"); it != headers.end()) {
+      char* end = nullptr;
+      unsigned long long n = std::strtoull(it->second.c_str(), &end, 10);
+      if (end && *end == '\0' && !it->second.empty() && pos_ + n > size_) return TooLong(pos_ + n);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Write(std::string_view bytes) override {
+    if (pos_ + bytes.size() > size_) return TooLong(pos_ + bytes.size());
+    while (!bytes.empty()) {
+      ssize_t n = ::pwrite(fd_, bytes.data(), bytes.size(), static_cast<off_t>(pos_));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return absl::DataLossError(StrCat(path_, ": write failed (disk full?): ", std::strerror(errno)));
+      pos_ += static_cast<uint64_t>(n);
+      bytes.remove_prefix(static_cast<size_t>(n));
+    }
+    return absl::OkStatus();
+  }
+
+  uint64_t pos() const { return pos_; }
+  bool too_long() const { return too_long_; }
+
+ private:
+  absl::Status TooLong(uint64_t at_least) {
+    too_long_ = true;
+    return absl::OutOfRangeError(StrCat("at least ", at_least, " bytes"));
+  }
+
+  int fd_;
+  std::string path_;
+  uint64_t pos_, size_;
+  bool too_long_ = false;
+};
+
+absl::Status CheckHost(const RegistryOptions& options) {
   if (options.host.empty() || options.host.find('/') != std::string::npos)
     return absl::InvalidArgumentError(StrCat("registry host '", options.host, "' must be HOST[:PORT]"));
-  CurlGlobalInit();
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RegistryClient>> RegistryClient::Create(RegistryOptions options) {
+  if (auto s = CheckHost(options); !s.ok()) return s;
+  CurlTransportOptions co;
+  co.max_bytes_per_second = options.max_bytes_per_second;
+  auto transport = NewCurlTransport(std::move(co));
+  if (!transport.ok()) return transport.status();
+  return Create(std::move(options), std::move(*transport));
+}
+
+absl::StatusOr<std::unique_ptr<RegistryClient>> RegistryClient::Create(RegistryOptions options,
+                                                                       std::unique_ptr<HttpTransport> transport) {
+  if (auto s = CheckHost(options); !s.ok()) return s;
+  if (!transport) return absl::InvalidArgumentError("RegistryClient::Create: no transport");
   std::unique_ptr<RegistryClient> c(new RegistryClient());
   c->impl_ = std::make_unique<Impl>();
   c->impl_->o = std::move(options);
-  c->impl_->curl = curl_easy_init();
-  if (!c->impl_->curl) return absl::InternalError("curl_easy_init failed");
+  c->impl_->transport = std::move(transport);
   return c;
 }
 
-RegistryClient::~RegistryClient() {
-  if (impl_ && impl_->curl) curl_easy_cleanup(impl_->curl);
-}
+RegistryClient::~RegistryClient() = default;
 
 const RegistryOptions& RegistryClient::options() const { return impl_->o; }
 uint64_t RegistryClient::bytes_received() const { return impl_->received; }
 
 absl::StatusOr<bool> RegistryClient::HasBlob(const std::string& repo, const std::string& digest) {
-  Request req;
+  HttpRequest req;
   req.method = "HEAD";
   req.url = impl_->Url(StrCat("/v2/", repo, "/blobs/", digest));
-  req.follow = true;
+  req.follow_redirects = true;
   auto res = impl_->Do(req, StrCat(impl_->o.host, ": HEAD blob ", ShortDigest(digest)), impl_->o.attempts);
   if (!res.ok()) return res.status();
   if (res->status == 404) return false;
-  if (res->ok()) return true;
+  if (Ok(*res)) return true;
   return StatusFor(*res, StrCat(impl_->o.host, "/", repo, ": HEAD blob ", ShortDigest(digest)));
 }
 
-static absl::StatusOr<std::string> UploadLocation(const std::map<std::string, std::string>& headers, const std::string& what) {
+static absl::StatusOr<std::string> UploadLocation(const HttpHeaders& headers, const std::string& what) {
   auto it = headers.find("location");
   if (it == headers.end() || it->second.empty()) return absl::UnavailableError(StrCat(what, ": the registry sent no upload Location"));
   return it->second;
@@ -468,14 +410,16 @@ absl::Status RegistryClient::UploadBlobFile(const std::string& repo, const std::
   struct stat st;
   if (::stat(path.c_str(), &st) != 0) return absl::NotFoundError(StrCat(path, ": cannot stat"));
   const uint64_t size = static_cast<uint64_t>(st.st_size);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::NotFoundError(StrCat(path, ": cannot open"));
   std::string what = StrCat(impl_->o.host, "/", repo, ": upload of ", path, " (", ShortDigest(digest), ")");
   absl::Status last;
+  int made = 0;
   for (int attempt = 0; attempt < std::max(1, impl_->o.attempts); ++attempt) {
     if (attempt > 0) impl_->Backoff(attempt - 1);
-    FILE* f = std::fopen(path.c_str(), "rb");
-    if (!f) return absl::NotFoundError(StrCat(path, ": cannot open"));
+    ++made;
     last = [&]() -> absl::Status {
-      Request post;
+      HttpRequest post;
       post.method = "POST";
       post.url = impl_->Url(StrCat("/v2/", repo, "/blobs/uploads/"));
       auto r = impl_->Do(post, what, 1);
@@ -486,25 +430,21 @@ absl::Status RegistryClient::UploadBlobFile(const std::string& repo, const std::
       std::string location = *loc;
       for (uint64_t off = 0; off < size; off += impl_->o.chunk_size) {
         uint64_t len = std::min(impl_->o.chunk_size, size - off);
-        if (std::fseek(f, static_cast<long>(off), SEEK_SET) != 0) return absl::DataLossError(StrCat(path, ": seek failed"));
-        Request patch;
+        FileBodySource chunk(fd, off, len, path);
+        HttpRequest patch;
         patch.method = "PATCH";
         patch.url = impl_->Url(location);
-        patch.body_file = f;
-        patch.body_length = len;
+        patch.body = &chunk;
         patch.headers = {"Content-Type: application/octet-stream", StrCat("Content-Range: ", off, "-", off + len - 1)};
-        patch.progress = progress;
-        patch.progress_upload = true;
-        patch.progress_base = off;
-        patch.progress_total = size;
-        auto pr = impl_->Do(patch, what, 1, [&] { std::fseek(f, static_cast<long>(off), SEEK_SET); });
+        if (progress) patch.progress = [&](uint64_t sent, uint64_t) { progress(off + sent, size); };
+        auto pr = impl_->Do(patch, what, 1);
         if (!pr.ok()) return pr.status();
         if (pr->status != 202) return StatusFor(*pr, StrCat(what, ": chunk at ", off));
         loc = UploadLocation(pr->headers, what);
         if (!loc.ok()) return loc.status();
         location = *loc;
       }
-      Request put;
+      HttpRequest put;
       put.method = "PUT";
       put.url = impl_->Url(StrCat(location, location.find('?') == std::string::npos ? "?" : "&", "digest=", digest));
       auto fr = impl_->Do(put, what, 1);
@@ -512,15 +452,26 @@ absl::Status RegistryClient::UploadBlobFile(const std::string& repo, const std::
       if (fr->status != 201) return StatusFor(*fr, what + ": finish");
       return absl::OkStatus();
     }();
-    std::fclose(f);
-    if (last.ok() || !absl::IsUnavailable(last)) return last;
+    if (last.ok() || !absl::IsUnavailable(last)) break;
   }
+  ::close(fd);
+  if (!last.ok() && absl::IsUnavailable(last) && made > 1)
+    return absl::UnavailableError(StrCat(Msg(last.message()), " (gave up after ", made, " attempts, each a new upload session)"));
   return last;
+}
+
+absl::StatusOr<bool> RegistryClient::UploadBlobFileIfMissing(const std::string& repo, const std::string& digest,
+                                                            const std::string& path, const ProgressFn& progress) {
+  auto has = HasBlob(repo, digest);
+  if (!has.ok()) return has.status();
+  if (*has) return false;
+  if (auto s = UploadBlobFile(repo, digest, path, progress); !s.ok()) return s;
+  return true;
 }
 
 absl::Status RegistryClient::UploadBlobBytes(const std::string& repo, const std::string& digest, const std::string& bytes) {
   std::string what = StrCat(impl_->o.host, "/", repo, ": upload of blob ", ShortDigest(digest));
-  Request post;
+  HttpRequest post;
   post.method = "POST";
   post.url = impl_->Url(StrCat("/v2/", repo, "/blobs/uploads/"));
   auto r = impl_->Do(post, what, impl_->o.attempts);
@@ -528,11 +479,11 @@ absl::Status RegistryClient::UploadBlobBytes(const std::string& repo, const std:
   if (r->status != 202) return StatusFor(*r, what + ": start");
   auto loc = UploadLocation(r->headers, what);
   if (!loc.ok()) return loc.status();
-  Request put;
+  StringBodySource body(bytes);
+  HttpRequest put;
   put.method = "PUT";
   put.url = impl_->Url(StrCat(*loc, loc->find('?') == std::string::npos ? "?" : "&", "digest=", digest));
-  put.body = &bytes;
-  put.body_length = bytes.size();
+  put.body = &body;
   put.headers = {"Content-Type: application/octet-stream"};
   auto fr = impl_->Do(put, what, 1);
   if (!fr.ok()) return fr.status();
@@ -546,10 +497,9 @@ absl::StatusOr<uint64_t> RegistryClient::DownloadBlob(const std::string& repo, c
   const std::string what = StrCat("download of blob ", ShortDigest(digest), " from ", impl_->o.host, "/", repo);
   if (auto have = Sha256DigestOfFile(dest); have.ok() && *have == digest) return uint64_t{0};  // an earlier run got it
   uint64_t fetched = 0;
-  Response last;
-  bool done = false;
-  for (int attempt = 0; attempt < std::max(1, impl_->o.attempts) && !done; ++attempt) {
-    if (attempt > 0) impl_->Backoff(attempt - 1);
+  std::string last_error = "no attempt made";
+  int made = 0;
+  for (int attempt = 0; attempt < std::max(1, impl_->o.attempts); ++attempt) {
     struct stat st;
     uint64_t have = ::stat(partial.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
     if (have > size) {
@@ -557,67 +507,71 @@ absl::StatusOr<uint64_t> RegistryClient::DownloadBlob(const std::string& repo, c
       have = 0;
     }
     if (have == size) break;
-    FILE* f = std::fopen(partial.c_str(), "ab");
-    if (!f) return absl::PermissionDeniedError(StrCat(partial, ": cannot open for writing"));
-    Request req;
+    if (attempt > 0) impl_->Backoff(attempt - 1);
+    int fd = ::open(partial.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0) return absl::PermissionDeniedError(StrCat(partial, ": cannot open for writing: ", std::strerror(errno)));
+    PartialFileSink sink(fd, partial, have, size);
+    HttpRequest req;
     req.url = impl_->Url(StrCat("/v2/", repo, "/blobs/", digest));
-    req.follow = true;
-    req.sink = f;
-    req.ranged = have > 0;
-    if (have > 0) req.headers.push_back(StrCat("Range: bytes=", have, "-"));
-    req.progress = progress;
-    req.progress_base = have;
-    req.progress_total = size;
-    auto r = impl_->Do(req, what, 1);
-    bool flushed = std::fflush(f) == 0 && fsync(fileno(f)) == 0;
-    std::fclose(f);
-    if (!r.ok()) {
-      if (!absl::IsUnavailable(r.status())) return r.status();
-      std::string m = Msg(r.status().message());
-      if (m.rfind(what + ": ", 0) == 0) m = m.substr(what.size() + 2);  // said once, below
-      last.curl = CURLE_COULDNT_CONNECT;
-      last.curl_error = m;
-      continue;
+    req.follow_redirects = true;
+    req.sink = &sink;
+    if (have > 0) req.range_from = have;
+    if (progress) req.progress = [&](uint64_t, uint64_t) { progress(sink.pos(), size); };
+    auto r = impl_->Exchange(req);
+    ++made;
+    bool flushed = ::fsync(fd) == 0;
+    ::close(fd);
+    if (!r.ok()) return r.status();
+    fetched += r->sink_bytes;
+    if (sink.too_long()) {
+      ::unlink(partial.c_str());
+      return absl::DataLossError(StrCat(what, ": the registry sent more than the expected ", size,
+                                        " bytes; stopped there and removed ", partial,
+                                        " (is the size in the catalog wrong, or does the registry serve other bytes under this digest?)"));
     }
-    fetched += r->written;
-    last = *r;
+    if (!r->sink_error.ok()) return absl::Status(r->sink_error.code(), StrCat(what, ": ", Msg(r->sink_error.message())));
     if (!flushed) return absl::DataLossError(StrCat(partial, ": write failed (disk full?)"));
+    if (r->status == 401) return absl::UnauthenticatedError(StrCat(what, ": ", ErrorText(*r), ": credentials refused"));
     if (r->status == 416) {  // our partial file does not fit the blob: start over
+      last_error = ErrorText(*r);
       ::truncate(partial.c_str(), 0);
       continue;
     }
-    if (r->ok()) {
-      done = true;
+    if (Ok(*r)) {
+      if (sink.pos() == size) break;
+      last_error = StrCat("HTTP ", r->status, " ended at byte ", sink.pos());  // short body: resume
       continue;
     }
-    if (!r->transient()) return StatusFor(*r, what);
+    if (!Transient(*r)) return StatusFor(*r, what);
+    last_error = ErrorText(*r);
   }
   struct stat st;
   uint64_t have = ::stat(partial.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
   if (have != size) {
-    return absl::UnavailableError(StrCat(what, ": ", ErrorText(last), "; have ", have, " of ", size,
-                                         " bytes after ", impl_->o.attempts, " attempts (run again to resume)"));
+    return absl::UnavailableError(StrCat(what, ": ", last_error, "; have ", have, " of ", size, " bytes after ",
+                                         Attempts(made), " (run again to resume)"));
   }
   auto got = Sha256DigestOfFile(partial);
   if (!got.ok()) return got.status();
   if (*got != digest) {
     ::unlink(partial.c_str());
-    return absl::DataLossError(StrCat(what, ": the bytes received have ", *got, "; the partial file was removed"));
+    return absl::DataLossError(StrCat(what, ": the bytes received have ", *got, ", not ", digest,
+                                      "; the partial file was removed"));
   }
   if (::rename(partial.c_str(), dest.c_str()) != 0) return absl::InternalError(StrCat("rename ", partial, " -> ", dest, " failed"));
   return fetched;
 }
 
 absl::StatusOr<std::string> RegistryClient::GetBlob(const std::string& repo, const std::string& digest, uint64_t max_bytes) {
-  Request req;
+  HttpRequest req;
   req.url = impl_->Url(StrCat("/v2/", repo, "/blobs/", digest));
-  req.follow = true;
+  req.follow_redirects = true;
   req.max_body = max_bytes;
   std::string what = StrCat(impl_->o.host, "/", repo, ": blob ", ShortDigest(digest));
   auto r = impl_->Do(req, what, impl_->o.attempts);
   if (!r.ok()) return r.status();
   if (r->body_overflow) return absl::InvalidArgumentError(StrCat(what, ": larger than ", max_bytes, " bytes"));
-  if (!r->ok()) return StatusFor(*r, what);
+  if (!Ok(*r)) return StatusFor(*r, what);
   if (Sha256Digest(r->body) != digest) return absl::DataLossError(StrCat(what, ": content does not match its digest"));
   return std::move(r->body);
 }
@@ -628,14 +582,14 @@ absl::StatusOr<std::vector<std::string>> RegistryClient::ListTags(const std::str
   std::string next = StrCat("/v2/", repo, "/tags/list?n=1000");
   std::string what = StrCat(impl_->o.host, "/", repo, ": tag list");
   for (int page = 0; page < kMaxPages; ++page) {
-    Request req;
+    HttpRequest req;
     req.url = impl_->Url(next);
     req.max_body = kMaxManifestBytes;
     auto r = impl_->Do(req, what, impl_->o.attempts);
     if (!r.ok()) return r.status();
     if (r->status == 404) return tags;  // no such repository yet
     if (r->body_overflow) return absl::InvalidArgumentError(StrCat(what, ": a page is larger than 4 MiB"));
-    if (!r->ok()) return StatusFor(*r, what);
+    if (!Ok(*r)) return StatusFor(*r, what);
     auto got = ParseTagList(r->body);
     if (!got.ok()) return absl::InvalidArgumentError(StrCat(what, ": ", Msg(got.status().message())));
     tags.insert(tags.end(), got->begin(), got->end());
@@ -648,7 +602,7 @@ absl::StatusOr<std::vector<std::string>> RegistryClient::ListTags(const std::str
 }
 
 absl::StatusOr<std::optional<Manifest>> RegistryClient::GetManifest(const std::string& repo, const std::string& reference) {
-  Request req;
+  HttpRequest req;
   req.url = impl_->Url(StrCat("/v2/", repo, "/manifests/", reference));
   req.headers = {StrCat("Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, ",
                         "application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json")};
@@ -658,7 +612,7 @@ absl::StatusOr<std::optional<Manifest>> RegistryClient::GetManifest(const std::s
   if (!r.ok()) return r.status();
   if (r->status == 404) return std::optional<Manifest>();
   if (r->body_overflow) return absl::InvalidArgumentError(what + ": larger than 4 MiB");
-  if (!r->ok()) return StatusFor(*r, what);
+  if (!Ok(*r)) return StatusFor(*r, what);
   Manifest m;
   m.body = std::move(r->body);
   m.digest = Sha256Digest(m.body);
@@ -671,7 +625,7 @@ absl::StatusOr<std::optional<Manifest>> RegistryClient::GetManifest(const std::s
 
 absl::StatusOr<std::optional<std::string>> RegistryClient::ManifestDigest(const std::string& repo,
                                                                           const std::string& reference) {
-  Request req;
+  HttpRequest req;
   req.method = "HEAD";
   req.url = impl_->Url(StrCat("/v2/", repo, "/manifests/", reference));
   req.headers = {"Accept: application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json"};
@@ -679,7 +633,7 @@ absl::StatusOr<std::optional<std::string>> RegistryClient::ManifestDigest(const 
   auto r = impl_->Do(req, what, impl_->o.attempts);
   if (!r.ok()) return r.status();
   if (r->status == 404) return std::optional<std::string>();
-  if (!r->ok()) return StatusFor(*r, what);
+  if (!Ok(*r)) return StatusFor(*r, what);
   auto it = r->headers.find("docker-content-digest");
   if (it == r->headers.end()) return absl::UnimplementedError(what + ": no Docker-Content-Digest header");
   return std::optional<std::string>(it->second);
@@ -687,11 +641,11 @@ absl::StatusOr<std::optional<std::string>> RegistryClient::ManifestDigest(const 
 
 absl::StatusOr<std::string> RegistryClient::PutManifest(const std::string& repo, const std::string& reference,
                                                         const std::string& media_type, const std::string& body) {
-  Request req;
+  StringBodySource content(body);
+  HttpRequest req;
   req.method = "PUT";
   req.url = impl_->Url(StrCat("/v2/", repo, "/manifests/", reference));
-  req.body = &body;
-  req.body_length = body.size();
+  req.body = &content;
   req.headers = {"Content-Type: " + media_type};
   std::string what = StrCat(impl_->o.host, "/", repo, ":", reference, ": put manifest");
   auto r = impl_->Do(req, what, impl_->o.attempts);

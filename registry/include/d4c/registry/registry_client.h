@@ -1,8 +1,12 @@
 // RegistryClient: the OCI distribution API (blobs, manifests) over HTTP(S)
-// with libcurl. TLS by default (`plain_http` for local registries), Basic and
-// Bearer-token auth (the registry token flow), retries with backoff on network
-// errors and 5xx/429, resumable blob downloads. Credentials never appear in
-// messages or logs.
+// through an HttpTransport (libcurl by default; see http_transport.h). TLS by
+// default (`plain_http` for local registries), Basic and Bearer-token auth (the
+// registry token flow), retries with backoff on network errors and 5xx/429,
+// resumable blob downloads. Credentials never appear in messages or logs.
+//
+// Not thread-safe: a client holds one transport (one CURL handle) and the
+// Authorization in use; call it from one thread at a time (one client per
+// thread for parallel transfers).
 #pragma once
 
 #include <cstdint>
@@ -14,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "d4c/registry/http_transport.h"
 
 namespace d4c::registry {
 
@@ -32,7 +37,7 @@ struct RegistryOptions {
   bool plain_http = false;
   Credentials credentials;
   int attempts = 5;                  // per request, network errors and 5xx/429
-  uint64_t max_bytes_per_second = 0;  // downloads; 0 = unlimited
+  uint64_t max_bytes_per_second = 0;  // downloads; 0 = unlimited (the curl transport's)
   uint64_t chunk_size = 8ull << 20;   // upload PATCH size
   double first_backoff_seconds = 0.5;
 };
@@ -48,7 +53,12 @@ struct Manifest {
 
 class RegistryClient {
  public:
+  // Over libcurl.
   static absl::StatusOr<std::unique_ptr<RegistryClient>> Create(RegistryOptions options);
+  // Over `transport` (tests, other transports); `max_bytes_per_second` is then
+  // the transport's business.
+  static absl::StatusOr<std::unique_ptr<RegistryClient>> Create(RegistryOptions options,
+                                                                std::unique_ptr<HttpTransport> transport);
   ~RegistryClient();
 
   const RegistryOptions& options() const;
@@ -59,12 +69,17 @@ class RegistryClient {
   // starts a new upload session.
   absl::Status UploadBlobFile(const std::string& repo, const std::string& digest, const std::string& path,
                               const ProgressFn& progress = {});
+  // HEAD first; uploads only if the registry lacks the blob. True if uploaded.
+  absl::StatusOr<bool> UploadBlobFileIfMissing(const std::string& repo, const std::string& digest,
+                                               const std::string& path, const ProgressFn& progress = {});
   absl::Status UploadBlobBytes(const std::string& repo, const std::string& digest, const std::string& bytes);
 
   // Downloads blob `digest` of `size` bytes to `dest`. Bytes go to
   // `dest`.partial first; a partial file from an earlier attempt or run is
   // resumed with a Range request. The sha256 is checked before `dest` is
   // renamed into place. Returns the number of bytes fetched by this call.
+  // A body longer than `size` is refused (nothing past `size` is written) and
+  // the partial file removed: DataLoss, as for a wrong digest.
   absl::StatusOr<uint64_t> DownloadBlob(const std::string& repo, const std::string& digest, uint64_t size,
                                         const std::string& dest, const ProgressFn& progress = {});
   // Small blobs into memory (at most `max_bytes`), digest checked.

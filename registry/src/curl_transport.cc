@@ -1,0 +1,169 @@
+// The libcurl HttpTransport (the code that was RegistryClient's own until the
+// transport seam). One CURL handle, reset and reused for every exchange so
+// that connections stay open: not thread-safe.
+#include <curl/curl.h>
+
+#include <algorithm>
+#include <cctype>
+#include <mutex>
+
+#include "d4c/registry/http_transport.h"
+#include "d4c/strcat.h"
+
+namespace d4c::registry {
+namespace {
+
+std::string LowerTrimmed(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  std::string out(s);
+  for (auto& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string Trimmed(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  return std::string(s);
+}
+
+void CurlGlobalInit() {
+  static std::once_flag once;
+  std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+}
+
+class CurlTransport final : public HttpTransport {
+ public:
+  CurlTransport(CURL* curl, CurlTransportOptions o) : curl_(curl), o_(std::move(o)) {}
+  ~CurlTransport() override { curl_easy_cleanup(curl_); }
+
+ protected:
+  void Exchange(const HttpRequest& req, HttpResponse& res, BodyReceiver& body) override;
+
+ private:
+  struct Transfer {
+    const HttpRequest* req;
+    HttpResponse* res;
+    BodyReceiver* body;
+    CURL* curl;
+    uint64_t body_pos = 0;
+    std::string read_error;
+  };
+  static size_t OnHeader(char* data, size_t size, size_t n, void* p);
+  static size_t OnBody(char* data, size_t size, size_t n, void* p);
+  static size_t OnRead(char* buf, size_t size, size_t n, void* p);
+  static int OnProgress(void* p, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow);
+
+  CURL* curl_;
+  CurlTransportOptions o_;
+};
+
+size_t CurlTransport::OnHeader(char* data, size_t size, size_t n, void* p) {
+  auto* t = static_cast<Transfer*>(p);
+  std::string_view line(data, size * n);
+  if (line.starts_with("HTTP/")) {
+    t->res->headers.clear();  // a new response (after 100-continue or a redirect)
+  } else if (auto colon = line.find(':'); colon != std::string_view::npos) {
+    t->res->headers[LowerTrimmed(line.substr(0, colon))] = Trimmed(line.substr(colon + 1));
+  }
+  return size * n;
+}
+
+size_t CurlTransport::OnBody(char* data, size_t size, size_t n, void* p) {
+  auto* t = static_cast<Transfer*>(p);
+  long status = 0;
+  curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &status);
+  size_t len = size * n;
+  return t->body->Deliver(static_cast<int>(status), t->res->headers, std::string_view(data, len)) ? len : 0;
+}
+
+size_t CurlTransport::OnRead(char* buf, size_t size, size_t n, void* p) {
+  auto* t = static_cast<Transfer*>(p);
+  const BodySource* src = t->req->body;
+  uint64_t left = src->size() - t->body_pos;
+  if (left == 0) return 0;
+  auto got = src->ReadAt(t->body_pos, buf, static_cast<size_t>(std::min<uint64_t>(size * n, left)));
+  if (!got.ok()) {
+    t->read_error = Msg(got.status().message());
+    return CURL_READFUNC_ABORT;
+  }
+  t->body_pos += *got;
+  return *got;
+}
+
+int CurlTransport::OnProgress(void* p, curl_off_t, curl_off_t dlnow, curl_off_t, curl_off_t ulnow) {
+  auto* t = static_cast<Transfer*>(p);
+  t->req->progress(static_cast<uint64_t>(ulnow), static_cast<uint64_t>(dlnow));
+  return 0;
+}
+
+void CurlTransport::Exchange(const HttpRequest& req, HttpResponse& res, BodyReceiver& body) {
+  CURL* curl = curl_;
+  curl_easy_reset(curl);
+  Transfer t{&req, &res, &body, curl, 0, {}};
+  curl_easy_setopt(curl, CURLOPT_URL, req.url.c_str());
+  curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, OnHeader);
+  curl_easy_setopt(curl, CURLOPT_HEADERDATA, &t);
+  curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, OnBody);
+  curl_easy_setopt(curl, CURLOPT_WRITEDATA, &t);
+  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 15L);
+  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);  // a stalled transfer fails after 60 s
+  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, 60L);
+  curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(curl, CURLOPT_USERAGENT, o_.user_agent.c_str());
+  char errbuf[CURL_ERROR_SIZE] = {0};
+  curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
+  if (req.follow_redirects) {
+    curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
+    curl_easy_setopt(curl, CURLOPT_MAXREDIRS, 5L);
+  }
+  if (o_.max_bytes_per_second)
+    curl_easy_setopt(curl, CURLOPT_MAX_RECV_SPEED_LARGE, static_cast<curl_off_t>(o_.max_bytes_per_second));
+  struct curl_slist* hdrs = nullptr;
+  for (const auto& h : req.headers) hdrs = curl_slist_append(hdrs, h.c_str());
+  std::string range;
+  if (req.range_from) {
+    range = StrCat("Range: bytes=", *req.range_from, "-");
+    hdrs = curl_slist_append(hdrs, range.c_str());
+  }
+  hdrs = curl_slist_append(hdrs, "Expect:");
+  curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+  if (req.method == "HEAD") {
+    curl_easy_setopt(curl, CURLOPT_NOBODY, 1L);
+  } else if (req.body) {
+    curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req.method.c_str());
+    curl_easy_setopt(curl, CURLOPT_READFUNCTION, OnRead);
+    curl_easy_setopt(curl, CURLOPT_READDATA, &t);
+    curl_easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(req.body->size()));
+  } else if (req.method != "GET") {
+    curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, req.method.c_str());
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDS, "");
+    curl_easy_setopt(curl, CURLOPT_POSTFIELDSIZE, 0L);
+  }
+  if (req.progress) {
+    curl_easy_setopt(curl, CURLOPT_NOPROGRESS, 0L);
+    curl_easy_setopt(curl, CURLOPT_XFERINFOFUNCTION, OnProgress);
+    curl_easy_setopt(curl, CURLOPT_XFERINFODATA, &t);
+  }
+  CURLcode rc = curl_easy_perform(curl);
+  if (rc != CURLE_OK) {
+    if (!t.read_error.empty()) res.transport_error = t.read_error;
+    else res.transport_error = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+  }
+  long status = 0;
+  curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
+  res.status = static_cast<int>(status);
+  curl_slist_free_all(hdrs);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<HttpTransport>> NewCurlTransport(CurlTransportOptions options) {
+  CurlGlobalInit();
+  CURL* curl = curl_easy_init();
+  if (!curl) return absl::InternalError("curl_easy_init failed");
+  return std::unique_ptr<HttpTransport>(new CurlTransport(curl, std::move(options)));
+}
+
+}  // namespace d4c::registry
