@@ -9,7 +9,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c::cli {
 

@@ -17,22 +17,19 @@
 #include <unordered_map>
 #include <vector>
 
-#include "d4c/strcat.h"
+#include "d4c/base/io.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c {
 namespace {
 
 constexpr std::string_view kTempPrefix = ".tmp.";
 
-absl::Status Errno(int err, std::string_view op, std::string_view path) {
-  return absl::InternalError(StrCat(op, " ", path, ": ", std::strerror(err)));
-}
-
 // Hashes an open file; false if its size or sha256 differ from what is wanted.
 bool FileHolds(int fd, const Digest& digest, uint64_t size) {
   struct stat st;
   if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || static_cast<uint64_t>(st.st_size) != size) return false;
-  Sha256Stream hash;
+  Sha256Hasher hash;
   std::string buf(1 << 20, '\0');
   uint64_t off = 0;
   while (off < size) {
@@ -43,16 +40,6 @@ bool FileHolds(int fd, const Digest& digest, uint64_t size) {
     off += static_cast<uint64_t>(n);
   }
   return hash.Finish() == digest;
-}
-
-absl::Status WriteAll(int fd, std::string_view data, const std::string& path) {
-  while (!data.empty()) {
-    ssize_t n = write(fd, data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return Errno(errno, "write", path);
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return absl::OkStatus();
 }
 
 // ".tmp.<pid>.<n>.<hex>" of a process that no longer runs.
@@ -131,7 +118,7 @@ struct ContentCache::State {
 
 absl::Status ContentCache::State::Scan() {
   DIR* dh = opendir(dir.c_str());
-  if (!dh) return Errno(errno, "opendir", dir);
+  if (!dh) return InternalErrnoStatus(errno, "opendir", dir);
   struct Found {
     struct timespec mtime;
     Digest digest;
@@ -178,9 +165,9 @@ absl::StatusOr<int> ContentCache::State::Produce(const Digest& d, uint64_t size,
   std::string temp = StrCat(dir, "/", kTempPrefix, getpid(), ".", temp_counter.fetch_add(1), ".",
                             DigestHex(d));
   fd = open(temp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (fd < 0) return Errno(errno, "create", temp);
+  if (fd < 0) return InternalErrnoStatus(errno, "create", temp);
   absl::Status st = WriteAll(fd, *bytes, temp);
-  if (st.ok() && rename(temp.c_str(), final_path.c_str()) != 0) st = Errno(errno, "rename", temp);
+  if (st.ok() && rename(temp.c_str(), final_path.c_str()) != 0) st = InternalErrnoStatus(errno, "rename", temp);
   if (!st.ok()) {
     close(fd);
     unlink(temp.c_str());
@@ -234,7 +221,7 @@ absl::StatusOr<int> ContentCache::OpenContent(const Digest& digest, uint64_t siz
         if (it != s.items.end()) s.Erase(it, /*unlink_file=*/true);
         continue;
       }
-      if (err != ENOENT) return Errno(err, "open", s.PathOf(digest));
+      if (err != ENOENT) return InternalErrnoStatus(err, "open", s.PathOf(digest));
       if (it != s.items.end()) s.Erase(it, /*unlink_file=*/false);  // deleted by another process
       continue;
     }

@@ -29,7 +29,7 @@
 #include "d4c/chain.h"
 #include "d4c/content_cache.h"
 #include "d4c/fs_tree.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c {
 

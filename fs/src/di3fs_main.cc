@@ -7,7 +7,7 @@
 #include <cstdio>
 
 #include "d4c/di3fs.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 int main(int argc, char** argv) {
   std::setlocale(LC_ALL, "C");

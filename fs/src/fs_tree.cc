@@ -5,7 +5,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c {
 

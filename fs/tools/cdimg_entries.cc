@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "d4c/chain.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 int main(int argc, char** argv) {
   if (argc < 2) {

@@ -3,7 +3,8 @@
 #include <algorithm>
 #include <set>
 
-#include "d4c/strcat.h"
+#include "d4c/base/digest.h"
+#include "d4c/base/strcat.h"
 #include "nlohmann/json.hpp"
 
 namespace d4c::registry {
@@ -47,13 +48,13 @@ absl::StatusOr<Artifact> FromAnnotations(const json& an, const std::string& wher
   a.parent_id = Str(an, kAnnotParentId);
   a.blob_digest = Str(an, kAnnotBlob);
   std::string kind = Str(an, kAnnotKind);
-  if (!IsSha256Digest(a.image_id))
+  if (!IsDigestString(a.image_id))
     return absl::InvalidArgumentError(StrCat(where, ": annotation ", kAnnotImageId, " is not a sha256 digest"));
   if (kind != "full" && kind != "delta")
     return absl::InvalidArgumentError(StrCat(where, ": annotation ", kAnnotKind, " must be full or delta"));
-  if ((kind == "delta") != IsSha256Digest(a.parent_id))
+  if ((kind == "delta") != IsDigestString(a.parent_id))
     return absl::InvalidArgumentError(StrCat(where, ": a delta needs a sha256 ", kAnnotParentId, ", a full image none"));
-  if (!a.blob_digest.empty() && !IsSha256Digest(a.blob_digest))
+  if (!a.blob_digest.empty() && !IsDigestString(a.blob_digest))
     return absl::InvalidArgumentError(StrCat(where, ": annotation ", kAnnotBlob, " is not a sha256 digest"));
   if (!ParseU64(Str(an, kAnnotSize), &a.size))
     return absl::InvalidArgumentError(StrCat(where, ": annotation ", kAnnotSize, " is not a byte count"));
@@ -70,11 +71,6 @@ absl::StatusOr<json> ParseObject(std::string_view body, const char* what) {
 }
 
 }  // namespace
-
-bool IsSha256Digest(std::string_view s) {
-  if (s.size() != 71 || s.substr(0, 7) != "sha256:") return false;
-  return std::all_of(s.begin() + 7, s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
 
 std::string ArtifactTag(const Artifact& a) {
   std::string t = "d4c-" + Hex32(a.image_id);
@@ -120,7 +116,7 @@ absl::StatusOr<Artifact> ParseArtifactManifest(std::string_view body, const std:
   const json& l = (*layers)[0];
   std::string ld = Str(l, "digest");
   auto sz = l.find("size");
-  if (!IsSha256Digest(ld) || sz == l.end() || !sz->is_number_unsigned())
+  if (!IsDigestString(ld) || sz == l.end() || !sz->is_number_unsigned())
     return absl::InvalidArgumentError(StrCat(where, ": its layer has no sha256 digest or size"));
   if ((!a->blob_digest.empty() && a->blob_digest != ld) || sz->get<uint64_t>() != a->size)
     return absl::InvalidArgumentError(StrCat(where, ": annotations and layer disagree on the cdimg digest or size"));
@@ -176,7 +172,7 @@ absl::StatusOr<Catalog> ParseCatalog(std::string_view body) {
     if (!a.ok()) return a.status();
     a->manifest_digest = Str(m, "digest");
     auto sz = m.find("size");
-    if (!IsSha256Digest(a->manifest_digest) || sz == m.end() || !sz->is_number_unsigned() || !IsSha256Digest(a->blob_digest))
+    if (!IsDigestString(a->manifest_digest) || sz == m.end() || !sz->is_number_unsigned() || !IsDigestString(a->blob_digest))
       return absl::InvalidArgumentError(StrCat(where, ": needs a manifest digest, a size and the cdimg digest"));
     a->manifest_size = sz->get<uint64_t>();
     c.artifacts.push_back(*a);

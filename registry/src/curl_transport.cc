@@ -8,7 +8,7 @@
 #include <mutex>
 
 #include "d4c/registry/http_transport.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c::registry {
 namespace {

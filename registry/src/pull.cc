@@ -7,7 +7,8 @@
 #include "d4c/cdimg.h"
 #include "d4c/registry/reference.h"
 #include "d4c/registry/transfer.h"
-#include "d4c/strcat.h"
+#include "d4c/base/digest.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c::registry {
 namespace {
@@ -34,7 +35,7 @@ absl::StatusOr<Artifact> ResolveTag(RegistryApi& r, const NameTag& nt, const Cat
 // Downloads step `s` into `dir`; checks that the file is the image it claims to be.
 absl::StatusOr<std::string> DownloadStep(RegistryApi& r, const std::string& repo, const Artifact& s,
                                          const std::string& dir, const PullOptions& o, uint64_t* fetched) {
-  if (!IsSha256Digest(s.blob_digest))
+  if (!IsDigestString(s.blob_digest))
     return absl::DataLossError(StrCat(r.host(), "/", repo, ": the catalog names blob '", s.blob_digest, "' for image ",
                                       s.image_id, "; not a sha256 digest"));
   std::string path = StrCat(dir, "/", s.blob_digest.substr(7), ".cdimg");

@@ -4,7 +4,7 @@
 #include <queue>
 #include <tuple>
 
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c::registry {
 namespace {

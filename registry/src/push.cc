@@ -5,7 +5,7 @@
 #include "d4c/cdimg.h"
 #include "d4c/registry/reference.h"
 #include "d4c/registry/transfer.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c::registry {
 namespace {

@@ -2,7 +2,7 @@
 
 #include <regex>
 
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c::registry {
 

@@ -18,7 +18,8 @@
 #include <vector>
 
 #include "d4c/registry/catalog.h"
-#include "d4c/strcat.h"
+#include "d4c/base/sha256.h"
+#include "d4c/base/strcat.h"
 #include "nlohmann/json.hpp"
 
 namespace d4c::registry {
@@ -112,42 +113,14 @@ absl::Status StatusFor(const Response& r, const std::string& what) {
 
 std::string Attempts(int n) { return n == 1 ? "1 attempt" : StrCat(n, " attempts"); }
 
-std::string HashHex(const unsigned char* md, unsigned len) {
-  static const char* hex = "0123456789abcdef";
-  std::string s;
-  for (unsigned i = 0; i < len; ++i) {
-    s.push_back(hex[md[i] >> 4]);
-    s.push_back(hex[md[i] & 15]);
-  }
-  return s;
-}
-
 }  // namespace
 
-std::string Sha256Digest(const std::string& bytes) {
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned len = 0;
-  EVP_Digest(bytes.data(), bytes.size(), md, &len, EVP_sha256(), nullptr);
-  return "sha256:" + HashHex(md, len);
-}
+std::string Sha256Digest(const std::string& bytes) { return DigestString(Sha256(bytes)); }
 
 absl::StatusOr<std::string> Sha256DigestOfFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(StrCat(path, ": cannot open"));
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
-  std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(in.gcount()));
-  }
-  bool bad = in.bad();
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned len = 0;
-  EVP_DigestFinal_ex(ctx, md, &len);
-  EVP_MD_CTX_free(ctx);
-  if (bad) return absl::DataLossError(StrCat(path, ": read error"));
-  return "sha256:" + HashHex(md, len);
+  absl::StatusOr<Digest> d = Sha256OfFile(path);
+  if (!d.ok()) return d.status();
+  return DigestString(*d);
 }
 
 std::optional<AuthChallenge> ParseAuthChallenge(const std::string& header) {

@@ -8,7 +8,7 @@
 #include "containerd/services/images/v1/images.grpc.pb.h"
 #include "containerd/services/leases/v1/leases.grpc.pb.h"
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c::snap {
 namespace content = containerd::services::content::v1;

@@ -4,7 +4,7 @@
 
 #include "d4c/entry.h"
 #include "d4c/snap/containerd_client.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "nlohmann/json.hpp"
 
 namespace d4c::snap {
@@ -55,8 +55,8 @@ class ContainerdImageSource final : public ImageSource {
 absl::StatusOr<json> ReadJson(ContainerdClient* c, const std::string& digest, const std::string& what) {
   auto b = c->ReadBlob(digest, kMaxJsonBlob);
   if (!b.ok()) return b.status();
-  Digest d;
-  if (!digest.starts_with("sha256:") || !ParseDigestHex(std::string_view(digest).substr(7), &d) || Sha256(*b) != d)
+  absl::StatusOr<Digest> want = ParseDigest(digest, what);
+  if (!want.ok() || Sha256(*b) != *want)
     return absl::DataLossError(StrCat(what, " ", digest, ": content does not match its digest"));
   json j = json::parse(*b, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(StrCat(what, " ", digest, ": not a JSON object"));

@@ -3,7 +3,7 @@
 #include <cctype>
 #include <regex>
 
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c::snap {
 namespace {

@@ -8,74 +8,52 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
-#include <random>
 
 #include "d4c/chain.h"
-#include "d4c/strcat.h"
+#include "d4c/base/io.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c::snap {
 namespace {
 
-absl::Status Errno(const std::string& what) {
-  return absl::InternalError(StrCat(what, ": ", std::strerror(errno)));
-}
-
-// Copies src to dst atomically: dst.tmp-XXXX, fsync, rename, fsync dir.
+// Copies src to dst atomically (d4c/base/io.h: temp file, fsync, rename, fsync dir).
 absl::Status CopyAtomic(const std::string& src, const std::string& dst) {
   int in = open(src.c_str(), O_RDONLY | O_CLOEXEC);
-  if (in < 0) return Errno(StrCat("open ", src));
-  std::random_device rd;
-  std::string tmp = StrCat(dst, ".tmp-", getpid(), "-", rd() % 1000000);
-  int out = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (out < 0) {
-    auto s = Errno(StrCat("create ", tmp));
-    close(in);
-    return s;
-  }
-  absl::Status status;
-  struct stat st;
-  if (fstat(in, &st) != 0) status = Errno(StrCat("stat ", src));
-  off_t left = st.st_size;
-  while (status.ok() && left > 0) {
-    ssize_t n = copy_file_range(in, nullptr, out, nullptr, static_cast<size_t>(left), 0);
-    if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL)) {
-      // fall back to read/write
-      char buf[1 << 16];
-      ssize_t r = read(in, buf, sizeof buf);
-      if (r < 0) { status = Errno(StrCat("read ", src)); break; }
-      if (r == 0) break;
-      if (write(out, buf, static_cast<size_t>(r)) != r) { status = Errno(StrCat("write ", tmp)); break; }
-      left -= r;
-      continue;
+  if (in < 0) return InternalErrnoStatus(errno, "open", src);
+  absl::Status status = WriteFileAtomically(dst, [&](int out, const std::string& tmp) -> absl::Status {
+    struct stat st;
+    if (fstat(in, &st) != 0) return InternalErrnoStatus(errno, "stat", src);
+    off_t left = st.st_size;
+    while (left > 0) {
+      ssize_t n = copy_file_range(in, nullptr, out, nullptr, static_cast<size_t>(left), 0);
+      if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL)) {
+        // fall back to read/write
+        char buf[1 << 16];
+        ssize_t r = read(in, buf, sizeof buf);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return InternalErrnoStatus(errno, "read", src);
+        if (r == 0) break;
+        if (absl::Status s = WriteAll(out, std::string_view(buf, static_cast<size_t>(r)), tmp); !s.ok()) return s;
+        left -= r;
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return InternalErrnoStatus(errno, StrCat("copy to ", tmp), src);
+      if (n == 0) break;
+      left -= n;
     }
-    if (n < 0) { status = Errno(StrCat("copy ", src, " to ", tmp)); break; }
-    if (n == 0) break;
-    left -= n;
-  }
-  if (status.ok() && fsync(out) != 0) status = Errno(StrCat("fsync ", tmp));
+    return absl::OkStatus();
+  });
   close(in);
-  if (close(out) != 0 && status.ok()) status = Errno(StrCat("close ", tmp));
-  if (status.ok() && rename(tmp.c_str(), dst.c_str()) != 0) status = Errno(StrCat("rename ", tmp, " to ", dst));
-  if (!status.ok()) {
-    unlink(tmp.c_str());
-    return status;
-  }
-  std::string dir = std::filesystem::path(dst).parent_path().string();
-  int dfd = open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    fsync(dfd);
-    close(dfd);
-  }
-  return absl::OkStatus();
+  return status;
 }
 
 }  // namespace
 
 absl::StatusOr<std::string> ParseSha256(const std::string& s) {
-  Digest d;
-  if (!s.starts_with("sha256:") || !ParseDigestHex(std::string_view(s).substr(7), &d))
-    return absl::InvalidArgumentError(StrCat("\"", s, "\" is not a sha256:<64 hex digits> digest"));
-  return DigestHex(d);
+  absl::StatusOr<Digest> d = ParseDigest(s, "image id");
+  if (!d.ok()) return d.status();
+  return DigestHex(*d);
 }
 
 std::string ImageStore::PathFor(const std::string& id_hex) const {

@@ -8,7 +8,7 @@
 #include "d4c/chain.h"
 #include "d4c/snap/containerd_client.h"
 #include "d4c/snap/image_store.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "nlohmann/json.hpp"
 
 namespace d4c::snap {

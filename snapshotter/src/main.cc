@@ -14,7 +14,7 @@
 
 #include "d4c/snap/service.h"
 #include "d4c/snap/snapshotter.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "spdlog/spdlog.h"
 
 namespace {

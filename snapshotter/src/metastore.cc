@@ -4,7 +4,7 @@
 
 #include <chrono>
 
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c::snap {
 namespace {

@@ -16,7 +16,7 @@
 #include <sstream>
 #include <thread>
 
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "spdlog/spdlog.h"
 
 namespace d4c::snap {

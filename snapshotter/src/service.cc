@@ -3,7 +3,7 @@
 #include <chrono>
 #include <exception>
 
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "spdlog/spdlog.h"
 
 namespace d4c::snap {

@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <set>
 
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "spdlog/spdlog.h"
 
 namespace d4c::snap {

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <cctype>
 
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c::registry_test {
 

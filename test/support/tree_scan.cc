@@ -13,7 +13,7 @@
 #include <cstring>
 #include <map>
 
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c::testing {
 namespace {
@@ -25,7 +25,7 @@ absl::Status Errno(std::string_view op, const std::string& path) {
 absl::StatusOr<Digest> HashFile(const std::string& path, uint64_t* size) {
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) return Errno("open", path);
-  Sha256Stream hash;
+  Sha256Hasher hash;
   std::string buf(1 << 20, '\0');
   *size = 0;
   for (;;) {

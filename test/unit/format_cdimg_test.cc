@@ -10,7 +10,7 @@
 #include <map>
 
 #include "d4c/cdimg.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "oci_fixture.h"
 
 using namespace d4c;

@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "d4c/content_cache.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 using namespace d4c;
 

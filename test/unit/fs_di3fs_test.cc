@@ -21,7 +21,7 @@
 #include "d4c/content_cache.h"
 #include "d4c/di3fs.h"
 #include "d4c/fs_tree.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 using namespace d4c;
 

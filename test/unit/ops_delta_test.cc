@@ -11,7 +11,7 @@
 #include "d4c/chain.h"
 #include "d4c/convert.h"
 #include "d4c/delta.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "oci_fixture.h"
 
 using namespace d4c;

@@ -14,7 +14,7 @@
 #include "d4c/convert.h"
 #include "d4c/delta.h"
 #include "d4c/extract.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "oci_fixture.h"
 #include "tree_scan.h"
 

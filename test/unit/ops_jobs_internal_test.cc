@@ -7,7 +7,7 @@
 #include <filesystem>
 #include <thread>
 
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "oci_fixture.h"
 #include "ops/delta_internal.h"
 

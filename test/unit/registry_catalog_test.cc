@@ -6,10 +6,11 @@
 #include <filesystem>
 #include <fstream>
 
+#include "d4c/base/digest.h"
 #include "d4c/registry/catalog.h"
 #include "d4c/registry/reference.h"
 #include "d4c/registry/registry_client.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "nlohmann/json.hpp"
 
 using namespace d4c::registry;
@@ -205,6 +206,6 @@ TEST_CASE("credentials come from the docker config for the exact host") {
 
 TEST_CASE("sha256 digests") {
   CHECK(Sha256Digest("") == "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  CHECK(IsSha256Digest(Sha256Digest("x")));
-  CHECK_FALSE(IsSha256Digest("sha256:E3B0"));
+  CHECK(d4c::IsDigestString(Sha256Digest("x")));
+  CHECK_FALSE(d4c::IsDigestString("sha256:E3B0"));
 }

@@ -7,7 +7,7 @@
 #include <fstream>
 
 #include "d4c/registry/registry_client.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "fake_http_transport.h"
 #include "oci_fixture.h"
 

@@ -3,7 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include "d4c/registry/pull_plan.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 using namespace d4c::registry;
 

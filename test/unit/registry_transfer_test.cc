@@ -12,7 +12,7 @@
 
 #include "d4c/cdimg.h"
 #include "d4c/registry/transfer.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "oci_fixture.h"
 
 using namespace d4c;

@@ -15,7 +15,7 @@
 #include "d4c/snap/image_store.h"
 #include "d4c/snap/metastore.h"
 #include "d4c/snap/snapshotter.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 using namespace d4c;
 using namespace d4c::snap;

@@ -5,47 +5,15 @@
 
 #include <array>
 #include <cstddef>
-#include <cstring>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "d4c/base/digest.h"
+#include "d4c/base/sha256.h"
+
 namespace d4c {
-
-// sha256 of a file's bytes.
-using Digest = std::array<uint8_t, 32>;
-
-// For unordered containers keyed by digest: a sha256 is already uniform.
-struct DigestHash {
-  size_t operator()(const Digest& d) const {
-    size_t h;
-    std::memcpy(&h, d.data(), sizeof h);
-    return h;
-  }
-};
-
-std::string DigestHex(const Digest& d);
-// "sha256:<hex>"
-std::string DigestString(const Digest& d);
-bool ParseDigestHex(std::string_view hex, Digest* out);
-Digest Sha256(std::string_view bytes);
-// Incremental sha256 (OpenSSL EVP underneath).
-class Sha256Stream {
- public:
-  Sha256Stream();
-  ~Sha256Stream();
-  Sha256Stream(const Sha256Stream&) = delete;
-  Sha256Stream& operator=(const Sha256Stream&) = delete;
-  void Update(std::string_view bytes);
-  Digest Finish();
-
- private:
-  void* ctx_;
-};
-
-// sha256 of the empty string; the digest of every empty regular file.
-const Digest& EmptyDigest();
 
 enum class EntryType : uint8_t {
   kRegular = 1,

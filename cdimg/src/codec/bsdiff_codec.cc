@@ -15,7 +15,7 @@
 #include "codec/multi_frame.h"
 #include "codec/varint.h"
 #include "codec/zstd_util.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c::codec_internal {
 

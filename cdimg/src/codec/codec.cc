@@ -5,7 +5,7 @@
 #include "codec/relcopy_codec.h"
 #include "codec/xdelta3_codec.h"
 #include "codec/zstd_codec.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c {
 

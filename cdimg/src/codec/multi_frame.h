@@ -13,7 +13,7 @@
 
 #include "absl/status/statusor.h"
 #include "codec/varint.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c::codec_internal {
 

@@ -7,7 +7,7 @@
 #include "codec/relcopy_match.h"
 #include "codec/varint.h"
 #include "codec/zstd_util.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c::codec_internal {
 

@@ -2,7 +2,7 @@
 
 #include <cstring>
 
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c::codec_internal::relcopy {
 

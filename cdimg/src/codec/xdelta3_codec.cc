@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "codec/zstd_util.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 extern "C" {
 #include "xdelta3.h"

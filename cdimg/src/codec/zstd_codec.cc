@@ -3,7 +3,7 @@
 #include <functional>
 
 #include "codec/zstd_util.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c::codec_internal {
 

@@ -3,7 +3,7 @@
 #include <algorithm>
 #include <new>
 
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c::codec_internal {
 

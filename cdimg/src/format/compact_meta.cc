@@ -2,6 +2,7 @@
 
 #include <cstring>
 
+#include "d4c/base/digest.h"
 #include "d4c/cdimg.h"
 
 namespace d4c::internal {
@@ -14,17 +15,10 @@ constexpr char kDigest = 0x01;
 constexpr std::string_view kPrefix = "sha256:";
 constexpr size_t kHexLen = 64;
 
-int HexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
-}
-
-bool IsDigestAt(std::string_view s, size_t i) {
-  if (s.compare(i, kPrefix.size(), kPrefix) != 0 || s.size() - i < kPrefix.size() + kHexLen) return false;
-  for (size_t k = 0; k < kHexLen; ++k)
-    if (HexValue(s[i + kPrefix.size() + k]) < 0) return false;
-  return true;
+// True, with the digest in *d, if "sha256:<64 lowercase hex>" starts at s[i].
+bool DigestAt(std::string_view s, size_t i, Digest* d) {
+  std::string_view at = s.substr(i, kPrefix.size() + kHexLen);
+  return at.starts_with(kPrefix) && ParseDigestHex(at, d);
 }
 
 }  // namespace
@@ -33,12 +27,11 @@ std::string PackConfigDigests(std::string_view config) {
   std::string out;
   out.reserve(config.size());
   for (size_t i = 0; i < config.size();) {
-    if (IsDigestAt(config, i)) {
+    Digest d;
+    if (DigestAt(config, i, &d)) {
       out.push_back(kEscape);
       out.push_back(kDigest);
-      const char* hex = config.data() + i + kPrefix.size();
-      for (size_t k = 0; k < kHexLen; k += 2)
-        out.push_back(static_cast<char>(HexValue(hex[k]) << 4 | HexValue(hex[k + 1])));
+      out.append(reinterpret_cast<const char*>(d.data()), d.size());
       i += kPrefix.size() + kHexLen;
       continue;
     }
@@ -50,7 +43,6 @@ std::string PackConfigDigests(std::string_view config) {
 }
 
 absl::StatusOr<std::string> UnpackConfigDigests(std::string_view packed, uint64_t max_size) {
-  static const char kHex[] = "0123456789abcdef";
   std::string out;
   for (size_t i = 0; i < packed.size();) {
     if (packed[i] != kEscape) {
@@ -59,12 +51,9 @@ absl::StatusOr<std::string> UnpackConfigDigests(std::string_view packed, uint64_
       out.push_back(kEscape);
       i += 2;
     } else if (i + 1 < packed.size() && packed[i + 1] == kDigest && packed.size() - i - 2 >= 32) {
-      out += kPrefix;
-      for (size_t k = 0; k < 32; ++k) {
-        uint8_t b = static_cast<uint8_t>(packed[i + 2 + k]);
-        out.push_back(kHex[b >> 4]);
-        out.push_back(kHex[b & 15]);
-      }
+      Digest d;
+      std::memcpy(d.data(), packed.data() + i + 2, d.size());
+      out += DigestString(d);
       i += 34;
     } else {
       return absl::DataLossError("config: malformed digest escape");

@@ -7,7 +7,8 @@
 #include <cstring>
 #include <map>
 
-#include "d4c/strcat.h"
+#include "codec/zstd_util.h"
+#include "d4c/base/strcat.h"
 #include "format/layout.h"
 #include "model/metadata.h"
 
@@ -114,13 +115,12 @@ absl::StatusOr<EncodedIndex> EncodeIndex(const std::vector<Entry>& entries,
 }
 
 absl::StatusOr<std::string> CompressPack(std::string_view raw, int level) {
-  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  codec_internal::ZstdCCtxPtr cctx(ZSTD_createCCtx());
   if (!cctx) return absl::ResourceExhaustedError("zstd: out of memory");
   std::string out(ZSTD_compressBound(raw.size()), '\0');
-  ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
-  ZSTD_CCtx_setParameter(cctx, ZSTD_c_format, ZSTD_f_zstd1_magicless);
-  size_t n = ZSTD_compress2(cctx, out.data(), out.size(), raw.data(), raw.size());
-  ZSTD_freeCCtx(cctx);
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_format, ZSTD_f_zstd1_magicless);
+  size_t n = ZSTD_compress2(cctx.get(), out.data(), out.size(), raw.data(), raw.size());
   if (ZSTD_isError(n)) return absl::InternalError(StrCat("zstd: ", ZSTD_getErrorName(n)));
   out.resize(n);
   return out;
@@ -132,36 +132,34 @@ absl::StatusOr<std::string> DecompressPack(std::string_view stored, uint64_t raw
   if (ZSTD_getFrameHeader_advanced(&fh, stored.data(), stored.size(), ZSTD_f_zstd1_magicless) != 0 ||
       fh.frameContentSize != raw_length)
     return absl::DataLossError("pack: bad frame header");
-  ZSTD_DCtx* dctx = ZSTD_createDCtx();
+  codec_internal::ZstdDCtxPtr dctx(ZSTD_createDCtx());
   if (!dctx) return absl::ResourceExhaustedError("zstd: out of memory");
-  ZSTD_DCtx_setParameter(dctx, ZSTD_d_format, ZSTD_f_zstd1_magicless);
+  ZSTD_DCtx_setParameter(dctx.get(), ZSTD_d_format, ZSTD_f_zstd1_magicless);
   std::string out(raw_length, '\0');
-  size_t n = ZSTD_decompressDCtx(dctx, out.data(), out.size(), stored.data(), stored.size());
-  ZSTD_freeDCtx(dctx);
+  size_t n = ZSTD_decompressDCtx(dctx.get(), out.data(), out.size(), stored.data(), stored.size());
   if (ZSTD_isError(n)) return absl::DataLossError(StrCat("pack: zstd: ", ZSTD_getErrorName(n)));
   if (n != raw_length) return absl::DataLossError("pack decompresses to the wrong size");
   return out;
 }
 
 absl::StatusOr<std::string> CompressMeta(std::string_view raw, std::string_view dict, int level) {
-  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  codec_internal::ZstdCCtxPtr cctx(ZSTD_createCCtx());
   if (!cctx) return absl::ResourceExhaustedError("zstd: out of memory");
   std::string out(ZSTD_compressBound(raw.size()), '\0');
-  ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
   // No magic (the cdimg lead identifies the file), a content checksum (it
   // covers the config and the recipe columns, which the image id does not).
-  ZSTD_CCtx_setParameter(cctx, ZSTD_c_format, ZSTD_f_zstd1_magicless);
-  ZSTD_CCtx_setParameter(cctx, ZSTD_c_checksumFlag, 1);
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_format, ZSTD_f_zstd1_magicless);
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_checksumFlag, 1);
   if (!dict.empty()) {
     // The parent's config and metadata as prefix: unchanged parts become long matches.
     int wlog = 10;
     while (wlog < 30 && (1ull << wlog) < dict.size() + raw.size()) ++wlog;
-    ZSTD_CCtx_setParameter(cctx, ZSTD_c_windowLog, wlog);
-    ZSTD_CCtx_setParameter(cctx, ZSTD_c_enableLongDistanceMatching, 1);
-    ZSTD_CCtx_refPrefix(cctx, dict.data(), dict.size());
+    ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_windowLog, wlog);
+    ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_enableLongDistanceMatching, 1);
+    ZSTD_CCtx_refPrefix(cctx.get(), dict.data(), dict.size());
   }
-  size_t n = ZSTD_compress2(cctx, out.data(), out.size(), raw.data(), raw.size());
-  ZSTD_freeCCtx(cctx);
+  size_t n = ZSTD_compress2(cctx.get(), out.data(), out.size(), raw.data(), raw.size());
   if (ZSTD_isError(n)) return absl::InternalError(StrCat("zstd: ", ZSTD_getErrorName(n)));
   out.resize(n);
   return out;
@@ -169,14 +167,13 @@ absl::StatusOr<std::string> CompressMeta(std::string_view raw, std::string_view 
 
 absl::StatusOr<std::string> DecompressMeta(std::string_view stored, std::string_view dict,
                                            uint64_t raw_length) {
-  ZSTD_DCtx* dctx = ZSTD_createDCtx();
+  codec_internal::ZstdDCtxPtr dctx(ZSTD_createDCtx());
   if (!dctx) return absl::ResourceExhaustedError("zstd: out of memory");
-  ZSTD_DCtx_setParameter(dctx, ZSTD_d_windowLogMax, 31);
-  ZSTD_DCtx_setParameter(dctx, ZSTD_d_format, ZSTD_f_zstd1_magicless);
-  if (!dict.empty()) ZSTD_DCtx_refPrefix(dctx, dict.data(), dict.size());
+  ZSTD_DCtx_setParameter(dctx.get(), ZSTD_d_windowLogMax, 31);
+  ZSTD_DCtx_setParameter(dctx.get(), ZSTD_d_format, ZSTD_f_zstd1_magicless);
+  if (!dict.empty()) ZSTD_DCtx_refPrefix(dctx.get(), dict.data(), dict.size());
   std::string out(raw_length, '\0');
-  size_t n = ZSTD_decompressDCtx(dctx, out.data(), out.size(), stored.data(), stored.size());
-  ZSTD_freeDCtx(dctx);
+  size_t n = ZSTD_decompressDCtx(dctx.get(), out.data(), out.size(), stored.data(), stored.size());
   if (ZSTD_isError(n))
     return absl::DataLossError(StrCat("config/index do not decompress: ", ZSTD_getErrorName(n),
                                       dict.empty() ? "" : " (wrong parent image?)"));

@@ -7,11 +7,11 @@
 #include <cstring>
 #include <mutex>
 
-#include "d4c/strcat.h"
+#include "d4c/base/io.h"
+#include "d4c/base/strcat.h"
 #include "d4c/cdimg.h"
 #include "format/compact_meta.h"
 #include "format/index_codec.h"
-#include "format/io.h"
 #include "format/layout.h"
 #include "model/metadata.h"
 
@@ -102,15 +102,15 @@ absl::StatusOr<ImageHeader> ParseHeader(std::string_view path, std::string_view 
 
 absl::StatusOr<ImageHeader> ReadRawHeader(const std::string& path, int fd) {
   struct stat st;
-  if (fstat(fd, &st) != 0) return internal::ErrnoStatus(errno, "stat", path);
+  if (fstat(fd, &st) != 0) return ErrnoStatus(errno, "stat", path);
   uint64_t size = static_cast<uint64_t>(st.st_size);
   if (size < internal::kLeadSize) return Bad(path, "file shorter than the header (truncated?)");
   std::string lead(internal::kLeadSize, '\0');
-  if (auto s = internal::PReadAll(fd, lead.data(), lead.size(), 0, path); !s.ok()) return s;
+  if (auto s = PReadAll(fd, lead.data(), lead.size(), 0, path); !s.ok()) return s;
   if (std::memcmp(lead.data(), internal::kMagic, 8) != 0) return Bad(path, "bad magic (not a cdimg file)");
   uint64_t n = std::min<uint64_t>(size - internal::kLeadSize, internal::kMaxTailSize + 1);
   std::string end(n, '\0');
-  if (auto s = internal::PReadAll(fd, end.data(), end.size(), size - n, path); !s.ok()) return s;
+  if (auto s = PReadAll(fd, end.data(), end.size(), size - n, path); !s.ok()) return s;
   return ParseHeader(path, lead, end, size);
 }
 
@@ -120,7 +120,7 @@ int OpenReadOnly(const std::string& path) { return open(path.c_str(), O_RDONLY |
 
 absl::StatusOr<ImageHeader> CdimgImage::ReadHeader(const std::string& path) {
   int fd = OpenReadOnly(path);
-  if (fd < 0) return internal::ErrnoStatus(errno, "open", path);
+  if (fd < 0) return ErrnoStatus(errno, "open", path);
   auto r = ReadRawHeader(path, fd);
   close(fd);
   if (!r.ok()) return r.status();
@@ -134,7 +134,7 @@ absl::StatusOr<std::unique_ptr<CdimgImage>> CdimgImage::Open(const std::string& 
   State& s = *img->s_;
   s.path = path;
   s.fd = OpenReadOnly(path);
-  if (s.fd < 0) return internal::ErrnoStatus(errno, "open", path);
+  if (s.fd < 0) return ErrnoStatus(errno, "open", path);
   auto raw = ReadRawHeader(path, s.fd);
   if (!raw.ok()) return raw.status();
   s.header = *raw;
@@ -153,7 +153,7 @@ absl::StatusOr<std::unique_ptr<CdimgImage>> CdimgImage::Open(const std::string& 
   const bool compact = s.header.compact_meta;
   std::string stored(s.header.meta_length, '\0');
   uint64_t meta_at = s.header.blobs_offset + s.header.blobs_length;
-  if (auto st = internal::PReadAll(s.fd, stored.data(), stored.size(), meta_at, path); !st.ok()) return st;
+  if (auto st = PReadAll(s.fd, stored.data(), stored.size(), meta_at, path); !st.ok()) return st;
   uint64_t meta_size = s.header.config_length + s.header.index_raw_length;
   if (compact) {
     // An inline pack follows the index: the frame records the total.
@@ -263,7 +263,7 @@ absl::StatusOr<std::string> CdimgImage::ReadBlob(const BlobRef& ref) const {
     return absl::OutOfRangeError(StrCat(s_->path, ": blob [", ref.offset, ", +", ref.length,
                                               ") outside the blob section"));
   std::string out(ref.length, '\0');
-  if (auto st = internal::PReadAll(s_->fd, out.data(), out.size(), s_->blobs_offset + ref.offset, s_->path);
+  if (auto st = PReadAll(s_->fd, out.data(), out.size(), s_->blobs_offset + ref.offset, s_->path);
       !st.ok())
     return st;
   return out;

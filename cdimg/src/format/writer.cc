@@ -5,11 +5,12 @@
 #include <cstring>
 #include <random>
 
-#include "d4c/strcat.h"
+#include "d4c/base/io.h"
+#include "d4c/base/status.h"
+#include "d4c/base/strcat.h"
 #include "d4c/cdimg.h"
 #include "format/compact_meta.h"
 #include "format/index_codec.h"
-#include "format/io.h"
 #include "format/layout.h"
 #include "model/metadata.h"
 
@@ -47,8 +48,8 @@ absl::StatusOr<std::unique_ptr<CdimgWriter>> CdimgWriter::Create(const std::stri
   s.options = options;
   s.tmp_path = StrCat(path, ".tmp.", getpid(), ".", std::random_device{}());
   s.fd = open(s.tmp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-  if (s.fd < 0) return internal::ErrnoStatus(errno, "create", s.tmp_path);
-  if (auto st = internal::WriteAll(s.fd, Lead(options.parent != nullptr), s.tmp_path); !st.ok()) return st;
+  if (s.fd < 0) return ErrnoStatus(errno, "create", s.tmp_path);
+  if (auto st = WriteAll(s.fd, Lead(options.parent != nullptr), s.tmp_path); !st.ok()) return st;
   return w;
 }
 
@@ -63,7 +64,7 @@ uint64_t CdimgWriter::blob_bytes() const { return s_->blob_bytes; }
 absl::StatusOr<BlobRef> CdimgWriter::AppendBlob(std::string_view bytes) {
   if (!s_->packs.empty())
     return absl::FailedPreconditionError(StrCat(s_->path, ": blobs must be appended before the packs"));
-  if (auto st = internal::WriteAll(s_->fd, bytes, s_->tmp_path); !st.ok()) return st;
+  if (auto st = WriteAll(s_->fd, bytes, s_->tmp_path); !st.ok()) return st;
   BlobRef ref{s_->blob_bytes, bytes.size()};
   s_->blob_bytes += bytes.size();
   return ref;
@@ -74,7 +75,7 @@ absl::StatusOr<uint32_t> CdimgWriter::AppendPack(std::string_view raw, int zstd_
     return absl::InvalidArgumentError(StrCat(s_->path, ": pack of ", raw.size(), " bytes"));
   auto stored = internal::CompressPack(raw, zstd_level);
   if (!stored.ok()) return stored.status();
-  if (auto st = internal::WriteAll(s_->fd, *stored, s_->tmp_path); !st.ok()) return st;
+  if (auto st = WriteAll(s_->fd, *stored, s_->tmp_path); !st.ok()) return st;
   s_->blob_bytes += stored->size();
   s_->packs.push_back(stored->size());
   return static_cast<uint32_t>(s_->packs.size() - 1);
@@ -98,7 +99,7 @@ absl::Status CdimgWriter::Finish(std::string_view config_json, const std::vector
   internal::SamePathBase same_path;
   if (compact) same_path = internal::SamePathIn(*parent);
   auto raw = internal::EncodeIndex(entries, recipes, s.blob_bytes, s.packs, compact ? &same_path : nullptr);
-  if (!raw.ok()) return absl::Status(raw.status().code(), StrCat(s.path, ": ", raw.status().message()));
+  if (!raw.ok()) return Annotate(raw.status(), s.path);
   std::string dict;
   if (parent) dict = internal::MetaPrefix(*parent, compact);
   std::string meta_raw = compact ? internal::PackConfigDigests(config_json) : std::string(config_json);
@@ -119,9 +120,9 @@ absl::Status CdimgWriter::Finish(std::string_view config_json, const std::vector
   tail.push_back(static_cast<char>(tail.size()));
   std::string end = std::move(*stored);
   end += tail;
-  if (auto st = internal::WriteAll(s.fd, end, s.tmp_path); !st.ok()) return st;
-  if (auto st = internal::SyncAndClose(&s.fd, s.tmp_path); !st.ok()) return st;
-  if (auto st = internal::RenameDurably(s.tmp_path, s.path); !st.ok()) return st;
+  if (auto st = WriteAll(s.fd, end, s.tmp_path); !st.ok()) return st;
+  if (auto st = SyncAndClose(&s.fd, s.tmp_path); !st.ok()) return st;
+  if (auto st = RenameDurably(s.tmp_path, s.path); !st.ok()) return st;
   s.finished = true;
   return absl::OkStatus();
 }

@@ -2,7 +2,7 @@
 #include <cstring>
 #include <vector>
 
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "d4c/cdimg.h"
 #include "model/metadata.h"
 

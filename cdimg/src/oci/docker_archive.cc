@@ -11,7 +11,7 @@
 
 #include "absl/strings/str_join.h"
 #include "d4c/cdimg.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "oci/archive_util.h"
 #include "oci/paths.h"
 #include "oci/sources.h"
@@ -267,7 +267,7 @@ absl::StatusOr<std::vector<Digest>> DiffIds(const std::string& config, const std
     return absl::InvalidArgumentError(StrCat(ref, ": config has no rootfs.diff_ids"));
   std::vector<Digest> out;
   for (const json& id : *ids) {
-    absl::StatusOr<Digest> d = ParseSha256Digest(id.is_string() ? id.get<std::string>() : "", ref + ": diff_id");
+    absl::StatusOr<Digest> d = ParseDigest(id.is_string() ? id.get<std::string>() : "", ref + ": diff_id");
     if (!d.ok()) return d.status();
     out.push_back(*d);
   }

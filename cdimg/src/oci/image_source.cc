@@ -2,7 +2,7 @@
 #include <exception>
 
 #include "d4c/oci.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "oci/sources.h"
 #include "oci/util.h"
 

@@ -6,7 +6,8 @@
 
 #include "absl/strings/match.h"
 #include "d4c/cdimg.h"
-#include "d4c/strcat.h"
+#include "d4c/base/status.h"
+#include "d4c/base/strcat.h"
 #include "oci/paths.h"
 #include "oci/util.h"
 
@@ -29,7 +30,7 @@ absl::Status LayerReader::ArchiveError(std::string_view context) {
   const absl::Status& s = input_->stream_status();
   if (!s.ok()) {
     if (absl::StrContains(s.message(), name_)) return s;
-    return absl::Status(s.code(), StrCat("layer ", name_, " : ", s.message()));
+    return Annotate(s, StrCat("layer ", name_, " "));
   }
   const char* msg = archive_error_string(a_.get());
   std::string where = current_.empty() ? std::string() : StrCat(" (after entry ", Quote(current_), ")");
@@ -115,7 +116,7 @@ absl::Status LayerReader::Finish() {
     absl::StatusOr<size_t> n = blob_->Read(buf, sizeof buf);
     if (!n.ok()) {
       if (absl::StrContains(n.status().message(), name_)) return n.status();
-      return absl::Status(n.status().code(), StrCat("layer ", name_, " : ", n.status().message()));
+      return Annotate(n.status(), StrCat("layer ", name_, " "));
     }
     if (*n == 0) return absl::OkStatus();
     drained += *n;

@@ -3,7 +3,7 @@
 
 #include "absl/strings/str_join.h"
 #include "d4c/cdimg.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "oci/sources.h"
 #include "oci/streams.h"
 #include "oci/util.h"
@@ -58,7 +58,7 @@ class OciLayout {
   OciLayout(std::string ref, std::string dir) : ref_(std::move(ref)), dir_(std::move(dir)) {}
 
   absl::StatusOr<std::string> BlobPath(std::string_view digest, std::string_view what) const {
-    absl::StatusOr<Digest> d = ParseSha256Digest(digest, what);
+    absl::StatusOr<Digest> d = ParseDigest(digest, what);
     if (!d.ok()) return d.status();
     return StrCat(dir_, "/blobs/sha256/", DigestHex(*d));
   }

@@ -4,7 +4,8 @@
 #include "absl/strings/match.h"
 #include "d4c/cdimg.h"
 #include "d4c/oci.h"
-#include "d4c/strcat.h"
+#include "d4c/base/status.h"
+#include "d4c/base/strcat.h"
 #include "oci/layer_reader.h"
 #include "oci/squash_tree.h"
 #include "oci/util.h"
@@ -84,7 +85,7 @@ absl::Status ApplyLayer(const ImageSource& image, size_t i, SquashTree& tree, Co
   absl::StatusOr<std::unique_ptr<ByteStream>> blob = image.OpenLayer(i);
   if (!blob.ok()) {
     if (absl::StrContains(blob.status().message(), name)) return blob.status();
-    return absl::Status(blob.status().code(), StrCat("layer ", name, " : ", blob.status().message()));
+    return Annotate(blob.status(), StrCat("layer ", name, " "));
   }
   LayerReader reader(name, limit, limit_text);
   if (auto s = reader.Open(std::move(*blob)); !s.ok()) return s;

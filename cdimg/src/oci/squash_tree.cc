@@ -2,7 +2,7 @@
 
 #include <unordered_map>
 
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "oci/util.h"
 
 namespace d4c::oci_internal {

@@ -9,7 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "oci/archive_util.h"
 
 namespace d4c::oci_internal {
@@ -58,7 +58,7 @@ VerifyingStream::VerifyingStream(std::unique_ptr<ByteStream> inner, Digest expec
 absl::Status VerifyingStream::Check() {
   if (size_ && seen_ != *size_)
     return absl::DataLossError(StrCat(what_, ": size mismatch: expected ", *size_, " bytes, blob has ", seen_));
-  Digest got = hasher_.Final();
+  Digest got = hasher_.Finish();
   if (got != expected_)
     return absl::DataLossError(StrCat(what_, ": digest mismatch: expected ", DigestString(expected_),
                                       ", content hashes to ", DigestString(got)));

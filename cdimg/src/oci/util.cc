@@ -1,7 +1,7 @@
 #include "oci/util.h"
 
 #include "absl/strings/escaping.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c::oci_internal {
 
@@ -18,30 +18,6 @@ ScopedCLocale::~ScopedCLocale() {
   if (c_locale_ == static_cast<locale_t>(0)) return;
   uselocale(previous_);
   freelocale(c_locale_);
-}
-
-Sha256Hasher::Sha256Hasher() : ctx_(EVP_MD_CTX_new()) { EVP_DigestInit_ex(ctx_, EVP_sha256(), nullptr); }
-Sha256Hasher::~Sha256Hasher() { EVP_MD_CTX_free(ctx_); }
-void Sha256Hasher::Update(const void* data, size_t n) { EVP_DigestUpdate(ctx_, data, n); }
-Digest Sha256Hasher::Final() {
-  Digest d;
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx_, d.data(), &len);
-  return d;
-}
-
-absl::StatusOr<Digest> ParseSha256Digest(std::string_view digest, std::string_view what) {
-  constexpr std::string_view kPrefix = "sha256:";
-  Digest d;
-  bool lower_hex = digest.size() == kPrefix.size() + 64 && digest.substr(0, kPrefix.size()) == kPrefix;
-  for (size_t i = kPrefix.size(); lower_hex && i < digest.size(); ++i) {
-    char c = digest[i];
-    lower_hex = (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-  }
-  if (!lower_hex || !ParseDigestHex(digest.substr(kPrefix.size()), &d))
-    return absl::InvalidArgumentError(
-        StrCat(what, ": unsupported or malformed digest ", Quote(digest), " (want sha256:<64 hex>)"));
-  return d;
 }
 
 absl::StatusOr<nlohmann::json> ParseJson(std::string_view text, std::string_view what) {

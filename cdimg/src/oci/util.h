@@ -2,7 +2,6 @@
 #pragma once
 
 #include <locale.h>
-#include <openssl/evp.h>
 
 #include <cstdint>
 #include <optional>
@@ -11,13 +10,11 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "d4c/base/limits.h"
 #include "d4c/entry.h"
 #include "nlohmann/json.hpp"
 
 namespace d4c::oci_internal {
-
-// Largest index.json / manifest / manifest.json we accept (they are small).
-inline constexpr uint64_t kMaxManifestBytes = 4ull << 20;
 
 // `"text"` with non-printable bytes escaped, for error messages: layer paths
 // are arbitrary bytes and must not garble a terminal.
@@ -38,24 +35,6 @@ class ScopedCLocale {
   locale_t c_locale_ = nullptr;
   locale_t previous_ = nullptr;
 };
-
-// Incremental sha256 (OpenSSL EVP; the SHA256_* calls are deprecated).
-class Sha256Hasher {
- public:
-  Sha256Hasher();
-  ~Sha256Hasher();
-  Sha256Hasher(const Sha256Hasher&) = delete;
-  Sha256Hasher& operator=(const Sha256Hasher&) = delete;
-  void Update(const void* data, size_t n);
-  Digest Final();
-
- private:
-  EVP_MD_CTX* ctx_;
-};
-
-// Parses "sha256:<64 lowercase hex>"; anything else (other algorithms,
-// uppercase, path characters) is refused because digests become file names.
-absl::StatusOr<Digest> ParseSha256Digest(std::string_view digest, std::string_view what);
 
 // Non-throwing JSON parse; `what` names the document in the error.
 absl::StatusOr<nlohmann::json> ParseJson(std::string_view text, std::string_view what);

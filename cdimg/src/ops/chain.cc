@@ -7,7 +7,7 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "d4c/codec.h"
 
 namespace d4c {

@@ -11,23 +11,24 @@
 #include <mutex>
 #include <unordered_map>
 
-#include "d4c/strcat.h"
+#include "codec/zstd_util.h"
+#include "d4c/base/io.h"
+#include "d4c/base/strcat.h"
 #include "ops/full_image_writer.h"
 #include "ops/thread_pool.h"
 
 namespace d4c {
 
 absl::StatusOr<std::string> CompressFullBlob(std::string_view content, int level) {
-  ZSTD_CCtx* cctx = ZSTD_createCCtx();
+  codec_internal::ZstdCCtxPtr cctx(ZSTD_createCCtx());
   if (!cctx) return absl::ResourceExhaustedError("zstd: out of memory");
-  ZSTD_CCtx_setParameter(cctx, ZSTD_c_compressionLevel, level);
-  ZSTD_CCtx_setParameter(cctx, ZSTD_c_contentSizeFlag, 1);
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
+  ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_contentSizeFlag, 1);
   // Large files get zstd's own workers. The frame does not depend on the
   // worker count once it is >= 1, so output stays the same on any machine.
-  if (content.size() > (8u << 20)) ZSTD_CCtx_setParameter(cctx, ZSTD_c_nbWorkers, 2);
+  if (content.size() > (8u << 20)) ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_nbWorkers, 2);
   std::string out(ZSTD_compressBound(content.size()), '\0');
-  size_t n = ZSTD_compress2(cctx, out.data(), out.size(), content.data(), content.size());
-  ZSTD_freeCCtx(cctx);
+  size_t n = ZSTD_compress2(cctx.get(), out.data(), out.size(), content.data(), content.size());
   if (ZSTD_isError(n)) return absl::InternalError(StrCat("zstd: ", ZSTD_getErrorName(n)));
   out.resize(n);
   return out;
@@ -70,8 +71,8 @@ class CompressingSpool : public ContentSink {
     auto it = slots_.find(d);
     if (it == slots_.end()) return absl::InternalError("content missing from spool");
     std::string out(it->second.length, '\0');
-    ssize_t n = pread(fd_, out.data(), out.size(), static_cast<off_t>(it->second.offset));
-    if (n != static_cast<ssize_t>(out.size())) return absl::InternalError("spool read failed");
+    if (absl::Status st = PReadAll(fd_, out.data(), out.size(), it->second.offset, "conversion spool"); !st.ok())
+      return st;
     return out;
   }
 
@@ -86,9 +87,8 @@ class CompressingSpool : public ContentSink {
     std::lock_guard<std::mutex> l(mu_);
     if (!blob.ok()) {
       if (error_.ok()) error_ = blob.status();
-    } else if (pwrite(fd_, blob->data(), blob->size(), static_cast<off_t>(end_)) !=
-               static_cast<ssize_t>(blob->size())) {
-      if (error_.ok()) error_ = absl::InternalError(StrCat("spool write: ", std::strerror(errno)));
+    } else if (absl::Status st = PWriteAll(fd_, *blob, end_, "conversion spool"); !st.ok()) {
+      if (error_.ok()) error_ = st;
     } else {
       slots_[digest] = {end_, blob->size()};
       end_ += blob->size();
@@ -112,14 +112,6 @@ class CompressingSpool : public ContentSink {
   internal::ThreadPool pool_;  // last: joins before the members above go away
 };
 
-absl::StatusOr<int> OpenSpool(const std::string& out_path) {
-  std::filesystem::path parent = std::filesystem::path(out_path).parent_path();
-  std::string dir = parent.empty() ? std::string(1, '.') : parent.string();
-  int fd = open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0) return absl::InternalError(StrCat(dir, ": cannot create temp file: ", std::strerror(errno)));
-  return fd;
-}
-
 }  // namespace
 
 absl::StatusOr<ConvertStats> ConvertImage(std::string_view ref, const std::string& out_path,
@@ -131,7 +123,8 @@ absl::StatusOr<ConvertStats> ConvertImage(std::string_view ref, const std::strin
 
 absl::StatusOr<ConvertStats> ConvertImage(const ImageSource& source, const std::string& out_path,
                                           const ConvertOptions& options) {
-  auto fd = OpenSpool(out_path);
+  // The spool sits beside the output: same filesystem, and no /tmp filling up.
+  auto fd = OpenTempFile(DirectoryOf(out_path));
   if (!fd.ok()) return fd.status();
   CompressingSpool spool(*fd, options.threads, options.zstd_level, options.progress);
   auto entries = SquashLayers(source, spool, options.squash);

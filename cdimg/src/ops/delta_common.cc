@@ -11,7 +11,9 @@
 #include <filesystem>
 
 #include "d4c/convert.h"
-#include "d4c/strcat.h"
+#include "d4c/base/io.h"
+#include "d4c/base/status.h"
+#include "d4c/base/strcat.h"
 #include "ops/delta_internal.h"
 #include "ops/thread_pool.h"
 
@@ -30,17 +32,9 @@ namespace delta_internal {
 // ---------------------------------------------------------------- spool
 
 absl::StatusOr<std::unique_ptr<Spool>> Spool::Create(const std::string& out_path) {
-  std::filesystem::path parent = std::filesystem::path(out_path).parent_path();
-  std::string dir = parent.empty() ? std::string(".") : parent.string();
-  int fd = open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-  if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR || errno == EINVAL)) {
-    // Filesystems without O_TMPFILE: a named file, unlinked at once.
-    std::string tmpl = StrCat(dir, "/.d4c-spool.XXXXXX");
-    fd = mkostemp(tmpl.data(), O_CLOEXEC);
-    if (fd >= 0) unlink(tmpl.c_str());
-  }
-  if (fd < 0) return absl::InternalError(StrCat(dir, ": cannot create temp file: ", std::strerror(errno)));
-  return std::unique_ptr<Spool>(new Spool(fd));
+  absl::StatusOr<int> fd = OpenTempFile(DirectoryOf(out_path));
+  if (!fd.ok()) return fd.status();
+  return std::unique_ptr<Spool>(new Spool(*fd));
 }
 
 Spool::~Spool() { close(fd_); }
@@ -52,25 +46,13 @@ absl::StatusOr<BlobRef> Spool::Put(std::string_view bytes) {
     off = end_;
     end_ += bytes.size();
   }
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = pwrite(fd_, bytes.data() + done, bytes.size() - done, static_cast<off_t>(off + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return absl::InternalError(StrCat("temp file write: ", std::strerror(errno)));
-    done += static_cast<size_t>(n);
-  }
+  if (absl::Status st = PWriteAll(fd_, bytes, off, "delta spool"); !st.ok()) return st;
   return BlobRef{off, bytes.size()};
 }
 
 absl::StatusOr<std::string> Spool::Get(const BlobRef& ref) const {
   std::string out(ref.length, '\0');
-  size_t done = 0;
-  while (done < out.size()) {
-    ssize_t n = pread(fd_, out.data() + done, out.size() - done, static_cast<off_t>(ref.offset + done));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return absl::InternalError(StrCat("temp file read: ", n < 0 ? std::strerror(errno) : "short"));
-    done += static_cast<size_t>(n);
-  }
+  if (absl::Status st = PReadAll(fd_, out.data(), out.size(), ref.offset, "delta spool"); !st.ok()) return st;
   return out;
 }
 
@@ -402,7 +384,7 @@ absl::Status Try(CodecId codec, const Base& base, std::string_view target, const
                           limit, helpers, &packed);
   if (!patch.ok()) {
     if (!o.codec) return absl::OkStatus();
-    return absl::Status(patch.status().code(), StrCat(CodecName(codec), ": ", patch.status().message()));
+    return Annotate(patch.status(), CodecName(codec));
   }
   // auto: a relcopy patch no smaller than the file found nothing to copy.
   if (!o.codec && codec == CodecId::kRelcopy && patch->size() >= target.size()) return absl::OkStatus();
@@ -519,7 +501,7 @@ std::vector<Entry> AllEntries(const CdimgImage& img) {
 }
 
 absl::Status AtEntry(const absl::Status& s, std::string_view image_path, std::string_view entry_path) {
-  return absl::Status(s.code(), StrCat(image_path, ": /", entry_path, ": ", s.message()));
+  return Annotate(s, StrCat(image_path, ": /", entry_path));
 }
 
 absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgImage& parent,

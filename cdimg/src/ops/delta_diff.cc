@@ -2,7 +2,7 @@
 #include <unordered_set>
 
 #include "d4c/delta.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "ops/delta_internal.h"
 
 namespace d4c {

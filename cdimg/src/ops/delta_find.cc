@@ -6,7 +6,7 @@
 #include <system_error>
 
 #include "d4c/delta.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 
 namespace d4c {
 namespace {

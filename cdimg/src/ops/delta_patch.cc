@@ -4,7 +4,7 @@
 
 #include "d4c/convert.h"
 #include "d4c/delta.h"
-#include "d4c/strcat.h"
+#include "d4c/base/strcat.h"
 #include "ops/delta_internal.h"
 #include "ops/full_image_writer.h"
 

@@ -12,15 +12,15 @@
 #include <cstring>
 #include <mutex>
 
-#include "d4c/strcat.h"
+#include "d4c/base/io.h"
+#include "d4c/base/strcat.h"
 #include "ops/thread_pool.h"
 
 namespace d4c {
 namespace {
 
-absl::Status Errno(std::string_view op, const std::string& path) {
-  return absl::InternalError(StrCat(op, " ", path, ": ", std::strerror(errno)));
-}
+// Extraction errors stay Internal whatever the errno, as they always were.
+absl::Status Errno(std::string_view op, const std::string& path) { return InternalErrnoStatus(errno, op, path); }
 
 absl::Status CheckTarget(const std::string& dir) {
   if (mkdir(dir.c_str(), 0755) == 0) return absl::OkStatus();
@@ -53,14 +53,9 @@ absl::Status ApplyMetadata(const std::string& full, const Entry& e) {
 absl::Status WriteFile(const std::string& full, std::string_view data) {
   int fd = open(full.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) return Errno("create", full);
-  while (!data.empty()) {
-    ssize_t n = write(fd, data.data(), data.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      close(fd);
-      return Errno("write", full);
-    }
-    data.remove_prefix(static_cast<size_t>(n));
+  if (absl::Status st = WriteAll(fd, data, full); !st.ok()) {
+    close(fd);
+    return st;
   }
   if (close(fd) != 0) return Errno("close", full);
   return absl::OkStatus();

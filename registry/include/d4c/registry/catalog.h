@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "d4c/base/limits.h"
 
 namespace d4c::registry {
 
@@ -31,7 +32,7 @@ inline constexpr const char* kAnnotParentId = "org.d4c.parent.id";
 inline constexpr const char* kAnnotKind = "org.d4c.kind";
 inline constexpr const char* kAnnotSize = "org.d4c.cdimg.size";
 inline constexpr const char* kAnnotBlob = "org.d4c.cdimg.digest";
-inline constexpr size_t kMaxManifestBytes = 4u << 20;
+using d4c::kMaxManifestBytes;  // d4c/base/limits.h
 
 // One pushed cdimg.
 struct Artifact {
@@ -73,7 +74,5 @@ std::optional<std::string> NextPageFromLink(std::string_view link);
 // list: pushed, but dropped from the catalog by a concurrent writer.
 std::vector<std::string> UncataloguedArtifactTags(const Catalog& c, const std::vector<std::string>& tags);
 
-// Checks "sha256:<64 lowercase hex>".
-bool IsSha256Digest(std::string_view s);
 
 }  // namespace d4c::registry
