@@ -2,12 +2,14 @@
 // the codec each kind of big file ends up with.
 #include <catch2/catch.hpp>
 
+#include <map>
 #include <random>
 
 #include "d4c/codec.h"
 #include <string>
 
 #include "d4c/convert.h"
+#include "d4c/strcat.h"
 #include "ops/delta_internal.h"
 
 using namespace d4c;
@@ -140,5 +142,132 @@ TEST_CASE("auto: xdelta3's form does not depend on which is tried first", "[delt
     REQUIRE(r.recipe.codec == CodecId::kXdelta3);
     CHECK(r.recipe.packed == fits);
     CHECK(r.blob == (fits ? *member : *alone));
+  }
+}
+
+// The decisions of `auto` pinned on representative inputs: which codec, which
+// form, and the exact patch bytes (their sha256). Recorded from the decision
+// tree as it was inside delta_common.cc before it moved to codec_policy.cc;
+// any change to a rule shows up here as a changed codec or digest.
+namespace {
+
+struct PinCase {
+  const char* name;
+  std::string base, target;
+  DiffOptions options;
+  std::vector<std::string> more_bases;  // extra candidate bases after the first
+};
+
+std::string Describe(const BlobResult& r) {
+  return StrCat(RecipeKindName(r.recipe.kind), "/",
+                r.recipe.kind == Recipe::Kind::kDelta ? CodecName(r.recipe.codec) : "-",
+                r.recipe.packed ? "/packed" : "", " ", r.blob.size(), " ", DigestHex(Sha256(r.blob)).substr(0, 16));
+}
+
+std::vector<PinCase> PinCases() {
+  std::vector<PinCase> cs;
+  auto add = [&](const char* name, std::string base, std::string target, DiffOptions o = {},
+                 std::vector<std::string> more = {}) {
+    cs.push_back({name, std::move(base), std::move(target), o, std::move(more)});
+  };
+  DiffOptions no_packs;
+  no_packs.pack_small_blobs = false;
+  DiffOptions tight;
+  tight.time_budget_ms = 1;  // only the cheapest codec
+  DiffOptions budget2;
+  budget2.time_budget_ms = 2;  // xdelta3 fits 4.8 KB, the others 3 KB of input
+  std::string small_text = Text(20000, 30), small_edit = small_text;
+  small_edit.replace(5000, 10, "0123456789");
+  add("tiny file", "abc", "abd");
+  add("small text edit", small_text, small_edit);
+  add("small text edit, no packs", small_text, small_edit, no_packs);
+  add("small text edit, tight budget", small_text, small_edit, tight);
+  add("2 KB budget edge", small_text.substr(0, 2000), small_edit.substr(0, 2000).replace(100, 3, "xyz"), budget2);
+  add("small random unrelated", RandomBytes(20000, 31), RandomBytes(20000, 32));
+  add("small binary churn", RandomBytes(40000, 33), Relocate(RandomBytes(40000, 33)));
+  // 300 KiB: over the tiny-patch floor (256 KiB), under the big-file size (1 MiB).
+  std::string mid = Text(300 << 10, 34), mid_edit = mid;
+  mid_edit.replace(100000, 4, "EDIT");
+  add("300 KiB one edit (tiny patch)", mid, mid_edit);
+  add("300 KiB one edit, no packs", mid, mid_edit, no_packs);
+  std::string mid_many = mid;
+  for (size_t i = 0; i < mid_many.size(); i += 2000) mid_many.replace(i, 3, "###");
+  add("300 KiB edited every 2 KB", mid, mid_many);
+  add("200 KiB one edit (below the floor)", mid.substr(0, 200 << 10), mid_edit.substr(0, 200 << 10));
+  // Big files (1 MiB and more): measured by novelty first.
+  std::string big = RandomBytes(3 << 19, 35);
+  add("1.5 MiB churned", big, Relocate(big));
+  std::string big_text = Text(2 << 20, 36), big_edit = big_text;
+  big_edit.replace(1000, 5, "EDIT!");
+  big_edit.insert(1500000, "inserted words ");
+  add("2 MiB text near-identical", big_text, big_edit);
+  add("2 MiB text near-identical, no packs", big_text, big_edit, no_packs);
+  std::string big_mixed = big_text;
+  big_mixed.replace(300000, 150000, RandomBytes(150000, 37));  // ~7% new
+  add("2 MiB text 7% new", big_text, big_mixed);
+  std::string big_novel = big_text;
+  big_novel.replace(300000, 400000, RandomBytes(400000, 38));  // ~19% new
+  add("2 MiB text 19% new", big_text, big_novel);
+  add("2 MiB text 19% new, no packs", big_text, big_novel, no_packs);
+  // Over 4 MiB of base + target: zstd is not tried.
+  std::string big5 = Text(5 << 19, 39), big5_edit = big5;
+  for (size_t i = 0; i < big5_edit.size(); i += 50000) big5_edit.replace(i, 20, RandomBytes(20, i));
+  add("2.5 MiB text edited every 50 KB", big5, big5_edit);
+  add("2.5 MiB text edited every 50 KB, tight budget", big5, big5_edit, tight);
+  // Several bases: the first codec runs on each, the best base takes the rest.
+  add("two bases, the second closer", RandomBytes(20000, 40), small_edit, {}, {small_text});
+  add("two big bases, the second closer", big, big_edit, {}, {big_text});
+  DiffOptions forced_bsdiff;
+  forced_bsdiff.codec = CodecId::kBsdiff;
+  add("forced bsdiff on near-identical", big_text, big_edit, forced_bsdiff);
+  DiffOptions forced_zstd;
+  forced_zstd.codec = CodecId::kZstd;
+  add("forced zstd over 4 MiB", big5, big5_edit, forced_zstd);
+  DiffOptions forced_relcopy;
+  forced_relcopy.codec = CodecId::kRelcopy;
+  add("forced relcopy", small_text, small_edit, forced_relcopy);
+  return cs;
+}
+
+const std::map<std::string, std::string> kPinned = {
+    {"tiny file", "full/-/packed 3 a52d159f262b2c6d"},
+    {"small text edit", "delta/relcopy/packed 18 a5603cec14eebf6f"},
+    {"small text edit, no packs", "delta/zstd 37 f40ee02043eb0a17"},
+    {"small text edit, tight budget", "delta/xdelta3/packed 38 69cf1e76f65b513f"},
+    {"2 KB budget edge", "delta/xdelta3/packed 27 82b3255594139d67"},
+    {"small random unrelated", "full/-/packed 20000 77594856e0ec9b68"},
+    {"small binary churn", "delta/bsdiff/packed 88 35be4471c89ef7bf"},
+    {"300 KiB one edit (tiny patch)", "delta/relcopy/packed 13 5fac5457409cd9df"},
+    {"300 KiB one edit, no packs", "delta/xdelta3 40 eb8d01f2f7a29509"},
+    {"300 KiB edited every 2 KB", "delta/relcopy/packed 1078 6cf025064b5adf49"},
+    {"200 KiB one edit (below the floor)", "delta/relcopy/packed 13 0db552db53a6de34"},
+    {"1.5 MiB churned", "delta/bsdiff/packed 92 21da947228109a26"},
+    {"2 MiB text near-identical", "delta/relcopy/packed 34 4469a79169a446ec"},
+    {"2 MiB text near-identical, no packs", "delta/xdelta3 64 26c093dad68c280c"},
+    {"2 MiB text 7% new", "delta/xdelta3 150045 05c438fbd49f4b91"},
+    {"2 MiB text 19% new", "delta/zstd 400207 86128004c50679a0"},
+    {"2 MiB text 19% new, no packs", "delta/zstd 400207 86128004c50679a0"},
+    {"2.5 MiB text edited every 50 KB", "delta/relcopy/packed 1377 3cc0067e228cb1d0"},
+    {"2.5 MiB text edited every 50 KB, tight budget", "delta/xdelta3/packed 1558 1ce74192f186594e"},
+    {"two bases, the second closer", "delta/relcopy/packed 18 a5603cec14eebf6f"},
+    {"two big bases, the second closer", "delta/relcopy/packed 34 4469a79169a446ec"},
+    {"forced bsdiff on near-identical", "delta/bsdiff/packed 124 103846561b321766"},
+    {"forced zstd over 4 MiB", "delta/zstd/packed 1658 1e4b7aa54b694497"},
+    {"forced relcopy", "delta/relcopy/packed 18 a5603cec14eebf6f"},
+};
+
+}  // namespace
+
+TEST_CASE("auto: decisions pinned on representative inputs", "[delta]") {
+  for (PinCase& c : PinCases()) {
+    std::vector<Base> bases{{Sha256(c.base), c.base, false}};
+    for (std::string& b : c.more_bases) bases.push_back({Sha256(b), b, false});
+    auto r = EncodeFile(c.target, bases, c.options);
+    REQUIRE(r.ok());
+    std::string got = Describe(*r);
+    INFO(c.name);
+    auto it = kPinned.find(c.name);
+    REQUIRE(it != kPinned.end());
+    CHECK(got == it->second);
   }
 }
