@@ -1,5 +1,6 @@
-// The size rules behind `auto` (delta_common.cc): the novelty measure and
-// the codec each kind of big file ends up with.
+// The rules behind `auto` (codec_policy.h, docs/architecture.md "The `auto`
+// codec policy"): the novelty measure, the decisions at the edges of each
+// rule, and the codec each kind of file ends up with.
 #include <catch2/catch.hpp>
 
 #include <map>
@@ -10,6 +11,7 @@
 
 #include "d4c/convert.h"
 #include "d4c/strcat.h"
+#include "ops/codec_policy.h"
 #include "ops/delta_internal.h"
 
 using namespace d4c;
@@ -270,4 +272,114 @@ TEST_CASE("auto: decisions pinned on representative inputs", "[delta]") {
     REQUIRE(it != kPinned.end());
     CHECK(got == it->second);
   }
+}
+
+// The policy's decisions from sizes alone (codec_policy.h), at the edges of
+// each rule of docs/architecture.md, "The `auto` codec policy".
+namespace {
+using C = std::vector<CodecId>;
+constexpr CodecId kX = CodecId::kXdelta3, kZ = CodecId::kZstd, kB = CodecId::kBsdiff, kR = CodecId::kRelcopy;
+}  // namespace
+
+TEST_CASE("auto policy: the codec table", "[delta]") {
+  // Every codec has one row; the general ones come cheapest first.
+  for (CodecId id : {kX, kZ, kB, kR}) CHECK(TraitsOf(id).id == id);
+  CHECK(kCodecTraits[0].id == kX);
+  CHECK(TraitsOf(kX).two_forms);
+  CHECK(TraitsOf(kR).two_forms);
+  CHECK_FALSE(TraitsOf(kZ).two_forms);
+  CHECK_FALSE(TraitsOf(kB).two_forms);
+  CHECK_FALSE(TraitsOf(kR).general);
+}
+
+TEST_CASE("auto policy: the time budget and zstd's input limit", "[delta]") {
+  DiffOptions o;  // 60 s
+  CHECK(CodecsFor(o, 100000, 100000) == C{kX, kZ, kB});
+  CHECK(CodecsFor(o, 2 << 20, 2 << 20) == C{kX, kZ, kB});         // 4 MiB: zstd still runs
+  CHECK(CodecsFor(o, 2 << 20, (2 << 20) + 1) == C{kX, kB});      // one byte more: not
+  CHECK(CodecsFor(o, 45000000, 45000000) == C{kX, kB});           // 60 s of bsdiff
+  CHECK(CodecsFor(o, 45000000, 45000001) == C{kX});
+  CHECK(CodecsFor(o, 500000000, 500000000) == C{kX});             // the cheapest always runs
+  DiffOptions tight;
+  tight.time_budget_ms = 1;
+  CHECK(CodecsFor(tight, 1000, 500) == C{kX, kZ, kB});
+  CHECK(CodecsFor(tight, 1000, 501) == C{kX});
+  CHECK(CodecsFor(tight, 1000, 1400) == C{kX});
+  CHECK(RelcopyFits(tight, 1000, 500));
+  CHECK_FALSE(RelcopyFits(tight, 1000, 501));
+  DiffOptions forced;
+  forced.codec = kB;
+  CHECK(CodecsFor(forced, 500000000, 500000000) == C{kB});
+}
+
+TEST_CASE("auto policy: big files are planned from their novelty", "[delta]") {
+  DiffOptions o;
+  const uint64_t mib = 1 << 20;
+  auto plan = [&](uint64_t anchors, uint64_t missing, uint64_t target = 1 << 20, const DiffOptions* opt = nullptr) {
+    return PlanFor(opt ? *opt : o, mib, mib, target, Novelty{anchors, missing});
+  };
+  // Small targets are not measured: the budget alone decides.
+  CHECK(plan(1000, 900, mib - 1).codecs == C{kX, kZ, kB});
+  CHECK_FALSE(plan(1000, 900, mib - 1).standalone_first);
+  // 10% new: xdelta3 is skipped; 9.9% is not.
+  CHECK(plan(10000, 1000).codecs == C{kZ, kB});
+  CHECK(plan(10000, 999).codecs == C{kX, kZ, kB});
+  // No anchors at all: nothing is new, near-identical.
+  CHECK(plan(0, 0).codecs == C{kR, kX, kZ, kB});
+  // Near-identical (estimated patch <= 16 KiB, 32 bytes per new anchor):
+  // relcopy first, even when novel by share.
+  CHECK(plan(100000, 512).codecs == C{kR, kX, kZ, kB});
+  CHECK(plan(1000, 512).codecs == C{kR, kZ, kB});
+  CHECK(plan(100000, 513).codecs == C{kX, kZ, kB});
+  DiffOptions no_packs;
+  no_packs.pack_small_blobs = false;
+  CHECK(plan(100000, 10, mib, &no_packs).codecs == C{kX, kZ, kB});
+  // Estimated patch over 4 members (256 KiB): standalone forms first.
+  CHECK_FALSE(plan(100000, 8192).standalone_first);
+  CHECK(plan(100000, 8193).standalone_first);
+  CHECK(plan(100000, 8193).codecs == C{kX, kZ, kB});
+  // xdelta3 is never the one codec skipped, and relcopy needs its time.
+  DiffOptions tight;
+  tight.time_budget_ms = 1;
+  CHECK(plan(1000, 900, mib, &tight).codecs == C{kX});
+  CHECK(plan(1000, 0, mib, &tight).codecs == C{kX});
+  // A fixed codec is never second-guessed.
+  DiffOptions forced;
+  forced.codec = kX;
+  CHECK(plan(1000, 900, mib, &forced).codecs == C{kX});
+  CHECK(plan(1000, 0, mib, &forced).codecs == C{kX});
+  // relcopy's time counts the first base, not the largest.
+  DiffOptions budget;
+  budget.time_budget_ms = 1000;  // relcopy: 1.5 MB of input
+  CHECK(PlanFor(budget, 10 * mib, 400000, mib, Novelty{1000, 0}).codecs == C{kR, kX});
+  CHECK(PlanFor(budget, 10 * mib, 500000, mib, Novelty{1000, 0}).codecs == C{kX});
+}
+
+TEST_CASE("auto policy: the tiny-patch rule, relcopy's turn and its candidates", "[delta]") {
+  DiffOptions o;
+  CHECK(SkipRestAfterFirst(o, 256 << 10, 131));  // 131 * 2000 <= 262144
+  CHECK_FALSE(SkipRestAfterFirst(o, 256 << 10, 132));
+  CHECK_FALSE(SkipRestAfterFirst(o, (256 << 10) - 1, 1));  // below the floor
+  CHECK(SkipRestAfterFirst(o, 30 << 20, 15728));
+  DiffOptions forced;
+  forced.codec = kX;
+  CHECK_FALSE(SkipRestAfterFirst(forced, 30 << 20, 1));
+
+  CHECK(RelcopyNext(o, false, kPackMemberMax, 1000, 1000));
+  CHECK_FALSE(RelcopyNext(o, false, kPackMemberMax + 1, 1000, 1000));
+  CHECK_FALSE(RelcopyNext(o, true, 10, 1000, 1000));
+  CHECK_FALSE(RelcopyNext(forced, false, 10, 1000, 1000));
+  DiffOptions no_packs;
+  no_packs.pack_small_blobs = false;
+  CHECK_FALSE(RelcopyNext(no_packs, false, 10, 1000, 1000));
+  DiffOptions tight;
+  tight.time_budget_ms = 1;
+  CHECK_FALSE(RelcopyNext(tight, false, 10, 1000, 1000));
+
+  CHECK(KeepCandidate(o, kR, 999, 1000));
+  CHECK_FALSE(KeepCandidate(o, kR, 1000, 1000));
+  CHECK(KeepCandidate(o, kX, 5000, 1000));
+  DiffOptions forced_r;
+  forced_r.codec = kR;
+  CHECK(KeepCandidate(forced_r, kR, 5000, 1000));
 }

@@ -101,7 +101,7 @@ absl::StatusOr<BlobResult> EncodeFile(std::string_view target, const std::vector
 // anchors (one per ~32 bytes, each standing for the 64 bytes before it), how
 // many have a window found nowhere in the base. Linear time (~0.3 s for two
 // 28 MB files), a few bytes of memory per 32 base bytes. `auto` uses it to
-// skip codecs that cannot win on big files (see delta_common.cc).
+// skip codecs that cannot win on big files (see codec_policy.h).
 struct Novelty {
   uint64_t anchors = 0;
   uint64_t missing = 0;
