@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <condition_variable>
 #include <deque>
 #include <cstring>
 #include <filesystem>
@@ -50,7 +49,7 @@ Spool::~Spool() { close(fd_); }
 absl::StatusOr<BlobRef> Spool::Put(std::string_view bytes) {
   uint64_t off;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
     off = end_;
     end_ += bytes.size();
   }
@@ -81,7 +80,7 @@ absl::StatusOr<std::string> Spool::Get(const BlobRef& ref) const {
 namespace {
 
 // One Helpers::Run call: its tasks, the next one nobody has claimed yet, and
-// how many have finished.
+// how many have finished. `next` and `done` are guarded by RunState::mu.
 struct TaskGroup {
   const std::vector<std::function<void()>>* tasks;
   size_t next = 0;
@@ -89,25 +88,30 @@ struct TaskGroup {
 };
 
 // State shared between the dispatcher and the workers of one RunJobs call.
+// Thread-safety: everything is guarded by `mu`, which is never held while a
+// job or a task runs; `cv` is signalled whenever a job, a task or a helper
+// finishes, a group is added, or borrowed threads are released.
 struct RunState {
-  std::mutex mu;
-  std::condition_variable cv;
-  uint64_t inflight = 0, done = 0, total = 0;
-  size_t width = 0;          // pool threads
-  size_t running = 0;        // of them busy: jobs, helpers, borrowed
-  size_t jobs_running = 0;
-  size_t helpers_idle = 0;   // helpers submitted that have not claimed a task yet
-  std::deque<TaskGroup*> groups;  // with unclaimed tasks, oldest first
-  std::map<size_t, absl::Status> errors;  // by entry: the lowest is reported
-  std::map<size_t, SpooledBlob> out;
+  absl::Mutex mu;
+  absl::CondVar cv;
+  uint64_t inflight ABSL_GUARDED_BY(mu) = 0;
+  uint64_t done ABSL_GUARDED_BY(mu) = 0;
+  uint64_t total ABSL_GUARDED_BY(mu) = 0;
+  size_t width ABSL_GUARDED_BY(mu) = 0;         // pool threads
+  size_t running ABSL_GUARDED_BY(mu) = 0;       // of them busy: jobs, helpers, borrowed
+  size_t jobs_running ABSL_GUARDED_BY(mu) = 0;
+  size_t helpers_idle ABSL_GUARDED_BY(mu) = 0;  // helpers submitted that have not claimed a task yet
+  std::deque<TaskGroup*> groups ABSL_GUARDED_BY(mu);  // with unclaimed tasks, oldest first
+  std::map<size_t, absl::Status> errors ABSL_GUARDED_BY(mu);  // by entry: the lowest is reported
+  std::map<size_t, SpooledBlob> out ABSL_GUARDED_BY(mu);
 
-  size_t Unclaimed() const {
+  size_t Unclaimed() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     size_t n = 0;
     for (const TaskGroup* g : groups) n += g->tasks->size() - g->next;
     return n;
   }
-  // The next unclaimed task (of the oldest group), or null. Caller holds mu.
-  const std::function<void()>* Claim(TaskGroup** group) {
+  // The next unclaimed task (of the oldest group), or null.
+  const std::function<void()>* Claim(TaskGroup** group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (groups.empty()) return nullptr;
     TaskGroup* g = groups.front();
     const std::function<void()>* t = &(*g->tasks)[g->next++];
@@ -119,7 +123,8 @@ struct RunState {
 
 // Lends a job the pool's idle threads: its tasks are claimed by helpers the
 // dispatcher starts on free slots, and by the job's own thread, which thus
-// never waits for a task that nobody has started.
+// never waits for a task that nobody has started. Thread-safety: called from
+// the job's thread; shares RunState's lock.
 class PoolHelpers final : public Helpers {
  public:
   explicit PoolHelpers(RunState& st) : st_(st) {}
@@ -127,31 +132,32 @@ class PoolHelpers final : public Helpers {
   void Run(const std::vector<std::function<void()>>& tasks) override {
     if (tasks.empty()) return;
     TaskGroup g{&tasks};
-    std::unique_lock<std::mutex> l(st_.mu);
+    st_.mu.Lock();
     st_.groups.push_back(&g);
-    st_.cv.notify_all();
+    st_.cv.SignalAll();
     while (g.next < tasks.size()) {
       size_t k = g.next++;
       if (g.next == tasks.size()) st_.groups.erase(std::find(st_.groups.begin(), st_.groups.end(), &g));
-      l.unlock();
+      st_.mu.Unlock();
       tasks[k]();
-      l.lock();
+      st_.mu.Lock();
       ++g.done;
     }
-    st_.cv.wait(l, [&] { return g.done == tasks.size(); });
+    while (g.done != tasks.size()) st_.cv.Wait(&st_.mu);
+    st_.mu.Unlock();
   }
 
   int Borrow(int max) override {
-    std::lock_guard<std::mutex> l(st_.mu);
+    absl::MutexLock l(&st_.mu);
     int n = static_cast<int>(std::min<size_t>(std::max(max, 0), st_.width - st_.running));
     st_.running += n;
     return n;
   }
 
   void Release(int n) override {
-    std::lock_guard<std::mutex> l(st_.mu);
+    absl::MutexLock l(&st_.mu);
     st_.running -= n;
-    st_.cv.notify_all();
+    st_.cv.SignalAll();
   }
 
  private:
@@ -161,7 +167,7 @@ class PoolHelpers final : public Helpers {
 void RunOne(const BlobJob& job, Spool& spool, Helpers& helpers, const RunOptions& o, RunState& st) {
   auto r = job.run(helpers);
   absl::StatusOr<BlobRef> ref = r.ok() ? spool.Put(r->blob) : r.status();
-  std::lock_guard<std::mutex> l(st.mu);
+  absl::MutexLock l(&st.mu);
   if (!ref.ok()) {
     st.errors.emplace(job.entry, ref.status());
   } else {
@@ -173,24 +179,25 @@ void RunOne(const BlobJob& job, Spool& spool, Helpers& helpers, const RunOptions
   --st.running;
   --st.jobs_running;
   st.done += job.size;
-  if (o.progress) o.progress(st.done, st.total);
-  st.cv.notify_all();
+  if (o.progress) o.progress(st.done, st.total);  // under mu: never concurrently (delta.h)
+  st.cv.SignalAll();
 }
 
 // Runs claimed tasks of any group until none is left, on a pool thread.
 void RunHelper(RunState& st) {
-  std::unique_lock<std::mutex> l(st.mu);
+  st.mu.Lock();
   --st.helpers_idle;
   TaskGroup* g = nullptr;
   while (const std::function<void()>* t = st.Claim(&g)) {
-    l.unlock();
+    st.mu.Unlock();
     (*t)();
-    l.lock();
+    st.mu.Lock();
     ++g->done;
-    st.cv.notify_all();
+    st.cv.SignalAll();
   }
   --st.running;
-  st.cv.notify_all();
+  st.cv.SignalAll();
+  st.mu.Unlock();
 }
 
 }  // namespace
@@ -202,40 +209,44 @@ absl::StatusOr<std::map<size_t, SpooledBlob>> RunJobs(std::vector<BlobJob> jobs,
     return a.size != b.size ? a.size > b.size : a.entry < b.entry;
   });
   RunState st;
-  for (const BlobJob& j : jobs) st.total += j.size;
   PoolHelpers helpers(st);
   {
     internal::ThreadPool pool(o.threads);
-    st.width = pool.size();
     size_t next = 0;
-    std::unique_lock<std::mutex> l(st.mu);
+    st.mu.Lock();
+    for (const BlobJob& j : jobs) st.total += j.size;
+    st.width = pool.size();
     // Free slots go to helpers first (they speed up the biggest job running),
     // then to the next job; the loop ends when no job is left to start or
     // run, or at the first failure.
+    auto helper_wanted = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
+      return st.running < st.width && st.Unclaimed() > st.helpers_idle;
+    };
+    auto job_ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
+      return next < jobs.size() && st.running < st.width &&
+             (st.jobs_running == 0 || st.inflight + jobs[next].memory <= o.memory_budget);
+    };
+    auto finished = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
+      return !st.errors.empty() || (next == jobs.size() && st.jobs_running == 0);
+    };
     for (;;) {
-      auto helper_wanted = [&] { return st.running < st.width && st.Unclaimed() > st.helpers_idle; };
-      auto job_ready = [&] {
-        return next < jobs.size() && st.running < st.width &&
-               (st.jobs_running == 0 || st.inflight + jobs[next].memory <= o.memory_budget);
-      };
-      st.cv.wait(l, [&] {
-        return !st.errors.empty() || helper_wanted() || job_ready() || (next == jobs.size() && st.jobs_running == 0);
-      });
-      if (!st.errors.empty() || (next == jobs.size() && st.jobs_running == 0)) break;
+      while (!finished() && !helper_wanted() && !job_ready()) st.cv.Wait(&st.mu);
+      if (finished()) break;
       if (helper_wanted()) {
         ++st.running;
         ++st.helpers_idle;
         pool.Submit([&st] { RunHelper(st); });
         continue;
       }
-      if (!job_ready()) continue;  // woken for nothing
       ++st.running;
       const BlobJob& job = jobs[next++];
       st.inflight += job.memory;
       ++st.jobs_running;
       pool.Submit([&job, &spool, &helpers, &o, &st] { RunOne(job, spool, helpers, o, st); });
     }
+    st.mu.Unlock();
   }  // the pool joins here: every submitted job and helper has finished
+  absl::MutexLock l(&st.mu);
   if (!st.errors.empty()) return st.errors.begin()->second;
   return std::move(st.out);
 }
