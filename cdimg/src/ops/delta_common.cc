@@ -123,8 +123,9 @@ struct RunState {
 
 // Lends a job the pool's idle threads: its tasks are claimed by helpers the
 // dispatcher starts on free slots, and by the job's own thread, which thus
-// never waits for a task that nobody has started. Thread-safety: called from
-// the job's thread; shares RunState's lock.
+// never waits for a task that nobody has started. Thread-safety: one object
+// serves every job of a RunJobs call, called from their threads at once;
+// synchronized by RunState's lock.
 class PoolHelpers final : public Helpers {
  public:
   explicit PoolHelpers(RunState& st) : st_(st) {}
