@@ -9,14 +9,14 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <list>
-#include <mutex>
 #include <unordered_map>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "d4c/base/io.h"
 #include "d4c/base/strcat.h"
 
@@ -57,7 +57,11 @@ bool IsStaleTemp(std::string_view name) {
 
 }  // namespace
 
+// Thread-safety: internally synchronized by `mu`, which is never held across
+// file I/O or a producer run (only across the on_evict callback, see
+// content_cache.h: ContentCache's mu comes before the callee's locks).
 struct ContentCache::State {
+  // Set at Open, immutable after.
   std::string dir;
   uint64_t max_bytes = 0;
   std::function<void(const Digest&)> on_evict;
@@ -67,38 +71,39 @@ struct ContentCache::State {
     bool verified = false;  // written by this process, or hashed since found on disk
     std::list<Digest>::iterator lru;
   };
+  // One producer run; its fields are guarded by State::mu.
   struct Flight {
     bool done = false;
     absl::Status status;
-    std::condition_variable cv;
+    absl::CondVar cv;  // signalled, with mu held, when done turns true
   };
 
-  mutable std::mutex mu;
-  std::unordered_map<Digest, Item, DigestHash> items;
-  std::list<Digest> lru;  // most recently used first
-  std::unordered_map<Digest, std::shared_ptr<Flight>, DigestHash> inflight;
-  Stats stats;
+  mutable absl::Mutex mu;
+  std::unordered_map<Digest, Item, DigestHash> items ABSL_GUARDED_BY(mu);
+  std::list<Digest> lru ABSL_GUARDED_BY(mu);  // most recently used first
+  std::unordered_map<Digest, std::shared_ptr<Flight>, DigestHash> inflight ABSL_GUARDED_BY(mu);
+  Stats stats ABSL_GUARDED_BY(mu);
   std::atomic<uint64_t> temp_counter{0};
 
   std::string PathOf(const Digest& d) const { return StrCat(dir, "/", DigestHex(d)); }
 
-  // All below: mu held.
-  void Insert(const Digest& d, uint64_t size, bool verified) {
+  void Insert(const Digest& d, uint64_t size, bool verified) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (auto it = items.find(d); it != items.end()) Erase(it, /*unlink_file=*/false);
     lru.push_front(d);
     items.emplace(d, Item{size, verified, lru.begin()});
     stats.bytes += size;
   }
-  void Erase(std::unordered_map<Digest, Item, DigestHash>::iterator it, bool unlink_file) {
+  void Erase(std::unordered_map<Digest, Item, DigestHash>::iterator it, bool unlink_file)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (unlink_file) unlink(PathOf(it->first).c_str());
     if (on_evict) on_evict(it->first);
     stats.bytes -= it->second.size;
     lru.erase(it->second.lru);
     items.erase(it);
   }
-  void Touch(Item& item) { lru.splice(lru.begin(), lru, item.lru); }
+  void Touch(Item& item) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) { lru.splice(lru.begin(), lru, item.lru); }
   // Deletes least recently used files until the total fits, never `keep`.
-  void Evict(const Digest* keep) {
+  void Evict(const Digest* keep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     while (stats.bytes > max_bytes && !lru.empty()) {
       const Digest& victim = lru.back();
       if (keep && victim == *keep) {
@@ -111,9 +116,12 @@ struct ContentCache::State {
     }
   }
 
-  absl::Status Scan();
-  // Outside mu: adopt a complete file another process wrote, else produce one.
-  absl::StatusOr<int> Produce(const Digest& d, uint64_t size, const Producer& produce);
+  absl::Status Scan() ABSL_LOCKS_EXCLUDED(mu);
+  // Without mu: adopt a complete file another process wrote, else produce one.
+  absl::StatusOr<int> Produce(const Digest& d, uint64_t size, const Producer& produce) ABSL_LOCKS_EXCLUDED(mu);
+  // OpenContent's work; releases mu while it opens, hashes or produces.
+  absl::StatusOr<int> OpenLocked(const Digest& digest, uint64_t size, const Producer& produce)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu);
 };
 
 absl::Status ContentCache::State::Scan() {
@@ -141,7 +149,7 @@ absl::Status ContentCache::State::Scan() {
   std::sort(found.begin(), found.end(), [](const Found& a, const Found& b) {
     return std::tie(a.mtime.tv_sec, a.mtime.tv_nsec) < std::tie(b.mtime.tv_sec, b.mtime.tv_nsec);
   });
-  std::lock_guard lk(mu);
+  absl::MutexLock lk(&mu);
   for (const Found& f : found) Insert(f.digest, f.size, /*verified=*/false);  // newest ends up first
   Evict(nullptr);
   return absl::OkStatus();
@@ -154,7 +162,7 @@ absl::StatusOr<int> ContentCache::State::Produce(const Digest& d, uint64_t size,
     if (FileHolds(fd, d, size)) return fd;
     close(fd);
     unlink(final_path.c_str());
-    std::lock_guard lk(mu);
+    absl::MutexLock lk(&mu);
     ++stats.rejected;
   }
   auto bytes = produce();
@@ -193,77 +201,81 @@ absl::StatusOr<std::unique_ptr<ContentCache>> ContentCache::Open(Options options
 }
 
 absl::StatusOr<int> ContentCache::OpenContent(const Digest& digest, uint64_t size, const Producer& produce) {
-  State& s = *s_;
-  std::unique_lock lk(s.mu);
+  absl::MutexLock lk(&s_->mu);
+  return s_->OpenLocked(digest, size, produce);
+}
+
+absl::StatusOr<int> ContentCache::State::OpenLocked(const Digest& digest, uint64_t size,
+                                                    const Producer& produce) {
   for (;;) {
-    if (auto it = s.items.find(digest); it != s.items.end()) {
+    if (auto it = items.find(digest); it != items.end()) {
       if (it->second.size != size) {
-        s.Erase(it, /*unlink_file=*/true);
-        ++s.stats.rejected;
+        Erase(it, /*unlink_file=*/true);
+        ++stats.rejected;
         continue;
       }
-      s.Touch(it->second);
+      Touch(it->second);
       bool verified = it->second.verified;
-      lk.unlock();
-      int fd = open(s.PathOf(digest).c_str(), O_RDONLY | O_CLOEXEC);
+      mu.Unlock();
+      int fd = open(PathOf(digest).c_str(), O_RDONLY | O_CLOEXEC);
       int err = errno;
       bool good = fd >= 0 && (verified || FileHolds(fd, digest, size));
-      lk.lock();
-      it = s.items.find(digest);
+      mu.Lock();
+      it = items.find(digest);
       if (good) {
-        if (it != s.items.end()) it->second.verified = true;
-        ++s.stats.hits;
+        if (it != items.end()) it->second.verified = true;
+        ++stats.hits;
         return fd;
       }
       if (fd >= 0) {
         close(fd);
-        ++s.stats.rejected;
-        if (it != s.items.end()) s.Erase(it, /*unlink_file=*/true);
+        ++stats.rejected;
+        if (it != items.end()) Erase(it, /*unlink_file=*/true);
         continue;
       }
-      if (err != ENOENT) return InternalErrnoStatus(err, "open", s.PathOf(digest));
-      if (it != s.items.end()) s.Erase(it, /*unlink_file=*/false);  // deleted by another process
+      if (err != ENOENT) return InternalErrnoStatus(err, "open", PathOf(digest));
+      if (it != items.end()) Erase(it, /*unlink_file=*/false);  // deleted by another process
       continue;
     }
-    if (auto f = s.inflight.find(digest); f != s.inflight.end()) {
-      std::shared_ptr<State::Flight> flight = f->second;
-      flight->cv.wait(lk, [&] { return flight->done; });
+    if (auto f = inflight.find(digest); f != inflight.end()) {
+      std::shared_ptr<Flight> flight = f->second;
+      while (!flight->done) flight->cv.Wait(&mu);
       if (!flight->status.ok()) return flight->status;
       continue;
     }
-    auto flight = std::make_shared<State::Flight>();
-    s.inflight.emplace(digest, flight);
-    lk.unlock();
+    auto flight = std::make_shared<Flight>();
+    inflight.emplace(digest, flight);
+    mu.Unlock();
     absl::StatusOr<int> fd = absl::InternalError("content cache: producer threw");
     try {
-      fd = s.Produce(digest, size, produce);
+      fd = Produce(digest, size, produce);
     } catch (const std::exception& e) {
       fd = absl::InternalError(StrCat("content cache: producer failed: ", e.what()));
     } catch (...) {
     }
-    lk.lock();
+    mu.Lock();
     if (fd.ok()) {
-      s.Insert(digest, size, /*verified=*/true);
-      s.Evict(&digest);
-      ++s.stats.builds;
+      Insert(digest, size, /*verified=*/true);
+      Evict(&digest);
+      ++stats.builds;
     } else {
-      ++s.stats.failures;
+      ++stats.failures;  // not remembered: the next request runs the producer again
     }
     flight->done = true;
     flight->status = fd.status();
-    s.inflight.erase(digest);
-    flight->cv.notify_all();
+    inflight.erase(digest);
+    flight->cv.SignalAll();
     return fd;
   }
 }
 
 bool ContentCache::Contains(const Digest& digest) const {
-  std::lock_guard lk(s_->mu);
+  absl::MutexLock lk(&s_->mu);
   return s_->items.count(digest) != 0;
 }
 
 ContentCache::Stats ContentCache::stats() const {
-  std::lock_guard lk(s_->mu);
+  absl::MutexLock lk(&s_->mu);
   Stats st = s_->stats;
   st.files = s_->items.size();
   return st;

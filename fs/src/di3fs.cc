@@ -22,10 +22,11 @@
 #include <filesystem>
 #include <list>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <unordered_map>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "d4c/chain.h"
 #include "d4c/content_cache.h"
 #include "d4c/fs_tree.h"
@@ -47,19 +48,24 @@ struct ContentFd {
 // Open cache files by content digest, at most `max` (least recently used
 // closed first). Files are opened without FUSE open/release requests (the
 // kernel's no_open mode), so reads find their descriptor here.
+//
+// Thread-safety: internally synchronized (mu_). Drop runs from the content
+// cache's on_evict with the cache's lock held, so the lock order is
+// ContentCache's lock -> mu_; ContentFds never calls into the cache (nor
+// anything else) with mu_ held.
 class ContentFds {
  public:
   explicit ContentFds(size_t max) : max_(max) {}
 
   std::shared_ptr<const ContentFd> Get(const Digest& d) {
-    std::lock_guard lk(mu_);
+    absl::MutexLock lk(&mu_);
     auto it = map_.find(d);
     if (it == map_.end()) return nullptr;
     lru_.splice(lru_.begin(), lru_, it->second.lru);
     return it->second.fd;
   }
   void Put(const Digest& d, std::shared_ptr<const ContentFd> fd) {
-    std::lock_guard lk(mu_);
+    absl::MutexLock lk(&mu_);
     if (auto it = map_.find(d); it != map_.end()) {
       it->second.fd = std::move(fd);
       return;
@@ -72,7 +78,7 @@ class ContentFds {
     }
   }
   void Drop(const Digest& d) {
-    std::lock_guard lk(mu_);
+    absl::MutexLock lk(&mu_);
     auto it = map_.find(d);
     if (it == map_.end()) return;
     lru_.erase(it->second.lru);
@@ -84,38 +90,48 @@ class ContentFds {
     std::shared_ptr<const ContentFd> fd;
     std::list<Digest>::iterator lru;
   };
-  std::mutex mu_;
-  std::unordered_map<Digest, Slot, DigestHash> map_;
-  std::list<Digest> lru_;
+  absl::Mutex mu_;
+  std::unordered_map<Digest, Slot, DigestHash> map_ ABSL_GUARDED_BY(mu_);
+  std::list<Digest> lru_ ABSL_GUARDED_BY(mu_);
   const size_t max_;
 };
 
-// Contents whose rebuild failed on bad data (corrupt blob, digest mismatch,
-// missing base). Images are immutable, so the answer stays EIO: later reads
-// get it at once instead of decoding again, and the log names the file once.
+// Contents whose rebuild failed on bad data: DataLoss, which ImageChain
+// gives only for bytes of the image that are wrong (content that does not
+// match its sha256, an undecodable blob, a truncated file). Images are
+// immutable, so the answer stays EIO: later reads get it at once instead of
+// decoding again, and the log names the file once. Any other failure (an
+// I/O error, ENOMEM, a full cache disk) is not remembered: the next read
+// tries again.
+//
+// Thread-safety: internally synchronized (mu_); a leaf lock.
 class BadContents {
  public:
-  static bool Permanent(const absl::Status& s) {
-    return absl::IsDataLoss(s) || absl::IsInvalidArgument(s) || absl::IsNotFound(s) || absl::IsOutOfRange(s);
-  }
+  static bool Permanent(const absl::Status& s) { return absl::IsDataLoss(s); }
   std::optional<absl::Status> Get(const Digest& d) {
-    std::lock_guard lk(mu_);
+    absl::MutexLock lk(&mu_);
     auto it = map_.find(d);
     if (it == map_.end()) return std::nullopt;
     return it->second;
   }
   void Put(const Digest& d, const absl::Status& s) {
-    std::lock_guard lk(mu_);
+    absl::MutexLock lk(&mu_);
     map_.emplace(d, s);
   }
 
  private:
-  std::mutex mu_;
-  std::unordered_map<Digest, absl::Status, DigestHash> map_;
+  absl::Mutex mu_;
+  std::unordered_map<Digest, absl::Status, DigestHash> map_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace
 
+// Thread-safety: the FUSE handlers run on several threads at once. Set in
+// Open and immutable after: opt, chain, tree, cache, private_cache_dir,
+// open_ms. Set once by OnInit, before the kernel sends any other request:
+// no_open, no_opendir. Internally synchronized: fds, bad, cache (lock order
+// cache -> fds, see ContentFds). The session lifecycle is guarded by `mu`
+// (Mount, Serve, Stop, the destructor); no handler takes it.
 struct Di3fs::State {
   Di3fsOptions opt;
   std::unique_ptr<ImageChain> chain;
@@ -129,10 +145,10 @@ struct Di3fs::State {
   bool no_opendir = false;
   double open_ms = 0;
 
-  std::mutex mu;  // session lifecycle
-  fuse_session* se = nullptr;
-  std::string mountpoint;
-  bool mounted = false;
+  absl::Mutex mu;  // session lifecycle
+  fuse_session* se ABSL_GUARDED_BY(mu) = nullptr;
+  std::string mountpoint ABSL_GUARDED_BY(mu);
+  bool mounted ABSL_GUARDED_BY(mu) = false;
 
   const FsTree& t() const { return *tree; }
 };
@@ -263,6 +279,10 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   });
 }
 
+// The errno a read gets for a failed rebuild: ENOMEM when memory ran out,
+// else EIO (bad image bytes, I/O errors, a cache disk that is full).
+int ErrnoOf(const absl::Status& s) { return absl::IsResourceExhausted(s) ? ENOMEM : EIO; }
+
 // The cache file of regular entry i: rebuilt (and verified) on first use.
 absl::StatusOr<std::shared_ptr<const ContentFd>> ContentOf(State& s, size_t i) {
   const CdimgImage& img = s.t().image();
@@ -272,7 +292,9 @@ absl::StatusOr<std::shared_ptr<const ContentFd>> ContentOf(State& s, size_t i) {
   const ImageChain& chain = *s.chain;
   auto opened = s.cache->OpenContent(digest, img.SizeAt(i), [&] { return chain.ReadFile(i); });
   if (!opened.ok()) {
-    Log(StrCat("EIO for ", PathOf(s, i), ": ", Msg(opened.status().message())));
+    Log(StrCat(std::strerror(ErrnoOf(opened.status())), " for ", PathOf(s, i), ": ",
+               Msg(opened.status().message()),
+               BadContents::Permanent(opened.status()) ? "" : " (not remembered: retried on the next read)"));
     if (BadContents::Permanent(opened.status())) s.bad.Put(digest, opened.status());
     return opened.status();
   }
@@ -291,7 +313,7 @@ void OnRead(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_in
     uint64_t file_size = s.t().image().SizeAt(*i);
     if (off < 0 || static_cast<uint64_t>(off) >= file_size) return (void)fuse_reply_buf(req, nullptr, 0);
     auto fd = ContentOf(s, *i);
-    if (!fd.ok()) return (void)fuse_reply_err(req, EIO);  // logged by ContentOf, once per content
+    if (!fd.ok()) return (void)fuse_reply_err(req, ErrnoOf(fd.status()));  // logged by ContentOf
     fuse_bufvec buf;
     std::memset(&buf, 0, sizeof buf);
     buf.count = 1;
@@ -471,7 +493,7 @@ Di3fs::Di3fs() : s_(std::make_unique<State>()) {}
 
 Di3fs::~Di3fs() {
   {
-    std::lock_guard lk(s_->mu);
+    absl::MutexLock lk(&s_->mu);
     if (s_->se) {
       if (s_->mounted) fuse_session_unmount(s_->se);
       fuse_session_destroy(s_->se);
@@ -513,7 +535,7 @@ absl::StatusOr<std::unique_ptr<Di3fs>> Di3fs::Open(const Di3fsOptions& options) 
 
 absl::Status Di3fs::Mount(const std::string& mountpoint) {
   State& s = *s_;
-  std::lock_guard lk(s.mu);
+  absl::MutexLock lk(&s.mu);
   if (s.se) return absl::FailedPreconditionError(StrCat("already mounted at ", s.mountpoint));
   std::string id = DigestHex(s.chain->top().header().image_id).substr(0, 12);
   std::string opts = StrCat("ro,default_permissions,fsname=di3fs:", id, ",subtype=di3fs");
@@ -545,7 +567,7 @@ absl::Status Di3fs::Serve() {
   State& s = *s_;
   fuse_session* se;
   {
-    std::lock_guard lk(s.mu);
+    absl::MutexLock lk(&s.mu);
     if (!s.se || !s.mounted) return absl::FailedPreconditionError("not mounted");
     se = s.se;
   }
@@ -554,7 +576,7 @@ absl::Status Di3fs::Serve() {
   cfg.clone_fd = 1;
   cfg.max_idle_threads = s.opt.max_idle_threads;
   int rc = fuse_session_loop_mt(se, &cfg);
-  std::lock_guard lk(s.mu);
+  absl::MutexLock lk(&s.mu);
   fuse_session_unmount(se);
   s.mounted = false;
   // rc: 0 or -ENODEV when unmounted, the signal number after a signal
@@ -566,7 +588,7 @@ absl::Status Di3fs::Serve() {
 
 void Di3fs::Stop() {
   State& s = *s_;
-  std::lock_guard lk(s.mu);
+  absl::MutexLock lk(&s.mu);
   if (!s.se || !s.mounted) return;
   fuse_session_exit(s.se);
   // Detaching the mount ends the connection once the last user is gone;
@@ -576,6 +598,7 @@ void Di3fs::Stop() {
 }
 
 const ImageChain& Di3fs::chain() const { return *s_->chain; }
+ImageChain& Di3fs::mutable_chain() { return *s_->chain; }
 const FsTree& Di3fs::tree() const { return *s_->tree; }
 const ContentCache& Di3fs::cache() const { return *s_->cache; }
 double Di3fs::open_ms() const { return s_->open_ms; }
@@ -592,7 +615,11 @@ absl::Status RunDi3fs(const Di3fsOptions& options, const std::string& mountpoint
   if (!fs.ok()) return fs.status();
   if (auto st = (*fs)->Mount(mountpoint); !st.ok()) return st;
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-  fuse_session* se = (*fs)->s_->se;
+  fuse_session* se;
+  {
+    absl::MutexLock lk(&(*fs)->s_->mu);
+    se = (*fs)->s_->se;
+  }
   if (auto st = SetExitSignals(se); !st.ok()) return st;
   const ContentCache& cache = (*fs)->cache();
   Log(StrCat("mounted ", options.cdimg, " (", (*fs)->tree().size(), " entries, chain depth ",

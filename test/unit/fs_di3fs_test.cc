@@ -10,6 +10,7 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <chrono>
 #include <filesystem>
@@ -365,6 +366,63 @@ TEST_CASE("di3fs: an in-process mount serves the image and isolates a corrupt fi
   loop.join();
   CHECK(served.ok());
   CHECK_FALSE(IsMounted(mp));
+}
+
+// A rebuild that fails for a reason other than bad image bytes (a read error
+// of the image, memory) gives the reader the matching errno and is tried
+// again on the next read; bad bytes stay EIO without being decoded again.
+TEST_CASE("di3fs: a transient read error is returned, not remembered") {
+  if (!CanMount()) {
+    WARN("not root or no /dev/fuse: mount test not run");
+    return;
+  }
+  Sample s = WriteSample("transient.cdimg");
+  std::string mp = TempDir("mnt-transient");
+  Di3fsOptions opt;
+  opt.cdimg = s.path;
+  opt.cache_dir = TempDir("transient-cache");
+  auto fs = Di3fs::Open(opt);
+  REQUIRE(fs.ok());
+  const CdimgImage& img = (*fs)->chain().top();
+  BlobRef big = img.RecipeAt(*img.Find("etc/big")).blob;
+  BlobRef app = img.RecipeAt(*img.Find("bin/app")).blob;
+  // Faults last until turned off: the kernel retries a failed readahead
+  // with a read of its own before it gives up.
+  std::atomic<bool> big_fails{true}, app_fails{true};
+  (*fs)->mutable_chain().SetReadFaultForTesting([&](const CdimgImage&, const Recipe& r) -> absl::Status {
+    if (r.blob == big && big_fails) return absl::InternalError(StrCat(s.path, ": read: Input/output error"));
+    if (r.blob == app && app_fails) return absl::ResourceExhaustedError("out of memory");
+    return absl::OkStatus();
+  });
+  REQUIRE((*fs)->Mount(mp).ok());
+  absl::Status served;
+  std::thread loop([&] { served = (*fs)->Serve(); });
+  REQUIRE(IsMounted(mp));
+
+  int err;
+  ReadFile(mp + "/etc/big", &err);
+  CHECK(err == EIO);
+  big_fails = false;  // the I/O error went away: the same mount now serves the file
+  CHECK(ReadFile(mp + "/etc/big", &err) == s.content["etc/big"]);
+  CHECK(err == 0);
+  ReadFile(mp + "/bin/app", &err);
+  CHECK(err == ENOMEM);
+  app_fails = false;
+  CHECK(ReadFile(mp + "/bin/app", &err) == s.content["bin/app"]);
+  CHECK(err == 0);
+  CHECK((*fs)->cache().stats().builds == 2);
+  uint64_t transient_failures = (*fs)->cache().stats().failures;
+  CHECK(transient_failures >= 2);
+  for (int i = 0; i < 3; ++i) {
+    ReadFile(mp + "/etc/corrupt", &err);
+    CHECK(err == EIO);
+  }
+  // The corrupt content was decoded once, then remembered.
+  CHECK((*fs)->cache().stats().failures == transient_failures + 1);
+
+  (*fs)->Stop();
+  loop.join();
+  CHECK(served.ok());
 }
 
 TEST_CASE("di3fs: a missing image or a delta without its base fails with a clear message") {

@@ -1,13 +1,17 @@
-// The size rules behind `auto` (delta_common.cc): the novelty measure and
-// the codec each kind of big file ends up with.
+// The rules behind `auto` (codec_policy.h, docs/architecture.md "The `auto`
+// codec policy"): the novelty measure, the decisions at the edges of each
+// rule, and the codec each kind of file ends up with.
 #include <catch2/catch.hpp>
 
+#include <map>
 #include <random>
 
 #include "d4c/codec.h"
 #include <string>
 
 #include "d4c/convert.h"
+#include "d4c/base/strcat.h"
+#include "ops/codec_policy.h"
 #include "ops/delta_internal.h"
 
 using namespace d4c;
@@ -141,4 +145,241 @@ TEST_CASE("auto: xdelta3's form does not depend on which is tried first", "[delt
     CHECK(r.recipe.packed == fits);
     CHECK(r.blob == (fits ? *member : *alone));
   }
+}
+
+// The decisions of `auto` pinned on representative inputs: which codec, which
+// form, and the exact patch bytes (their sha256). Recorded from the decision
+// tree as it was inside delta_common.cc before it moved to codec_policy.cc;
+// any change to a rule shows up here as a changed codec or digest.
+namespace {
+
+struct PinCase {
+  const char* name;
+  std::string base, target;
+  DiffOptions options;
+  std::vector<std::string> more_bases;  // extra candidate bases after the first
+};
+
+std::string Describe(const BlobResult& r) {
+  return StrCat(RecipeKindName(r.recipe.kind), "/",
+                r.recipe.kind == Recipe::Kind::kDelta ? CodecName(r.recipe.codec) : "-",
+                r.recipe.packed ? "/packed" : "", " ", r.blob.size(), " ", DigestHex(Sha256(r.blob)).substr(0, 16));
+}
+
+std::vector<PinCase> PinCases() {
+  std::vector<PinCase> cs;
+  auto add = [&](const char* name, std::string base, std::string target, DiffOptions o = {},
+                 std::vector<std::string> more = {}) {
+    cs.push_back({name, std::move(base), std::move(target), o, std::move(more)});
+  };
+  DiffOptions no_packs;
+  no_packs.pack_small_blobs = false;
+  DiffOptions tight;
+  tight.time_budget_ms = 1;  // only the cheapest codec
+  DiffOptions budget2;
+  budget2.time_budget_ms = 2;  // xdelta3 fits 4.8 KB, the others 3 KB of input
+  std::string small_text = Text(20000, 30), small_edit = small_text;
+  small_edit.replace(5000, 10, "0123456789");
+  add("tiny file", "abc", "abd");
+  add("small text edit", small_text, small_edit);
+  add("small text edit, no packs", small_text, small_edit, no_packs);
+  add("small text edit, tight budget", small_text, small_edit, tight);
+  add("2 KB budget edge", small_text.substr(0, 2000), small_edit.substr(0, 2000).replace(100, 3, "xyz"), budget2);
+  add("small random unrelated", RandomBytes(20000, 31), RandomBytes(20000, 32));
+  add("small binary churn", RandomBytes(40000, 33), Relocate(RandomBytes(40000, 33)));
+  // 300 KiB: over the tiny-patch floor (256 KiB), under the big-file size (1 MiB).
+  std::string mid = Text(300 << 10, 34), mid_edit = mid;
+  mid_edit.replace(100000, 4, "EDIT");
+  add("300 KiB one edit (tiny patch)", mid, mid_edit);
+  add("300 KiB one edit, no packs", mid, mid_edit, no_packs);
+  std::string mid_many = mid;
+  for (size_t i = 0; i < mid_many.size(); i += 2000) mid_many.replace(i, 3, "###");
+  add("300 KiB edited every 2 KB", mid, mid_many);
+  add("200 KiB one edit (below the floor)", mid.substr(0, 200 << 10), mid_edit.substr(0, 200 << 10));
+  // Big files (1 MiB and more): measured by novelty first.
+  std::string big = RandomBytes(3 << 19, 35);
+  add("1.5 MiB churned", big, Relocate(big));
+  std::string big_text = Text(2 << 20, 36), big_edit = big_text;
+  big_edit.replace(1000, 5, "EDIT!");
+  big_edit.insert(1500000, "inserted words ");
+  add("2 MiB text near-identical", big_text, big_edit);
+  add("2 MiB text near-identical, no packs", big_text, big_edit, no_packs);
+  std::string big_mixed = big_text;
+  big_mixed.replace(300000, 150000, RandomBytes(150000, 37));  // ~7% new
+  add("2 MiB text 7% new", big_text, big_mixed);
+  std::string big_novel = big_text;
+  big_novel.replace(300000, 400000, RandomBytes(400000, 38));  // ~19% new
+  add("2 MiB text 19% new", big_text, big_novel);
+  add("2 MiB text 19% new, no packs", big_text, big_novel, no_packs);
+  // Over 4 MiB of base + target: zstd is not tried.
+  std::string big5 = Text(5 << 19, 39), big5_edit = big5;
+  for (size_t i = 0; i < big5_edit.size(); i += 50000) big5_edit.replace(i, 20, RandomBytes(20, i));
+  add("2.5 MiB text edited every 50 KB", big5, big5_edit);
+  add("2.5 MiB text edited every 50 KB, tight budget", big5, big5_edit, tight);
+  // Several bases: the first codec runs on each, the best base takes the rest.
+  add("two bases, the second closer", RandomBytes(20000, 40), small_edit, {}, {small_text});
+  add("two big bases, the second closer", big, big_edit, {}, {big_text});
+  DiffOptions forced_bsdiff;
+  forced_bsdiff.codec = CodecId::kBsdiff;
+  add("forced bsdiff on near-identical", big_text, big_edit, forced_bsdiff);
+  DiffOptions forced_zstd;
+  forced_zstd.codec = CodecId::kZstd;
+  add("forced zstd over 4 MiB", big5, big5_edit, forced_zstd);
+  DiffOptions forced_relcopy;
+  forced_relcopy.codec = CodecId::kRelcopy;
+  add("forced relcopy", small_text, small_edit, forced_relcopy);
+  return cs;
+}
+
+const std::map<std::string, std::string> kPinned = {
+    {"tiny file", "full/-/packed 3 a52d159f262b2c6d"},
+    {"small text edit", "delta/relcopy/packed 18 a5603cec14eebf6f"},
+    {"small text edit, no packs", "delta/zstd 37 f40ee02043eb0a17"},
+    {"small text edit, tight budget", "delta/xdelta3/packed 38 69cf1e76f65b513f"},
+    {"2 KB budget edge", "delta/xdelta3/packed 27 82b3255594139d67"},
+    {"small random unrelated", "full/-/packed 20000 77594856e0ec9b68"},
+    {"small binary churn", "delta/bsdiff/packed 88 35be4471c89ef7bf"},
+    {"300 KiB one edit (tiny patch)", "delta/relcopy/packed 13 5fac5457409cd9df"},
+    {"300 KiB one edit, no packs", "delta/xdelta3 40 eb8d01f2f7a29509"},
+    {"300 KiB edited every 2 KB", "delta/relcopy/packed 1078 6cf025064b5adf49"},
+    {"200 KiB one edit (below the floor)", "delta/relcopy/packed 13 0db552db53a6de34"},
+    {"1.5 MiB churned", "delta/bsdiff/packed 92 21da947228109a26"},
+    {"2 MiB text near-identical", "delta/relcopy/packed 34 4469a79169a446ec"},
+    {"2 MiB text near-identical, no packs", "delta/xdelta3 64 26c093dad68c280c"},
+    {"2 MiB text 7% new", "delta/xdelta3 150045 05c438fbd49f4b91"},
+    {"2 MiB text 19% new", "delta/zstd 400207 86128004c50679a0"},
+    {"2 MiB text 19% new, no packs", "delta/zstd 400207 86128004c50679a0"},
+    {"2.5 MiB text edited every 50 KB", "delta/relcopy/packed 1377 3cc0067e228cb1d0"},
+    {"2.5 MiB text edited every 50 KB, tight budget", "delta/xdelta3/packed 1558 1ce74192f186594e"},
+    {"two bases, the second closer", "delta/relcopy/packed 18 a5603cec14eebf6f"},
+    {"two big bases, the second closer", "delta/relcopy/packed 34 4469a79169a446ec"},
+    {"forced bsdiff on near-identical", "delta/bsdiff/packed 124 103846561b321766"},
+    {"forced zstd over 4 MiB", "delta/zstd/packed 1658 1e4b7aa54b694497"},
+    {"forced relcopy", "delta/relcopy/packed 18 a5603cec14eebf6f"},
+};
+
+}  // namespace
+
+TEST_CASE("auto: decisions pinned on representative inputs", "[delta]") {
+  for (PinCase& c : PinCases()) {
+    std::vector<Base> bases{{Sha256(c.base), c.base, false}};
+    for (std::string& b : c.more_bases) bases.push_back({Sha256(b), b, false});
+    auto r = EncodeFile(c.target, bases, c.options);
+    REQUIRE(r.ok());
+    std::string got = Describe(*r);
+    INFO(c.name);
+    auto it = kPinned.find(c.name);
+    REQUIRE(it != kPinned.end());
+    CHECK(got == it->second);
+  }
+}
+
+// The policy's decisions from sizes alone (codec_policy.h), at the edges of
+// each rule of docs/architecture.md, "The `auto` codec policy".
+namespace {
+using C = std::vector<CodecId>;
+constexpr CodecId kX = CodecId::kXdelta3, kZ = CodecId::kZstd, kB = CodecId::kBsdiff, kR = CodecId::kRelcopy;
+}  // namespace
+
+TEST_CASE("auto policy: the codec table", "[delta]") {
+  // Every codec has one row; the general ones come cheapest first.
+  for (CodecId id : {kX, kZ, kB, kR}) CHECK(TraitsOf(id).id == id);
+  CHECK(kCodecTraits[0].id == kX);
+  CHECK(TraitsOf(kX).two_forms);
+  CHECK(TraitsOf(kR).two_forms);
+  CHECK_FALSE(TraitsOf(kZ).two_forms);
+  CHECK_FALSE(TraitsOf(kB).two_forms);
+  CHECK_FALSE(TraitsOf(kR).general);
+}
+
+TEST_CASE("auto policy: the time budget and zstd's input limit", "[delta]") {
+  DiffOptions o;  // 60 s
+  CHECK(CodecsFor(o, 100000, 100000) == C{kX, kZ, kB});
+  CHECK(CodecsFor(o, 2 << 20, 2 << 20) == C{kX, kZ, kB});         // 4 MiB: zstd still runs
+  CHECK(CodecsFor(o, 2 << 20, (2 << 20) + 1) == C{kX, kB});      // one byte more: not
+  CHECK(CodecsFor(o, 45000000, 45000000) == C{kX, kB});           // 60 s of bsdiff
+  CHECK(CodecsFor(o, 45000000, 45000001) == C{kX});
+  CHECK(CodecsFor(o, 500000000, 500000000) == C{kX});             // the cheapest always runs
+  DiffOptions tight;
+  tight.time_budget_ms = 1;
+  CHECK(CodecsFor(tight, 1000, 500) == C{kX, kZ, kB});
+  CHECK(CodecsFor(tight, 1000, 501) == C{kX});
+  CHECK(CodecsFor(tight, 1000, 1400) == C{kX});
+  CHECK(RelcopyFits(tight, 1000, 500));
+  CHECK_FALSE(RelcopyFits(tight, 1000, 501));
+  DiffOptions forced;
+  forced.codec = kB;
+  CHECK(CodecsFor(forced, 500000000, 500000000) == C{kB});
+}
+
+TEST_CASE("auto policy: big files are planned from their novelty", "[delta]") {
+  DiffOptions o;
+  const uint64_t mib = 1 << 20;
+  auto plan = [&](uint64_t anchors, uint64_t missing, uint64_t target = 1 << 20, const DiffOptions* opt = nullptr) {
+    return PlanFor(opt ? *opt : o, mib, mib, target, Novelty{anchors, missing});
+  };
+  // Small targets are not measured: the budget alone decides.
+  CHECK(plan(1000, 900, mib - 1).codecs == C{kX, kZ, kB});
+  CHECK_FALSE(plan(1000, 900, mib - 1).standalone_first);
+  // 10% new: xdelta3 is skipped; 9.9% is not.
+  CHECK(plan(10000, 1000).codecs == C{kZ, kB});
+  CHECK(plan(10000, 999).codecs == C{kX, kZ, kB});
+  // No anchors at all: nothing is new, near-identical.
+  CHECK(plan(0, 0).codecs == C{kR, kX, kZ, kB});
+  // Near-identical (estimated patch <= 16 KiB, 32 bytes per new anchor):
+  // relcopy first, even when novel by share.
+  CHECK(plan(100000, 512).codecs == C{kR, kX, kZ, kB});
+  CHECK(plan(1000, 512).codecs == C{kR, kZ, kB});
+  CHECK(plan(100000, 513).codecs == C{kX, kZ, kB});
+  DiffOptions no_packs;
+  no_packs.pack_small_blobs = false;
+  CHECK(plan(100000, 10, mib, &no_packs).codecs == C{kX, kZ, kB});
+  // Estimated patch over 4 members (256 KiB): standalone forms first.
+  CHECK_FALSE(plan(100000, 8192).standalone_first);
+  CHECK(plan(100000, 8193).standalone_first);
+  CHECK(plan(100000, 8193).codecs == C{kX, kZ, kB});
+  // xdelta3 is never the one codec skipped, and relcopy needs its time.
+  DiffOptions tight;
+  tight.time_budget_ms = 1;
+  CHECK(plan(1000, 900, mib, &tight).codecs == C{kX});
+  CHECK(plan(1000, 0, mib, &tight).codecs == C{kX});
+  // A fixed codec is never second-guessed.
+  DiffOptions forced;
+  forced.codec = kX;
+  CHECK(plan(1000, 900, mib, &forced).codecs == C{kX});
+  CHECK(plan(1000, 0, mib, &forced).codecs == C{kX});
+  // relcopy's time counts the first base, not the largest.
+  DiffOptions budget;
+  budget.time_budget_ms = 1000;  // relcopy: 1.5 MB of input
+  CHECK(PlanFor(budget, 10 * mib, 400000, mib, Novelty{1000, 0}).codecs == C{kR, kX});
+  CHECK(PlanFor(budget, 10 * mib, 500000, mib, Novelty{1000, 0}).codecs == C{kX});
+}
+
+TEST_CASE("auto policy: the tiny-patch rule, relcopy's turn and its candidates", "[delta]") {
+  DiffOptions o;
+  CHECK(SkipRestAfterFirst(o, 256 << 10, 131));  // 131 * 2000 <= 262144
+  CHECK_FALSE(SkipRestAfterFirst(o, 256 << 10, 132));
+  CHECK_FALSE(SkipRestAfterFirst(o, (256 << 10) - 1, 1));  // below the floor
+  CHECK(SkipRestAfterFirst(o, 30 << 20, 15728));
+  DiffOptions forced;
+  forced.codec = kX;
+  CHECK_FALSE(SkipRestAfterFirst(forced, 30 << 20, 1));
+
+  CHECK(RelcopyNext(o, false, kPackMemberMax, 1000, 1000));
+  CHECK_FALSE(RelcopyNext(o, false, kPackMemberMax + 1, 1000, 1000));
+  CHECK_FALSE(RelcopyNext(o, true, 10, 1000, 1000));
+  CHECK_FALSE(RelcopyNext(forced, false, 10, 1000, 1000));
+  DiffOptions no_packs;
+  no_packs.pack_small_blobs = false;
+  CHECK_FALSE(RelcopyNext(no_packs, false, 10, 1000, 1000));
+  DiffOptions tight;
+  tight.time_budget_ms = 1;
+  CHECK_FALSE(RelcopyNext(tight, false, 10, 1000, 1000));
+
+  CHECK(KeepCandidate(o, kR, 999, 1000));
+  CHECK_FALSE(KeepCandidate(o, kR, 1000, 1000));
+  CHECK(KeepCandidate(o, kX, 5000, 1000));
+  DiffOptions forced_r;
+  forced_r.codec = kR;
+  CHECK(KeepCandidate(forced_r, kR, 5000, 1000));
 }

@@ -85,6 +85,7 @@ class CdimgImage;
 
 // Writes a cdimg atomically: blobs are appended as they come, Finish writes the
 // index and header, fsyncs and renames the temp file over `path`.
+// Thread-safety: externally synchronized (one thread at a time).
 class CdimgWriter {
  public:
   struct Options {
@@ -116,6 +117,8 @@ class CdimgWriter {
 
 // A read-only view of one cdimg. Opening reads and checks the header, config
 // and index (never the blobs). Entries are decoded on demand from the index.
+// Thread-safety: immutable after Open; every const method may be called from
+// several threads at once (ReadPayload locks its own pack cache).
 class CdimgImage {
  public:
   // Reads only the header (lead and tail), checking its checksum.

@@ -2,16 +2,29 @@
 // verified reconstruction of any file's bytes from its recipe.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "d4c/cdimg.h"
 
 namespace d4c {
 
+// Thread-safety: internally synchronized. After Open / FromImages the chain
+// is immutable (its digest maps are built lazily, once, under std::call_once)
+// and every const method may be called from any number of threads at once
+// (di3fs's FUSE threads, diff's and patch's workers). CdimgImage::ReadPayload,
+// the only shared mutable state below it, locks its own pack cache.
+//
+// Errors keep their code through every layer, with the image and path added:
+// DataLoss means the image's bytes are bad (rebuilt content that does not
+// match its sha256, an undecodable blob, a truncated file) and will stay bad;
+// any other code (an I/O error, ResourceExhausted, ...) may go away on a
+// later read.
 class ImageChain {
  public:
   // `top` plus its ancestors in any order; each delta's parent must be among
@@ -38,6 +51,13 @@ class ImageChain {
   absl::StatusOr<std::string> ReadByDigest(const Digest& digest) const;
   // True if some image of the chain can produce content with this digest.
   bool HasDigest(const Digest& digest) const;
+
+  // Test seam (fault injection): called before each blob or pack read with
+  // the image and recipe; a non-OK status is taken as that read's result.
+  // Not synchronized: set it before the chain is shared between threads (the
+  // function itself may then be called from several at once).
+  using ReadFault = std::function<absl::Status(const CdimgImage& image, const Recipe& recipe)>;
+  void SetReadFaultForTesting(ReadFault fault);
 
  private:
   ImageChain();

@@ -28,6 +28,9 @@ absl::StatusOr<CodecId> ParseCodecName(std::string_view name);
 // Threads that one encode may use besides its caller's: the delta engine
 // lends a codec the worker pool's idle threads, so that one big file does not
 // leave the others idle. A codec's output must never depend on them.
+// Thread-safety: implementations are internally synchronized: one object may
+// serve several encodes running at once, and the tasks Run is given may run
+// on any thread.
 class Helpers {
  public:
   virtual ~Helpers() = default;

@@ -34,18 +34,15 @@ struct DiffOptions {
   // the codecs whose predicted run time fits `time_budget_ms`.
   std::optional<CodecId> codec;
   int threads = 0;  // 0 = number of CPUs
-  // Per file and codec, for auto. Predicted from the file sizes with a fixed
-  // cost model (delta_common.cc), never measured, so the choice and the output
-  // do not depend on machine load. The cheapest codec (xdelta3) always fits.
-  // The default lets xdelta3 and bsdiff work on files up to ~45 MB; zstd
-  // runs only while base + target is at most 4 MiB (it never won above).
-  // Files of 1 MiB or more are first measured against their base (content-
-  // defined anchors, linear time): when 10% or more of the file is new to the
-  // base, xdelta3 is skipped (bsdiff wins those); when the first patch is at
-  // most 1/2000 of the file, the other codecs are (they could save only a few
-  // hundred bytes). relcopy is tried whenever the best patch so far goes
-  // into a pack; packed patches are compared by their size after
-  // compression. All size rules, so the output is deterministic.
+  // Per file and codec, for auto: a codec runs only if its run time,
+  // predicted from the file sizes with a fixed cost model (never measured, so
+  // the choice and the output do not depend on machine load), fits. The
+  // cheapest codec (xdelta3) always runs; the default lets xdelta3 and bsdiff
+  // work on files up to ~45 MB. The other rules of auto (zstd only up to
+  // 4 MiB of input; files of 1 MiB or more measured against their base first;
+  // the other codecs skipped after a first patch of at most 1/2000 of a file
+  // of 256 KiB or more; relcopy for packed patches) are described in
+  // docs/architecture.md, "The `auto` codec policy" (code: codec_policy.cc).
   uint32_t time_budget_ms = 60000;
   // Files smaller than this are stored whole: no delta is tried.
   uint64_t min_delta_size = 64;

@@ -5,8 +5,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <mutex>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "d4c/base/io.h"
 #include "d4c/base/strcat.h"
 #include "d4c/cdimg.h"
@@ -29,6 +30,9 @@ const char* RecipeKindName(Recipe::Kind k) {
   return "unknown";
 }
 
+// Thread-safety: immutable after Open, except the one-pack cache below
+// (pack_mu, never held while reading or decompressing); reads use pread on
+// the shared fd, so every const method may be called from several threads.
 struct CdimgImage::State {
   std::string path;
   int fd = -1;
@@ -38,9 +42,9 @@ struct CdimgImage::State {
   internal::DecodedIndex index;
   std::shared_ptr<const std::string> inline_pack;  // compact meta: the last pack, raw
   // The last pack read, decompressed (packs are small; neighbours are read together).
-  std::mutex pack_mu;
-  uint32_t cached_pack = UINT32_MAX;
-  std::shared_ptr<const std::string> cached_raw;
+  absl::Mutex pack_mu;
+  uint32_t cached_pack ABSL_GUARDED_BY(pack_mu) = UINT32_MAX;
+  std::shared_ptr<const std::string> cached_raw ABSL_GUARDED_BY(pack_mu);
   ~State() {
     if (fd >= 0) close(fd);
   }
@@ -284,7 +288,7 @@ absl::StatusOr<std::string> CdimgImage::ReadPayload(const Recipe& r) const {
     return absl::OutOfRangeError(StrCat(s_->path, ": pack ", r.pack, " does not exist"));
   std::shared_ptr<const std::string> raw;
   {
-    std::lock_guard<std::mutex> l(s_->pack_mu);
+    absl::MutexLock l(&s_->pack_mu);
     if (s_->cached_pack == r.pack) raw = s_->cached_raw;
   }
   if (!raw && s_->index.packs[r.pack].length == 0) raw = s_->inline_pack;
@@ -296,7 +300,7 @@ absl::StatusOr<std::string> CdimgImage::ReadPayload(const Recipe& r) const {
     if (!dec.ok())
       return absl::DataLossError(StrCat(s_->path, ": pack ", r.pack, ": ", dec.status().message()));
     raw = std::make_shared<const std::string>(std::move(*dec));
-    std::lock_guard<std::mutex> l(s_->pack_mu);
+    absl::MutexLock l(&s_->pack_mu);
     s_->cached_pack = r.pack;
     s_->cached_raw = raw;
   }

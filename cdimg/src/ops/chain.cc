@@ -1,6 +1,7 @@
 #include "d4c/chain.h"
 
 #include <zstd.h>
+#include <zstd_errors.h>
 
 #include <cstring>
 #include <map>
@@ -18,6 +19,12 @@ constexpr int kMaxResolveDepth = 256;
 
 bool HasBlob(Recipe::Kind k) { return k == Recipe::Kind::kFull || k == Recipe::Kind::kDelta; }
 
+// "<image>: /<path>: <cause>", keeping the cause's code: a read error stays
+// an I/O error (retried by di3fs), only bad bytes are DataLoss.
+absl::Status AtEntry(const absl::Status& s, const CdimgImage& img, size_t i) {
+  return absl::Status(s.code(), StrCat(img.path(), ": /", img.PathAt(i), ": ", s.message()));
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> DecompressFullBlob(std::string_view blob, uint64_t size) {
@@ -26,16 +33,27 @@ absl::StatusOr<std::string> DecompressFullBlob(std::string_view blob, uint64_t s
     return absl::DataLossError(StrCat("full blob declares ", declared, " bytes, entry has ", size));
   std::string out(size, '\0');
   size_t n = ZSTD_decompress(out.data(), out.size(), blob.data(), blob.size());
+  if (ZSTD_isError(n) && ZSTD_getErrorCode(n) == ZSTD_error_memory_allocation)
+    return absl::ResourceExhaustedError(StrCat("zstd: ", ZSTD_getErrorName(n)));  // not the blob's fault
   if (ZSTD_isError(n)) return absl::DataLossError(StrCat("zstd: ", ZSTD_getErrorName(n)));
   if (n != size) return absl::DataLossError("full blob decompresses to the wrong size");
   return out;
 }
 
+// Immutable after FromImages except the digest maps, each built once under
+// its once_flag, and the test seam, set before the chain is shared.
 struct ImageChain::State {
   std::vector<std::unique_ptr<CdimgImage>> images;  // bottom first
   // Per image: content digest -> entry, preferring entries that carry bytes.
   std::vector<std::unordered_map<Digest, uint32_t, DigestHash>> by_digest;
   std::vector<std::once_flag> built;
+  ReadFault read_fault;  // tests only
+
+  absl::StatusOr<std::string> ReadPayload(const CdimgImage& img, const Recipe& r) const {
+    if (read_fault)
+      if (absl::Status st = read_fault(img, r); !st.ok()) return st;
+    return img.ReadPayload(r);
+  }
 
   const std::unordered_map<Digest, uint32_t, DigestHash>& Map(size_t level) {
     std::call_once(built[level], [&] {
@@ -85,7 +103,7 @@ absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, in
       return ReadDigestFrom(level - 1, want, depth + 1);
     }
     case Recipe::Kind::kFull: {
-      auto blob = img.ReadPayload(r);
+      auto blob = ReadPayload(img, r);
       if (!blob.ok()) {
         out = blob.status();  // named below
         break;
@@ -100,8 +118,8 @@ absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, in
     }
     case Recipe::Kind::kDelta: {
       auto base = ReadDigestFrom(level, r.base, depth + 1);
-      if (!base.ok()) return base.status();
-      auto patch = img.ReadPayload(r);
+      if (!base.ok()) return AtEntry(base.status(), img, i);
+      auto patch = ReadPayload(img, r);
       if (!patch.ok()) {
         out = patch.status();
         break;
@@ -110,8 +128,7 @@ absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, in
       break;
     }
   }
-  if (!out.ok())
-    return absl::DataLossError(StrCat(img.path(), ": /", img.PathAt(i), ": ", out.status().message()));
+  if (!out.ok()) return AtEntry(out.status(), img, i);
   if (Sha256(*out) != want)
     return absl::DataLossError(StrCat(img.path(), ": /", img.PathAt(i),
                                             ": rebuilt content does not match its sha256 (corrupt image)"));
@@ -188,6 +205,8 @@ absl::StatusOr<std::string> ImageChain::ReadFile(size_t i) const {
 absl::StatusOr<std::string> ImageChain::ReadFile(size_t i, std::optional<std::string>* full_blob) const {
   return s_->ReadAt(s_->images.size() - 1, i, 0, full_blob);
 }
+
+void ImageChain::SetReadFaultForTesting(ReadFault fault) { s_->read_fault = std::move(fault); }
 
 absl::StatusOr<std::string> ImageChain::ReadByDigest(const Digest& digest) const {
   return s_->ReadDigestFrom(s_->images.size() - 1, digest, 0);

@@ -5,12 +5,12 @@
 #include <zstd.h>
 
 #include <cerrno>
-#include <condition_variable>
 #include <cstring>
 #include <filesystem>
-#include <mutex>
 #include <unordered_map>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "codec/zstd_util.h"
 #include "d4c/base/io.h"
 #include "d4c/base/strcat.h"
@@ -38,6 +38,10 @@ namespace {
 
 // Receives file contents while layers stream by, compresses each distinct
 // content once on a worker pool and parks the blob in an unlinked temp file.
+//
+// Thread-safety: internally synchronized (mu_, never held while compressing).
+// Put is called by the layer reader, Compress by the pool's workers; Blob
+// only after Wait() returned.
 class CompressingSpool : public ContentSink {
  public:
   CompressingSpool(int fd, int threads, int level, std::function<void(uint64_t, uint64_t)> progress)
@@ -49,11 +53,11 @@ class CompressingSpool : public ContentSink {
 
   absl::Status Put(const Digest& digest, std::string content) override {
     if (content.empty()) return absl::OkStatus();
-    std::unique_lock<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
     if (!error_.ok()) return error_;
     if (!slots_.emplace(digest, Slot{}).second) return absl::OkStatus();
     // Bound memory: at most ~kMaxInflight bytes of raw content queued.
-    cv_.wait(l, [&] { return inflight_ == 0 || inflight_ + content.size() <= kMaxInflight; });
+    while (inflight_ != 0 && inflight_ + content.size() > kMaxInflight) cv_.Wait(&mu_);
     inflight_ += content.size();
     known_ += content.size();
     ++pending_;
@@ -62,16 +66,21 @@ class CompressingSpool : public ContentSink {
   }
 
   absl::Status Wait() {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] { return pending_ == 0; });
+    absl::MutexLock l(&mu_);
+    while (pending_ != 0) cv_.Wait(&mu_);
     return error_;
   }
 
   absl::StatusOr<std::string> Blob(const Digest& d) {
-    auto it = slots_.find(d);
-    if (it == slots_.end()) return absl::InternalError("content missing from spool");
-    std::string out(it->second.length, '\0');
-    if (absl::Status st = PReadAll(fd_, out.data(), out.size(), it->second.offset, "conversion spool"); !st.ok())
+    Slot slot;
+    {
+      absl::MutexLock l(&mu_);
+      auto it = slots_.find(d);
+      if (it == slots_.end()) return absl::InternalError("content missing from spool");
+      slot = it->second;
+    }
+    std::string out(slot.length, '\0');
+    if (absl::Status st = PReadAll(fd_, out.data(), out.size(), slot.offset, "conversion spool"); !st.ok())
       return st;
     return out;
   }
@@ -84,7 +93,7 @@ class CompressingSpool : public ContentSink {
 
   void Compress(const Digest& digest, const std::string& content) {
     auto blob = CompressFullBlob(content, level_);
-    std::lock_guard<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
     if (!blob.ok()) {
       if (error_.ok()) error_ = blob.status();
     } else if (absl::Status st = PWriteAll(fd_, *blob, end_, "conversion spool"); !st.ok()) {
@@ -97,18 +106,21 @@ class CompressingSpool : public ContentSink {
     done_ += content.size();
     --pending_;
     if (progress_) progress_(done_, known_);
-    cv_.notify_all();
+    cv_.SignalAll();
   }
 
   int fd_;
   int level_;
   std::function<void(uint64_t, uint64_t)> progress_;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::unordered_map<Digest, Slot, DigestHash> slots_;
-  uint64_t end_ = 0, inflight_ = 0, known_ = 0, done_ = 0;
-  size_t pending_ = 0;
-  absl::Status error_;
+  absl::Mutex mu_;
+  absl::CondVar cv_;  // signalled when a compression finishes
+  std::unordered_map<Digest, Slot, DigestHash> slots_ ABSL_GUARDED_BY(mu_);
+  uint64_t end_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t inflight_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t known_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t done_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t pending_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::Status error_ ABSL_GUARDED_BY(mu_);
   internal::ThreadPool pool_;  // last: joins before the members above go away
 };
 

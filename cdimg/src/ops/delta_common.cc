@@ -1,11 +1,11 @@
 // Shared machinery of diff / patch / merge: spool, job runner, per-file
-// encoding with codec choice, stats.
+// encoding (driving the codecs along the `auto` policy of codec_policy.h),
+// stats.
 #include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
-#include <condition_variable>
 #include <deque>
 #include <cstring>
 #include <filesystem>
@@ -14,6 +14,7 @@
 #include "d4c/base/io.h"
 #include "d4c/base/status.h"
 #include "d4c/base/strcat.h"
+#include "ops/codec_policy.h"
 #include "ops/delta_internal.h"
 #include "ops/thread_pool.h"
 
@@ -42,7 +43,7 @@ Spool::~Spool() { close(fd_); }
 absl::StatusOr<BlobRef> Spool::Put(std::string_view bytes) {
   uint64_t off;
   {
-    std::lock_guard<std::mutex> l(mu_);
+    absl::MutexLock l(&mu_);
     off = end_;
     end_ += bytes.size();
   }
@@ -61,7 +62,7 @@ absl::StatusOr<std::string> Spool::Get(const BlobRef& ref) const {
 namespace {
 
 // One Helpers::Run call: its tasks, the next one nobody has claimed yet, and
-// how many have finished.
+// how many have finished. `next` and `done` are guarded by RunState::mu.
 struct TaskGroup {
   const std::vector<std::function<void()>>* tasks;
   size_t next = 0;
@@ -69,25 +70,30 @@ struct TaskGroup {
 };
 
 // State shared between the dispatcher and the workers of one RunJobs call.
+// Thread-safety: everything is guarded by `mu`, which is never held while a
+// job or a task runs; `cv` is signalled whenever a job, a task or a helper
+// finishes, a group is added, or borrowed threads are released.
 struct RunState {
-  std::mutex mu;
-  std::condition_variable cv;
-  uint64_t inflight = 0, done = 0, total = 0;
-  size_t width = 0;          // pool threads
-  size_t running = 0;        // of them busy: jobs, helpers, borrowed
-  size_t jobs_running = 0;
-  size_t helpers_idle = 0;   // helpers submitted that have not claimed a task yet
-  std::deque<TaskGroup*> groups;  // with unclaimed tasks, oldest first
-  std::map<size_t, absl::Status> errors;  // by entry: the lowest is reported
-  std::map<size_t, SpooledBlob> out;
+  absl::Mutex mu;
+  absl::CondVar cv;
+  uint64_t inflight ABSL_GUARDED_BY(mu) = 0;
+  uint64_t done ABSL_GUARDED_BY(mu) = 0;
+  uint64_t total ABSL_GUARDED_BY(mu) = 0;
+  size_t width ABSL_GUARDED_BY(mu) = 0;         // pool threads
+  size_t running ABSL_GUARDED_BY(mu) = 0;       // of them busy: jobs, helpers, borrowed
+  size_t jobs_running ABSL_GUARDED_BY(mu) = 0;
+  size_t helpers_idle ABSL_GUARDED_BY(mu) = 0;  // helpers submitted that have not claimed a task yet
+  std::deque<TaskGroup*> groups ABSL_GUARDED_BY(mu);  // with unclaimed tasks, oldest first
+  std::map<size_t, absl::Status> errors ABSL_GUARDED_BY(mu);  // by entry: the lowest is reported
+  std::map<size_t, SpooledBlob> out ABSL_GUARDED_BY(mu);
 
-  size_t Unclaimed() const {
+  size_t Unclaimed() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     size_t n = 0;
     for (const TaskGroup* g : groups) n += g->tasks->size() - g->next;
     return n;
   }
-  // The next unclaimed task (of the oldest group), or null. Caller holds mu.
-  const std::function<void()>* Claim(TaskGroup** group) {
+  // The next unclaimed task (of the oldest group), or null.
+  const std::function<void()>* Claim(TaskGroup** group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
     if (groups.empty()) return nullptr;
     TaskGroup* g = groups.front();
     const std::function<void()>* t = &(*g->tasks)[g->next++];
@@ -99,7 +105,9 @@ struct RunState {
 
 // Lends a job the pool's idle threads: its tasks are claimed by helpers the
 // dispatcher starts on free slots, and by the job's own thread, which thus
-// never waits for a task that nobody has started.
+// never waits for a task that nobody has started. Thread-safety: one object
+// serves every job of a RunJobs call, called from their threads at once;
+// synchronized by RunState's lock.
 class PoolHelpers final : public Helpers {
  public:
   explicit PoolHelpers(RunState& st) : st_(st) {}
@@ -107,31 +115,32 @@ class PoolHelpers final : public Helpers {
   void Run(const std::vector<std::function<void()>>& tasks) override {
     if (tasks.empty()) return;
     TaskGroup g{&tasks};
-    std::unique_lock<std::mutex> l(st_.mu);
+    st_.mu.Lock();
     st_.groups.push_back(&g);
-    st_.cv.notify_all();
+    st_.cv.SignalAll();
     while (g.next < tasks.size()) {
       size_t k = g.next++;
       if (g.next == tasks.size()) st_.groups.erase(std::find(st_.groups.begin(), st_.groups.end(), &g));
-      l.unlock();
+      st_.mu.Unlock();
       tasks[k]();
-      l.lock();
+      st_.mu.Lock();
       ++g.done;
     }
-    st_.cv.wait(l, [&] { return g.done == tasks.size(); });
+    while (g.done != tasks.size()) st_.cv.Wait(&st_.mu);
+    st_.mu.Unlock();
   }
 
   int Borrow(int max) override {
-    std::lock_guard<std::mutex> l(st_.mu);
+    absl::MutexLock l(&st_.mu);
     int n = static_cast<int>(std::min<size_t>(std::max(max, 0), st_.width - st_.running));
     st_.running += n;
     return n;
   }
 
   void Release(int n) override {
-    std::lock_guard<std::mutex> l(st_.mu);
+    absl::MutexLock l(&st_.mu);
     st_.running -= n;
-    st_.cv.notify_all();
+    st_.cv.SignalAll();
   }
 
  private:
@@ -141,7 +150,7 @@ class PoolHelpers final : public Helpers {
 void RunOne(const BlobJob& job, Spool& spool, Helpers& helpers, const RunOptions& o, RunState& st) {
   auto r = job.run(helpers);
   absl::StatusOr<BlobRef> ref = r.ok() ? spool.Put(r->blob) : r.status();
-  std::lock_guard<std::mutex> l(st.mu);
+  absl::MutexLock l(&st.mu);
   if (!ref.ok()) {
     st.errors.emplace(job.entry, ref.status());
   } else {
@@ -153,24 +162,25 @@ void RunOne(const BlobJob& job, Spool& spool, Helpers& helpers, const RunOptions
   --st.running;
   --st.jobs_running;
   st.done += job.size;
-  if (o.progress) o.progress(st.done, st.total);
-  st.cv.notify_all();
+  if (o.progress) o.progress(st.done, st.total);  // under mu: never concurrently (delta.h)
+  st.cv.SignalAll();
 }
 
 // Runs claimed tasks of any group until none is left, on a pool thread.
 void RunHelper(RunState& st) {
-  std::unique_lock<std::mutex> l(st.mu);
+  st.mu.Lock();
   --st.helpers_idle;
   TaskGroup* g = nullptr;
   while (const std::function<void()>* t = st.Claim(&g)) {
-    l.unlock();
+    st.mu.Unlock();
     (*t)();
-    l.lock();
+    st.mu.Lock();
     ++g->done;
-    st.cv.notify_all();
+    st.cv.SignalAll();
   }
   --st.running;
-  st.cv.notify_all();
+  st.cv.SignalAll();
+  st.mu.Unlock();
 }
 
 }  // namespace
@@ -182,40 +192,44 @@ absl::StatusOr<std::map<size_t, SpooledBlob>> RunJobs(std::vector<BlobJob> jobs,
     return a.size != b.size ? a.size > b.size : a.entry < b.entry;
   });
   RunState st;
-  for (const BlobJob& j : jobs) st.total += j.size;
   PoolHelpers helpers(st);
   {
     internal::ThreadPool pool(o.threads);
-    st.width = pool.size();
     size_t next = 0;
-    std::unique_lock<std::mutex> l(st.mu);
+    st.mu.Lock();
+    for (const BlobJob& j : jobs) st.total += j.size;
+    st.width = pool.size();
     // Free slots go to helpers first (they speed up the biggest job running),
     // then to the next job; the loop ends when no job is left to start or
     // run, or at the first failure.
+    auto helper_wanted = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
+      return st.running < st.width && st.Unclaimed() > st.helpers_idle;
+    };
+    auto job_ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
+      return next < jobs.size() && st.running < st.width &&
+             (st.jobs_running == 0 || st.inflight + jobs[next].memory <= o.memory_budget);
+    };
+    auto finished = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
+      return !st.errors.empty() || (next == jobs.size() && st.jobs_running == 0);
+    };
     for (;;) {
-      auto helper_wanted = [&] { return st.running < st.width && st.Unclaimed() > st.helpers_idle; };
-      auto job_ready = [&] {
-        return next < jobs.size() && st.running < st.width &&
-               (st.jobs_running == 0 || st.inflight + jobs[next].memory <= o.memory_budget);
-      };
-      st.cv.wait(l, [&] {
-        return !st.errors.empty() || helper_wanted() || job_ready() || (next == jobs.size() && st.jobs_running == 0);
-      });
-      if (!st.errors.empty() || (next == jobs.size() && st.jobs_running == 0)) break;
+      while (!finished() && !helper_wanted() && !job_ready()) st.cv.Wait(&st.mu);
+      if (finished()) break;
       if (helper_wanted()) {
         ++st.running;
         ++st.helpers_idle;
         pool.Submit([&st] { RunHelper(st); });
         continue;
       }
-      if (!job_ready()) continue;  // woken for nothing
       ++st.running;
       const BlobJob& job = jobs[next++];
       st.inflight += job.memory;
       ++st.jobs_running;
       pool.Submit([&job, &spool, &helpers, &o, &st] { RunOne(job, spool, helpers, o, st); });
     }
+    st.mu.Unlock();
   }  // the pool joins here: every submitted job and helper has finished
+  absl::MutexLock l(&st.mu);
   if (!st.errors.empty()) return st.errors.begin()->second;
   return std::move(st.out);
 }
@@ -223,60 +237,6 @@ absl::StatusOr<std::map<size_t, SpooledBlob>> RunJobs(std::vector<BlobJob> jobs,
 // ---------------------------------------------------------------- encoding
 
 namespace {
-
-// Fixed cost model for `auto`: bytes of base + target per millisecond, the
-// slowest rates measured on the corpus (a 30 MB Rust binary; text is 5-40x
-// faster for xdelta3 and bsdiff) on a busy 2-core machine. A model rather than
-// a clock keeps the output independent of load and thread count.
-struct CodecCost {
-  CodecId id;
-  double bytes_per_ms;
-};
-constexpr CodecCost kCosts[] = {
-    {CodecId::kXdelta3, 2400},  // cheapest first: always within the budget
-    {CodecId::kZstd, 1500},
-    {CodecId::kBsdiff, 1500},
-};
-
-// zstd with the whole base as prefix (level 19, long matching) costs ~0.5 s
-// per MB of base + target, and on the corpus it never beat xdelta3 or bsdiff
-// on a file over 130 KB (on big files: 4.14 MB against bsdiff's 3.70 MB for
-// biome's 28 MB binary, in 27 s): auto does not try it past this.
-constexpr uint64_t kZstdMaxInput = 4 << 20;
-
-// relcopy sorts the base's suffixes like bsdiff, so it is held to the same
-// rate; it is not in kCosts because auto runs it only for packed patches.
-constexpr double kRelcopyBytesPerMs = 1500;
-
-bool RelcopyFits(const DiffOptions& o, uint64_t base, uint64_t target) {
-  return static_cast<double>(base + target) / kRelcopyBytesPerMs <= o.time_budget_ms;
-}
-
-std::vector<CodecId> CodecsFor(const DiffOptions& o, uint64_t base, uint64_t target) {
-  if (o.codec) return {*o.codec};
-  std::vector<CodecId> out;
-  for (const CodecCost& c : kCosts) {
-    if (c.id == CodecId::kZstd && base + target > kZstdMaxInput) continue;
-    double ms = static_cast<double>(base + target) / c.bytes_per_ms;
-    // The time budget also bounds bsdiff's memory (~9 bytes per base byte):
-    // at the default it never sees more than ~90 MB of input.
-    if (out.empty() || ms <= o.time_budget_ms) out.push_back(c.id);
-  }
-  return out;
-}
-
-// From this size on, a file's codecs are chosen from a look at it (Plan).
-constexpr uint64_t kBigFile = 1 << 20;
-constexpr uint64_t kTinyPatchRatio = 2000;
-constexpr uint64_t kTinyPatchMinFile = 256 << 10;
-// A big target with at least this share of its content new to the base
-// (MeasureNovelty) is bsdiff's: xdelta3 lost every such file of the corpus
-// (biome's binary, 74% new: 5.55 MB against 3.70 MB; perl 28%: 178 KB
-// against 75 KB; libapt-pkg 65%) and costs 11 s on biome. Near-identical
-// files (typescript's bundles: 0.07%) are xdelta3's.
-constexpr uint64_t kNewPercentNoXdelta3 = 10;
-// Bytes of target content an anchor stands for, to guess a patch's size.
-constexpr uint64_t kBytesPerAnchor = 32;
 
 struct Candidate {
   const Base* base;
@@ -305,40 +265,9 @@ absl::Status CheckRoundTrip(const Candidate& c, std::string_view target) {
   return absl::OkStatus();
 }
 
-// Which codecs to run on a target, in order, and how.
-struct Plan {
-  std::vector<CodecId> codecs;
-  // The patch will not fit a pack member: xdelta3 encodes its standalone
-  // form first instead of a pack form that would be thrown away.
-  bool standalone_first = false;
-};
-
-Plan PlanCodecs(std::string_view target, const std::vector<Base>& bases, const DiffOptions& o) {
-  uint64_t base_max = 0;
-  for (const Base& b : bases) base_max = std::max<uint64_t>(base_max, b.content.size());
-  Plan p{CodecsFor(o, base_max, target.size())};
-  if (o.codec || target.size() < kBigFile) return p;
-  Novelty least;  // the base that lacks least of the target
-  for (const Base& b : bases) {
-    Novelty n = MeasureNovelty(b.content, target);
-    if (&b == &bases[0] || n.missing * least.anchors < least.missing * n.anchors) least = n;
-  }
-  if (p.codecs.size() > 1 && p.codecs[0] == CodecId::kXdelta3 &&
-      least.missing * 100 >= least.anchors * kNewPercentNoXdelta3 && least.anchors > 0)
-    p.codecs.erase(p.codecs.begin());
-  p.standalone_first = least.missing * kBytesPerAnchor > 4 * kPackMemberMax;
-  // Near-identical (the estimated patch fits a pack member): relcopy, which
-  // the pack compresses best, goes first, so that when its patch is tiny the
-  // tiny-patch rule spares xdelta3's pass (typescript's 6-9 MB bundles: a
-  // third of the diff's CPU, and relcopy won all of them).
-  if (o.pack_small_blobs && least.missing * kBytesPerAnchor <= kPackMemberMax / 4 &&
-      RelcopyFits(o, bases[0].content.size(), target.size()))
-    p.codecs.insert(p.codecs.begin(), CodecId::kRelcopy);
-  return p;
-}
-
 // The pack form if packs are on and it fits a member, else the standalone
-// form; only xdelta3 and relcopy have two. `standalone_first`: the pack form is tried only
+// form; only codecs marked two_forms (xdelta3, relcopy) have two.
+// `standalone_first`: the pack form is tried only
 // when the standalone one is near the member limit. That picks the same form:
 // the pack form is the same VCDIFF without secondary compression (used only
 // where it saves) and checksums, so never smaller than the standalone form
@@ -351,8 +280,7 @@ absl::StatusOr<std::string> EncodeForm(const DeltaCodec& c, std::string_view bas
                                        bool pack, bool standalone_first, uint64_t limit, Helpers& helpers,
                                        bool* packed) {
   *packed = false;
-  bool two_forms = c.id() == CodecId::kXdelta3 || c.id() == CodecId::kRelcopy;
-  if (!two_forms) {
+  if (!TraitsOf(c.id()).two_forms) {
     auto patch = c.EncodeWithin(base, target, helpers, limit);
     *packed = pack && patch.ok() && patch->size() <= kPackMemberMax;
     return patch;
@@ -386,8 +314,7 @@ absl::Status Try(CodecId codec, const Base& base, std::string_view target, const
     if (!o.codec) return absl::OkStatus();
     return Annotate(patch.status(), CodecName(codec));
   }
-  // auto: a relcopy patch no smaller than the file found nothing to copy.
-  if (!o.codec && codec == CodecId::kRelcopy && patch->size() >= target.size()) return absl::OkStatus();
+  if (!KeepCandidate(o, codec, patch->size(), target.size())) return absl::OkStatus();
   uint64_t cost = PatchCost(*patch, packed);
   if (!*best || cost < (*best)->cost) *best = Candidate{&base, codec, std::move(*patch), packed, cost};
   return absl::OkStatus();
@@ -403,26 +330,13 @@ absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, cons
   for (const Base& b : bases)
     if (auto s = Try(plan.codecs[0], b, target, o, plan, helpers, &best); !s.ok()) return s;
   if (!best) return best;
-  // auto: a file of kTinyPatchMinFile or more whose first patch (usually
-  // the cheap xdelta3) is already tiny (at most 1/kTinyPatchRatio of the
-  // file) gains at most that patch's size from the slow codecs (zstd over the
-  // whole base, bsdiff's suffix sort): skip them. From 256 KiB rather than
-  // 1 MiB since session 5: typescript's 598 KB lib file spent ~70 ms in them
-  // for a 94-byte xdelta3 patch (a quarter of 5.4.3 -> 5.4.4's diff); no
-  // corpus delta changed by a byte. A size rule, not a clock, so the output
-  // stays deterministic.
-  if (!o.codec && target.size() >= kTinyPatchMinFile && best->patch.size() * kTinyPatchRatio <= target.size())
-    plan.codecs.resize(1);
+  if (SkipRestAfterFirst(o, target.size(), best->patch.size())) plan.codecs.resize(1);
   const Base* chosen = best->base;
-  // auto: relcopy exists for packs, where files that got the same edit share
-  // its instruction runs. It runs only when the patch will be packed (so the
-  // change is small), and as early as that is known: it is cheap (hash
-  // chains) and usually wins, and its cost then bounds the slow codecs
-  // (EncodeWithin).
+  // auto: relcopy runs on the chosen base as soon as the patch is known to
+  // be packed; its cost then bounds the slow codecs (EncodeWithin).
   bool relcopy_tried = plan.codecs[0] == CodecId::kRelcopy;
   auto maybe_relcopy = [&]() -> absl::Status {
-    if (o.codec || !o.pack_small_blobs || relcopy_tried || best->patch.size() > kPackMemberMax ||
-        !RelcopyFits(o, chosen->content.size(), target.size()))
+    if (!RelcopyNext(o, relcopy_tried, best->patch.size(), chosen->content.size(), target.size()))
       return absl::OkStatus();
     relcopy_tried = true;
     return Try(CodecId::kRelcopy, *chosen, target, o, plan, helpers, &best);

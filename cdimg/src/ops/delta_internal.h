@@ -8,15 +8,16 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "d4c/cdimg.h"
 #include "d4c/delta.h"
 
@@ -55,18 +56,22 @@ struct SpooledBlob {
 
 // An unlinked temp file next to the output holding finished blobs, so that
 // out-of-order results cost disk, not memory.
+//
+// Thread-safety: internally synchronized. Put and Get may be called from any
+// threads at once: Put reserves its range under mu_ and writes it without the
+// lock (pwrite at a private offset); Get reads ranges already returned by Put.
 class Spool {
  public:
   static absl::StatusOr<std::unique_ptr<Spool>> Create(const std::string& out_path);
   ~Spool();
-  absl::StatusOr<BlobRef> Put(std::string_view bytes);  // thread-safe
+  absl::StatusOr<BlobRef> Put(std::string_view bytes) ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<std::string> Get(const BlobRef& ref) const;
 
  private:
   explicit Spool(int fd) : fd_(fd) {}
-  int fd_;
-  std::mutex mu_;
-  uint64_t end_ = 0;
+  const int fd_;
+  absl::Mutex mu_;
+  uint64_t end_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 struct RunOptions {
@@ -101,7 +106,7 @@ absl::StatusOr<BlobResult> EncodeFile(std::string_view target, const std::vector
 // anchors (one per ~32 bytes, each standing for the 64 bytes before it), how
 // many have a window found nowhere in the base. Linear time (~0.3 s for two
 // 28 MB files), a few bytes of memory per 32 base bytes. `auto` uses it to
-// skip codecs that cannot win on big files (see delta_common.cc).
+// skip codecs that cannot win on big files (see codec_policy.h).
 struct Novelty {
   uint64_t anchors = 0;
   uint64_t missing = 0;

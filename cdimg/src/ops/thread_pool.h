@@ -1,13 +1,19 @@
 // A fixed set of worker threads running queued tasks (no futures: callers
 // collect results themselves). Destruction waits for queued work.
+//
+// Thread-safety: internally synchronized. Submit may be called from any
+// thread, including a task of the pool itself; the destructor must run on a
+// thread that is not one of the pool's (it joins them).
 #pragma once
 
-#include <condition_variable>
+#include <algorithm>
 #include <deque>
 #include <functional>
-#include <mutex>
 #include <thread>
 #include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 
 namespace d4c::internal {
 
@@ -19,40 +25,36 @@ class ThreadPool {
   }
   ~ThreadPool() {
     {
-      std::lock_guard<std::mutex> l(mu_);
+      absl::MutexLock l(&mu_);
       stop_ = true;
     }
-    cv_.notify_all();
     for (auto& t : workers_) t.join();
   }
   void Submit(std::function<void()> task) {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      tasks_.push_back(std::move(task));
-    }
-    cv_.notify_one();
+    absl::MutexLock l(&mu_);
+    tasks_.push_back(std::move(task));
   }
   size_t size() const { return workers_.size(); }
 
  private:
+  bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_ || !tasks_.empty(); }
+
   void Run() {
     for (;;) {
       std::function<void()> task;
       {
-        std::unique_lock<std::mutex> l(mu_);
-        cv_.wait(l, [this] { return stop_ || !tasks_.empty(); });
-        if (tasks_.empty()) return;
+        absl::MutexLock l(&mu_, absl::Condition(this, &ThreadPool::HasWork));
+        if (tasks_.empty()) return;  // stopping, and the queue is drained
         task = std::move(tasks_.front());
         tasks_.pop_front();
       }
       task();
     }
   }
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<std::function<void()>> tasks_;
-  bool stop_ = false;
-  std::vector<std::thread> workers_;
+  absl::Mutex mu_;
+  std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<std::thread> workers_;  // set in the constructor, immutable after
 };
 
 }  // namespace d4c::internal

@@ -9,6 +9,12 @@
 // A file found on disk that this process did not write (an earlier run, a
 // concurrent mount) is checked against its digest before its first use, since
 // cache files are not fsynced.
+//
+// Thread-safety: internally synchronized; every method may be called from any
+// thread (di3fs's FUSE threads). One lock guards the index; it is released
+// while files are opened, hashed or produced, and held while on_evict runs,
+// so the lock order is: the cache's lock, then any lock on_evict takes (in
+// di3fs, its descriptor table's).
 #pragma once
 
 #include <cstdint>

@@ -1,8 +1,10 @@
 // di3fs: a read-only FUSE filesystem serving the tree of a cdimg chain.
 // Mounting reads only the indexes; a file's bytes are rebuilt (and verified
 // against their sha256) the first time it is opened, kept in a ContentCache
-// and read from there. A file that cannot be rebuilt gives EIO for that file
-// only.
+// and read from there. A file that cannot be rebuilt gives an error for that
+// file only: EIO, remembered for the life of the mount when the image's bytes
+// are bad (DataLoss); for a transient failure (an I/O error: EIO; out of
+// memory: ENOMEM) the next read tries again.
 //
 //   auto fs = Di3fs::Open(options);       // opens the chain and the cache
 //   (*fs)->Mount("/mnt/x");               // the kernel mount
@@ -55,6 +57,8 @@ class Di3fs {
 
   // What is being served (statistics, tests).
   const ImageChain& chain() const;
+  // For tests (ImageChain::SetReadFaultForTesting), before Mount only.
+  ImageChain& mutable_chain();
   const FsTree& tree() const;
   const ContentCache& cache() const;
   // Time spent opening the chain and building the inode view.

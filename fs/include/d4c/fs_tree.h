@@ -5,6 +5,9 @@
 // Inode numbers: entry index + 1 of the entry that holds the metadata, so the
 // root (entry 0) is inode 1 (FUSE_ROOT_ID) and every name of a hardlink group
 // maps to its primary's inode.
+//
+// Thread-safety: immutable after Build; every const method may be called
+// from di3fs's FUSE threads at once.
 #pragma once
 
 #include <sys/stat.h>

@@ -1,0 +1,142 @@
+// ImageChain's read path: errors keep their code through the layers (an I/O
+// error stays one and goes away on the next read), only bad bytes are
+// DataLoss.
+#include <unistd.h>
+#include <zstd.h>
+
+#include <atomic>
+#include <catch2/catch.hpp>
+#include <filesystem>
+
+#include "d4c/cdimg.h"
+#include "d4c/chain.h"
+#include "d4c/codec.h"
+#include "d4c/base/strcat.h"
+
+using namespace d4c;
+
+namespace {
+
+std::string TempDir() {
+  auto dir = std::filesystem::temp_directory_path() / StrCat("d4c-chain-test-", getpid());
+  std::filesystem::create_directories(dir);
+  return dir.string();
+}
+
+Entry Dir(std::string path) {
+  Entry e;
+  e.path = std::move(path);
+  e.type = EntryType::kDirectory;
+  e.mode = 0755;
+  return e;
+}
+
+Entry File(std::string path, const std::string& content) {
+  Entry e;
+  e.path = std::move(path);
+  e.type = EntryType::kRegular;
+  e.mode = 0644;
+  e.size = content.size();
+  e.digest = Sha256(content);
+  return e;
+}
+
+std::string Zstd(const std::string& s) {
+  std::string out(ZSTD_compressBound(s.size()), '\0');
+  out.resize(ZSTD_compress(out.data(), out.size(), s.data(), s.size(), 3));
+  return out;
+}
+
+const std::string kOld = std::string(5000, 'a') + "old tail";
+const std::string kNew = std::string(5000, 'a') + "new tail!";
+
+// base.cdimg: /conf (kOld, full) and /bad (its blob holds other bytes of the
+// same size); top.cdimg, a delta of it: /conf is kNew as an xdelta3 patch
+// against kOld, /bad unchanged.
+struct Images {
+  std::string base, top;
+};
+
+Images Write() {
+  Images im{TempDir() + "/base.cdimg", TempDir() + "/top.cdimg"};
+  std::vector<Entry> es{Dir(""), File("bad", "the right bytes"), File("conf", kOld)};
+  {
+    auto w = CdimgWriter::Create(im.base, {});
+    REQUIRE(w.ok());
+    std::vector<Recipe> rs(es.size());
+    auto bad = (*w)->AppendBlob(Zstd("the WRONG bytes"));
+    auto conf = (*w)->AppendBlob(Zstd(kOld));
+    REQUIRE(bad.ok());
+    REQUIRE(conf.ok());
+    rs[1] = {Recipe::Kind::kFull, CodecId::kZstd, {}, *bad};
+    rs[2] = {Recipe::Kind::kFull, CodecId::kZstd, {}, *conf};
+    REQUIRE((*w)->Finish("{}", es, rs).ok());
+  }
+  auto parent = CdimgImage::Open(im.base);
+  REQUIRE(parent.ok());
+  es[2] = File("conf", kNew);
+  auto w = CdimgWriter::Create(im.top, {.parent = parent->get()});
+  REQUIRE(w.ok());
+  auto patch = GetCodec(CodecId::kXdelta3).Encode(kOld, kNew);
+  REQUIRE(patch.ok());
+  auto ref = (*w)->AppendBlob(*patch);
+  REQUIRE(ref.ok());
+  std::vector<Recipe> rs(es.size());
+  rs[1] = {Recipe::Kind::kBase, CodecId::kZstd, {}, {}};
+  rs[2] = {Recipe::Kind::kDelta, CodecId::kXdelta3, Sha256(kOld), *ref};
+  REQUIRE((*w)->Finish("{}", es, rs).ok());
+  return im;
+}
+
+}  // namespace
+
+TEST_CASE("chain: a transient read error keeps its code and the next read succeeds") {
+  Images im = Write();
+  auto chain = ImageChain::Open(im.top, {im.base});
+  REQUIRE(chain.ok());
+  const CdimgImage& top = (*chain)->top();
+  size_t conf = *top.Find("conf");
+
+  // The first read of the base image's blob fails as pread's EIO does
+  // (format/io.cc), the second time as an allocation failure; then reads work.
+  std::atomic<int> faults{2};
+  (*chain)->SetReadFaultForTesting([&](const CdimgImage& img, const Recipe&) -> absl::Status {
+    if (img.path() != im.base || faults <= 0) return absl::OkStatus();
+    return --faults == 1 ? absl::InternalError(StrCat(im.base, ": read: Input/output error"))
+                         : absl::ResourceExhaustedError("cannot allocate 5008 bytes");
+  });
+  auto r = (*chain)->ReadFile(conf);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == absl::StatusCode::kInternal);
+  // The message names the file read, the base it needed, and the cause.
+  CHECK_THAT(Msg(r.status().message()),
+             Catch::Contains(StrCat(im.top, ": /conf: ")) && Catch::Contains(StrCat(im.base, ": /conf: ")) &&
+                 Catch::Contains("Input/output error"));
+
+  r = (*chain)->ReadFile(conf);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.status().code() == absl::StatusCode::kResourceExhausted);
+
+  r = (*chain)->ReadFile(conf);
+  REQUIRE(r.ok());
+  CHECK(*r == kNew);
+  CHECK(faults == 0);
+}
+
+TEST_CASE("chain: content that fails its digest is DataLoss, every time") {
+  Images im = Write();
+  auto chain = ImageChain::Open(im.top, {im.base});
+  REQUIRE(chain.ok());
+  size_t bad = *(*chain)->top().Find("bad");
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    auto r = (*chain)->ReadFile(bad);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().code() == absl::StatusCode::kDataLoss);
+    CHECK_THAT(Msg(r.status().message()),
+               Catch::Contains(StrCat(im.base, ": /bad: ")) && Catch::Contains("does not match its sha256"));
+  }
+  // The other files of the chain are not affected.
+  auto conf = (*chain)->ReadFile(*(*chain)->top().Find("conf"));
+  REQUIRE(conf.ok());
+  CHECK(*conf == kNew);
+}
