@@ -273,7 +273,9 @@ int RunPull(PullArgs a) {
   auto want = ResolveTag(c, *nt, *catalog);
   if (!want.ok()) return Fail(what, want.status());
   catalog->Add(*want);
-  snap::ImageStore store(a.load.snapshotter_root + "/store");
+  // The store read and written below must be the one the snapshotter reads.
+  if (auto v = snap::VerifySnapshotterRoot(a.load); !v.ok()) return Fail(what, v.status());
+  snap::ImageStore store(snap::layout::StoreDir(a.load.snapshotter_root));
   std::set<std::string> local;
   for (const auto& hex : store.List()) local.insert("sha256:" + hex);
   auto plan = registry::PlanPull(*catalog, local, want->image_id);
@@ -289,7 +291,7 @@ int RunPull(PullArgs a) {
   std::fflush(stdout);  // the plan shows before a long download
   if (a.dry_run) return 0;
 
-  std::string downloads = a.load.snapshotter_root + "/downloads";
+  std::string downloads = snap::layout::DownloadsDir(a.load.snapshotter_root);
   uint64_t fetched = 0;
   auto files = Download(c, nt->name, *plan, downloads, &fetched);
   if (!files.ok()) return Fail(what, files.status());
