@@ -32,6 +32,8 @@ inline constexpr const char* kLoadedLayerType = "application/vnd.d4c.cdimg.layer
 inline constexpr const char* kOciManifestType = "application/vnd.oci.image.manifest.v1+json";
 inline constexpr const char* kOciIndexType = "application/vnd.oci.image.index.v1+json";
 inline constexpr const char* kOciConfigType = "application/vnd.oci.image.config.v1+json";
+inline constexpr const char* kDockerManifestType = "application/vnd.docker.distribution.manifest.v2+json";
+inline constexpr const char* kDockerManifestListType = "application/vnd.docker.distribution.manifest.list.v2+json";
 
 // ---- d4c annotation keys (OCI manifests, registry catalog) and image labels
 inline constexpr const char* kImageId = "org.d4c.image.id";        // sha256:<image id>
@@ -64,5 +66,6 @@ inline constexpr const char* kGcRefSnapshotPrefix = "containerd.io/gc.ref.snapsh
 inline constexpr const char* kGcRefContentConfig = "containerd.io/gc.ref.content.config";
 inline constexpr const char* kGcRefContentLayerPrefix = "containerd.io/gc.ref.content.l.";  // + index
 inline constexpr const char* kUncompressedLabel = "containerd.io/uncompressed";
+inline constexpr const char* kGcExpireLabel = "containerd.io/gc.expire";  // on leases (RFC 3339 time)
 
 }  // namespace d4c::keys
