@@ -27,7 +27,8 @@ void RegisterLoad(CLI::App& app) {
       ->check(CLI::ExistingFile);
   c->add_option("--address", o->address, "containerd socket")->capture_default_str();
   c->add_option("--namespace,-n", o->ns, "containerd namespace")->capture_default_str();
-  c->add_option("--snapshotter-root", o->snapshotter_root, "The di3fs snapshotter's --root")->capture_default_str();
+  c->add_option("--snapshotter-root", o->snapshotter_root,
+                "The di3fs snapshotter's --root (checked against the snapshotter containerd uses)")->capture_default_str();
   c->add_option("--snapshotter", o->snapshotter, "Name of the proxy plugin in containerd's config")
       ->capture_default_str();
   c->callback([o] { ExitCode() = RunLoad(*o); });

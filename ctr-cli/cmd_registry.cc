@@ -14,6 +14,7 @@
 #include "d4c/registry/registry_client.h"
 #include "d4c/registry/transfer.h"
 #include "d4c/snap/image_store.h"
+#include "d4c/snap/layout.h"
 #include "d4c/snap/load.h"
 
 namespace d4c::cli {
@@ -163,7 +164,9 @@ int RunPull(PullArgs a) {
   auto client = Connect(a.reg, 0, a.max_rate);
   if (!client.ok()) return Fail("pull", client.status());
   registry::ClientRegistry reg(**client);
-  snap::ImageStore store(a.load.snapshotter_root + "/store");
+  // The store read and written below must be the one the snapshotter reads.
+  if (auto v = snap::VerifySnapshotterRoot(a.load); !v.ok()) return Fail(what, v.status());
+  snap::ImageStore store(snap::layout::StoreDir(a.load.snapshotter_root));
   StoreImages local(store);
   a.load.image = a.name;
   if (a.load.image.empty()) {
@@ -175,7 +178,7 @@ int RunPull(PullArgs a) {
 
   registry::PullOptions o;
   o.image = a.image;
-  o.download_dir = a.download_dir.empty() ? a.load.snapshotter_root + "/downloads" : a.download_dir;
+  o.download_dir = a.download_dir.empty() ? snap::layout::DownloadsDir(a.load.snapshotter_root) : a.download_dir;
   o.dry_run = a.dry_run;
   o.planned = [&](const registry::PullResult& p) {
     std::printf("plan: %s is image %s; %zu images here%s\n", a.image.c_str(), p.wanted.image_id.c_str(), p.local_images,

@@ -9,6 +9,7 @@
 #include "containerd/services/leases/v1/leases.grpc.pb.h"
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
 #include "d4c/base/strcat.h"
+#include "d4c/metadata_keys.h"
 
 namespace d4c::snap {
 namespace content = containerd::services::content::v1;
@@ -116,7 +117,7 @@ absl::StatusOr<std::string> ContainerdClient::CreateLease(int expire_sec) {
   std::time_t tt = std::chrono::system_clock::to_time_t(t);
   char buf[64];
   std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&tt));
-  (*req.mutable_labels())["containerd.io/gc.expire"] = buf;
+  (*req.mutable_labels())[keys::kGcExpireLabel] = buf;
   req.set_id(StrCat("ctr-cli-load-", std::chrono::steady_clock::now().time_since_epoch().count()));
   leases::CreateResponse resp;
   auto ctx = s_->Ctx();

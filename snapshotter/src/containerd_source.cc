@@ -3,6 +3,7 @@
 
 
 #include "d4c/entry.h"
+#include "d4c/metadata_keys.h"
 #include "d4c/snap/containerd_client.h"
 #include "d4c/base/strcat.h"
 #include "nlohmann/json.hpp"
@@ -25,12 +26,10 @@ std::string HostArch() {
 }
 
 bool IsIndex(const std::string& t) {
-  return t == "application/vnd.oci.image.index.v1+json" ||
-         t == "application/vnd.docker.distribution.manifest.list.v2+json";
+  return t == keys::kOciIndexType || t == keys::kDockerManifestListType;
 }
 bool IsManifest(const std::string& t) {
-  return t == "application/vnd.oci.image.manifest.v1+json" ||
-         t == "application/vnd.docker.distribution.manifest.v2+json";
+  return t == keys::kOciManifestType || t == keys::kDockerManifestType;
 }
 
 class ContainerdImageSource final : public ImageSource {

@@ -57,7 +57,13 @@ absl::StatusOr<std::string> ParseSha256(const std::string& s) {
 }
 
 std::string ImageStore::PathFor(const std::string& id_hex) const {
-  return StrCat(dir_, "/", id_hex, ".cdimg");
+  return StrCat(dir_, "/", id_hex, ".cdimg");  // == layout::StorePath(root, id_hex)
+}
+
+absl::Status ImageStore::Delete(const std::string& id_hex) const {
+  std::string p = PathFor(id_hex);
+  if (unlink(p.c_str()) != 0 && errno != ENOENT) return Errno(StrCat("delete ", p));
+  return absl::OkStatus();
 }
 
 std::vector<std::string> ImageStore::List() const {

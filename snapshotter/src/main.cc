@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
 
   if (geteuid() != 0) spdlog::warn("not running as root: overlay and FUSE mounts will fail");
+  opt.address = address;
   auto sn = d4c::snap::Snapshotter::Open(opt);
   if (!sn.ok()) {
     spdlog::critical("cannot open {}: {}", opt.root, d4c::Msg(sn.status().message()));

@@ -17,6 +17,8 @@
 #include <thread>
 
 #include "d4c/base/strcat.h"
+#include "d4c/di3fs_args.h"
+#include "d4c/snap/layout.h"
 #include "spdlog/spdlog.h"
 
 namespace d4c::snap {
@@ -46,25 +48,63 @@ std::string Unescape(const std::string& s) {
   return out;
 }
 
-int ReadPid(const std::string& path) {
-  std::ifstream f(path);
-  int pid = 0;
-  if (f >> pid) return pid;
-  return 0;
-}
-
-// True if `pid` is a live (not zombie) di3fs serving `mountpoint`.
-bool IsOurDi3fs(int pid, const std::string& mountpoint) {
-  if (pid <= 0) return false;
-  std::ifstream st(StrCat("/proc/", pid, "/stat"));
-  std::string line;
-  if (!std::getline(st, line)) return false;
-  size_t rp = line.rfind(')');
-  if (rp == std::string::npos || rp + 2 >= line.size() || line[rp + 2] == 'Z') return false;
-  std::ifstream cl(StrCat("/proc/", pid, "/cmdline"));
-  std::string cmd((std::istreambuf_iterator<char>(cl)), std::istreambuf_iterator<char>());
-  return cmd.find("di3fs") != std::string::npos && cmd.find(mountpoint) != std::string::npos;
-}
+// Real system calls.
+class RealSystem final : public MountSystem {
+ public:
+  MountState Probe(const std::string& mountpoint) override { return ProbeMount(mountpoint); }
+  absl::Status Detach(const std::string& mountpoint) override {
+    if (umount2(mountpoint.c_str(), MNT_DETACH) != 0)
+      return absl::InternalError(StrCat("detach mount ", mountpoint, ": ", std::strerror(errno)));
+    return absl::OkStatus();
+  }
+  absl::StatusOr<int> Spawn(const std::vector<std::string>& args, const std::string& log) override {
+    std::vector<std::string> copy = args;
+    std::vector<char*> argv;
+    for (auto& a : copy) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    pid_t pid = fork();
+    if (pid < 0) return absl::InternalError(StrCat("fork ", args[0], ": ", std::strerror(errno)));
+    if (pid == 0) {
+      // Child: own session (no signals from the snapshotter's terminal or
+      // process group), stdio to the log; never returns.
+      setsid();
+      int nul = open("/dev/null", O_RDONLY);
+      int lf = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (nul >= 0) dup2(nul, 0);
+      if (lf >= 0) {
+        dup2(lf, 1);
+        dup2(lf, 2);
+      }
+      for (int fd = 3; fd < 1024; ++fd) close(fd);
+      sigset_t none;
+      sigemptyset(&none);
+      sigprocmask(SIG_SETMASK, &none, nullptr);
+      execvp(argv[0], argv.data());
+      dprintf(2, "exec %s: %s\n", argv[0], std::strerror(errno));
+      _exit(127);
+    }
+    return pid;
+  }
+  bool Exited(int pid, int* status) override { return waitpid(pid, status, WNOHANG) == pid; }
+  void Wait(int pid) override {
+    int st = 0;
+    waitpid(pid, &st, 0);
+  }
+  void Kill(int pid, int sig) override { kill(pid, sig); }
+  // True if `pid` is a live (not zombie) di3fs serving `mountpoint`.
+  bool IsDi3fs(int pid, const std::string& mountpoint) override {
+    if (pid <= 0) return false;
+    std::ifstream st(StrCat("/proc/", pid, "/stat"));
+    std::string line;
+    if (!std::getline(st, line)) return false;
+    size_t rp = line.rfind(')');
+    if (rp == std::string::npos || rp + 2 >= line.size() || line[rp + 2] == 'Z') return false;
+    std::ifstream cl(StrCat("/proc/", pid, "/cmdline"));
+    std::string cmd((std::istreambuf_iterator<char>(cl)), std::istreambuf_iterator<char>());
+    return cmd.find("di3fs") != std::string::npos && cmd.find(mountpoint) != std::string::npos;
+  }
+  void SleepMs(int ms) override { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+};
 
 }  // namespace
 
@@ -101,11 +141,25 @@ MountState ProbeMount(const std::string& mountpoint) {
   return s;
 }
 
-Di3fsMounter::Di3fsMounter(Options o) : o_(std::move(o)) {
-  for (const char* d : {"mnt", "run", "log", "cache"}) fs::create_directories(fs::path(o_.root) / d);
+
+std::unique_ptr<MountSystem> RealMountSystem() { return std::make_unique<RealSystem>(); }
+
+Di3fsMounter::Di3fsMounter(Options o, std::unique_ptr<MountSystem> sys)
+    : o_(std::move(o)), sys_(sys ? std::move(sys) : RealMountSystem()) {
+  std::error_code ec;
+  for (const auto& d : {layout::MountDir(o_.root), layout::RunDir(o_.root), layout::LogDir(o_.root),
+                        layout::CacheDir(o_.root)})
+    fs::create_directories(d, ec);
 }
 
-std::string Di3fsMounter::MountPoint(const std::string& id_hex) const { return StrCat(o_.root, "/mnt/", id_hex); }
+std::string Di3fsMounter::MountPoint(const std::string& id_hex) const { return layout::MountPoint(o_.root, id_hex); }
+
+int Di3fsMounter::ReadPid(const std::string& id_hex) const {
+  std::ifstream f(layout::PidFile(o_.root, id_hex));
+  int pid = 0;
+  if (f >> pid) return pid;
+  return 0;
+}
 
 std::mutex& Di3fsMounter::LockFor(const std::string& id_hex) {
   std::lock_guard<std::mutex> g(mu_);
@@ -118,53 +172,30 @@ absl::Status Di3fsMounter::Ensure(const std::string& id_hex, const std::vector<s
   if (chain.empty()) return absl::InvalidArgumentError("empty image chain");
   std::lock_guard<std::mutex> g(LockFor(id_hex));
   std::string mp = MountPoint(id_hex);
-  MountState st = ProbeMount(mp);
+  MountState st = sys_->Probe(mp);
   if (st.mounted && st.alive) return absl::OkStatus();
   if (st.mounted) {
     spdlog::warn("di3fs mount {} is dead (daemon gone); detaching it before remounting", mp);
-    if (umount2(mp.c_str(), MNT_DETACH) != 0)
-      return absl::InternalError(StrCat("detach dead mount ", mp, ": ", std::strerror(errno)));
+    if (auto s = sys_->Detach(mp); !s.ok())
+      return absl::InternalError(StrCat("dead di3fs mount of image sha256:", id_hex, ": ", Msg(s.message())));
   }
   std::error_code ec;
   fs::create_directories(mp, ec);
-  std::string cache = StrCat(o_.root, "/cache/", id_hex);
-  fs::create_directories(cache, ec);
-  std::string log = StrCat(o_.root, "/log/di3fs-", id_hex, ".log");
-  std::string pidfile = StrCat(o_.root, "/run/", id_hex, ".pid");
-
-  std::vector<std::string> args = {o_.di3fs, "--cdimg", chain[0]};
-  for (size_t i = 1; i < chain.size(); ++i) {
-    args.push_back("--base");
-    args.push_back(chain[i]);
-  }
-  args.insert(args.end(), {"--cache-dir", cache, "--cache-size", std::to_string(o_.cache_size), "-o",
-                           "allow_other", mp});
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
+  Di3fsArgs args;
+  args.fs.cdimg = chain[0];
+  args.fs.bases.assign(chain.begin() + 1, chain.end());
+  args.fs.cache_dir = layout::CacheDirFor(o_.root, id_hex);
+  fs::create_directories(args.fs.cache_dir, ec);
+  args.fs.cache_size = o_.cache_size;
+  args.fs.mount_options = {"allow_other"};
+  args.mountpoint = mp;
+  std::string log = layout::LogFile(o_.root, id_hex);
+  std::string pidfile = layout::PidFile(o_.root, id_hex);
 
   auto t0 = std::chrono::steady_clock::now();
-  pid_t pid = fork();
-  if (pid < 0) return absl::InternalError(StrCat("fork di3fs: ", std::strerror(errno)));
-  if (pid == 0) {
-    // Child: own session (no signals from the snapshotter's terminal or
-    // process group), stdio to the log; never returns.
-    setsid();
-    int nul = open("/dev/null", O_RDONLY);
-    int lf = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-    if (nul >= 0) dup2(nul, 0);
-    if (lf >= 0) {
-      dup2(lf, 1);
-      dup2(lf, 2);
-    }
-    for (int fd = 3; fd < 1024; ++fd) close(fd);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, nullptr);
-    execvp(argv[0], argv.data());
-    dprintf(2, "exec %s: %s\n", argv[0], std::strerror(errno));
-    _exit(127);
-  }
+  auto spawned = sys_->Spawn(ToArgv(o_.di3fs, args), log);
+  if (!spawned.ok()) return spawned.status();
+  int pid = *spawned;
   {
     std::ofstream pf(pidfile + ".tmp");
     pf << pid << "\n";
@@ -173,23 +204,22 @@ absl::Status Di3fsMounter::Ensure(const std::string& id_hex, const std::vector<s
   }
   while (true) {
     int wst = 0;
-    pid_t w = waitpid(pid, &wst, WNOHANG);
-    if (w == pid) {
+    if (sys_->Exited(pid, &wst)) {
       std::ifstream lf(log);
       std::string all((std::istreambuf_iterator<char>(lf)), std::istreambuf_iterator<char>());
       if (all.size() > 2000) all = all.substr(all.size() - 2000);
       return absl::InternalError(StrCat("di3fs for image sha256:", id_hex, " exited (status ", wst,
                                         ") before mounting ", mp, "; log tail: ", all));
     }
-    MountState now = ProbeMount(mp);
+    MountState now = sys_->Probe(mp);
     if (now.mounted && now.alive) break;
     if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(o_.mount_timeout_sec)) {
-      kill(pid, SIGKILL);
-      waitpid(pid, &wst, 0);
+      sys_->Kill(pid, SIGKILL);
+      sys_->Wait(pid);
       return absl::DeadlineExceededError(
           StrCat("di3fs for image sha256:", id_hex, " did not mount ", mp, " within ", o_.mount_timeout_sec, " s"));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    sys_->SleepMs(5);
   }
   {
     std::lock_guard<std::mutex> g2(mu_);
@@ -203,24 +233,23 @@ absl::Status Di3fsMounter::Ensure(const std::string& id_hex, const std::vector<s
 absl::Status Di3fsMounter::Unmount(const std::string& id_hex) {
   std::lock_guard<std::mutex> g(LockFor(id_hex));
   std::string mp = MountPoint(id_hex);
-  std::string pidfile = StrCat(o_.root, "/run/", id_hex, ".pid");
-  int pid = ReadPid(pidfile);
-  bool ours = IsOurDi3fs(pid, mp);
-  if (ours) kill(pid, SIGTERM);
+  std::string pidfile = layout::PidFile(o_.root, id_hex);
+  int pid = ReadPid(id_hex);
+  bool ours = sys_->IsDi3fs(pid, mp);
+  if (ours) sys_->Kill(pid, SIGTERM);
   auto t0 = std::chrono::steady_clock::now();
-  while (ProbeMount(mp).mounted && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5)) {
+  while (sys_->Probe(mp).mounted && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5)) {
     Reap();
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    sys_->SleepMs(10);
   }
   absl::Status status;
-  if (ProbeMount(mp).mounted) {
+  if (sys_->Probe(mp).mounted) {
     spdlog::warn("di3fs mount {} still present after SIGTERM; detaching", mp);
-    if (umount2(mp.c_str(), MNT_DETACH) != 0)
-      status = absl::InternalError(StrCat("unmount ", mp, ": ", std::strerror(errno)));
+    if (auto s = sys_->Detach(mp); !s.ok()) status = absl::InternalError(StrCat("unmount: ", Msg(s.message())));
   }
-  if (ours && IsOurDi3fs(pid, mp)) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    if (IsOurDi3fs(pid, mp)) kill(pid, SIGKILL);
+  if (ours && sys_->IsDi3fs(pid, mp)) {
+    sys_->SleepMs(100);
+    if (sys_->IsDi3fs(pid, mp)) sys_->Kill(pid, SIGKILL);
   }
   Reap();
   if (status.ok()) {
@@ -235,8 +264,8 @@ absl::Status Di3fsMounter::Unmount(const std::string& id_hex) {
 std::vector<std::string> Di3fsMounter::Known() const {
   std::vector<std::string> out;
   std::error_code ec;
-  for (const auto& e : fs::directory_iterator(fs::path(o_.root) / "mnt", ec)) out.push_back(e.path().filename());
-  for (const auto& e : fs::directory_iterator(fs::path(o_.root) / "run", ec)) {
+  for (const auto& e : fs::directory_iterator(layout::MountDir(o_.root), ec)) out.push_back(e.path().filename());
+  for (const auto& e : fs::directory_iterator(layout::RunDir(o_.root), ec)) {
     if (e.path().extension() == ".pid") out.push_back(e.path().stem());
   }
   std::sort(out.begin(), out.end());
@@ -248,25 +277,53 @@ void Di3fsMounter::Recover(const std::vector<std::string>& keep) {
   for (const auto& id : Known()) {
     std::string mp = MountPoint(id);
     bool wanted = std::find(keep.begin(), keep.end(), id) != keep.end();
-    MountState st = ProbeMount(mp);
     if (!wanted) {
       if (auto s = Unmount(id); !s.ok()) spdlog::warn("recover: {}", Msg(s.message()));
       continue;
     }
+    MountState st = sys_->Probe(mp);
     if (st.mounted && !st.alive) {
       spdlog::warn("recover: di3fs mount {} is dead; detaching (it is mounted again on demand)", mp);
-      umount2(mp.c_str(), MNT_DETACH);
+      if (auto s = sys_->Detach(mp); !s.ok()) spdlog::warn("recover: {}", Msg(s.message()));
     } else if (st.mounted) {
-      spdlog::info("recover: adopted live di3fs mount {} (pid {})", mp, ReadPid(StrCat(o_.root, "/run/", id, ".pid")));
+      spdlog::info("recover: adopted live di3fs mount {} (pid {})", mp, ReadPid(id));
     }
   }
+}
+
+absl::Status Di3fsMounter::Prune(const std::vector<std::string>& keep) {
+  auto kept = [&](const std::string& id) { return std::find(keep.begin(), keep.end(), id) != keep.end(); };
+  std::vector<std::string> unused;
+  for (const auto& id : Known())
+    if (!kept(id)) unused.push_back(id);
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(layout::CacheDir(o_.root), ec)) {
+    std::string n = e.path().filename();
+    if (!kept(n) && std::find(unused.begin(), unused.end(), n) == unused.end()) unused.push_back(n);
+  }
+  absl::Status status;
+  for (const auto& id : unused) {
+    if (sys_->Probe(MountPoint(id)).mounted) {
+      if (auto s = Unmount(id); !s.ok()) {
+        if (status.ok()) status = s;
+        continue;
+      }
+    } else {
+      std::error_code ec2;
+      fs::remove(MountPoint(id), ec2);
+      fs::remove(layout::PidFile(o_.root, id), ec2);
+    }
+    std::error_code ec3;
+    fs::remove_all(layout::CacheDirFor(o_.root, id), ec3);
+  }
+  return status;
 }
 
 void Di3fsMounter::Reap() {
   std::lock_guard<std::mutex> g(mu_);
   for (auto it = children_.begin(); it != children_.end();) {
     int wst = 0;
-    if (waitpid(it->first, &wst, WNOHANG) == it->first) {
+    if (sys_->Exited(it->first, &wst)) {
       spdlog::info("di3fs pid {} (image sha256:{}) exited, status {}", it->first, it->second, wst);
       it = children_.erase(it);
     } else {

@@ -166,7 +166,10 @@ class Service final : public api::Snapshots::Service {
       s = absl::InternalError(StrCat(rpc, ": unexpected non-standard exception"));
     }
     double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    auto lvl = s.ok() || absl::IsAlreadyExists(s) || absl::IsNotFound(s) ? spdlog::level::info : spdlog::level::warn;
+    // The root probe (load.h) always "fails": its answer is the error.
+    bool probe = absl::IsFailedPrecondition(s) && Msg(s.message()).starts_with("di3fs-root-probe ");
+    auto lvl = s.ok() || absl::IsAlreadyExists(s) || absl::IsNotFound(s) || probe ? spdlog::level::info
+                                                                               : spdlog::level::warn;
     spdlog::log(lvl, "rpc={} key=\"{}\" arg=\"{}\" code={} ms={:.2f}{}{}", rpc, key, arg,
                 absl::StatusCodeToString(s.code()), ms, s.ok() ? "" : " error=", Msg(s.message()));
     return ToGrpc(s);

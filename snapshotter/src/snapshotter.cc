@@ -32,30 +32,33 @@ Usage DiskUsage(const std::string& dir) {
 
 Snapshotter::Snapshotter(const Options& o)
     : o_(o),
-      store_(o.root + "/store"),
-      mounter_(Di3fsMounter::Options{.root = o.root, .di3fs = o.di3fs, .cache_size = o.cache_size}) {}
+      store_(layout::StoreDir(o.root)),
+      mounter_(o.mounter ? o.mounter
+                         : std::make_shared<Di3fsMounter>(
+                               Di3fsMounter::Options{.root = o.root, .di3fs = o.di3fs, .cache_size = o.cache_size})) {}
 
-std::string Snapshotter::SnapshotDir(int64_t id) const { return StrCat(o_.root, "/snapshots/", id); }
+std::string Snapshotter::SnapshotDir(int64_t id) const { return layout::SnapshotDir(o_.root, id); }
 
 absl::StatusOr<std::unique_ptr<Snapshotter>> Snapshotter::Open(const Options& o) {
   std::error_code ec;
-  for (const char* d : {"", "/snapshots", "/store"}) {
-    fs::create_directories(o.root + d, ec);
-    if (ec) return absl::InternalError(StrCat("create ", o.root, d, ": ", ec.message()));
+  for (const auto& d : {o.root, layout::SnapshotsDir(o.root), layout::StoreDir(o.root)}) {
+    fs::create_directories(d, ec);
+    if (ec) return absl::InternalError(StrCat("create ", d, ": ", ec.message()));
   }
   fs::permissions(o.root, fs::perms::owner_all, ec);
   std::unique_ptr<Snapshotter> s(new Snapshotter(o));
-  auto meta = MetaStore::Open(o.root + "/metadata.db");
+  auto meta = MetaStore::Open(layout::MetadataDb(o.root));
   if (!meta.ok()) return meta.status();
   s->meta_ = std::move(*meta);
-  if (o.mount_images) {
-    auto needed = s->meta_->ImageIds(/*with_children_only=*/true);
-    if (!needed.ok()) return needed.status();
-    s->mounter_.Recover(*needed);
-    for (const auto& id : *needed) {
-      if (auto st = s->EnsureImage(id); !st.ok())
-        spdlog::error("recover: image sha256:{} needed by snapshots cannot be mounted: {}", id, Msg(st.message()));
-    }
+  auto marker = WriteRootMarker(o.root, o.address);
+  if (!marker.ok()) return marker.status();
+  s->marker_ = *marker;
+  auto needed = s->meta_->ImageIds(/*with_children_only=*/true);
+  if (!needed.ok()) return needed.status();
+  s->mounter_->Recover(*needed);
+  for (const auto& id : *needed) {
+    if (auto st = s->EnsureImage(id); !st.ok())
+      spdlog::error("recover: image sha256:{} needed by snapshots cannot be mounted: {}", id, Msg(st.message()));
   }
   if (auto st = s->Cleanup(); !st.ok()) spdlog::warn("startup cleanup: {}", Msg(st.message()));
   return s;
@@ -75,10 +78,9 @@ absl::StatusOr<ChainInfo> Snapshotter::ResolveCached(const std::string& id_hex) 
 }
 
 absl::Status Snapshotter::EnsureImage(const std::string& id_hex) {
-  if (!o_.mount_images) return absl::OkStatus();
   auto c = ResolveCached(id_hex);
   if (!c.ok()) return c.status();
-  return mounter_.Ensure(id_hex, c->paths);
+  return mounter_->Ensure(id_hex, c->paths);
 }
 
 absl::StatusOr<std::vector<Mount>> Snapshotter::MountsFor(const Record& r) {
@@ -87,7 +89,7 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::MountsFor(const Record& r) {
     const std::string& img = r.parent_image_ids[i];
     if (!img.empty()) {
       if (auto s = EnsureImage(img); !s.ok()) return s;
-      lowers.push_back(mounter_.MountPoint(img));
+      lowers.push_back(mounter_->MountPoint(img));
     } else {
       lowers.push_back(SnapshotDir(r.parent_ids[i]) + "/fs");
     }
@@ -146,6 +148,8 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::CreateImage(const std::string& p
 
 absl::StatusOr<std::vector<Mount>> Snapshotter::Create(Kind kind, const std::string& key, const std::string& parent,
                                                        const Labels& labels) {
+  if (labels.count(keys::kSnapshotRootProbeLabel))
+    return absl::FailedPreconditionError(RootProbeAnswer(marker_));  // creates nothing
   if (labels.count(kImageIdLabel)) return CreateImage(parent, labels);
   // Mount the images below first, so a failure changes nothing.
   if (!parent.empty()) {
@@ -169,7 +173,7 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::Create(Kind kind, const std::str
     std::lock_guard<std::mutex> g(mu_);
     r = meta_->Create(kind, key, parent, labels, [&](const Record& rec) -> absl::Status {
       std::string dir = SnapshotDir(rec.id);
-      std::string tmp = StrCat(o_.root, "/snapshots/new-", rec.id);
+      std::string tmp = layout::SnapshotNewDir(o_.root, rec.id);
       std::error_code ec;
       fs::remove_all(tmp, ec);
       fs::create_directories(tmp + "/fs", ec);
@@ -239,12 +243,12 @@ absl::Status Snapshotter::Remove(const std::string& key) {
   std::error_code ec;
   if (r->image_id.empty()) {
     std::string dir = SnapshotDir(r->id);
-    std::string rm = StrCat(o_.root, "/snapshots/rm-", r->id);
+    std::string rm = layout::SnapshotRmDir(o_.root, r->id);
     fs::rename(dir, rm, ec);
     fs::remove_all(ec ? dir : rm, ec);
     if (ec) spdlog::warn("remove {}: {} (left for Cleanup)", dir, ec.message());
-  } else if (image_unused && o_.mount_images) {
-    if (auto s = mounter_.Unmount(r->image_id); !s.ok())
+  } else if (image_unused) {
+    if (auto s = mounter_->Unmount(r->image_id); !s.ok())
       spdlog::warn("remove {}: {} (retried by Cleanup)", key, Msg(s.message()));
   }
   return absl::OkStatus();
@@ -293,8 +297,8 @@ absl::Status Snapshotter::List(const std::vector<std::string>& filters,
 }
 
 absl::Status Snapshotter::Cleanup() {
-  std::vector<std::string> unused_images;
   std::vector<std::string> stale_dirs;
+  std::vector<std::string> images;
   {
     std::lock_guard<std::mutex> g(mu_);
     auto ids = meta_->AllIds();
@@ -302,44 +306,20 @@ absl::Status Snapshotter::Cleanup() {
     std::set<std::string> keep;
     for (int64_t id : *ids) keep.insert(std::to_string(id));
     std::error_code ec;
-    for (const auto& e : fs::directory_iterator(o_.root + "/snapshots", ec)) {
+    for (const auto& e : fs::directory_iterator(layout::SnapshotsDir(o_.root), ec)) {
       std::string n = e.path().filename();
       if (!keep.count(n)) stale_dirs.push_back(e.path());
     }
-    auto images = meta_->ImageIds(false);
-    if (!images.ok()) return images.status();
-    for (const auto& id : mounter_.Known()) {
-      if (std::find(images->begin(), images->end(), id) == images->end()) unused_images.push_back(id);
-    }
-    std::error_code ec2;
-    for (const auto& e : fs::directory_iterator(o_.root + "/cache", ec2)) {
-      std::string n = e.path().filename();
-      if (std::find(images->begin(), images->end(), n) == images->end() &&
-          std::find(unused_images.begin(), unused_images.end(), n) == unused_images.end())
-        unused_images.push_back(n);
-    }
+    auto in_use = meta_->ImageIds(false);
+    if (!in_use.ok()) return in_use.status();
+    images = std::move(*in_use);
   }
   for (const auto& d : stale_dirs) {
     std::error_code ec;
     fs::remove_all(d, ec);
     spdlog::info("cleanup: removed {}{}", d, ec ? " (failed: " + ec.message() + ")" : "");
   }
-  absl::Status status;
-  for (const auto& id : unused_images) {
-    if (o_.mount_images && ProbeMount(mounter_.MountPoint(id)).mounted) {
-      if (auto s = mounter_.Unmount(id); !s.ok()) {
-        status = s;
-        continue;
-      }
-    } else {
-      std::error_code ec;
-      fs::remove(mounter_.MountPoint(id), ec);
-      fs::remove(StrCat(o_.root, "/run/", id, ".pid"), ec);
-    }
-    std::error_code ec;
-    fs::remove_all(StrCat(o_.root, "/cache/", id), ec);
-  }
-  return status;
+  return mounter_->Prune(images);
 }
 
 }  // namespace d4c::snap

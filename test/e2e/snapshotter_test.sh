@@ -5,7 +5,7 @@
 #  1. convert three versions, diff them (v1 full, v1->v2, v2->v3 deltas);
 #     `convert --image NAME` from containerd's store gives the same image id
 #  2. a delta whose parent is not loaded fails clearly and changes nothing;
-#     load v1 (twice: harmless), then v2 and v3 as deltas
+#     a --snapshotter-root the snapshotter does not use is refused; load v1 (twice: harmless), then v2 and v3 as deltas
 #  3. `ctr run --rm --snapshotter=di3fs` of each prints its own version
 #  4. writes inside a container land in its upper dir only
 #  5. kill -9 of the snapshotter: a running container keeps reading its files
@@ -140,6 +140,17 @@ else
   grep -q "${ID[$v1]#sha256:}" "$T/load-bad.log" || bad "load without parent: message does not name the parent: $(cat "$T/load-bad.log")"
   [[ -z $(ls -A "$SNAP_ROOT/store") ]] || bad "failed load left files in the store: $(ls "$SNAP_ROOT/store")"
   CTR image ls -q | grep -q "ts:${TAGS[1]}" && bad "failed load created an image record"
+fi
+# A --snapshotter-root that is not the running snapshotter's is refused,
+# naming the right one, and nothing is written there (operations.md).
+mkdir -p "$T/not-the-root"
+if "$CTR_CLI" load --address "$CTRD_SOCK" --snapshotter-root "$T/not-the-root" --image "ts:wrong-root" \
+  --cdimg "${CD[$v1]}" >"$T/load-wrong-root.log" 2>&1; then
+  bad "load into a --snapshotter-root the snapshotter does not use succeeded"
+else
+  grep -qF -- "pass --snapshotter-root $SNAP_ROOT" "$T/load-wrong-root.log" ||
+    bad "load with a wrong root: message does not name $SNAP_ROOT: $(cat "$T/load-wrong-root.log")"
+  [[ -z $(ls -A "$T/not-the-root") ]] || bad "load with a wrong root wrote $(ls -A "$T/not-the-root")"
 fi
 LOAD --image "ts:$v1" --cdimg "${CD[$v1]}" || bad "load ts:$v1"
 LOAD --image "ts:$v1" --cdimg "${CD[$v1]}" >/dev/null || bad "second load of ts:$v1"

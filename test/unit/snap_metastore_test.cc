@@ -1,6 +1,6 @@
 // di3fs snapshotter: metadata store semantics (containerd's snapshots/storage
 // rules), filters, image store chain checks, and the snapshotter's mounts and
-// directories (without FUSE: mount_images = false).
+// directories (without FUSE: a fake image mounter, snap_fakes.h).
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -16,6 +16,7 @@
 #include "d4c/snap/metastore.h"
 #include "d4c/snap/snapshotter.h"
 #include "d4c/base/strcat.h"
+#include "snap_fakes.h"
 
 using namespace d4c;
 using namespace d4c::snap;
@@ -248,7 +249,7 @@ TEST_CASE("snapshotter: overlay mounts, directories, image snapshots (no FUSE)")
   auto root = FreshDir("sn");
   Snapshotter::Options o;
   o.root = root;
-  o.mount_images = false;
+  o.mounter = std::make_shared<testing::FakeMounter>(root);
   auto sn = Snapshotter::Open(o);
   REQUIRE(sn.ok());
   Snapshotter& s = **sn;

@@ -17,21 +17,23 @@
 
 #include "absl/status/statusor.h"
 #include "d4c/base/limits.h"
+#include "d4c/metadata_keys.h"
 
 namespace d4c::registry {
 
-inline constexpr const char* kCdimgArtifactType = "application/vnd.d4c.cdimg.v1";
-inline constexpr const char* kCdimgLayerType = "application/vnd.d4c.cdimg.v1";
-inline constexpr const char* kCdimgConfigType = "application/vnd.d4c.cdimg.config.v1+json";
-inline constexpr const char* kCatalogArtifactType = "application/vnd.d4c.catalog.v1";
-inline constexpr const char* kOciManifestType = "application/vnd.oci.image.manifest.v1+json";
-inline constexpr const char* kOciIndexType = "application/vnd.oci.image.index.v1+json";
+// Media types and annotation keys: d4c/metadata_keys.h (one place for all of d4c).
+inline constexpr const char* kCdimgArtifactType = keys::kCdimgArtifactType;
+inline constexpr const char* kCdimgLayerType = keys::kCdimgLayerType;
+inline constexpr const char* kCdimgConfigType = keys::kCdimgConfigType;
+inline constexpr const char* kCatalogArtifactType = keys::kCatalogArtifactType;
+inline constexpr const char* kOciManifestType = keys::kOciManifestType;
+inline constexpr const char* kOciIndexType = keys::kOciIndexType;
 inline constexpr const char* kCatalogTag = "d4c-catalog";
-inline constexpr const char* kAnnotImageId = "org.d4c.image.id";
-inline constexpr const char* kAnnotParentId = "org.d4c.parent.id";
-inline constexpr const char* kAnnotKind = "org.d4c.kind";
-inline constexpr const char* kAnnotSize = "org.d4c.cdimg.size";
-inline constexpr const char* kAnnotBlob = "org.d4c.cdimg.digest";
+inline constexpr const char* kAnnotImageId = keys::kImageId;
+inline constexpr const char* kAnnotParentId = keys::kParentId;
+inline constexpr const char* kAnnotKind = keys::kKind;
+inline constexpr const char* kAnnotSize = keys::kCdimgSize;
+inline constexpr const char* kAnnotBlob = keys::kCdimgDigest;
 using d4c::kMaxManifestBytes;  // d4c/base/limits.h
 
 // One pushed cdimg.

@@ -26,21 +26,40 @@ struct ImageRecord {
   std::map<std::string, std::string> labels;
 };
 
-class ContainerdClient {
+// The part of containerd's API that LoadImage uses (tests: a fake).
+class ContainerdApi {
+ public:
+  virtual ~ContainerdApi() = default;
+  virtual const std::string& address() const = 0;
+  // Every later call carries this lease ("" = none).
+  virtual void set_lease(std::string id) = 0;
+  virtual absl::StatusOr<std::string> CreateLease(int expire_sec) = 0;
+  virtual absl::Status DeleteLease(const std::string& id) = 0;
+  virtual absl::Status WriteBlob(const std::string& ref, const std::string& data, const std::string& digest,
+                                 const std::map<std::string, std::string>& labels) = 0;
+  virtual absl::Status PutImage(const ImageRecord& image) = 0;
+  virtual absl::StatusOr<bool> SnapshotExists(const std::string& snapshotter, const std::string& key) = 0;
+  virtual absl::Status PrepareSnapshot(const std::string& snapshotter, const std::string& key,
+                                       const std::string& parent,
+                                       const std::map<std::string, std::string>& labels) = 0;
+  virtual absl::Status RemoveSnapshot(const std::string& snapshotter, const std::string& key) = 0;
+};
+
+class ContainerdClient final : public ContainerdApi {
  public:
   // `address`: unix socket path (or a grpc target "unix:..."). Checks that the
   // server answers within `timeout_sec`.
   static absl::StatusOr<std::unique_ptr<ContainerdClient>> Connect(const std::string& address,
                                                                    const std::string& ns, int timeout_sec = 10);
-  ~ContainerdClient();
+  ~ContainerdClient() override;
 
-  const std::string& address() const;
+  const std::string& address() const override;
   const std::string& ns() const;
-  void set_lease(std::string id);
+  void set_lease(std::string id) override;
 
   // Leases: a temporary lease protects what is created under it from GC.
-  absl::StatusOr<std::string> CreateLease(int expire_sec);
-  absl::Status DeleteLease(const std::string& id);
+  absl::StatusOr<std::string> CreateLease(int expire_sec) override;
+  absl::Status DeleteLease(const std::string& id) override;
 
   // Content store.
   absl::StatusOr<std::map<std::string, std::string>> ContentLabels(const std::string& digest);  // NotFound
@@ -49,20 +68,20 @@ class ContainerdClient {
   // Writes `data` (digest checked by containerd) with labels; if the blob
   // exists already, only sets the labels. Idempotent.
   absl::Status WriteBlob(const std::string& ref, const std::string& data, const std::string& digest,
-                         const std::map<std::string, std::string>& labels);
+                         const std::map<std::string, std::string>& labels) override;
 
   // Image records.
   absl::StatusOr<ImageRecord> GetImage(const std::string& name);  // NotFound
   // Creates, or replaces target and labels of, the image record.
-  absl::Status PutImage(const ImageRecord& image);
+  absl::Status PutImage(const ImageRecord& image) override;
 
   // Snapshots through containerd (its metadata layer, then the proxy plugin).
-  absl::StatusOr<bool> SnapshotExists(const std::string& snapshotter, const std::string& key);
+  absl::StatusOr<bool> SnapshotExists(const std::string& snapshotter, const std::string& key) override;
   // Prepare; returns the gRPC result as a status (AlreadyExists is expected
   // for the remote-snapshot protocol).
   absl::Status PrepareSnapshot(const std::string& snapshotter, const std::string& key, const std::string& parent,
-                               const std::map<std::string, std::string>& labels);
-  absl::Status RemoveSnapshot(const std::string& snapshotter, const std::string& key);
+                               const std::map<std::string, std::string>& labels) override;
+  absl::Status RemoveSnapshot(const std::string& snapshotter, const std::string& key) override;
 
  private:
   ContainerdClient() = default;

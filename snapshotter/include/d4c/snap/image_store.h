@@ -1,4 +1,4 @@
-// The snapshotter's image store: ROOT/store/<image-id-hex>.cdimg, one file per
+// The snapshotter's image store: layout::StoreDir(ROOT), one file per
 // image (full or delta). A delta's chain is resolved from the store by parent
 // image id. Files are added atomically (temp file, fsync, rename) after their
 // chain was opened and checked, so a failed add changes nothing.
@@ -10,13 +10,14 @@
 #include "absl/status/statusor.h"
 #include "d4c/cdimg.h"
 #include "d4c/entry.h"
+#include "d4c/metadata_keys.h"
 
 namespace d4c::snap {
 
-// The image-id label the snapshotter recognizes on Prepare (value "sha256:<hex>").
-inline constexpr const char* kImageIdLabel = "containerd.io/snapshot/di3fs.image-id";
-// containerd's remote-snapshot target label (the committed name wanted).
-inline constexpr const char* kSnapshotRefLabel = "containerd.io/snapshot.ref";
+// The image-id label the snapshotter recognizes on Prepare (value "sha256:<hex>")
+// and containerd's remote-snapshot target label (d4c/metadata_keys.h).
+inline constexpr const char* kImageIdLabel = keys::kSnapshotImageIdLabel;
+inline constexpr const char* kSnapshotRefLabel = keys::kSnapshotRefLabel;
 
 struct ChainInfo {
   ImageHeader top;
@@ -27,6 +28,7 @@ struct ChainInfo {
 
 class ImageStore {
  public:
+  // `dir`: the store directory itself (layout::StoreDir(root)).
   explicit ImageStore(std::string dir) : dir_(std::move(dir)) {}
   const std::string& dir() const { return dir_; }
   std::string PathFor(const std::string& id_hex) const;
@@ -43,6 +45,8 @@ class ImageStore {
   // Check, then copy into the store (no-op if the same id is present).
   // `added` tells whether a file was written.
   absl::StatusOr<ChainInfo> Add(const std::string& path, bool* added = nullptr) const;
+  // Deletes image `id_hex` from the store (the undo of an Add that wrote it).
+  absl::Status Delete(const std::string& id_hex) const;
 
  private:
   absl::StatusOr<ChainInfo> OpenChain(const std::string& top_path, const ImageHeader& top) const;

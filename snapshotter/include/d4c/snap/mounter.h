@@ -1,16 +1,22 @@
-// Di3fsMounter: one di3fs FUSE mount per image, at ROOT/mnt/<image-id-hex>,
-// shared by every snapshot on top of that image. di3fs runs detached (own
-// session, stdout/stderr to ROOT/log/di3fs-<id>.log, pid in ROOT/run/<id>.pid)
-// so that it outlives the snapshotter: overlay mounts of running containers
-// keep their lower dir across a snapshotter restart or crash. A restarted
-// snapshotter adopts live mounts and replaces dead ones (ENOTCONN).
+// Image mounts: one read-only mount per image, shared by every snapshot on top
+// of that image. The snapshotter uses them through ImageMounter; production is
+// Di3fsMounter (a di3fs FUSE daemon per image), tests use fakes.
+//
+// Di3fsMounter mounts at ROOT/mnt/<image-id-hex> (layout.h). di3fs runs
+// detached (own session, stdout/stderr to ROOT/log/di3fs-<id>.log, pid in
+// ROOT/run/<id>.pid) so that it outlives the snapshotter: overlay mounts of
+// running containers keep their lower dir across a snapshotter restart or
+// crash. A restarted snapshotter adopts live mounts and replaces dead ones
+// (ENOTCONN). Its system calls go through MountSystem (tests: a fake).
 #pragma once
 
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
@@ -26,7 +32,50 @@ struct MountState {
 std::map<std::string, std::string> ReadMountTable();
 MountState ProbeMount(const std::string& mountpoint);
 
-class Di3fsMounter {
+// What the snapshotter needs of image mounts. Thread-safe: any method may be
+// called from several gRPC threads at once.
+class ImageMounter {
+ public:
+  virtual ~ImageMounter() = default;
+  // Where image `id_hex` is (or will be) mounted.
+  virtual std::string MountPoint(const std::string& id_hex) const = 0;
+  // Mounts `chain` (store paths, top first) at the image's mountpoint unless a
+  // live mount is already there; a dead one is detached first.
+  virtual absl::Status Ensure(const std::string& id_hex, const std::vector<std::string>& chain) = 0;
+  // Unmounts image `id_hex` and removes its mountpoint.
+  virtual absl::Status Unmount(const std::string& id_hex) = 0;
+  // At startup: detaches dead mounts of images in `keep` (mounted again on
+  // demand), adopts their live ones, unmounts images not in `keep`.
+  virtual void Recover(const std::vector<std::string>& keep) = 0;
+  // Unmounts and deletes every trace (mount, pid file, cache) of the images
+  // not in `keep`. The first failure is returned, the rest still tried.
+  virtual absl::Status Prune(const std::vector<std::string>& keep) = 0;
+  // Reaps exited mount daemons (called periodically).
+  virtual void Reap() {}
+};
+
+// The system calls Di3fsMounter makes.
+class MountSystem {
+ public:
+  virtual ~MountSystem() = default;
+  virtual MountState Probe(const std::string& mountpoint) = 0;
+  // umount2(MNT_DETACH).
+  virtual absl::Status Detach(const std::string& mountpoint) = 0;
+  // Starts argv in its own session, stdin /dev/null, stdout+stderr appended
+  // to `log`. Returns the pid.
+  virtual absl::StatusOr<int> Spawn(const std::vector<std::string>& argv, const std::string& log) = 0;
+  // waitpid(WNOHANG) on a child: true (and its status) once it exited.
+  virtual bool Exited(int pid, int* status) = 0;
+  // Blocking waitpid on a child that was killed.
+  virtual void Wait(int pid) = 0;
+  virtual void Kill(int pid, int sig) = 0;
+  // `pid` is a live (not zombie) di3fs whose command line names `mountpoint`.
+  virtual bool IsDi3fs(int pid, const std::string& mountpoint) = 0;
+  virtual void SleepMs(int ms) = 0;
+};
+std::unique_ptr<MountSystem> RealMountSystem();
+
+class Di3fsMounter final : public ImageMounter {
  public:
   struct Options {
     std::string root;          // ROOT
@@ -34,27 +83,29 @@ class Di3fsMounter {
     uint64_t cache_size = 2ull << 30;
     int mount_timeout_sec = 60;
   };
-  explicit Di3fsMounter(Options o);
+  // `sys`: nullptr = RealMountSystem().
+  explicit Di3fsMounter(Options o, std::unique_ptr<MountSystem> sys = nullptr);
 
-  std::string MountPoint(const std::string& id_hex) const;
-  // Mounts `chain` (top first) at the image's mountpoint unless a live mount
-  // is already there; a dead one is detached first.
-  absl::Status Ensure(const std::string& id_hex, const std::vector<std::string>& chain);
+  std::string MountPoint(const std::string& id_hex) const override;
+  absl::Status Ensure(const std::string& id_hex, const std::vector<std::string>& chain) override;
   // Stops di3fs (SIGTERM, then detach + SIGKILL) and removes the mountpoint.
-  absl::Status Unmount(const std::string& id_hex);
+  absl::Status Unmount(const std::string& id_hex) override;
+  void Recover(const std::vector<std::string>& keep) override;
+  absl::Status Prune(const std::vector<std::string>& keep) override;
+  void Reap() override;
   // Image ids that have a mountpoint directory or a pid file.
   std::vector<std::string> Known() const;
-  // Detaches dead mounts, and unmounts mounts of images not in `keep`.
-  void Recover(const std::vector<std::string>& keep);
-  // Reaps exited di3fs children (call periodically).
-  void Reap();
 
  private:
   std::mutex& LockFor(const std::string& id_hex);
+  int ReadPid(const std::string& id_hex) const;
   Options o_;
-  std::mutex mu_;  // guards locks_ and children_
-  std::map<std::string, std::unique_ptr<std::mutex>> locks_;
-  std::map<int, std::string> children_;  // pid -> image id (our own children)
+  std::unique_ptr<MountSystem> sys_;
+  // Lock order: a per-image lock (LockFor) before mu_; mu_ is never held
+  // while waiting for a mount.
+  std::mutex mu_;
+  std::map<std::string, std::unique_ptr<std::mutex>> locks_ ABSL_GUARDED_BY(mu_);
+  std::map<int, std::string> children_ ABSL_GUARDED_BY(mu_);  // pid -> image id (our own children)
 };
 
 }  // namespace d4c::snap

@@ -1,17 +1,18 @@
 // The di3fs snapshotter: containerd snapshot semantics (as the overlayfs
 // snapshotter) over ROOT, plus committed image snapshots served by di3fs.
 //
-// ROOT/metadata.db           snapshot metadata (SQLite, see metastore.h)
-// ROOT/snapshots/<id>/fs     upper dir of snapshot <id> (lower dir once committed)
-// ROOT/snapshots/<id>/work   overlay work dir (active snapshots)
-// ROOT/store/<image>.cdimg   images (image_store.h)
-// ROOT/mnt/<image>           di3fs mount of an image chain (mounter.h)
+// ROOT's layout: layout.h. At start the snapshotter writes ROOT's identity
+// marker (RootMarker) and answers the root probe label with it (load.h).
 //
 // An image snapshot is created by Prepare with labels
 //   containerd.io/snapshot/di3fs.image-id = sha256:<image id>
 //   containerd.io/snapshot.ref            = <name to commit as>  (the chainID)
 // (containerd's remote-snapshot protocol): it becomes a committed snapshot
 // named by the ref and Prepare answers AlreadyExists.
+//
+// A Prepare with label containerd.io/snapshot/di3fs.root-probe creates
+// nothing: it fails with FailedPrecondition whose message is RootProbeAnswer
+// (this snapshotter's root and root id), which containerd passes back.
 #pragma once
 
 #include <map>
@@ -22,6 +23,7 @@
 
 #include "absl/status/statusor.h"
 #include "d4c/snap/image_store.h"
+#include "d4c/snap/layout.h"
 #include "d4c/snap/metastore.h"
 #include "d4c/snap/mounter.h"
 
@@ -39,7 +41,9 @@ class Snapshotter {
     std::string root = "/var/lib/di3fs";
     std::string di3fs = "di3fs";
     uint64_t cache_size = 2ull << 30;  // per image mount
-    bool mount_images = true;          // false: unit tests without FUSE
+    std::string address;               // socket served on (written into the marker)
+    // Image mounts; nullptr: a Di3fsMounter over ROOT (tests pass a fake).
+    std::shared_ptr<ImageMounter> mounter;
   };
   // Opens ROOT, recovers mounts needed by existing snapshots, removes leftovers.
   static absl::StatusOr<std::unique_ptr<Snapshotter>> Open(const Options& o);
@@ -54,9 +58,10 @@ class Snapshotter {
   absl::StatusOr<Usage> GetUsage(const std::string& key);
   absl::Status List(const std::vector<std::string>& filters, const std::function<absl::Status(const Info&)>& fn);
   absl::Status Cleanup();
-  void Reap() { mounter_.Reap(); }
+  void Reap() { mounter_->Reap(); }
 
   const ImageStore& store() const { return store_; }
+  const RootMarker& marker() const { return marker_; }
   std::string SnapshotDir(int64_t id) const;
 
  private:
@@ -71,7 +76,8 @@ class Snapshotter {
 
   Options o_;
   ImageStore store_;
-  Di3fsMounter mounter_;
+  std::shared_ptr<ImageMounter> mounter_;
+  RootMarker marker_;
   std::unique_ptr<MetaStore> meta_;
   std::mutex mu_;  // serializes metadata transactions with directory changes
   std::mutex chains_mu_;
