@@ -62,7 +62,7 @@ std::string ImageStore::PathFor(const std::string& id_hex) const {
 
 absl::Status ImageStore::Delete(const std::string& id_hex) const {
   std::string p = PathFor(id_hex);
-  if (unlink(p.c_str()) != 0 && errno != ENOENT) return Errno(StrCat("delete ", p));
+  if (unlink(p.c_str()) != 0 && errno != ENOENT) return ErrnoStatus(errno, "delete", p);
   return absl::OkStatus();
 }
 

@@ -53,7 +53,11 @@ absl::StatusOr<std::unique_ptr<Snapshotter>> Snapshotter::Open(const Options& o)
   auto marker = WriteRootMarker(o.root, o.address);
   if (!marker.ok()) return marker.status();
   s->marker_ = *marker;
-  auto needed = s->meta_->ImageIds(/*with_children_only=*/true);
+  absl::StatusOr<std::vector<std::string>> needed;
+  {
+    absl::MutexLock g(&s->mu_);
+    needed = s->meta_->ImageIds(/*with_children_only=*/true);
+  }
   if (!needed.ok()) return needed.status();
   s->mounter_->Recover(*needed);
   for (const auto& id : *needed) {
@@ -66,13 +70,13 @@ absl::StatusOr<std::unique_ptr<Snapshotter>> Snapshotter::Open(const Options& o)
 
 absl::StatusOr<ChainInfo> Snapshotter::ResolveCached(const std::string& id_hex) {
   {
-    std::lock_guard<std::mutex> g(chains_mu_);
+    absl::MutexLock g(&chains_mu_);
     auto it = chains_.find(id_hex);
     if (it != chains_.end()) return it->second;
   }
   auto c = store_.Resolve(id_hex);
   if (!c.ok()) return c.status();
-  std::lock_guard<std::mutex> g(chains_mu_);
+  absl::MutexLock g(&chains_mu_);
   chains_[id_hex] = *c;
   return c;
 }
@@ -129,7 +133,7 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::CreateImage(const std::string& p
           StrCat(Msg(chain.status().message()), " (copy it there with ctr-cli load)"));
     return chain.status();
   }
-  std::lock_guard<std::mutex> g(mu_);
+  absl::MutexLock g(&mu_);
   auto existing = meta_->Get(target);
   if (existing.ok()) {
     if (existing->image_id != *id)
@@ -155,7 +159,7 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::Create(Kind kind, const std::str
   if (!parent.empty()) {
     absl::StatusOr<Record> p;
     {
-      std::lock_guard<std::mutex> g(mu_);
+      absl::MutexLock g(&mu_);
       p = meta_->Get(parent);
     }
     if (p.ok()) {
@@ -170,7 +174,7 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::Create(Kind kind, const std::str
   }
   absl::StatusOr<Record> r;
   {
-    std::lock_guard<std::mutex> g(mu_);
+    absl::MutexLock g(&mu_);
     r = meta_->Create(kind, key, parent, labels, [&](const Record& rec) -> absl::Status {
       std::string dir = SnapshotDir(rec.id);
       std::string tmp = layout::SnapshotNewDir(o_.root, rec.id);
@@ -203,7 +207,7 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::View(const std::string& key, con
 absl::StatusOr<std::vector<Mount>> Snapshotter::Mounts(const std::string& key) {
   absl::StatusOr<Record> r;
   {
-    std::lock_guard<std::mutex> g(mu_);
+    absl::MutexLock g(&mu_);
     r = meta_->Get(key);
   }
   if (!r.ok()) return r.status();
@@ -213,7 +217,7 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::Mounts(const std::string& key) {
 }
 
 absl::Status Snapshotter::Commit(const std::string& name, const std::string& key, const Labels& labels) {
-  std::lock_guard<std::mutex> g(mu_);
+  absl::MutexLock g(&mu_);
   auto r = meta_->Get(key);
   if (!r.ok()) {
     if (absl::IsNotFound(r.status())) return absl::NotFoundError(StrCat("failed to get active snapshot \"", key, "\""));
@@ -232,7 +236,7 @@ absl::Status Snapshotter::Remove(const std::string& key) {
   absl::StatusOr<Record> r;
   bool image_unused = false;
   {
-    std::lock_guard<std::mutex> g(mu_);
+    absl::MutexLock g(&mu_);
     r = meta_->Remove(key);
     if (!r.ok()) return r.status();
     if (!r->image_id.empty()) {
@@ -255,21 +259,21 @@ absl::Status Snapshotter::Remove(const std::string& key) {
 }
 
 absl::StatusOr<Info> Snapshotter::Stat(const std::string& key) {
-  std::lock_guard<std::mutex> g(mu_);
+  absl::MutexLock g(&mu_);
   auto r = meta_->Get(key);
   if (!r.ok()) return r.status();
   return r->info;
 }
 
 absl::StatusOr<Info> Snapshotter::Update(const Info& info, const std::vector<std::string>& fieldpaths) {
-  std::lock_guard<std::mutex> g(mu_);
+  absl::MutexLock g(&mu_);
   return meta_->Update(info, fieldpaths);
 }
 
 absl::StatusOr<Usage> Snapshotter::GetUsage(const std::string& key) {
   absl::StatusOr<Record> r;
   {
-    std::lock_guard<std::mutex> g(mu_);
+    absl::MutexLock g(&mu_);
     r = meta_->Get(key);
   }
   if (!r.ok()) return r.status();
@@ -283,7 +287,7 @@ absl::Status Snapshotter::List(const std::vector<std::string>& filters,
   if (!f.ok()) return f.status();
   std::vector<Info> infos;
   {
-    std::lock_guard<std::mutex> g(mu_);
+    absl::MutexLock g(&mu_);
     auto s = meta_->Walk(*f, [&](const Record& r) {
       infos.push_back(r.info);
       return absl::OkStatus();
@@ -300,7 +304,7 @@ absl::Status Snapshotter::Cleanup() {
   std::vector<std::string> stale_dirs;
   std::vector<std::string> images;
   {
-    std::lock_guard<std::mutex> g(mu_);
+    absl::MutexLock g(&mu_);
     auto ids = meta_->AllIds();
     if (!ids.ok()) return ids.status();
     std::set<std::string> keep;

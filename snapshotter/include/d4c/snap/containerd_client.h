@@ -45,6 +45,9 @@ class ContainerdApi {
   virtual absl::Status RemoveSnapshot(const std::string& snapshotter, const std::string& key) = 0;
 };
 
+// Not thread-safe: the lease set by set_lease applies to every later call, so
+// one client serves one operation (a load) at a time. The gRPC channel under
+// it is thread-safe; use one client per concurrent operation.
 class ContainerdClient final : public ContainerdApi {
  public:
   // `address`: unix socket path (or a grpc target "unix:..."). Checks that the

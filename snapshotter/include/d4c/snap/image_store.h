@@ -26,6 +26,8 @@ struct ChainInfo {
   uint64_t bytes = 0;              // sum of file sizes of the chain
 };
 
+// Thread-safe: no state but the directory name; every change is one atomic
+// rename, so readers in other threads or processes see a file whole or not at all.
 class ImageStore {
  public:
   // `dir`: the store directory itself (layout::StoreDir(root)).

@@ -54,6 +54,8 @@ FieldLookup SnapshotFields(const Info& info);
 // labels: each key+value at most 4096 bytes (containerd's limit).
 absl::Status ValidateLabels(const Labels& labels);
 
+// Not thread-safe: one SQLite connection. The owner serializes every call
+// (Snapshotter holds its mu_ around each one).
 class MetaStore {
  public:
   // Creates the database and schema if missing.

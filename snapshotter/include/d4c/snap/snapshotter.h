@@ -17,11 +17,12 @@
 
 #include <map>
 #include <memory>
-#include <mutex>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 #include "d4c/snap/image_store.h"
 #include "d4c/snap/layout.h"
 #include "d4c/snap/metastore.h"
@@ -35,6 +36,11 @@ struct Mount {
   std::vector<std::string> options;
 };
 
+// Thread-safe: containerd calls every method from several gRPC threads at once.
+// mu_ serializes metadata transactions with the directory changes that go with
+// them; chains_mu_ guards the resolved-chain cache. Lock order: mu_ and
+// chains_mu_ are never held together, and neither is held while the mounter
+// mounts or unmounts (it has locks of its own, see mounter.h).
 class Snapshotter {
  public:
   struct Options {
@@ -78,10 +84,10 @@ class Snapshotter {
   ImageStore store_;
   std::shared_ptr<ImageMounter> mounter_;
   RootMarker marker_;
-  std::unique_ptr<MetaStore> meta_;
-  std::mutex mu_;  // serializes metadata transactions with directory changes
-  std::mutex chains_mu_;
-  std::map<std::string, ChainInfo> chains_;
+  absl::Mutex mu_;
+  std::unique_ptr<MetaStore> meta_ ABSL_PT_GUARDED_BY(mu_);  // MetaStore is not thread-safe
+  absl::Mutex chains_mu_;
+  std::map<std::string, ChainInfo> chains_ ABSL_GUARDED_BY(chains_mu_);
 };
 
 // Disk usage of a directory tree: allocated bytes and inodes (hardlinks once).
