@@ -17,7 +17,7 @@
 #include <thread>
 #include <vector>
 
-#include "codec/bsdiff_diff.h"
+#include "bsdiff_diff.h"
 #include "d4c/codec.h"
 
 namespace {

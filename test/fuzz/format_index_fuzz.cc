@@ -15,8 +15,8 @@
 #include <vector>
 
 #include "d4c/cdimg.h"
-#include "format/index_codec.h"
-#include "model/metadata.h"
+#include "index_codec.h"
+#include "d4c/record.h"
 #include "oci_fixture.h"
 
 namespace {

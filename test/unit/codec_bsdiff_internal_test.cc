@@ -8,11 +8,11 @@
 #include <random>
 #include <string>
 
-#include "codec/bsdiff_ctrl.h"
-#include "codec/bsdiff_diff.h"
-#include "codec/bsdiff_zero_runs.h"
-#include "codec/hash64.h"
-#include "codec/multi_frame.h"
+#include "bsdiff_ctrl.h"
+#include "bsdiff_diff.h"
+#include "bsdiff_zero_runs.h"
+#include "hash64.h"
+#include "multi_frame.h"
 #include "d4c/codec.h"
 
 namespace d4c::codec_internal {

@@ -2,7 +2,7 @@
 // groups across layers, full metadata, hostile paths and size limits.
 #include <catch2/catch.hpp>
 
-#include "d4c/cdimg.h"
+#include "d4c/entry.h"
 #include "d4c/oci.h"
 #include "oci_fixture.h"
 

@@ -11,8 +11,8 @@
 
 #include "d4c/convert.h"
 #include "d4c/base/strcat.h"
-#include "ops/codec_policy.h"
-#include "ops/delta_internal.h"
+#include "codec_policy.h"
+#include "delta_internal.h"
 
 using namespace d4c;
 using namespace d4c::delta_internal;

@@ -9,7 +9,7 @@
 
 #include "d4c/base/strcat.h"
 #include "oci_fixture.h"
-#include "ops/delta_internal.h"
+#include "delta_internal.h"
 
 using namespace d4c;
 using namespace d4c::delta_internal;

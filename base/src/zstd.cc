@@ -1,0 +1,92 @@
+#include "d4c/base/zstd.h"
+
+#include <algorithm>
+#include <new>
+
+#include "d4c/base/strcat.h"
+
+namespace d4c {
+
+namespace {
+// zstd's accepted window range on 64-bit hosts (ZSTD_WINDOWLOG_MIN/MAX_64 are
+// only visible under ZSTD_STATIC_LINKING_ONLY).
+constexpr int kMinWindowLog = 10;
+constexpr int kMaxWindowLog = 31;
+}  // namespace
+
+absl::Status ZstdError(std::string_view what, size_t code) {
+  return absl::DataLossError(StrCat(what, ": ", ZSTD_getErrorName(code)));
+}
+
+absl::Status ZstdSet(ZSTD_CCtx* cctx, ZSTD_cParameter p, int value) {
+  size_t rc = ZSTD_CCtx_setParameter(cctx, p, value);
+  if (ZSTD_isError(rc)) {
+    return absl::InternalError(StrCat("zstd parameter ", static_cast<int>(p), "=", value, ": ",
+                                      ZSTD_getErrorName(rc)));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> AllocateBuffer(uint64_t size) {
+  try {
+    return std::string(size, '\0');
+  } catch (const std::bad_alloc&) {
+  } catch (const std::length_error&) {
+  }
+  return absl::ResourceExhaustedError(StrCat("cannot allocate ", size, " bytes"));
+}
+
+int WindowLogFor(uint64_t size) {
+  int log = kMinWindowLog;
+  while (log < kMaxWindowLog && (uint64_t{1} << log) < size) ++log;
+  return log;
+}
+
+namespace {
+
+absl::StatusOr<std::string> Compress(std::string_view src, int level, int window_log) {
+  ZstdCCtxPtr cctx(ZSTD_createCCtx());
+  if (!cctx) return absl::ResourceExhaustedError("ZSTD_createCCtx failed");
+  if (auto s = ZstdSet(cctx.get(), ZSTD_c_compressionLevel, level); !s.ok()) return s;
+  if (window_log != 0) {
+    if (auto s = ZstdSet(cctx.get(), ZSTD_c_windowLog, window_log); !s.ok()) return s;
+  }
+  auto out = AllocateBuffer(ZSTD_compressBound(src.size()));
+  if (!out.ok()) return out.status();
+  size_t n = ZSTD_compress2(cctx.get(), out->data(), out->size(), src.data(), src.size());
+  if (ZSTD_isError(n)) return ZstdError("zstd compress", n);
+  out->resize(n);
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> ZstdCompressFrame(std::string_view src, int level, int window_log) {
+  return Compress(src, level, window_log);
+}
+
+absl::StatusOr<std::string> ZstdDecompressFrame(std::string_view frame, uint64_t max_size) {
+  // Exactly one frame: trailing bytes would mean a corrupt container.
+  size_t frame_len = ZSTD_findFrameCompressedSize(frame.data(), frame.size());
+  if (ZSTD_isError(frame_len) || frame_len != frame.size()) {
+    return absl::DataLossError("zstd stream is not exactly one frame");
+  }
+  unsigned long long content = ZSTD_getFrameContentSize(frame.data(), frame.size());
+  if (content == ZSTD_CONTENTSIZE_UNKNOWN || content == ZSTD_CONTENTSIZE_ERROR) {
+    return absl::DataLossError("zstd frame without a valid content size");
+  }
+  if (content > max_size) {
+    return absl::DataLossError(StrCat("zstd frame content ", content, " exceeds bound ", max_size));
+  }
+  auto out = AllocateBuffer(content);
+  if (!out.ok()) return out.status();
+  ZstdDCtxPtr dctx(ZSTD_createDCtx());
+  if (!dctx) return absl::ResourceExhaustedError("ZSTD_createDCtx failed");
+  // One-shot decoding writes straight into `out`: no window buffer is allocated.
+  size_t n = ZSTD_decompressDCtx(dctx.get(), out->data(), out->size(), frame.data(), frame.size());
+  if (ZSTD_isError(n)) return ZstdError("zstd decompress", n);
+  if (n != content) return absl::DataLossError("zstd frame shorter than its content size");
+  return out;
+}
+
+}  // namespace d4c

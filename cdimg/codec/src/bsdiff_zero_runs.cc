@@ -1,0 +1,55 @@
+#include "bsdiff_zero_runs.h"
+
+#include <algorithm>
+
+#include "absl/status/status.h"
+#include "d4c/base/varint.h"
+
+namespace d4c::codec_internal {
+
+namespace {
+
+absl::Status Bad(const char* what) { return absl::DataLossError(std::string("bsdiff patch: zero runs: ") + what); }
+
+}  // namespace
+
+ZeroRuns SplitZeroRuns(std::string_view diff) {
+  ZeroRuns out;
+  size_t i = 0;
+  while (i < diff.size()) {
+    size_t z = i;
+    while (z < diff.size() && diff[z] == 0) ++z;
+    size_t l = z;
+    while (l < diff.size() && diff[l] != 0) ++l;
+    PutVarint(&out.runs, z - i);
+    PutVarint(&out.runs, l - z);
+    out.literals.append(diff.substr(z, l - z));
+    i = l;
+  }
+  return out;
+}
+
+uint64_t MaxRunsSize(uint64_t size) {
+  // Every pair but the last covers a zero and a literal byte; a pair is two
+  // varints of at most VarintLen(size) bytes.
+  return (size / 2 + 2) * 2 * VarintLen(size);
+}
+
+absl::StatusOr<std::string> JoinZeroRuns(std::string_view runs, std::string_view literals, uint64_t max_size) {
+  std::string out;
+  size_t pos = 0, lit = 0;
+  while (pos < runs.size()) {
+    uint64_t zeros, n;
+    if (!GetVarint(runs, &pos, &zeros) || !GetVarint(runs, &pos, &n)) return Bad("truncated or overlong varint");
+    if (zeros == 0 && n == 0) return Bad("empty pair");
+    if (zeros > max_size - out.size()) return Bad("longer than the target");
+    out.append(zeros, '\0');
+    if (n > max_size - out.size() || n > literals.size() - lit) return Bad("more literals than there are");
+    out.append(literals.substr(lit, n));
+    lit += n;
+  }
+  if (lit != literals.size()) return Bad("unused literals");
+  return out;
+}
+
+}  // namespace d4c::codec_internal

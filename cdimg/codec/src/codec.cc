@@ -1,0 +1,86 @@
+// Codec names and the registry of static codec instances.
+#include "d4c/codec.h"
+
+#include "bsdiff_codec.h"
+#include "relcopy_codec.h"
+#include "xdelta3_codec.h"
+#include "zstd_codec.h"
+#include "d4c/base/strcat.h"
+
+namespace d4c {
+
+namespace {
+
+// Stands in for an id read from a damaged file: GetCodec cannot fail, so
+// the error surfaces when the codec is used.
+class UnknownCodec final : public DeltaCodec {
+ public:
+  CodecId id() const override { return CodecId{0}; }
+  absl::StatusOr<std::string> Encode(std::string_view, std::string_view) const override {
+    return absl::InvalidArgumentError("unknown codec id");
+  }
+  absl::StatusOr<std::string> Decode(std::string_view, std::string_view, uint64_t) const override {
+    return absl::DataLossError("unknown codec id");
+  }
+};
+
+class SerialHelpers final : public Helpers {
+ public:
+  void Run(const std::vector<std::function<void()>>& tasks) override {
+    for (const auto& t : tasks) t();
+  }
+  int Borrow(int) override { return 0; }
+  void Release(int) override {}
+};
+
+}  // namespace
+
+Helpers& NoHelpers() {
+  static SerialHelpers* none = new SerialHelpers();
+  return *none;
+}
+
+const char* CodecName(CodecId id) {
+  switch (id) {
+    case CodecId::kZstd:
+      return "zstd";
+    case CodecId::kXdelta3:
+      return "xdelta3";
+    case CodecId::kBsdiff:
+      return "bsdiff";
+    case CodecId::kRelcopy:
+      return "relcopy";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<CodecId> ParseCodecName(std::string_view name) {
+  for (CodecId id : {CodecId::kZstd, CodecId::kXdelta3, CodecId::kBsdiff, CodecId::kRelcopy}) {
+    if (name == CodecName(id)) return id;
+  }
+  return absl::InvalidArgumentError(
+      StrCat("unknown codec '", name, "' (valid: zstd, xdelta3, bsdiff, relcopy)"));
+}
+
+const DeltaCodec& GetCodec(CodecId id) {
+  // Function-local statics: built on first use, thread-safe, never destroyed
+  // before other statics that might still decode.
+  static const auto* zstd = new codec_internal::ZstdCodec();
+  static const auto* xdelta3 = new codec_internal::Xdelta3Codec();
+  static const auto* bsdiff = new codec_internal::BsdiffCodec();
+  static const auto* relcopy = new codec_internal::RelcopyCodec();
+  static const auto* unknown = new UnknownCodec();
+  switch (id) {
+    case CodecId::kZstd:
+      return *zstd;
+    case CodecId::kXdelta3:
+      return *xdelta3;
+    case CodecId::kBsdiff:
+      return *bsdiff;
+    case CodecId::kRelcopy:
+      return *relcopy;
+  }
+  return *unknown;
+}
+
+}  // namespace d4c

@@ -1,0 +1,130 @@
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include "d4c/base/io.h"
+#include "d4c/base/status.h"
+#include "d4c/base/strcat.h"
+#include "d4c/cdimg.h"
+#include "compact_meta.h"
+#include "index_codec.h"
+#include "layout.h"
+#include "d4c/record.h"
+
+namespace d4c {
+
+struct CdimgWriter::State {
+  std::string path;
+  std::string tmp_path;
+  Options options;
+  int fd = -1;
+  uint64_t blob_bytes = 0;
+  std::vector<uint64_t> packs;  // stored lengths
+  bool finished = false;
+};
+
+namespace {
+
+// Delta images use the compact meta form; full images keep the plain one
+// (there it would save a few bytes of megabytes).
+std::string Lead(bool is_delta) {
+  std::string out(internal::kMagic, 8);
+  out.push_back(static_cast<char>(internal::kFormatVersion));
+  out.push_back(static_cast<char>(is_delta ? internal::kFlagDelta | internal::kFlagCompactMeta : 0));
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CdimgWriter>> CdimgWriter::Create(const std::string& path,
+                                                                 Options options) {
+  std::unique_ptr<CdimgWriter> w(new CdimgWriter());
+  w->s_ = std::make_unique<State>();
+  State& s = *w->s_;
+  s.path = path;
+  s.options = options;
+  s.tmp_path = StrCat(path, ".tmp.", getpid(), ".", std::random_device{}());
+  s.fd = open(s.tmp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (s.fd < 0) return ErrnoStatus(errno, "create", s.tmp_path);
+  if (auto st = WriteAll(s.fd, Lead(options.parent != nullptr), s.tmp_path); !st.ok()) return st;
+  return w;
+}
+
+CdimgWriter::~CdimgWriter() {
+  if (!s_) return;
+  if (s_->fd >= 0) close(s_->fd);
+  if (!s_->finished) unlink(s_->tmp_path.c_str());
+}
+
+uint64_t CdimgWriter::blob_bytes() const { return s_->blob_bytes; }
+
+absl::StatusOr<BlobRef> CdimgWriter::AppendBlob(std::string_view bytes) {
+  if (!s_->packs.empty())
+    return absl::FailedPreconditionError(StrCat(s_->path, ": blobs must be appended before the packs"));
+  if (auto st = WriteAll(s_->fd, bytes, s_->tmp_path); !st.ok()) return st;
+  BlobRef ref{s_->blob_bytes, bytes.size()};
+  s_->blob_bytes += bytes.size();
+  return ref;
+}
+
+absl::StatusOr<uint32_t> CdimgWriter::AppendPack(std::string_view raw, int zstd_level) {
+  if (raw.empty() || raw.size() > kMaxPackRawBytes)
+    return absl::InvalidArgumentError(StrCat(s_->path, ": pack of ", raw.size(), " bytes"));
+  auto stored = internal::CompressPack(raw, zstd_level);
+  if (!stored.ok()) return stored.status();
+  if (auto st = WriteAll(s_->fd, *stored, s_->tmp_path); !st.ok()) return st;
+  s_->blob_bytes += stored->size();
+  s_->packs.push_back(stored->size());
+  return static_cast<uint32_t>(s_->packs.size() - 1);
+}
+
+absl::Status CdimgWriter::Finish(std::string_view config_json, const std::vector<Entry>& entries,
+                                 const std::vector<Recipe>& recipes, std::string_view inline_pack) {
+  State& s = *s_;
+  if (s.finished) return absl::FailedPreconditionError("cdimg writer already finished");
+  const CdimgImage* parent = s.options.parent;
+  const bool compact = parent != nullptr;
+  if (!inline_pack.empty()) {
+    if (!compact) return absl::InvalidArgumentError(StrCat(s.path, ": an inline pack needs a delta image"));
+    if (inline_pack.size() > kMaxPackRawBytes)
+      return absl::InvalidArgumentError(StrCat(s.path, ": pack of ", inline_pack.size(), " bytes"));
+    s.packs.push_back(0);
+  }
+  if (config_json.size() > kMaxConfigBytes)
+    return absl::InvalidArgumentError(StrCat(s.path, ": OCI config of ", config_json.size(),
+                                             " bytes exceeds the limit of ", kMaxConfigBytes));
+  internal::SamePathBase same_path;
+  if (compact) same_path = internal::SamePathIn(*parent);
+  auto raw = internal::EncodeIndex(entries, recipes, s.blob_bytes, s.packs, compact ? &same_path : nullptr);
+  if (!raw.ok()) return Annotate(raw.status(), s.path);
+  std::string dict;
+  if (parent) dict = internal::MetaPrefix(*parent, compact);
+  std::string meta_raw = compact ? internal::PackConfigDigests(config_json) : std::string(config_json);
+  const uint64_t stored_config_length = meta_raw.size();
+  meta_raw += raw->bytes;
+  meta_raw += inline_pack;
+  auto stored = internal::CompressMeta(meta_raw, dict, s.options.index_zstd_level);
+  if (!stored.ok()) return stored.status();
+
+  // Tail: ids, lengths, checksum over lead + tail; its length is the last byte.
+  std::string tail(reinterpret_cast<const char*>(raw->image_id.data()), 32);
+  if (parent) tail.append(reinterpret_cast<const char*>(parent->header().image_id.data()), 32);
+  internal::PutVarint(&tail, stored->size());
+  internal::PutVarint(&tail, stored_config_length);
+  internal::PutVarint(&tail, raw->bytes.size());
+  Digest sum = Sha256(Lead(parent != nullptr) + tail);
+  tail.append(reinterpret_cast<const char*>(sum.data()), internal::kChecksumSize);
+  tail.push_back(static_cast<char>(tail.size()));
+  std::string end = std::move(*stored);
+  end += tail;
+  if (auto st = WriteAll(s.fd, end, s.tmp_path); !st.ok()) return st;
+  if (auto st = SyncAndClose(&s.fd, s.tmp_path); !st.ok()) return st;
+  if (auto st = RenameDurably(s.tmp_path, s.path); !st.ok()) return st;
+  s.finished = true;
+  return absl::OkStatus();
+}
+
+}  // namespace d4c

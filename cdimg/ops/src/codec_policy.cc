@@ -1,0 +1,119 @@
+// The `auto` codec policy (codec_policy.h). The rules are described in
+// docs/architecture.md, "The `auto` codec policy"; the measurements behind
+// each number are noted beside it.
+#include "codec_policy.h"
+
+#include <algorithm>
+#include <limits>
+
+namespace d4c::delta_internal {
+
+namespace {
+constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
+}  // namespace
+
+// Rates: the slowest measured on the corpus (a 30 MB Rust binary; text is
+// 5-40x faster for xdelta3 and bsdiff) on a busy 2-core machine. A model
+// rather than a clock keeps the output independent of load and thread count.
+//
+// zstd with the whole base as prefix (level 19, long matching) costs ~0.5 s
+// per MB of base + target, and on the corpus it never beat xdelta3 or bsdiff
+// on a file over 130 KB (on big files: 4.14 MB against bsdiff's 3.70 MB for
+// biome's 28 MB binary, in 27 s): hence its 4 MiB input limit.
+//
+// xdelta3 lost every big file with 10% or more new content of the corpus
+// (biome's binary, 74% new: 5.55 MB against bsdiff's 3.70 MB; perl 28%:
+// 178 KB against 75 KB; libapt-pkg 65%) and costs 11 s on biome.
+//
+// relcopy sorts the base's suffixes like bsdiff, so it is held to the same
+// rate; it exists for packs, where files that got the same edit share its
+// instruction runs, and won all of typescript's near-identical 6-9 MB bundles.
+const CodecTraits kCodecTraits[4] = {
+    {.id = CodecId::kXdelta3, .bytes_per_ms = 2400, .max_input = kNoLimit, .general = true,
+     .first_when_near_identical = false, .skipped_when_novel = true, .two_forms = true},
+    {.id = CodecId::kZstd, .bytes_per_ms = 1500, .max_input = 4 << 20, .general = true,
+     .first_when_near_identical = false, .skipped_when_novel = false, .two_forms = false},
+    {.id = CodecId::kBsdiff, .bytes_per_ms = 1500, .max_input = kNoLimit, .general = true,
+     .first_when_near_identical = false, .skipped_when_novel = false, .two_forms = false},
+    {.id = CodecId::kRelcopy, .bytes_per_ms = 1500, .max_input = kNoLimit, .general = false,
+     .first_when_near_identical = true, .skipped_when_novel = false, .two_forms = true},
+};
+
+const CodecTraits& TraitsOf(CodecId id) {
+  for (const CodecTraits& t : kCodecTraits)
+    if (t.id == id) return t;
+  return kCodecTraits[0];  // unreachable: every CodecId has a row
+}
+
+namespace {
+
+bool Fits(const CodecTraits& t, const DiffOptions& o, uint64_t base, uint64_t target) {
+  // The time budget also bounds bsdiff's memory (~9 bytes per base byte):
+  // at the default it never sees more than ~90 MB of input.
+  return static_cast<double>(base + target) / t.bytes_per_ms <= o.time_budget_ms;
+}
+
+}  // namespace
+
+std::vector<CodecId> CodecsFor(const DiffOptions& o, uint64_t base, uint64_t target) {
+  if (o.codec) return {*o.codec};
+  std::vector<CodecId> out;
+  for (const CodecTraits& t : kCodecTraits) {
+    if (!t.general || base + target > t.max_input) continue;
+    if (out.empty() || Fits(t, o, base, target)) out.push_back(t.id);  // the cheapest always runs
+  }
+  return out;
+}
+
+bool RelcopyFits(const DiffOptions& o, uint64_t base, uint64_t target) {
+  return Fits(TraitsOf(CodecId::kRelcopy), o, base, target);
+}
+
+Plan PlanFor(const DiffOptions& o, uint64_t base_max, uint64_t first_base, uint64_t target,
+             const std::optional<Novelty>& least) {
+  Plan p{CodecsFor(o, base_max, target)};
+  if (o.codec || target < kBigFile || !least) return p;
+  const Novelty& n = *least;
+  bool novel = n.anchors > 0 && n.missing * 100 >= n.anchors * kNewPercentSkip;
+  if (novel && p.codecs.size() > 1 && TraitsOf(p.codecs[0]).skipped_when_novel) p.codecs.erase(p.codecs.begin());
+  uint64_t estimated_patch = n.missing * kBytesPerAnchor;
+  p.standalone_first = estimated_patch > 4 * kPackMemberMax;
+  // Near-identical (the estimated patch fits a pack member): the codec the
+  // pack compresses best goes first, so that when its patch is tiny the
+  // tiny-patch rule spares the others.
+  if (o.pack_small_blobs && estimated_patch <= kPackMemberMax / 4) {
+    for (const CodecTraits& t : kCodecTraits)
+      if (t.first_when_near_identical && Fits(t, o, first_base, target)) {
+        p.codecs.insert(p.codecs.begin(), t.id);
+        break;
+      }
+  }
+  return p;
+}
+
+Plan PlanCodecs(std::string_view target, const std::vector<Base>& bases, const DiffOptions& o) {
+  uint64_t base_max = 0;
+  for (const Base& b : bases) base_max = std::max<uint64_t>(base_max, b.content.size());
+  std::optional<Novelty> least;  // the base that lacks least of the target
+  if (!o.codec && target.size() >= kBigFile) {
+    for (const Base& b : bases) {
+      Novelty n = MeasureNovelty(b.content, target);
+      if (!least || n.missing * least->anchors < least->missing * n.anchors) least = n;
+    }
+  }
+  return PlanFor(o, base_max, bases[0].content.size(), target.size(), least);
+}
+
+bool SkipRestAfterFirst(const DiffOptions& o, uint64_t target, uint64_t patch) {
+  return !o.codec && target >= kTinyPatchMinFile && patch * kTinyPatchRatio <= target;
+}
+
+bool RelcopyNext(const DiffOptions& o, bool tried, uint64_t best_patch, uint64_t base, uint64_t target) {
+  return !o.codec && o.pack_small_blobs && !tried && best_patch <= kPackMemberMax && RelcopyFits(o, base, target);
+}
+
+bool KeepCandidate(const DiffOptions& o, CodecId codec, uint64_t patch, uint64_t target) {
+  return o.codec || codec != CodecId::kRelcopy || patch < target;
+}
+
+}  // namespace d4c::delta_internal

@@ -1,0 +1,93 @@
+// The `auto` codec policy of diff: which codecs run on a file, in which
+// order, and when the slow ones are skipped. Pure decisions from sizes and a
+// novelty measure (never from a clock), so a delta is the same bytes whatever
+// the load or thread count. The rules and their reasons are described once,
+// in docs/architecture.md ("The `auto` codec policy"); the numbers live in
+// kCodecTraits and the constants below. EncodeFile (delta_common.cc) drives
+// the codecs along these decisions.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string_view>
+#include <vector>
+
+#include "d4c/codec.h"
+#include "d4c/delta.h"
+#include "delta_internal.h"
+
+namespace d4c::delta_internal {
+
+// What `auto` knows about one codec.
+struct CodecTraits {
+  CodecId id;
+  // Cost class: bytes of base + target encoded per millisecond, the slowest
+  // rate measured on the corpus. Predicts a run time for time_budget_ms.
+  double bytes_per_ms;
+  // auto does not try it when base + target exceeds this (it never won there).
+  uint64_t max_input;
+  // In the general list (cheapest first). Not: relcopy, which auto runs only
+  // for patches that go into a pack.
+  bool general;
+  // Suits big near-identical files whose patch will be packed: tried first.
+  bool first_when_near_identical;
+  // Loses on big files with much new content: skipped there.
+  bool skipped_when_novel;
+  // Has a pack form distinct from its standalone form (EncodeForPack).
+  bool two_forms;
+};
+
+// Every codec, the general ones cheapest first (the order auto tries them).
+extern const CodecTraits kCodecTraits[4];
+const CodecTraits& TraitsOf(CodecId id);
+
+// From this target size on, the codecs are chosen after a look at the file
+// (MeasureNovelty against every base).
+inline constexpr uint64_t kBigFile = 1 << 20;
+// A first patch of at most 1/kTinyPatchRatio of a file of kTinyPatchMinFile
+// bytes or more ends the search (the tiny-patch rule).
+inline constexpr uint64_t kTinyPatchRatio = 2000;
+inline constexpr uint64_t kTinyPatchMinFile = 256 << 10;
+// A big target with at least this share (%) of its anchors new to the base
+// skips the codecs marked skipped_when_novel.
+inline constexpr uint64_t kNewPercentSkip = 10;
+// Bytes of target content an anchor stands for, to guess a patch's size.
+inline constexpr uint64_t kBytesPerAnchor = 32;
+
+// The codecs of the general list whose predicted time fits the budget (the
+// cheapest always does), or just the fixed codec.
+std::vector<CodecId> CodecsFor(const DiffOptions& o, uint64_t base, uint64_t target);
+
+// Whether relcopy's predicted time for these sizes fits the budget.
+bool RelcopyFits(const DiffOptions& o, uint64_t base, uint64_t target);
+
+// Which codecs to run on a target, in order, and how.
+struct Plan {
+  std::vector<CodecId> codecs;
+  // The patch will not fit a pack member: two-form codecs encode their
+  // standalone form first instead of a pack form that would be thrown away.
+  bool standalone_first = false;
+};
+
+// The plan from sizes alone: `base_max` the largest base, `first_base` the
+// size of bases[0], `least` the novelty of the base that lacks least of the
+// target (needed only for big files under auto; nullopt otherwise).
+Plan PlanFor(const DiffOptions& o, uint64_t base_max, uint64_t first_base, uint64_t target,
+             const std::optional<Novelty>& least);
+// The same, measuring the novelty of big targets against `bases` (not empty).
+Plan PlanCodecs(std::string_view target, const std::vector<Base>& bases, const DiffOptions& o);
+
+// The tiny-patch rule: after the first codec's best patch of `patch` bytes,
+// the other codecs of the plan are skipped.
+bool SkipRestAfterFirst(const DiffOptions& o, uint64_t target, uint64_t patch);
+
+// Whether auto runs relcopy now on the chosen base (of `base` bytes): packs
+// on, not tried yet, and the best patch so far (`best_patch` bytes) will be
+// packed.
+bool RelcopyNext(const DiffOptions& o, bool tried, uint64_t best_patch, uint64_t base, uint64_t target);
+
+// Whether auto keeps a patch of `patch` bytes from `codec` as a candidate: a
+// relcopy patch no smaller than the file found nothing to copy.
+bool KeepCandidate(const DiffOptions& o, CodecId codec, uint64_t patch, uint64_t target);
+
+}  // namespace d4c::delta_internal

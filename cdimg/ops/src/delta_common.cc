@@ -1,0 +1,507 @@
+// Shared machinery of diff / patch / merge: spool, job runner, per-file
+// encoding (driving the codecs along the `auto` policy of codec_policy.h),
+// stats.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <deque>
+#include <cstring>
+#include <filesystem>
+
+#include "d4c/convert.h"
+#include "d4c/base/io.h"
+#include "d4c/base/status.h"
+#include "d4c/base/strcat.h"
+#include "codec_policy.h"
+#include "delta_internal.h"
+#include "thread_pool.h"
+
+namespace d4c {
+
+absl::StatusOr<std::optional<CodecId>> ParseCodecChoice(std::string_view name) {
+  if (name == "auto") return std::optional<CodecId>();
+  auto id = ParseCodecName(name);
+  if (!id.ok())
+    return absl::InvalidArgumentError(StrCat("unknown codec '", name, "' (valid: auto, zstd, xdelta3, bsdiff, relcopy)"));
+  return std::optional<CodecId>(*id);
+}
+
+namespace delta_internal {
+
+// ---------------------------------------------------------------- spool
+
+absl::StatusOr<std::unique_ptr<Spool>> Spool::Create(const std::string& out_path) {
+  absl::StatusOr<int> fd = OpenTempFile(DirectoryOf(out_path));
+  if (!fd.ok()) return fd.status();
+  return std::unique_ptr<Spool>(new Spool(*fd));
+}
+
+Spool::~Spool() { close(fd_); }
+
+absl::StatusOr<BlobRef> Spool::Put(std::string_view bytes) {
+  uint64_t off;
+  {
+    absl::MutexLock l(&mu_);
+    off = end_;
+    end_ += bytes.size();
+  }
+  if (absl::Status st = PWriteAll(fd_, bytes, off, "delta spool"); !st.ok()) return st;
+  return BlobRef{off, bytes.size()};
+}
+
+absl::StatusOr<std::string> Spool::Get(const BlobRef& ref) const {
+  std::string out(ref.length, '\0');
+  if (absl::Status st = PReadAll(fd_, out.data(), out.size(), ref.offset, "delta spool"); !st.ok()) return st;
+  return out;
+}
+
+// ---------------------------------------------------------------- jobs
+
+namespace {
+
+// One Helpers::Run call: its tasks, the next one nobody has claimed yet, and
+// how many have finished. `next` and `done` are guarded by RunState::mu.
+struct TaskGroup {
+  const std::vector<std::function<void()>>* tasks;
+  size_t next = 0;
+  size_t done = 0;
+};
+
+// State shared between the dispatcher and the workers of one RunJobs call.
+// Thread-safety: everything is guarded by `mu`, which is never held while a
+// job or a task runs; `cv` is signalled whenever a job, a task or a helper
+// finishes, a group is added, or borrowed threads are released.
+struct RunState {
+  absl::Mutex mu;
+  absl::CondVar cv;
+  uint64_t inflight ABSL_GUARDED_BY(mu) = 0;
+  uint64_t done ABSL_GUARDED_BY(mu) = 0;
+  uint64_t total ABSL_GUARDED_BY(mu) = 0;
+  size_t width ABSL_GUARDED_BY(mu) = 0;         // pool threads
+  size_t running ABSL_GUARDED_BY(mu) = 0;       // of them busy: jobs, helpers, borrowed
+  size_t jobs_running ABSL_GUARDED_BY(mu) = 0;
+  size_t helpers_idle ABSL_GUARDED_BY(mu) = 0;  // helpers submitted that have not claimed a task yet
+  std::deque<TaskGroup*> groups ABSL_GUARDED_BY(mu);  // with unclaimed tasks, oldest first
+  std::map<size_t, absl::Status> errors ABSL_GUARDED_BY(mu);  // by entry: the lowest is reported
+  std::map<size_t, SpooledBlob> out ABSL_GUARDED_BY(mu);
+
+  size_t Unclaimed() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    size_t n = 0;
+    for (const TaskGroup* g : groups) n += g->tasks->size() - g->next;
+    return n;
+  }
+  // The next unclaimed task (of the oldest group), or null.
+  const std::function<void()>* Claim(TaskGroup** group) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    if (groups.empty()) return nullptr;
+    TaskGroup* g = groups.front();
+    const std::function<void()>* t = &(*g->tasks)[g->next++];
+    if (g->next == g->tasks->size()) groups.pop_front();
+    *group = g;
+    return t;
+  }
+};
+
+// Lends a job the pool's idle threads: its tasks are claimed by helpers the
+// dispatcher starts on free slots, and by the job's own thread, which thus
+// never waits for a task that nobody has started. Thread-safety: one object
+// serves every job of a RunJobs call, called from their threads at once;
+// synchronized by RunState's lock.
+class PoolHelpers final : public Helpers {
+ public:
+  explicit PoolHelpers(RunState& st) : st_(st) {}
+
+  void Run(const std::vector<std::function<void()>>& tasks) override {
+    if (tasks.empty()) return;
+    TaskGroup g{&tasks};
+    st_.mu.Lock();
+    st_.groups.push_back(&g);
+    st_.cv.SignalAll();
+    while (g.next < tasks.size()) {
+      size_t k = g.next++;
+      if (g.next == tasks.size()) st_.groups.erase(std::find(st_.groups.begin(), st_.groups.end(), &g));
+      st_.mu.Unlock();
+      tasks[k]();
+      st_.mu.Lock();
+      ++g.done;
+    }
+    while (g.done != tasks.size()) st_.cv.Wait(&st_.mu);
+    st_.mu.Unlock();
+  }
+
+  int Borrow(int max) override {
+    absl::MutexLock l(&st_.mu);
+    int n = static_cast<int>(std::min<size_t>(std::max(max, 0), st_.width - st_.running));
+    st_.running += n;
+    return n;
+  }
+
+  void Release(int n) override {
+    absl::MutexLock l(&st_.mu);
+    st_.running -= n;
+    st_.cv.SignalAll();
+  }
+
+ private:
+  RunState& st_;
+};
+
+void RunOne(const BlobJob& job, Spool& spool, Helpers& helpers, const RunOptions& o, RunState& st) {
+  auto r = job.run(helpers);
+  absl::StatusOr<BlobRef> ref = r.ok() ? spool.Put(r->blob) : r.status();
+  absl::MutexLock l(&st.mu);
+  if (!ref.ok()) {
+    st.errors.emplace(job.entry, ref.status());
+  } else {
+    SpooledBlob s{r->recipe, r->rename_base, r->reencoded};
+    s.recipe.blob = *ref;
+    st.out.emplace(job.entry, s);
+  }
+  st.inflight -= job.memory;
+  --st.running;
+  --st.jobs_running;
+  st.done += job.size;
+  if (o.progress) o.progress(st.done, st.total);  // under mu: never concurrently (delta.h)
+  st.cv.SignalAll();
+}
+
+// Runs claimed tasks of any group until none is left, on a pool thread.
+void RunHelper(RunState& st) {
+  st.mu.Lock();
+  --st.helpers_idle;
+  TaskGroup* g = nullptr;
+  while (const std::function<void()>* t = st.Claim(&g)) {
+    st.mu.Unlock();
+    (*t)();
+    st.mu.Lock();
+    ++g->done;
+    st.cv.SignalAll();
+  }
+  --st.running;
+  st.cv.SignalAll();
+  st.mu.Unlock();
+}
+
+}  // namespace
+
+absl::StatusOr<std::map<size_t, SpooledBlob>> RunJobs(std::vector<BlobJob> jobs, Spool& spool,
+                                                      const RunOptions& o) {
+  // Largest first keeps the long jobs from ending up alone at the tail.
+  std::sort(jobs.begin(), jobs.end(), [](const BlobJob& a, const BlobJob& b) {
+    return a.size != b.size ? a.size > b.size : a.entry < b.entry;
+  });
+  RunState st;
+  PoolHelpers helpers(st);
+  {
+    internal::ThreadPool pool(o.threads);
+    size_t next = 0;
+    st.mu.Lock();
+    for (const BlobJob& j : jobs) st.total += j.size;
+    st.width = pool.size();
+    // Free slots go to helpers first (they speed up the biggest job running),
+    // then to the next job; the loop ends when no job is left to start or
+    // run, or at the first failure.
+    auto helper_wanted = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
+      return st.running < st.width && st.Unclaimed() > st.helpers_idle;
+    };
+    auto job_ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
+      return next < jobs.size() && st.running < st.width &&
+             (st.jobs_running == 0 || st.inflight + jobs[next].memory <= o.memory_budget);
+    };
+    auto finished = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
+      return !st.errors.empty() || (next == jobs.size() && st.jobs_running == 0);
+    };
+    for (;;) {
+      while (!finished() && !helper_wanted() && !job_ready()) st.cv.Wait(&st.mu);
+      if (finished()) break;
+      if (helper_wanted()) {
+        ++st.running;
+        ++st.helpers_idle;
+        pool.Submit([&st] { RunHelper(st); });
+        continue;
+      }
+      ++st.running;
+      const BlobJob& job = jobs[next++];
+      st.inflight += job.memory;
+      ++st.jobs_running;
+      pool.Submit([&job, &spool, &helpers, &o, &st] { RunOne(job, spool, helpers, o, st); });
+    }
+    st.mu.Unlock();
+  }  // the pool joins here: every submitted job and helper has finished
+  absl::MutexLock l(&st.mu);
+  if (!st.errors.empty()) return st.errors.begin()->second;
+  return std::move(st.out);
+}
+
+// ---------------------------------------------------------------- encoding
+
+namespace {
+
+struct Candidate {
+  const Base* base;
+  CodecId codec;
+  std::string patch;
+  bool packed = false;
+  uint64_t cost = 0;  // bytes it is expected to add to the delta
+};
+
+// A packed patch is compressed again with its pack, so raw pack forms
+// (xdelta3 without secondary compression, relcopy) are weighed by their
+// compressed size rather than their raw bytes, which would favour codecs that
+// compress their own output (zstd, bsdiff) even where the pack does better.
+uint64_t PatchCost(const std::string& patch, bool packed) {
+  if (!packed) return patch.size();
+  auto z = CompressFullBlob(patch, 19);
+  return z.ok() ? std::min<uint64_t>(patch.size(), z->size()) : patch.size();
+}
+
+// A patch that does not decode to the target is a codec bug; refusing it here
+// keeps it out of the image (the reader would reject it later anyway).
+absl::Status CheckRoundTrip(const Candidate& c, std::string_view target) {
+  auto back = GetCodec(c.codec).DecodeForm(c.base->content, c.patch, target.size(), c.packed);
+  if (!back.ok()) return back.status();
+  if (*back != target) return absl::InternalError("patch does not reproduce the target");
+  return absl::OkStatus();
+}
+
+// The pack form if packs are on and it fits a member, else the standalone
+// form; only codecs marked two_forms (xdelta3, relcopy) have two.
+// `standalone_first`: the pack form is tried only
+// when the standalone one is near the member limit. That picks the same form:
+// the pack form is the same VCDIFF without secondary compression (used only
+// where it saves) and checksums, so never smaller than the standalone form
+// minus a few bytes per 8 MiB window.
+constexpr uint64_t kFormSlack = 4 << 10;
+
+// `limit`: the cost of the best patch so far; a one-form codec may give up
+// once it is sure to exceed it (EncodeWithin).
+absl::StatusOr<std::string> EncodeForm(const DeltaCodec& c, std::string_view base, std::string_view target,
+                                       bool pack, bool standalone_first, uint64_t limit, Helpers& helpers,
+                                       bool* packed) {
+  *packed = false;
+  if (!TraitsOf(c.id()).two_forms) {
+    auto patch = c.EncodeWithin(base, target, helpers, limit);
+    *packed = pack && patch.ok() && patch->size() <= kPackMemberMax;
+    return patch;
+  }
+  if (!pack) return c.Encode(base, target);
+  if (standalone_first) {
+    auto alone = c.Encode(base, target);
+    if (!alone.ok() || alone->size() > kPackMemberMax + kFormSlack) return alone;
+    auto member = c.EncodeForPack(base, target);
+    if (!member.ok() || member->size() > kPackMemberMax) return alone;
+    *packed = true;
+    return member;
+  }
+  auto member = c.EncodeForPack(base, target);
+  if (member.ok() && member->size() <= kPackMemberMax) {
+    *packed = true;
+    return member;
+  }
+  if (member.ok()) return c.Encode(base, target);
+  return member;
+}
+
+// Encodes with `codec`; in auto mode a failing codec is just not a candidate.
+absl::Status Try(CodecId codec, const Base& base, std::string_view target, const DiffOptions& o,
+                 const Plan& plan, Helpers& helpers, std::optional<Candidate>* best) {
+  bool packed = false;
+  uint64_t limit = *best ? (*best)->cost : std::numeric_limits<uint64_t>::max();
+  auto patch = EncodeForm(GetCodec(codec), base.content, target, o.pack_small_blobs, plan.standalone_first,
+                          limit, helpers, &packed);
+  if (!patch.ok()) {
+    if (!o.codec) return absl::OkStatus();
+    return Annotate(patch.status(), CodecName(codec));
+  }
+  if (!KeepCandidate(o, codec, patch->size(), target.size())) return absl::OkStatus();
+  uint64_t cost = PatchCost(*patch, packed);
+  if (!*best || cost < (*best)->cost) *best = Candidate{&base, codec, std::move(*patch), packed, cost};
+  return absl::OkStatus();
+}
+
+// The smallest patch: every base with the first codec, then the other codecs
+// on the best base only (bases rarely disagree with codecs about the winner).
+absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, const std::vector<Base>& bases,
+                                                   const DiffOptions& o, Helpers& helpers) {
+  std::optional<Candidate> best;
+  if (target.size() < o.min_delta_size || bases.empty()) return best;
+  Plan plan = PlanCodecs(target, bases, o);
+  for (const Base& b : bases)
+    if (auto s = Try(plan.codecs[0], b, target, o, plan, helpers, &best); !s.ok()) return s;
+  if (!best) return best;
+  if (SkipRestAfterFirst(o, target.size(), best->patch.size())) plan.codecs.resize(1);
+  const Base* chosen = best->base;
+  // auto: relcopy runs on the chosen base as soon as the patch is known to
+  // be packed; its cost then bounds the slow codecs (EncodeWithin).
+  bool relcopy_tried = plan.codecs[0] == CodecId::kRelcopy;
+  auto maybe_relcopy = [&]() -> absl::Status {
+    if (!RelcopyNext(o, relcopy_tried, best->patch.size(), chosen->content.size(), target.size()))
+      return absl::OkStatus();
+    relcopy_tried = true;
+    return Try(CodecId::kRelcopy, *chosen, target, o, plan, helpers, &best);
+  };
+  if (auto s = maybe_relcopy(); !s.ok()) return s;
+  for (size_t c = 1; c < plan.codecs.size(); ++c)
+    if (auto s = Try(plan.codecs[c], *chosen, target, o, plan, helpers, &best); !s.ok()) return s;
+  if (auto s = maybe_relcopy(); !s.ok()) return s;
+  if (best) {
+    if (auto s = CheckRoundTrip(*best, target); !s.ok())
+      return absl::InternalError(StrCat(CodecName(best->codec), " round trip failed: ", s.message()));
+  }
+  return best;
+}
+
+BlobResult DeltaResult(Candidate& c) {
+  BlobResult r;
+  r.recipe = {Recipe::Kind::kDelta, c.codec, c.base->digest, {}};
+  r.recipe.packed = c.packed;
+  r.rename_base = c.base->renamed;
+  r.blob = std::move(c.patch);
+  return r;
+}
+
+}  // namespace
+
+absl::StatusOr<BlobResult> EncodeFile(std::string_view target, const std::vector<Base>& bases,
+                                      const DiffOptions& options, std::optional<std::string> ready_full,
+                                      Helpers& helpers) {
+  auto delta = BestDelta(target, bases, options, helpers);
+  if (!delta.ok()) return delta.status();
+  if (*delta && !ready_full) {
+    // A delta below a quarter of even a fast (level 1) compression cannot
+    // lose to the slow one: skip the level-19 compression (seconds per MB)
+    // that would only confirm it.
+    auto quick = CompressFullBlob(target, 1);
+    if (!quick.ok()) return quick.status();
+    if ((**delta).patch.size() * 4 <= quick->size()) return DeltaResult(**delta);
+  }
+  std::string full;
+  if (ready_full) {
+    full = std::move(*ready_full);
+  } else {
+    auto z = CompressFullBlob(target, options.zstd_level);
+    if (!z.ok()) return z.status();
+    full = std::move(*z);
+  }
+  if (*delta && (**delta).patch.size() < full.size()) return DeltaResult(**delta);
+  BlobResult r;
+  r.recipe = {Recipe::Kind::kFull, CodecId::kZstd, {}, {}};
+  if (options.pack_small_blobs && !ready_full && target.size() <= kPackMemberMax) {
+    r.recipe.packed = true;  // raw bytes; the pack compresses them with their neighbours
+    r.blob = std::string(target);
+    return r;
+  }
+  r.blob = std::move(full);
+  return r;
+}
+
+uint64_t EncodeMemory(uint64_t base_size, uint64_t target_size) {
+  // bsdiff's suffix array and its inverse (4 + 4 bytes per base byte, and
+  // the base itself) dominate; its segments' streams are joined into one
+  // copy of the target's size; zstd level 19 tables for its six streams
+  // (three ctrl columns, zero runs, literals, extra), sized to inputs that
+  // are a tenth of the target or less.
+  return 9 * base_size + 4 * target_size + (256ull << 20);
+}
+
+// ---------------------------------------------------------------- misc
+
+std::vector<Entry> AllEntries(const CdimgImage& img) {
+  std::vector<Entry> out;
+  out.reserve(img.size());
+  for (size_t i = 0; i < img.size(); ++i) out.push_back(img.EntryAt(i));
+  return out;
+}
+
+absl::Status AtEntry(const absl::Status& s, std::string_view image_path, std::string_view entry_path) {
+  return Annotate(s, StrCat(image_path, ": /", entry_path));
+}
+
+absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgImage& parent,
+                                      std::string_view config, const std::vector<Entry>& entries,
+                                      std::vector<Recipe> recipes,
+                                      const std::map<size_t, SpooledBlob>& blobs, const Spool& spool) {
+  auto writer = CdimgWriter::Create(out_path, {.parent = &parent});
+  if (!writer.ok()) return writer.status();
+  DeltaStats stats;
+  // Standalone blobs first, in entry order (std::map), then the packs.
+  for (const auto& [i, b] : blobs) {
+    stats.rename_bases += b.rename_base && b.recipe.kind == Recipe::Kind::kDelta;
+    stats.reencoded += b.reencoded;
+    if (b.recipe.packed) continue;
+    auto bytes = spool.Get(b.recipe.blob);
+    if (!bytes.ok()) return bytes.status();
+    auto ref = (*writer)->AppendBlob(*bytes);
+    if (!ref.ok()) return ref.status();
+    recipes[i] = b.recipe;
+    recipes[i].blob = *ref;
+  }
+  std::string pack;
+  uint32_t next_pack = 0;
+  DeltaBucket packs;
+  auto flush = [&]() -> absl::Status {
+    if (pack.empty()) return absl::OkStatus();
+    uint64_t before = (*writer)->blob_bytes();
+    auto p = (*writer)->AppendPack(pack);
+    if (!p.ok()) return p.status();
+    packs.blob_bytes += (*writer)->blob_bytes() - before;
+    packs.content_bytes += pack.size();
+    pack.clear();
+    ++next_pack;
+    return absl::OkStatus();
+  };
+  for (const auto& [i, b] : blobs) {
+    if (!b.recipe.packed) continue;
+    auto bytes = spool.Get(b.recipe.blob);
+    if (!bytes.ok()) return bytes.status();
+    if (pack.size() + bytes->size() > kPackRawMax)
+      if (auto s = flush(); !s.ok()) return s;
+    recipes[i] = b.recipe;
+    recipes[i].blob = {pack.size(), bytes->size()};
+    recipes[i].pack = next_pack;
+    pack += *bytes;
+    packs.files++;
+  }
+  // The last pack goes inside the meta frame: a small delta then pays for one
+  // zstd frame and one set of entropy tables (docs/format.md, compact meta).
+  packs.content_bytes += pack.size();
+  if (auto s = (*writer)->Finish(config, entries, recipes, pack); !s.ok()) return s;
+  if (auto s = FillStats(out_path, entries, recipes, &parent, &stats); !s.ok()) return s;
+  if (packs.files) stats.by_kind["packs"] = packs;
+  return stats;
+}
+
+absl::Status FillStats(const std::string& path, const std::vector<Entry>& entries,
+                       const std::vector<Recipe>& recipes, const CdimgImage* parent, DeltaStats* stats) {
+  auto h = CdimgImage::ReadHeader(path);
+  if (!h.ok()) return h.status();
+  stats->header = *h;
+  stats->entries = entries.size();
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const Entry& e = entries[i];
+    const Recipe& r = recipes[i];
+    if (e.type != EntryType::kRegular) continue;
+    std::string key;
+    switch (r.kind) {
+      case Recipe::Kind::kEmpty: key = "empty"; break;
+      case Recipe::Kind::kFull: key = r.packed ? "packed full" : "full"; break;
+      case Recipe::Kind::kDelta: key = StrCat(r.packed ? "packed delta/" : "delta/", CodecName(r.codec)); break;
+      case Recipe::Kind::kBase: {
+        std::optional<size_t> j = parent ? parent->Find(e.path) : std::nullopt;
+        bool same = j && parent->TypeAt(*j) == EntryType::kRegular && parent->DigestAt(*j) == e.digest;
+        key = same ? "unchanged" : "dedup";
+        break;
+      }
+      case Recipe::Kind::kNone: continue;
+    }
+    DeltaBucket& b = stats->by_kind[key];
+    b.files++;
+    b.blob_bytes += r.blob.length;
+    b.content_bytes += e.size;
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace delta_internal
+}  // namespace d4c

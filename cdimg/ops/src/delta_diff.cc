@@ -1,0 +1,94 @@
+// diff: new image B relative to old image A -> delta cdimg A→B.
+#include <unordered_set>
+
+#include "d4c/delta.h"
+#include "d4c/base/strcat.h"
+#include "delta_internal.h"
+
+namespace d4c {
+
+using delta_internal::Base;
+using delta_internal::BlobJob;
+using delta_internal::BlobResult;
+using delta_internal::OldTree;
+
+namespace {
+
+constexpr uint64_t kReadTogether = 8 << 20;
+
+// Reads the target and its base (one file of each image at a time) and
+// encodes it. B's own full blob of the target, when it has one, is the `full`
+// alternative: compressing the file again at the same level would only
+// reproduce it (seconds per MB at level 19). Files that fit a pack member are
+// compressed anew, since a full one of them goes into a pack raw.
+absl::StatusOr<BlobResult> DiffOne(const ImageChain& old_chain, const ImageChain& new_chain, size_t i,
+                                   std::optional<size_t> base, const DiffOptions& o, Helpers& helpers) {
+  const CdimgImage& a = old_chain.top();
+  const CdimgImage& b = new_chain.top();
+  std::optional<std::string> full;
+  absl::StatusOr<std::string> target, content;
+  auto read_target = [&] { target = new_chain.ReadFile(i, &full); };
+  auto read_base = [&] { content = base ? old_chain.ReadFile(*base) : std::string(); };
+  // Big files (decompression and sha256 of tens of MB each) are read side by side.
+  if (base && b.SizeAt(i) + a.SizeAt(*base) >= kReadTogether) {
+    helpers.Run({read_target, read_base});
+  } else {
+    read_target();
+    read_base();
+  }
+  if (!target.ok()) return target.status();
+  if (!content.ok()) return content.status();
+  if (target->size() <= delta_internal::kPackMemberMax && o.pack_small_blobs) full.reset();
+  std::vector<Base> bases;
+  if (base) bases.push_back({a.DigestAt(*base), std::move(*content), a.PathAt(*base) != b.PathAt(i)});
+  auto r = delta_internal::EncodeFile(*target, bases, o, std::move(full), helpers);
+  if (!r.ok()) return delta_internal::AtEntry(r.status(), b.path(), b.PathAt(i));
+  return r;
+}
+
+// Recipes that need no bytes are decided here; every other file becomes a job.
+std::vector<BlobJob> PlanDiff(const ImageChain& old_chain, const ImageChain& new_chain,
+                              const OldTree& old, const std::vector<Entry>& entries,
+                              const DiffOptions& o, std::vector<Recipe>* recipes) {
+  std::vector<BlobJob> jobs;
+  std::unordered_set<Digest, DigestHash> seen;  // content already placed in B
+  recipes->assign(entries.size(), Recipe{});
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const Entry& e = entries[i];
+    if (e.type != EntryType::kRegular) continue;
+    Recipe& r = (*recipes)[i];
+    if (e.size == 0) {
+      r.kind = Recipe::Kind::kEmpty;
+    } else if (!seen.insert(e.digest).second || old.Has(e.digest)) {
+      r.kind = Recipe::Kind::kBase;  // unchanged, moved, or a second copy
+    } else {
+      std::optional<size_t> base = old.BaseFor(e.path, e.size);
+      uint64_t base_size = base ? old.image().SizeAt(*base) : 0;
+      jobs.push_back({i, e.size, delta_internal::EncodeMemory(base_size, e.size),
+                      [&old_chain, &new_chain, &o, i, base](Helpers& h) {
+                        return DiffOne(old_chain, new_chain, i, base, o, h);
+                      }});
+    }
+  }
+  return jobs;
+}
+
+}  // namespace
+
+absl::StatusOr<DeltaStats> DiffImages(const ImageChain& old_chain, const ImageChain& new_chain,
+                                      const std::string& out_path, const DiffOptions& options) {
+  const CdimgImage& a = old_chain.top();
+  const CdimgImage& b = new_chain.top();
+  OldTree old(a);
+  std::vector<Entry> entries = delta_internal::AllEntries(b);
+  std::vector<Recipe> recipes;
+  std::vector<BlobJob> jobs = PlanDiff(old_chain, new_chain, old, entries, options, &recipes);
+  auto spool = delta_internal::Spool::Create(out_path);
+  if (!spool.ok()) return spool.status();
+  auto blobs = delta_internal::RunJobs(std::move(jobs), **spool,
+                                       {options.threads, options.memory_budget, options.progress});
+  if (!blobs.ok()) return blobs.status();
+  return delta_internal::WriteDelta(out_path, a, b.config(), entries, std::move(recipes), *blobs, **spool);
+}
+
+}  // namespace d4c

@@ -1,0 +1,90 @@
+// Base selection: which file of the parent image a new file is diffed against.
+#include <cmath>
+#include <tuple>
+
+#include "delta_internal.h"
+
+namespace d4c::delta_internal {
+
+std::string FoldDigits(std::string_view s) {
+  auto digit = [](char c) { return c >= '0' && c <= '9'; };
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (!digit(s[i])) out.push_back(s[i]);
+    else if (i == 0 || !digit(s[i - 1])) out.push_back('#');  // one '#' per run of digits
+  }
+  return out;
+}
+
+OldTree::OldTree(const CdimgImage& img) : img_(img) {
+  for (size_t i = 0; i < img.size(); ++i) {
+    if (img.TypeAt(i) != EntryType::kRegular || img.SizeAt(i) == 0) continue;
+    by_digest_.emplace(img.DigestAt(i), i);
+    by_folded_name_[FoldDigits(BaseName(img.PathAt(i)))].push_back(i);
+  }
+}
+
+bool OldTree::SamePathSameContent(std::string_view path, const Digest& d) const {
+  auto j = img_.Find(path);
+  return j && img_.TypeAt(*j) == EntryType::kRegular && img_.DigestAt(*j) == d;
+}
+
+std::optional<size_t> OldTree::BaseFor(std::string_view path, uint64_t size) const {
+  auto j = img_.Find(path);
+  if (j && img_.TypeAt(*j) == EntryType::kRegular && img_.SizeAt(*j) > 0) return j;
+  return RenameFor(path, size);
+}
+
+namespace {
+
+// Number of equal trailing directory components of two folded paths.
+int CommonDirSuffix(std::string_view a, std::string_view b) {
+  int n = 0;
+  a = ParentPath(a);
+  b = ParentPath(b);
+  while (!a.empty() && !b.empty() && BaseName(a) == BaseName(b)) {
+    ++n;
+    a = ParentPath(a);
+    b = ParentPath(b);
+  }
+  return n;
+}
+
+double SizeRatio(uint64_t a, uint64_t b) {
+  double x = static_cast<double>(std::max<uint64_t>(a, 1)), y = static_cast<double>(std::max<uint64_t>(b, 1));
+  return x > y ? x / y : y / x;
+}
+
+}  // namespace
+
+// A rename keeps the file name up to version digits. Preferred, in order:
+// the whole path equal once digit runs are folded (python3.11/x.py ->
+// python3.12/x.py, pkg@1.2.3/ -> pkg@1.2.4/, libfoo.so.1.2 -> libfoo.so.1.3;
+// size within 8x), else the same exact name elsewhere (a moved directory;
+// size within 2x) sharing the most trailing directories; then the closest
+// size; then the first in entry order. A wrong guess costs only time: the
+// delta is kept only if it beats the full blob.
+std::optional<size_t> OldTree::RenameFor(std::string_view path, uint64_t size) const {
+  std::string_view name = BaseName(path);
+  auto it = by_folded_name_.find(FoldDigits(name));
+  if (it == by_folded_name_.end()) return std::nullopt;
+  std::string folded = FoldDigits(path);
+  std::optional<size_t> best;
+  std::tuple<int, int, double> best_score{};
+  for (size_t j : it->second) {
+    std::string_view old_path = img_.PathAt(j);
+    double ratio = SizeRatio(img_.SizeAt(j), size);
+    std::string old_folded = FoldDigits(old_path);
+    int kind = old_folded == folded ? 2 : BaseName(old_path) == name ? 1 : 0;
+    if (kind == 0 || ratio > (kind == 2 ? 8.0 : 2.0)) continue;
+    std::tuple<int, int, double> score{kind, CommonDirSuffix(old_folded, folded), -std::log(ratio)};
+    if (!best || score > best_score) {
+      best = j;
+      best_score = score;
+    }
+  }
+  return best;
+}
+
+}  // namespace d4c::delta_internal
