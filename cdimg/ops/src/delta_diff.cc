@@ -7,10 +7,7 @@
 
 namespace d4c {
 
-using delta_internal::Base;
-using delta_internal::BlobJob;
-using delta_internal::BlobResult;
-using delta_internal::OldTree;
+using namespace delta_internal;  // this file implements part of it
 
 namespace {
 

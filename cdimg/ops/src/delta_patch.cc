@@ -10,8 +10,7 @@
 
 namespace d4c {
 
-using delta_internal::BlobJob;
-using delta_internal::BlobResult;
+using namespace delta_internal;  // this file implements part of it
 
 namespace {
 
