@@ -12,6 +12,11 @@
 #include <string>
 #include <vector>
 
+#include <catch2/catch.hpp>
+
+#include "d4c/base/sha256.h"
+#include "d4c/cdimg.h"
+#include "d4c/convert.h"
 #include "d4c/snap/containerd_client.h"
 #include "d4c/snap/layout.h"
 #include "d4c/snap/mounter.h"
@@ -189,5 +194,33 @@ class FakeContainerd final : public ContainerdApi {
   std::string name_;
   Snapshotter* sn_;
 };
+
+// A tiny full cdimg at `path`: "/" + "/hello" with `content`; returns its image id hex.
+inline std::string WriteImage(const std::string& path, const std::string& content) {
+  Entry root;
+  root.path = "";
+  root.type = EntryType::kDirectory;
+  root.mode = 0755;
+  Entry f;
+  f.path = "hello";
+  f.type = EntryType::kRegular;
+  f.mode = 0644;
+  f.size = content.size();
+  f.digest = Sha256(content);
+  auto w = CdimgWriter::Create(path, {});
+  REQUIRE(w.ok());
+  auto blob = CompressFullBlob(content, 3);
+  REQUIRE(blob.ok());
+  auto ref = (*w)->AppendBlob(*blob);
+  REQUIRE(ref.ok());
+  Recipe none;
+  Recipe full;
+  full.kind = Recipe::Kind::kFull;
+  full.blob = *ref;
+  REQUIRE((*w)->Finish(R"({"architecture":"amd64","os":"linux","config":{}})", {root, f}, {none, full}).ok());
+  auto h = CdimgImage::ReadHeader(path);
+  REQUIRE(h.ok());
+  return DigestHex(h->image_id);
+}
 
 }  // namespace d4c::snap::testing

@@ -37,34 +37,6 @@ std::unique_ptr<MetaStore> OpenStore(const std::string& dir) {
   return std::move(*m);
 }
 
-// A tiny full cdimg: "/" + "/hello" with `content`.
-std::string WriteImage(const std::string& path, const std::string& content) {
-  Entry root;
-  root.path = "";
-  root.type = EntryType::kDirectory;
-  root.mode = 0755;
-  Entry f;
-  f.path = "hello";
-  f.type = EntryType::kRegular;
-  f.mode = 0644;
-  f.size = content.size();
-  f.digest = Sha256(content);
-  auto w = CdimgWriter::Create(path, {});
-  REQUIRE(w.ok());
-  auto blob = CompressFullBlob(content, 3);
-  REQUIRE(blob.ok());
-  auto ref = (*w)->AppendBlob(*blob);
-  REQUIRE(ref.ok());
-  Recipe none;
-  Recipe full;
-  full.kind = Recipe::Kind::kFull;
-  full.blob = *ref;
-  REQUIRE((*w)->Finish(R"({"architecture":"amd64","os":"linux","config":{}})", {root, f}, {none, full}).ok());
-  auto h = CdimgImage::ReadHeader(path);
-  REQUIRE(h.ok());
-  return DigestHex(h->image_id);
-}
-
 std::vector<std::string> Names(MetaStore& m, const std::vector<std::string>& filters) {
   auto f = Filter::ParseAll(filters);
   REQUIRE(f.ok());
@@ -209,8 +181,8 @@ TEST_CASE("filters: containerd syntax on snapshots") {
 TEST_CASE("image store: chains resolve from the store, a missing parent changes nothing") {
   auto dir = FreshDir("store");
   std::string a = dir + "/a.cdimg", b = dir + "/b.cdimg", d = dir + "/d.cdimg";
-  std::string id_a = WriteImage(a, "version 1\n");
-  std::string id_b = WriteImage(b, "version 2\n");
+  std::string id_a = testing::WriteImage(a, "version 1\n");
+  std::string id_b = testing::WriteImage(b, "version 2\n");
   auto ca = ImageChain::Open(a, {});
   auto cb = ImageChain::Open(b, {});
   REQUIRE(ca.ok());
@@ -286,7 +258,7 @@ TEST_CASE("snapshotter: overlay mounts, directories, image snapshots (no FUSE)")
   CHECK((*m)[0].options == std::vector<std::string>{"ro", "rbind"});
 
   // Image snapshots through the remote-snapshot labels.
-  std::string id = WriteImage(root + "/img.cdimg", "hello\n");
+  std::string id = testing::WriteImage(root + "/img.cdimg", "hello\n");
   Labels l = {{kImageIdLabel, "sha256:" + id}, {kSnapshotRefLabel, "sha256:" + id}};
   CHECK(absl::IsNotFound(s.Prepare("default/1/extract", "", l).status()));  // not in the store yet
   REQUIRE(s.store().Add(root + "/img.cdimg").ok());

@@ -35,34 +35,6 @@ std::string FreshDir(const std::string& name) {
   return dir.string();
 }
 
-// A tiny full cdimg: "/" + "/hello" with `content`; returns its image id hex.
-std::string WriteImage(const std::string& path, const std::string& content) {
-  Entry root;
-  root.path = "";
-  root.type = EntryType::kDirectory;
-  root.mode = 0755;
-  Entry f;
-  f.path = "hello";
-  f.type = EntryType::kRegular;
-  f.mode = 0644;
-  f.size = content.size();
-  f.digest = Sha256(content);
-  auto w = CdimgWriter::Create(path, {});
-  REQUIRE(w.ok());
-  auto blob = CompressFullBlob(content, 3);
-  REQUIRE(blob.ok());
-  auto ref = (*w)->AppendBlob(*blob);
-  REQUIRE(ref.ok());
-  Recipe none;
-  Recipe full;
-  full.kind = Recipe::Kind::kFull;
-  full.blob = *ref;
-  REQUIRE((*w)->Finish(R"({"architecture":"amd64","os":"linux","config":{}})", {root, f}, {none, full}).ok());
-  auto h = CdimgImage::ReadHeader(path);
-  REQUIRE(h.ok());
-  return DigestHex(h->image_id);
-}
-
 std::unique_ptr<Snapshotter> Open(const std::string& root, std::shared_ptr<ImageMounter> m) {
   Snapshotter::Options o;
   o.root = root;
@@ -90,7 +62,7 @@ TEST_CASE("snapshotter: image snapshots prepare, commit and remove over the imag
   auto root = FreshDir("img");
   auto mounter = std::make_shared<FakeMounter>(root);
   auto sn = Open(root, mounter);
-  std::string id = WriteImage(root + "/img.cdimg", "hello\n");
+  std::string id = testing::WriteImage(root + "/img.cdimg", "hello\n");
   REQUIRE(sn->store().Add(root + "/img.cdimg").ok());
 
   // The image snapshot: created committed, nothing mounted yet.
@@ -126,8 +98,8 @@ TEST_CASE("snapshotter: image snapshots prepare, commit and remove over the imag
 
 TEST_CASE("snapshotter: a restart recovers and mounts the images that snapshots need") {
   auto root = FreshDir("restart");
-  std::string id = WriteImage(root + "/img.cdimg", "hello\n");
-  std::string unused = WriteImage(root + "/other.cdimg", "other\n");
+  std::string id = testing::WriteImage(root + "/img.cdimg", "hello\n");
+  std::string unused = testing::WriteImage(root + "/other.cdimg", "other\n");
   {
     auto sn = Open(root, std::make_shared<FakeMounter>(root));
     REQUIRE(sn->store().Add(root + "/img.cdimg").ok());
@@ -228,7 +200,7 @@ TEST_CASE("di3fs mounter: argv, adoption of live mounts, dead mounts detached be
 TEST_CASE("load: image reaches the store of the snapshotter containerd uses, or nothing stays") {
   auto root = FreshDir("load-root");
   auto files = FreshDir("load-files");
-  std::string id = WriteImage(files + "/img.cdimg", "hello\n");
+  std::string id = testing::WriteImage(files + "/img.cdimg", "hello\n");
   auto sn = Open(root, std::make_shared<FakeMounter>(root));
   FakeContainerd ctd("di3fs", sn.get());
   LoadOptions o;
