@@ -13,7 +13,7 @@ int RunLoad(const snap::LoadOptions& o) {
   std::printf("%s: image %s (chain of %zu) -> %s, snapshot %s%s, manifest %s%s\n", o.cdimg.c_str(),
               r->image_id.c_str(), r->chain_depth, o.image.c_str(), r->chain_id.c_str(),
               r->snapshot_created ? "" : " (existed)", r->manifest_digest.c_str(),
-              r->stored ? "" : " (already in the store)");
+              r->stored ? "" : " (already held by the snapshotter)");
   return 0;
 }
 
@@ -28,7 +28,7 @@ void RegisterLoad(CLI::App& app) {
   c->add_option("--address", o->address, "containerd socket")->capture_default_str();
   c->add_option("--namespace,-n", o->ns, "containerd namespace")->capture_default_str();
   c->add_option("--snapshotter-root", o->snapshotter_root,
-                "The di3fs snapshotter's --root (checked against the snapshotter containerd uses)")->capture_default_str();
+                "Not needed: the snapshotter reports its root through containerd. If given, checked against it");
   c->add_option("--snapshotter", o->snapshotter, "Name of the proxy plugin in containerd's config")
       ->capture_default_str();
   c->callback([o] { ExitCode() = RunLoad(*o); });

@@ -1,8 +1,8 @@
 // ctr-cli push / pull: cdimgs through an OCI distribution registry
 // (docs/registry.md). The work is registry::Push / registry::Pull
 // (d4c/registry/transfer.h); this file parses flags, wires pull to the
-// snapshotter (its store lists the images held; intermediate images go into
-// it, the wanted one is loaded like `ctr-cli load`) and prints.
+// snapshotter through one snap::Handover (the images it holds; intermediate
+// images are imported, the wanted one is loaded like `ctr-cli load`) and prints.
 #include <cstdlib>
 #include <memory>
 #include <optional>
@@ -13,8 +13,6 @@
 #include "d4c/registry/reference.h"
 #include "d4c/registry/registry_client.h"
 #include "d4c/registry/transfer.h"
-#include "d4c/snap/image_store.h"
-#include "d4c/snap/layout.h"
 #include "d4c/snap/load.h"
 
 namespace d4c::cli {
@@ -103,6 +101,9 @@ int RunPush(const PushArgs& a) {
 
 // ---- pull ----------------------------------------------------------------
 
+// ctr-cli's own download directory (the snapshotter's root is the snapshotter's).
+constexpr const char* kDefaultDownloadDir = "/var/cache/d4c/downloads";
+
 struct PullArgs {
   RegistryArgs reg;
   std::string image, name, download_dir;
@@ -116,46 +117,37 @@ std::string StepText(const Artifact& s) {
                       : StrCat("full ", Short(s.image_id), ".. ", s.size, " bytes");
 }
 
-// The images in the snapshotter's store.
-class StoreImages : public registry::LocalImages {
+// The images the snapshotter holds (its store, read at the root it reports).
+class HeldImages : public registry::LocalImages {
  public:
-  explicit StoreImages(const snap::ImageStore& store) : store_(store) {}
-  absl::StatusOr<std::set<std::string>> ImageIds() override {
-    std::set<std::string> ids;
-    for (const auto& hex : store_.List()) ids.insert("sha256:" + hex);
-    return ids;
-  }
+  explicit HeldImages(const snap::Handover& h) : h_(h) {}
+  absl::StatusOr<std::set<std::string>> ImageIds() override { return h_.HeldImages(); }
 
  private:
-  const snap::ImageStore& store_;
+  const snap::Handover& h_;
 };
 
-// Intermediate images go to the store (each complete and checked); the
-// wanted one is loaded into containerd like `ctr-cli load`.
-class LoadIntoSnapshotter : public registry::ImageSink {
+// Each pulled image goes to the snapshotter through one hand-over:
+// intermediate images are imported, the wanted one is loaded into containerd
+// like `ctr-cli load`.
+class HandOver : public registry::ImageSink {
  public:
-  LoadIntoSnapshotter(const snap::ImageStore& store, snap::LoadOptions load) : store_(store), load_(std::move(load)) {}
+  explicit HandOver(snap::Handover& h) : h_(h) {}
   absl::Status Accept(const std::string& path, const Artifact&, bool wanted) override {
-    if (!wanted) return store_.Add(path).status();
-    return Load(path);
+    if (!wanted) return h_.Import(path).status();
+    return Keep(h_.Load(path));
   }
-  absl::Status AcceptHeld(const std::string& image_id) override {
-    auto hex = snap::ParseSha256(image_id);
-    if (!hex.ok()) return hex.status();
-    return Load(store_.PathFor(*hex));
-  }
+  absl::Status AcceptHeld(const std::string& image_id) override { return Keep(h_.Load("", image_id)); }
   const std::optional<snap::LoadResult>& loaded() const { return loaded_; }
 
  private:
-  absl::Status Load(const std::string& path) {
-    load_.cdimg = path;
-    auto r = snap::LoadImage(load_);
+  absl::Status Keep(absl::StatusOr<snap::LoadResult> r) {
     if (!r.ok()) return r.status();
     loaded_ = *r;
+    h_.Commit();
     return absl::OkStatus();
   }
-  const snap::ImageStore& store_;
-  snap::LoadOptions load_;
+  snap::Handover& h_;
   std::optional<snap::LoadResult> loaded_;
 };
 
@@ -164,21 +156,21 @@ int RunPull(PullArgs a) {
   auto client = Connect(a.reg, 0, a.max_rate);
   if (!client.ok()) return Fail("pull", client.status());
   registry::ClientRegistry reg(**client);
-  // The store read and written below must be the one the snapshotter reads.
-  if (auto v = snap::VerifySnapshotterRoot(a.load); !v.ok()) return Fail(what, v.status());
-  snap::ImageStore store(snap::layout::StoreDir(a.load.snapshotter_root));
-  StoreImages local(store);
   a.load.image = a.name;
   if (a.load.image.empty()) {
     auto nt = registry::ParseNameTag(a.image);
     if (!nt.ok()) return Fail("pull --image", nt.status());
     a.load.image = StrCat(a.reg.host, "/", nt->name, ":", nt->tag);
   }
-  LoadIntoSnapshotter sink(store, a.load);
+  // What the snapshotter holds is asked of it, through containerd.
+  auto handover = snap::Handover::Begin(a.load);
+  if (!handover.ok()) return Fail(what, handover.status());
+  HeldImages local(**handover);
+  HandOver sink(**handover);
 
   registry::PullOptions o;
   o.image = a.image;
-  o.download_dir = a.download_dir.empty() ? snap::layout::DownloadsDir(a.load.snapshotter_root) : a.download_dir;
+  o.download_dir = a.download_dir.empty() ? kDefaultDownloadDir : a.download_dir;
   o.dry_run = a.dry_run;
   o.planned = [&](const registry::PullResult& p) {
     std::printf("plan: %s is image %s; %zu images here%s\n", a.image.c_str(), p.wanted.image_id.c_str(), p.local_images,
@@ -234,10 +226,12 @@ void RegisterRegistry(CLI::App& app) {
   pull->add_option("--name", q->name, "Image name in containerd (default HOST:PORT/NAME:TAG)");
   pull->add_option("--address", q->load.address, "containerd socket")->capture_default_str();
   pull->add_option("--namespace,-n", q->load.ns, "containerd namespace")->capture_default_str();
-  pull->add_option("--snapshotter-root", q->load.snapshotter_root, "The di3fs snapshotter's --root")->capture_default_str();
+  pull->add_option("--snapshotter-root", q->load.snapshotter_root,
+                   "Not needed: the snapshotter reports its root through containerd. If given, checked against it");
   pull->add_option("--snapshotter", q->load.snapshotter, "Name of the proxy plugin in containerd's config")->capture_default_str();
   pull->add_option("--download-dir", q->download_dir,
-                   "Where blobs download to (resumable .partial files); default SNAPSHOTTER_ROOT/downloads");
+                   StrCat("Where blobs download to (resumable .partial files; a finished file is removed once "
+                          "the snapshotter has its copy); default ", kDefaultDownloadDir));
   pull->add_option("--max-rate", q->max_rate, "Average download rate limit in bytes per second (libcurl; the first second may burst); 0 = no limit");
   pull->add_flag("--dry-run", q->dry_run, "Print the plan and stop");
   AddRegistryOptions(pull, &q->reg);

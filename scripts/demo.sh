@@ -55,7 +55,7 @@ reg_start
 client_start edge
 pull() {
   "$cli" pull --image "demo/typescript:$1" --host "$REG_HOST" --plain-http \
-    --address "$(client_sock edge)" --snapshotter-root "$(client_snaproot edge)"
+    --address "$(client_sock edge)" --download-dir "$work/downloads"
 }
 pull "$old"
 out=$(pull "$new")

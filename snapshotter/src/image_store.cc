@@ -66,15 +66,39 @@ absl::Status ImageStore::Delete(const std::string& id_hex) const {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> ImageStore::ParentOf(const std::string& id_hex) const {
+  std::string p = PathFor(id_hex);
+  auto h = CdimgImage::ReadHeader(p);
+  if (!h.ok()) return absl::Status(h.status().code(), StrCat(p, ": ", Msg(h.status().message())));
+  return h->is_delta ? DigestHex(h->parent_id) : std::string();
+}
+
+namespace {
+bool IsImageName(const std::string& name) {
+  Digest d;
+  return name.size() == 70 && name.ends_with(".cdimg") && ParseDigestHex(std::string_view(name).substr(0, 64), &d);
+}
+}  // namespace
+
+std::vector<std::string> ImageStore::RemoveStrays() const {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
+    std::string name = e.path().filename().string();
+    if (IsImageName(name) && e.is_regular_file(ec)) continue;
+    std::error_code rm;
+    std::filesystem::remove_all(e.path(), rm);
+    if (!rm) removed.push_back(name);
+  }
+  return removed;
+}
+
 std::vector<std::string> ImageStore::List() const {
   std::vector<std::string> ids;
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(dir_, ec)) {
     std::string name = e.path().filename().string();
-    Digest d;
-    if (name.size() == 70 && name.ends_with(".cdimg") && e.is_regular_file(ec) &&
-        ParseDigestHex(std::string_view(name).substr(0, 64), &d))
-      ids.push_back(name.substr(0, 64));
+    if (IsImageName(name) && e.is_regular_file(ec)) ids.push_back(name.substr(0, 64));
   }
   std::sort(ids.begin(), ids.end());
   return ids;
@@ -133,6 +157,17 @@ absl::StatusOr<ChainInfo> ImageStore::Check(const std::string& path) const {
   auto h = CdimgImage::ReadHeader(path);
   if (!h.ok()) return absl::InvalidArgumentError(StrCat(path, ": ", Msg(h.status().message())));
   return OpenChain(path, *h);
+}
+
+absl::StatusOr<ChainInfo> ImageStore::Import(const std::string& path, const std::string& id_hex,
+                                             bool* added) const {
+  if (added) *added = false;
+  auto h = CdimgImage::ReadHeader(path);
+  if (!h.ok()) return absl::InvalidArgumentError(StrCat(path, ": ", Msg(h.status().message())));
+  if (DigestHex(h->image_id) != id_hex)
+    return absl::InvalidArgumentError(StrCat(path, " holds image ", DigestString(h->image_id),
+                                             ", not the image sha256:", id_hex, " it was given for"));
+  return Add(path, added);
 }
 
 absl::StatusOr<ChainInfo> ImageStore::Add(const std::string& path, bool* added) const {

@@ -126,24 +126,46 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::CreateImage(const std::string& p
   auto id = ParseSha256(labels.at(kImageIdLabel));
   if (!id.ok()) return id.status();
   const std::string& target = target_it->second;
+  // Import and snapshot creation under store_mu_: the garbage collection
+  // never sees an imported image without its snapshot.
+  absl::MutexLock store_lock(&store_mu_);
+  bool imported = false;
+  if (auto imp = labels.find(keys::kSnapshotImportLabel); imp != labels.end() && !store_.Has(*id)) {
+    if (imp->second.empty() || imp->second[0] != '/')
+      return absl::InvalidArgumentError(StrCat("label ", keys::kSnapshotImportLabel, " must be an absolute path, got \"",
+                                               imp->second, "\""));
+    auto added = store_.Import(imp->second, *id, &imported);
+    if (!added.ok()) return absl::Status(added.status().code(),
+                                         StrCat("import ", imp->second, ": ", Msg(added.status().message())));
+    if (imported) spdlog::info("imported image sha256:{} from {}", *id, imp->second);
+  }
+  // Undoes the import if no snapshot comes of it.
+  auto undo = [&](absl::Status s) {
+    if (imported) (void)store_.Delete(*id);
+    return s;
+  };
   auto chain = ResolveCached(*id);
   if (!chain.ok()) {
     if (absl::IsNotFound(chain.status()))
-      return absl::NotFoundError(
-          StrCat(Msg(chain.status().message()), " (copy it there with ctr-cli load)"));
-    return chain.status();
+      return undo(absl::NotFoundError(StrCat(Msg(chain.status().message()),
+                                             " (hand it over with ctr-cli load, or pass label ",
+                                             keys::kSnapshotImportLabel, ")")));
+    return undo(chain.status());
   }
   absl::MutexLock g(&mu_);
   auto existing = meta_->Get(target);
   if (existing.ok()) {
     if (existing->image_id != *id)
-      return absl::AlreadyExistsError(StrCat("snapshot ", target, " exists and is not image sha256:", *id));
+      return undo(absl::AlreadyExistsError(StrCat("snapshot ", target, " exists and is not image sha256:", *id)));
     return absl::AlreadyExistsError(StrCat("target snapshot ", target, " (image sha256:", *id, ") already exists"));
   }
-  if (!absl::IsNotFound(existing.status())) return existing.status();
+  if (!absl::IsNotFound(existing.status())) return undo(existing.status());
   Usage usage{static_cast<int64_t>(chain->bytes), static_cast<int64_t>(chain->entries)};
-  auto r = meta_->CreateImage(target, *id, labels, usage);
-  if (!r.ok()) return r.status();
+  // The import label names a file of the caller: not worth keeping.
+  Labels kept = labels;
+  kept.erase(keys::kSnapshotImportLabel);
+  auto r = meta_->CreateImage(target, *id, kept, usage);
+  if (!r.ok()) return undo(r.status());
   spdlog::info("image snapshot {} created for image sha256:{} (chain of {})", target, *id, chain->paths.size());
   // containerd's remote-snapshot protocol: AlreadyExists tells it the target
   // now exists; it then finds it by its snapshot.ref label.
@@ -254,8 +276,59 @@ absl::Status Snapshotter::Remove(const std::string& key) {
   } else if (image_unused) {
     if (auto s = mounter_->Unmount(r->image_id); !s.ok())
       spdlog::warn("remove {}: {} (retried by Cleanup)", key, Msg(s.message()));
+    if (auto c = CollectStore(r->image_id); !c.ok()) spdlog::warn("remove {}: store collection: {} (retried by Cleanup)", key, Msg(c.status().message()));
   }
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> Snapshotter::CollectStore(const std::string& unmounted) {
+  absl::MutexLock store_lock(&store_mu_);
+  absl::StatusOr<std::vector<std::string>> used;
+  {
+    absl::MutexLock g(&mu_);
+    used = meta_->ImageIds(false);
+  }
+  if (!used.ok()) return used.status();
+  // What stays: the images snapshots serve and, through parent ids, their chains.
+  std::set<std::string> keep;
+  std::vector<std::string> todo = *used;
+  while (!todo.empty()) {
+    std::string id = std::move(todo.back());
+    todo.pop_back();
+    if (id.empty() || !keep.insert(id).second || !store_.Has(id)) continue;
+    auto parent = store_.ParentOf(id);
+    if (!parent.ok()) {
+      // A chain that cannot be followed: keep everything rather than guess.
+      return absl::DataLossError(StrCat("store collection skipped: ", Msg(parent.status().message())));
+    }
+    if (!parent->empty()) todo.push_back(*parent);
+  }
+  std::vector<std::string> gone;
+  for (const auto& id : store_.List()) {
+    if (keep.count(id)) continue;
+    if (auto s = id == unmounted ? absl::OkStatus() : mounter_->Unmount(id); !s.ok()) {
+      spdlog::warn("store collection: keeping image sha256:{}: {}", id, Msg(s.message()));
+      continue;
+    }
+    if (auto s = store_.Delete(id); !s.ok()) {
+      spdlog::warn("store collection: {}", Msg(s.message()));
+      continue;
+    }
+    spdlog::info("store collection: deleted image sha256:{} (no snapshot uses it)", id);
+    gone.push_back(id);
+  }
+  for (const auto& name : store_.RemoveStrays()) spdlog::info("store collection: removed stray file {}", name);
+  if (!gone.empty()) {
+    absl::MutexLock g(&chains_mu_);
+    std::set<std::string> deleted_paths;
+    for (const auto& id : gone) deleted_paths.insert(store_.PathFor(id));
+    for (auto it = chains_.begin(); it != chains_.end();) {
+      bool stale = false;
+      for (const auto& p : it->second.paths) stale = stale || deleted_paths.count(p);
+      it = stale ? chains_.erase(it) : std::next(it);
+    }
+  }
+  return gone;
 }
 
 absl::StatusOr<Info> Snapshotter::Stat(const std::string& key) {
@@ -323,7 +396,10 @@ absl::Status Snapshotter::Cleanup() {
     fs::remove_all(d, ec);
     spdlog::info("cleanup: removed {}{}", d, ec ? " (failed: " + ec.message() + ")" : "");
   }
-  return mounter_->Prune(images);
+  absl::Status pruned = mounter_->Prune(images);
+  auto collected = CollectStore();
+  if (!pruned.ok()) return pruned;
+  return collected.status();
 }
 
 }  // namespace d4c::snap

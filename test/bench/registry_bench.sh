@@ -164,7 +164,7 @@ for s in "${SERIES[@]}"; do
       m=$(reg_mark)
       t0=$(now)
       if "$CTR_CLI" pull --image "$s:${TAGS[i]}" --host "$REG_HOST" --plain-http --address "$(client_sock "$cl")" \
-           --snapshotter-root "$(client_snaproot "$cl")" >"$H_DIR/ours-pull.log" 2>&1; then
+           --download-dir "$H_DIR/dl-$cl" >"$H_DIR/ours-pull.log" 2>&1; then
         out=$(client_ctr "$cl" run --rm --snapshotter=di3fs "$ref" "d$i" sh -c "$CMD" 2>&1)
         t1=$(now)
         if output_ok "$s" "${TAGS[i]}" "$out"; then

@@ -16,8 +16,9 @@
 #  5. client 2 (empty) pulls ts:v3 at --max-rate through a small-buffered TCP
 #     relay; registry and relay are killed 1.5 s in:
 #     non-zero exit naming the download, no image, nothing in the store, a
-#     .partial left; after a registry restart the pull resumes (downloads
-#     only what is missing) and the image runs
+#     .partial left in ctr-cli's download directory (never in the
+#     snapshotter's root); after a registry restart the pull resumes
+#     (downloads only what is missing) and the image runs
 #  6. a blob changed inside the registry is refused (digest), nothing loaded
 #  7. Basic auth (htpasswd): no or wrong credentials fail clearly; --user,
 #     $D4C_REGISTRY_PASSWORD and $DOCKER_CONFIG/config.json work; the password
@@ -166,7 +167,7 @@ pull() {
   local c=$1 log=$2
   shift 2
   timeout 300 "$CTR_CLI" pull --host "${PULL_HOST:-$REG_HOST}" --plain-http --address "$(client_sock "$c")" \
-    --snapshotter-root "$(client_snaproot "$c")" --snapshotter di3fs "$@" >"$log" 2>&1
+    --download-dir "$T/dl-$c" --snapshotter di3fs "$@" >"$log" 2>&1
 }
 # downloaded LOG: "N P" from `downloaded N bytes of blobs (plan P bytes)`
 downloaded() { sed -n 's/.*downloaded \([0-9][0-9]*\) bytes of blobs (plan \([0-9][0-9]*\) bytes).*/\1 \2/p' "$1" | tail -1; }
@@ -299,12 +300,14 @@ fi
 imgs=$(client_ctr c2 image ls -q)
 grep -qF "ts:v3" <<<"$imgs" && bad "interrupted pull created an image record: $imgs"
 in_store "$SN2" "${ID[v3]}" && bad "interrupted pull left v3 in the store"
-partials=$(find "$SN2/downloads" -name '*.partial' -type f 2>/dev/null | wc -l)
-ondisk=$(find "$SN2/downloads" -type f -printf '%s\n' 2>/dev/null | awk '{s += $1} END {printf "%d\n", s}')
-e2e_log "after the cut: $partials .partial file(s), $ondisk bytes under downloads/"
-((partials >= 1)) || bad "no .partial file under $SN2/downloads: $(ls -la "$SN2/downloads" 2>&1)"
-[[ -n $(find "$SN2/downloads" -name '*.partial' -type f -size +0 2>/dev/null) ]] ||
-  bad "the cut did not land inside a blob (no non-empty .partial): $(ls -la "$SN2/downloads" 2>&1)"
+DL2=$T/dl-c2
+partials=$(find "$DL2" -name '*.partial' -type f 2>/dev/null | wc -l)
+ondisk=$(find "$DL2" -type f -printf '%s\n' 2>/dev/null | awk '{s += $1} END {printf "%d\n", s}')
+e2e_log "after the cut: $partials .partial file(s), $ondisk bytes under $DL2"
+((partials >= 1)) || bad "no .partial file under $DL2: $(ls -la "$DL2" 2>&1)"
+[[ -n $(find "$DL2" -name '*.partial' -type f -size +0 2>/dev/null) ]] ||
+  bad "the cut did not land inside a blob (no non-empty .partial): $(ls -la "$DL2" 2>&1)"
+[[ -z $(ls -A "$SN2/store" 2>/dev/null) ]] || bad "interrupted pull left files in the snapshotter's store: $(ls -A "$SN2/store")"
 ((ondisk > 0 && ondisk < P2)) || bad "after the cut, $ondisk bytes under downloads/ (plan $P2)"
 
 reg_start || { echo "FAIL: registry did not restart" >&2; exit 1; }
@@ -317,8 +320,8 @@ if pull c2 "$T/pull-resume.log" --image ts:v3 --retries 3; then
   ((${n:-0} + ondisk == P2)) || bad "resumed pull downloaded ${n:-?} bytes + $ondisk already on disk != plan $P2"
   served_ok "resumed pull" "$m" "${n:-0}"
   in_store "$SN2" "${ID[v3]}" || bad "after the resumed pull, the store has no ${ID[v3]#sha256:}.cdimg: $(ls "$SN2/store")"
-  left=$(find "$SN2/downloads" -name '*.partial' 2>/dev/null | wc -l)
-  ((left == 0)) || bad "$left .partial file(s) left after a successful pull"
+  left=$(find "$DL2" -type f 2>/dev/null | wc -l)
+  ((left == 0)) || bad "$left file(s) left in the download directory after a successful pull: $(ls -A "$DL2")"
   runs c2 "$REG_HOST/ts:v3" "$V3"
 else
   bad "resumed pull: $(cat "$T/pull-resume.log")"

@@ -5,14 +5,16 @@
 #  1. convert three versions, diff them (v1 full, v1->v2, v2->v3 deltas);
 #     `convert --image NAME` from containerd's store gives the same image id
 #  2. a delta whose parent is not loaded fails clearly and changes nothing;
-#     a --snapshotter-root the snapshotter does not use is refused; load v1 (twice: harmless), then v2 and v3 as deltas
+#     a --snapshotter-root the snapshotter does not use is refused; load v1 (twice: harmless, once
+#     naming the right root), then v2 and v3 as deltas: the snapshotter imports them into its store
 #  3. `ctr run --rm --snapshotter=di3fs` of each prints its own version
 #  4. writes inside a container land in its upper dir only
 #  5. kill -9 of the snapshotter: a running container keeps reading its files
 #     (di3fs runs detached); after a restart every image runs again; a dead
 #     di3fs (kill -9) is remounted on demand
 #  6. `ctr snapshots --snapshotter di3fs ls/info/usage/prepare/mounts/rm`
-#     behave as with overlayfs; image rm + GC unmounts an unused image
+#     behave as with overlayfs; image rm + GC unmounts an unused image and
+#     deletes it from the store; once every image is removed the store is empty
 # The trap stops containers, containerd, the snapshotter and di3fs, and
 # unmounts everything; the script then checks /proc/mounts.
 source "$(dirname "$0")/lib.sh"
@@ -133,7 +135,8 @@ fi
 grep -q "not found" "$T/convert-bad.log" || bad "convert of a missing image: unclear message: $(cat "$T/convert-bad.log")"
 
 # --- 2. load -----------------------------------------------------------------
-LOAD() { "$CTR_CLI" load --address "$CTRD_SOCK" --snapshotter-root "$SNAP_ROOT" "$@"; }
+# No --snapshotter-root: the snapshotter reports its root through containerd.
+LOAD() { "$CTR_CLI" load --address "$CTRD_SOCK" "$@"; }
 if LOAD --image "ts:${TAGS[1]}" --cdimg "$D12" >"$T/load-bad.log" 2>&1; then
   bad "load of a delta whose parent is not loaded succeeded"
 else
@@ -153,7 +156,7 @@ else
   [[ -z $(ls -A "$T/not-the-root") ]] || bad "load with a wrong root wrote $(ls -A "$T/not-the-root")"
 fi
 LOAD --image "ts:$v1" --cdimg "${CD[$v1]}" || bad "load ts:$v1"
-LOAD --image "ts:$v1" --cdimg "${CD[$v1]}" >/dev/null || bad "second load of ts:$v1"
+LOAD --image "ts:$v1" --cdimg "${CD[$v1]}" --snapshotter-root "$SNAP_ROOT" >/dev/null || bad "second load of ts:$v1"
 LOAD --image "ts:${TAGS[1]}" --cdimg "$D12" || bad "load delta ts:${TAGS[1]}"
 LOAD --image "ts:${TAGS[2]}" --cdimg "$D23" || bad "load delta ts:${TAGS[2]}"
 [[ $(ls "$SNAP_ROOT/store" | wc -l) == 3 ]] || bad "store holds $(ls "$SNAP_ROOT/store" | wc -l) files, want 3"
@@ -250,11 +253,23 @@ out=$(CTR snapshots --snapshotter di3fs info nonexistent 2>&1) && bad "info of a
 CTR image rm --sync "ts:$v3" >/dev/null || bad "ctr image rm ts:$v3"
 wait_for 20 sh -c "! grep -q ' $MNT_V3 ' /proc/mounts" || bad "di3fs of removed image ts:$v3 is still mounted"
 CTR snapshots --snapshotter di3fs ls | grep -q "^${ID[$v3]} " && bad "snapshot of removed image ts:$v3 still listed"
+in_store() { [[ -f $SNAP_ROOT/store/${1#sha256:}.cdimg ]]; }
+in_store "${ID[$v3]}" && bad "removed image ts:$v3 is still in the store: $(ls "$SNAP_ROOT/store")"
+in_store "${ID[$v1]}" && in_store "${ID[${TAGS[1]}]}" || bad "images still in use left the store: $(ls "$SNAP_ROOT/store")"
 
 CTR task kill -s SIGKILL long >/dev/null 2>&1 || bad "task kill long"
 wait_for 20 sh -c "ctr --address $CTRD_SOCK task ls | grep -q 'long.*STOPPED'" || bad "task long did not stop"
 CTR task rm long >/dev/null || bad "task rm long"
 CTR container rm long >/dev/null || bad "container rm long"
+# v1 is the parent of v2: removing v1's image keeps it for v2's chain; then
+# v2 goes and the store is empty (Remove and Cleanup, driven by containerd's GC).
+CTR image rm --sync "ts:$v1" >/dev/null || bad "ctr image rm ts:$v1"
+wait_for 20 sh -c "! ctr --address $CTRD_SOCK snapshots --snapshotter di3fs ls | grep -q '^${ID[$v1]} '" ||
+  bad "snapshot of removed image ts:$v1 still listed"
+in_store "${ID[$v1]}" || bad "image ts:$v1 left the store while ts:${TAGS[1]} (a delta from it) is loaded"
+CTR image rm --sync "ts:${TAGS[1]}" >/dev/null || bad "ctr image rm ts:${TAGS[1]}"
+wait_for 20 sh -c "[ -z \"\$(ls -A $SNAP_ROOT/store)\" ]" || bad "store not empty after every image was removed: $(ls -A "$SNAP_ROOT/store")"
+e2e_log "every image removed: store empty, $(awk -v t="$SNAP_ROOT/mnt/" 'index($2, t) == 1' /proc/mounts | wc -l) di3fs mount(s) left"
 grep -q 'rpc=Prepare' "$T/snapshotter.log" || bad "no structured RPC log lines"
 
 # --- cleanup leaves nothing ---------------------------------------------------

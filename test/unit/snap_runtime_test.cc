@@ -197,7 +197,7 @@ TEST_CASE("di3fs mounter: argv, adoption of live mounts, dead mounts detached be
   }
 }
 
-TEST_CASE("load: image reaches the store of the snapshotter containerd uses, or nothing stays") {
+TEST_CASE("load: the image reaches the store of the snapshotter containerd uses, through it, or nothing stays") {
   auto root = FreshDir("load-root");
   auto files = FreshDir("load-files");
   std::string id = testing::WriteImage(files + "/img.cdimg", "hello\n");
@@ -206,7 +206,6 @@ TEST_CASE("load: image reaches the store of the snapshotter containerd uses, or 
   LoadOptions o;
   o.image = "example/img:v1";
   o.cdimg = files + "/img.cdimg";
-  o.snapshotter_root = root;
 
   SECTION("success: store, snapshot, content, image record with the one d4c key") {
     auto r = LoadImage(o, ctd);
@@ -226,6 +225,113 @@ TEST_CASE("load: image reaches the store of the snapshotter containerd uses, or 
     REQUIRE(again.ok());
     CHECK(!again->stored);
     CHECK(!again->snapshot_created);
+    // The right root, given, is accepted too.
+    o.snapshotter_root = root;
+    CHECK(LoadImage(o, ctd).ok());
+  }
+
+  SECTION("the image enters the store only through the snapshotter: a file of another id is refused") {
+    std::string other = testing::WriteImage(files + "/other.cdimg", "other\n");
+    auto direct = sn->Prepare("k", "", {{kImageIdLabel, "sha256:" + id},
+                                        {kSnapshotRefLabel, "sha256:" + id},
+                                        {keys::kSnapshotImportLabel, files + "/other.cdimg"}});
+    REQUIRE(absl::IsInvalidArgument(direct.status()));
+    CHECK_THAT(Msg(direct.status().message()),
+               Catch::Contains(files + "/other.cdimg holds image sha256:" + other) &&
+                   Catch::Contains("not the image sha256:" + id));
+    CHECK(StoreFiles(root).empty());
+    auto relative = sn->Prepare("k", "", {{kImageIdLabel, "sha256:" + id},
+                                          {kSnapshotRefLabel, "sha256:" + id},
+                                          {keys::kSnapshotImportLabel, "img.cdimg"}});
+    CHECK(absl::IsInvalidArgument(relative.status()));
+    CHECK(StoreFiles(root).empty());
+  }
+
+  SECTION("removing the last snapshot of an image deletes it from the store") {
+    REQUIRE(LoadImage(o, ctd).ok());
+    REQUIRE(StoreFiles(root) == std::vector<std::string>{id + ".cdimg"});
+    REQUIRE(sn->Remove("sha256:" + id).ok());
+    CHECK(StoreFiles(root).empty());
+    // And a restart removes what an interrupted import left.
+    { std::ofstream(layout::StoreDir(root) + "/" + id + ".cdimg.tmp.abc123") << "partial"; }
+    sn.reset();
+    sn = Open(root, std::make_shared<FakeMounter>(root));
+    CHECK(StoreFiles(root).empty());
+  }
+
+  SECTION("a pull's hand-over: intermediate images stay as long as an image built on them") {
+    // A (full) -> M (delta) -> Y (delta); the node held nothing.
+    std::string a = id;
+    std::string m = testing::WriteImage(files + "/m-full.cdimg", "hello, m\n");
+    std::string y = testing::WriteImage(files + "/y-full.cdimg", "hello, y\n");
+    auto open = [](const std::string& p) {
+      auto c = ImageChain::Open(p, {});
+      REQUIRE(c.ok());
+      return std::move(*c);
+    };
+    auto ca = open(o.cdimg), cm = open(files + "/m-full.cdimg"), cy = open(files + "/y-full.cdimg");
+    REQUIRE(DiffImages(*ca, *cm, files + "/a-m.cdimg", {}).ok());
+    REQUIRE(DiffImages(*cm, *cy, files + "/m-y.cdimg", {}).ok());
+    o.image = "example/img:v3";
+    {
+      auto h = Handover::Begin(o, ctd);
+      REQUIRE(h.ok());
+      CHECK((*h)->HeldImages().empty());
+      REQUIRE((*h)->Import(o.cdimg).ok());
+      auto im = (*h)->Import(files + "/a-m.cdimg");
+      REQUIRE(im.ok());
+      CHECK(im->stored);
+      CHECK((*h)->HeldImages() == std::set<std::string>{"sha256:" + a, "sha256:" + m});
+      auto ly = (*h)->Load(files + "/m-y.cdimg");
+      REQUIRE(ly.ok());
+      CHECK(ly->chain_depth == 3);
+      (*h)->Commit();
+    }
+    // Only Y's snapshot is left; its chain keeps A and M in the store.
+    CHECK(ctd.images.at("example/img:v3").labels.at(keys::kImageId) == "sha256:" + y);
+    CHECK(sn->Stat("sha256:" + y).ok());
+    CHECK(absl::IsNotFound(sn->Stat("sha256:" + m).status()));
+    CHECK(absl::IsNotFound(sn->Stat("sha256:" + a).status()));
+    std::vector<std::string> chain_files = {a + ".cdimg", m + ".cdimg", y + ".cdimg"};
+    std::sort(chain_files.begin(), chain_files.end());
+    CHECK(StoreFiles(root) == chain_files);
+    // The image goes (containerd's GC removes its snapshot): so does its chain.
+    REQUIRE(sn->Remove("sha256:" + y).ok());
+    CHECK(StoreFiles(root).empty());
+  }
+
+  SECTION("a hand-over that fails midway leaves nothing") {
+    std::string m = testing::WriteImage(files + "/m-full.cdimg", "hello, m\n");
+    auto ca = ImageChain::Open(o.cdimg, {});
+    auto cm = ImageChain::Open(files + "/m-full.cdimg", {});
+    REQUIRE((ca.ok() && cm.ok()));
+    REQUIRE(DiffImages(**ca, **cm, files + "/a-m.cdimg", {}).ok());
+    ctd.fail_put_image = "images service down";
+    {
+      auto h = Handover::Begin(o, ctd);
+      REQUIRE(h.ok());
+      REQUIRE((*h)->Import(o.cdimg).ok());
+      CHECK(!(*h)->Load(files + "/a-m.cdimg").ok());
+      CHECK(StoreFiles(root).size() == 2);
+    }
+    CHECK(StoreFiles(root).empty());
+    CHECK(absl::IsNotFound(sn->Stat("sha256:" + m).status()));
+    CHECK(ctd.leases.empty());
+  }
+
+  SECTION("a delta whose parent the snapshotter lacks is refused before anything is written") {
+    std::string m = testing::WriteImage(files + "/m-full.cdimg", "hello, m\n");
+    auto ca = ImageChain::Open(o.cdimg, {});
+    auto cm = ImageChain::Open(files + "/m-full.cdimg", {});
+    REQUIRE((ca.ok() && cm.ok()));
+    REQUIRE(DiffImages(**ca, **cm, files + "/a-m.cdimg", {}).ok());
+    o.cdimg = files + "/a-m.cdimg";
+    auto r = LoadImage(o, ctd);
+    REQUIRE(absl::IsFailedPrecondition(r.status()));
+    CHECK_THAT(Msg(r.status().message()), Catch::Contains("is a delta from image sha256:" + id) &&
+                                              Catch::Contains("load or pull the parent image first"));
+    CHECK(StoreFiles(root).empty());
+    CHECK(ctd.images.empty());
   }
 
   SECTION("a load failing after the copy leaves nothing in the store and no snapshot") {
@@ -255,7 +361,8 @@ TEST_CASE("load: image reaches the store of the snapshotter containerd uses, or 
     auto r = LoadImage(o, ctd);
     REQUIRE(absl::IsFailedPrecondition(r.status()));
     CHECK_THAT(Msg(r.status().message()),
-               Catch::Contains("--snapshotter-root " + other) && Catch::Contains("pass --snapshotter-root " + root));
+               Catch::Contains("--snapshotter-root " + other) && Catch::Contains("pass --snapshotter-root " + root) &&
+                   Catch::Contains("or leave the option out"));
     CHECK(StoreFiles(other).empty());
     CHECK(StoreFiles(root).empty());
     CHECK(ctd.blobs.empty());

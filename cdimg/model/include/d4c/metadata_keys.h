@@ -59,6 +59,10 @@ inline constexpr const char* kSnapshotRefLabel = "containerd.io/snapshot.ref";
 inline constexpr const char* kSnapshotLabelPrefix = "containerd.io/snapshot/";
 // The image a di3fs image snapshot serves (value "sha256:<hex>").
 inline constexpr const char* kSnapshotImageIdLabel = "containerd.io/snapshot/di3fs.image-id";
+// With kSnapshotImageIdLabel: the absolute path of a cdimg file holding that
+// image, for the snapshotter to check and copy into its store first (the only
+// way an image enters the store: load.h). Ignored if the image is there already.
+inline constexpr const char* kSnapshotImportLabel = "containerd.io/snapshot/di3fs.import";
 // Asks the di3fs snapshotter which root it runs with (load.h); any value.
 inline constexpr const char* kSnapshotRootProbeLabel = "containerd.io/snapshot/di3fs.root-probe";
 // containerd's garbage collection references and content labels.

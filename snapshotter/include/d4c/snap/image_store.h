@@ -1,7 +1,9 @@
 // The snapshotter's image store: layout::StoreDir(ROOT), one file per
 // image (full or delta). A delta's chain is resolved from the store by parent
 // image id. Files are added atomically (temp file, fsync, rename) after their
-// chain was opened and checked, so a failed add changes nothing.
+// chain was opened and checked, so a failed add changes nothing. Only the
+// snapshotter process changes the store (Import, Delete, RemoveStrays); other
+// processes may read it (List, Resolve).
 #pragma once
 
 #include <string>
@@ -47,8 +49,17 @@ class ImageStore {
   // Check, then copy into the store (no-op if the same id is present).
   // `added` tells whether a file was written.
   absl::StatusOr<ChainInfo> Add(const std::string& path, bool* added = nullptr) const;
-  // Deletes image `id_hex` from the store (the undo of an Add that wrote it).
+  // Add, after checking that `path` holds image `id_hex` (InvalidArgument
+  // naming the file and both ids otherwise).
+  absl::StatusOr<ChainInfo> Import(const std::string& path, const std::string& id_hex, bool* added) const;
+  // Deletes image `id_hex` from the store.
   absl::Status Delete(const std::string& id_hex) const;
+  // The parent image (hex) of stored image `id_hex`, "" for a full image.
+  absl::StatusOr<std::string> ParentOf(const std::string& id_hex) const;
+  // Removes every file in the store that is not an image (the temporary files
+  // of copies a crash interrupted); returns their names. Call only while no
+  // Add/Import runs.
+  std::vector<std::string> RemoveStrays() const;
 
  private:
   absl::StatusOr<ChainInfo> OpenChain(const std::string& top_path, const ImageHeader& top) const;

@@ -1,13 +1,14 @@
 // The layout of the di3fs snapshotter's root directory (--root, default
 // /var/lib/di3fs): the one definition every process that touches it uses (the
-// snapshotter, its mounter, `ctr-cli load` and `ctr-cli pull`).
+// snapshotter and its mounter write it; `ctr-cli load` and `ctr-cli pull`
+// only read the store, at the root the snapshotter reports (load.h)).
 //
 //   ROOT/snapshotter.json        identity marker (RootMarker below)
 //   ROOT/metadata.db             snapshot metadata (metastore.h)
 //   ROOT/snapshots/<n>/fs        upper dir of snapshot <n> (lower dir once committed)
 //   ROOT/snapshots/<n>/work      overlay work dir (active snapshots)
-//   ROOT/store/<image>.cdimg     images (image_store.h)
-//   ROOT/downloads/              blobs being pulled (ctr-cli pull)
+//   ROOT/store/<image>.cdimg     images (image_store.h); written only by the
+//                                snapshotter (import label, snapshotter.h)
 //   ROOT/mnt/<image>             di3fs mount of an image chain (mounter.h)
 //   ROOT/run/<image>.pid         pid of the di3fs serving it
 //   ROOT/log/di3fs-<image>.log   its stdout/stderr
@@ -31,7 +32,6 @@ inline std::string SnapshotNewDir(const std::string& root, int64_t n) { return S
 inline std::string SnapshotRmDir(const std::string& root, int64_t n) { return SnapshotsDir(root) + "/rm-" + std::to_string(n); }
 inline std::string StoreDir(const std::string& root) { return root + "/store"; }
 inline std::string StorePath(const std::string& root, const std::string& id_hex) { return StoreDir(root) + "/" + id_hex + ".cdimg"; }
-inline std::string DownloadsDir(const std::string& root) { return root + "/downloads"; }
 inline std::string MountDir(const std::string& root) { return root + "/mnt"; }
 inline std::string MountPoint(const std::string& root, const std::string& id_hex) { return MountDir(root) + "/" + id_hex; }
 inline std::string RunDir(const std::string& root) { return root + "/run"; }

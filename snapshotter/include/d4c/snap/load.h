@@ -1,31 +1,40 @@
-// load: hand a cdimg to containerd + the di3fs snapshotter.
-//  0. checks that --snapshotter-root is the root of the snapshotter containerd
-//     uses as plugin o.snapshotter (VerifySnapshotterRoot, below), so that the
-//     image cannot land in a store that snapshotter never reads;
-//  1. checks the cdimg and its chain (parents must already be in the store);
-//  2. copies it into the snapshotter's store (layout::StorePath(ROOT, id));
-//  3. creates the committed snapshot named by the chainID through containerd
-//     (Prepare with labels containerd.io/snapshot/di3fs.image-id and
-//     containerd.io/snapshot.ref: the remote-snapshot protocol);
-//  4. writes config (rootfs.diff_ids = [sha256:<image id>]), a placeholder
-//     layer blob (media type keys::kLoadedLayerType) and an OCI manifest into
-//     containerd's content store with GC labels, and creates/updates the
-//     image record (label org.d4c.image.id).
-// Everything happens under a temporary lease; loading twice is harmless. A
-// load that fails after step 2 undoes what it did: the snapshot it created is
-// removed and the store file it wrote is deleted (unless a snapshot of that
-// image exists in containerd by then: another load of the same image).
+// load: hand cdimgs over to the di3fs snapshotter and containerd.
 //
-// The root check (docs/operations.md, "How an image reaches the store"): the
-// snapshotter writes ROOT/snapshotter.json (layout.h, RootMarker) at start.
-// LoadImage sends containerd a Prepare with label
-// containerd.io/snapshot/di3fs.root-probe; containerd forwards it to the
-// snapshotter, which creates nothing and fails with FailedPrecondition naming
-// its root and root id. The load goes on only if that root id is the one in
-// <snapshotter_root>/snapshotter.json.
+// The snapshotter owns its store: no other process writes into its root. An
+// image reaches the store through containerd, as every snapshot does:
+//  0. ask the snapshotter, through containerd (plugin o.snapshotter), which
+//     root it runs with (the root probe, below); with --snapshotter-root, check
+//     that it is that root. What the store holds is then read (never written)
+//     at the root the snapshotter named, so a wrong --snapshotter-root cannot
+//     split the world;
+//  1. check the cdimg's header (and, for a delta, that its parent is held);
+//  2. Prepare, through containerd, with labels
+//       containerd.io/snapshot/di3fs.image-id = sha256:<image id>
+//       containerd.io/snapshot/di3fs.import   = <absolute path of the cdimg>
+//       containerd.io/snapshot.ref            = <chainID>
+//     (the remote-snapshot protocol): the snapshotter checks the file and its
+//     chain, copies it into its store and makes the committed image snapshot;
+//  3. (Load only) write config (rootfs.diff_ids = [sha256:<image id>]), a
+//     placeholder layer blob (media type keys::kLoadedLayerType) and an OCI
+//     manifest into containerd's content store with GC labels, and create or
+//     update the image record (label org.d4c.image.id).
+// Everything happens under one containerd lease. Loading twice is harmless.
+// A hand-over that fails removes the snapshots it created; the snapshotter
+// then deletes what no snapshot needs (its store garbage collection), so a
+// failed load leaves nothing behind.
+//
+// The root probe: the snapshotter writes ROOT/snapshotter.json (layout.h,
+// RootMarker) at start. A Prepare with label
+// containerd.io/snapshot/di3fs.root-probe creates nothing and fails with
+// FailedPrecondition naming the snapshotter's root and root id, which
+// containerd passes back. The root is used only if ROOT/snapshotter.json, read
+// from here, carries that root id (the same directory, seen from this process).
 #pragma once
 
+#include <memory>
+#include <set>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "d4c/metadata_keys.h"
@@ -41,31 +50,70 @@ struct LoadOptions {
   std::string cdimg;
   std::string address = "/run/containerd/containerd.sock";
   std::string ns = "default";
-  std::string snapshotter_root = "/var/lib/di3fs";
+  // "": the root the snapshotter reports. Otherwise it must be that root.
+  std::string snapshotter_root;
   std::string snapshotter = "di3fs";  // the proxy plugin's name in containerd's config
 };
 
 struct LoadResult {
   std::string image_id;  // sha256:...
   std::string chain_id;  // == diffID for our single-layer images
-  std::string manifest_digest;
-  bool stored = false;            // the cdimg was copied into the store
+  std::string manifest_digest;  // "" for Import
+  bool stored = false;            // the snapshotter imported the cdimg (it was not in its store)
   bool snapshot_created = false;  // the snapshot did not exist before
   size_t chain_depth = 0;
 };
 
-// Connects to containerd at o.address (namespace o.ns) and loads.
+// One hand-over (steps above) under one lease. Not thread-safe: one caller.
+class Handover {
+ public:
+  // Connects to containerd at o.address (namespace o.ns), then as below.
+  static absl::StatusOr<std::unique_ptr<Handover>> Begin(const LoadOptions& o);
+  // Step 0 and a lease over an open connection (o.address and o.ns unused).
+  static absl::StatusOr<std::unique_ptr<Handover>> Begin(const LoadOptions& o, ContainerdApi& containerd);
+  // Removes the snapshots made unless Commit was called; ends the lease.
+  ~Handover();
+  Handover(const Handover&) = delete;
+  Handover& operator=(const Handover&) = delete;
+
+  // The snapshotter's root (what its probe answered).
+  const RootMarker& root() const { return root_; }
+  // "sha256:<hex>" of every image in the snapshotter's store.
+  std::set<std::string> HeldImages() const;
+  // Steps 1-2 for `cdimg`: an image other images are built on (a pull's
+  // intermediate step). Its snapshot lives until Commit, which removes it if
+  // this hand-over made it; the image stays in the store while an image built
+  // on it does.
+  absl::StatusOr<LoadResult> Import(const std::string& cdimg);
+  // Steps 1-3 for `cdimg`, or for held image `image_id` ("sha256:<hex>") when
+  // cdimg is empty: the image record o.image.
+  absl::StatusOr<LoadResult> Load(const std::string& cdimg, const std::string& image_id = "");
+  // Keeps what Load made.
+  void Commit();
+
+ private:
+  Handover(const LoadOptions& o, ContainerdApi& c) : o_(o), c_(c) {}
+  absl::StatusOr<LoadResult> Snapshot(const std::string& cdimg, const std::string& image_id);
+
+  LoadOptions o_;
+  std::unique_ptr<ContainerdApi> owned_;  // the connection Begin(o) made
+  ContainerdApi& c_;
+  RootMarker root_;
+  std::string lease_;
+  std::vector<std::string> created_;       // snapshots made, in order
+  std::vector<std::string> intermediate_;  // those of them Import made
+  bool committed_ = false;
+};
+
+// One image: Handover::Begin, Load(o.cdimg), Commit.
 absl::StatusOr<LoadResult> LoadImage(const LoadOptions& o);
 // The same over an open connection (o.address and o.ns are not used).
 absl::StatusOr<LoadResult> LoadImage(const LoadOptions& o, ContainerdApi& containerd);
 
-// Step 0 alone: FailedPrecondition (naming --snapshotter-root and the root the
-// snapshotter really has) unless `root` is the root of the snapshotter that
-// containerd uses as plugin `snapshotter`. Call it before writing anything
-// into the store or ROOT/downloads. Returns the root's marker.
+// Step 0 alone: the root of the snapshotter containerd uses as plugin
+// `snapshotter`. With `root` non-empty, FailedPrecondition (naming `root` and
+// the root the snapshotter really has) unless it is that root.
 absl::StatusOr<RootMarker> VerifySnapshotterRoot(ContainerdApi& containerd, const std::string& snapshotter,
                                                  const std::string& root);
-// Connects to containerd as LoadImage does, then VerifySnapshotterRoot.
-absl::StatusOr<RootMarker> VerifySnapshotterRoot(const LoadOptions& o);
 
 }  // namespace d4c::snap

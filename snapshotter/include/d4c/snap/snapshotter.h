@@ -8,7 +8,16 @@
 //   containerd.io/snapshot/di3fs.image-id = sha256:<image id>
 //   containerd.io/snapshot.ref            = <name to commit as>  (the chainID)
 // (containerd's remote-snapshot protocol): it becomes a committed snapshot
-// named by the ref and Prepare answers AlreadyExists.
+// named by the ref and Prepare answers AlreadyExists. With label
+//   containerd.io/snapshot/di3fs.import   = /abs/path/of/image.cdimg
+// an image not yet in the store is first checked (it must hold that image id
+// and its parent must be in the store) and copied in: the only way an image
+// enters the store.
+//
+// Store garbage collection: an image stays in the store while an image
+// snapshot serves it or an image that stays is a delta built on it. Remove of
+// an image snapshot and Cleanup (containerd's GC calls both) delete the rest,
+// with their mounts, and the temporary files of interrupted imports.
 //
 // A Prepare with label containerd.io/snapshot/di3fs.root-probe creates
 // nothing: it fails with FailedPrecondition whose message is RootProbeAnswer
@@ -38,9 +47,12 @@ struct Mount {
 
 // Thread-safe: containerd calls every method from several gRPC threads at once.
 // mu_ serializes metadata transactions with the directory changes that go with
-// them; chains_mu_ guards the resolved-chain cache. Lock order: mu_ and
-// chains_mu_ are never held together, and neither is held while the mounter
-// mounts or unmounts (it has locks of its own, see mounter.h).
+// them; chains_mu_ guards the resolved-chain cache; store_mu_ serializes
+// changes of the store (an import with the creation of its image snapshot,
+// against the garbage collection that would delete an image no snapshot uses
+// yet). Lock order: store_mu_ before mu_ or chains_mu_; mu_ and chains_mu_ are
+// never held together, and none of them is held while the mounter mounts or
+// unmounts (it has locks of its own, see mounter.h).
 class Snapshotter {
  public:
   struct Options {
@@ -78,12 +90,16 @@ class Snapshotter {
   // Mounts of an active/view record; mounts the images below it if needed.
   absl::StatusOr<std::vector<Mount>> MountsFor(const Record& r);
   absl::Status EnsureImage(const std::string& id_hex);
+  // Store garbage collection (see above); returns the image ids deleted.
+  // Unmounts each before deleting it, but `unmounted` (the caller did).
+  absl::StatusOr<std::vector<std::string>> CollectStore(const std::string& unmounted = "");
   absl::StatusOr<ChainInfo> ResolveCached(const std::string& id_hex);
 
   Options o_;
   ImageStore store_;
   std::shared_ptr<ImageMounter> mounter_;
   RootMarker marker_;
+  absl::Mutex store_mu_ ABSL_ACQUIRED_BEFORE(mu_, chains_mu_);
   absl::Mutex mu_;
   std::unique_ptr<MetaStore> meta_ ABSL_PT_GUARDED_BY(mu_);  // MetaStore is not thread-safe
   absl::Mutex chains_mu_;
