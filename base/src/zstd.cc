@@ -42,6 +42,15 @@ int WindowLogFor(uint64_t size) {
   return log;
 }
 
+absl::StatusOr<std::string> ZstdCompressWith(ZSTD_CCtx* cctx, std::string_view src) {
+  auto out = AllocateBuffer(ZSTD_compressBound(src.size()));
+  if (!out.ok()) return out.status();
+  size_t n = ZSTD_compress2(cctx, out->data(), out->size(), src.data(), src.size());
+  if (ZSTD_isError(n)) return ZstdError("zstd compress", n);
+  out->resize(n);
+  return out;
+}
+
 namespace {
 
 absl::StatusOr<std::string> Compress(std::string_view src, int level, int window_log) {
@@ -51,12 +60,7 @@ absl::StatusOr<std::string> Compress(std::string_view src, int level, int window
   if (window_log != 0) {
     if (auto s = ZstdSet(cctx.get(), ZSTD_c_windowLog, window_log); !s.ok()) return s;
   }
-  auto out = AllocateBuffer(ZSTD_compressBound(src.size()));
-  if (!out.ok()) return out.status();
-  size_t n = ZSTD_compress2(cctx.get(), out->data(), out->size(), src.data(), src.size());
-  if (ZSTD_isError(n)) return ZstdError("zstd compress", n);
-  out->resize(n);
-  return out;
+  return ZstdCompressWith(cctx.get(), src);
 }
 
 }  // namespace

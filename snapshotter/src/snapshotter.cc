@@ -39,9 +39,18 @@ Snapshotter::Snapshotter(const Options& o)
 
 std::string Snapshotter::SnapshotDir(int64_t id) const { return layout::SnapshotDir(o_.root, id); }
 
-absl::StatusOr<std::unique_ptr<Snapshotter>> Snapshotter::Open(const Options& o) {
+absl::StatusOr<std::unique_ptr<Snapshotter>> Snapshotter::Open(const Options& given) {
   std::error_code ec;
-  for (const auto& d : {o.root, layout::SnapshotsDir(o.root), layout::StoreDir(o.root)}) {
+  fs::create_directories(given.root, ec);
+  if (ec) return absl::InternalError(StrCat("create ", given.root, ": ", ec.message()));
+  // The kernel's mount table names mounts by their resolved path: a root given
+  // through a symlink or with ".." must be resolved before any mount path is
+  // made from it, or a mount that is there would never be seen.
+  Options o = given;
+  o.root = fs::canonical(given.root, ec).string();
+  if (ec) return absl::InternalError(StrCat("resolve --root ", given.root, ": ", ec.message()));
+  if (o.root != given.root) spdlog::info("root {} resolves to {}", given.root, o.root);
+  for (const auto& d : {layout::SnapshotsDir(o.root), layout::StoreDir(o.root)}) {
     fs::create_directories(d, ec);
     if (ec) return absl::InternalError(StrCat("create ", d, ": ", ec.message()));
   }

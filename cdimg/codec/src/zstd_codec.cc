@@ -39,12 +39,7 @@ absl::StatusOr<std::string> EncodeSeparate(int level, std::string_view base,
   if (!s.ok()) return s;
   size_t rc = ZSTD_CCtx_refPrefix(cctx.get(), base.data(), base.size());
   if (ZSTD_isError(rc)) return ZstdError("zstd refPrefix", rc);
-  auto out = AllocateBuffer(ZSTD_compressBound(target.size()));
-  if (!out.ok()) return out.status();
-  size_t n = ZSTD_compress2(cctx.get(), out->data(), out->size(), target.data(), target.size());
-  if (ZSTD_isError(n)) return ZstdError("zstd compress", n);
-  out->resize(n);
-  return out;
+  return ZstdCompressWith(cctx.get(), target);
 }
 
 }  // namespace

@@ -117,13 +117,9 @@ absl::StatusOr<EncodedIndex> EncodeIndex(const std::vector<Entry>& entries,
 absl::StatusOr<std::string> CompressPack(std::string_view raw, int level) {
   ZstdCCtxPtr cctx(ZSTD_createCCtx());
   if (!cctx) return absl::ResourceExhaustedError("zstd: out of memory");
-  std::string out(ZSTD_compressBound(raw.size()), '\0');
   ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
   ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_format, ZSTD_f_zstd1_magicless);
-  size_t n = ZSTD_compress2(cctx.get(), out.data(), out.size(), raw.data(), raw.size());
-  if (ZSTD_isError(n)) return absl::InternalError(StrCat("zstd: ", ZSTD_getErrorName(n)));
-  out.resize(n);
-  return out;
+  return ZstdCompressWith(cctx.get(), raw);
 }
 
 absl::StatusOr<std::string> DecompressPack(std::string_view stored, uint64_t raw_length) {
@@ -145,7 +141,6 @@ absl::StatusOr<std::string> DecompressPack(std::string_view stored, uint64_t raw
 absl::StatusOr<std::string> CompressMeta(std::string_view raw, std::string_view dict, int level) {
   ZstdCCtxPtr cctx(ZSTD_createCCtx());
   if (!cctx) return absl::ResourceExhaustedError("zstd: out of memory");
-  std::string out(ZSTD_compressBound(raw.size()), '\0');
   ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
   // No magic (the cdimg lead identifies the file), a content checksum (it
   // covers the config and the recipe columns, which the image id does not).
@@ -159,10 +154,7 @@ absl::StatusOr<std::string> CompressMeta(std::string_view raw, std::string_view 
     ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_enableLongDistanceMatching, 1);
     ZSTD_CCtx_refPrefix(cctx.get(), dict.data(), dict.size());
   }
-  size_t n = ZSTD_compress2(cctx.get(), out.data(), out.size(), raw.data(), raw.size());
-  if (ZSTD_isError(n)) return absl::InternalError(StrCat("zstd: ", ZSTD_getErrorName(n)));
-  out.resize(n);
-  return out;
+  return ZstdCompressWith(cctx.get(), raw);
 }
 
 absl::StatusOr<std::string> DecompressMeta(std::string_view stored, std::string_view dict,

@@ -27,11 +27,7 @@ absl::StatusOr<std::string> CompressFullBlob(std::string_view content, int level
   // Large files get zstd's own workers. The frame does not depend on the
   // worker count once it is >= 1, so output stays the same on any machine.
   if (content.size() > (8u << 20)) ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_nbWorkers, 2);
-  std::string out(ZSTD_compressBound(content.size()), '\0');
-  size_t n = ZSTD_compress2(cctx.get(), out.data(), out.size(), content.data(), content.size());
-  if (ZSTD_isError(n)) return absl::InternalError(StrCat("zstd: ", ZSTD_getErrorName(n)));
-  out.resize(n);
-  return out;
+  return ZstdCompressWith(cctx.get(), content);
 }
 
 namespace {

@@ -35,6 +35,10 @@ absl::StatusOr<std::string> AllocateBuffer(uint64_t size);
 // Smallest log2 window covering `size` bytes, clamped to zstd's valid range.
 int WindowLogFor(uint64_t size);
 
+// `src` as one frame through `cctx` (configured by the caller: level, window,
+// prefix); the output buffer is zstd's bound, shrunk to the frame.
+absl::StatusOr<std::string> ZstdCompressWith(ZSTD_CCtx* cctx, std::string_view src);
+
 // One frame with its content size recorded; `window_log` 0 keeps the level's default.
 absl::StatusOr<std::string> ZstdCompressFrame(std::string_view src, int level, int window_log);
 
