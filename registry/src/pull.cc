@@ -5,6 +5,7 @@
 #include <filesystem>
 
 #include "d4c/cdimg.h"
+#include "d4c/registry/download_dir.h"
 #include "d4c/registry/reference.h"
 #include "d4c/registry/transfer.h"
 #include "d4c/base/digest.h"
@@ -86,6 +87,14 @@ absl::StatusOr<PullResult> Pull(const PullOptions& o, RegistryApi& r, LocalImage
     std::error_code ec;
     std::filesystem::create_directories(o.download_dir, ec);
     if (ec) return absl::PermissionDeniedError(StrCat(o.download_dir, ": cannot create (", ec.message(), ")"));
+    // What earlier pulls left is bounded; the files this plan resumes stay.
+    std::set<std::string> resume;
+    for (const auto& s : out.plan.steps) {
+      std::string f = StrCat(s.blob_digest.substr(s.blob_digest.find(':') + 1), ".cdimg");
+      resume.insert(f);
+      resume.insert(f + ".partial");
+    }
+    PruneDownloadDir(o.download_dir, o.download_limits, resume);
   }
   for (const auto& s : out.plan.steps) {
     auto path = DownloadStep(r, nt->name, s, o.download_dir, o, &out.bytes_downloaded);

@@ -111,8 +111,10 @@ absl::StatusOr<std::unique_ptr<ContainerdClient>> ContainerdClient::Connect(cons
   return c;
 }
 
-absl::StatusOr<std::string> ContainerdClient::CreateLease(int expire_sec) {
+absl::StatusOr<std::string> ContainerdClient::CreateLease(int expire_sec,
+                                                          const std::map<std::string, std::string>& labels) {
   leases::CreateRequest req;
+  for (const auto& [k, v] : labels) (*req.mutable_labels())[k] = v;
   auto t = std::chrono::system_clock::now() + std::chrono::seconds(expire_sec);
   std::time_t tt = std::chrono::system_clock::to_time_t(t);
   char buf[64];
@@ -132,6 +134,18 @@ absl::Status ContainerdClient::DeleteLease(const std::string& id) {
   google::protobuf::Empty resp;
   auto ctx = s_->Ctx();
   return FromGrpc(s_->leases->Delete(ctx.get(), req, &resp), StrCat("delete lease ", id));
+}
+
+absl::StatusOr<std::map<std::string, std::map<std::string, std::string>>> ContainerdClient::LeasesWithLabel(
+    const std::string& key) {
+  leases::ListRequest req;
+  req.add_filters(StrCat("labels.\"", key, "\""));
+  leases::ListResponse resp;
+  auto ctx = s_->Ctx();
+  if (auto s = FromGrpc(s_->leases->List(ctx.get(), req, &resp), "list leases"); !s.ok()) return s;
+  std::map<std::string, std::map<std::string, std::string>> out;
+  for (const auto& l : resp.leases()) out[l.id()] = {l.labels().begin(), l.labels().end()};
+  return out;
 }
 
 absl::StatusOr<std::map<std::string, std::string>> ContainerdClient::ContentLabels(const std::string& digest) {

@@ -2,8 +2,11 @@
 
 #include <unistd.h>
 
+#include <charconv>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "d4c/cdimg.h"
 #include "d4c/chain.h"
@@ -42,6 +45,52 @@ absl::StatusOr<std::string> ImageConfig(std::string_view original, const std::st
                   {"comment", "d4c cdimg"}});
   cfg["history"] = hist;
   return cfg.dump();
+}
+
+}  // namespace
+
+std::string ProcessIdentity(int64_t pid) {
+  auto read = [](const std::string& path) {
+    std::ifstream f(path);
+    std::string s((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    return s;
+  };
+  std::string boot = read("/proc/sys/kernel/random/boot_id");
+  while (!boot.empty() && (boot.back() == '\n' || boot.back() == ' ')) boot.pop_back();
+  std::string stat = read(StrCat("/proc/", pid, "/stat"));
+  // Field 22 (starttime) counts from the field after the ")" that ends comm.
+  std::string start;
+  if (auto p = stat.rfind(')'); p != std::string::npos) {
+    std::istringstream rest(stat.substr(p + 1));
+    std::string field;
+    for (int i = 3; i <= 22 && rest >> field; ++i)
+      if (i == 22) start = field;
+  }
+  if (start.empty()) return "";
+  return StrCat(boot, "/", pid, "/", start);
+}
+
+namespace {
+
+// Ends the hand-over leases whose process is gone (killed during a load or
+// pull): containerd's GC then drops what they held, and the snapshotter
+// deletes the images nothing needs. Leases of live processes are left alone.
+void EndOrphanLeases(ContainerdApi& c) {
+  auto leases = c.LeasesWithLabel(keys::kLeaseOwnerLabel);
+  if (!leases.ok()) return;  // best effort: the lease expires anyway
+  for (const auto& [id, labels] : *leases) {
+    const std::string& owner = labels.at(keys::kLeaseOwnerLabel);
+    // "<boot id>/<pid>/<start>": the process is alive only if this boot's
+    // process of that pid started at that time.
+    auto first = owner.find('/');
+    auto second = first == std::string::npos ? first : owner.find('/', first + 1);
+    if (second == std::string::npos) continue;  // not ours to judge
+    int64_t pid = 0;
+    auto [end, err] = std::from_chars(owner.data() + first + 1, owner.data() + second, pid);
+    if (err != std::errc() || end != owner.data() + second || pid <= 0) continue;
+    if (ProcessIdentity(pid) == owner) continue;  // alive
+    (void)c.DeleteLease(id);
+  }
 }
 
 }  // namespace
@@ -105,7 +154,8 @@ absl::StatusOr<std::unique_ptr<Handover>> Handover::Begin(const LoadOptions& o, 
   // The marker names the root as the snapshotter was given it; read it the
   // way this process reached it.
   if (!o.snapshotter_root.empty()) h->root_.root = o.snapshotter_root;
-  auto lease = c.CreateLease(3600);
+  EndOrphanLeases(c);
+  auto lease = c.CreateLease(3600, {{keys::kLeaseOwnerLabel, ProcessIdentity(getpid())}});
   if (!lease.ok()) return lease.status();
   h->lease_ = *lease;
   c.set_lease(h->lease_);

@@ -6,7 +6,8 @@
 #     `convert --image NAME` from containerd's store gives the same image id
 #  2. a delta whose parent is not loaded fails clearly and changes nothing;
 #     a --snapshotter-root the snapshotter does not use is refused; load v1 (twice: harmless, once
-#     naming the right root), then v2 and v3 as deltas: the snapshotter imports them into its store
+#     naming the right root), then v2 and v3 as deltas: the snapshotter imports them into its store;
+#     loads killed (-9) at several moments leave no lease and no stray file once the next load ran
 #  3. `ctr run --rm --snapshotter=di3fs` of each prints its own version
 #  4. writes inside a container land in its upper dir only
 #  5. kill -9 of the snapshotter: a running container keeps reading its files
@@ -162,6 +163,21 @@ LOAD --image "ts:${TAGS[1]}" --cdimg "$D12" || bad "load delta ts:${TAGS[1]}"
 LOAD --image "ts:${TAGS[2]}" --cdimg "$D23" || bad "load delta ts:${TAGS[2]}"
 [[ $(ls "$SNAP_ROOT/store" | wc -l) == 3 ]] || bad "store holds $(ls "$SNAP_ROOT/store" | wc -l) files, want 3"
 CTR image check 2>&1 | grep "ts:" | grep -qv complete && bad "ctr image check: $(CTR image check)"
+# kill -9 of a load at several moments: the next load ends the dead loads'
+# leases, and nothing of them stays (no stray file in the store)
+for d in 0.02 0.1 0.3; do
+  "$CTR_CLI" load --address "$CTRD_SOCK" --image "ts:killed" --cdimg "${CD[$v1]}" >/dev/null 2>&1 &
+  lp=$!
+  sleep "$d"
+  kill -9 "$lp" 2>/dev/null || true
+  wait "$lp" 2>/dev/null || true
+done
+LOAD --image "ts:$v1" --cdimg "${CD[$v1]}" >/dev/null || bad "load after killed loads"
+CTR image rm "ts:killed" >/dev/null 2>&1 || true
+stale=$(CTR leases ls 2>/dev/null | grep -c 'org.d4c.lease.owner') || true
+((stale == 0)) || bad "leases of killed loads left after the next load: $(CTR leases ls)"
+strays=$(ls "$SNAP_ROOT/store" | grep -v '^[0-9a-f]\{64\}\.cdimg$') || true
+[[ -z $strays ]] || bad "stray files in the store after killed loads: $strays"
 
 # --- 3. run each -------------------------------------------------------------
 VERSION_CMD='grep "\"version\"" /app/node_modules/typescript/package.json'

@@ -134,13 +134,23 @@ class FakeContainerd final : public ContainerdApi {
   FakeContainerd(std::string snapshotter_name, Snapshotter* sn) : name_(std::move(snapshotter_name)), sn_(sn) {}
   const std::string& address() const override { return address_; }
   void set_lease(std::string id) override { lease = std::move(id); }
-  absl::StatusOr<std::string> CreateLease(int) override {
-    leases.insert("lease-1");
-    return std::string("lease-1");
+  absl::StatusOr<std::string> CreateLease(int, const std::map<std::string, std::string>& labels) override {
+    std::string id = StrCat("lease-", ++lease_count);
+    leases.insert(id);
+    lease_labels[id] = labels;
+    return id;
   }
   absl::Status DeleteLease(const std::string& id) override {
     leases.erase(id);
+    lease_labels.erase(id);
     return absl::OkStatus();
+  }
+  absl::StatusOr<std::map<std::string, std::map<std::string, std::string>>> LeasesWithLabel(
+      const std::string& key) override {
+    std::map<std::string, std::map<std::string, std::string>> out;
+    for (const auto& [id, labels] : lease_labels)
+      if (labels.count(key)) out[id] = labels;
+    return out;
   }
   absl::Status WriteBlob(const std::string&, const std::string& data, const std::string& digest,
                          const std::map<std::string, std::string>&) override {
@@ -180,6 +190,8 @@ class FakeContainerd final : public ContainerdApi {
 
   std::string lease;
   std::set<std::string> leases;
+  std::map<std::string, std::map<std::string, std::string>> lease_labels;
+  int lease_count = 0;
   std::map<std::string, std::string> blobs;
   std::map<std::string, ImageRecord> images;
   std::vector<std::string> removed;

@@ -2,6 +2,7 @@
 // processes or containerd: image snapshots with a fake mounter, Di3fsMounter's
 // adoption and dead-mount recovery over a fake mount table, LoadImage's root
 // check and rollback over a fake containerd routed to a real Snapshotter.
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -317,6 +318,23 @@ TEST_CASE("load: the image reaches the store of the snapshotter containerd uses,
     CHECK(StoreFiles(root).empty());
     CHECK(absl::IsNotFound(sn->Stat("sha256:" + m).status()));
     CHECK(ctd.leases.empty());
+  }
+
+  SECTION("the lease of a killed hand-over ends with the next one; a live one's stays") {
+    std::string self = ProcessIdentity(getpid());
+    REQUIRE(!self.empty());
+    pid_t child = fork();
+    if (child == 0) _exit(0);
+    REQUIRE(child > 0);
+    int st = 0;
+    REQUIRE(waitpid(child, &st, 0) == child);
+    std::string boot = self.substr(0, self.find('/'));
+    auto dead = ctd.CreateLease(3600, {{keys::kLeaseOwnerLabel, StrCat(boot, "/", child, "/12345")}});
+    auto live = ctd.CreateLease(3600, {{keys::kLeaseOwnerLabel, self}});
+    auto other = ctd.CreateLease(3600, {{"some.other.label", "x"}});
+    REQUIRE((dead.ok() && live.ok() && other.ok()));
+    REQUIRE(LoadImage(o, ctd).ok());
+    CHECK(ctd.leases == std::set<std::string>{*live, *other});
   }
 
   SECTION("a delta whose parent the snapshotter lacks is refused before anything is written") {

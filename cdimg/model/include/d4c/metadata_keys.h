@@ -71,5 +71,9 @@ inline constexpr const char* kGcRefContentConfig = "containerd.io/gc.ref.content
 inline constexpr const char* kGcRefContentLayerPrefix = "containerd.io/gc.ref.content.l.";  // + index
 inline constexpr const char* kUncompressedLabel = "containerd.io/uncompressed";
 inline constexpr const char* kGcExpireLabel = "containerd.io/gc.expire";  // on leases (RFC 3339 time)
+// On the lease of a hand-over to the snapshotter (load.h): the process that
+// holds it, "<boot id>/<pid>/<start time in clock ticks>", so that the next
+// hand-over can end the leases of processes that were killed.
+inline constexpr const char* kLeaseOwnerLabel = "org.d4c.lease.owner";
 
 }  // namespace d4c::keys

@@ -24,6 +24,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "d4c/registry/download_dir.h"
 #include "d4c/registry/catalog.h"
 #include "d4c/registry/pull_plan.h"
 #include "d4c/registry/registry_client.h"
@@ -139,6 +140,7 @@ struct PullResult {
 struct PullOptions {
   std::string image;         // NAME:TAG in the registry
   std::string download_dir;  // where `<digest hex>.cdimg[.partial]` files go (created if missing)
+  DownloadDirLimits download_limits;  // what earlier pulls left there is pruned to this first
   bool dry_run = false;      // plan only: no download, no hand-over
   // Called once the plan is known, before any download (e.g. to print it).
   std::function<void(const PullResult&)> planned;

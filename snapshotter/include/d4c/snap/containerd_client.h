@@ -33,8 +33,12 @@ class ContainerdApi {
   virtual const std::string& address() const = 0;
   // Every later call carries this lease ("" = none).
   virtual void set_lease(std::string id) = 0;
-  virtual absl::StatusOr<std::string> CreateLease(int expire_sec) = 0;
+  virtual absl::StatusOr<std::string> CreateLease(int expire_sec,
+                                                  const std::map<std::string, std::string>& labels) = 0;
   virtual absl::Status DeleteLease(const std::string& id) = 0;
+  // Leases (id -> labels) that carry label `key`.
+  virtual absl::StatusOr<std::map<std::string, std::map<std::string, std::string>>> LeasesWithLabel(
+      const std::string& key) = 0;
   virtual absl::Status WriteBlob(const std::string& ref, const std::string& data, const std::string& digest,
                                  const std::map<std::string, std::string>& labels) = 0;
   virtual absl::Status PutImage(const ImageRecord& image) = 0;
@@ -61,8 +65,10 @@ class ContainerdClient final : public ContainerdApi {
   void set_lease(std::string id) override;
 
   // Leases: a temporary lease protects what is created under it from GC.
-  absl::StatusOr<std::string> CreateLease(int expire_sec) override;
+  absl::StatusOr<std::string> CreateLease(int expire_sec, const std::map<std::string, std::string>& labels) override;
   absl::Status DeleteLease(const std::string& id) override;
+  absl::StatusOr<std::map<std::string, std::map<std::string, std::string>>> LeasesWithLabel(
+      const std::string& key) override;
 
   // Content store.
   absl::StatusOr<std::map<std::string, std::string>> ContentLabels(const std::string& digest);  // NotFound

@@ -110,6 +110,14 @@ absl::StatusOr<LoadResult> LoadImage(const LoadOptions& o);
 // The same over an open connection (o.address and o.ns are not used).
 absl::StatusOr<LoadResult> LoadImage(const LoadOptions& o, ContainerdApi& containerd);
 
+// "<boot id>/<pid>/<start time>" of process `pid`: names one process of this
+// host across pid reuse and reboots; "" if it does not exist. A hand-over's
+// lease carries its process's identity (keys::kLeaseOwnerLabel); Begin ends
+// the hand-over leases of processes that are gone (killed during a load), so
+// that containerd's GC and the snapshotter's store collection drop what they
+// held.
+std::string ProcessIdentity(int64_t pid);
+
 // Step 0 alone: the root of the snapshotter containerd uses as plugin
 // `snapshotter`. With `root` non-empty, FailedPrecondition (naming `root` and
 // the root the snapshotter really has) unless it is that root.
