@@ -291,7 +291,10 @@ class PartialFileSink final : public BodySink {
     if (status == 200 && pos_ > 0) {  // the server ignored our Range: start the file over
       if (::ftruncate(fd_, 0) != 0) return absl::DataLossError(StrCat(path_, ": cannot truncate: ", std::strerror(errno)));
       pos_ = 0;
+      range_ignored_ = true;
     }
+    if (auto it = headers.find("accept-ranges"); it != headers.end() && Lower(Trim(it->second)) == "none")
+      range_ignored_ = true;
     if (auto it = headers.find("content-length"); it != headers.end()) {
       char* end = nullptr;
       unsigned long long n = std::strtoull(it->second.c_str(), &end, 10);
@@ -314,6 +317,9 @@ class PartialFileSink final : public BodySink {
 
   uint64_t pos() const { return pos_; }
   bool too_long() const { return too_long_; }
+  // The server answered a Range request with the whole blob, or said it
+  // takes none: a partial file of it cannot be resumed.
+  bool range_ignored() const { return range_ignored_; }
 
  private:
   absl::Status TooLong(uint64_t at_least) {
@@ -324,7 +330,7 @@ class PartialFileSink final : public BodySink {
   int fd_;
   std::string path_;
   uint64_t pos_, size_;
-  bool too_long_ = false;
+  bool too_long_ = false, range_ignored_ = false;
 };
 
 absl::Status CheckHost(const RegistryOptions& options) {
@@ -472,6 +478,7 @@ absl::StatusOr<uint64_t> RegistryClient::DownloadBlob(const std::string& repo, c
   uint64_t fetched = 0;
   std::string last_error = "no attempt made";
   int made = 0;
+  bool resumable = true;  // false once the server showed it does not honour Range
   for (int attempt = 0; attempt < std::max(1, impl_->o.attempts); ++attempt) {
     struct stat st;
     uint64_t have = ::stat(partial.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
@@ -496,6 +503,7 @@ absl::StatusOr<uint64_t> RegistryClient::DownloadBlob(const std::string& repo, c
     ::close(fd);
     if (!r.ok()) return r.status();
     fetched += r->sink_bytes;
+    if (sink.range_ignored()) resumable = false;
     if (sink.too_long()) {
       ::unlink(partial.c_str());
       return absl::DataLossError(StrCat(what, ": the registry sent more than the expected ", size,
@@ -521,8 +529,19 @@ absl::StatusOr<uint64_t> RegistryClient::DownloadBlob(const std::string& repo, c
   struct stat st;
   uint64_t have = ::stat(partial.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
   if (have != size) {
+    std::string next;
+    if (have == 0) {
+      ::unlink(partial.c_str());
+      next = "nothing kept; run again to retry";
+    } else if (!resumable) {
+      ::unlink(partial.c_str());
+      next = StrCat("the server does not honour Range requests, so these bytes cannot be resumed: removed ", partial,
+                    "; run again to start over");
+    } else {
+      next = StrCat("kept in ", partial, "; run again to resume at byte ", have);
+    }
     return absl::UnavailableError(StrCat(what, ": ", last_error, "; have ", have, " of ", size, " bytes after ",
-                                         Attempts(made), " (run again to resume)"));
+                                         Attempts(made), " (", next, ")"));
   }
   auto got = Sha256DigestOfFile(partial);
   if (!got.ok()) return got.status();
