@@ -80,7 +80,8 @@ using Response = HttpResponse;
 
 bool Ok(const Response& r) { return !r.transport_failed() && r.status >= 200 && r.status < 300; }
 // Worth another attempt: no complete answer, 429 or 5xx.
-bool Transient(const Response& r) { return r.transport_failed() || r.status == 429 || r.status >= 500; }
+// A certificate or TLS protocol failure is not: the same handshake fails again.
+bool Transient(const Response& r) { return (r.transport_failed() && !r.tls_error) || r.status == 429 || r.status >= 500; }
 
 // The registry's error text: {"errors":[{"code":..,"message":..}]} or the raw body.
 std::string ErrorText(const Response& r) {
@@ -101,6 +102,7 @@ std::string ErrorText(const Response& r) {
 
 absl::Status StatusFor(const Response& r, const std::string& what) {
   std::string msg = StrCat(what, ": ", ErrorText(r));
+  if (r.tls_error) return absl::FailedPreconditionError(msg);
   if (r.transport_failed()) return absl::UnavailableError(msg);
   switch (r.status) {
     case 401: return absl::UnauthenticatedError(msg);
@@ -172,7 +174,8 @@ std::optional<Credentials> DockerConfigCredentials(const std::string& host) {
     for (const char* prefix : {"https://", "http://"})
       if (k.rfind(prefix, 0) == 0) k = k.substr(std::char_traits<char>::length(prefix));
     if (auto slash = k.find('/'); slash != std::string::npos) k.resize(slash);
-    if (k != host || !v.is_object() || !v.contains("auth") || !v["auth"].is_string()) continue;
+    bool match = k == host || (host == "docker.io" && (k == "index.docker.io" || k == "registry-1.docker.io"));
+    if (!match || !v.is_object() || !v.contains("auth") || !v["auth"].is_string()) continue;
     auto decoded = Unbase64(v["auth"].get<std::string>());
     if (!decoded) return std::nullopt;
     auto colon = decoded->find(':');
@@ -180,6 +183,18 @@ std::optional<Credentials> DockerConfigCredentials(const std::string& host) {
     return Credentials{decoded->substr(0, colon), decoded->substr(colon + 1)};
   }
   return std::nullopt;
+}
+
+void ApplyHostConfig(const HostConfig& config, bool push, RegistryOptions& options) {
+  const HostEndpoint& e = config.EndpointFor(push);
+  options.endpoint = e.url;
+  if (e.plain_http()) options.plain_http = true;
+  options.ca_files.insert(options.ca_files.end(), e.ca_files.begin(), e.ca_files.end());
+  if (!e.client.empty() && options.client_cert.empty()) {
+    options.client_cert = e.client.front().cert;
+    options.client_key = e.client.front().key;
+  }
+  if (e.skip_verify) options.skip_verify = true;
 }
 
 // Not thread-safe (one transport, the Authorization in use): the client is
@@ -192,7 +207,21 @@ struct RegistryClient::Impl {
 
   std::string Url(const std::string& path_or_url) const {
     if (path_or_url.rfind("http://", 0) == 0 || path_or_url.rfind("https://", 0) == 0) return path_or_url;
-    return StrCat(o.plain_http ? "http://" : "https://", o.host, path_or_url);
+    std::string base = o.endpoint.empty() ? "https://" + o.host : o.endpoint;
+    if (o.plain_http && base.starts_with("https://")) base = "http://" + base.substr(8);
+    return base + path_or_url;
+  }
+
+  // What fixes a TLS failure, said with the failure.
+  std::string TlsAdvice(const std::string& error) const {
+    const std::string toml = StrCat(o.hosts_dir, "/", o.host, "/hosts.toml");
+    if (error.find("wrong version number") != std::string::npos || error.find("packet length too long") != std::string::npos)
+      return StrCat("; ", o.host, " does not speak TLS here (a plain HTTP registry?): pass --plain-http, or set server = \"http://",
+                    o.host, "\" in ", toml);
+    return StrCat("; TLS with ", o.host, " failed and another attempt cannot fix it: if the registry's certificate is signed by "
+                  "your own CA, name the CA as ca = \"/path/ca.crt\" in ", toml, " (or put it in ", o.hosts_dir, "/", o.host,
+                  "/ca.crt, or pass --ca-file); a client certificate goes in client = [[\"client.cert\", \"client.key\"]]; "
+                  "skip_verify = true turns verification off (test registries only); a plain HTTP registry needs --plain-http");
   }
 
   // One exchange on the transport, with the Authorization in use.
@@ -200,7 +229,10 @@ struct RegistryClient::Impl {
     HttpRequest r = req;
     if (with_authorization && !authorization.empty()) r.headers.push_back(authorization);
     Response res = transport->Perform(r);
-    if (res.transport_failed()) res.transport_error = StrCat(res.transport_error, " (", o.host, ")");
+    if (res.transport_failed()) {
+      res.transport_error = StrCat(res.transport_error, " (", o.host, ")");
+      if (res.tls_error) res.transport_error += TlsAdvice(res.transport_error);
+    }
     received += res.body.size() + res.sink_bytes;
     return res;
   }
@@ -345,6 +377,10 @@ absl::StatusOr<std::unique_ptr<RegistryClient>> RegistryClient::Create(RegistryO
   if (auto s = CheckHost(options); !s.ok()) return s;
   CurlTransportOptions co;
   co.max_bytes_per_second = options.max_bytes_per_second;
+  co.ca_files = options.ca_files;
+  co.client_cert = options.client_cert;
+  co.client_key = options.client_key;
+  co.skip_verify = options.skip_verify;
   auto transport = NewCurlTransport(std::move(co));
   if (!transport.ok()) return transport.status();
   return Create(std::move(options), std::move(*transport));
@@ -513,6 +549,11 @@ absl::StatusOr<uint64_t> RegistryClient::DownloadBlob(const std::string& repo, c
     if (!r->sink_error.ok()) return absl::Status(r->sink_error.code(), StrCat(what, ": ", Msg(r->sink_error.message())));
     if (!flushed) return absl::DataLossError(StrCat(partial, ": write failed (disk full?)"));
     if (r->status == 401) return absl::UnauthenticatedError(StrCat(what, ": ", ErrorText(*r), ": credentials refused"));
+    if (r->tls_error) {
+      struct stat pst;
+      if (::stat(partial.c_str(), &pst) == 0 && pst.st_size == 0) ::unlink(partial.c_str());
+      return StatusFor(*r, what);
+    }
     if (r->status == 416) {  // our partial file does not fit the blob: start over
       last_error = ErrorText(*r);
       ::truncate(partial.c_str(), 0);

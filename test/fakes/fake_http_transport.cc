@@ -76,6 +76,7 @@ void FakeHttpTransport::Exchange(const HttpRequest& req, HttpResponse& res, Body
   script_.pop_front();
   if (!reply.transport_error.empty()) {
     res.transport_error = reply.transport_error;
+    res.tls_error = reply.tls_error;
     return;
   }
   res.status = reply.status;

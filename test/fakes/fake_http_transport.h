@@ -22,6 +22,7 @@ struct FakeReply {
   bool content_length = true;          // add content-length: body size (unless in headers)
   std::optional<size_t> drop_after;    // send this many body bytes, then fail as a reset connection
   std::string transport_error;         // no answer at all (status 0): connection refused etc.
+  bool tls_error = false;              // with transport_error: a TLS handshake failure (HttpResponse::tls_error)
   size_t chunk = 4096;                 // the body arrives in pieces of this size
   // The body is sent again and again until the receiver stops the transfer
   // (a server that never ends its answer); a safety stop at 1 GiB ends it as
