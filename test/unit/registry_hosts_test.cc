@@ -3,8 +3,15 @@
 // docker's certs.d files (ca.crt, client.cert/.key), docker's config.json
 // credentials, and what a client built from it does with TLS failures (one
 // attempt, advice naming the setting that fixes it).
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <catch2/catch.hpp>
 #include <cstdlib>
+#include <thread>
 #include <filesystem>
 #include <fstream>
 
@@ -297,4 +304,87 @@ TEST_CASE("the curl transport refuses unreadable certificate files at once") {
   auto u = NewCurlTransport(cc);
   REQUIRE(absl::IsNotFound(u.status()));
   CHECK_THAT(Text(u.status()), Catch::Contains("client.cert"));
+}
+
+namespace {
+
+// A plain-HTTP server on 127.0.0.1 that answers every connection with a 400
+// and counts connections: what an HTTPS client meets at a registry that does
+// not speak TLS.
+class PlainHttpServer {
+ public:
+  PlainHttpServer() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 && ::listen(fd_, 8) == 0 &&
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) == 0)
+      port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] {
+      for (;;) {
+        int c = ::accept(fd_, nullptr, nullptr);
+        if (c < 0 || stop_) {
+          if (c >= 0) ::close(c);
+          return;
+        }
+        ++connections_;
+        char buf[4096];
+        (void)!::read(c, buf, sizeof buf);
+        const char reply[] = "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        (void)!::write(c, reply, sizeof reply - 1);
+        ::close(c);
+      }
+    });
+  }
+  ~PlainHttpServer() {
+    stop_ = true;
+    ::shutdown(fd_, SHUT_RDWR);
+    // wake accept() with one more connection in case shutdown does not
+    int w = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons(port_);
+    (void)::connect(w, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::close(w);
+    thread_.join();
+    ::close(fd_);
+  }
+  int port() const { return port_; }
+  int connections() const { return connections_; }
+
+ private:
+  int fd_ = -1, port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> connections_{0};
+  std::thread thread_;
+};
+
+}  // namespace
+
+TEST_CASE("over libcurl: HTTPS to a plain HTTP server fails after one attempt, advising --plain-http") {
+  PlainHttpServer server;
+  REQUIRE(server.port() > 0);
+  RegistryOptions o;
+  o.host = StrCat("127.0.0.1:", server.port());
+  o.attempts = 5;
+  o.first_backoff_seconds = 0;
+  auto client = RegistryClient::Create(o);
+  REQUIRE(client.ok());
+  auto m = (*client)->GetManifest("app", "v1");
+  REQUIRE(absl::IsFailedPrecondition(m.status()));
+  CHECK_THAT(Text(m.status()), Catch::Contains("--plain-http") && Catch::Contains(o.host));
+  CHECK(server.connections() == 1);
+
+  SECTION("with --plain-http the same server is reached over HTTP") {
+    o.plain_http = true;
+    auto plain = RegistryClient::Create(o);
+    REQUIRE(plain.ok());
+    auto again = (*plain)->GetManifest("app", "v1");
+    REQUIRE(absl::IsFailedPrecondition(again.status()));
+    CHECK_THAT(Text(again.status()), Catch::Contains("HTTP 400") && !Catch::Contains("--plain-http"));
+    CHECK(server.connections() == 2);
+  }
 }
