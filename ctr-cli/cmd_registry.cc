@@ -10,6 +10,7 @@
 
 #include "cli_util.h"
 #include "commands.h"
+#include "d4c/registry/hosts.h"
 #include "d4c/registry/reference.h"
 #include "d4c/registry/registry_client.h"
 #include "d4c/registry/transfer.h"
@@ -28,10 +29,18 @@ struct RegistryArgs {
   bool plain_http = false;
   std::string user;  // USER[:PASSWORD]; the password may also come from D4C_REGISTRY_PASSWORD
   int attempts = 5;
+  std::string hosts_dir = registry::kDefaultHostsDir;
+  std::string ca_file;
 };
 
 void AddRegistryOptions(CLI::App* c, RegistryArgs* r) {
   c->add_flag("--plain-http", r->plain_http, "Talk HTTP, not HTTPS (a registry on loopback)");
+  c->add_option("--hosts-dir", r->hosts_dir,
+                "containerd's registry configuration: DIR/HOST/hosts.toml (server, ca, client, skip_verify, "
+                "[host.\"URL\"]) or docker's DIR/HOST/ca.crt, client.cert, client.key")
+      ->capture_default_str();
+  c->add_option("--ca-file", r->ca_file, "A CA certificate (PEM) to trust for the registry, besides the system's")
+      ->check(CLI::ExistingFile);
   c->add_option("--user,-u", r->user,
                 "USER[:PASSWORD] for the registry (password also from $D4C_REGISTRY_PASSWORD); "
                 "default: ~/.docker/config.json");
@@ -39,11 +48,19 @@ void AddRegistryOptions(CLI::App* c, RegistryArgs* r) {
       ->capture_default_str()->check(CLI::Range(1, 100));
 }
 
-absl::StatusOr<std::unique_ptr<RegistryClient>> Connect(const RegistryArgs& a, uint64_t chunk_size = 0,
+// A client for `a.host` as configured in --hosts-dir, then the flags: the
+// endpoint that can push (`push`) or pull, its certificates, and --plain-http
+// and --ca-file on top.
+absl::StatusOr<std::unique_ptr<RegistryClient>> Connect(const RegistryArgs& a, bool push, uint64_t chunk_size = 0,
                                                         uint64_t max_rate = 0) {
   registry::RegistryOptions o;
   o.host = a.host;
-  o.plain_http = a.plain_http;
+  auto config = registry::LoadHostConfig(a.host, a.hosts_dir);
+  if (!config.ok()) return config.status();
+  registry::ApplyHostConfig(*config, push, o);
+  o.hosts_dir = a.hosts_dir;
+  if (a.plain_http) o.plain_http = true;
+  if (!a.ca_file.empty()) o.ca_files.push_back(a.ca_file);
   o.attempts = a.attempts;
   o.max_bytes_per_second = max_rate;
   if (chunk_size) o.chunk_size = chunk_size;
@@ -82,7 +99,7 @@ int RunPush(const PushArgs& a) {
     o.tag = nt->tag;
   }
   if (o.repository.empty()) return Fail("push", absl::InvalidArgumentError("say where: --imageTag NAME:TAG or --repository NAME"));
-  auto client = Connect(a.reg, a.chunk_size);
+  auto client = Connect(a.reg, /*push=*/true, a.chunk_size);
   if (!client.ok()) return Fail("push", client.status());
   registry::ClientRegistry reg(**client);
   auto progress = std::make_unique<Progress>("push " + a.cdimg);
@@ -161,7 +178,7 @@ class LoadIntoSnapshotter : public registry::ImageSink {
 
 int RunPull(PullArgs a) {
   std::string what = StrCat("pull ", a.reg.host, "/", a.image);
-  auto client = Connect(a.reg, 0, a.max_rate);
+  auto client = Connect(a.reg, /*push=*/false, 0, a.max_rate);
   if (!client.ok()) return Fail("pull", client.status());
   registry::ClientRegistry reg(**client);
   // The store read and written below must be the one the snapshotter reads.
