@@ -185,12 +185,10 @@ int RunPull(PullArgs a) {
   if (auto v = snap::VerifySnapshotterRoot(a.load); !v.ok()) return Fail(what, v.status());
   snap::ImageStore store(snap::layout::StoreDir(a.load.snapshotter_root));
   StoreImages local(store);
-  a.load.image = a.name;
-  if (a.load.image.empty()) {
-    auto nt = registry::ParseNameTag(a.image);
-    if (!nt.ok()) return Fail("pull --image", nt.status());
-    a.load.image = StrCat(a.reg.host, "/", nt->name, ":", nt->tag);
-  }
+  // Named in containerd as asked (--name, else --image), normalized as ctr does.
+  auto local_name = registry::NormalizeImageName(a.name.empty() ? a.image : a.name);
+  if (!local_name.ok()) return Fail(a.name.empty() ? "pull --image" : "pull --name", local_name.status());
+  a.load.image = *local_name;
   LoadIntoSnapshotter sink(store, a.load);
 
   registry::PullOptions o;
@@ -248,7 +246,8 @@ void RegisterRegistry(CLI::App& app) {
   pull->add_option("--image", q->image, "NAME:TAG in the registry")->required();
   pull->add_option("--host,--serverHost", q->reg.host, "Registry HOST:PORT (--host and --serverHost are one option)")
       ->capture_default_str();
-  pull->add_option("--name", q->name, "Image name in containerd (default HOST:PORT/NAME:TAG)");
+  pull->add_option("--name", q->name,
+                   "Image name in containerd (default: --image; normalized as ctr does: app:1 is docker.io/library/app:1)");
   pull->add_option("--address", q->load.address, "containerd socket")->capture_default_str();
   pull->add_option("--namespace,-n", q->load.ns, "containerd namespace")->capture_default_str();
   pull->add_option("--snapshotter-root", q->load.snapshotter_root, "The di3fs snapshotter's --root")->capture_default_str();
