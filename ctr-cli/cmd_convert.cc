@@ -4,6 +4,7 @@
 #include "cli_util.h"
 #include "commands.h"
 #include "d4c/convert.h"
+#include "d4c/registry/reference.h"
 #include "d4c/snap/containerd_client.h"
 
 namespace d4c::cli {
@@ -22,11 +23,21 @@ struct ConvertArgs {
 int RunConvert(const ConvertArgs& a) {
   if (!a.cdimg) {
     std::fprintf(stderr, "ctr-cli: convert: only --cdimg output is supported; pass --cdimg\n");
-    return 2;
+    return 1;
   }
   std::error_code ec;
-  std::filesystem::create_directories(a.output, ec);
-  if (ec) return Fail("convert", absl::InternalError(StrCat(a.output, ": ", ec.message())));
+  // The output directory appears only if the conversion gets going; one this
+  // call created is removed again when it failed and stayed empty.
+  const bool output_existed = std::filesystem::exists(a.output, ec);
+  auto make_output = [&]() -> absl::Status {
+    std::filesystem::create_directories(a.output, ec);
+    if (ec) return absl::InternalError(StrCat(a.output, ": ", ec.message()));
+    return absl::OkStatus();
+  };
+  auto fail = [&](const absl::Status& s) {
+    if (!output_existed && std::filesystem::is_empty(a.output, ec)) std::filesystem::remove(a.output, ec);
+    return Fail(StrCat("convert ", a.image), s);
+  };
   std::string out = (std::filesystem::path(a.output) / "image.cdimg").string();
   Progress progress("compressing");
   ConvertOptions opt;
@@ -37,15 +48,27 @@ int RunConvert(const ConvertArgs& a) {
   // streamed through the Content API straight into the converter.
   absl::StatusOr<ConvertStats> stats;
   if (!a.image.starts_with("oci:") && !a.image.starts_with("docker-archive:")) {
+    // Pulls (ctr, CRI) store normalized names (app:1 is docker.io/library/app:1);
+    // `ctr image import/tag` keep a name as typed. The name as typed first.
+    auto name = registry::NormalizeImageName(a.image);
+    if (!name.ok()) return Fail("convert --image", name.status());
     auto client = snap::ContainerdClient::Connect(a.address, a.ns);
     if (!client.ok()) return Fail(StrCat("convert ", a.image), client.status());
     auto source = snap::OpenContainerdImage(client->get(), a.image);
+    if (absl::IsNotFound(source.status()) && *name != a.image) {
+      source = snap::OpenContainerdImage(client->get(), *name);
+      if (absl::IsNotFound(source.status()))
+        source = absl::NotFoundError(StrCat("image ", a.image, " not found in containerd at ", a.address,
+                                            " (namespace ", a.ns, "), nor as ", *name));
+    }
     if (!source.ok()) return Fail(StrCat("convert ", a.image), source.status());
+    if (auto s = make_output(); !s.ok()) return fail(s);
     stats = ConvertImage(**source, out, opt);
   } else {
+    if (auto s = make_output(); !s.ok()) return fail(s);
     stats = ConvertImage(a.image, out, opt);
   }
-  if (!stats.ok()) return Fail(StrCat("convert ", a.image), stats.status());
+  if (!stats.ok()) return fail(stats.status());
   std::printf("%s: %zu entries, rootfs %s, cdimg %s (layers %s), image id %s\n", out.c_str(), stats->entries,
               HumanBytes(stats->rootfs_bytes).c_str(), HumanBytes(stats->header.file_size).c_str(),
               HumanBytes(stats->layer_bytes).c_str(), DigestString(stats->header.image_id).c_str());

@@ -10,6 +10,7 @@
 
 #include "cli_util.h"
 #include "commands.h"
+#include "d4c/registry/hosts.h"
 #include "d4c/registry/reference.h"
 #include "d4c/registry/registry_client.h"
 #include "d4c/registry/transfer.h"
@@ -26,10 +27,18 @@ struct RegistryArgs {
   bool plain_http = false;
   std::string user;  // USER[:PASSWORD]; the password may also come from D4C_REGISTRY_PASSWORD
   int attempts = 5;
+  std::string hosts_dir = registry::kDefaultHostsDir;
+  std::string ca_file;
 };
 
 void AddRegistryOptions(CLI::App* c, RegistryArgs* r) {
   c->add_flag("--plain-http", r->plain_http, "Talk HTTP, not HTTPS (a registry on loopback)");
+  c->add_option("--hosts-dir", r->hosts_dir,
+                "containerd's registry configuration: DIR/HOST/hosts.toml (server, ca, client, skip_verify, "
+                "[host.\"URL\"]) or docker's DIR/HOST/ca.crt, client.cert, client.key")
+      ->capture_default_str();
+  c->add_option("--ca-file", r->ca_file, "A CA certificate (PEM) to trust for the registry, besides the system's")
+      ->check(CLI::ExistingFile);
   c->add_option("--user,-u", r->user,
                 "USER[:PASSWORD] for the registry (password also from $D4C_REGISTRY_PASSWORD); "
                 "default: ~/.docker/config.json");
@@ -37,11 +46,19 @@ void AddRegistryOptions(CLI::App* c, RegistryArgs* r) {
       ->capture_default_str()->check(CLI::Range(1, 100));
 }
 
-absl::StatusOr<std::unique_ptr<RegistryClient>> Connect(const RegistryArgs& a, uint64_t chunk_size = 0,
+// A client for `a.host` as configured in --hosts-dir, then the flags: the
+// endpoint that can push (`push`) or pull, its certificates, and --plain-http
+// and --ca-file on top.
+absl::StatusOr<std::unique_ptr<RegistryClient>> Connect(const RegistryArgs& a, bool push, uint64_t chunk_size = 0,
                                                         uint64_t max_rate = 0) {
   registry::RegistryOptions o;
   o.host = a.host;
-  o.plain_http = a.plain_http;
+  auto config = registry::LoadHostConfig(a.host, a.hosts_dir);
+  if (!config.ok()) return config.status();
+  registry::ApplyHostConfig(*config, push, o);
+  o.hosts_dir = a.hosts_dir;
+  if (a.plain_http) o.plain_http = true;
+  if (!a.ca_file.empty()) o.ca_files.push_back(a.ca_file);
   o.attempts = a.attempts;
   o.max_bytes_per_second = max_rate;
   if (chunk_size) o.chunk_size = chunk_size;
@@ -80,7 +97,7 @@ int RunPush(const PushArgs& a) {
     o.tag = nt->tag;
   }
   if (o.repository.empty()) return Fail("push", absl::InvalidArgumentError("say where: --imageTag NAME:TAG or --repository NAME"));
-  auto client = Connect(a.reg, a.chunk_size);
+  auto client = Connect(a.reg, /*push=*/true, a.chunk_size);
   if (!client.ok()) return Fail("push", client.status());
   registry::ClientRegistry reg(**client);
   auto progress = std::make_unique<Progress>("push " + a.cdimg);
@@ -153,15 +170,13 @@ class HandOver : public registry::ImageSink {
 
 int RunPull(PullArgs a) {
   std::string what = StrCat("pull ", a.reg.host, "/", a.image);
-  auto client = Connect(a.reg, 0, a.max_rate);
+  auto client = Connect(a.reg, /*push=*/false, 0, a.max_rate);
   if (!client.ok()) return Fail("pull", client.status());
   registry::ClientRegistry reg(**client);
-  a.load.image = a.name;
-  if (a.load.image.empty()) {
-    auto nt = registry::ParseNameTag(a.image);
-    if (!nt.ok()) return Fail("pull --image", nt.status());
-    a.load.image = StrCat(a.reg.host, "/", nt->name, ":", nt->tag);
-  }
+  // Named in containerd as asked (--name, else --image), normalized as ctr does.
+  auto local_name = registry::NormalizeImageName(a.name.empty() ? a.image : a.name);
+  if (!local_name.ok()) return Fail(a.name.empty() ? "pull --image" : "pull --name", local_name.status());
+  a.load.image = *local_name;
   // What the snapshotter holds is asked of it, through containerd.
   auto handover = snap::Handover::Begin(a.load);
   if (!handover.ok()) return Fail(what, handover.status());
@@ -223,7 +238,8 @@ void RegisterRegistry(CLI::App& app) {
   pull->add_option("--image", q->image, "NAME:TAG in the registry")->required();
   pull->add_option("--host,--serverHost", q->reg.host, "Registry HOST:PORT (--host and --serverHost are one option)")
       ->capture_default_str();
-  pull->add_option("--name", q->name, "Image name in containerd (default HOST:PORT/NAME:TAG)");
+  pull->add_option("--name", q->name,
+                   "Image name in containerd (default: --image; normalized as ctr does: app:1 is docker.io/library/app:1)");
   pull->add_option("--address", q->load.address, "containerd socket")->capture_default_str();
   pull->add_option("--namespace,-n", q->load.ns, "containerd namespace")->capture_default_str();
   pull->add_option("--snapshotter-root", q->load.snapshotter_root,

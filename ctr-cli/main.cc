@@ -21,7 +21,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // CLI11 prints the message (help for --help, exit 0); every flag error
+    // exits 1 as README promises, not CLI11's own codes (105, 106, 109, ...).
+    return app.exit(e) == 0 ? 0 : 1;
   }
   return d4c::cli::ExitCode();
 }

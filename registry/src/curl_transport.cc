@@ -5,7 +5,9 @@
 
 #include <algorithm>
 #include <cctype>
+#include <fstream>
 #include <mutex>
+#include <sstream>
 
 #include "d4c/registry/http_transport.h"
 #include "d4c/base/strcat.h"
@@ -32,9 +34,54 @@ void CurlGlobalInit() {
   std::call_once(once, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
 }
 
+// A handshake failure another attempt cannot fix (see HttpResponse::tls_error).
+// CURLE_SSL_CONNECT_ERROR also covers resets during the handshake, which are
+// worth retrying; it counts only with the texts of a protocol or trust failure.
+bool PermanentTlsError(CURLcode rc, const std::string& text) {
+  switch (rc) {
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+    case CURLE_SSL_INVALIDCERTSTATUS:
+    case CURLE_SSL_CLIENTCERT:
+      return true;
+    case CURLE_SSL_CONNECT_ERROR:
+      for (const char* t : {"wrong version number", "certificate", "unknown ca", "handshake failure", "alert", "packet length too long"})
+        if (text.find(t) != std::string::npos) return true;
+      return false;
+    default:
+      return false;
+  }
+}
+
+// The PEM text curl trusts: the system bundle and the extra CA files.
+absl::StatusOr<std::string> CaBundle(const std::vector<std::string>& files) {
+  std::string pem;
+  std::vector<std::string> all;
+  curl_version_info_data* v = curl_version_info(CURLVERSION_NOW);
+  if (v && v->cainfo) all.push_back(v->cainfo);  // the system bundle, when libcurl names one
+  for (const auto& f : files) all.push_back(f);
+  for (size_t i = 0; i < all.size(); ++i) {
+    std::ifstream in(all[i], std::ios::binary);
+    if (!in) {
+      if (i + files.size() < all.size()) continue;  // no system bundle: the CA directory still applies
+      return absl::NotFoundError(StrCat(all[i], ": CA certificate file cannot be read"));
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    pem += text.str();
+    pem += "\n";
+  }
+  return pem;
+}
+
 class CurlTransport final : public HttpTransport {
  public:
-  CurlTransport(CURL* curl, CurlTransportOptions o) : curl_(curl), o_(std::move(o)) {}
+  CurlTransport(CURL* curl, CurlTransportOptions o, std::string ca_pem)
+      : curl_(curl), o_(std::move(o)), ca_pem_(std::move(ca_pem)) {}
   ~CurlTransport() override { curl_easy_cleanup(curl_); }
 
  protected:
@@ -56,6 +103,7 @@ class CurlTransport final : public HttpTransport {
 
   CURL* curl_;
   CurlTransportOptions o_;
+  std::string ca_pem_;  // empty: curl's default trust
 };
 
 size_t CurlTransport::OnHeader(char* data, size_t size, size_t n, void* p) {
@@ -117,6 +165,18 @@ void CurlTransport::Exchange(const HttpRequest& req, HttpResponse& res, BodyRece
     curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
     curl_easy_setopt(curl, CURLOPT_MAXREDIRS, 5L);
   }
+  if (!ca_pem_.empty()) {
+    curl_blob blob{ca_pem_.data(), ca_pem_.size(), CURL_BLOB_NOCOPY};
+    curl_easy_setopt(curl, CURLOPT_CAINFO_BLOB, &blob);  // not copied: ca_pem_ lives as long as the handle
+  }
+  if (!o_.client_cert.empty()) {
+    curl_easy_setopt(curl, CURLOPT_SSLCERT, o_.client_cert.c_str());
+    curl_easy_setopt(curl, CURLOPT_SSLKEY, (o_.client_key.empty() ? o_.client_cert : o_.client_key).c_str());
+  }
+  if (o_.skip_verify) {
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYPEER, 0L);
+    curl_easy_setopt(curl, CURLOPT_SSL_VERIFYHOST, 0L);
+  }
   if (o_.max_bytes_per_second)
     curl_easy_setopt(curl, CURLOPT_MAX_RECV_SPEED_LARGE, static_cast<curl_off_t>(o_.max_bytes_per_second));
   struct curl_slist* hdrs = nullptr;
@@ -150,6 +210,7 @@ void CurlTransport::Exchange(const HttpRequest& req, HttpResponse& res, BodyRece
   if (rc != CURLE_OK) {
     if (!t.read_error.empty()) res.transport_error = t.read_error;
     else res.transport_error = errbuf[0] ? errbuf : curl_easy_strerror(rc);
+    res.tls_error = t.read_error.empty() && PermanentTlsError(rc, res.transport_error);
   }
   long status = 0;
   curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &status);
@@ -161,9 +222,18 @@ void CurlTransport::Exchange(const HttpRequest& req, HttpResponse& res, BodyRece
 
 absl::StatusOr<std::unique_ptr<HttpTransport>> NewCurlTransport(CurlTransportOptions options) {
   CurlGlobalInit();
+  std::string ca_pem;
+  if (!options.ca_files.empty()) {
+    auto pem = CaBundle(options.ca_files);
+    if (!pem.ok()) return pem.status();
+    ca_pem = std::move(*pem);
+  }
+  for (const std::string* f : {&options.client_cert, &options.client_key}) {
+    if (!f->empty() && !std::ifstream(*f)) return absl::NotFoundError(StrCat(*f, ": client certificate file cannot be read"));
+  }
   CURL* curl = curl_easy_init();
   if (!curl) return absl::InternalError("curl_easy_init failed");
-  return std::unique_ptr<HttpTransport>(new CurlTransport(curl, std::move(options)));
+  return std::unique_ptr<HttpTransport>(new CurlTransport(curl, std::move(options), std::move(ca_pem)));
 }
 
 }  // namespace d4c::registry

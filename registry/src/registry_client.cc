@@ -80,7 +80,8 @@ using Response = HttpResponse;
 
 bool Ok(const Response& r) { return !r.transport_failed() && r.status >= 200 && r.status < 300; }
 // Worth another attempt: no complete answer, 429 or 5xx.
-bool Transient(const Response& r) { return r.transport_failed() || r.status == 429 || r.status >= 500; }
+// A certificate or TLS protocol failure is not: the same handshake fails again.
+bool Transient(const Response& r) { return (r.transport_failed() && !r.tls_error) || r.status == 429 || r.status >= 500; }
 
 // The registry's error text: {"errors":[{"code":..,"message":..}]} or the raw body.
 std::string ErrorText(const Response& r) {
@@ -101,6 +102,7 @@ std::string ErrorText(const Response& r) {
 
 absl::Status StatusFor(const Response& r, const std::string& what) {
   std::string msg = StrCat(what, ": ", ErrorText(r));
+  if (r.tls_error) return absl::FailedPreconditionError(msg);
   if (r.transport_failed()) return absl::UnavailableError(msg);
   switch (r.status) {
     case 401: return absl::UnauthenticatedError(msg);
@@ -172,7 +174,8 @@ std::optional<Credentials> DockerConfigCredentials(const std::string& host) {
     for (const char* prefix : {"https://", "http://"})
       if (k.rfind(prefix, 0) == 0) k = k.substr(std::char_traits<char>::length(prefix));
     if (auto slash = k.find('/'); slash != std::string::npos) k.resize(slash);
-    if (k != host || !v.is_object() || !v.contains("auth") || !v["auth"].is_string()) continue;
+    bool match = k == host || (host == "docker.io" && (k == "index.docker.io" || k == "registry-1.docker.io"));
+    if (!match || !v.is_object() || !v.contains("auth") || !v["auth"].is_string()) continue;
     auto decoded = Unbase64(v["auth"].get<std::string>());
     if (!decoded) return std::nullopt;
     auto colon = decoded->find(':');
@@ -180,6 +183,18 @@ std::optional<Credentials> DockerConfigCredentials(const std::string& host) {
     return Credentials{decoded->substr(0, colon), decoded->substr(colon + 1)};
   }
   return std::nullopt;
+}
+
+void ApplyHostConfig(const HostConfig& config, bool push, RegistryOptions& options) {
+  const HostEndpoint& e = config.EndpointFor(push);
+  options.endpoint = e.url;
+  if (e.plain_http()) options.plain_http = true;
+  options.ca_files.insert(options.ca_files.end(), e.ca_files.begin(), e.ca_files.end());
+  if (!e.client.empty() && options.client_cert.empty()) {
+    options.client_cert = e.client.front().cert;
+    options.client_key = e.client.front().key;
+  }
+  if (e.skip_verify) options.skip_verify = true;
 }
 
 // Not thread-safe (one transport, the Authorization in use): the client is
@@ -192,7 +207,21 @@ struct RegistryClient::Impl {
 
   std::string Url(const std::string& path_or_url) const {
     if (path_or_url.rfind("http://", 0) == 0 || path_or_url.rfind("https://", 0) == 0) return path_or_url;
-    return StrCat(o.plain_http ? "http://" : "https://", o.host, path_or_url);
+    std::string base = o.endpoint.empty() ? "https://" + o.host : o.endpoint;
+    if (o.plain_http && base.starts_with("https://")) base = "http://" + base.substr(8);
+    return base + path_or_url;
+  }
+
+  // What fixes a TLS failure, said with the failure.
+  std::string TlsAdvice(const std::string& error) const {
+    const std::string toml = StrCat(o.hosts_dir, "/", o.host, "/hosts.toml");
+    if (error.find("wrong version number") != std::string::npos || error.find("packet length too long") != std::string::npos)
+      return StrCat("; ", o.host, " does not speak TLS here (a plain HTTP registry?): pass --plain-http, or set server = \"http://",
+                    o.host, "\" in ", toml);
+    return StrCat("; TLS with ", o.host, " failed and another attempt cannot fix it: if the registry's certificate is signed by "
+                  "your own CA, name the CA as ca = \"/path/ca.crt\" in ", toml, " (or put it in ", o.hosts_dir, "/", o.host,
+                  "/ca.crt, or pass --ca-file); a client certificate goes in client = [[\"client.cert\", \"client.key\"]]; "
+                  "skip_verify = true turns verification off (test registries only); a plain HTTP registry needs --plain-http");
   }
 
   // One exchange on the transport, with the Authorization in use.
@@ -200,7 +229,10 @@ struct RegistryClient::Impl {
     HttpRequest r = req;
     if (with_authorization && !authorization.empty()) r.headers.push_back(authorization);
     Response res = transport->Perform(r);
-    if (res.transport_failed()) res.transport_error = StrCat(res.transport_error, " (", o.host, ")");
+    if (res.transport_failed()) {
+      res.transport_error = StrCat(res.transport_error, " (", o.host, ")");
+      if (res.tls_error) res.transport_error += TlsAdvice(res.transport_error);
+    }
     received += res.body.size() + res.sink_bytes;
     return res;
   }
@@ -291,7 +323,10 @@ class PartialFileSink final : public BodySink {
     if (status == 200 && pos_ > 0) {  // the server ignored our Range: start the file over
       if (::ftruncate(fd_, 0) != 0) return absl::DataLossError(StrCat(path_, ": cannot truncate: ", std::strerror(errno)));
       pos_ = 0;
+      range_ignored_ = true;
     }
+    if (auto it = headers.find("accept-ranges"); it != headers.end() && Lower(Trim(it->second)) == "none")
+      range_ignored_ = true;
     if (auto it = headers.find("content-length"); it != headers.end()) {
       char* end = nullptr;
       unsigned long long n = std::strtoull(it->second.c_str(), &end, 10);
@@ -314,6 +349,9 @@ class PartialFileSink final : public BodySink {
 
   uint64_t pos() const { return pos_; }
   bool too_long() const { return too_long_; }
+  // The server answered a Range request with the whole blob, or said it
+  // takes none: a partial file of it cannot be resumed.
+  bool range_ignored() const { return range_ignored_; }
 
  private:
   absl::Status TooLong(uint64_t at_least) {
@@ -324,7 +362,7 @@ class PartialFileSink final : public BodySink {
   int fd_;
   std::string path_;
   uint64_t pos_, size_;
-  bool too_long_ = false;
+  bool too_long_ = false, range_ignored_ = false;
 };
 
 absl::Status CheckHost(const RegistryOptions& options) {
@@ -339,6 +377,10 @@ absl::StatusOr<std::unique_ptr<RegistryClient>> RegistryClient::Create(RegistryO
   if (auto s = CheckHost(options); !s.ok()) return s;
   CurlTransportOptions co;
   co.max_bytes_per_second = options.max_bytes_per_second;
+  co.ca_files = options.ca_files;
+  co.client_cert = options.client_cert;
+  co.client_key = options.client_key;
+  co.skip_verify = options.skip_verify;
   auto transport = NewCurlTransport(std::move(co));
   if (!transport.ok()) return transport.status();
   return Create(std::move(options), std::move(*transport));
@@ -472,6 +514,7 @@ absl::StatusOr<uint64_t> RegistryClient::DownloadBlob(const std::string& repo, c
   uint64_t fetched = 0;
   std::string last_error = "no attempt made";
   int made = 0;
+  bool resumable = true;  // false once the server showed it does not honour Range
   for (int attempt = 0; attempt < std::max(1, impl_->o.attempts); ++attempt) {
     struct stat st;
     uint64_t have = ::stat(partial.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
@@ -496,6 +539,7 @@ absl::StatusOr<uint64_t> RegistryClient::DownloadBlob(const std::string& repo, c
     ::close(fd);
     if (!r.ok()) return r.status();
     fetched += r->sink_bytes;
+    if (sink.range_ignored()) resumable = false;
     if (sink.too_long()) {
       ::unlink(partial.c_str());
       return absl::DataLossError(StrCat(what, ": the registry sent more than the expected ", size,
@@ -505,6 +549,11 @@ absl::StatusOr<uint64_t> RegistryClient::DownloadBlob(const std::string& repo, c
     if (!r->sink_error.ok()) return absl::Status(r->sink_error.code(), StrCat(what, ": ", Msg(r->sink_error.message())));
     if (!flushed) return absl::DataLossError(StrCat(partial, ": write failed (disk full?)"));
     if (r->status == 401) return absl::UnauthenticatedError(StrCat(what, ": ", ErrorText(*r), ": credentials refused"));
+    if (r->tls_error) {
+      struct stat pst;
+      if (::stat(partial.c_str(), &pst) == 0 && pst.st_size == 0) ::unlink(partial.c_str());
+      return StatusFor(*r, what);
+    }
     if (r->status == 416) {  // our partial file does not fit the blob: start over
       last_error = ErrorText(*r);
       ::truncate(partial.c_str(), 0);
@@ -521,8 +570,19 @@ absl::StatusOr<uint64_t> RegistryClient::DownloadBlob(const std::string& repo, c
   struct stat st;
   uint64_t have = ::stat(partial.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
   if (have != size) {
+    std::string next;
+    if (have == 0) {
+      ::unlink(partial.c_str());
+      next = "nothing kept; run again to retry";
+    } else if (!resumable) {
+      ::unlink(partial.c_str());
+      next = StrCat("the server does not honour Range requests, so these bytes cannot be resumed: removed ", partial,
+                    "; run again to start over");
+    } else {
+      next = StrCat("kept in ", partial, "; run again to resume at byte ", have);
+    }
     return absl::UnavailableError(StrCat(what, ": ", last_error, "; have ", have, " of ", size, " bytes after ",
-                                         Attempts(made), " (run again to resume)"));
+                                         Attempts(made), " (", next, ")"));
   }
   auto got = Sha256DigestOfFile(partial);
   if (!got.ok()) return got.status();

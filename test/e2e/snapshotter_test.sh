@@ -139,17 +139,17 @@ grep -q "not found" "$T/convert-bad.log" || bad "convert of a missing image: unc
 # --- 2. load -----------------------------------------------------------------
 # No --snapshotter-root: the snapshotter reports its root through containerd.
 LOAD() { "$CTR_CLI" load --address "$CTRD_SOCK" "$@"; }
-if LOAD --image "ts:${TAGS[1]}" --cdimg "$D12" >"$T/load-bad.log" 2>&1; then
+if LOAD --image "d4c.test/ts:${TAGS[1]}" --cdimg "$D12" >"$T/load-bad.log" 2>&1; then
   bad "load of a delta whose parent is not loaded succeeded"
 else
   grep -q "${ID[$v1]#sha256:}" "$T/load-bad.log" || bad "load without parent: message does not name the parent: $(cat "$T/load-bad.log")"
   [[ -z $(ls -A "$SNAP_ROOT/store") ]] || bad "failed load left files in the store: $(ls "$SNAP_ROOT/store")"
-  CTR image ls -q | grep -q "ts:${TAGS[1]}" && bad "failed load created an image record"
+  CTR image ls -q | grep -q "d4c.test/ts:${TAGS[1]}" && bad "failed load created an image record"
 fi
 # A --snapshotter-root that is not the running snapshotter's is refused,
 # naming the right one, and nothing is written there (operations.md).
 mkdir -p "$T/not-the-root"
-if "$CTR_CLI" load --address "$CTRD_SOCK" --snapshotter-root "$T/not-the-root" --image "ts:wrong-root" \
+if "$CTR_CLI" load --address "$CTRD_SOCK" --snapshotter-root "$T/not-the-root" --image "d4c.test/ts:wrong-root" \
   --cdimg "${CD[$v1]}" >"$T/load-wrong-root.log" 2>&1; then
   bad "load into a --snapshotter-root the snapshotter does not use succeeded"
 else
@@ -157,23 +157,23 @@ else
     bad "load with a wrong root: message does not name $SNAP_ROOT: $(cat "$T/load-wrong-root.log")"
   [[ -z $(ls -A "$T/not-the-root") ]] || bad "load with a wrong root wrote $(ls -A "$T/not-the-root")"
 fi
-LOAD --image "ts:$v1" --cdimg "${CD[$v1]}" || bad "load ts:$v1"
-LOAD --image "ts:$v1" --cdimg "${CD[$v1]}" --snapshotter-root "$SNAP_ROOT" >/dev/null || bad "second load of ts:$v1"
-LOAD --image "ts:${TAGS[1]}" --cdimg "$D12" || bad "load delta ts:${TAGS[1]}"
-LOAD --image "ts:${TAGS[2]}" --cdimg "$D23" || bad "load delta ts:${TAGS[2]}"
+LOAD --image "d4c.test/ts:$v1" --cdimg "${CD[$v1]}" || bad "load ts:$v1"
+LOAD --image "d4c.test/ts:$v1" --cdimg "${CD[$v1]}" --snapshotter-root "$SNAP_ROOT" >/dev/null || bad "second load of ts:$v1"
+LOAD --image "d4c.test/ts:${TAGS[1]}" --cdimg "$D12" || bad "load delta ts:${TAGS[1]}"
+LOAD --image "d4c.test/ts:${TAGS[2]}" --cdimg "$D23" || bad "load delta ts:${TAGS[2]}"
 [[ $(ls "$SNAP_ROOT/store" | wc -l) == 3 ]] || bad "store holds $(ls "$SNAP_ROOT/store" | wc -l) files, want 3"
-CTR image check 2>&1 | grep "ts:" | grep -qv complete && bad "ctr image check: $(CTR image check)"
+CTR image check 2>&1 | grep "d4c.test/ts:" | grep -qv complete && bad "ctr image check: $(CTR image check)"
 # kill -9 of a load at several moments: the next load ends the dead loads'
 # leases, and nothing of them stays (no stray file in the store)
 for d in 0.02 0.1 0.3; do
-  "$CTR_CLI" load --address "$CTRD_SOCK" --image "ts:killed" --cdimg "${CD[$v1]}" >/dev/null 2>&1 &
+  "$CTR_CLI" load --address "$CTRD_SOCK" --image "d4c.test/ts:killed" --cdimg "${CD[$v1]}" >/dev/null 2>&1 &
   lp=$!
   sleep "$d"
   kill -9 "$lp" 2>/dev/null || true
   wait "$lp" 2>/dev/null || true
 done
-LOAD --image "ts:$v1" --cdimg "${CD[$v1]}" >/dev/null || bad "load after killed loads"
-CTR image rm "ts:killed" >/dev/null 2>&1 || true
+LOAD --image "d4c.test/ts:$v1" --cdimg "${CD[$v1]}" >/dev/null || bad "load after killed loads"
+CTR image rm "d4c.test/ts:killed" >/dev/null 2>&1 || true
 stale=$(CTR leases ls 2>/dev/null | grep -c 'org.d4c.lease.owner') || true
 ((stale == 0)) || bad "leases of killed loads left after the next load: $(CTR leases ls)"
 strays=$(ls "$SNAP_ROOT/store" | grep -v '^[0-9a-f]\{64\}\.cdimg$') || true
@@ -184,7 +184,7 @@ VERSION_CMD='grep "\"version\"" /app/node_modules/typescript/package.json'
 check_runs() {  # check_runs LABEL: every image prints its version
   local t out
   for t in "${TAGS[@]}"; do
-    out=$(timeout 120 ctr --address "$CTRD_SOCK" run --rm --snapshotter=di3fs "ts:$t" "run-$1-${t//./-}" sh -c "$VERSION_CMD" 2>&1) || true
+    out=$(timeout 120 ctr --address "$CTRD_SOCK" run --rm --snapshotter=di3fs "d4c.test/ts:$t" "run-$1-${t//./-}" sh -c "$VERSION_CMD" 2>&1) || true
     if [[ $out == *"\"version\": \"$t\""* ]]; then
       e2e_log "$1: ts:$t prints $out"
     else
@@ -200,7 +200,7 @@ for t in "${TAGS[@]}"; do
 done
 
 # --- 4. writes go to the upper dir only --------------------------------------
-CTR run -d --snapshotter=di3fs "ts:$v1" long busybox sleep 3600 >/dev/null || bad "ctr run -d long"
+CTR run -d --snapshotter=di3fs "d4c.test/ts:$v1" long busybox sleep 3600 >/dev/null || bad "ctr run -d long"
 wait_for 30 sh -c "ctr --address $CTRD_SOCK task ls | grep -q 'long.*RUNNING'" || bad "container long is not running"
 CTR task exec --exec-id w1 long sh -c 'echo written-inside > /app/new-file && echo more >> /app/node_modules/typescript/package.json' ||
   bad "write inside container"
@@ -243,8 +243,8 @@ pid3=$(cat "$SNAP_ROOT/run/${ID[$v3]#sha256:}.pid" 2>/dev/null) || true
 if [[ -n $pid3 ]] && kill -0 "$pid3" 2>/dev/null; then
   kill -9 "$pid3"
   sleep 0.3
-  out=$(timeout 120 ctr --address "$CTRD_SOCK" run --rm --snapshotter=di3fs "ts:$v3" after-di3fs-kill sh -c "$VERSION_CMD" 2>&1) || true
-  [[ $out == *"\"version\": \"$v3\""* ]] || bad "ts:$v3 after its di3fs was killed: $out"
+  out=$(timeout 120 ctr --address "$CTRD_SOCK" run --rm --snapshotter=di3fs "d4c.test/ts:$v3" after-di3fs-kill sh -c "$VERSION_CMD" 2>&1) || true
+  [[ $out == *"\"version\": \"$v3\""* ]] || bad "d4c.test/ts:$v3 after its di3fs was killed: $out"
   grep -q "is dead" "$T/snapshotter.log" || bad "snapshotter did not notice the dead di3fs mount"
 else
   bad "no live di3fs for ts:$v3 at $MNT_V3"
@@ -271,7 +271,7 @@ out=$(CTR snapshots --snapshotter di3fs info nonexistent 2>&1) && bad "info of a
 [[ $out == *"not found"* ]] || bad "info of a missing key: $out"
 
 # removing an unused image lets containerd's GC remove its snapshot; we unmount it
-CTR image rm --sync "ts:$v3" >/dev/null || bad "ctr image rm ts:$v3"
+CTR image rm --sync "d4c.test/ts:$v3" >/dev/null || bad "ctr image rm ts:$v3"
 wait_for 20 sh -c "! grep -q ' $MNT_V3 ' /proc/mounts" || bad "di3fs of removed image ts:$v3 is still mounted"
 CTR snapshots --snapshotter di3fs ls | grep -q "^${ID[$v3]} " && bad "snapshot of removed image ts:$v3 still listed"
 in_store() { [[ -f $SNAP_ROOT/store/${1#sha256:}.cdimg ]]; }
@@ -284,11 +284,11 @@ CTR task rm long >/dev/null || bad "task rm long"
 CTR container rm long >/dev/null || bad "container rm long"
 # v1 is the parent of v2: removing v1's image keeps it for v2's chain; then
 # v2 goes and the store is empty (Remove and Cleanup, driven by containerd's GC).
-CTR image rm --sync "ts:$v1" >/dev/null || bad "ctr image rm ts:$v1"
+CTR image rm --sync "d4c.test/ts:$v1" >/dev/null || bad "ctr image rm ts:$v1"
 wait_for 20 sh -c "! ctr --address $CTRD_SOCK snapshots --snapshotter di3fs ls | grep -q '^${ID[$v1]} '" ||
   bad "snapshot of removed image ts:$v1 still listed"
 in_store "${ID[$v1]}" || bad "image ts:$v1 left the store while ts:${TAGS[1]} (a delta from it) is loaded"
-CTR image rm --sync "ts:${TAGS[1]}" >/dev/null || bad "ctr image rm ts:${TAGS[1]}"
+CTR image rm --sync "d4c.test/ts:${TAGS[1]}" >/dev/null || bad "ctr image rm ts:${TAGS[1]}"
 wait_for 20 sh -c "[ -z \"\$(ls -A $SNAP_ROOT/store)\" ]" || bad "store not empty after every image was removed: $(ls -A "$SNAP_ROOT/store")"
 e2e_log "every image removed: store empty, $(awk -v t="$SNAP_ROOT/mnt/" 'index($2, t) == 1' /proc/mounts | wc -l) di3fs mount(s) left"
 grep -q 'rpc=Prepare' "$T/snapshotter.log" || bad "no structured RPC log lines"

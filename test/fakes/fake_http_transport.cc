@@ -76,17 +76,32 @@ void FakeHttpTransport::Exchange(const HttpRequest& req, HttpResponse& res, Body
   script_.pop_front();
   if (!reply.transport_error.empty()) {
     res.transport_error = reply.transport_error;
+    res.tls_error = reply.tls_error;
     return;
   }
   res.status = reply.status;
   res.headers = reply.headers;
   const bool head = req.method == "HEAD";
-  if (reply.content_length && !res.headers.count("content-length"))
+  if (reply.content_length && !reply.endless && !res.headers.count("content-length"))
     res.headers["content-length"] = std::to_string(reply.body.size());
   if (head) return;
+  if (reply.endless) {
+    constexpr uint64_t kSafetyStop = 1ull << 30;
+    if (reply.body.empty()) reply.body = "x";
+    for (uint64_t total = 0; total < kSafetyStop;) {
+      size_t n = std::min(std::max<size_t>(reply.chunk, 1), reply.body.size());
+      body_bytes_sent_ += n;
+      if (!body.Deliver(res.status, res.headers, std::string_view(reply.body).substr(0, n))) return;
+      total += n;
+      if (req.progress) req.progress(rec.body.size(), total);
+    }
+    res.transport_error = "Connection reset by peer (fake: endless body reached the 1 GiB safety stop)";
+    return;
+  }
   size_t end = std::min(reply.body.size(), reply.drop_after.value_or(reply.body.size()));
   for (size_t off = 0; off < end;) {
     size_t n = std::min(std::max<size_t>(reply.chunk, 1), end - off);
+    body_bytes_sent_ += n;
     if (!body.Deliver(res.status, res.headers, std::string_view(reply.body).substr(off, n))) return;
     off += n;
     if (req.progress) req.progress(rec.body.size(), off);

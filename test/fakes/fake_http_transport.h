@@ -22,7 +22,12 @@ struct FakeReply {
   bool content_length = true;          // add content-length: body size (unless in headers)
   std::optional<size_t> drop_after;    // send this many body bytes, then fail as a reset connection
   std::string transport_error;         // no answer at all (status 0): connection refused etc.
+  bool tls_error = false;              // with transport_error: a TLS handshake failure (HttpResponse::tls_error)
   size_t chunk = 4096;                 // the body arrives in pieces of this size
+  // The body is sent again and again until the receiver stops the transfer
+  // (a server that never ends its answer); a safety stop at 1 GiB ends it as
+  // a reset connection. No content-length is added.
+  bool endless = false;
 };
 
 FakeReply Reply(int status, std::string body = "", registry::HttpHeaders headers = {});
@@ -47,6 +52,8 @@ class FakeHttpTransport final : public registry::HttpTransport {
   // The first request that did not match the script ("" if none). Such a
   // request gets no answer (a transport error).
   const std::string& mismatch() const { return mismatch_; }
+  // Body bytes offered to the client over all exchanges (taken or refused).
+  uint64_t body_bytes_sent() const { return body_bytes_sent_; }
 
  protected:
   void Exchange(const registry::HttpRequest& req, registry::HttpResponse& res, BodyReceiver& body) override;
@@ -59,6 +66,7 @@ class FakeHttpTransport final : public registry::HttpTransport {
   std::deque<Step> script_;
   std::vector<RecordedRequest> requests_;
   std::string mismatch_;
+  uint64_t body_bytes_sent_ = 0;
 };
 
 }  // namespace d4c::registry_test

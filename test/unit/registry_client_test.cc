@@ -356,6 +356,117 @@ TEST_CASE("a download body longer than the blob is stopped and discarded") {
   ScriptDone(*fake);
 }
 
+TEST_CASE("an endless download body: stopped at the blob's size, bytes on disk bounded, partial removed") {
+  ScratchDir dir;
+  const std::string dest = dir.path() + "/blob.cdimg", partial = dest + ".partial";
+  const std::string blob = Blob(300000);
+  const std::string digest = Sha256Digest(blob);
+  auto [fake, client] = MakeClient();
+  FakeReply endless = Reply(200, Blob(65536, 3));
+  endless.endless = true;
+  endless.chunk = 16384;
+  uint64_t largest_on_disk = 0;
+  auto watch = [&](uint64_t, uint64_t) {
+    if (Exists(partial)) largest_on_disk = std::max<uint64_t>(largest_on_disk, std::filesystem::file_size(partial));
+  };
+
+  SECTION("fresh download") {
+    fake->Expect("GET", "/blobs/" + digest, endless);
+  }
+  SECTION("resumed download whose 206 never ends") {
+    WriteFile(partial, blob.substr(0, 100000));
+    endless.status = 206;
+    fake->Expect("GET", "/blobs/" + digest, endless);
+  }
+  auto got = client->DownloadBlob("app", digest, blob.size(), dest, watch);
+  REQUIRE(absl::IsDataLoss(got.status()));
+  CHECK_THAT(Text(got.status()), Catch::Contains("more than the expected 300000 bytes") && Catch::Contains("removed " + partial) &&
+                                     Catch::Contains(kHost));
+  CHECK(largest_on_disk <= blob.size());
+  CHECK(fake->body_bytes_sent() <= blob.size() + 16384);  // one piece past the size, then the transfer ends
+  CHECK(fake->requests().size() == 1);                    // not retried: the same endless body would come again
+  CHECK_FALSE(Exists(partial));
+  CHECK_FALSE(Exists(dest));
+  ScriptDone(*fake);
+}
+
+TEST_CASE("an endless manifest body stops at the manifest limit, not retried") {
+  auto [fake, client] = MakeClient();
+  FakeReply endless = Reply(200, std::string(65536, ' '));
+  endless.endless = true;
+  endless.chunk = 65536;
+  fake->Expect("GET", "/v2/app/manifests/v1", endless);
+  auto m = client->GetManifest("app", "v1");
+  REQUIRE(absl::IsInvalidArgument(m.status()));
+  CHECK_THAT(Text(m.status()), Catch::Contains("larger than 4 MiB") && Catch::Contains("app:v1"));
+  CHECK(fake->body_bytes_sent() <= (4u << 20) + 65536);
+  CHECK(fake->requests().size() == 1);
+  ScriptDone(*fake);
+}
+
+TEST_CASE("a failed download says how many attempts were made and whether it can resume") {
+  ScratchDir dir;
+  const std::string dest = dir.path() + "/blob.cdimg", partial = dest + ".partial";
+  const std::string blob = Blob(1000);
+  const std::string digest = Sha256Digest(blob);
+
+  SECTION("one attempt allowed: '1 attempt', not the configured default") {
+    RegistryOptions o;
+    o.attempts = 1;
+    auto [fake, client] = MakeClient(o);
+    FakeReply cut = Reply(200, blob);
+    cut.drop_after = 300;
+    fake->Expect("GET", "/blobs/", cut);
+    auto got = client->DownloadBlob("app", digest, blob.size(), dest);
+    REQUIRE(absl::IsUnavailable(got.status()));
+    CHECK_THAT(Text(got.status()), Catch::Contains("have 300 of 1000 bytes after 1 attempt (") &&
+                                       Catch::Contains("run again to resume at byte 300"));
+    CHECK(ReadAll(partial) == blob.substr(0, 300));
+    ScriptDone(*fake);
+  }
+  SECTION("nothing received: no empty partial file left, no promise of a resume") {
+    RegistryOptions o;
+    o.attempts = 2;
+    auto [fake, client] = MakeClient(o);
+    fake->Expect("GET", "/blobs/", NoAnswer("Connection refused")).Expect("GET", "/blobs/", NoAnswer("Connection refused"));
+    auto got = client->DownloadBlob("app", digest, blob.size(), dest);
+    REQUIRE(absl::IsUnavailable(got.status()));
+    CHECK_THAT(Text(got.status()), Catch::Contains("Connection refused") && Catch::Contains("have 0 of 1000 bytes after 2 attempts") &&
+                                       Catch::Contains("nothing kept") && !Catch::Contains("resume"));
+    CHECK_FALSE(Exists(partial));
+    ScriptDone(*fake);
+  }
+  SECTION("the server ignores Range: the partial cannot be resumed and is removed") {
+    RegistryOptions o;
+    o.attempts = 2;
+    auto [fake, client] = MakeClient(o);
+    FakeReply cut = Reply(200, blob);
+    cut.drop_after = 300;
+    fake->Expect("GET", "/blobs/", cut).Expect("GET", "/blobs/", cut);
+    auto got = client->DownloadBlob("app", digest, blob.size(), dest);
+    REQUIRE(absl::IsUnavailable(got.status()));
+    CHECK(fake->requests()[1].range_from == 300u);
+    CHECK_THAT(Text(got.status()), Catch::Contains("does not honour Range requests") && Catch::Contains("start over") &&
+                                       !Catch::Contains("run again to resume"));
+    CHECK_FALSE(Exists(partial));
+    ScriptDone(*fake);
+  }
+  SECTION("the server says Accept-Ranges: none") {
+    RegistryOptions o;
+    o.attempts = 1;
+    auto [fake, client] = MakeClient(o);
+    FakeReply cut = Reply(200, blob, {{"accept-ranges", "none"}});
+    cut.drop_after = 300;
+    fake->Expect("GET", "/blobs/", cut);
+    auto got = client->DownloadBlob("app", digest, blob.size(), dest);
+    REQUIRE(absl::IsUnavailable(got.status()));
+    CHECK_THAT(Text(got.status()), Catch::Contains("does not honour Range requests"));
+    CHECK_FALSE(Exists(partial));
+    ScriptDone(*fake);
+  }
+  CHECK_FALSE(Exists(dest));
+}
+
 TEST_CASE("a downloaded blob with the wrong digest: DataLoss, nothing kept") {
   ScratchDir dir;
   const std::string dest = dir.path() + "/blob.cdimg", partial = dest + ".partial";

@@ -99,6 +99,10 @@ struct HttpResponse {
   uint64_t sink_bytes = 0;       // bytes the sink accepted
   absl::Status sink_error;       // the sink refused the body: transfer stopped
   std::string transport_error;   // no complete answer (connect, TLS, reset, timeout); empty otherwise
+  // The TLS handshake failed for a reason another attempt cannot change: the
+  // certificate is not trusted or wrong, a client certificate is bad, or the
+  // server does not speak TLS at all. Set together with transport_error.
+  bool tls_error = false;
   bool transport_failed() const { return !transport_error.empty(); }
 };
 
@@ -132,10 +136,16 @@ class HttpTransport {
 struct CurlTransportOptions {
   uint64_t max_bytes_per_second = 0;  // receive rate limit; 0 = unlimited
   std::string user_agent = "d4c-ctr-cli/1";
+  // CA certificates (PEM files) trusted in addition to the system's.
+  std::vector<std::string> ca_files;
+  // A client certificate (PEM); the key is in `client_cert` when `client_key` is empty.
+  std::string client_cert, client_key;
+  bool skip_verify = false;  // no peer or host name verification (test registries only)
 };
 
 // The libcurl transport: one reused CURL handle (keeps connections alive),
 // 15 s connect timeout, fails a transfer stalled for 60 s. Not thread-safe.
+// Fails when a CA or client certificate file cannot be read.
 absl::StatusOr<std::unique_ptr<HttpTransport>> NewCurlTransport(CurlTransportOptions options = {});
 
 }  // namespace d4c::registry

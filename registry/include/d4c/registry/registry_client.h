@@ -18,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "d4c/registry/hosts.h"
 #include "d4c/registry/http_transport.h"
 
 namespace d4c::registry {
@@ -29,18 +30,32 @@ struct Credentials {
 };
 
 // Credentials for `host` from $DOCKER_CONFIG/config.json or ~/.docker/config.json
-// ("auths": {"HOST": {"auth": base64(user:password)}}); nullopt if none.
+// ("auths": {"HOST": {"auth": base64(user:password)}}; for docker.io also
+// docker's own key https://index.docker.io/v1/); nullopt if none.
 std::optional<Credentials> DockerConfigCredentials(const std::string& host);
 
 struct RegistryOptions {
-  std::string host;  // HOST[:PORT]
-  bool plain_http = false;
+  std::string host;  // HOST[:PORT]: the registry's name (messages, credentials, hosts.toml)
+  bool plain_http = false;  // http:// whatever `endpoint` says
+  // Where requests go: scheme://HOST[:PORT][/PATH], /v2/... appended (a
+  // hosts.toml server or mirror); empty: https://HOST.
+  std::string endpoint;
+  // TLS (the curl transport's; see CurlTransportOptions).
+  std::vector<std::string> ca_files;
+  std::string client_cert, client_key;
+  bool skip_verify = false;
+  std::string hosts_dir = kDefaultHostsDir;  // named in the advice of TLS errors
   Credentials credentials;
   int attempts = 5;                  // per request, network errors and 5xx/429
   uint64_t max_bytes_per_second = 0;  // downloads; 0 = unlimited (the curl transport's)
   uint64_t chunk_size = 8ull << 20;   // upload PATCH size
   double first_backoff_seconds = 0.5;
 };
+
+// Takes the endpoint a client that must `push` (else pull) uses from
+// `config` (HostConfig::EndpointFor): its URL, CA files, first client
+// certificate and skip_verify; an http:// URL sets plain_http.
+void ApplyHostConfig(const HostConfig& config, bool push, RegistryOptions& options);
 
 // Called with bytes done and total while a blob moves.
 using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;
