@@ -144,6 +144,8 @@ int RunPush(const PushArgs& a) {
                                  : StrCat("referrers tag ", registry::ReferrersTag(r->subject.digest), " ",
                                           r->referrers_changed ? "updated" : "unchanged", ", ", r->referrers, " cdimgs").c_str(),
                 o.tag.empty() ? "" : ", tag ", o.tag.c_str());
+    if (r->migrated)
+      std::printf("migrated: attached %zu cdimg(s) of this image that were pushed in the catalog layout\n", r->migrated);
     return 0;
   }
   std::printf("pushed %s: %s to %s/%s, manifest %s; blob %s; catalog %s (%zu cdimgs)%s%s\n", a.cdimg.c_str(),

@@ -226,6 +226,63 @@ absl::Status UploadCdimg(RegistryApi& r, const PushOptions& o, const Artifact& a
   return absl::OkStatus();
 }
 
+struct Attached {
+  std::string manifest_digest;
+  uint64_t manifest_size = 0;
+  bool api = false;      // the registry processed the subject (OCI-Subject)
+  bool changed = false;  // the referrers tag was written
+  size_t entries = 0;    // cdimgs the referrers tag lists afterwards
+};
+
+// PUTs the artifact manifest of `a` with `subject` (tag ArtifactTag) and,
+// unless the registry keeps referrers itself, lists it in the referrers tag.
+// The cdimg and config blobs must be in place.
+absl::StatusOr<Attached> Attach(RegistryApi& r, const std::string& repo, const Descriptor& subject, const Artifact& a) {
+  std::string config = ArtifactConfig(a);
+  std::string manifest = ArtifactManifest(a, Sha256Digest(config), config.size(), &subject);
+  auto put = r.PutManifestWithSubject(repo, ArtifactTag(a), kOciManifestType, manifest);
+  if (!put.ok()) return With("manifest", put.status());
+  Attached out;
+  out.manifest_digest = put->digest;
+  out.manifest_size = manifest.size();
+  out.api = !put->oci_subject.empty();
+  if (out.api) return out;
+  Artifact listed = a;
+  listed.manifest_digest = out.manifest_digest;
+  listed.manifest_size = out.manifest_size;
+  auto rec = RecordInReferrersTag(r, repo, subject, listed);
+  if (!rec.ok()) return With("referrers", rec.status());
+  out.changed = rec->changed;
+  out.entries = rec->entries;
+  return out;
+}
+
+// Migration: cdimgs of the catalog layout that lead to `image_id` (pushed
+// before the image was published) are attached to the image now published
+// for it. Their blobs are in the repository already; only manifests are
+// written. Returns how many were attached anew.
+absl::StatusOr<size_t> AttachCatalogEntries(RegistryApi& r, const std::string& repo, const Descriptor& subject,
+                                            const Artifact& pushed) {
+  auto m = r.GetManifest(repo, kCatalogTag);
+  if (!m.ok()) return m.status();
+  if (!m->has_value()) return size_t{0};
+  auto c = ParseCatalog((*m)->body);
+  if (!c.ok()) return size_t{0};  // not ours to repair here; pulls of catalog tags report it
+  size_t n = 0;
+  for (const Artifact& a : c->artifacts) {
+    if (a.image_id != pushed.image_id || a.blob_digest == pushed.blob_digest) continue;
+    auto has = r.HasBlob(repo, a.blob_digest);
+    if (!has.ok()) return has.status();
+    if (!*has) continue;  // deleted from the registry: nothing to attach
+    std::string config = ArtifactConfig(a);
+    if (auto cu = PutSmallBlob(r, repo, Sha256Digest(config), config); !cu.ok()) return cu.status();
+    auto at = Attach(r, repo, subject, a);
+    if (!at.ok()) return at.status();
+    n += at->api || at->changed ? 1 : 0;
+  }
+  return n;
+}
+
 }  // namespace
 
 absl::StatusOr<Catalog> FetchCatalog(RegistryApi& r, const std::string& repo) {
@@ -286,20 +343,21 @@ absl::StatusOr<PushResult> Push(const PushOptions& o, RegistryApi& r) {
   }
 
   if (auto s = UploadCdimg(r, o, art, config, &out); !s.ok()) return s;
-  std::string manifest = ArtifactManifest(art, config_digest, config.size(), subject ? &*subject : nullptr);
-  art.manifest_size = manifest.size();
   if (subject) {
     out.referrers_layout = true;
     out.subject = *subject;
-    auto put = r.PutManifestWithSubject(o.repository, ArtifactTag(art), kOciManifestType, manifest);
-    if (!put.ok()) return With("manifest", put.status());
-    art.manifest_digest = put->digest;
-    out.referrers_api = !put->oci_subject.empty();
-    if (!out.referrers_api) {
-      auto rec = RecordInReferrersTag(r, o.repository, *subject, art);
-      if (!rec.ok()) return With("referrers", rec.status());
-      out.referrers_changed = rec->changed;
-      out.referrers = rec->entries;
+    auto at = Attach(r, o.repository, *subject, art);
+    if (!at.ok()) return at.status();
+    art.manifest_digest = at->manifest_digest;
+    art.manifest_size = at->manifest_size;
+    out.referrers_api = at->api;
+    out.referrers_changed = at->changed;
+    out.referrers = at->entries;
+    if (out.image_published) {
+      auto migrated = AttachCatalogEntries(r, o.repository, *subject, art);
+      if (!migrated.ok()) return With("attaching the catalog's cdimgs of this image", migrated.status());
+      out.migrated = *migrated;
+      if (*migrated && !out.referrers_api) out.referrers += *migrated;
     }
     // TAG moves last, once the image has its cdimg attached.
     if (!o.tag.empty()) {
@@ -314,6 +372,8 @@ absl::StatusOr<PushResult> Push(const PushOptions& o, RegistryApi& r) {
     return out;
   }
 
+  std::string manifest = ArtifactManifest(art, config_digest, config.size());
+  art.manifest_size = manifest.size();
   auto md = r.PutManifest(o.repository, ArtifactTag(art), kOciManifestType, manifest);
   if (!md.ok()) return With("manifest", md.status());
   art.manifest_digest = *md;

@@ -302,6 +302,28 @@ TEST_CASE("catalog layout (pushed without an image) keeps working, also next to 
   CHECK(three.result.wanted.image_id == s.id[3]);
 }
 
+TEST_CASE("publishing an image attaches the catalog layout's cdimgs of it (migration by the next push)") {
+  Releases s(2);
+  FakeRegistry r;
+  MustPush(r, s.full[1], "v1", nullptr);
+  PushResult old = MustPush(r, s.delta[2], "", nullptr);  // catalog layout: v2 has no runnable image yet
+  CHECK_FALSE(old.referrers_layout);
+  size_t uploads = r.uploads.size();
+  PushResult p = MustPush(r, s.full[2], "v2", s.image[2].get());
+  CHECK(p.migrated == 1);
+  CHECK(p.referrers == 2);
+  // only the new image and cdimg were uploaded: the delta's blobs were there
+  CHECK(r.uploads.size() - uploads == 1 + 2 + 1 + 1);  // image config, 2 layers, cdimg, its config
+  Pulled up = MustPull(r, "team/app:v2", {s.id[1]});
+  CHECK(up.result.referrers_layout);
+  REQUIRE(up.result.plan.steps.size() == 1);
+  CHECK(up.result.plan.steps[0].blob_digest == old.artifact.blob_digest);
+  REQUIRE(up.sink.got.size() == 1);
+  CHECK(up.sink.got[0].second == oci_test::ReadAll(s.delta[2]));
+  // pushing the image again migrates nothing more
+  CHECK(MustPush(r, s.full[2], "v2", s.image[2].get()).migrated == 0);
+}
+
 TEST_CASE("a plain image without cdimgs: pull says so") {
   Releases s(1);
   FakeRegistry r;
@@ -320,6 +342,11 @@ TEST_CASE("a plain image without cdimgs: pull says so") {
   CHECK(p.status().code() == absl::StatusCode::kNotFound);
   CHECK_THAT(std::string(Msg(p.status().message())), Catch::Contains("no cdimgs attached"));
   CHECK_THAT(std::string(Msg(p.status().message())), Catch::Contains("team/app:other"));
+  o.image = "team/app:nope";
+  auto missing = Pull(o, r, local, sink);
+  REQUIRE_FALSE(missing.ok());
+  CHECK(missing.status().code() == absl::StatusCode::kNotFound);
+  CHECK_THAT(std::string(Msg(missing.status().message())), Catch::Contains("team/app:nope does not exist"));
   // the same image under a second tag has its referrers
   o.image = "team/app:plain";
   auto same = Pull(o, r, local, sink);
@@ -349,6 +376,24 @@ TEST_CASE("planning reads the same few bytes after 3 or 24 pushed versions") {
     CHECK(many <= 1200);  // one index of the two cdimgs leading to the image (~1.1 KB)
     CHECK(many > 0);
   }
+}
+
+TEST_CASE("the catalog layout, for comparison, reads the whole history to plan") {
+  auto catalog_bytes = [](int n) {
+    Releases s(n);
+    FakeRegistry r;
+    for (int v = 1; v <= n; ++v) {
+      MustPush(r, s.full[v], StrCat("v", v), nullptr);
+      if (v > 1) MustPush(r, s.delta[v], "", nullptr);
+    }
+    Pulled up = MustPull(r, StrCat("team/app:v", n), {s.id[n - 1]});
+    CHECK_FALSE(up.result.referrers_layout);
+    CHECK(up.result.plan_document_bytes == up.documents_before_download);
+    return up.documents_before_download;
+  };
+  uint64_t few = catalog_bytes(3), many = catalog_bytes(24);
+  INFO(few << " bytes after 3 versions, " << many << " after 24");
+  CHECK(many > few * 6);  // 47 catalog entries instead of 5
 }
 
 TEST_CASE("push refuses a cdimg that was not converted from the image given") {

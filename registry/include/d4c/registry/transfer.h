@@ -150,6 +150,7 @@ struct PushResult {
   bool referrers_api = false;     // the registry processed `subject` (OCI-Subject); else the tag schema
   bool referrers_changed = false; // the tag-schema index was written
   size_t referrers = 0;           // cdimgs attached to the image afterwards (tag schema; 0 = not read)
+  size_t migrated = 0;            // catalog-layout cdimgs of this image attached to it by this push
 };
 
 absl::StatusOr<PushResult> Push(const PushOptions& options, RegistryApi& registry);
@@ -187,7 +188,8 @@ struct PullResult {
   bool referrers_layout = false;  // planned from the image's referrers; false: the catalog layout
   std::string subject;            // referrers layout: the image manifest digest TAG names
   uint64_t plan_document_bytes = 0;  // bytes of the manifests/indexes read to plan (HEAD answers have none)
-  Artifact wanted;              // the artifact the tag points at
+  Artifact wanted;              // the cdimg of the image the tag names (referrers layout: its smallest full cdimg
+                                // if one is attached; catalog layout: the artifact the tag points at)
   size_t local_images = 0;      // ids LocalImages reported
   PullPlan plan;                // the chain chosen
   uint64_t full_image_size = 0; // smallest full image of `wanted` in the catalog, 0 if none
