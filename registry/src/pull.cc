@@ -97,22 +97,35 @@ absl::StatusOr<PullResult> Pull(const PullOptions& o, RegistryApi& r, LocalImage
   out.repository = nt->name;
   out.tag = nt->tag;
   Catalog catalog;
-  auto digest = r.ManifestDigest(nt->name, nt->tag);
-  if (!digest.ok()) return digest.status();
-  if (!digest->has_value()) return absl::NotFoundError(StrCat("tag ", nt->name, ":", nt->tag, " does not exist on ", r.host()));
-  auto refs = FetchReferrers(r, nt->name, **digest, &out.plan_document_bytes);
+  auto not_found = [&] {
+    return absl::NotFoundError(StrCat("tag ", nt->name, ":", nt->tag, " does not exist on ", r.host()));
+  };
+  // The manifest digest TAG names: a HEAD, or (a registry whose HEAD gives no
+  // Docker-Content-Digest) the manifest itself.
+  std::optional<std::string> digest;
+  if (auto head = r.ManifestDigest(nt->name, nt->tag); head.ok()) {
+    if (!head->has_value()) return not_found();
+    digest = **head;
+  } else {
+    auto m = r.GetManifest(nt->name, nt->tag);
+    if (!m.ok()) return head.status();
+    if (!m->has_value()) return not_found();
+    out.plan_document_bytes += (*m)->body.size();
+    digest = (*m)->digest;
+  }
+  auto refs = FetchReferrers(r, nt->name, *digest, &out.plan_document_bytes);
   if (!refs.ok()) return refs.status();
   if (!refs->artifacts.empty()) {
     // Referrers layout: every cdimg listed leads to the image TAG names.
     out.referrers_layout = true;
-    out.subject = **digest;
+    out.subject = *digest;
     const Artifact* full = nullptr;
     for (const auto& a : refs->artifacts)
       if (!a.is_delta() && (!full || a.size < full->size)) full = &a;
     const Artifact& first = full ? *full : refs->artifacts.front();
     for (const auto& a : refs->artifacts)
       if (a.image_id != first.image_id)
-        return absl::DataLossError(StrCat(r.host(), "/", nt->name, ":", nt->tag, " (", **digest, ") has cdimgs of two images "
+        return absl::DataLossError(StrCat(r.host(), "/", nt->name, ":", nt->tag, " (", *digest, ") has cdimgs of two images "
                                           "attached: ", first.image_id, " and ", a.image_id, " (manifest ", a.manifest_digest,
                                           "); remove the wrong one from its referrers"));
     out.wanted = first;
