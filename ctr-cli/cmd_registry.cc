@@ -3,13 +3,17 @@
 // (d4c/registry/transfer.h); this file parses flags, wires pull to the
 // snapshotter through one snap::Handover (the images it holds; intermediate
 // images are imported, the wanted one is loaded like `ctr-cli load`) and prints.
+#include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <optional>
 #include <set>
+#include <cstring>
 
 #include "cli_util.h"
 #include "commands.h"
+#include "d4c/oci.h"
 #include "d4c/registry/hosts.h"
 #include "d4c/registry/reference.h"
 #include "d4c/registry/registry_client.h"
@@ -79,8 +83,39 @@ std::string Short(const std::string& id) { return id.substr(0, 19); }
 
 struct PushArgs {
   RegistryArgs reg;
-  std::string cdimg, image_tag, repository;
+  std::string cdimg, image_tag, repository, image;
   uint64_t chunk_size = 8ull << 20;
+};
+
+// An OCI layout / docker archive (d4c/oci.h) as the runnable image Push publishes.
+class OciSourceImage : public registry::SourceImage {
+ public:
+  explicit OciSourceImage(std::unique_ptr<ImageSource> src) : src_(std::move(src)) {
+    for (const auto& l : src_->layers()) layers_.push_back({l.media_type, l.digest, l.size});
+  }
+  std::string Describe() const override { return src_->Describe(); }
+  const std::string& config_json() const override { return src_->config_json(); }
+  const std::vector<registry::Descriptor>& layers() const override { return layers_; }
+  absl::Status WriteLayer(size_t i, const std::string& path) const override {
+    auto in = src_->OpenLayer(i);
+    if (!in.ok()) return in.status();
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> out(std::fopen(path.c_str(), "wb"), &std::fclose);
+    if (!out) return absl::PermissionDeniedError(StrCat(path, ": cannot create (", std::strerror(errno), ")"));
+    std::string buf(1 << 20, '\0');
+    for (;;) {
+      auto n = (*in)->Read(buf.data(), buf.size());
+      if (!n.ok()) return n.status();
+      if (*n == 0) break;
+      if (std::fwrite(buf.data(), 1, *n, out.get()) != *n)
+        return absl::DataLossError(StrCat(path, ": write failed (disk full?): ", std::strerror(errno)));
+    }
+    if (std::fflush(out.get()) != 0) return absl::DataLossError(StrCat(path, ": write failed (disk full?)"));
+    return absl::OkStatus();
+  }
+
+ private:
+  std::unique_ptr<ImageSource> src_;
+  std::vector<registry::Descriptor> layers_;
 };
 
 int RunPush(const PushArgs& a) {
@@ -97,6 +132,13 @@ int RunPush(const PushArgs& a) {
     o.tag = nt->tag;
   }
   if (o.repository.empty()) return Fail("push", absl::InvalidArgumentError("say where: --imageTag NAME:TAG or --repository NAME"));
+  std::unique_ptr<OciSourceImage> image;
+  if (!a.image.empty()) {
+    auto src = OpenImageSource(a.image);
+    if (!src.ok()) return Fail("push --image", src.status());
+    image = std::make_unique<OciSourceImage>(std::move(*src));
+    o.image = image.get();
+  }
   auto client = Connect(a.reg, /*push=*/true, a.chunk_size);
   if (!client.ok()) return Fail("push", client.status());
   registry::ClientRegistry reg(**client);
@@ -106,13 +148,31 @@ int RunPush(const PushArgs& a) {
   progress.reset();
   if (!r.ok()) return Fail("push " + a.cdimg, r.status());
   const Artifact& art = r->artifact;
-  std::printf("pushed %s: %s %s%s (%llu bytes) to %s/%s, manifest %s; blob %s; catalog %s (%zu cdimgs)%s%s\n",
-              a.cdimg.c_str(), art.is_delta() ? "delta" : "full", art.is_delta() ? (Short(art.parent_id) + ".. -> ").c_str() : "",
-              art.image_id.c_str(), static_cast<unsigned long long>(art.size), a.reg.host.c_str(), o.repository.c_str(),
-              art.manifest_digest.c_str(), r->blob_uploaded ? "uploaded" : "already present",
-              r->catalog_changed ? "updated" : "unchanged", r->catalog_entries, o.tag.empty() ? "" : ", tag ", o.tag.c_str());
+  std::string what = StrCat(art.is_delta() ? "delta " : "full ", art.is_delta() ? Short(art.parent_id) + ".. -> " : "",
+                            art.image_id, " (", art.size, " bytes)");
+  if (r->referrers_layout) {
+    std::printf("pushed %s: %s to %s/%s, manifest %s; blob %s; attached to image %s%s (%s)%s%s\n", a.cdimg.c_str(),
+                what.c_str(), a.reg.host.c_str(), o.repository.c_str(), art.manifest_digest.c_str(),
+                r->blob_uploaded ? "uploaded" : "already present", r->subject.digest.c_str(),
+                r->image_published ? StrCat(", image published (", r->layers_uploaded, " layers uploaded)").c_str() : "",
+                r->referrers_api ? "referrers API"
+                                 : StrCat("referrers tag ", registry::ReferrersTag(r->subject.digest), " ",
+                                          r->referrers_changed ? "updated" : "unchanged", ", ", r->referrers, " cdimgs").c_str(),
+                o.tag.empty() ? "" : ", tag ", o.tag.c_str());
+    if (r->migrated)
+      std::printf("migrated: attached %zu cdimg(s) of this image that were pushed in the catalog layout\n", r->migrated);
+    return 0;
+  }
+  std::printf("pushed %s: %s to %s/%s, manifest %s; blob %s; catalog %s (%zu cdimgs)%s%s\n", a.cdimg.c_str(),
+              what.c_str(), a.reg.host.c_str(), o.repository.c_str(), art.manifest_digest.c_str(),
+              r->blob_uploaded ? "uploaded" : "already present", r->catalog_changed ? "updated" : "unchanged",
+              r->catalog_entries, o.tag.empty() ? "" : ", tag ", o.tag.c_str());
   if (r->catalog_adopted)
     std::printf("catalog: re-listed %zu pushed cdimg(s) that a concurrent push had dropped\n", r->catalog_adopted);
+  std::printf("note: catalog layout: %s is a cdimg artifact that plain clients cannot run; %s\n",
+              o.tag.empty() ? "the cdimg" : StrCat(o.repository, ":", o.tag).c_str(),
+              art.is_delta() ? StrCat("push the full cdimg of ", Short(art.image_id), ".. with --image first to attach deltas to a runnable image").c_str()
+                             : "pass --image (the OCI layout or docker archive it was converted from) to publish a runnable image");
   return 0;
 }
 
@@ -188,8 +248,11 @@ int RunPull(PullArgs a) {
   o.download_dir = a.download_dir.empty() ? kDefaultDownloadDir : a.download_dir;
   o.dry_run = a.dry_run;
   o.planned = [&](const registry::PullResult& p) {
-    std::printf("plan: %s is image %s; %zu images here%s\n", a.image.c_str(), p.wanted.image_id.c_str(), p.local_images,
-                p.plan.from.empty() ? "" : StrCat(", starting from ", Short(p.plan.from), "..").c_str());
+    std::printf("plan: %s is image %s; %zu images here%s; planned from %s (%llu bytes read)\n", a.image.c_str(),
+                p.wanted.image_id.c_str(), p.local_images,
+                p.plan.from.empty() ? "" : StrCat(", starting from ", Short(p.plan.from), "..").c_str(),
+                p.referrers_layout ? StrCat("the referrers of ", Short(p.subject), "..").c_str() : "the catalog",
+                static_cast<unsigned long long>(p.plan_document_bytes));
     for (const auto& s : p.plan.steps) std::printf("plan:   %s\n", StepText(s).c_str());
     std::printf("plan total %llu bytes in %zu downloads%s\n", static_cast<unsigned long long>(p.plan.bytes),
                 p.plan.steps.size(), p.full_image_size ? StrCat(" (the full image is ", p.full_image_size, " bytes)").c_str() : "");
@@ -222,10 +285,15 @@ int RunPull(PullArgs a) {
 void RegisterRegistry(CLI::App& app) {
   auto p = std::make_shared<PushArgs>();
   p->reg.host = "localhost:5000";
-  CLI::App* push = app.add_subcommand("push", "Upload a full or delta cdimg to an OCI registry and record it in the repository's catalog");
+  CLI::App* push = app.add_subcommand(
+      "push", "Publish a runnable image with a full or delta cdimg attached (OCI referrers), or without --image a cdimg "
+              "artifact listed in the repository's catalog");
   push->add_option("--cdimg", p->cdimg, "The cdimg to upload")->required()->check(CLI::ExistingFile);
   push->add_option("--imageTag", p->image_tag, "NAME:TAG: the repository, and a tag to point at this image");
   push->add_option("--repository", p->repository, "The repository (when no --imageTag)");
+  push->add_option("--image", p->image,
+                   "oci:DIR[:TAG] or docker-archive:TAR the full cdimg was converted from: published under TAG for "
+                   "any client, the cdimg attached to it (a delta is attached to the published image it leads to)");
   push->add_option("--serverHost,--host", p->reg.host, "Registry HOST:PORT (--host and --serverHost are one option)")
       ->capture_default_str();
   push->add_option("--chunk-size", p->chunk_size, "Upload chunk size in bytes")->capture_default_str()->check(CLI::Range(uint64_t{4096}, uint64_t{1} << 32));

@@ -3,9 +3,9 @@
 # build, make the corpus, convert two versions of a real image to cdimg,
 # diff them, and rebuild the new version from old + delta, checking the result
 # against `umoci unpack` of the original image. Then the edge-site flow: push
-# both to a local OCI registry, and let a containerd with the di3fs
-# snapshotter pull the old version, then the update (only the delta moves),
-# and run it.
+# both images to a local OCI registry (normal OCI images, cdimgs attached as
+# referrers), and let a containerd with the di3fs snapshotter pull the old
+# version, then the update (only the delta moves), and run it.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 log() { printf '\n[demo %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
@@ -50,8 +50,13 @@ H_DIR=$(mktemp -d /tmp/d4c-demo.XXXXXX)  # short: unix socket paths
 source "$src/test/e2e/harness.sh"
 trap 'h_cleanup; rm -rf "$work"' EXIT
 reg_start
-"$cli" push --cdimg "$work/old/image.cdimg" --imageTag "demo/typescript:$old" --serverHost "$REG_HOST" --plain-http
-"$cli" push --cdimg "$work/delta.cdimg" --imageTag "demo/typescript:$new" --serverHost "$REG_HOST" --plain-http
+# Each tag is a normal OCI image (any client pulls and runs it) with its cdimgs
+# attached as OCI referrers; the delta is attached to the image it leads to.
+for v in old new; do
+  "$cli" push --cdimg "$work/$v/image.cdimg" --image "oci:$corpus/typescript/oci:${!v}" \
+    --imageTag "demo/typescript:${!v}" --serverHost "$REG_HOST" --plain-http
+done
+"$cli" push --cdimg "$work/delta.cdimg" --repository demo/typescript --serverHost "$REG_HOST" --plain-http
 client_start edge
 pull() {
   "$cli" pull --image "demo/typescript:$1" --host "$REG_HOST" --plain-http \
@@ -61,7 +66,7 @@ pull "$old"
 out=$(pull "$new")
 echo "$out"
 moved=$(sed -n 's/^downloaded \([0-9]*\) bytes.*/\1/p' <<<"$out")
-client_ctr edge run --rm --snapshotter=di3fs "$REG_HOST/demo/typescript:$new" demo \
+client_ctr edge run --rm --snapshotter=di3fs "docker.io/demo/typescript:$new" demo \
   sh -c 'grep "\"version\"" /app/node_modules/typescript/package.json'
 printf '%-40s %12s bytes\n' "pulled for the update $old -> $new:" "$moved"
 log "demo finished"

@@ -84,7 +84,8 @@ std::string ArtifactConfig(const Artifact& a) {
   return c.dump();
 }
 
-std::string ArtifactManifest(const Artifact& a, const std::string& config_digest, uint64_t config_size) {
+std::string ArtifactManifest(const Artifact& a, const std::string& config_digest, uint64_t config_size,
+                             const Descriptor* subject) {
   json layer = {{"mediaType", kCdimgLayerType},
                 {"digest", a.blob_digest},
                 {"size", a.size},
@@ -95,6 +96,8 @@ std::string ArtifactManifest(const Artifact& a, const std::string& config_digest
             {"config", {{"mediaType", kCdimgConfigType}, {"digest", config_digest}, {"size", config_size}}},
             {"layers", json::array({layer})},
             {"annotations", Annotations(a)}};
+  if (subject)
+    m["subject"] = {{"mediaType", subject->media_type}, {"digest", subject->digest}, {"size", subject->size}};
   return m.dump();
 }
 
@@ -126,6 +129,32 @@ absl::StatusOr<Artifact> ParseArtifactManifest(std::string_view body, const std:
   return a;
 }
 
+namespace {
+
+// One descriptor of a referrers list or the catalog: the cdimg it describes.
+absl::StatusOr<Artifact> FromDescriptor(const json& m, const std::string& where) {
+  if (!m.is_object()) return absl::InvalidArgumentError(StrCat(where, ": not an object"));
+  auto an = m.find("annotations");
+  auto a = FromAnnotations(an == m.end() ? json() : *an, where);
+  if (!a.ok()) return a.status();
+  a->manifest_digest = Str(m, "digest");
+  auto sz = m.find("size");
+  if (!IsDigestString(a->manifest_digest) || sz == m.end() || !sz->is_number_unsigned() || !IsDigestString(a->blob_digest))
+    return absl::InvalidArgumentError(StrCat(where, ": needs a manifest digest, a size and the cdimg digest"));
+  a->manifest_size = sz->get<uint64_t>();
+  return a;
+}
+
+json DescriptorOf(const Artifact& a) {
+  return {{"mediaType", kOciManifestType},
+          {"digest", a.manifest_digest},
+          {"size", a.manifest_size},
+          {"artifactType", kCdimgArtifactType},
+          {"annotations", Annotations(a)}};
+}
+
+}  // namespace
+
 bool Catalog::Add(const Artifact& a) {
   for (auto& x : artifacts) {
     if (x.manifest_digest == a.manifest_digest) {
@@ -140,13 +169,7 @@ bool Catalog::Add(const Artifact& a) {
 
 std::string SerializeCatalog(const Catalog& c) {
   json ms = json::array();
-  for (const auto& a : c.artifacts) {
-    ms.push_back({{"mediaType", kOciManifestType},
-                  {"digest", a.manifest_digest},
-                  {"size", a.manifest_size},
-                  {"artifactType", kCdimgArtifactType},
-                  {"annotations", Annotations(a)}});
-  }
+  for (const auto& a : c.artifacts) ms.push_back(DescriptorOf(a));
   json idx = {{"schemaVersion", 2},
               {"mediaType", kOciIndexType},
               {"artifactType", kCatalogArtifactType},
@@ -164,17 +187,8 @@ absl::StatusOr<Catalog> ParseCatalog(std::string_view body) {
   if (ms == j->end() || !ms->is_array()) return absl::InvalidArgumentError("catalog: no manifests array");
   Catalog c;
   for (size_t i = 0; i < ms->size(); ++i) {
-    const json& m = (*ms)[i];
-    std::string where = StrCat("catalog entry ", i);
-    if (!m.is_object()) return absl::InvalidArgumentError(StrCat(where, ": not an object"));
-    auto an = m.find("annotations");
-    auto a = FromAnnotations(an == m.end() ? json() : *an, where);
+    auto a = FromDescriptor((*ms)[i], StrCat("catalog entry ", i));
     if (!a.ok()) return a.status();
-    a->manifest_digest = Str(m, "digest");
-    auto sz = m.find("size");
-    if (!IsDigestString(a->manifest_digest) || sz == m.end() || !sz->is_number_unsigned() || !IsDigestString(a->blob_digest))
-      return absl::InvalidArgumentError(StrCat(where, ": needs a manifest digest, a size and the cdimg digest"));
-    a->manifest_size = sz->get<uint64_t>();
     c.artifacts.push_back(*a);
   }
   return c;
@@ -229,6 +243,75 @@ std::vector<std::string> UncataloguedArtifactTags(const Catalog& c, const std::v
   for (const std::string& t : tags)
     if (IsArtifactTag(t) && !known.count(t)) out.push_back(t);
   return out;
+}
+
+// ---- referrers layout ---------------------------------------------------------
+
+std::string ImageTag(const std::string& image_id) { return "d4c-image-" + Hex32(image_id); }
+
+std::string ReferrersTag(const std::string& digest) {
+  // sha256 digests only: "sha256-" + the 64 hex digits (all tag characters).
+  auto colon = digest.find(':');
+  return digest.substr(0, colon) + "-" + digest.substr(colon + 1, 64);
+}
+
+std::string ImageManifest(const Descriptor& config, const std::vector<Descriptor>& layers) {
+  json ls = json::array();
+  for (const Descriptor& l : layers) ls.push_back({{"mediaType", l.media_type}, {"digest", l.digest}, {"size", l.size}});
+  json m = {{"schemaVersion", 2},
+            {"mediaType", kOciManifestType},
+            {"config", {{"mediaType", config.media_type}, {"digest", config.digest}, {"size", config.size}}},
+            {"layers", ls}};
+  return m.dump();
+}
+
+absl::StatusOr<std::string> ManifestConfigDigest(std::string_view body) {
+  auto j = ParseObject(body, "image manifest");
+  if (!j.ok()) return j.status();
+  auto cfg = j->find("config");
+  std::string d = cfg != j->end() && cfg->is_object() ? Str(*cfg, "digest") : "";
+  if (!IsDigestString(d)) return absl::InvalidArgumentError("image manifest: no sha256 config digest");
+  return d;
+}
+
+bool IsCdimgArtifactManifest(std::string_view body) {
+  auto j = ParseObject(body, "manifest");
+  if (!j.ok()) return false;
+  if (Str(*j, "artifactType") == kCdimgArtifactType) return true;
+  auto cfg = j->find("config");
+  return cfg != j->end() && cfg->is_object() && Str(*cfg, "mediaType") == kCdimgConfigType;
+}
+
+absl::StatusOr<Catalog> ParseReferrers(std::string_view body) {
+  auto j = ParseObject(body, "referrers list");
+  if (!j.ok()) return j.status();
+  auto ms = j->find("manifests");
+  if (ms == j->end() || !ms->is_array()) return absl::InvalidArgumentError("referrers list: no manifests array (not an image index)");
+  Catalog c;
+  for (size_t i = 0; i < ms->size(); ++i) {
+    const json& m = (*ms)[i];
+    if (!m.is_object() || Str(m, "artifactType") != kCdimgArtifactType) continue;  // a signature, an SBOM, ...
+    auto a = FromDescriptor(m, StrCat("referrer ", i, " (", Str(m, "digest"), ")"));
+    if (!a.ok()) return absl::InvalidArgumentError(StrCat("referrers list: ", Msg(a.status().message())));
+    c.Add(*a);
+  }
+  return c;
+}
+
+absl::StatusOr<std::optional<std::string>> AddToReferrersIndex(std::string_view index, const Artifact& a) {
+  json idx = {{"schemaVersion", 2}, {"mediaType", kOciIndexType}, {"manifests", json::array()}};
+  if (!index.empty()) {
+    auto j = ParseObject(index, "referrers index");
+    if (!j.ok()) return j.status();
+    auto ms = j->find("manifests");
+    if (ms == j->end() || !ms->is_array())
+      return absl::InvalidArgumentError("the referrers tag holds something other than an image index");
+    for (const json& m : *ms)
+      if (m.is_object() && Str(m, "digest") == a.manifest_digest) return std::optional<std::string>();
+    idx = std::move(*j);
+  }
+  idx["manifests"].push_back(DescriptorOf(a));
+  return std::optional<std::string>(idx.dump());
 }
 
 }  // namespace d4c::registry

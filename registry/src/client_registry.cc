@@ -43,4 +43,17 @@ absl::StatusOr<std::string> ClientRegistry::PutManifest(const std::string& repo,
   return c_.PutManifest(repo, reference, media_type, body);
 }
 
+absl::StatusOr<PutManifestResult> ClientRegistry::PutManifestWithSubject(const std::string& repo,
+                                                                         const std::string& reference,
+                                                                         const std::string& media_type,
+                                                                         const std::string& body) {
+  return c_.PutManifestWithSubject(repo, reference, media_type, body);
+}
+
+absl::StatusOr<std::optional<std::string>> ClientRegistry::GetReferrers(const std::string& repo,
+                                                                       const std::string& digest,
+                                                                       const std::string& artifact_type) {
+  return c_.GetReferrers(repo, digest, artifact_type);
+}
+
 }  // namespace d4c::registry

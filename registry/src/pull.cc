@@ -1,5 +1,6 @@
 // Pull: the cheapest chain to NAME:TAG from what the caller holds, downloaded,
-// checked, then handed to the caller's ImageSink.
+// checked, then handed to the caller's ImageSink. Planning reads the image's
+// referrers list (referrers layout) or the repository catalog (catalog layout).
 #include <unistd.h>
 
 #include <filesystem>
@@ -17,7 +18,7 @@ namespace {
 // The artifact a tag points at. A HEAD gives the manifest digest; the
 // catalog usually describes that manifest already, so its body is fetched
 // only when it does not (a tag set by another tool, an older catalog).
-absl::StatusOr<Artifact> ResolveTag(RegistryApi& r, const NameTag& nt, const Catalog& catalog) {
+absl::StatusOr<Artifact> ResolveTag(RegistryApi& r, const NameTag& nt, const Catalog& catalog, uint64_t* bytes) {
   auto not_found = [&] {
     return absl::NotFoundError(StrCat("tag ", nt.name, ":", nt.tag, " does not exist on ", r.host()));
   };
@@ -30,14 +31,47 @@ absl::StatusOr<Artifact> ResolveTag(RegistryApi& r, const NameTag& nt, const Cat
   auto m = r.GetManifest(nt.name, nt.tag);
   if (!m.ok()) return m.status();
   if (!m->has_value()) return not_found();
+  *bytes += (*m)->body.size();
+  if (!IsCdimgArtifactManifest((*m)->body))
+    return absl::NotFoundError(StrCat(r.host(), "/", nt.name, ":", nt.tag, " (", (*m)->digest, ") is an image with no cdimgs "
+                                      "attached (no d4c referrers): pull it with a plain client (ctr image pull), or push "
+                                      "its cdimg with ctr-cli push --image"));
   return ParseArtifactManifest((*m)->body, (*m)->digest);
 }
 
+// The referrers list of manifest `digest`: the referrers API, else (404) the
+// index under the referrers tag schema, else none (an empty list).
+absl::StatusOr<Catalog> FetchReferrers(RegistryApi& r, const std::string& repo, const std::string& digest,
+                                       uint64_t* bytes) {
+  auto api = r.GetReferrers(repo, digest, kCdimgArtifactType);
+  if (!api.ok()) return api.status();
+  std::string body;
+  std::string where = StrCat(r.host(), "/", repo, ": referrers of ", digest);
+  if (api->has_value()) {
+    body = **api;
+  } else {
+    auto m = r.GetManifest(repo, ReferrersTag(digest));
+    if (!m.ok()) return m.status();
+    if (!m->has_value()) return Catalog{};
+    body = (*m)->body;
+    where = StrCat(r.host(), "/", repo, ":", ReferrersTag(digest));
+  }
+  *bytes += body.size();
+  auto c = ParseReferrers(body);
+  if (!c.ok()) {
+    if (!api->has_value()) return Catalog{};  // the spec: a tag that is no valid index means no referrers
+    return absl::DataLossError(StrCat(where, ": ", Msg(c.status().message())));
+  }
+  return c;
+}
+
 // Downloads step `s` into `dir`; checks that the file is the image it claims to be.
+// `source` names the document that described the step ("the registry's catalog", ...).
 absl::StatusOr<std::string> DownloadStep(RegistryApi& r, const std::string& repo, const Artifact& s,
-                                         const std::string& dir, const PullOptions& o, uint64_t* fetched) {
+                                         const std::string& dir, const PullOptions& o, const std::string& source,
+                                         uint64_t* fetched) {
   if (!IsDigestString(s.blob_digest))
-    return absl::DataLossError(StrCat(r.host(), "/", repo, ": the catalog names blob '", s.blob_digest, "' for image ",
+    return absl::DataLossError(StrCat(r.host(), "/", repo, ": ", source, " names blob '", s.blob_digest, "' for image ",
                                       s.image_id, "; not a sha256 digest"));
   std::string path = StrCat(dir, "/", s.blob_digest.substr(7), ".cdimg");
   ProgressFn progress;
@@ -51,7 +85,7 @@ absl::StatusOr<std::string> DownloadStep(RegistryApi& r, const std::string& repo
   std::string parent = h->is_delta ? "sha256:" + DigestHex(h->parent_id) : "";
   if (id != s.image_id || parent != s.parent_id)
     return absl::DataLossError(StrCat(path, " (", s.blob_digest, ") is image ", id, " from '", parent,
-                                      "', but the registry's catalog says ", s.image_id, " from '", s.parent_id, "'"));
+                                      "', but ", source, " says ", s.image_id, " from '", s.parent_id, "'"));
   return path;
 }
 
@@ -63,20 +97,64 @@ absl::StatusOr<PullResult> Pull(const PullOptions& o, RegistryApi& r, LocalImage
   PullResult out;
   out.repository = nt->name;
   out.tag = nt->tag;
-  auto catalog = FetchCatalog(r, nt->name);
-  if (!catalog.ok()) return catalog.status();
-  auto want = ResolveTag(r, *nt, *catalog);
-  if (!want.ok()) return want.status();
-  out.wanted = *want;
-  catalog->Add(*want);
+  Catalog catalog;
+  auto not_found = [&] {
+    return absl::NotFoundError(StrCat("tag ", nt->name, ":", nt->tag, " does not exist on ", r.host()));
+  };
+  // The manifest digest TAG names: a HEAD, or (a registry whose HEAD gives no
+  // Docker-Content-Digest) the manifest itself.
+  std::optional<std::string> digest;
+  if (auto head = r.ManifestDigest(nt->name, nt->tag); head.ok()) {
+    if (!head->has_value()) return not_found();
+    digest = **head;
+  } else {
+    auto m = r.GetManifest(nt->name, nt->tag);
+    if (!m.ok()) return head.status();
+    if (!m->has_value()) return not_found();
+    out.plan_document_bytes += (*m)->body.size();
+    digest = (*m)->digest;
+  }
+  auto refs = FetchReferrers(r, nt->name, *digest, &out.plan_document_bytes);
+  if (!refs.ok()) return refs.status();
+  if (!refs->artifacts.empty()) {
+    // Referrers layout: every cdimg listed leads to the image TAG names.
+    out.referrers_layout = true;
+    out.subject = *digest;
+    const Artifact* full = nullptr;
+    for (const auto& a : refs->artifacts)
+      if (!a.is_delta() && (!full || a.size < full->size)) full = &a;
+    const Artifact& first = full ? *full : refs->artifacts.front();
+    for (const auto& a : refs->artifacts)
+      if (a.image_id != first.image_id)
+        return absl::DataLossError(StrCat(r.host(), "/", nt->name, ":", nt->tag, " (", *digest, ") has cdimgs of two images "
+                                          "attached: ", first.image_id, " and ", a.image_id, " (manifest ", a.manifest_digest,
+                                          "); remove the wrong one from its referrers"));
+    out.wanted = first;
+    catalog = std::move(*refs);
+  } else {
+    // Catalog layout: TAG names a cdimg artifact and the catalog lists them all.
+    auto m = r.GetManifest(nt->name, kCatalogTag);
+    if (!m.ok()) return m.status();
+    if (m->has_value()) {
+      out.plan_document_bytes += (*m)->body.size();
+      auto c = ParseCatalog((*m)->body);
+      if (!c.ok())
+        return absl::DataLossError(StrCat(r.host(), "/", nt->name, ":", kCatalogTag, ": ", Msg(c.status().message())));
+      catalog = std::move(*c);
+    }
+    auto want = ResolveTag(r, *nt, catalog, &out.plan_document_bytes);
+    if (!want.ok()) return want.status();
+    out.wanted = *want;
+    catalog.Add(*want);
+  }
   auto held = local.ImageIds();
   if (!held.ok()) return held.status();
   out.local_images = held->size();
-  auto plan = PlanPull(*catalog, *held, want->image_id);
+  auto plan = PlanPull(catalog, *held, out.wanted.image_id);
   if (!plan.ok()) return plan.status();
   out.plan = std::move(*plan);
-  for (const auto& x : catalog->artifacts)
-    if (!x.is_delta() && x.image_id == want->image_id && (!out.full_image_size || x.size < out.full_image_size))
+  for (const auto& x : catalog.artifacts)
+    if (!x.is_delta() && x.image_id == out.wanted.image_id && (!out.full_image_size || x.size < out.full_image_size))
       out.full_image_size = x.size;
   if (o.planned) o.planned(out);
   if (o.dry_run) return out;
@@ -97,13 +175,15 @@ absl::StatusOr<PullResult> Pull(const PullOptions& o, RegistryApi& r, LocalImage
     PruneDownloadDir(o.download_dir, o.download_limits, resume);
   }
   for (const auto& s : out.plan.steps) {
-    auto path = DownloadStep(r, nt->name, s, o.download_dir, o, &out.bytes_downloaded);
+    auto path = DownloadStep(r, nt->name, s, o.download_dir, o,
+                             out.referrers_layout ? "the image's referrers list" : "the registry's catalog",
+                             &out.bytes_downloaded);
     if (!path.ok()) return path.status();
     files.push_back(std::move(*path));
   }
   // Everything is here and checked: hand over in apply order.
   if (files.empty()) {
-    if (auto s = sink.AcceptHeld(want->image_id); !s.ok()) return s;
+    if (auto s = sink.AcceptHeld(out.wanted.image_id); !s.ok()) return s;
   }
   for (size_t i = 0; i < files.size(); ++i) {
     if (auto s = sink.Accept(files[i], out.plan.steps[i], i + 1 == files.size()); !s.ok()) return s;

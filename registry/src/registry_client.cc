@@ -687,4 +687,57 @@ absl::StatusOr<std::string> RegistryClient::PutManifest(const std::string& repo,
   return Sha256Digest(body);
 }
 
+absl::StatusOr<PutManifestResult> RegistryClient::PutManifestWithSubject(const std::string& repo,
+                                                                         const std::string& reference,
+                                                                         const std::string& media_type,
+                                                                         const std::string& body) {
+  StringBodySource content(body);
+  HttpRequest req;
+  req.method = "PUT";
+  req.url = impl_->Url(StrCat("/v2/", repo, "/manifests/", reference));
+  req.body = &content;
+  req.headers = {"Content-Type: " + media_type};
+  std::string what = StrCat(impl_->o.host, "/", repo, ":", reference, ": put manifest");
+  auto r = impl_->Do(req, what, impl_->o.attempts);
+  if (!r.ok()) return r.status();
+  if (r->status != 201 && r->status != 200) return StatusFor(*r, what);
+  PutManifestResult out{Sha256Digest(body), ""};
+  if (auto it = r->headers.find("oci-subject"); it != r->headers.end()) out.oci_subject = it->second;
+  return out;
+}
+
+absl::StatusOr<std::optional<std::string>> RegistryClient::GetReferrers(const std::string& repo,
+                                                                       const std::string& digest,
+                                                                       const std::string& artifact_type) {
+  constexpr int kMaxPages = 100;
+  std::string next = StrCat("/v2/", repo, "/referrers/", digest,
+                            artifact_type.empty() ? "" : "?artifactType=", UrlEscape(artifact_type));
+  std::string what = StrCat(impl_->o.host, "/", repo, ": referrers of ", ShortDigest(digest));
+  json merged;
+  for (int page = 0; page < kMaxPages; ++page) {
+    HttpRequest req;
+    req.url = impl_->Url(next);
+    req.headers = {"Accept: application/vnd.oci.image.index.v1+json"};
+    req.max_body = kMaxManifestBytes;
+    auto r = impl_->Do(req, what, impl_->o.attempts);
+    if (!r.ok()) return r.status();
+    if (r->status == 404 && page == 0) return std::optional<std::string>();  // no referrers API
+    if (r->body_overflow) return absl::InvalidArgumentError(StrCat(what, ": a page is larger than 4 MiB"));
+    if (!Ok(*r)) return StatusFor(*r, what);
+    json j = json::parse(r->body, nullptr, false);
+    if (j.is_discarded() || !j.is_object() || !j.contains("manifests") || !j["manifests"].is_array())
+      return absl::InvalidArgumentError(StrCat(what, ": the answer is not an image index"));
+    if (page == 0) {
+      merged = std::move(j);
+    } else {
+      for (auto& m : j["manifests"]) merged["manifests"].push_back(std::move(m));
+    }
+    auto link = r->headers.find("link");
+    std::optional<std::string> more = link == r->headers.end() ? std::nullopt : NextPageFromLink(link->second);
+    if (!more) return std::optional<std::string>(merged.dump());
+    next = *more;
+  }
+  return absl::ResourceExhaustedError(StrCat(what, ": more than ", kMaxPages, " pages"));
+}
+
 }  // namespace d4c::registry

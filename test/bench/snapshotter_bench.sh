@@ -122,11 +122,11 @@ for ((r = 1; r <= ROUNDS; r++)); do
   row overlay_update "$(first_output "$t0" "${C[@]}" run --rm "$(image_name "$V2")" o2 sh -c "$CMD")"
   LOAD=("$CTR_CLI" load --address "$T/c.sock" --snapshotter-root "$T/sn")
   t0=$EPOCHREALTIME
-  "${LOAD[@]}" --image "ts:$V1" --cdimg "$C1" >/dev/null
-  row di3fs_full "$(first_output "$t0" "${C[@]}" run --rm --snapshotter=di3fs "ts:$V1" d1 sh -c "$CMD")"
+  "${LOAD[@]}" --image "d4c.test/ts:$V1" --cdimg "$C1" >/dev/null
+  row di3fs_full "$(first_output "$t0" "${C[@]}" run --rm --snapshotter=di3fs "d4c.test/ts:$V1" d1 sh -c "$CMD")"
   t0=$EPOCHREALTIME
-  "${LOAD[@]}" --image "ts:$V2" --cdimg "$DELTA" >/dev/null
-  row di3fs_delta "$(first_output "$t0" "${C[@]}" run --rm --snapshotter=di3fs "ts:$V2" d2 sh -c "$CMD")"
+  "${LOAD[@]}" --image "d4c.test/ts:$V2" --cdimg "$DELTA" >/dev/null
+  row di3fs_delta "$(first_output "$t0" "${C[@]}" run --rm --snapshotter=di3fs "d4c.test/ts:$V2" d2 sh -c "$CMD")"
   ((r < ROUNDS)) && teardown
   n=$r
 done

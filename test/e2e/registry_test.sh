@@ -27,6 +27,9 @@
 # and the registry, and unmounts everything; the script then checks that
 # nothing is left.
 source "$(dirname "$0")/lib.sh"
+# A pulled image is named as asked (--image, else --name), normalized as ctr
+# does: ts:v3 is docker.io/library/ts:v3.
+LN=docker.io/library/ts
 require_root
 require_corpus
 [[ -c /dev/fuse ]] || skip_or_fail "no /dev/fuse"
@@ -216,7 +219,7 @@ if pull c1 "$T/plan-v3.log" --image ts:v3 --dry-run; then
   sed -n 's/^/    /; /plan/p' "$T/plan-v3.log" >&2
   [[ $p == "$best" ]] || bad "dry run of ts:v3 with v1 local: plan total '$p', want $best (min of merged $S13, chain $S12+$S23): $(cat "$T/plan-v3.log")"
   imgs=$(client_ctr c1 image ls -q)
-  grep -qF "$REG_HOST/ts:v3" <<<"$imgs" && bad "--dry-run created an image record"
+  grep -qF "$LN:v3" <<<"$imgs" && bad "--dry-run created an image record"
   in_store "$SN1" "${ID[v3]}" && bad "--dry-run added v3 to the store"
   s=$(blob_gets_since "$m")
   ((s == 0)) || bad "--dry-run fetched $s cdimg blob(s)"
@@ -233,7 +236,7 @@ if pull c1 "$T/pull-v3.log" --image ts:v3; then
   ((${n:-0} > 0 && ${n:-0} * 20 < S_V3FULL)) || bad "pull ts:v3 downloaded ${n:-?} bytes: not far below the full image ($S_V3FULL)"
   served_ok "pull ts:v3" "$m" "${n:-0}"
   in_store "$SN1" "${ID[v3]}" || bad "after pull ts:v3, the store has no ${ID[v3]#sha256:}.cdimg: $(ls "$SN1/store")"
-  runs c1 "$REG_HOST/ts:v3" "$V3"
+  runs c1 "$LN:v3" "$V3"
 else
   bad "pull ts:v3: $(cat "$T/pull-v3.log")"
 fi
@@ -242,12 +245,12 @@ if pull c1 "$T/pull-v2.log" --image ts:v2 --name local/ts:v2; then
   read -r n p <<<"$(downloaded "$T/pull-v2.log")" || true
   [[ ${n:-} == "$S12" ]] || bad "pull ts:v2 with v1 and v3 local: downloaded '$n', want the v1->v2 delta, $S12: $(cat "$T/pull-v2.log")"
   imgs=$(client_ctr c1 image ls -q)
-  grep -qx "local/ts:v2" <<<"$imgs" || bad "--name local/ts:v2: image record missing: $(client_ctr c1 image ls -q)"
-  runs c1 local/ts:v2 "$V2"
+  grep -qx "docker.io/local/ts:v2" <<<"$imgs" || bad "--name local/ts:v2: image record docker.io/local/ts:v2 missing: $(client_ctr c1 image ls -q)"
+  runs c1 docker.io/local/ts:v2 "$V2"
 else
   bad "pull ts:v2 --name local/ts:v2: $(cat "$T/pull-v2.log")"
 fi
-runs c1 "$REG_HOST/ts:v1" "$V1"
+runs c1 "$LN:v1" "$V1"
 # pulling an image that is already there downloads nothing
 if pull c1 "$T/pull-v3b.log" --image ts:v3; then
   read -r n p <<<"$(downloaded "$T/pull-v3b.log")" || true
@@ -322,7 +325,7 @@ if pull c2 "$T/pull-resume.log" --image ts:v3 --retries 3; then
   in_store "$SN2" "${ID[v3]}" || bad "after the resumed pull, the store has no ${ID[v3]#sha256:}.cdimg: $(ls "$SN2/store")"
   left=$(find "$DL2" -type f 2>/dev/null | wc -l)
   ((left == 0)) || bad "$left file(s) left in the download directory after a successful pull: $(ls -A "$DL2")"
-  runs c2 "$REG_HOST/ts:v3" "$V3"
+  runs c2 "$LN:v3" "$V3"
 else
   bad "resumed pull: $(cat "$T/pull-resume.log")"
 fi
@@ -346,7 +349,7 @@ if [[ -f $blob ]]; then
       bad "pull of a corrupted blob: message does not say what failed: $(cat "$T/pull-corrupt.log")"
   fi
   imgs=$(client_ctr c2 image ls -q)
-  grep -qF "$REG_HOST/ts:v2" <<<"$imgs" && bad "pull of a corrupted blob created an image record"
+  grep -qF "$LN:v2" <<<"$imgs" && bad "pull of a corrupted blob created an image record"
   in_store "$SN2" "${ID[v2]}" && bad "pull of a corrupted blob put v2 into the store"
   flip "$blob" $((S12 - 100))
   [[ $(sha256sum <"$blob" | cut -d' ' -f1) == "$d12" ]] || bad "could not restore the blob in the registry"
@@ -382,7 +385,7 @@ if command -v htpasswd >/dev/null; then
   if D4C_REGISTRY_PASSWORD=$PW pull c2 "$T/auth-env.log" --image ts:v2 --user d4c; then
     read -r n p <<<"$(downloaded "$T/auth-env.log")" || true
     [[ ${n:-} == "$S12" ]] || bad "pull ts:v2 with auth: downloaded '$n', want $S12: $(cat "$T/auth-env.log")"
-    runs c2 "$REG_HOST/ts:v2" "$V2"
+    runs c2 "$LN:v2" "$V2"
   else
     bad "pull with --user d4c and \$D4C_REGISTRY_PASSWORD: $(cat "$T/auth-env.log")"
   fi

@@ -5,7 +5,13 @@
 //    registry garbage collection keeps it even with --delete-untagged;
 //  - one OCI image index per repository, tagged kCatalogTag, lists every such
 //    manifest with the same annotations, so a client plans its download from
-//    one small document.
+//    one small document (the catalog layout, kept for repositories pushed
+//    without a runnable image);
+//  - the referrers layout: NAME:TAG is a plain OCI image (any client runs it)
+//    and each cdimg leading to it is an artifact manifest whose `subject` is
+//    that image's manifest; a client reads the image's referrers list (the
+//    OCI 1.1 referrers API, or the index tagged ReferrersTag(digest) where the
+//    registry lacks it) and plans from that one small document.
 // Parsers here read registry answers: untrusted bytes, bounded and checked.
 #pragma once
 
@@ -28,6 +34,7 @@ inline constexpr const char* kCdimgConfigType = keys::kCdimgConfigType;
 inline constexpr const char* kCatalogArtifactType = keys::kCatalogArtifactType;
 inline constexpr const char* kOciManifestType = keys::kOciManifestType;
 inline constexpr const char* kOciIndexType = keys::kOciIndexType;
+inline constexpr const char* kOciConfigType = keys::kOciConfigType;
 inline constexpr const char* kCatalogTag = "d4c-catalog";
 inline constexpr const char* kAnnotImageId = keys::kImageId;
 inline constexpr const char* kAnnotParentId = keys::kParentId;
@@ -53,7 +60,14 @@ std::string ArtifactTag(const Artifact& a);
 
 // The small config blob of an artifact manifest and the manifest itself.
 std::string ArtifactConfig(const Artifact& a);
-std::string ArtifactManifest(const Artifact& a, const std::string& config_digest, uint64_t config_size);
+struct Descriptor {
+  std::string media_type;
+  std::string digest;
+  uint64_t size = 0;
+};
+// With `subject` (the image manifest the cdimg leads to) for the referrers layout.
+std::string ArtifactManifest(const Artifact& a, const std::string& config_digest, uint64_t config_size,
+                             const Descriptor* subject = nullptr);
 // Reads an artifact manifest (its digest and size are given by the caller).
 absl::StatusOr<Artifact> ParseArtifactManifest(std::string_view body, const std::string& digest);
 
@@ -76,5 +90,28 @@ std::optional<std::string> NextPageFromLink(std::string_view link);
 // list: pushed, but dropped from the catalog by a concurrent writer.
 std::vector<std::string> UncataloguedArtifactTags(const Catalog& c, const std::vector<std::string>& tags);
 
+// ---- referrers layout ---------------------------------------------------------
+
+// "d4c-image-<32 hex of id>": the runnable image a full cdimg was pushed with,
+// found by image id (a delta is attached to the image it leads to).
+std::string ImageTag(const std::string& image_id);
+// The referrers tag schema of the distribution spec: "sha256-<64 hex>".
+std::string ReferrersTag(const std::string& digest);
+
+// A plain OCI image manifest: config (kOciConfigType) and layers in order.
+std::string ImageManifest(const Descriptor& config, const std::vector<Descriptor>& layers);
+// The config digest of an image manifest (OCI or Docker schema 2).
+absl::StatusOr<std::string> ManifestConfigDigest(std::string_view body);
+// True if `body` is a d4c cdimg artifact manifest (the catalog layout's tag target).
+bool IsCdimgArtifactManifest(std::string_view body);
+
+// The cdimgs in a referrers list (the referrers API's answer or the index of
+// the tag schema): descriptors of other artifact types are skipped, ours must
+// carry the annotations of ArtifactManifest. InvalidArgument if not an index.
+absl::StatusOr<Catalog> ParseReferrers(std::string_view body);
+// `index` (empty: none yet) with a descriptor of artifact `a` appended, as the
+// spec's tag-schema update says: artifactType and the manifest's annotations
+// copied, other descriptors kept, no duplicate (nullopt: already listed).
+absl::StatusOr<std::optional<std::string>> AddToReferrersIndex(std::string_view index, const Artifact& a);
 
 }  // namespace d4c::registry

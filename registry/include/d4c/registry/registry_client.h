@@ -66,6 +66,11 @@ struct Manifest {
   std::string body;
 };
 
+struct PutManifestResult {
+  std::string digest;
+  std::string oci_subject;  // the OCI-Subject answer header; empty if the registry sent none
+};
+
 class RegistryClient {
  public:
   // Over libcurl.
@@ -109,6 +114,17 @@ class RegistryClient {
   // PUT under `reference` (tag or digest); returns the manifest digest.
   absl::StatusOr<std::string> PutManifest(const std::string& repo, const std::string& reference,
                                           const std::string& media_type, const std::string& body);
+
+  // PutManifest that also reports the OCI-Subject header (distribution spec
+  // 1.1: set by registries that process a manifest's `subject`).
+  absl::StatusOr<PutManifestResult> PutManifestWithSubject(const std::string& repo, const std::string& reference,
+                                                           const std::string& media_type, const std::string& body);
+  // GET /v2/REPO/referrers/DIGEST[?artifactType=T]: the image index of the
+  // manifests whose subject is DIGEST (Link pages followed and merged into one
+  // index, at most 4 MiB each); nullopt on 404: the registry has no referrers
+  // API (the caller falls back to the referrers tag schema).
+  absl::StatusOr<std::optional<std::string>> GetReferrers(const std::string& repo, const std::string& digest,
+                                                         const std::string& artifact_type = "");
 
   // Bytes of response bodies received so far (blobs, manifests, tokens).
   uint64_t bytes_received() const;

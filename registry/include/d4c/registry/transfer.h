@@ -2,14 +2,21 @@
 // snapshotter or a test call these; what happens to a pulled image and which
 // images are held locally are the caller's, through LocalImages and ImageSink.
 //
-//  Push: reads a cdimg's header, uploads the file as a blob (skipped when the
-//  registry has it), its config blob and artifact manifest (tag d4c-…, and
-//  TAG if given), then records it in the repository's catalog.
-//  Pull: reads the catalog, resolves NAME:TAG, plans the cheapest chain from
-//  the images held locally, downloads every step into a download directory
+//  Push (referrers layout): publishes the runnable image a full cdimg was
+//  converted from (its config and layers, tag d4c-image-…, and TAG), then
+//  uploads the cdimg as a blob (skipped when the registry has it) with its
+//  config blob and an artifact manifest whose `subject` is that image (tag
+//  d4c-…), and lists it in the image's referrers (the registry's referrers API,
+//  else the referrers tag schema, updated read-modify-write). A delta is
+//  attached to the published image it leads to. Without a runnable image (a
+//  full cdimg pushed without one, or a delta to an unpublished image), the
+//  catalog layout: TAG names the artifact and the repository's catalog lists it.
+//  Pull: resolves NAME:TAG; for an image, reads its referrers list, for a
+//  catalog-layout artifact the catalog; plans the cheapest chain from the
+//  images held locally, downloads every step into a download directory
 //  (resumable `.partial` files, sha256 checked), checks that each file is the
-//  image (and parent) the catalog claims, and only then hands the files over,
-//  in apply order, to the ImageSink.
+//  image (and parent) the registry claims, and only then hands the files
+//  over, in apply order, to the ImageSink.
 //
 // None of these objects is thread-safe; use one per thread.
 #pragma once
@@ -54,6 +61,24 @@ class RegistryApi {
   virtual absl::StatusOr<std::vector<std::string>> ListTags(const std::string& repo) = 0;
   virtual absl::StatusOr<std::string> PutManifest(const std::string& repo, const std::string& reference,
                                                   const std::string& media_type, const std::string& body) = 0;
+  // PutManifest for a manifest with a `subject`: also returns the registry's
+  // OCI-Subject answer header (empty: the registry did not process the
+  // subject, so the client keeps the referrers tag schema). Default: none.
+  virtual absl::StatusOr<PutManifestResult> PutManifestWithSubject(const std::string& repo, const std::string& reference,
+                                                                   const std::string& media_type,
+                                                                   const std::string& body) {
+    auto d = PutManifest(repo, reference, media_type, body);
+    if (!d.ok()) return d.status();
+    return PutManifestResult{*d, ""};
+  }
+  // The referrers API (GET /v2/NAME/referrers/DIGEST?artifactType=…): the
+  // image index listing them; nullopt when the registry answers 404 (it has no
+  // referrers API: use the tag schema). Default: no referrers API.
+  virtual absl::StatusOr<std::optional<std::string>> GetReferrers(const std::string& /*repo*/,
+                                                                 const std::string& /*digest*/,
+                                                                 const std::string& /*artifact_type*/) {
+    return std::optional<std::string>();
+  }
 };
 
 // RegistryApi over a RegistryClient (not owned; it must outlive this).
@@ -73,6 +98,11 @@ class ClientRegistry final : public RegistryApi {
   absl::StatusOr<std::vector<std::string>> ListTags(const std::string& repo) override;
   absl::StatusOr<std::string> PutManifest(const std::string& repo, const std::string& reference,
                                           const std::string& media_type, const std::string& body) override;
+  absl::StatusOr<PutManifestResult> PutManifestWithSubject(const std::string& repo, const std::string& reference,
+                                                           const std::string& media_type,
+                                                           const std::string& body) override;
+  absl::StatusOr<std::optional<std::string>> GetReferrers(const std::string& repo, const std::string& digest,
+                                                         const std::string& artifact_type) override;
 
  private:
   RegistryClient& c_;
@@ -80,11 +110,29 @@ class ClientRegistry final : public RegistryApi {
 
 // ---- push -------------------------------------------------------------------
 
+// The runnable image a full cdimg was converted from (ctr-cli opens an OCI
+// layout or docker archive): what plain clients pull under NAME:TAG.
+class SourceImage {
+ public:
+  virtual ~SourceImage() = default;
+  virtual std::string Describe() const = 0;  // for messages, e.g. "oci:dir:v1"
+  // The image config, byte for byte as stored (its sha256 is the config digest).
+  virtual const std::string& config_json() const = 0;
+  // The layers as stored (compressed), bottom first; media types of OCI or Docker.
+  virtual const std::vector<Descriptor>& layers() const = 0;
+  // Writes layer `i`'s stored bytes to `path` (Push checks their sha256).
+  virtual absl::Status WriteLayer(size_t i, const std::string& path) const = 0;
+};
+
 struct PushOptions {
   std::string cdimg;       // the file to push (full or delta)
   std::string repository;  // NAME
-  std::string tag;         // also point TAG at the artifact; empty = only the d4c-… tag
-  ProgressFn progress;     // while the cdimg blob uploads
+  std::string tag;         // also point TAG at the image (catalog layout: at the artifact); empty = none
+  // The image `cdimg` was converted from (full cdimg), or the image a delta
+  // leads to (checked against the published one); null = none given.
+  const SourceImage* image = nullptr;
+  std::string scratch_dir;  // where layers are staged for upload; empty = the system's temp directory
+  ProgressFn progress;      // while the cdimg blob uploads
 };
 
 struct PushResult {
@@ -95,6 +143,15 @@ struct PushResult {
   bool catalog_changed = false;  // the catalog was written
   size_t catalog_entries = 0;    // artifacts the catalog lists afterwards
   size_t catalog_adopted = 0;    // tagged artifacts a concurrent push had dropped, listed again
+  // Referrers layout (false: the catalog layout, the fields above).
+  bool referrers_layout = false;
+  Descriptor subject;             // the image manifest the cdimg is attached to
+  bool image_published = false;   // this push put the image manifest (a full cdimg with its image)
+  size_t layers_uploaded = 0;     // image layers the registry lacked (their bytes count in bytes_uploaded)
+  bool referrers_api = false;     // the registry processed `subject` (OCI-Subject); else the tag schema
+  bool referrers_changed = false; // the tag-schema index was written
+  size_t referrers = 0;           // cdimgs attached to the image afterwards (tag schema; 0 = not read)
+  size_t migrated = 0;            // catalog-layout cdimgs of this image attached to it by this push
 };
 
 absl::StatusOr<PushResult> Push(const PushOptions& options, RegistryApi& registry);
@@ -129,7 +186,11 @@ class ImageSink {
 
 struct PullResult {
   std::string repository, tag;
-  Artifact wanted;              // the artifact the tag points at
+  bool referrers_layout = false;  // planned from the image's referrers; false: the catalog layout
+  std::string subject;            // referrers layout: the image manifest digest TAG names
+  uint64_t plan_document_bytes = 0;  // bytes of the manifests/indexes read to plan (HEAD answers have none)
+  Artifact wanted;              // the cdimg of the image the tag names (referrers layout: its smallest full cdimg
+                                // if one is attached; catalog layout: the artifact the tag points at)
   size_t local_images = 0;      // ids LocalImages reported
   PullPlan plan;                // the chain chosen
   uint64_t full_image_size = 0; // smallest full image of `wanted` in the catalog, 0 if none
