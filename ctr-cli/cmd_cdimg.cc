@@ -127,7 +127,7 @@ void RegisterExtract(CLI::App& cdimg) {
   CLI::App* c = cdimg.add_subcommand("extract", "Materialize the root filesystem of a cdimg (needs root)");
   c->add_option("--cdimg", args->cdimg, "cdimg file (full or delta)")->required();
   c->add_option("--base", args->bases, "Parent cdimg(s) of a delta chain, any order (repeatable)");
-  c->add_option("--output", args->output, "Directory to create (must be absent or empty)")->required();
+  c->add_option("--output", args->output, "Directory to create (must be absent or empty; left as it was if extract fails)")->required();
   c->add_option("--threadNum,--threads", args->threads, "Worker threads (default: all CPUs)");
   c->callback([args] { ExitCode() = RunExtract(*args); });
 }

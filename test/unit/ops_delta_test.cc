@@ -532,3 +532,56 @@ TEST_CASE("FindAncestors says which image is missing", "[delta]") {
   CHECK(*given == std::vector<std::string>{a});
   CHECK(FindAncestors(a, {}, {})->empty());
 }
+
+TEST_CASE("the ancestor search follows only the chain it needs", "[delta]") {
+  // dir: a.cdimg (A, full) and d1.cdimg (A→B), the chain patch needs below
+  // d1; beside them a delta X→A (same image id as a.cdimg, sorted first, its
+  // parent X absent), a delta X→B, a garbage file and a truncated copy of A.
+  ScratchDir dir, other;
+  Pair p = TypicalUpdate();
+  LayerBuilder lc = p.b;
+  lc.File("opt/c.txt", Text(6, 200));
+  LayerBuilder lx;
+  lx.File("x.txt", Text(7, 100));
+  std::string a = Convert(dir, "a", p.a);
+  std::string b = Convert(other, "b", p.b), c = Convert(other, "c", lc), x = Convert(other, "x", lx);
+  std::string d1 = dir.path() + "/d1.cdimg", d2 = other.path() + "/d2.cdimg";
+  Diff(a, b, d1);
+  Diff(b, c, d2);
+  Diff(x, a, dir.path() + "/0-a-from-x.cdimg");
+  Diff(x, b, dir.path() + "/1-b-from-x.cdimg");
+  {
+    std::ofstream(dir.path() + "/00-garbage.cdimg") << "not a cdimg";
+    std::string whole = ReadAll(a);
+    std::ofstream(dir.path() + "/01-truncated.cdimg") << whole.substr(0, whole.size() / 2);
+  }
+  std::string a_id = DigestString(CdimgImage::ReadHeader(a)->image_id);
+  std::string x_id = DigestString(CdimgImage::ReadHeader(x)->image_id);
+
+  auto found = FindAncestors(d1, {}, {dir.path()});
+  INFO(Msg(found.status().message()));
+  REQUIRE(found.ok());
+  CHECK(*found == std::vector<std::string>{a});
+  std::string out = other.path() + "/c2.cdimg";
+  auto ps = TryPatch(d1, d2, out, *found);
+  INFO(Msg(ps.status().message()));
+  REQUIRE(ps.ok());
+  CHECK(ReadAll(out) == ReadAll(c));
+  // A --base file that is not on the chain is ignored as well.
+  auto given = FindAncestors(d1, {dir.path() + "/1-b-from-x.cdimg", dir.path() + "/00-garbage.cdimg"},
+                             {dir.path()});
+  REQUIRE(given.ok());
+  CHECK(*given == std::vector<std::string>{a});
+
+  SECTION("a missing real ancestor is named, with where the search looked and the fix") {
+    std::filesystem::rename(a, other.path() + "/a-moved.cdimg");
+    auto missing = FindAncestors(d1, {}, {dir.path()});
+    REQUIRE(!missing.ok());
+    CHECK(missing.status().code() == absl::StatusCode::kNotFound);
+    std::string msg = Msg(missing.status().message());
+    CHECK_THAT(msg, Catch::StartsWith(d1 + ": needs its parent image " + a_id));
+    CHECK_THAT(msg, Catch::Contains(dir.path() + "/0-a-from-x.cdimg needs image " + x_id));
+    CHECK_THAT(msg, Catch::Contains("*.cdimg files in " + dir.path()));
+    CHECK_THAT(msg, Catch::Contains("pass the missing cdimg with --base"));
+  }
+}

@@ -4,9 +4,11 @@
 // Extract needs root (ownership, device nodes); as another user the test
 // checks the refusal instead.
 #include <catch2/catch.hpp>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <filesystem>
 #include <fstream>
 
@@ -143,4 +145,71 @@ TEST_CASE("extract: refuses a target that is not an empty directory, naming it",
   CHECK(stats.status().code() == absl::StatusCode::kFailedPrecondition);
   CHECK_THAT(std::string(stats.status().message()), Catch::Contains(out));
   CHECK(oci_test::ReadAll(out + "/keep") == "precious");  // nothing already there is touched
+}
+
+namespace {
+
+// Entries of `dir` whose name contains `part`.
+std::vector<std::string> Named(const std::string& dir, const std::string& part) {
+  std::vector<std::string> out;
+  for (const auto& e : std::filesystem::directory_iterator(dir))
+    if (e.path().filename().string().find(part) != std::string::npos) out.push_back(e.path().string());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("extract: a failure midway leaves no partial tree", "[extract]") {
+  if (geteuid() != 0) return;
+  ScratchDir dir;
+  auto image = ConvertLayer(dir, "v1", RichLayer("1"));
+  auto chain = ImageChain::Open(image, {});
+  REQUIRE(chain.ok());
+  // The second file read fails as a corrupt blob would: the first file and
+  // every directory, link and device are on disk by then.
+  std::atomic<int> reads{0};
+  (*chain)->SetReadFaultForTesting([&](const CdimgImage&, const Recipe&) {
+    return ++reads == 2 ? absl::DataLossError("injected: content does not match its sha256") : absl::OkStatus();
+  });
+
+  SECTION("an absent target is never created, and no temporary directory remains") {
+    std::string out = StrCat(dir.path(), "/rootfs");
+    auto stats = ExtractImage(**chain, out, ExtractOptions{.threads = 1});
+    REQUIRE_FALSE(stats.ok());
+    CHECK(stats.status().code() == absl::StatusCode::kDataLoss);
+    CHECK_THAT(std::string(stats.status().message()), Catch::Contains("injected"));
+    CHECK(reads >= 2);
+    CHECK_FALSE(std::filesystem::exists(std::filesystem::symlink_status(out)));
+    CHECK(Named(dir.path(), "rootfs").empty());
+    CHECK(Named(dir.path(), "extract").empty());
+  }
+  SECTION("an empty target is emptied again, with its mode and times unchanged") {
+    std::string out = StrCat(dir.path(), "/empty-target");
+    REQUIRE(mkdir(out.c_str(), 0711) == 0);
+    REQUIRE(chmod(out.c_str(), 0711) == 0);
+    timespec ts[2] = {{1111, 0}, {2222, 0}};
+    REQUIRE(utimensat(AT_FDCWD, out.c_str(), ts, 0) == 0);
+    auto stats = ExtractImage(**chain, out, ExtractOptions{.threads = 1});
+    REQUIRE_FALSE(stats.ok());
+    CHECK(std::filesystem::is_empty(out));
+    struct stat st;
+    REQUIRE(lstat(out.c_str(), &st) == 0);
+    CHECK((st.st_mode & 07777) == 0711);
+    CHECK(st.st_mtim.tv_sec == 2222);
+    CHECK(Named(dir.path(), "extract").empty());
+  }
+}
+
+TEST_CASE("extract: success renames the finished tree into place", "[extract]") {
+  if (geteuid() != 0) return;
+  ScratchDir dir;
+  auto image = ConvertLayer(dir, "v1", RichLayer("1"));
+  auto chain = ImageChain::Open(image, {});
+  REQUIRE(chain.ok());
+  std::string out = StrCat(dir.path(), "/rootfs/");  // a trailing slash names the same directory
+  auto stats = ExtractImage(**chain, out, ExtractOptions{.threads = 2});
+  INFO(std::string(stats.status().message()));
+  REQUIRE(stats.ok());
+  RequireSameTree(**chain, out);
+  CHECK(Named(dir.path(), "extract").empty());
 }

@@ -86,25 +86,40 @@ absl::StatusOr<bool> LayerReader::Next(LayerEntry* le) {
   return true;
 }
 
-absl::StatusOr<std::string> LayerReader::ReadContent(const LayerEntry& e) {
+absl::Status LayerReader::StreamContent(const LayerEntry& e,
+                                       const std::function<absl::Status(std::string_view)>& piece) {
   if (e.header_size > limit_)
     return absl::ResourceExhaustedError(StrCat("layer ", name_, " : entry ", Quote(e.raw_name), " of ",
                                                e.header_size, " bytes exceeds the limit of ", limit_text_,
                                                " (possible decompression bomb)"));
-  // Exact capacity: the sink may keep thousands of these strings. reserve()
-  // of a lying header costs address space only, and is capped by the limit.
-  std::string content;
-  content.reserve(e.header_size);
+  uint64_t got = 0;
   while (data_pending_) {
     la_ssize_t n = archive_read_data(a_.get(), scratch_.data(), scratch_.size());
     if (n < 0) return ArchiveError("data");
     if (n == 0) data_pending_ = false;
-    content.append(scratch_.data(), static_cast<size_t>(n));
+    got += static_cast<uint64_t>(n);
     content_bytes_ += static_cast<uint64_t>(n);
     if (auto s = CheckLimit(content_bytes_); !s.ok()) return s;
+    if (got > e.header_size) break;  // reported below
+    if (n > 0)
+      if (auto s = piece(std::string_view(scratch_.data(), static_cast<size_t>(n))); !s.ok()) return s;
   }
-  if (content.size() != e.header_size)
-    return EntryError(e.raw_name, StrCat("has ", content.size(), " bytes of data, header says ", e.header_size));
+  if (got != e.header_size)
+    return EntryError(e.raw_name, StrCat("has ", got, " bytes of data, header says ", e.header_size));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> LayerReader::ReadContent(const LayerEntry& e) {
+  // Exact capacity: the sink may keep thousands of these strings. reserve()
+  // of a lying header costs address space only, and is capped by the limit
+  // (and by SquashOptions::whole_file_bytes: bigger files are streamed).
+  std::string content;
+  if (e.header_size <= limit_) content.reserve(e.header_size);
+  auto s = StreamContent(e, [&](std::string_view p) {
+    content.append(p);
+    return absl::OkStatus();
+  });
+  if (!s.ok()) return s;
   return content;
 }
 

@@ -7,6 +7,7 @@
 #include <archive.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -39,6 +40,9 @@ class LayerReader {
   absl::StatusOr<bool> Next(LayerEntry* e);
   // All data of the current entry.
   absl::StatusOr<std::string> ReadContent(const LayerEntry& e);
+  // The same in pieces of at most 256 KiB, each passed to `piece` (whose
+  // error stops the read), so that a big file is never held whole.
+  absl::Status StreamContent(const LayerEntry& e, const std::function<absl::Status(std::string_view)>& piece);
   // Consumes what follows the end-of-archive marker so that a verifying
   // stream sees (and checks) every byte of the blob.
   absl::Status Finish();

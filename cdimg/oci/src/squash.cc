@@ -4,6 +4,7 @@
 #include "absl/strings/match.h"
 #include "d4c/entry.h"
 #include "d4c/oci.h"
+#include "d4c/base/sha256.h"
 #include "d4c/base/status.h"
 #include "d4c/base/strcat.h"
 #include "layer_reader.h"
@@ -50,13 +51,43 @@ absl::Status ApplyWhiteout(LayerReader& reader, SquashTree& tree, const LayerEnt
   return absl::OkStatus();
 }
 
-absl::Status ApplyEntry(LayerReader& reader, SquashTree& tree, ContentSink& sink, LayerEntry& e) {
+// Default ContentSink::BeginLarge: the whole content, then Put.
+class CollectedContent : public LargeContent {
+ public:
+  CollectedContent(ContentSink& sink, uint64_t size) : sink_(sink) { content_.reserve(size); }
+  absl::Status Write(std::string_view piece) override {
+    content_.append(piece);
+    return absl::OkStatus();
+  }
+  absl::Status Finish(const Digest& digest) override { return sink_.Put(digest, std::move(content_)); }
+
+ private:
+  ContentSink& sink_;
+  std::string content_;
+};
+
+absl::Status ApplyEntry(LayerReader& reader, SquashTree& tree, ContentSink& sink, LayerEntry& e,
+                        const SquashOptions& options) {
   std::string_view base = BaseName(e.meta.path);
   if (!e.meta.path.empty() && IsAufsMetadata(e.meta.path) && base != kOpaqueMarker) return absl::OkStatus();
   if (base.starts_with(kWhiteoutPrefix)) return ApplyWhiteout(reader, tree, e);
   std::string content;
+  std::unique_ptr<LargeContent> large;
   bool regular = e.meta.type == EntryType::kRegular;
-  if (regular) {
+  if (regular && e.header_size > options.whole_file_bytes) {
+    // Streamed: hashed and handed on piece by piece, never held whole.
+    auto begun = sink.BeginLarge(e.header_size);
+    if (!begun.ok()) return reader.EntryError(e.raw_name, StrCat("could not be stored: ", begun.status().message()));
+    large = std::move(*begun);
+    Sha256Hasher hasher;
+    absl::Status st = reader.StreamContent(e, [&](std::string_view piece) {
+      hasher.Update(piece);
+      return large->Write(piece);
+    });
+    if (!st.ok()) return st;
+    e.meta.size = e.header_size;
+    e.meta.digest = hasher.Finish();
+  } else if (regular) {
     absl::StatusOr<std::string> c = reader.ReadContent(e);
     if (!c.ok()) return c.status();
     content = std::move(*c);
@@ -67,8 +98,8 @@ absl::Status ApplyEntry(LayerReader& reader, SquashTree& tree, ContentSink& sink
   if (auto s = tree.Apply(std::move(e.meta)); !s.ok()) return reader.EntryError(e.raw_name, Msg(s.message()));
   if (!regular) return absl::OkStatus();
   // Only after the entry proved valid: the sink stores what it is given.
-  if (auto s = sink.Put(digest, std::move(content)); !s.ok())
-    return reader.EntryError(e.raw_name, StrCat("could not be stored: ", s.message()));
+  absl::Status s = large ? large->Finish(digest) : sink.Put(digest, std::move(content));
+  if (!s.ok()) return reader.EntryError(e.raw_name, StrCat("could not be stored: ", s.message()));
   return absl::OkStatus();
 }
 
@@ -94,12 +125,16 @@ absl::Status ApplyLayer(const ImageSource& image, size_t i, SquashTree& tree, Co
     absl::StatusOr<bool> more = reader.Next(&e);
     if (!more.ok()) return more.status();
     if (!*more) break;
-    if (auto s = ApplyEntry(reader, tree, sink, e); !s.ok()) return s;
+    if (auto s = ApplyEntry(reader, tree, sink, e, options); !s.ok()) return s;
   }
   return reader.Finish();
 }
 
 }  // namespace
+
+absl::StatusOr<std::unique_ptr<LargeContent>> ContentSink::BeginLarge(uint64_t size) {
+  return std::make_unique<CollectedContent>(*this, size);
+}
 
 absl::StatusOr<std::vector<Entry>> SquashLayers(const ImageSource& image, ContentSink& sink,
                                                 const SquashOptions& options) {

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 
 #include "d4c/base/io.h"
@@ -22,9 +23,24 @@ namespace {
 // Extraction errors stay Internal whatever the errno, as they always were.
 absl::Status Errno(std::string_view op, const std::string& path) { return InternalErrnoStatus(errno, op, path); }
 
-absl::Status CheckTarget(const std::string& dir) {
-  if (mkdir(dir.c_str(), 0755) == 0) return absl::OkStatus();
-  if (errno != EEXIST) return Errno("mkdir", dir);
+// What was at the target before extract started; it is all put back on
+// failure.
+struct Target {
+  std::string dir;   // as given, without trailing '/'
+  bool existed = false;  // an empty directory already (else absent)
+  struct stat before {};
+};
+
+absl::StatusOr<Target> CheckTarget(std::string dir) {
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  Target t;
+  t.dir = dir;
+  if (lstat(dir.c_str(), &t.before) != 0) {
+    if (errno == ENOENT) return t;
+    return Errno("stat", dir);
+  }
+  if (!S_ISDIR(t.before.st_mode))
+    return absl::FailedPreconditionError(StrCat(dir, ": output exists and is not a directory"));
   DIR* d = opendir(dir.c_str());
   if (!d) return Errno("opendir", dir);
   bool empty = true;
@@ -33,7 +49,47 @@ absl::Status CheckTarget(const std::string& dir) {
   }
   closedir(d);
   if (!empty) return absl::FailedPreconditionError(StrCat(dir, ": output directory is not empty"));
-  return absl::OkStatus();
+  t.existed = true;
+  return t;
+}
+
+// A new directory beside `dir` (same filesystem, so it can be renamed into
+// place): "<parent>/.<name>.extract-XXXXXX".
+absl::StatusOr<std::string> MakeWorkDir(const std::string& dir) {
+  std::filesystem::path p(dir);
+  std::string tmpl = (p.parent_path() / StrCat(".", p.filename().string(), ".extract-XXXXXX")).string();
+  if (!mkdtemp(tmpl.data())) return Errno("mkdir", StrCat(tmpl, " (temporary directory for ", dir, ")"));
+  // mkdir(2)'s default, as before; the image's root metadata is set at the end.
+  if (chmod(tmpl.c_str(), 0755) != 0) return Errno("chmod", tmpl);
+  return tmpl;
+}
+
+// Undoes a failed extraction: removes the work directory, or (for a target
+// that was an empty directory) everything created inside it, and puts the
+// directory's own metadata back. Returns `cause` with any cleanup error added.
+absl::Status Undo(const Target& t, const std::string& work, absl::Status cause) {
+  std::error_code ec;
+  std::string failed;
+  if (!t.existed) {
+    std::filesystem::remove_all(work, ec);
+    if (ec) failed = StrCat(work, ": ", ec.message());
+  } else {
+    for (std::filesystem::directory_iterator it(work, ec), end; !ec && it != end; it.increment(ec)) {
+      std::error_code rm;
+      std::filesystem::remove_all(it->path(), rm);
+      if (rm && failed.empty()) failed = StrCat(it->path().string(), ": ", rm.message());
+    }
+    if (ec && failed.empty()) failed = StrCat(work, ": ", ec.message());
+    const struct stat& b = t.before;
+    timespec ts[2] = {b.st_atim, b.st_mtim};
+    if ((lchown(work.c_str(), b.st_uid, b.st_gid) != 0 || chmod(work.c_str(), b.st_mode & 07777) != 0 ||
+         utimensat(AT_FDCWD, work.c_str(), ts, AT_SYMLINK_NOFOLLOW) != 0) &&
+        failed.empty())
+      failed = StrCat(work, ": restoring its owner, mode and times: ", std::strerror(errno));
+  }
+  if (failed.empty()) return cause;
+  return absl::Status(cause.code(), StrCat(cause.message(), " (and removing the partial tree failed: ", failed,
+                                           "; remove it by hand)"));
 }
 
 // Ownership, then mode (chown clears setuid/setgid), xattrs, then times last.
@@ -84,14 +140,9 @@ absl::Status CreateNode(const std::string& full, const Entry& e) {
   }
 }
 
-}  // namespace
-
-absl::StatusOr<ExtractStats> ExtractImage(const ImageChain& chain, const std::string& dir,
-                                          const ExtractOptions& options) {
-  if (geteuid() != 0)
-    return absl::PermissionDeniedError(
-        "extract must run as root: it sets file ownership, creates device nodes and security.* xattrs");
-  if (auto s = CheckTarget(dir); !s.ok()) return s;
+// Writes the tree into `dir`, an empty directory.
+absl::StatusOr<ExtractStats> ExtractInto(const ImageChain& chain, const std::string& dir,
+                                         const ExtractOptions& options) {
   const CdimgImage& img = chain.top();
   auto full_path = [&](const Entry& e) { return e.path.empty() ? dir : dir + "/" + e.path; };
   ExtractStats stats;
@@ -107,12 +158,14 @@ absl::StatusOr<ExtractStats> ExtractImage(const ImageChain& chain, const std::st
   // 2. Regular files in parallel: rebuild (verified), write, set metadata.
   std::mutex mu;
   absl::Status first_error;
+  std::atomic<bool> failed{false};  // later files are skipped after an error
   std::atomic<uint64_t> bytes{0};
   {
     internal::ThreadPool pool(options.threads);
     for (size_t i = 0; i < img.size(); ++i) {
       if (img.TypeAt(i) != EntryType::kRegular) continue;
       pool.Submit([&, i] {
+        if (failed) return;
         Entry e = img.EntryAt(i);
         absl::Status s;
         auto data = chain.ReadFile(i);
@@ -122,6 +175,7 @@ absl::StatusOr<ExtractStats> ExtractImage(const ImageChain& chain, const std::st
         if (s.ok()) bytes += e.size;
         std::lock_guard<std::mutex> l(mu);
         if (!s.ok() && first_error.ok()) first_error = s;
+        if (!s.ok()) failed = true;
       });
     }
   }
@@ -140,6 +194,31 @@ absl::StatusOr<ExtractStats> ExtractImage(const ImageChain& chain, const std::st
     Entry e = img.EntryAt(i);
     if (auto s = ApplyMetadata(full_path(e), e); !s.ok()) return s;
   }
+  return stats;
+}
+
+}  // namespace
+
+absl::StatusOr<ExtractStats> ExtractImage(const ImageChain& chain, const std::string& dir,
+                                          const ExtractOptions& options) {
+  if (geteuid() != 0)
+    return absl::PermissionDeniedError(
+        "extract must run as root: it sets file ownership, creates device nodes and security.* xattrs");
+  auto target = CheckTarget(dir);
+  if (!target.ok()) return target.status();
+  // An absent target is built in a directory beside it and renamed into
+  // place at the end, so it never exists half-written; an existing empty
+  // one is filled in place and emptied again on failure.
+  std::string work = target->dir;
+  if (!target->existed) {
+    auto made = MakeWorkDir(target->dir);
+    if (!made.ok()) return made.status();
+    work = *made;
+  }
+  auto stats = ExtractInto(chain, work, options);
+  if (!stats.ok()) return Undo(*target, work, stats.status());
+  if (!target->existed && rename(work.c_str(), target->dir.c_str()) != 0)
+    return Undo(*target, work, Errno(StrCat("rename ", work, " to"), target->dir));
   return stats;
 }
 

@@ -17,8 +17,7 @@ std::vector<size_t> FullBlobEntries(const std::vector<Entry>& entries) {
 }
 
 absl::StatusOr<FullImageStats> WriteFullImage(const std::string& out_path, std::string_view config_json,
-                                              const std::vector<Entry>& entries,
-                                              const FullBlobSource& blob) {
+                                              const std::vector<Entry>& entries, const FullBlobCopier& blob) {
   auto writer = CdimgWriter::Create(out_path, {});
   if (!writer.ok()) return writer.status();
   FullImageStats stats;
@@ -37,14 +36,30 @@ absl::StatusOr<FullImageStats> WriteFullImage(const std::string& out_path, std::
       continue;
     }
     stats.unique_bytes += e.size;
-    auto bytes = blob(i);
-    if (!bytes.ok()) return bytes.status();
-    auto ref = (*writer)->AppendBlob(*bytes);
-    if (!ref.ok()) return ref.status();
-    recipes[i] = {Recipe::Kind::kFull, CodecId::kZstd, {}, *ref};
+    // Pieces appended back to back make one contiguous blob.
+    BlobRef ref{(*writer)->blob_bytes(), 0};
+    absl::Status st = blob.copy(i, [&](std::string_view piece) -> absl::Status {
+      auto r = (*writer)->AppendBlob(piece);
+      if (!r.ok()) return r.status();
+      ref.length += r->length;
+      return absl::OkStatus();
+    });
+    if (!st.ok()) return st;
+    recipes[i] = {Recipe::Kind::kFull, CodecId::kZstd, {}, ref};
   }
   if (auto s = (*writer)->Finish(config_json, entries, recipes); !s.ok()) return s;
   return stats;
+}
+
+absl::StatusOr<FullImageStats> WriteFullImage(const std::string& out_path, std::string_view config_json,
+                                              const std::vector<Entry>& entries,
+                                              const FullBlobSource& blob) {
+  return WriteFullImage(out_path, config_json, entries,
+                        FullBlobCopier([&](size_t i, const BlobAppend& append) -> absl::Status {
+                          auto bytes = blob(i);
+                          if (!bytes.ok()) return bytes.status();
+                          return append(*bytes);
+                        }));
 }
 
 }  // namespace d4c::internal

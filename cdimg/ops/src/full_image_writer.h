@@ -22,6 +22,15 @@ std::vector<size_t> FullBlobEntries(const std::vector<Entry>& entries);
 // entries[i]; called once per FullBlobEntries index, in increasing order.
 using FullBlobSource = std::function<absl::StatusOr<std::string>(size_t i)>;
 
+// The same blob passed in pieces to `append` (concatenated, they are the
+// blob), so that a big one is never held whole. Wrapped in a struct only to
+// keep the two WriteFullImage overloads apart.
+using BlobAppend = std::function<absl::Status(std::string_view piece)>;
+struct FullBlobCopier {
+  explicit FullBlobCopier(std::function<absl::Status(size_t i, const BlobAppend& append)> f) : copy(std::move(f)) {}
+  std::function<absl::Status(size_t i, const BlobAppend& append)> copy;
+};
+
 struct FullImageStats {
   uint64_t rootfs_bytes = 0;  // sum of regular file sizes (hardlinks once)
   uint64_t unique_bytes = 0;  // after dedup by content
@@ -31,5 +40,7 @@ struct FullImageStats {
 absl::StatusOr<FullImageStats> WriteFullImage(const std::string& out_path, std::string_view config_json,
                                               const std::vector<Entry>& entries,
                                               const FullBlobSource& blob);
+absl::StatusOr<FullImageStats> WriteFullImage(const std::string& out_path, std::string_view config_json,
+                                              const std::vector<Entry>& entries, const FullBlobCopier& blob);
 
 }  // namespace d4c::internal

@@ -44,12 +44,26 @@ class ImageSource {
 // or `docker-archive:TAR` (docker save / skopeo format).
 absl::StatusOr<std::unique_ptr<ImageSource>> OpenImageSource(std::string_view ref);
 
+// A file too big to hold in memory, passed to the sink in pieces while the
+// layer is read. Write gets the bytes in order, then Finish its digest (only
+// once the entry proved valid); destroyed without Finish, it is abandoned.
+class LargeContent {
+ public:
+  virtual ~LargeContent() = default;
+  virtual absl::Status Write(std::string_view piece) = 0;
+  virtual absl::Status Finish(const Digest& digest) = 0;
+};
+
 // Receives every regular file's content as layers are read, before later
 // layers may delete or replace it. Called from the squashing thread only.
 class ContentSink {
  public:
   virtual ~ContentSink() = default;
   virtual absl::Status Put(const Digest& digest, std::string content) = 0;
+  // Files over SquashOptions::whole_file_bytes. The default collects the
+  // pieces and calls Put (memory grows with the file); a sink that can keep
+  // memory bounded streams them instead.
+  virtual absl::StatusOr<std::unique_ptr<LargeContent>> BeginLarge(uint64_t size);
 };
 
 struct SquashOptions {
@@ -57,6 +71,9 @@ struct SquashOptions {
   // max(layer_floor_bytes, layer_ratio_limit * stored size) bytes.
   uint64_t layer_ratio_limit = 200;
   uint64_t layer_floor_bytes = 256ull << 20;
+  // Regular files larger than this are handed to ContentSink::BeginLarge in
+  // pieces instead of being read whole into memory.
+  uint64_t whole_file_bytes = 64ull << 20;
   // Called after each layer with (layer index, layer count); may be empty.
   std::function<void(size_t, size_t)> progress;
 };

@@ -111,8 +111,11 @@ absl::StatusOr<DeltaStats> MergeDeltas(const ImageChain& base_chain, const std::
 
 // For a delta cdimg: finds its ancestors (parent, grandparent, ... down to a
 // full image) by image id among `candidates` first, then among the *.cdimg
-// files of `search_dirs` (headers only). Returns their paths, nearest first,
-// or a NotFound error naming the first missing image id.
+// files of `search_dirs` (headers only). Of several files with the same id
+// the first whose own chain resolves is taken; files off that chain,
+// unreadable or corrupt ones are ignored. Returns the paths, nearest first
+// (empty for a full image), or a NotFound error naming the missing image id,
+// the files tried, where it looked and the fix.
 absl::StatusOr<std::vector<std::string>> FindAncestors(const std::string& cdimg,
                                                       const std::vector<std::string>& candidates,
                                                       const std::vector<std::string>& search_dirs);
