@@ -149,6 +149,8 @@ namespace {
 // size on the corpus (debian v1->v2, 635 files: 0.61 to 1.14), so a patch
 // whose level-1 streams are more than twice `limit` cannot come in under it.
 // On debian that spares the level-19 pass for 516 of 634 files.
+// The bzip2 and LZMA2 forms (alt_section.h) did not go below it either
+// (esbuild 0.20.0 -> 0.20.1, where bzip2 wins: 0.75 of the zstd-1 size).
 constexpr uint64_t kFinalToQuickFloorInverse = 2;
 
 // The streams of a patch before compression, in section order.
