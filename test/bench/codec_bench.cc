@@ -10,6 +10,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <iterator>
 #include <sstream>
@@ -77,6 +78,11 @@ int main(int argc, char** argv) {
     if (!streams.ok()) return 1;
     std::printf("bsdiff_scan_s=%.3f ctrl=%zu diff=%zu extra=%zu\n", Since(t0), streams->ctrl.size(),
                 streams->diff.size(), streams->extra.size());
+    // D4C_BSDIFF_DUMP=PREFIX writes the raw streams to PREFIX.{diff,extra}, to try compressors on them.
+    if (const char* dump = std::getenv("D4C_BSDIFF_DUMP")) {
+      std::ofstream(std::string(dump) + ".diff", std::ios::binary) << streams->diff;
+      std::ofstream(std::string(dump) + ".extra", std::ios::binary) << streams->extra;
+    }
   }
   auto t0 = std::chrono::steady_clock::now();
   auto patch = codec.EncodeParallel(base, target, helpers);

@@ -1,5 +1,6 @@
 // bsdiff internals: the search starts, the zero-run split, the ctrl
-// columns, and patches written in earlier layouts.
+// columns, the LZMA2/bzip2 section forms, and patches written in earlier
+// layouts.
 #include <catch2/catch.hpp>
 #include <zstd.h>
 
@@ -8,6 +9,7 @@
 #include <random>
 #include <string>
 
+#include "alt_section.h"
 #include "bsdiff_ctrl.h"
 #include "bsdiff_diff.h"
 #include "bsdiff_zero_runs.h"
@@ -162,6 +164,8 @@ TEST_CASE("bsdiff: patches of earlier layouts still decode", "[codec][bsdiff]") 
   auto streams = BsdiffCompute(p.base, p.target, NoHelpers());
   REQUIRE(streams.ok());
   std::string fixed = Z(FixedCtrl(streams->ctrl)), extra = Z(streams->extra);
+  CtrlColumns c = SplitCtrl(streams->ctrl);
+  std::string columns = JoinFrames({Z(c.adds), Z(c.copies), Z(c.seeks)});
   const DeltaCodec& bsdiff = GetCodec(CodecId::kBsdiff);
   auto now = bsdiff.Encode(p.base, p.target);
   REQUIRE(now.ok());
@@ -171,6 +175,8 @@ TEST_CASE("bsdiff: patches of earlier layouts still decode", "[codec][bsdiff]") 
   } layouts[] = {
       {"fixed ctrl, whole diff frame", Assemble(fixed, Z(streams->diff), extra, p.target)},
       {"fixed ctrl, zero runs", Assemble(fixed, ZeroRunsSection(streams->diff), extra, p.target)},
+      // What the encoder wrote before the LZMA2 and bzip2 section forms.
+      {"ctrl columns, zero runs, zstd extra", Assemble(columns, ZeroRunsSection(streams->diff), extra, p.target)},
   };
   for (const Layout& l : layouts) {
     INFO(l.what);
@@ -210,6 +216,107 @@ TEST_CASE("bsdiff: malformed ctrl columns are refused", "[codec][bsdiff]") {
   CHECK(decode(s.substr(0, s.size() - 1)).status().message().find("truncated") != std::string::npos);
   CHECK(decode(s.substr(0, 3)).status().message().find("truncated") != std::string::npos);
   CHECK_FALSE(decode(JoinFrames({Z(good.adds), "", Z(good.seeks)})).ok());
+}
+
+// A Go binary's rebuild: every few bytes a pointer moved by a small amount,
+// so the diff stream is short gaps between small deltas rather than long
+// zero runs (esbuild 0.20.0 -> 0.20.1 has that shape).
+struct PointerShiftPair {
+  std::string base, target;
+  PointerShiftPair() : base(Binaryish(400000, 11)) {
+    std::mt19937_64 rng(12);
+    for (size_t i = 0; i + 8 < base.size(); i += 8 * (1 + rng() % 4)) base[i + 4] = base[i + 5] = 0;
+    target = base;
+    for (size_t i = 0; i + 8 < target.size(); i += 8 * (1 + rng() % 3)) {
+      target[i] = static_cast<char>(target[i] + (i < 200000 ? 0x20 : 0x40));
+    }
+  }
+};
+
+std::string_view Section(std::string_view patch, int k) {
+  uint64_t lens[3];
+  for (int i = 0; i < 3; ++i) {
+    lens[i] = 0;
+    for (int b = 0; b < 4; ++b) lens[i] |= uint64_t{static_cast<uint8_t>(patch[4 * i + b])} << (8 * b);
+  }
+  size_t off = 20;
+  for (int i = 0; i < k; ++i) off += lens[i];
+  return patch.substr(off, lens[k]);
+}
+
+TEST_CASE("bsdiff: Go-like diffs are stored in the bzip2 form, smaller than zstd's zero runs", "[codec][bsdiff]") {
+  PointerShiftPair p;
+  auto streams = BsdiffCompute(p.base, p.target, NoHelpers());
+  REQUIRE(streams.ok());
+  const DeltaCodec& bsdiff = GetCodec(CodecId::kBsdiff);
+  auto patch = bsdiff.Encode(p.base, p.target);
+  REQUIRE(patch.ok());
+  std::string_view diff = Section(*patch, 1);
+  REQUIRE(!diff.empty());
+  CHECK(diff[0] == kBzip2Form);
+  CHECK(diff.size() < ZeroRunsSection(streams->diff).size());
+  auto back = bsdiff.Decode(p.base, *patch, p.target.size());
+  REQUIRE(back.ok());
+  CHECK(*back == p.target);
+}
+
+TEST_CASE("bsdiff: machine code keeps zstd's zero runs for the diff", "[codec][bsdiff]") {
+  std::string code = OwnCode();
+  std::string target = Rebuilt(code);
+  auto patch = GetCodec(CodecId::kBsdiff).Encode(code, target);
+  REQUIRE(patch.ok());
+  CHECK(IsMultiFrame(Section(*patch, 1)));
+  auto back = GetCodec(CodecId::kBsdiff).Decode(code, *patch, target.size());
+  REQUIRE(back.ok());
+  CHECK(*back == target);
+}
+
+TEST_CASE("bsdiff: every section form decodes", "[codec][bsdiff]") {
+  EditedPair p;
+  auto streams = BsdiffCompute(p.base, p.target, NoHelpers());
+  REQUIRE(streams.ok());
+  CtrlColumns c = SplitCtrl(streams->ctrl);
+  std::string ctrl = JoinFrames({Z(c.adds), Z(c.copies), Z(c.seeks)});
+  auto lzma_diff = Lzma2CompressSection(streams->diff), bz_diff = Bzip2CompressSection(streams->diff);
+  auto lzma_extra = Lzma2CompressSection(streams->extra), bz_extra = Bzip2CompressSection(streams->extra);
+  REQUIRE(lzma_diff.ok());
+  REQUIRE(bz_diff.ok());
+  REQUIRE(lzma_extra.ok());
+  REQUIRE(bz_extra.ok());
+  CHECK((*lzma_diff)[0] == kLzma2Form);
+  CHECK((*bz_diff)[0] == kBzip2Form);
+  for (const std::string* diff : {&*lzma_diff, &*bz_diff}) {
+    for (const std::string* extra : {&*lzma_extra, &*bz_extra}) {
+      auto out = GetCodec(CodecId::kBsdiff).Decode(p.base, Assemble(ctrl, *diff, *extra, p.target), p.target.size());
+      INFO(out.status().ToString());
+      REQUIRE(out.ok());
+      CHECK(*out == p.target);
+    }
+  }
+}
+
+TEST_CASE("bsdiff: malformed LZMA2 and bzip2 sections are refused", "[codec][bsdiff]") {
+  std::string data = Binaryish(100000, 21);
+  for (auto compress : {Lzma2CompressSection, Bzip2CompressSection}) {
+    auto s = compress(data);
+    REQUIRE(s.ok());
+    auto back = DecompressAltSection(*s, data.size());
+    REQUIRE(back.ok());
+    CHECK(*back == data);
+    auto over = DecompressAltSection(*s, data.size() - 1);
+    CHECK(over.status().message().find("longer than its bound") != std::string::npos);
+    auto cut = DecompressAltSection(s->substr(0, s->size() - 5), data.size());
+    CHECK(cut.status().message().find("truncated") != std::string::npos);
+    auto trailing = DecompressAltSection(*s + "x", data.size());
+    CHECK(trailing.status().message().find("bytes after") != std::string::npos);
+  }
+  auto lz = Lzma2CompressSection(data);
+  REQUIRE(lz.ok());
+  std::string bad_dict = *lz;
+  bad_dict[1] = 40;
+  CHECK(DecompressAltSection(bad_dict, data.size()).status().message().find("dictionary") != std::string::npos);
+  CHECK_FALSE(DecompressAltSection(std::string(1, kLzma2Form), data.size()).ok());
+  CHECK_FALSE(DecompressAltSection(std::string(1, kBzip2Form), data.size()).ok());
 }
 
 }  // namespace

@@ -7,9 +7,13 @@
 //   diff                                        nothing if empty, else byte 0x01, varint
 //                                               length of the runs frame, the zstd frames
 //                                               of the zero runs and of the literals
-//                                               (bsdiff_zero_runs.h); patches written
-//                                               before that hold one zstd frame here
-//   extra                                       one zstd frame, or nothing if empty
+//                                               (bsdiff_zero_runs.h), or the whole stream
+//                                               as an LZMA2 (0x02) or bzip2 (0x03) section
+//                                               (alt_section.h); patches written before
+//                                               the zero runs hold one zstd frame here
+//   extra                                       one zstd frame, an LZMA2 or bzip2 section,
+//                                               or nothing if empty
+// The encoder writes each of diff and extra in whichever form is smallest.
 // The streams are described in bsdiff_diff.h.
 #pragma once
 
