@@ -674,17 +674,9 @@ absl::StatusOr<std::optional<std::string>> RegistryClient::ManifestDigest(const 
 
 absl::StatusOr<std::string> RegistryClient::PutManifest(const std::string& repo, const std::string& reference,
                                                         const std::string& media_type, const std::string& body) {
-  StringBodySource content(body);
-  HttpRequest req;
-  req.method = "PUT";
-  req.url = impl_->Url(StrCat("/v2/", repo, "/manifests/", reference));
-  req.body = &content;
-  req.headers = {"Content-Type: " + media_type};
-  std::string what = StrCat(impl_->o.host, "/", repo, ":", reference, ": put manifest");
-  auto r = impl_->Do(req, what, impl_->o.attempts);
+  auto r = PutManifestWithSubject(repo, reference, media_type, body);
   if (!r.ok()) return r.status();
-  if (r->status != 201 && r->status != 200) return StatusFor(*r, what);
-  return Sha256Digest(body);
+  return r->digest;
 }
 
 absl::StatusOr<PutManifestResult> RegistryClient::PutManifestWithSubject(const std::string& repo,

@@ -13,10 +13,12 @@
 #include "d4c/cdimg.h"
 #include "d4c/registry/transfer.h"
 #include "d4c/base/strcat.h"
+#include "fake_registry.h"
 #include "oci_fixture.h"
 
 using namespace d4c;
 using namespace d4c::registry;
+using d4c::registry_test::FakeRegistry;
 namespace fs = std::filesystem;
 
 namespace {
@@ -28,88 +30,6 @@ std::string TempDir(const std::string& name) {
   fs::create_directories(dir);
   return dir.string();
 }
-
-// An in-memory distribution registry. DownloadBlob keeps RegistryClient's
-// contract: `dest`.partial resumed, sha256 checked before `dest` appears.
-class FakeRegistry : public RegistryApi {
- public:
-  std::map<std::string, std::string> blobs;                  // digest -> bytes (one repository)
-  std::map<std::string, Manifest> manifests;                 // tag or digest -> manifest
-  std::map<std::string, uint64_t> cut_after;                 // digest -> serve only this many bytes, then fail
-  std::vector<std::string> downloads;                        // digests asked for
-  uint64_t served = 0;                                       // blob bytes sent by DownloadBlob
-  std::vector<std::string> uploads;                          // digests uploaded
-
-  std::string host() const override { return "fake.test:5000"; }
-  absl::StatusOr<bool> HasBlob(const std::string&, const std::string& digest) override {
-    return blobs.count(digest) > 0;
-  }
-  absl::Status UploadBlobFile(const std::string& repo, const std::string& digest, const std::string& path,
-                              const ProgressFn& progress) override {
-    std::string bytes = oci_test::ReadAll(path);
-    if (progress) progress(bytes.size(), bytes.size());
-    return UploadBlobBytes(repo, digest, bytes);
-  }
-  absl::Status UploadBlobBytes(const std::string&, const std::string& digest, const std::string& bytes) override {
-    if (Sha256Digest(bytes) != digest) return absl::InvalidArgumentError("digest mismatch on upload");
-    blobs[digest] = bytes;
-    uploads.push_back(digest);
-    return absl::OkStatus();
-  }
-  absl::StatusOr<uint64_t> DownloadBlob(const std::string&, const std::string& digest, uint64_t size,
-                                        const std::string& dest, const ProgressFn& progress) override {
-    downloads.push_back(digest);
-    if (auto have = Sha256DigestOfFile(dest); have.ok() && *have == digest) return uint64_t{0};
-    auto it = blobs.find(digest);
-    if (it == blobs.end()) return absl::NotFoundError("no blob " + digest);
-    const std::string& b = it->second;
-    std::string partial = dest + ".partial";
-    uint64_t have = fs::exists(partial) ? fs::file_size(partial) : 0;
-    if (have > b.size()) return absl::InternalError("partial longer than the blob");
-    uint64_t end = b.size();
-    auto cut = cut_after.find(digest);
-    if (cut != cut_after.end()) end = std::min<uint64_t>(end, cut->second);
-    {
-      std::ofstream f(partial, std::ios::binary | std::ios::app);
-      f.write(b.data() + have, static_cast<std::streamsize>(end > have ? end - have : 0));
-    }
-    uint64_t fetched = end > have ? end - have : 0;
-    served += fetched;
-    if (progress) progress(end, size);
-    if (end < b.size()) return absl::UnavailableError(StrCat("download of blob ", digest, ": connection reset"));
-    auto got = Sha256DigestOfFile(partial);
-    if (!got.ok()) return got.status();
-    if (*got != digest) {
-      fs::remove(partial);
-      return absl::DataLossError(StrCat("download of blob ", digest, ": the bytes received have ", *got));
-    }
-    fs::rename(partial, dest);
-    return fetched;
-  }
-  absl::StatusOr<std::optional<Manifest>> GetManifest(const std::string&, const std::string& ref) override {
-    auto it = manifests.find(ref);
-    if (it == manifests.end()) return std::optional<Manifest>();
-    return std::optional<Manifest>(it->second);
-  }
-  absl::StatusOr<std::optional<std::string>> ManifestDigest(const std::string&, const std::string& ref) override {
-    auto it = manifests.find(ref);
-    if (it == manifests.end()) return std::optional<std::string>();
-    return std::optional<std::string>(it->second.digest);
-  }
-  absl::StatusOr<std::vector<std::string>> ListTags(const std::string&) override {
-    std::vector<std::string> tags;
-    for (const auto& [ref, m] : manifests)
-      if (ref.rfind("sha256:", 0) != 0) tags.push_back(ref);
-    return tags;
-  }
-  absl::StatusOr<std::string> PutManifest(const std::string&, const std::string& ref, const std::string& media_type,
-                                          const std::string& body) override {
-    Manifest m{media_type, Sha256Digest(body), body};
-    manifests[ref] = m;
-    manifests[m.digest] = m;
-    return m.digest;
-  }
-};
 
 class FakeLocal : public LocalImages {
  public:
