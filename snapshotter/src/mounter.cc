@@ -187,7 +187,11 @@ absl::Status Di3fsMounter::Ensure(const std::string& id_hex, const std::vector<s
   args.fs.cache_dir = layout::CacheDirFor(o_.root, id_hex);
   fs::create_directories(args.fs.cache_dir, ec);
   args.fs.cache_size = o_.cache_size;
-  args.fs.mount_options = {"allow_other"};
+  // allow_other: containers' overlays (mounted by containerd) read it.
+  // nosuid,nodev: on the host the mount gives no setuid or device rights;
+  // containers still get both, because the overlay mount over it is what
+  // their exec and open go through (docs/operations.md, "Mount options").
+  args.fs.mount_options = {"allow_other", "nosuid", "nodev"};
   args.mountpoint = mp;
   std::string log = layout::LogFile(o_.root, id_hex);
   std::string pidfile = layout::PidFile(o_.root, id_hex);

@@ -206,6 +206,9 @@ CTR task exec --exec-id w1 long sh -c 'echo written-inside > /app/new-file && ec
   bad "write inside container"
 MNT_V1=$SNAP_ROOT/mnt/${ID[$v1]#sha256:}
 mountpoint -q "$MNT_V1" || bad "di3fs of ts:$v1 is not mounted at $MNT_V1"
+opts=$(awk -v m="$MNT_V1" '$2 == m {print $4}' /proc/mounts)
+[[ ,$opts, == *,nosuid,* && ,$opts, == *,nodev,* && ,$opts, == *,ro,* ]] ||
+  bad "di3fs mount options on the host are '$opts', want ro,nosuid,nodev (docs/operations.md)"
 [[ -e $MNT_V1/app/new-file ]] && bad "a write inside the container reached the di3fs mount"
 tail -c 20 "$MNT_V1/app/node_modules/typescript/package.json" | grep -q more && bad "an append inside reached the lower file"
 upper=$(grep -l written-inside "$SNAP_ROOT"/snapshots/*/fs/app/new-file 2>/dev/null | head -1) || true

@@ -134,7 +134,8 @@ TEST_CASE("di3fs mounter: argv, adoption of live mounts, dead mounts detached be
     CHECK(sys->spawned[0] == std::vector<std::string>{"/opt/di3fs", "--cdimg", "/s/top.cdimg", "--base",
                                                       "/s/parent.cdimg", "--cache-dir",
                                                       layout::CacheDirFor(root, a), "--cache-size", "12345", "-o",
-                                                      "allow_other", layout::MountPoint(root, a)});
+                                                      "allow_other", "-o", "nosuid", "-o", "nodev",
+                                                      layout::MountPoint(root, a)});
     std::ifstream pf(layout::PidFile(root, a));
     int pid = 0;
     pf >> pid;

@@ -36,7 +36,8 @@ struct Di3fsOptions {
   uint64_t cache_size = 2ull << 30;  // bytes
   // Extra mount options, as given to -o (e.g. "allow_other"). Always added:
   // ro, default_permissions, fsname=di3fs:<image id>, subtype=di3fs, and as
-  // root suid,dev (as an overlayfs container root has).
+  // root suid,dev (libfuse defaults to nosuid,nodev); "nosuid", "nodev" here
+  // win (the snapshotter passes them: docs/operations.md, "Mount options").
   std::vector<std::string> mount_options;
   double timeout_sec = 3600;  // kernel entry/attr cache lifetime (the image is immutable)
   unsigned max_idle_threads = 16;
