@@ -20,6 +20,21 @@ int DictLogFor(uint64_t size) {
   return log;
 }
 
+// The output buffer grows with what the stream really produces (never past
+// `max_size`), so a hostile section claiming a huge target allocates nothing
+// up front.
+constexpr uint64_t kFirstOutput = 1 << 20;
+
+bool Grow(std::string* out, uint64_t max_size) {
+  uint64_t want = std::min<uint64_t>(max_size, std::max<uint64_t>(kFirstOutput, uint64_t{out->size()} * 2));
+  if (want <= out->size()) return false;
+  auto bigger = AllocateBuffer(want);
+  if (!bigger.ok()) return false;
+  bigger->replace(0, out->size(), *out);
+  *out = std::move(*bigger);
+  return true;
+}
+
 absl::StatusOr<std::string> Lzma2Decompress(std::string_view section, uint64_t max_size) {
   if (section.size() < 2) return absl::DataLossError("bsdiff patch: lzma2 section truncated");
   int log = static_cast<uint8_t>(section[1]);
@@ -31,18 +46,45 @@ absl::StatusOr<std::string> Lzma2Decompress(std::string_view section, uint64_t m
   lzma_options_lzma opt{};
   opt.dict_size = static_cast<uint32_t>(std::clamp<uint64_t>(max_size, LZMA_DICT_SIZE_MIN, uint64_t{1} << log));
   lzma_filter filters[2] = {{LZMA_FILTER_LZMA2, &opt}, {LZMA_VLI_UNKNOWN, nullptr}};
-  auto out = AllocateBuffer(max_size);
-  if (!out.ok()) return out.status();
-  size_t in_pos = 2, out_pos = 0;
-  lzma_ret r = lzma_raw_buffer_decode(filters, nullptr, reinterpret_cast<const uint8_t*>(section.data()), &in_pos,
-                                      section.size(), reinterpret_cast<uint8_t*>(out->data()), &out_pos, out->size());
+  lzma_stream strm = LZMA_STREAM_INIT;
+  lzma_ret r = lzma_raw_decoder(&strm, filters);
   if (r == LZMA_MEM_ERROR) return absl::ResourceExhaustedError("bsdiff: out of memory in the lzma decoder");
-  if (r == LZMA_BUF_ERROR) return absl::DataLossError("bsdiff patch: lzma2 section longer than its bound");
-  if (r != LZMA_OK) {
+  if (r != LZMA_OK) return absl::DataLossError(StrCat("bsdiff patch: lzma2 section refused (lzma_ret ", int{r}, ")"));
+  std::string out;
+  strm.next_in = reinterpret_cast<const uint8_t*>(section.data() + 2);
+  strm.avail_in = section.size() - 2;
+  uint64_t produced = 0;
+  bool over = false;
+  for (;;) {
+    if (produced == out.size() && !Grow(&out, max_size)) {
+      if (out.size() < max_size) {
+        lzma_end(&strm);
+        return absl::ResourceExhaustedError("bsdiff: out of memory for the lzma2 output");
+      }
+      // At the bound: the stream must end without another byte.
+      uint8_t probe;
+      strm.next_out = &probe;
+      strm.avail_out = 1;
+      r = lzma_code(&strm, LZMA_FINISH);
+      over = strm.avail_out == 0;
+      break;
+    }
+    strm.next_out = reinterpret_cast<uint8_t*>(out.data() + produced);
+    strm.avail_out = out.size() - produced;
+    size_t before = strm.avail_out;
+    r = lzma_code(&strm, LZMA_FINISH);
+    produced += before - strm.avail_out;
+    if (r != LZMA_OK) break;
+  }
+  size_t left = strm.avail_in;
+  lzma_end(&strm);
+  if (over) return absl::DataLossError("bsdiff patch: lzma2 section longer than its bound");
+  if (r == LZMA_MEM_ERROR) return absl::ResourceExhaustedError("bsdiff: out of memory in the lzma decoder");
+  if (r != LZMA_STREAM_END) {
     return absl::DataLossError(StrCat("bsdiff patch: corrupt or truncated lzma2 section (lzma_ret ", int{r}, ")"));
   }
-  if (in_pos != section.size()) return absl::DataLossError("bsdiff patch: bytes after the lzma2 stream");
-  out->resize(out_pos);
+  if (left != 0) return absl::DataLossError("bsdiff patch: bytes after the lzma2 stream");
+  out.resize(produced);
   return out;
 }
 
@@ -50,24 +92,21 @@ absl::StatusOr<std::string> Bzip2Decompress(std::string_view section, uint64_t m
   if (section.size() - 1 > std::numeric_limits<unsigned>::max()) {
     return absl::DataLossError("bsdiff patch: bzip2 section over 4 GiB");
   }
-  auto out = AllocateBuffer(max_size);
-  if (!out.ok()) return out.status();
   bz_stream s{};
   if (BZ2_bzDecompressInit(&s, 0, 0) != BZ_OK) return absl::ResourceExhaustedError("bsdiff: bzip2 decoder init failed");
   s.next_in = const_cast<char*>(section.data() + 1);
   s.avail_in = static_cast<unsigned>(section.size() - 1);
+  std::string out;
   uint64_t produced = 0;
   int r = BZ_OK;
-  // avail_out is 32 bits: the output is handed over in pieces.
+  bool oom = false;
   while (r == BZ_OK) {
-    s.next_out = out->data() + produced;
-    s.avail_out = static_cast<unsigned>(std::min<uint64_t>(max_size - produced, 1u << 30));
-    unsigned before = s.avail_out;
-    r = BZ2_bzDecompress(&s);
-    produced += before - s.avail_out;
-    if (r == BZ_OK && s.avail_in == 0 && before == s.avail_out) break;  // truncated: no progress possible
-    if (r == BZ_OK && produced == max_size && s.avail_out == 0) {
-      // Full: the stream must end right here.
+    if (produced == out.size() && !Grow(&out, max_size)) {
+      if (out.size() < max_size) {
+        oom = true;
+        break;
+      }
+      // At the bound: the stream must end without another byte.
       char probe;
       s.next_out = &probe;
       s.avail_out = 1;
@@ -75,14 +114,22 @@ absl::StatusOr<std::string> Bzip2Decompress(std::string_view section, uint64_t m
       if (s.avail_out == 0) r = BZ_OUTBUFF_FULL;
       break;
     }
+    // avail_out is 32 bits: the output is handed over in pieces.
+    s.next_out = out.data() + produced;
+    s.avail_out = static_cast<unsigned>(std::min<uint64_t>(out.size() - produced, 1u << 30));
+    unsigned before = s.avail_out;
+    r = BZ2_bzDecompress(&s);
+    produced += before - s.avail_out;
+    if (r == BZ_OK && s.avail_in == 0 && before == s.avail_out) break;  // truncated: no progress possible
   }
   unsigned left = s.avail_in;
   BZ2_bzDecompressEnd(&s);
+  if (oom) return absl::ResourceExhaustedError("bsdiff: out of memory for the bzip2 output");
   if (r == BZ_MEM_ERROR) return absl::ResourceExhaustedError("bsdiff: out of memory in the bzip2 decoder");
   if (r == BZ_OUTBUFF_FULL) return absl::DataLossError("bsdiff patch: bzip2 section longer than its bound");
   if (r != BZ_STREAM_END) return absl::DataLossError(StrCat("bsdiff patch: corrupt or truncated bzip2 section (", r, ")"));
   if (left != 0) return absl::DataLossError("bsdiff patch: bytes after the bzip2 stream");
-  out->resize(produced);
+  out.resize(produced);
   return out;
 }
 
