@@ -12,6 +12,8 @@
 #                                        30 MB Rust binary `@biomejs/cli-linux-x64`
 #   debian      v1 v2                    debootstrap minbase bookworm in one layer; v2 is v1
 #                                        after `apt-get upgrade` from bookworm-updates/-security
+#   debian-python v1 v2                  the same base with python3 installed (bookworm), one
+#                                        layer; v2 is v1 after the same `apt-get upgrade`
 #
 # Output, in $D4C_CORPUS (default /var/cache/d4c-corpus), per series S and version T:
 #   S/oci/                    OCI image layout, one tag per version
@@ -178,6 +180,13 @@ apt_tidy() {
   rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin
 }
 
+# upgraded DIR: apt-get upgrade of the root DIR from $SUITE-updates and -security.
+upgraded() {
+  printf '%s\n' "deb $DEBIAN_MIRROR $SUITE main" "deb $DEBIAN_MIRROR $SUITE-updates main" \
+    "deb $DEBIAN_SECURITY $SUITE-security main" >"$1/etc/apt/sources.list"
+  chrooted "$1" sh -c 'apt-get update && apt-get -y upgrade'
+}
+
 # debian_root NAME: a finished root filesystem in $CORPUS/debian-stage/NAME.
 STAGE=$CORPUS/debian-stage
 debian_root() {
@@ -196,11 +205,24 @@ debian_root() {
       debian_root debian-v1
       cp -a "$STAGE/debian-v1" "$dir.tmp"
       rm -f "$dir.tmp/.complete"
-      printf '%s\n' "deb $DEBIAN_MIRROR $SUITE main" "deb $DEBIAN_MIRROR $SUITE-updates main" \
-        "deb $DEBIAN_SECURITY $SUITE-security main" >"$dir.tmp/etc/apt/sources.list"
       say "debian-v2: apt-get upgrade from $SUITE-updates and $SUITE-security"
-      chrooted "$dir.tmp" sh -c 'apt-get update && apt-get -y upgrade' >"$STAGE/$name.log" 2>&1 ||
-        die "apt-get upgrade failed: see $STAGE/$name.log"
+      upgraded "$dir.tmp" >"$STAGE/$name.log" 2>&1 || die "apt-get upgrade failed: see $STAGE/$name.log"
+      apt_tidy "$dir.tmp" ;;
+    debian-python-v1)
+      # an application from the release itself (main only, as debian-v1's sources.list says)
+      debian_root debian-v1
+      cp -a "$STAGE/debian-v1" "$dir.tmp"
+      rm -f "$dir.tmp/.complete"
+      say "debian-python-v1: apt-get install python3 from $SUITE"
+      chrooted "$dir.tmp" sh -c 'apt-get update && apt-get -y install --no-install-recommends python3' \
+        >"$STAGE/$name.log" 2>&1 || die "apt-get install python3 failed: see $STAGE/$name.log"
+      apt_tidy "$dir.tmp" ;;
+    debian-python-v2)
+      debian_root debian-python-v1
+      cp -a "$STAGE/debian-python-v1" "$dir.tmp"
+      rm -f "$dir.tmp/.complete"
+      say "debian-python-v2: apt-get upgrade from $SUITE-updates and $SUITE-security"
+      upgraded "$dir.tmp" >"$STAGE/$name.log" 2>&1 || die "apt-get upgrade failed: see $STAGE/$name.log"
       apt_tidy "$dir.tmp" ;;
     *) die "unknown debian stage $name" ;;
   esac
@@ -257,7 +279,7 @@ exports() {
 # corpus-stats.tsv, one row per image, in release order:
 #   series tag n_layers rootfs_reg_bytes n_regular n_entries
 #   umoci_gz_layer_sizes pigz6_layer_sizes zstd3_layer_sizes layer_diff_ids
-ALL_SERIES=(typescript biome debian)
+ALL_SERIES=(typescript biome debian debian-python)
 write_stats() {
   local out=$CORPUS/corpus-stats.tsv series version
   {
@@ -306,6 +328,8 @@ for series in "${series_list[@]}"; do
     typescript) for v in 5.4.2 5.4.3 5.4.4 5.4.5; do app_image typescript "$v"; done ;;
     biome)      for v in 1.9.2 1.9.3 1.9.4; do app_image biome "$v"; done ;;
     debian)     rootfs_image debian v1 debian-v1; rootfs_image debian v2 debian-v2 ;;
+    debian-python)
+      rootfs_image debian-python v1 debian-python-v1; rootfs_image debian-python v2 debian-python-v2 ;;
     *) die "unknown series '$series' (known: ${ALL_SERIES[*]})" ;;
   esac
   rmdir "$CORPUS/$series/work" 2>/dev/null || true
