@@ -60,6 +60,16 @@ std::string ImageStore::PathFor(const std::string& id_hex) const {
   return StrCat(dir_, "/", id_hex, ".cdimg");  // == layout::StorePath(root, id_hex)
 }
 
+absl::Status ImageStore::Replace(const std::string& id_hex, const std::string& path) const {
+  auto h = CdimgImage::ReadHeader(path);
+  if (!h.ok()) return absl::Status(h.status().code(), StrCat(path, ": ", Msg(h.status().message())));
+  if (DigestHex(h->image_id) != id_hex)
+    return absl::InvalidArgumentError(StrCat(path, " holds image sha256:", DigestHex(h->image_id),
+                                             ", not sha256:", id_hex, ": not put in the store"));
+  if (!Has(id_hex)) return absl::NotFoundError(StrCat("image sha256:", id_hex, " is not in the store ", dir_));
+  return RenameDurably(path, PathFor(id_hex));
+}
+
 absl::Status ImageStore::Delete(const std::string& id_hex) const {
   std::string p = PathFor(id_hex);
   if (unlink(p.c_str()) != 0 && errno != ENOENT) return ErrnoStatus(errno, "delete", p);

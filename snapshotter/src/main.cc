@@ -45,6 +45,19 @@ int main(int argc, char** argv) {
   app.add_option("--address", address, "Unix socket to serve the Snapshots API on")->capture_default_str();
   app.add_option("--di3fs", opt.di3fs, "di3fs binary")->capture_default_str();
   app.add_option("--cache-size", opt.cache_size, "di3fs content cache per image, bytes")->capture_default_str();
+  opt.compaction.max_depth = 4;
+  opt.compaction.max_waste = 0.3;
+  app.add_option("--compact-depth", opt.compaction.max_depth,
+                 "Compact an image whose chain holds more deltas than this (0: never)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--compact-waste", opt.compaction.max_waste,
+                 "Compact an image when images only its chain keeps exceed this fraction of its full image (0: never)")
+      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  app.add_option("--compact-level", opt.compaction.zstd_level,
+                 "zstd level of the files a compaction recompresses (19: as convert)")
+      ->capture_default_str()->check(CLI::Range(1, 22));
+  app.add_option("--compact-threads", opt.compaction.threads, "Threads of one (background, niced) compaction")
+      ->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--containerd-address", containerd_address, "Accepted for D4C compatibility (unused)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
   try {

@@ -1,10 +1,14 @@
 #include "d4c/snap/snapshotter.h"
 
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <set>
 
+#include "d4c/base/status.h"
 #include "d4c/base/strcat.h"
 #include "spdlog/spdlog.h"
 
@@ -50,7 +54,10 @@ absl::StatusOr<std::unique_ptr<Snapshotter>> Snapshotter::Open(const Options& gi
   o.root = fs::canonical(given.root, ec).string();
   if (ec) return absl::InternalError(StrCat("resolve --root ", given.root, ": ", ec.message()));
   if (o.root != given.root) spdlog::info("root {} resolves to {}", given.root, o.root);
-  for (const auto& d : {layout::SnapshotsDir(o.root), layout::StoreDir(o.root)}) {
+  // What a crash left of a compaction is never needed (the store holds the
+  // old files or the new ones, each whole).
+  fs::remove_all(layout::CompactDir(o.root), ec);
+  for (const auto& d : {layout::SnapshotsDir(o.root), layout::StoreDir(o.root), layout::CompactDir(o.root)}) {
     fs::create_directories(d, ec);
     if (ec) return absl::InternalError(StrCat("create ", d, ": ", ec.message()));
   }
@@ -74,7 +81,109 @@ absl::StatusOr<std::unique_ptr<Snapshotter>> Snapshotter::Open(const Options& gi
       spdlog::error("recover: image sha256:{} needed by snapshots cannot be mounted: {}", id, Msg(st.message()));
   }
   if (auto st = s->Cleanup(); !st.ok()) spdlog::warn("startup cleanup: {}", Msg(st.message()));
+  if (o.compaction.enabled() && o.background_compaction) {
+    s->compactor_ = std::thread([p = s.get()] { p->CompactorLoop(); });
+    s->WakeCompactor();
+  }
   return s;
+}
+
+Snapshotter::~Snapshotter() {
+  {
+    absl::MutexLock g(&compact_mu_);
+    compact_stop_ = true;
+  }
+  if (compactor_.joinable()) compactor_.join();
+}
+
+void Snapshotter::WakeCompactor() {
+  absl::MutexLock g(&compact_mu_);
+  compact_wake_ = true;
+}
+
+void Snapshotter::CompactorLoop() {
+  // Background work: below the containers' own priority (this thread only).
+  setpriority(PRIO_PROCESS, static_cast<id_t>(syscall(SYS_gettid)), 10);
+  std::set<std::string> failed;
+  for (;;) {
+    {
+      absl::MutexLock g(&compact_mu_);
+      compact_mu_.Await(absl::Condition(this, &Snapshotter::CompactorReady));
+      if (compact_stop_) return;
+      compact_wake_ = false;
+    }
+    // One compaction may make another worth doing (a chain above it): go on
+    // until there is nothing to do, a bounded number of times per wake-up.
+    for (int i = 0; i < 16; ++i) {
+      auto done = CompactOnce(&failed);
+      if (!done.ok()) spdlog::error("compaction: {}", Msg(done.status().message()));
+      if (!done.ok() || !*done) break;
+      absl::MutexLock g(&compact_mu_);
+      if (compact_stop_) return;
+    }
+  }
+}
+
+absl::StatusOr<bool> Snapshotter::CompactOnce(std::set<std::string>* skip) {
+  std::set<std::string> no_skip;
+  if (skip == nullptr) skip = &no_skip;
+  absl::MutexLock run(&compact_run_mu_);
+  // The served images, by the number of their newest image snapshot.
+  std::map<std::string, int64_t> served;
+  {
+    auto all = Filter::ParseAll({});
+    if (!all.ok()) return all.status();
+    absl::MutexLock g(&mu_);
+    auto walked = meta_->Walk(*all, [&](const Record& r) {
+      if (!r.image_id.empty()) served[r.image_id] = std::max(served[r.image_id], r.id);
+      return absl::OkStatus();
+    });
+    if (!walked.ok()) return walked;
+  }
+  auto images = ScanStore(store_);
+  if (!images.ok()) return images.status();
+  auto plan = PlanCompaction(*images, served, o_.compaction, *skip);
+  if (!plan) return false;
+  spdlog::info("compaction: image sha256:{} becomes full ({}), {} image(s) below it served by snapshots become "
+               "reverse deltas",
+               plan->top, plan->reason, plan->rebased.size());
+  std::string work = layout::CompactDir(o_.root);
+  auto files = BuildCompaction(store_, *plan, work, o_.compaction);
+  absl::Status committed = files.ok() ? CommitCompaction(*plan, *files) : files.status();
+  if (files.ok()) {
+    for (const auto& [id, f] : *files) unlink(f.c_str());  // the ones not renamed in
+  }
+  if (!committed.ok()) {
+    skip->insert(plan->top);
+    return Annotate(committed, StrCat("compaction of image sha256:", plan->top, " (store unchanged)"));
+  }
+  auto gone = CollectStore();
+  spdlog::info("compaction: image sha256:{} is full; store collection deleted {} image(s)", plan->top,
+               gone.ok() ? gone->size() : 0);
+  return true;
+}
+
+absl::Status Snapshotter::CommitCompaction(const CompactionPlan& plan,
+                                           const std::vector<std::pair<std::string, std::string>>& files) {
+  absl::MutexLock store_lock(&store_mu_);
+  for (const auto& [id, parent] : plan.expected_parents) {
+    auto now = store_.ParentOf(id);
+    if (!now.ok() || *now != parent)
+      return absl::AbortedError(StrCat("the store changed while the compaction was built (image sha256:", id,
+                                       now.ok() ? " has another parent now" : " is gone", "); tried again later"));
+  }
+  // Top first, then the rebased images nearest first: every prefix of these
+  // renames leaves a store whose chains resolve (compaction.h).
+  for (const auto& [id, f] : files) {
+    if (auto s = store_.Replace(id, f); !s.ok()) {
+      absl::MutexLock g(&chains_mu_);
+      chains_.clear();
+      return s;
+    }
+  }
+  absl::MutexLock g(&chains_mu_);
+  chains_.clear();
+  return absl::OkStatus();
 }
 
 absl::StatusOr<ChainInfo> Snapshotter::ResolveCached(const std::string& id_hex) {
@@ -185,7 +294,11 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::Create(Kind kind, const std::str
                                                        const Labels& labels) {
   if (labels.count(keys::kSnapshotRootProbeLabel))
     return absl::FailedPreconditionError(RootProbeAnswer(marker_));  // creates nothing
-  if (labels.count(kImageIdLabel)) return CreateImage(parent, labels);
+  if (labels.count(kImageIdLabel)) {
+    auto created = CreateImage(parent, labels);
+    if (o_.compaction.enabled()) WakeCompactor();
+    return created;
+  }
   // Mount the images below first, so a failure changes nothing.
   if (!parent.empty()) {
     absl::StatusOr<Record> p;
@@ -287,6 +400,9 @@ absl::Status Snapshotter::Remove(const std::string& key) {
       spdlog::warn("remove {}: {} (retried by Cleanup)", key, Msg(s.message()));
     if (auto c = CollectStore(r->image_id); !c.ok()) spdlog::warn("remove {}: store collection: {} (retried by Cleanup)", key, Msg(c.status().message()));
   }
+  // One image fewer served: the chains of the others may now keep images
+  // nobody else needs.
+  if (!r->image_id.empty() && o_.compaction.enabled()) WakeCompactor();
   return absl::OkStatus();
 }
 

@@ -285,13 +285,50 @@ CTR task kill -s SIGKILL long >/dev/null 2>&1 || bad "task kill long"
 wait_for 20 sh -c "ctr --address $CTRD_SOCK task ls | grep -q 'long.*STOPPED'" || bad "task long did not stop"
 CTR task rm long >/dev/null || bad "task rm long"
 CTR container rm long >/dev/null || bad "container rm long"
-# v1 is the parent of v2: removing v1's image keeps it for v2's chain; then
-# v2 goes and the store is empty (Remove and Cleanup, driven by containerd's GC).
+# --- compaction ----------------------------------------------------------------
+# v1 is the parent of v2. While a container reads v2, v1's image is removed:
+# v1's file is then kept only for v2's chain, so the snapshotter makes v2 full
+# in the background (same image id) and v1 leaves the store. The snapshotter
+# is killed (-9) as the compaction starts and restarted: the store opens,
+# the compaction is done again, and the running container and a new one read
+# the same bytes throughout.
+v2=${TAGS[1]}
+big=app/node_modules/typescript/lib/typescript.js
+want=$(sha256sum "$D4C_CORPUS/typescript/rootfs/$v2/rootfs/$big" | cut -d' ' -f1)
+CTR run -d --snapshotter=di3fs "d4c.test/ts:$v2" reader busybox sleep 3600 >/dev/null || bad "ctr run -d reader"
+sum_in_reader() { CTR task exec --exec-id "r$RANDOM" reader busybox sha256sum "/$big" 2>&1 | cut -d' ' -f1; }
+[[ $(sum_in_reader) == "$want" ]] || bad "reader: /$big differs before compaction"
+kind_of() { "$CTR_CLI" cdimg show --cdimg "$SNAP_ROOT/store/${1#sha256:}.cdimg" --json 2>/dev/null | jq -r .kind; }
+[[ $(kind_of "${ID[$v2]}") == delta ]] || bad "ts:$v2 should be a delta before compaction: $(kind_of "${ID[$v2]}")"
+log_lines=$(wc -l <"$T/snapshotter.log")
 CTR image rm --sync "d4c.test/ts:$v1" >/dev/null || bad "ctr image rm ts:$v1"
-wait_for 20 sh -c "! ctr --address $CTRD_SOCK snapshots --snapshotter di3fs ls | grep -q '^${ID[$v1]} '" ||
+# kill -9 as soon as the compaction announces itself (it is then building its files)
+wait_for 30 sh -c "tail -n +$((log_lines + 1)) '$T/snapshotter.log' | grep -q 'compaction: image sha256:${ID[$v2]#sha256:} becomes full'" ||
+  bad "removing ts:$v1 did not start a compaction of ts:$v2"
+kill -9 "$SNAP_PID"
+wait "$SNAP_PID" 2>/dev/null || true
+e2e_log "snapshotter killed (-9) during the compaction of ts:$v2; store: $(ls "$SNAP_ROOT/store" | tr '\n' ' ')"
+[[ $(sum_in_reader) == "$want" ]] || bad "reader: /$big differs while the snapshotter is down"
+start_snapshotter
+wait_for 60 CTR snapshots --snapshotter di3fs ls || bad "containerd did not reconnect to the restarted snapshotter"
+wait_for 60 sh -c "! ctr --address $CTRD_SOCK snapshots --snapshotter di3fs ls | grep -q '^${ID[$v1]} '" ||
   bad "snapshot of removed image ts:$v1 still listed"
-in_store "${ID[$v1]}" || bad "image ts:$v1 left the store while ts:${TAGS[1]} (a delta from it) is loaded"
-CTR image rm --sync "d4c.test/ts:${TAGS[1]}" >/dev/null || bad "ctr image rm ts:${TAGS[1]}"
+# (it recompresses typescript's changed files, ~20 MB, at zstd -12: seconds,
+# longer on a loaded machine)
+wait_for 240 sh -c "[ ! -e '$SNAP_ROOT/store/${ID[$v1]#sha256:}.cdimg' ]" ||
+  bad "image ts:$v1 is still in the store: the compaction of ts:$v2 did not finish after the restart"
+[[ $(kind_of "${ID[$v2]}") == full ]] || bad "ts:$v2 is not full after the compaction: $(kind_of "${ID[$v2]}")"
+[[ -z $(ls -A "$SNAP_ROOT/compact") ]] || bad "compaction work files left: $(ls -A "$SNAP_ROOT/compact")"
+[[ $(sum_in_reader) == "$want" ]] || bad "reader: /$big differs after the compaction (running container)"
+out=$(CTR run --rm --snapshotter=di3fs "d4c.test/ts:$v2" after busybox sha256sum "/$big" 2>&1)
+[[ ${out%% *} == "$want" ]] || bad "a new container of ts:$v2 after the compaction: $out"
+e2e_log "compaction: ts:$v2 full ($(stat -c %s "$SNAP_ROOT/store/${ID[$v2]#sha256:}.cdimg") bytes), ts:$v1 gone; readers agree"
+CTR task kill -s SIGKILL reader >/dev/null 2>&1 || bad "task kill reader"
+wait_for 20 sh -c "ctr --address $CTRD_SOCK task ls | grep -q 'reader.*STOPPED'" || bad "task reader did not stop"
+CTR task rm reader >/dev/null || bad "task rm reader"
+CTR container rm reader >/dev/null || bad "container rm reader"
+# Then v2 goes and the store is empty (Remove and Cleanup, driven by containerd's GC).
+CTR image rm --sync "d4c.test/ts:$v2" >/dev/null || bad "ctr image rm ts:$v2"
 wait_for 20 sh -c "[ -z \"\$(ls -A $SNAP_ROOT/store)\" ]" || bad "store not empty after every image was removed: $(ls -A "$SNAP_ROOT/store")"
 e2e_log "every image removed: store empty, $(awk -v t="$SNAP_ROOT/mnt/" 'index($2, t) == 1' /proc/mounts | wc -l) di3fs mount(s) left"
 grep -q 'rpc=Prepare' "$T/snapshotter.log" || bad "no structured RPC log lines"

@@ -3,7 +3,8 @@
 // image id. Files are added atomically (temp file, fsync, rename) after their
 // chain was opened and checked, so a failed add changes nothing. Only the
 // snapshotter process changes the store (Import, Delete, RemoveStrays); other
-// processes may read it (List, Resolve).
+// processes may read it (List, Resolve). Compaction (compaction.h) replaces
+// an image's file by another holding the same image id (Replace).
 #pragma once
 
 #include <string>
@@ -52,6 +53,10 @@ class ImageStore {
   // Add, after checking that `path` holds image `id_hex` (InvalidArgument
   // naming the file and both ids otherwise).
   absl::StatusOr<ChainInfo> Import(const std::string& path, const std::string& id_hex, bool* added) const;
+  // Puts `path` (written durably on the store's filesystem) in place of the
+  // stored file of image `id_hex`, in one atomic rename, after checking that
+  // it holds that image id. Readers that opened the old file keep reading it.
+  absl::Status Replace(const std::string& id_hex, const std::string& path) const;
   // Deletes image `id_hex` from the store.
   absl::Status Delete(const std::string& id_hex) const;
   // The parent image (hex) of stored image `id_hex`, "" for a full image.

@@ -9,6 +9,8 @@
 //   ROOT/snapshots/<n>/work      overlay work dir (active snapshots)
 //   ROOT/store/<image>.cdimg     images (image_store.h); written only by the
 //                                snapshotter (import label, snapshotter.h)
+//   ROOT/compact/<image>.cdimg   files of a compaction being built (compaction.h);
+//                                emptied at start
 //   ROOT/mnt/<image>             di3fs mount of an image chain (mounter.h)
 //   ROOT/run/<image>.pid         pid of the di3fs serving it
 //   ROOT/log/di3fs-<image>.log   its stdout/stderr
@@ -32,6 +34,7 @@ inline std::string SnapshotNewDir(const std::string& root, int64_t n) { return S
 inline std::string SnapshotRmDir(const std::string& root, int64_t n) { return SnapshotsDir(root) + "/rm-" + std::to_string(n); }
 inline std::string StoreDir(const std::string& root) { return root + "/store"; }
 inline std::string StorePath(const std::string& root, const std::string& id_hex) { return StoreDir(root) + "/" + id_hex + ".cdimg"; }
+inline std::string CompactDir(const std::string& root) { return root + "/compact"; }
 inline std::string MountDir(const std::string& root) { return root + "/mnt"; }
 inline std::string MountPoint(const std::string& root, const std::string& id_hex) { return MountDir(root) + "/" + id_hex; }
 inline std::string RunDir(const std::string& root) { return root + "/run"; }

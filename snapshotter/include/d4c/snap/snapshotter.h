@@ -19,6 +19,10 @@
 // an image snapshot and Cleanup (containerd's GC calls both) delete the rest,
 // with their mounts, and the temporary files of interrupted imports.
 //
+// Compaction (compaction.h), when Options::compaction is enabled: a
+// background thread, woken when an image snapshot is created or removed and
+// at start, compacts one image at a time (niced), then collects the store.
+//
 // A Prepare with label containerd.io/snapshot/di3fs.root-probe creates
 // nothing: it fails with FailedPrecondition whose message is RootProbeAnswer
 // (this snapshotter's root and root id), which containerd passes back.
@@ -26,12 +30,15 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "d4c/snap/compaction.h"
 #include "d4c/snap/image_store.h"
 #include "d4c/snap/layout.h"
 #include "d4c/snap/metastore.h"
@@ -52,7 +59,10 @@ struct Mount {
 // against the garbage collection that would delete an image no snapshot uses
 // yet). Lock order: store_mu_ before mu_ or chains_mu_; mu_ and chains_mu_ are
 // never held together, and none of them is held while the mounter mounts or
-// unmounts (it has locks of its own, see mounter.h).
+// unmounts (it has locks of its own, see mounter.h). compact_run_mu_ (one
+// compaction at a time) is taken before store_mu_ and is held while a
+// compaction builds its files, with no other lock; compact_mu_ (the
+// compactor's wake-up flags) is a leaf.
 class Snapshotter {
  public:
   struct Options {
@@ -62,9 +72,15 @@ class Snapshotter {
     std::string address;               // socket served on (written into the marker)
     // Image mounts; nullptr: a Di3fsMounter over ROOT (tests pass a fake).
     std::shared_ptr<ImageMounter> mounter;
+    // Off unless set (the snapshotter binary turns it on, main.cc).
+    CompactionPolicy compaction;
+    // Run compactions on a background thread (else only CompactOnce does).
+    bool background_compaction = true;
   };
   // Opens ROOT, recovers mounts needed by existing snapshots, removes leftovers.
   static absl::StatusOr<std::unique_ptr<Snapshotter>> Open(const Options& o);
+  // Stops the compactor (waiting for a compaction in progress to finish).
+  ~Snapshotter();
 
   absl::StatusOr<std::vector<Mount>> Prepare(const std::string& key, const std::string& parent, const Labels& labels);
   absl::StatusOr<std::vector<Mount>> View(const std::string& key, const std::string& parent, const Labels& labels);
@@ -77,6 +93,10 @@ class Snapshotter {
   absl::Status List(const std::vector<std::string>& filters, const std::function<absl::Status(const Info&)>& fn);
   absl::Status Cleanup();
   void Reap() { mounter_->Reap(); }
+  // Plans and runs at most one compaction now (compaction.h) under the
+  // policy, skipping images in `skip`; true if one was done. On failure the
+  // store is as before and the image that failed is added to `skip`.
+  absl::StatusOr<bool> CompactOnce(std::set<std::string>* skip = nullptr);
 
   const ImageStore& store() const { return store_; }
   const RootMarker& marker() const { return marker_; }
@@ -94,16 +114,26 @@ class Snapshotter {
   // Unmounts each before deleting it, but `unmounted` (the caller did).
   absl::StatusOr<std::vector<std::string>> CollectStore(const std::string& unmounted = "");
   absl::StatusOr<ChainInfo> ResolveCached(const std::string& id_hex);
+  absl::Status CommitCompaction(const CompactionPlan& plan,
+                                const std::vector<std::pair<std::string, std::string>>& files);
+  void WakeCompactor();
+  void CompactorLoop();
+  bool CompactorReady() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(compact_mu_) { return compact_wake_ || compact_stop_; }
 
   Options o_;
   ImageStore store_;
   std::shared_ptr<ImageMounter> mounter_;
   RootMarker marker_;
+  absl::Mutex compact_run_mu_ ABSL_ACQUIRED_BEFORE(store_mu_);
   absl::Mutex store_mu_ ABSL_ACQUIRED_BEFORE(mu_, chains_mu_);
   absl::Mutex mu_;
   std::unique_ptr<MetaStore> meta_ ABSL_PT_GUARDED_BY(mu_);  // MetaStore is not thread-safe
   absl::Mutex chains_mu_;
   std::map<std::string, ChainInfo> chains_ ABSL_GUARDED_BY(chains_mu_);
+  absl::Mutex compact_mu_;
+  bool compact_wake_ ABSL_GUARDED_BY(compact_mu_) = false;
+  bool compact_stop_ ABSL_GUARDED_BY(compact_mu_) = false;
+  std::thread compactor_;  // started by Open when enabled, joined by the destructor
 };
 
 // Disk usage of a directory tree: allocated bytes and inodes (hardlinks once).
