@@ -14,6 +14,8 @@
 #                                        after `apt-get upgrade` from bookworm-updates/-security
 #   debian-python v1 v2                  the same base with python3 installed (bookworm), one
 #                                        layer; v2 is v1 after the same `apt-get upgrade`
+# Built only when named (benchmarks of long update histories; tests do not use them):
+#   prettier    3.0.0 ... 3.6.0 (24)     busybox base layer + npm `prettier`, 24 consecutive releases
 #
 # Output, in $D4C_CORPUS (default /var/cache/d4c-corpus), per series S and version T:
 #   S/oci/                    OCI image layout, one tag per version
@@ -60,6 +62,30 @@ biomejs-biome-1.9.4.tgz          @biomejs/biome@1.9.4            f997e954675c5c2
 biomejs-cli-linux-x64-1.9.2.tgz  @biomejs/cli-linux-x64@1.9.2    59592dd1b46bcd55c981e9cfb35cd879f6c53280b06847bce11128a8b115968e
 biomejs-cli-linux-x64-1.9.3.tgz  @biomejs/cli-linux-x64@1.9.3    6f2bdfc3d62979ba2b5b0a052f9a807d4be3feb457932c49154f2091f51be34b
 biomejs-cli-linux-x64-1.9.4.tgz  @biomejs/cli-linux-x64@1.9.4    3e38f0368640ac9d25cca30199a4070ee6179f330d9f0f432aac6e21020269d7
+prettier-3.0.0.tgz               prettier@3.0.0                  dda3aa3beec7c9cefa2a0716628d6440f31e5e10acb1a5eb64ea4337ad358030
+prettier-3.0.1.tgz               prettier@3.0.1                  5b75344a01d2728ddf269ccf70c37c823aec01440b30a28e33d17068eec87eaa
+prettier-3.0.2.tgz               prettier@3.0.2                  1bb4aeae5300640dd6aa09f1d4787a0ee3e9a0e923bee5f24b0a209de402d642
+prettier-3.0.3.tgz               prettier@3.0.3                  2a9f3c47d99b4fa4167793a70b291abc051092659e7c2fa32c6c95cf231a2eca
+prettier-3.1.0.tgz               prettier@3.1.0                  9f0e0d855654470f15dc68a78ebe6861e921eb326c0522ffec54d06e71009274
+prettier-3.1.1.tgz               prettier@3.1.1                  fb6213d29bcc213b8a996c612be41d5891f18545edb73589ea6d6fce2055d4b6
+prettier-3.2.0.tgz               prettier@3.2.0                  df08ffd4726107dd610e76d45548f9a76e2f9d85c85a2d64ea86e6bebfeef2a2
+prettier-3.2.1.tgz               prettier@3.2.1                  f630ade698d30aea7862c6ae9804c1ffb93b1de51480f0965f0aa459dd576f91
+prettier-3.2.2.tgz               prettier@3.2.2                  e9e60cdd9a0777eada39ea5c147788cae93f19740641822f7f5c73aa93697d42
+prettier-3.2.3.tgz               prettier@3.2.3                  63412efa1404bde24898ddb6bdeea3720e4144d73fe245cb695685ec67d7f134
+prettier-3.2.4.tgz               prettier@3.2.4                  753dffcd98f5b1e384bde219f710edb554e43d05ccfb8fe14ed3938d99adac4b
+prettier-3.2.5.tgz               prettier@3.2.5                  a9d68ae56e5b0fea5c9d8e68b67104dae8445db21e1d24fb3522f3f4c0fb271d
+prettier-3.3.0.tgz               prettier@3.3.0                  4b2b347100ba4f9fbf35df3295ba3cf3438d9f967b267c1aa8e2c943f8ee1c0d
+prettier-3.3.1.tgz               prettier@3.3.1                  af1a4838577a569b1e67b1b2788645ab7974ee82a443e9524b3c0fc1536c2093
+prettier-3.3.2.tgz               prettier@3.3.2                  612c21a86f7bdbcdd57ce0d1b3f6f205705f5e673310513ebf3f587d63c34cec
+prettier-3.3.3.tgz               prettier@3.3.3                  2f1ecb0ab57a588e0d4d40d3d45239e71ebd8f0190199d0d3f87fe2283639f46
+prettier-3.4.0.tgz               prettier@3.4.0                  dab512634a0514d7319821f60edbbb8dd1fe37fe51121267dcdc5a931ee8f7da
+prettier-3.4.1.tgz               prettier@3.4.1                  a557639eb38d13b308a9a42c0ceffbb6041a3618036026a52cea328075ac3942
+prettier-3.4.2.tgz               prettier@3.4.2                  dbf7e35264a81347c9aa91989042201dd6371fb20465bcc7d138de635a828403
+prettier-3.5.0.tgz               prettier@3.5.0                  c77a994f9119074b8d6de9e9459ae80b49b4b2198a42416a10fe397cbfaf318a
+prettier-3.5.1.tgz               prettier@3.5.1                  6045af17c434fdfb0354fc4c0d1f9714adc379f6c9595729290c6bd1b51e33f3
+prettier-3.5.2.tgz               prettier@3.5.2                  8ea719551d8c0e5f75ee41a411cbf543523d2157db0d1ea83323fb5506812851
+prettier-3.5.3.tgz               prettier@3.5.3                  14841de7b71a93123d22997db22d088debb13976778d869e3622199108e85b4b
+prettier-3.6.0.tgz               prettier@3.6.0                  beef60291daec2fb569e300117ae380d3dba81cd248496ac66e50042b8686c31
 EOF
 )
 
@@ -138,6 +164,14 @@ app_biome() {
   mkdir -p "$mods/.bin" "$2/usr/local/bin"
   ln -s ../@biomejs/biome/bin/biome "$mods/.bin/biome"
   ln -s /app/node_modules/@biomejs/cli-linux-x64/biome "$2/usr/local/bin/biome"
+}
+
+app_prettier() {
+  local mods=$2/app/node_modules
+  unpack_npm "prettier-$1.tgz" "$mods/prettier"
+  mkdir -p "$mods/.bin" "$2/usr/local/bin"
+  ln -s ../prettier/bin/prettier.cjs "$mods/.bin/prettier"
+  ln -s /app/node_modules/prettier/bin/prettier.cjs "$2/usr/local/bin/prettier"
 }
 
 # app_image SERIES VERSION: the base layer plus one app layer, tagged VERSION.
@@ -280,6 +314,8 @@ exports() {
 #   series tag n_layers rootfs_reg_bytes n_regular n_entries
 #   umoci_gz_layer_sizes pigz6_layer_sizes zstd3_layer_sizes layer_diff_ids
 ALL_SERIES=(typescript biome debian debian-python)
+PRETTIER_VERSIONS=(3.0.0 3.0.1 3.0.2 3.0.3 3.1.0 3.1.1 3.2.0 3.2.1 3.2.2 3.2.3 3.2.4 3.2.5
+                   3.3.0 3.3.1 3.3.2 3.3.3 3.4.0 3.4.1 3.4.2 3.5.0 3.5.1 3.5.2 3.5.3 3.6.0)
 write_stats() {
   local out=$CORPUS/corpus-stats.tsv series version
   {
@@ -330,7 +366,8 @@ for series in "${series_list[@]}"; do
     debian)     rootfs_image debian v1 debian-v1; rootfs_image debian v2 debian-v2 ;;
     debian-python)
       rootfs_image debian-python v1 debian-python-v1; rootfs_image debian-python v2 debian-python-v2 ;;
-    *) die "unknown series '$series' (known: ${ALL_SERIES[*]})" ;;
+    prettier)   for v in "${PRETTIER_VERSIONS[@]}"; do app_image prettier "$v"; done ;;
+    *) die "unknown series '$series' (known: ${ALL_SERIES[*]} prettier)" ;;
   esac
   rmdir "$CORPUS/$series/work" 2>/dev/null || true
 done

@@ -160,7 +160,7 @@ for s in "${SERIES[@]}"; do
     cl=d$r$s
     client_start "$cl" || { fail_note "$s: containerd + snapshotter did not start"; continue; }
     for ((i = 0; i < ${#TAGS[@]}; i++)); do
-      ref=$REG_HOST/$s:${TAGS[i]}
+      ref=docker.io/library/$s:${TAGS[i]}  # ctr-cli pull names it as asked, normalized
       m=$(reg_mark)
       t0=$(now)
       if "$CTR_CLI" pull --image "$s:${TAGS[i]}" --host "$REG_HOST" --plain-http --address "$(client_sock "$cl")" \

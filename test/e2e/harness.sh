@@ -15,7 +15,8 @@
 #       sent for GET requests since MARK (from its access log)
 #   client_start NAME [plain]                         containerd with its own
 #       root/state/socket; unless "plain", with our di3fs snapshotter as the
-#       proxy plugin "di3fs" (root $H_DIR/NAME/sn)
+#       proxy plugin "di3fs" (root $H_DIR/NAME/sn; extra snapshotter flags in
+#       the array H_SNAP_ARGS)
 #   client_sock NAME / client_snaproot NAME / client_ctr NAME ARGS...
 #   client_stop NAME                                  containers, containerd,
 #       snapshotter, shims and di3fs daemons of that client; unmounts
@@ -30,6 +31,7 @@ REG_PID=
 REG_PORT=
 REG_HOST=
 declare -gA H_CTRD_PID=() H_SNAP_PID=()
+[[ -v H_SNAP_ARGS ]] || H_SNAP_ARGS=()
 
 h_log() { if declare -F e2e_log >/dev/null; then e2e_log "$@"; else echo "$*" >&2; fi; }
 
@@ -234,7 +236,7 @@ EOF
   } >"$d/config.toml"
   if [[ $mode != plain ]]; then
     rm -f "$d/s.sock"
-    "$H_SNAP" --root "$d/sn" --address "$d/s.sock" --di3fs "$H_DI3FS" >>"$d/snapshotter.log" 2>&1 &
+    "$H_SNAP" --root "$d/sn" --address "$d/s.sock" --di3fs "$H_DI3FS" "${H_SNAP_ARGS[@]}" >>"$d/snapshotter.log" 2>&1 &
     H_SNAP_PID[$n]=$!
     if ! h_wait_for 20 test -S "$d/s.sock"; then
       tail -20 "$d/snapshotter.log" >&2
