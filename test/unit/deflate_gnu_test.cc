@@ -176,7 +176,7 @@ std::vector<Input> SyntheticInputs() {
 
 }  // namespace
 
-TEST_CASE("GnuGzip equals gzip -<level> -n on synthetic inputs, all levels", "[deflate]") {
+TEST_CASE("GnuGzip equals gzip -<level> -n on synthetic inputs at all levels", "[deflate]") {
   ScratchDir dir;
   for (const Input& in : SyntheticInputs()) {
     for (int level = 1; level <= 9; level++) {
@@ -187,6 +187,57 @@ TEST_CASE("GnuGzip equals gzip -<level> -n on synthetic inputs, all levels", "[d
       CHECK(ours->size() == theirs.size());
       REQUIRE(*ours == theirs);
     }
+  }
+}
+
+// Periodic data with a few changed bytes, of sizes around the window's:
+// near the end of the input gzip's longest_match reads past the data into
+// two zero bytes and then whatever the window held 32 KiB earlier, which
+// can pick another match distance; ours must read the same bytes.
+TEST_CASE("GnuGzip equals gzip -<level> -n on periodic inputs of random sizes", "[deflate]") {
+  ScratchDir dir;
+  std::mt19937 rng(77);
+  const size_t kPeriods[] = {1, 2, 3, 7, 256, 1000, 1024, 4096, 8192, 16384, 32768};
+  for (int i = 0; i < 60; i++) {
+    size_t period = kPeriods[rng() % std::size(kPeriods)];
+    std::string unit = rng() % 2 ? Random(period, rng()) : Text(period, rng());
+    if (rng() % 2) unit.replace(rng() % period, 2, std::string(2, '\0'));
+    unit.resize(period);
+    size_t size = 40000 + rng() % 160000;
+    std::string data;
+    while (data.size() < size) data += unit;
+    data.resize(size);
+    for (int k = 0, n = static_cast<int>(rng() % 20); k < n; k++) data[rng() % size] = static_cast<char>(rng());
+    int level = 1 + static_cast<int>(rng() % 9);
+    INFO("case " << i << ": period " << period << ", " << size << " bytes, level " << level);
+    absl::StatusOr<std::string> ours = GnuGzip(data, level);
+    REQUIRE(ours.ok());
+    REQUIRE(*ours == GzipRaw(dir, data, level));
+  }
+}
+
+// At the last bytes of a file longer than 64 KiB gzip's longest_match reads
+// past the data: two zero bytes, then what the window held before it slid
+// (the input 32766 bytes before the end, for this size). Two earlier copies
+// of the file's 10-byte tail, both followed by two zeros, one then by the
+// stale byte: gzip takes that farther copy's distance, not the nearer one.
+TEST_CASE("GnuGzip reads past the end of the input as gzip does (stale window bytes)", "[deflate]") {
+  ScratchDir dir;
+  const size_t n = 65536 + 1000;
+  // Compressible (34 symbols, so no stored block) and no long stray matches.
+  const std::string symbols = "cdefghijklmnopqrstuvwxyz0123456789";
+  std::string data = Random(n, 99);
+  for (char& c : data) c = symbols[static_cast<unsigned char>(c) % symbols.size()];
+  data.replace(n - 12, 2, "YZ");  // no match can start before the tail and cover it
+  const std::string tail = data.substr(n - 10);
+  data.replace(40000, 13, tail + std::string(2, '\0') + "B");  // farther copy
+  data.replace(50000, 13, tail + std::string(2, '\0') + "A");  // nearer copy
+  data[n - 32766] = 'B';                                        // the stale byte after the two zeros
+  for (int level = 1; level <= 9; level++) {
+    INFO("level " << level);
+    absl::StatusOr<std::string> ours = GnuGzip(data, level);
+    REQUIRE(ours.ok());
+    REQUIRE(*ours == GzipRaw(dir, data, level));
   }
 }
 
