@@ -41,13 +41,17 @@ bool ParseU64(const std::string& s, uint64_t* out) {
 }
 
 // The annotations every catalog entry and artifact manifest carries.
-absl::StatusOr<Artifact> FromAnnotations(const json& an, const std::string& where) {
+// `image_id`: the id for annotations that do not name one (a descriptor of a
+// referrers index we wrote names it once, at the index level). The kind may
+// be left out (a parent id makes a delta); if present it must agree.
+absl::StatusOr<Artifact> FromAnnotations(const json& an, const std::string& where, const std::string& image_id = "") {
   if (!an.is_object()) return absl::InvalidArgumentError(StrCat(where, ": no annotations"));
   Artifact a;
   a.image_id = Str(an, kAnnotImageId);
+  if (a.image_id.empty()) a.image_id = image_id;
   a.parent_id = Str(an, kAnnotParentId);
   a.blob_digest = Str(an, kAnnotBlob);
-  std::string kind = Str(an, kAnnotKind);
+  std::string kind = an.contains(kAnnotKind) ? Str(an, kAnnotKind) : (a.parent_id.empty() ? "full" : "delta");
   if (!IsDigestString(a.image_id))
     return absl::InvalidArgumentError(StrCat(where, ": annotation ", kAnnotImageId, " is not a sha256 digest"));
   if (kind != "full" && kind != "delta")
@@ -132,10 +136,10 @@ absl::StatusOr<Artifact> ParseArtifactManifest(std::string_view body, const std:
 namespace {
 
 // One descriptor of a referrers list or the catalog: the cdimg it describes.
-absl::StatusOr<Artifact> FromDescriptor(const json& m, const std::string& where) {
+absl::StatusOr<Artifact> FromDescriptor(const json& m, const std::string& where, const std::string& image_id = "") {
   if (!m.is_object()) return absl::InvalidArgumentError(StrCat(where, ": not an object"));
   auto an = m.find("annotations");
-  auto a = FromAnnotations(an == m.end() ? json() : *an, where);
+  auto a = FromAnnotations(an == m.end() ? json() : *an, where, image_id);
   if (!a.ok()) return a.status();
   a->manifest_digest = Str(m, "digest");
   auto sz = m.find("size");
@@ -143,6 +147,28 @@ absl::StatusOr<Artifact> FromDescriptor(const json& m, const std::string& where)
     return absl::InvalidArgumentError(StrCat(where, ": needs a manifest digest, a size and the cdimg digest"));
   a->manifest_size = sz->get<uint64_t>();
   return a;
+}
+
+// The image id a referrers index we wrote names once for its descriptors
+// ("" for an index without one: older pushes, or a registry's answer).
+std::string IndexImageId(const json& idx) {
+  auto an = idx.find("annotations");
+  return an != idx.end() && an->is_object() ? Str(*an, kAnnotImageId) : std::string();
+}
+
+// A descriptor in the tag-schema referrers index: the manifest's annotations
+// but the kind (a parent id says it) and the image id when the index names it
+// (every cdimg attached to one image leads to that image): what a pull reads
+// to plan stays under 1 KB for an image with a full cdimg and a delta.
+json ReferrerDescriptorOf(const Artifact& a, const std::string& index_image_id) {
+  json an = Annotations(a);
+  an.erase(kAnnotKind);
+  if (a.image_id == index_image_id) an.erase(kAnnotImageId);
+  return {{"mediaType", kOciManifestType},
+          {"digest", a.manifest_digest},
+          {"size", a.manifest_size},
+          {"artifactType", kCdimgArtifactType},
+          {"annotations", an}};
 }
 
 json DescriptorOf(const Artifact& a) {
@@ -288,10 +314,11 @@ absl::StatusOr<Catalog> ParseReferrers(std::string_view body) {
   auto ms = j->find("manifests");
   if (ms == j->end() || !ms->is_array()) return absl::InvalidArgumentError("referrers list: no manifests array (not an image index)");
   Catalog c;
+  std::string index_image_id = IndexImageId(*j);
   for (size_t i = 0; i < ms->size(); ++i) {
     const json& m = (*ms)[i];
     if (!m.is_object() || Str(m, "artifactType") != kCdimgArtifactType) continue;  // a signature, an SBOM, ...
-    auto a = FromDescriptor(m, StrCat("referrer ", i, " (", Str(m, "digest"), ")"));
+    auto a = FromDescriptor(m, StrCat("referrer ", i, " (", Str(m, "digest"), ")"), index_image_id);
     if (!a.ok()) return absl::InvalidArgumentError(StrCat("referrers list: ", Msg(a.status().message())));
     c.Add(*a);
   }
@@ -310,7 +337,20 @@ absl::StatusOr<std::optional<std::string>> AddToReferrersIndex(std::string_view 
       if (m.is_object() && Str(m, "digest") == a.manifest_digest) return std::optional<std::string>();
     idx = std::move(*j);
   }
-  idx["manifests"].push_back(DescriptorOf(a));
+  // The image id, once for the index. An index written before that (every
+  // descriptor naming its id and kind) is rewritten in the short form.
+  std::string index_image_id = IndexImageId(idx);
+  if (index_image_id.empty()) {
+    index_image_id = a.image_id;
+    if (!idx.contains("annotations") || !idx["annotations"].is_object()) idx["annotations"] = json::object();
+    idx["annotations"][kAnnotImageId] = index_image_id;
+    for (json& m : idx["manifests"]) {
+      if (!m.is_object() || Str(m, "artifactType") != kCdimgArtifactType) continue;
+      auto old = FromDescriptor(m, "referrer");
+      if (old.ok()) m = ReferrerDescriptorOf(*old, index_image_id);
+    }
+  }
+  idx["manifests"].push_back(ReferrerDescriptorOf(a, index_image_id));
   return std::optional<std::string>(idx.dump());
 }
 

@@ -204,7 +204,13 @@ TEST_CASE("push --image publishes the runnable image under the tag and attaches 
   REQUIRE(idx["manifests"].size() == 1);
   CHECK(idx["manifests"][0]["digest"] == p.artifact.manifest_digest);
   CHECK(idx["manifests"][0]["artifactType"] == kCdimgArtifactType);
-  CHECK(idx["manifests"][0]["annotations"] == a["annotations"]);
+  // the manifest's annotations, but the image id (named once, for the whole
+  // index) and the kind (no parent id: full): a pull reads less to plan
+  json short_form = a["annotations"];
+  short_form.erase(kAnnotImageId);
+  short_form.erase(kAnnotKind);
+  CHECK(idx["manifests"][0]["annotations"] == short_form);
+  CHECK(idx["annotations"][kAnnotImageId] == s.id[1]);
   CHECK_FALSE(r.manifests.count(kCatalogTag));  // no catalog in this layout
 
   // pushed again: nothing uploaded, the index unchanged (no duplicate)
@@ -462,4 +468,62 @@ TEST_CASE("referrers documents: foreign descriptors kept and skipped, no duplica
   CHECK_FALSE(ParseReferrers(broken).ok());
   CHECK(ImageTag(a.image_id) == "d4c-image-" + std::string(32, 'a'));
   CHECK(IsValidTag(ReferrersTag(a.manifest_digest)));
+}
+
+TEST_CASE("the referrers index names the image id once; older indexes are read and rewritten short") {
+  auto digest = [](char c) { return "sha256:" + std::string(64, c); };
+  Artifact full{digest('1'), "", 5000, digest('a'), digest('c'), 900};
+  Artifact delta{digest('1'), digest('0'), 300, digest('b'), digest('d'), 1000};
+  // An index as pushes before wrote it: every descriptor with all the manifest's annotations.
+  json old_idx = {{"schemaVersion", 2}, {"mediaType", kOciIndexType}, {"manifests", json::array()}};
+  old_idx["manifests"].push_back({{"mediaType", kOciManifestType},
+                                  {"digest", full.manifest_digest},
+                                  {"size", full.manifest_size},
+                                  {"artifactType", kCdimgArtifactType},
+                                  {"annotations",
+                                   {{kAnnotImageId, full.image_id},
+                                    {kAnnotKind, "full"},
+                                    {kAnnotSize, "5000"},
+                                    {kAnnotBlob, full.blob_digest}}}});
+  old_idx["manifests"].push_back({{"mediaType", kOciManifestType}, {"digest", digest('e')}, {"size", 10},
+                                  {"artifactType", "application/vnd.example.signature"}});
+  auto parsed_old = ParseReferrers(old_idx.dump());
+  REQUIRE(parsed_old.ok());
+  REQUIRE(parsed_old->artifacts.size() == 1);
+  CHECK(parsed_old->artifacts[0] == full);
+
+  // The next push rewrites it in the short form and adds its descriptor.
+  auto added = AddToReferrersIndex(old_idx.dump(), delta);
+  REQUIRE(added.ok());
+  REQUIRE(added->has_value());
+  json idx = json::parse(**added);
+  CHECK(idx["annotations"][kAnnotImageId] == full.image_id);
+  REQUIRE(idx["manifests"].size() == 3);
+  for (const json& m : idx["manifests"]) {
+    if (m["artifactType"] != kCdimgArtifactType) {
+      CHECK_FALSE(m.contains("annotations"));  // others' descriptors are kept as they were
+      continue;
+    }
+    CHECK_FALSE(m["annotations"].contains(kAnnotImageId));
+    CHECK_FALSE(m["annotations"].contains(kAnnotKind));
+  }
+  auto parsed = ParseReferrers(**added);
+  REQUIRE(parsed.ok());
+  CHECK(parsed->artifacts == std::vector<Artifact>{full, delta});
+  // Short: the two cdimgs of an image cost less than 1 KB to plan from.
+  CHECK((*added)->size() - json(old_idx["manifests"][1]).dump().size() < 1024);
+
+  // A descriptor whose annotations name another image keeps its own id.
+  Artifact other{digest('2'), digest('1'), 200, digest('9'), digest('f'), 950};
+  auto third = AddToReferrersIndex(**added, other);
+  REQUIRE(third.ok());
+  auto parsed3 = ParseReferrers(**third);
+  REQUIRE(parsed3.ok());
+  CHECK(parsed3->artifacts == std::vector<Artifact>{full, delta, other});
+  // Refused, naming the field: a descriptor without an id in an index that names none.
+  json bad = json::parse(**added);
+  bad.erase("annotations");
+  auto refused = ParseReferrers(bad.dump());
+  CHECK_FALSE(refused.ok());
+  CHECK_THAT(std::string(refused.status().message()), Catch::Contains(kAnnotImageId));
 }
