@@ -76,6 +76,12 @@ absl::StatusOr<StoreView> OpenStore(const StoreArgs& a) {
 
 std::string ShortId(const std::string& hex) { return hex.substr(0, 12); }
 
+std::vector<std::string> Prefixed(const std::vector<std::string>& hexes) {
+  std::vector<std::string> out;
+  for (const auto& h : hexes) out.push_back("sha256:" + h);
+  return out;
+}
+
 std::string Join(const std::vector<std::string>& v, const char* sep = ",") {
   std::string s;
   for (const auto& x : v) s += (s.empty() ? "" : sep) + x;
@@ -112,7 +118,7 @@ int RunImages(const StoreArgs& a, bool as_json) {
                                {"missing_ancestor", e.missing_ancestor.empty() ? "" : "sha256:" + e.missing_ancestor},
                                {"image_snapshot", e.image_snapshot},
                                {"containers", e.users},
-                               {"children", e.children},
+                               {"children", Prefixed(e.children)},
                                {"error", e.error}});
     }
     for (const auto& b : r.broken) out["broken"].push_back({{"name", b.name}, {"id", b.image_id}, {"reason", b.reason}});
@@ -243,13 +249,19 @@ int RunRm(const RmArgs& a) {
   if (!v.ok()) return Fail("rm", v.status());
   // Every name is checked before anything is removed.
   std::vector<std::string> names;
-  std::set<std::string> drop;
+  std::set<std::string> ids, drop;
   for (const auto& raw : a.names) {
-    auto name = registry::NormalizeImageName(raw);
-    if (!name.ok()) return Fail(StrCat("rm ", raw), name.status());
-    auto img = v->client->GetImage(*name);
+    // The name as typed (ctr images rm), else normalized as ctr does.
+    auto img = v->client->GetImage(raw);
+    std::string name_used = raw;
+    if (absl::IsNotFound(img.status())) {
+      auto name = registry::NormalizeImageName(raw);
+      if (!name.ok()) return Fail(StrCat("rm ", raw), name.status());
+      name_used = *name;
+      img = v->client->GetImage(*name);
+    }
     if (absl::IsNotFound(img.status()))
-      return Fail(StrCat("rm ", raw), absl::NotFoundError(StrCat("no image ", *name, " in namespace ", a.store.ns,
+      return Fail(StrCat("rm ", raw), absl::NotFoundError(StrCat("no image ", name_used, " in namespace ", a.store.ns,
                                                                  " of containerd at ", a.store.address,
                                                                  " (see ctr-cli images)")));
     if (!img.ok()) return Fail(StrCat("rm ", raw), img.status());
@@ -259,22 +271,20 @@ int RunRm(const RmArgs& a) {
       std::string used = sn.empty() ? "it is not unpacked for any snapshotter"
                                     : StrCat("it is unpacked for snapshotter ", Join(std::vector<std::string>(sn.begin(), sn.end()), ", "));
       return Fail(StrCat("rm ", raw),
-                  absl::FailedPreconditionError(StrCat(*name, " is not a di3fs image (no label ", keys::kImageId, "; ", used,
+                  absl::FailedPreconditionError(StrCat(img->name, " is not a di3fs image (no label ", keys::kImageId, "; ", used,
                                                        "): remove it with ctr images rm, or pass --force")));
     }
-    names.push_back(*name);
-    // The image snapshot goes with the last record naming it (in this namespace).
-    if (!id.empty()) {
-      std::string hex = id.substr(id.find(':') + 1);
-      if (const auto* e = v->report.Find(hex)) {
-        size_t others = 0;
-        for (const auto& n : e->names)
-          if (std::find(a.names.begin(), a.names.end(), n) == a.names.end() &&
-              std::find(names.begin(), names.end(), n) == names.end())
-            ++others;
-        if (others == 0 && e->users.empty()) drop.insert(hex);
-      }
-    }
+    names.push_back(img->name);
+    if (!id.empty()) ids.insert(id.substr(id.find(':') + 1));
+  }
+  // An image's snapshot goes once no record of this namespace names it and no
+  // container uses it: what the GC then frees is predicted from that.
+  for (const auto& hex : ids) {
+    const auto* e = v->report.Find(hex);
+    if (!e || !e->users.empty()) continue;
+    bool named = false;
+    for (const auto& n : e->names) named |= std::find(names.begin(), names.end(), n) == names.end();
+    if (!named) drop.insert(hex);
   }
   // Only records are removed here (every image in `drop` has a name): their
   // snapshots go with containerd's GC; `drop` predicts what that frees.
@@ -376,7 +386,7 @@ void RegisterStore(CLI::App& app) {
 
   auto ra = std::make_shared<RmArgs>();
   CLI::App* rm = app.add_subcommand("rm", "Remove di3fs images from containerd; the snapshotter frees what nothing needs");
-  rm->add_option("names", ra->names, "Image names (normalized as ctr does)")->required();
+  rm->add_option("names", ra->names, "Image names (as typed, else normalized as ctr does)")->required();
   AddStoreOptions(rm, &ra->store);
   rm->add_flag("--sync", ra->sync, "Wait for containerd's garbage collection and report the store images freed");
   rm->add_flag("--force", ra->force, "Also remove names that are not di3fs images (as ctr images rm)");
