@@ -13,6 +13,10 @@
 
 namespace d4c::cli {
 
+// ctr-cli's own download directory for pulls (the snapshotter's root is the
+// snapshotter's); `ctr-cli prune` bounds it too.
+inline constexpr const char* kDefaultDownloadDir = "/var/cache/d4c/downloads";
+
 // Prints "ctr-cli: <what>: <status message>" and returns the exit code 1.
 inline int Fail(const std::string& what, const absl::Status& s) {
   std::fprintf(stderr, "ctr-cli: %s: %s\n", what.c_str(), Msg(s.message()).c_str());

@@ -18,6 +18,7 @@
 #include "d4c/registry/reference.h"
 #include "d4c/registry/registry_client.h"
 #include "d4c/registry/transfer.h"
+#include "d4c/snap/layout.h"
 #include "d4c/snap/load.h"
 
 namespace d4c::cli {
@@ -178,9 +179,6 @@ int RunPush(const PushArgs& a) {
 
 // ---- pull ----------------------------------------------------------------
 
-// ctr-cli's own download directory (the snapshotter's root is the snapshotter's).
-constexpr const char* kDefaultDownloadDir = "/var/cache/d4c/downloads";
-
 struct PullArgs {
   RegistryArgs reg;
   std::string image, name, download_dir;
@@ -246,6 +244,8 @@ int RunPull(PullArgs a) {
   registry::PullOptions o;
   o.image = a.image;
   o.download_dir = a.download_dir.empty() ? kDefaultDownloadDir : a.download_dir;
+  // The snapshotter copies each image into its store: the plan must fit there too.
+  o.store_dir = snap::layout::StoreDir((*handover)->root().root);
   o.dry_run = a.dry_run;
   o.planned = [&](const registry::PullResult& p) {
     std::printf("plan: %s is image %s; %zu images here%s; planned from %s (%llu bytes read)\n", a.image.c_str(),

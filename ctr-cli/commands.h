@@ -13,5 +13,6 @@ void RegisterCdimg(CLI::App& app);  // cdimg show / extract, plus RegisterDelta'
 void RegisterDelta(CLI::App& cdimg);  // cdimg diff / patch / merge
 void RegisterLoad(CLI::App& app);  // load (containerd + di3fs snapshotter)
 void RegisterRegistry(CLI::App& app);  // push / pull (OCI registry)
+void RegisterStore(CLI::App& app);  // images / rm / prune (the snapshotter's store)
 
 }  // namespace d4c::cli

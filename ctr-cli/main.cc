@@ -18,6 +18,7 @@ int main(int argc, char** argv) {
   d4c::cli::RegisterCdimg(app);
   d4c::cli::RegisterLoad(app);
   d4c::cli::RegisterRegistry(app);
+  d4c::cli::RegisterStore(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,8 +1,13 @@
 // Pull: the cheapest chain to NAME:TAG from what the caller holds, downloaded,
 // checked, then handed to the caller's ImageSink. Planning reads the image's
 // referrers list (referrers layout) or the repository catalog (catalog layout).
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 
 #include "d4c/cdimg.h"
@@ -89,7 +94,67 @@ absl::StatusOr<std::string> DownloadStep(RegistryApi& r, const std::string& repo
   return path;
 }
 
+std::string Mb(uint64_t b) { return StrCat((b + (1 << 20) - 1) >> 20, " MB"); }
+
+// The disk check (PullOptions::store_dir): before any download.
+absl::Status CheckPlanFits(const PullOptions& o, const PullPlan& plan) {
+  uint64_t download = 0, store = 0, largest = 0;
+  for (const auto& s : plan.steps) {
+    std::string base = StrCat(o.download_dir, "/", s.blob_digest.substr(s.blob_digest.find(':') + 1), ".cdimg");
+    std::error_code ec;
+    uint64_t have = 0;  // what an earlier pull left: counted as there already
+    if (std::filesystem::exists(base, ec)) have = s.size;
+    else if (auto n = std::filesystem::file_size(base + ".partial", ec); !ec) have = n;
+    download += s.size > have ? s.size - have : 0;
+    store += s.size;
+    largest = std::max(largest, s.size);
+  }
+  auto space = [&](const std::string& p) { return o.fs_space ? o.fs_space(p) : StatFsSpace(p); };
+  auto dl = space(o.download_dir);
+  if (!dl.ok()) return dl.status();
+  const char* fix = "; free space with `ctr-cli prune` (unused images and old downloads), or pull into another --download-dir";
+  if (o.store_dir.empty()) {
+    if (dl->free_bytes < download + o.space_margin)
+      return absl::ResourceExhaustedError(StrCat("not enough disk space: the plan needs ", Mb(download), " in ", o.download_dir,
+                                                 " (download, plus ", Mb(o.space_margin), " margin), ", Mb(dl->free_bytes),
+                                                 " free there", fix));
+    return absl::OkStatus();
+  }
+  auto st = space(o.store_dir);
+  if (!st.ok()) return st.status();
+  if (dl->device == st->device) {
+    uint64_t peak = download + largest;
+    if (dl->free_bytes < peak + o.space_margin)
+      return absl::ResourceExhaustedError(StrCat("not enough disk space: the plan needs ", Mb(download), " in ", o.download_dir,
+                                                 " (download) and ", Mb(store), " in ", o.store_dir, " (store), one filesystem (",
+                                                 Mb(peak), " at the peak, plus ", Mb(o.space_margin), " margin), ",
+                                                 Mb(dl->free_bytes), " free", fix));
+    return absl::OkStatus();
+  }
+  if (dl->free_bytes < download + o.space_margin || st->free_bytes < store + o.space_margin)
+    return absl::ResourceExhaustedError(StrCat("not enough disk space: the plan needs ", Mb(download), " in ", o.download_dir,
+                                               " (download), ", Mb(dl->free_bytes), " free there, and ", Mb(store), " in ",
+                                               o.store_dir, " (store), ", Mb(st->free_bytes), " free there (each plus ",
+                                               Mb(o.space_margin), " margin)", fix));
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::StatusOr<FsSpace> StatFsSpace(const std::string& path) {
+  std::filesystem::path p(path);
+  for (;;) {
+    struct statvfs v;
+    struct stat s;
+    if (::statvfs(p.c_str(), &v) == 0 && ::stat(p.c_str(), &s) == 0)
+      return FsSpace{static_cast<uint64_t>(v.f_bavail) * v.f_frsize, static_cast<uint64_t>(s.st_dev)};
+    int err = errno;
+    if (err != ENOENT || !p.has_parent_path() || p.parent_path() == p)
+      return absl::FailedPreconditionError(StrCat(path, ": cannot read its filesystem's free space (statvfs: ",
+                                                  std::strerror(err), ")"));
+    p = p.parent_path();
+  }
+}
 
 absl::StatusOr<PullResult> Pull(const PullOptions& o, RegistryApi& r, LocalImages& local, ImageSink& sink) {
   auto nt = ParseNameTag(o.image);
@@ -173,6 +238,7 @@ absl::StatusOr<PullResult> Pull(const PullOptions& o, RegistryApi& r, LocalImage
       resume.insert(f + ".partial");
     }
     PruneDownloadDir(o.download_dir, o.download_limits, resume);
+    if (auto s = CheckPlanFits(o, out.plan); !s.ok()) return s;
   }
   for (const auto& s : out.plan.steps) {
     auto path = DownloadStep(r, nt->name, s, o.download_dir, o,

@@ -284,6 +284,75 @@ absl::Status ContainerdClient::PutImage(const ImageRecord& image) {
   return FromGrpc(s_->images->Update(ctx.get(), req, &resp), StrCat("update image ", image.name));
 }
 
+absl::StatusOr<std::vector<ImageRecord>> ContainerdClient::ListImages() {
+  images::ListImagesRequest req;
+  images::ListImagesResponse resp;
+  auto ctx = s_->Ctx();
+  auto s = s_->images->List(ctx.get(), req, &resp);
+  if (!s.ok()) return FromGrpc(s, StrCat("list images (namespace ", s_->ns, ")"));
+  std::vector<ImageRecord> out;
+  for (const auto& i : resp.images()) {
+    ImageRecord r;
+    r.name = i.name();
+    r.target.media_type = i.target().media_type();
+    r.target.digest = i.target().digest();
+    r.target.size = i.target().size();
+    r.labels.insert(i.labels().begin(), i.labels().end());
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+absl::Status ContainerdClient::DeleteImage(const std::string& name, bool sync) {
+  images::DeleteImageRequest req;
+  req.set_name(name);
+  req.set_sync(sync);
+  google::protobuf::Empty resp;
+  auto ctx = s_->Ctx();
+  return FromGrpc(s_->images->Delete(ctx.get(), req, &resp), StrCat("delete image ", name));
+}
+
+absl::Status ContainerdClient::CollectGarbage() {
+  std::string saved = s_->lease;
+  s_->lease.clear();
+  auto id = CreateLease(60, {});
+  s_->lease = saved;
+  if (!id.ok()) return id.status();
+  leases::DeleteRequest req;
+  req.set_id(*id);
+  req.set_sync(true);
+  google::protobuf::Empty resp;
+  auto ctx = s_->Ctx();
+  return FromGrpc(s_->leases->Delete(ctx.get(), req, &resp), "garbage collection (delete lease with sync)");
+}
+
+absl::StatusOr<std::vector<SnapshotRecord>> ContainerdClient::ListSnapshots(const std::string& snapshotter) {
+  snapshots::ListSnapshotsRequest req;
+  req.set_snapshotter(snapshotter);
+  auto ctx = s_->Ctx();
+  auto reader = s_->snapshots->List(ctx.get(), req);
+  snapshots::ListSnapshotsResponse resp;
+  std::vector<SnapshotRecord> out;
+  while (reader->Read(&resp)) {
+    for (const auto& i : resp.info()) {
+      SnapshotRecord r;
+      r.name = i.name();
+      r.parent = i.parent();
+      switch (i.kind()) {
+        case snapshots::VIEW: r.kind = SnapshotRecord::Kind::kView; break;
+        case snapshots::ACTIVE: r.kind = SnapshotRecord::Kind::kActive; break;
+        case snapshots::COMMITTED: r.kind = SnapshotRecord::Kind::kCommitted; break;
+        default: break;
+      }
+      r.labels.insert(i.labels().begin(), i.labels().end());
+      out.push_back(std::move(r));
+    }
+  }
+  auto s = reader->Finish();
+  if (!s.ok()) return FromGrpc(s, StrCat("list snapshots of snapshotter ", snapshotter, " (namespace ", s_->ns, ")"));
+  return out;
+}
+
 absl::StatusOr<bool> ContainerdClient::SnapshotExists(const std::string& snapshotter, const std::string& key) {
   snapshots::StatSnapshotRequest req;
   req.set_snapshotter(snapshotter);

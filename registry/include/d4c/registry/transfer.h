@@ -198,10 +198,28 @@ struct PullResult {
   bool handed_over = false;     // false for a dry run
 };
 
+// Free space of a filesystem: bytes an unprivileged writer may still use
+// (statvfs f_bavail * f_frsize) and the device it is (stat st_dev).
+struct FsSpace {
+  uint64_t free_bytes = 0;
+  uint64_t device = 0;
+};
+// statvfs + stat of `path`, or of its nearest existing ancestor.
+absl::StatusOr<FsSpace> StatFsSpace(const std::string& path);
+
 struct PullOptions {
   std::string image;         // NAME:TAG in the registry
   std::string download_dir;  // where `<digest hex>.cdimg[.partial]` files go (created if missing)
   DownloadDirLimits download_limits;  // what earlier pulls left there is pruned to this first
+  // Before any download, the plan must fit: what is left to download in
+  // download_dir's filesystem and, when store_dir is set (where the sink
+  // copies the images: the snapshotter's store), every step's bytes there,
+  // each with space_margin to spare (one filesystem: download + the largest
+  // step, the peak of the hand-over). ResourceExhausted with the numbers
+  // otherwise, before anything is fetched.
+  std::string store_dir;
+  uint64_t space_margin = 64ull << 20;
+  std::function<absl::StatusOr<FsSpace>(const std::string& path)> fs_space = StatFsSpace;  // a seam for tests
   bool dry_run = false;      // plan only: no download, no hand-over
   // Called once the plan is known, before any download (e.g. to print it).
   std::function<void(const PullResult&)> planned;

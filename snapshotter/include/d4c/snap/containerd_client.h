@@ -26,6 +26,15 @@ struct ImageRecord {
   std::map<std::string, std::string> labels;
 };
 
+// A snapshot as containerd's metadata lists it (one namespace).
+struct SnapshotRecord {
+  enum class Kind { kUnknown, kView, kActive, kCommitted };
+  std::string name;
+  std::string parent;  // "" for none
+  Kind kind = Kind::kUnknown;
+  std::map<std::string, std::string> labels;
+};
+
 // The part of containerd's API that LoadImage uses (tests: a fake).
 class ContainerdApi {
  public:
@@ -83,6 +92,18 @@ class ContainerdClient final : public ContainerdApi {
   absl::StatusOr<ImageRecord> GetImage(const std::string& name);  // NotFound
   // Creates, or replaces target and labels of, the image record.
   absl::Status PutImage(const ImageRecord& image) override;
+  // Every image record of the namespace.
+  absl::StatusOr<std::vector<ImageRecord>> ListImages();
+  // Deletes the image record `name` (NotFound if absent). With `sync`,
+  // containerd runs its garbage collection before answering (`ctr images rm
+  // --sync`): what the record alone kept (content, snapshots) is gone then.
+  absl::Status DeleteImage(const std::string& name, bool sync);
+  // Runs containerd's garbage collection and waits for it (a lease created
+  // and deleted with sync: containerd has no GC call of its own).
+  absl::Status CollectGarbage();
+
+  // Snapshots of `snapshotter` in the namespace.
+  absl::StatusOr<std::vector<SnapshotRecord>> ListSnapshots(const std::string& snapshotter);
 
   // Snapshots through containerd (its metadata layer, then the proxy plugin).
   absl::StatusOr<bool> SnapshotExists(const std::string& snapshotter, const std::string& key) override;
