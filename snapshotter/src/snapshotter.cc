@@ -209,6 +209,23 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::CreateImageFrom(
 }
 
 absl::Status Snapshotter::ServeFromReferrers(const CriTarget& t, const std::string& parent, const Labels& labels) {
+  // One fetch per manifest at a time: pulls of the same image on several
+  // threads would write the same download files. The later one then finds
+  // the image held (nothing to download) or the failure remembered.
+  {
+    absl::MutexLock g(&remote_mu_);
+    while (remote_inflight_.count(t.manifest_digest)) remote_cv_.Wait(&remote_mu_);
+    remote_inflight_.insert(t.manifest_digest);
+  }
+  absl::Status s = ServeFromReferrersLocked(t, parent, labels);
+  absl::MutexLock g(&remote_mu_);
+  remote_inflight_.erase(t.manifest_digest);
+  remote_cv_.SignalAll();
+  return s;
+}
+
+absl::Status Snapshotter::ServeFromReferrersLocked(const CriTarget& t, const std::string& parent,
+                                                   const Labels& labels) {
   auto now = std::chrono::steady_clock::now();
   {
     absl::MutexLock g(&remote_mu_);

@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <thread>
 
 #include "d4c/base/strcat.h"
 #include "d4c/cdimg.h"
@@ -285,5 +286,18 @@ TEST_CASE("cri pull: a corrupt cdimg blob falls back to layers and leaves nothin
   REQUIRE(w.sn->Remove("extract-top t1").ok());
   auto again = w.sn->Prepare("extract-top t2", "", w.LayerLabels(1, 1, "chain-top-1"));
   CHECK(absl::IsAlreadyExists(again.status()));
+  CHECK(w.StoreIds() == std::vector<std::string>{w.id[1]});
+}
+
+TEST_CASE("cri pull: two pulls of one image at once download its cdimg once") {
+  World w("concurrent");
+  absl::Status st[2];
+  std::thread a([&] { st[0] = w.sn->Prepare("extract-top a", "", w.LayerLabels(1, 1, "chain-top-1")).status(); });
+  std::thread b([&] { st[1] = w.sn->Prepare("extract-top b", "", w.LayerLabels(1, 1, "chain-top-1")).status(); });
+  a.join();
+  b.join();
+  CHECK(absl::IsAlreadyExists(st[0]));
+  CHECK(absl::IsAlreadyExists(st[1]));
+  CHECK(w.reg.downloads == std::vector<std::string>{w.pushed_full[1].artifact.blob_digest});
   CHECK(w.StoreIds() == std::vector<std::string>{w.id[1]});
 }

@@ -43,6 +43,7 @@
 #include <chrono>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -120,6 +121,8 @@ class Snapshotter {
   // A CRI pull's top layer from the image's cdimgs: OK when the image
   // snapshot exists afterwards; else why not (the caller falls back).
   absl::Status ServeFromReferrers(const CriTarget& t, const std::string& parent, const Labels& labels);
+  // The same, once this thread is the only one serving t.manifest_digest.
+  absl::Status ServeFromReferrersLocked(const CriTarget& t, const std::string& parent, const Labels& labels);
   // Mounts of an active/view record; mounts the images below it if needed.
   absl::StatusOr<std::vector<Mount>> MountsFor(const Record& r);
   absl::Status EnsureImage(const std::string& id_hex);
@@ -137,8 +140,12 @@ class Snapshotter {
   std::unique_ptr<MetaStore> meta_ ABSL_PT_GUARDED_BY(mu_);  // MetaStore is not thread-safe
   absl::Mutex chains_mu_;
   std::map<std::string, ChainInfo> chains_ ABSL_GUARDED_BY(chains_mu_);
-  // Failed CRI lookups by manifest digest: (until, why). A leaf lock.
+  // Failed CRI lookups by manifest digest: (until, why), and the manifests
+  // being served now (remote_cv_ signals when one is done). A leaf lock,
+  // never held during a fetch.
   absl::Mutex remote_mu_;
+  absl::CondVar remote_cv_;
+  std::set<std::string> remote_inflight_ ABSL_GUARDED_BY(remote_mu_);
   std::map<std::string, std::pair<std::chrono::steady_clock::time_point, absl::Status>> remote_failures_
       ABSL_GUARDED_BY(remote_mu_);
 };
