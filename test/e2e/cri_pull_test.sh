@@ -12,7 +12,7 @@
 #     snapshot has the di3fs labels and its tree equals the corpus rootfs
 #  3. CRI PullImage tsr:v2: the registry's access log shows the delta v1->v2
 #     downloaded and NOT the v2 top layer blob (nor the full v2 cdimg); tree
-#     equals the rootfs of v2
+#     equals the rootfs of v2; `ctr -n k8s.io run` of it prints v2's version
 #  4. CRI PullImage plain:vL (no cdimgs): containerd's ordinary layer pull,
 #     the tree (overlay of the unpacked layers) equals the rootfs
 # Measured bytes (registry access log) are printed.
@@ -222,6 +222,11 @@ TOP2_SIZE=$(manifest_of "$V2" | jq -r '.layers[-1].size')
 e2e_log "v2 update through CRI: $all bytes from the registry (delta $nd); an ordinary pull fetches the top layer, $TOP2_SIZE bytes"
 grep -q "served by image $ID2" "$d/snapshotter.log" || bad "v2: the snapshotter log does not say it served $ID2"
 check_tree v2 "$C2" "$V2"
+VERSION_CMD='grep "\"version\"" /app/node_modules/typescript/package.json'
+out=$(timeout 120 ctr --address "$SOCK" -n k8s.io run --rm --snapshotter di3fs "$REG_HOST/tsr:v2" "run-$RANDOM" \
+  sh -c "$VERSION_CMD" 2>&1) || true
+[[ $out == *"\"version\": \"$V2\""* ]] || bad "v2: ctr -n k8s.io run of the CRI-pulled image printed: $out"
+e2e_log "v2: a container on the CRI-pulled image prints $out"
 
 # --- 4. an image without cdimgs: ordinary pull ------------------------------------
 cri_pull plain "$REG_HOST/plain:vL"
