@@ -102,6 +102,7 @@ struct World {
   std::unique_ptr<MemorySourceImage> image[3];
   registry::PushResult pushed_full[3], pushed_delta;
   FakeRegistry reg;
+  std::string registry_down;  // non-empty: connecting fails with this
   std::shared_ptr<FakeMounter> mounter;
   std::unique_ptr<Snapshotter> sn;
 
@@ -131,6 +132,7 @@ struct World {
     o.remote = NewRegistryRemote([this](const registry::ImageReference& ref)
                                      -> absl::StatusOr<std::shared_ptr<registry::RegistryApi>> {
       if (ref.domain != "fake.test:5000") return absl::NotFoundError("no registry " + ref.domain);
+      if (!registry_down.empty()) return absl::UnavailableError(registry_down);
       return std::shared_ptr<registry::RegistryApi>(std::shared_ptr<void>(), &reg);  // not owned
     });
     auto s = Snapshotter::Open(o);
@@ -300,4 +302,20 @@ TEST_CASE("cri pull: two pulls of one image at once download its cdimg once") {
   CHECK(absl::IsAlreadyExists(st[1]));
   CHECK(w.reg.downloads == std::vector<std::string>{w.pushed_full[1].artifact.blob_digest});
   CHECK(w.StoreIds() == std::vector<std::string>{w.id[1]});
+}
+
+TEST_CASE("cri pull: a registry that cannot be reached falls back to layers") {
+  World w("down", std::chrono::seconds(0));
+  w.registry_down = "connect to fake.test:5000: connection refused";
+  w.UnpackLower(1, "chain-lower-1");
+  auto m = w.sn->Prepare("extract-top t", "chain-lower-1", w.LayerLabels(1, 1, "chain-top-1"));
+  REQUIRE(m.ok());  // ordinary: an overlay over the lower layer to unpack into
+  CHECK(m->at(0).type == "overlay");
+  CHECK(absl::IsNotFound(w.sn->Stat("chain-top-1").status()));
+  CHECK(w.StoreIds().empty());
+  // containerd unpacks and commits as with any snapshotter.
+  REQUIRE(w.sn->Commit("chain-top-1", "extract-top t", {}).ok());
+  auto st = w.sn->Stat("chain-top-1");
+  REQUIRE(st.ok());
+  CHECK(st->labels.count(kImageIdLabel) == 0);
 }
