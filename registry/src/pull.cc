@@ -157,7 +157,16 @@ absl::StatusOr<FsSpace> StatFsSpace(const std::string& path) {
 }
 
 absl::StatusOr<PullResult> Pull(const PullOptions& o, RegistryApi& r, LocalImages& local, ImageSink& sink) {
-  auto nt = ParseNameTag(o.image);
+  absl::StatusOr<NameTag> nt;
+  if (o.digest.empty()) {
+    nt = ParseNameTag(o.image);
+  } else if (!IsValidRepository(o.image)) {
+    nt = absl::InvalidArgumentError(StrCat("'", o.image, "' is not a repository name"));
+  } else if (!IsDigestString(o.digest)) {
+    nt = absl::InvalidArgumentError(StrCat("'", o.digest, "' is not a sha256 manifest digest"));
+  } else {
+    nt = NameTag{o.image, ""};
+  }
   if (!nt.ok()) return nt.status();
   PullResult out;
   out.repository = nt->name;
@@ -169,7 +178,9 @@ absl::StatusOr<PullResult> Pull(const PullOptions& o, RegistryApi& r, LocalImage
   // The manifest digest TAG names: a HEAD, or (a registry whose HEAD gives no
   // Docker-Content-Digest) the manifest itself.
   std::optional<std::string> digest;
-  if (auto head = r.ManifestDigest(nt->name, nt->tag); head.ok()) {
+  if (!o.digest.empty()) {
+    digest = o.digest;
+  } else if (auto head = r.ManifestDigest(nt->name, nt->tag); head.ok()) {
     if (!head->has_value()) return not_found();
     digest = **head;
   } else {
@@ -196,6 +207,8 @@ absl::StatusOr<PullResult> Pull(const PullOptions& o, RegistryApi& r, LocalImage
                                           "); remove the wrong one from its referrers"));
     out.wanted = first;
     catalog = std::move(*refs);
+  } else if (!o.digest.empty()) {
+    return absl::NotFoundError(StrCat(r.host(), "/", nt->name, "@", o.digest, " has no cdimgs attached (no d4c referrers)"));
   } else {
     // Catalog layout: TAG names a cdimg artifact and the catalog lists them all.
     auto m = r.GetManifest(nt->name, kCatalogTag);

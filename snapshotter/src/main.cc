@@ -1,5 +1,6 @@
 // snapshotter: containerd proxy snapshotter "di3fs" (gRPC on a unix socket).
 //   snapshotter [--root /var/lib/di3fs] [--address /run/di3fs/snapshotter.sock] [--di3fs PATH]
+//               [--hosts-dir /etc/containerd/certs.d] [--no-cri-deltas]
 // containerd config:  [proxy_plugins.di3fs] type = "snapshot" address = "<socket>"
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
@@ -12,6 +13,8 @@
 #include <filesystem>
 #include <thread>
 
+#include "d4c/registry/hosts.h"
+#include "d4c/snap/remote.h"
 #include "d4c/snap/service.h"
 #include "d4c/snap/snapshotter.h"
 #include "d4c/base/strcat.h"
@@ -60,6 +63,14 @@ int main(int argc, char** argv) {
       ->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--containerd-address", containerd_address, "Accepted for D4C compatibility (unused)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+  std::string hosts_dir = d4c::registry::kDefaultHostsDir;
+  bool no_cri_deltas = false;
+  app.add_option("--hosts-dir", hosts_dir,
+                 "containerd's registry configuration (DIR/HOST/hosts.toml, or docker's certs.d files) for the "
+                 "registries CRI pulls come from; credentials from docker's config.json")
+      ->capture_default_str();
+  app.add_flag("--no-cri-deltas", no_cri_deltas,
+               "Never look for cdimgs when containerd unpacks an image (CRI pulls fetch every layer)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -78,6 +89,7 @@ int main(int argc, char** argv) {
 
   if (geteuid() != 0) spdlog::warn("not running as root: overlay and FUSE mounts will fail");
   opt.address = address;
+  if (!no_cri_deltas) opt.remote = d4c::snap::NewRegistryRemote(d4c::snap::HostsDirRegistries(hosts_dir));
   auto sn = d4c::snap::Snapshotter::Open(opt);
   if (!sn.ok()) {
     spdlog::critical("cannot open {}: {}", opt.root, d4c::Msg(sn.status().message()));
@@ -99,7 +111,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   chmod(address.c_str(), 0600);
-  spdlog::info("serving on unix:{} root={} di3fs={} pid={}", address, opt.root, opt.di3fs, getpid());
+  spdlog::info("serving on unix:{} root={} di3fs={} pid={} cri-deltas={}", address, opt.root, opt.di3fs, getpid(),
+               no_cri_deltas ? "off" : "on (registries from " + hosts_dir + ")");
 
   std::atomic<bool> stopping{false};
   std::thread reaper([&] {

@@ -303,13 +303,25 @@ absl::StatusOr<Record> MetaStore::Create(Kind kind, const std::string& key, cons
 }
 
 absl::StatusOr<Record> MetaStore::CreateImage(const std::string& name, const std::string& image_id,
-                                              const Labels& labels, Usage usage, const Hook& hook) {
+                                              const Labels& labels, Usage usage, const Hook& hook,
+                                              const std::string& parent) {
   if (name.empty()) return absl::InvalidArgumentError("snapshot name must not be empty");
   if (auto s = ValidateLabels(labels); !s.ok()) return s;
   Tx tx(db_);
   if (!tx.begin_status().ok()) return tx.begin_status();
   if (auto s = KeyFree(db_, name); !s.ok()) return s;
-  auto r = Insert(db_, Kind::kCommitted, name, std::nullopt, labels, image_id, usage);
+  std::optional<int64_t> parent_id;
+  if (!parent.empty()) {
+    auto p = GetLocked(db_, parent);
+    if (!p.ok()) {
+      if (absl::IsNotFound(p.status())) return absl::NotFoundError(StrCat("missing parent \"", parent, "\""));
+      return p.status();
+    }
+    if (p->info.kind != Kind::kCommitted)
+      return absl::InvalidArgumentError(StrCat("parent \"", parent, "\" is not a committed snapshot"));
+    parent_id = p->id;
+  }
+  auto r = Insert(db_, Kind::kCommitted, name, parent_id, labels, image_id, usage);
   if (!r.ok()) return r.status();
   if (hook) {
     if (auto s = hook(*r); !s.ok()) return s;

@@ -5,6 +5,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <set>
 
@@ -57,9 +58,16 @@ absl::StatusOr<std::unique_ptr<Snapshotter>> Snapshotter::Open(const Options& gi
   // What a crash left of a compaction is never needed (the store holds the
   // old files or the new ones, each whole).
   fs::remove_all(layout::CompactDir(o.root), ec);
-  for (const auto& d : {layout::SnapshotsDir(o.root), layout::StoreDir(o.root), layout::CompactDir(o.root)}) {
+  for (const auto& d : {layout::SnapshotsDir(o.root), layout::StoreDir(o.root), layout::CompactDir(o.root),
+                        layout::DownloadDir(o.root)}) {
     fs::create_directories(d, ec);
     if (ec) return absl::InternalError(StrCat("create ", d, ": ", ec.message()));
+  }
+  // Chains fetched for a CRI pull that a stop interrupted before their import.
+  for (const auto& e : fs::directory_iterator(layout::DownloadDir(o.root), ec)) {
+    if (!e.path().filename().string().starts_with("ready-")) continue;
+    std::error_code rm;
+    fs::remove_all(e.path(), rm);
   }
   fs::permissions(o.root, fs::perms::owner_all, ec);
   std::unique_ptr<Snapshotter> s(new Snapshotter(o));
@@ -210,8 +218,11 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::MountsFor(const Record& r) {
   for (size_t i = 0; i < r.parent_ids.size(); ++i) {
     const std::string& img = r.parent_image_ids[i];
     if (!img.empty()) {
+      // An image is the whole tree: the snapshots below it (a CRI-served
+      // image snapshot has the lower layers as parent) are never mounted.
       if (auto s = EnsureImage(img); !s.ok()) return s;
       lowers.push_back(mounter_->MountPoint(img));
+      break;
     } else {
       lowers.push_back(SnapshotDir(r.parent_ids[i]) + "/fs");
     }
@@ -235,33 +246,49 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::MountsFor(const Record& r) {
 }
 
 absl::StatusOr<std::vector<Mount>> Snapshotter::CreateImage(const std::string& parent, const Labels& labels) {
+  if (!parent.empty())
+    return absl::InvalidArgumentError(StrCat("a di3fs image snapshot has no parent (got \"", parent, "\")"));
+  std::vector<std::pair<std::string, std::string>> imports;
+  if (auto imp = labels.find(keys::kSnapshotImportLabel); imp != labels.end()) {
+    if (imp->second.empty() || imp->second[0] != '/')
+      return absl::InvalidArgumentError(StrCat("label ", keys::kSnapshotImportLabel, " must be an absolute path, got \"",
+                                               imp->second, "\""));
+    auto id = ParseSha256(labels.at(kImageIdLabel));
+    if (!id.ok()) return id.status();
+    imports.emplace_back(imp->second, *id);
+  }
+  return CreateImageFrom(parent, labels, imports);
+}
+
+absl::StatusOr<std::vector<Mount>> Snapshotter::CreateImageFrom(
+    const std::string& parent, const Labels& labels, const std::vector<std::pair<std::string, std::string>>& imports) {
   auto target_it = labels.find(kSnapshotRefLabel);
   if (target_it == labels.end() || target_it->second.empty())
     return absl::InvalidArgumentError(StrCat("label ", kImageIdLabel, " needs label ", kSnapshotRefLabel,
                                              " naming the committed snapshot to create"));
-  if (!parent.empty())
-    return absl::InvalidArgumentError(StrCat("a di3fs image snapshot has no parent (got \"", parent, "\")"));
   auto id = ParseSha256(labels.at(kImageIdLabel));
   if (!id.ok()) return id.status();
   const std::string& target = target_it->second;
-  // Import and snapshot creation under store_mu_: the garbage collection
+  // Imports and snapshot creation under store_mu_: the garbage collection
   // never sees an imported image without its snapshot.
   absl::MutexLock store_lock(&store_mu_);
-  bool imported = false;
-  if (auto imp = labels.find(keys::kSnapshotImportLabel); imp != labels.end() && !store_.Has(*id)) {
-    if (imp->second.empty() || imp->second[0] != '/')
-      return absl::InvalidArgumentError(StrCat("label ", keys::kSnapshotImportLabel, " must be an absolute path, got \"",
-                                               imp->second, "\""));
-    auto added = store_.Import(imp->second, *id, &imported);
-    if (!added.ok()) return absl::Status(added.status().code(),
-                                         StrCat("import ", imp->second, ": ", Msg(added.status().message())));
-    if (imported) spdlog::info("imported image sha256:{} from {}", *id, imp->second);
-  }
-  // Undoes the import if no snapshot comes of it.
+  std::vector<std::string> imported;  // in import order
+  // Undoes the imports if no snapshot comes of them.
   auto undo = [&](absl::Status s) {
-    if (imported) (void)store_.Delete(*id);
+    for (auto it = imported.rbegin(); it != imported.rend(); ++it) (void)store_.Delete(*it);
     return s;
   };
+  for (const auto& [path, step_id] : imports) {
+    if (store_.Has(step_id)) continue;
+    bool added_file = false;
+    auto added = store_.Import(path, step_id, &added_file);
+    if (!added.ok())
+      return undo(absl::Status(added.status().code(), StrCat("import ", path, ": ", Msg(added.status().message()))));
+    if (added_file) {
+      imported.push_back(step_id);
+      spdlog::info("imported image sha256:{} from {}", step_id, path);
+    }
+  }
   auto chain = ResolveCached(*id);
   if (!chain.ok()) {
     if (absl::IsNotFound(chain.status()))
@@ -282,12 +309,74 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::CreateImage(const std::string& p
   // The import label names a file of the caller: not worth keeping.
   Labels kept = labels;
   kept.erase(keys::kSnapshotImportLabel);
-  auto r = meta_->CreateImage(target, *id, kept, usage);
+  auto r = meta_->CreateImage(target, *id, kept, usage, nullptr, parent);
   if (!r.ok()) return undo(r.status());
-  spdlog::info("image snapshot {} created for image sha256:{} (chain of {})", target, *id, chain->paths.size());
+  spdlog::info("image snapshot {} created for image sha256:{} (chain of {}{}{})", target, *id, chain->paths.size(),
+               parent.empty() ? "" : ", parent ", parent);
   // containerd's remote-snapshot protocol: AlreadyExists tells it the target
   // now exists; it then finds it by its snapshot.ref label.
   return absl::AlreadyExistsError(StrCat("target snapshot ", target, " (image sha256:", *id, ") created"));
+}
+
+absl::Status Snapshotter::ServeFromReferrers(const CriTarget& t, const std::string& parent, const Labels& labels) {
+  // One fetch per manifest at a time: pulls of the same image on several
+  // threads would write the same download files. The later one then finds
+  // the image held (nothing to download) or the failure remembered.
+  {
+    absl::MutexLock g(&remote_mu_);
+    while (remote_inflight_.count(t.manifest_digest)) remote_cv_.Wait(&remote_mu_);
+    remote_inflight_.insert(t.manifest_digest);
+  }
+  absl::Status s = ServeFromReferrersLocked(t, parent, labels);
+  absl::MutexLock g(&remote_mu_);
+  remote_inflight_.erase(t.manifest_digest);
+  remote_cv_.SignalAll();
+  return s;
+}
+
+absl::Status Snapshotter::ServeFromReferrersLocked(const CriTarget& t, const std::string& parent,
+                                                   const Labels& labels) {
+  auto now = std::chrono::steady_clock::now();
+  {
+    absl::MutexLock g(&remote_mu_);
+    auto it = remote_failures_.find(t.manifest_digest);
+    if (it != remote_failures_.end()) {
+      if (now < it->second.first)
+        return absl::Status(it->second.second.code(),
+                            StrCat(Msg(it->second.second.message()), " (answer of an earlier pull, kept ",
+                                   o_.remote_failure_ttl.count(), " s)"));
+      remote_failures_.erase(it);
+    }
+  }
+  auto remember = [&](const absl::Status& s) {
+    absl::MutexLock g(&remote_mu_);
+    for (auto it = remote_failures_.begin(); it != remote_failures_.end();)
+      it = it->second.first <= now ? remote_failures_.erase(it) : std::next(it);
+    if (o_.remote_failure_ttl.count() > 0 && remote_failures_.size() < 4096)
+      remote_failures_[t.manifest_digest] = {now + o_.remote_failure_ttl, s};
+    return s;
+  };
+  // No lock held while the registry is asked and files download: what the
+  // store holds may change meanwhile, the import below checks every step.
+  std::set<std::string> held;
+  for (const auto& id : store_.List()) held.insert("sha256:" + id);
+  auto chain = o_.remote->Fetch(t, held, layout::DownloadDir(o_.root));
+  if (!chain.ok()) return remember(chain.status());
+  Labels kept = labels;
+  kept[kImageIdLabel] = chain->image_id;
+  auto created = CreateImageFrom(parent, kept, chain->files);
+  std::error_code ec;
+  fs::remove_all(chain->ready_dir, ec);
+  if (created.ok()) return absl::InternalError("image snapshot creation answered no status");  // not reached
+  if (!absl::IsAlreadyExists(created.status())) return remember(created.status());
+  std::string steps;
+  for (const auto& f : chain->files) steps += StrCat(steps.empty() ? "" : " -> ", "sha256:", f.second.substr(0, 12));
+  spdlog::info("cri pull {} (manifest {}): snapshot {} served by image {} from {}: {} cdimg(s) [{}], {} bytes downloaded, "
+               "{} bytes of referrers read; containerd fetches no layer for it",
+               t.image_ref, t.manifest_digest, kept.at(kSnapshotRefLabel), chain->image_id,
+               chain->from.empty() ? "nothing held" : "held " + chain->from, chain->files.size(), steps,
+               chain->bytes_downloaded, chain->document_bytes);
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<Mount>> Snapshotter::Create(Kind kind, const std::string& key, const std::string& parent,
@@ -298,6 +387,23 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::Create(Kind kind, const std::str
     auto created = CreateImage(parent, labels);
     if (o_.compaction.enabled()) WakeCompactor();
     return created;
+  }
+  if (kind == Kind::kActive && o_.remote) {
+    // containerd unpacking an image's top layer with snapshot annotations:
+    // served from the cdimgs attached to the image when it has some.
+    auto target = CriTopLayer(labels);
+    if (!target.ok()) {
+      spdlog::warn("prepare {}: CRI labels ignored: {}", key, Msg(target.status().message()));
+    } else if (target->has_value()) {
+      auto served = ServeFromReferrers(**target, parent, labels);
+      if (served.ok() || absl::IsAlreadyExists(served)) {
+        if (o_.compaction.enabled()) WakeCompactor();
+        return absl::AlreadyExistsError(StrCat("target snapshot ", labels.at(kSnapshotRefLabel), " (", (*target)->image_ref,
+                                               ") served from its cdimgs"));
+      }
+      spdlog::info("cri pull {} (manifest {}): layer {} is fetched by containerd: {}", (*target)->image_ref,
+                   (*target)->manifest_digest, (*target)->layer_digest, Msg(served.message()));
+    }
   }
   // Mount the images below first, so a failure changes nothing.
   if (!parent.empty()) {
@@ -310,9 +416,10 @@ absl::StatusOr<std::vector<Mount>> Snapshotter::Create(Kind kind, const std::str
       if (!p->image_id.empty()) {
         if (auto s = EnsureImage(p->image_id); !s.ok()) return s;
       }
-      for (const auto& img : p->parent_image_ids) {
-        if (img.empty()) continue;
-        if (auto s = EnsureImage(img); !s.ok()) return s;
+      for (size_t i = 0; p->image_id.empty() && i < p->parent_image_ids.size(); ++i) {
+        if (p->parent_image_ids[i].empty()) continue;
+        if (auto s = EnsureImage(p->parent_image_ids[i]); !s.ok()) return s;
+        break;  // the first image below is the whole tree (MountsFor)
       }
     }
   }

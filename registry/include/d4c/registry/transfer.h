@@ -208,7 +208,11 @@ struct FsSpace {
 absl::StatusOr<FsSpace> StatFsSpace(const std::string& path);
 
 struct PullOptions {
-  std::string image;         // NAME:TAG in the registry
+  std::string image;         // NAME:TAG in the registry (NAME alone when `digest` is given)
+  // The image manifest digest ("sha256:<hex>") when the caller resolved it
+  // already (containerd did, for the snapshotter): no tag is read, and only
+  // the referrers layout is used (NotFound when no cdimg is attached to it).
+  std::string digest;
   std::string download_dir;  // where `<digest hex>.cdimg[.partial]` files go (created if missing)
   DownloadDirLimits download_limits;  // what earlier pulls left there is pruned to this first
   // Before any download, the plan must fit: what is left to download in

@@ -15,6 +15,11 @@
 //   ROOT/run/<image>.pid         pid of the di3fs serving it
 //   ROOT/log/di3fs-<image>.log   its stdout/stderr
 //   ROOT/cache/<image>/          its content cache
+//   ROOT/downloads/              cdimgs a CRI pull fetches (remote.h):
+//                                `<blob hex>.cdimg[.partial]`, resumed and
+//                                pruned as registry's download_dir.h says;
+//   ROOT/downloads/ready-*/      a fetched chain until it is imported
+//                                (removed then, and at start)
 // <image> is the 64 hex digits of the image id, <n> the snapshot's number.
 #pragma once
 
@@ -42,6 +47,7 @@ inline std::string PidFile(const std::string& root, const std::string& id_hex) {
 inline std::string LogDir(const std::string& root) { return root + "/log"; }
 inline std::string LogFile(const std::string& root, const std::string& id_hex) { return LogDir(root) + "/di3fs-" + id_hex + ".log"; }
 inline std::string CacheDir(const std::string& root) { return root + "/cache"; }
+inline std::string DownloadDir(const std::string& root) { return root + "/downloads"; }
 inline std::string CacheDirFor(const std::string& root, const std::string& id_hex) { return CacheDir(root) + "/" + id_hex; }
 
 }  // namespace d4c::snap::layout

@@ -72,9 +72,12 @@ class MetaStore {
   // InvalidArgument (kind, parent not committed, labels).
   absl::StatusOr<Record> Create(Kind kind, const std::string& key, const std::string& parent,
                                 const Labels& labels, const Hook& hook = nullptr);
-  // A committed snapshot without parent served from image `image_id` (hex).
+  // A committed snapshot served from image `image_id` (hex). `parent` (a
+  // committed snapshot, or "" for none) is only recorded: the image is the
+  // whole tree, its mounts never include the parents (snapshotter.h).
   absl::StatusOr<Record> CreateImage(const std::string& name, const std::string& image_id,
-                                     const Labels& labels, Usage usage, const Hook& hook = nullptr);
+                                     const Labels& labels, Usage usage, const Hook& hook = nullptr,
+                                     const std::string& parent = "");
   absl::StatusOr<Record> Get(const std::string& key);
   // Active `key` becomes committed `name` (same id), labels replaced.
   absl::StatusOr<Record> Commit(const std::string& key, const std::string& name, Usage usage,

@@ -14,6 +14,22 @@
 // and its parent must be in the store) and copied in: the only way an image
 // enters the store.
 //
+// containerd's own pulls (CRI, kubelet; remote.h): a Prepare of an image's
+// TOP layer carrying the snapshot annotations containerd passes
+// (cri.image-ref, cri.manifest-digest, cri.layer-digest, cri.image-layers)
+// asks the image's registry (Options::remote) for the cdimgs attached to that
+// manifest, plans the cheapest chain from the images in the store, downloads
+// and checks it (no lock held meanwhile), imports it as the import label does
+// and creates the image snapshot named by the ref, with parent the snapshot of
+// the layers below (as containerd passed it, "" for a one-layer image) and
+// label di3fs.image-id; Prepare answers AlreadyExists and containerd fetches
+// no blob for that layer. Lower layers are ordinary snapshots: their chainIDs
+// are shared with other images, so they are never faked. An image snapshot is
+// the whole tree: mounts above it use its di3fs mount alone, never its
+// parents. No cdimg attached, or any failure: logged, remembered for a short
+// time per manifest, and the Prepare proceeds as an ordinary one (containerd
+// fetches and unpacks the layer).
+//
 // Store garbage collection: an image stays in the store while an image
 // snapshot serves it or an image that stays is a delta built on it. Remove of
 // an image snapshot and Cleanup (containerd's GC calls both) delete the rest,
@@ -28,6 +44,7 @@
 // (this snapshotter's root and root id), which containerd passes back.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <set>
@@ -43,6 +60,7 @@
 #include "d4c/snap/layout.h"
 #include "d4c/snap/metastore.h"
 #include "d4c/snap/mounter.h"
+#include "d4c/snap/remote.h"
 
 namespace d4c::snap {
 
@@ -76,6 +94,11 @@ class Snapshotter {
     CompactionPolicy compaction;
     // Run compactions on a background thread (else only CompactOnce does).
     bool background_compaction = true;
+    // Where CRI pulls find cdimgs (remote.h); nullptr: no CRI-served images.
+    std::shared_ptr<RemoteImages> remote;
+    // How long a failed lookup for a manifest (no cdimgs, registry down, bad
+    // file) is remembered: its next pulls fall back at once.
+    std::chrono::seconds remote_failure_ttl{60};
   };
   // Opens ROOT, recovers mounts needed by existing snapshots, removes leftovers.
   static absl::StatusOr<std::unique_ptr<Snapshotter>> Open(const Options& o);
@@ -107,6 +130,18 @@ class Snapshotter {
   absl::StatusOr<std::vector<Mount>> Create(Kind kind, const std::string& key, const std::string& parent,
                                             const Labels& labels);
   absl::StatusOr<std::vector<Mount>> CreateImage(const std::string& parent, const Labels& labels);
+  // The image snapshot of labels' image id, named by the ref label, after
+  // importing `imports` ((cdimg path, image id hex), in apply order; those in
+  // the store are skipped) under store_mu_. Answers AlreadyExists when the
+  // snapshot exists (made now or before); on any failure the imports made are
+  // deleted again.
+  absl::StatusOr<std::vector<Mount>> CreateImageFrom(const std::string& parent, const Labels& labels,
+                                                     const std::vector<std::pair<std::string, std::string>>& imports);
+  // A CRI pull's top layer from the image's cdimgs: OK when the image
+  // snapshot exists afterwards; else why not (the caller falls back).
+  absl::Status ServeFromReferrers(const CriTarget& t, const std::string& parent, const Labels& labels);
+  // The same, once this thread is the only one serving t.manifest_digest.
+  absl::Status ServeFromReferrersLocked(const CriTarget& t, const std::string& parent, const Labels& labels);
   // Mounts of an active/view record; mounts the images below it if needed.
   absl::StatusOr<std::vector<Mount>> MountsFor(const Record& r);
   absl::Status EnsureImage(const std::string& id_hex);
@@ -134,6 +169,14 @@ class Snapshotter {
   bool compact_wake_ ABSL_GUARDED_BY(compact_mu_) = false;
   bool compact_stop_ ABSL_GUARDED_BY(compact_mu_) = false;
   std::thread compactor_;  // started by Open when enabled, joined by the destructor
+  // Failed CRI lookups by manifest digest: (until, why), and the manifests
+  // being served now (remote_cv_ signals when one is done). A leaf lock,
+  // never held during a fetch.
+  absl::Mutex remote_mu_;
+  absl::CondVar remote_cv_;
+  std::set<std::string> remote_inflight_ ABSL_GUARDED_BY(remote_mu_);
+  std::map<std::string, std::pair<std::chrono::steady_clock::time_point, absl::Status>> remote_failures_
+      ABSL_GUARDED_BY(remote_mu_);
 };
 
 // Disk usage of a directory tree: allocated bytes and inodes (hardlinks once).
