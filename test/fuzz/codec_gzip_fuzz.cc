@@ -24,7 +24,6 @@ std::string Gz(std::string_view raw, int level) {
   Check(s.ok());
   std::string g = {'\x1f', '\x8b', 8, 0, 0, 0, 0, 0, static_cast<char>(level == 9 ? 2 : level == 1 ? 4 : 0), 3};
   g += *s;
-  std::string trailer;
   uint32_t crc = d4c::deflate::Crc32(raw), n = static_cast<uint32_t>(raw.size());
   for (int i = 0; i < 4; ++i) g.push_back(static_cast<char>(crc >> (8 * i)));
   for (int i = 0; i < 4; ++i) g.push_back(static_cast<char>(n >> (8 * i)));

@@ -20,7 +20,7 @@ constexpr uint64_t kZstdMax = 4 << 20;
 constexpr uint64_t kBsdiffMax = 64 << 20;
 // GNU gzip recompresses the whole file per guess: above this, only the level
 // the header suggests and the default are tried.
-constexpr uint64_t kFewGnuGuesses = 4 << 20;
+constexpr uint64_t kFewGnuGuesses = 1 << 20;
 
 absl::Status Bad(std::string_view what) { return absl::DataLossError(StrCat("gzip patch: ", what)); }
 absl::Status NotApplicable(std::string_view what) {
