@@ -1,7 +1,9 @@
 // codec_bench: one codec on one pair of files, timed, to profile and compare
 // codec changes without a whole diff around them.
 //
-//   codec_bench <zstd|xdelta3|bsdiff|relcopy> BASE TARGET [THREADS]
+//   codec_bench <zstd|xdelta3|bsdiff|relcopy|gzip> BASE TARGET [THREADS]
+//
+// D4C_BENCH_PACK=1 encodes and decodes the pack form instead (EncodeForPack).
 //
 // Prints the patch size, the encode wall time (with THREADS - 1 helper
 // threads, as diff lends a big file its idle workers), and the decode time;
@@ -85,14 +87,15 @@ int main(int argc, char** argv) {
     }
   }
   auto t0 = std::chrono::steady_clock::now();
-  auto patch = codec.EncodeParallel(base, target, helpers);
+  const bool pack = std::getenv("D4C_BENCH_PACK") != nullptr;
+  auto patch = pack ? codec.EncodeForPack(base, target) : codec.EncodeParallel(base, target, helpers);
   double enc = Since(t0);
   if (!patch.ok()) {
     std::fprintf(stderr, "encode: %s\n", patch.status().ToString().c_str());
     return 1;
   }
   t0 = std::chrono::steady_clock::now();
-  auto back = codec.Decode(base, *patch, target.size());
+  auto back = codec.DecodeForm(base, *patch, target.size(), pack);
   double dec = Since(t0);
   bool same = back.ok() && *back == target;
   std::printf("codec=%s bytes=%zu encode_s=%.3f decode_s=%.3f roundtrip=%s\n", argv[1], patch->size(), enc, dec,

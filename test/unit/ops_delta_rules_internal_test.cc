@@ -291,6 +291,23 @@ TEST_CASE("auto policy: the codec table", "[delta]") {
   CHECK_FALSE(TraitsOf(kZ).two_forms);
   CHECK_FALSE(TraitsOf(kB).two_forms);
   CHECK_FALSE(TraitsOf(kR).general);
+  CHECK(TraitsOf(CodecId::kGzip).id == CodecId::kGzip);
+  CHECK(TraitsOf(CodecId::kGzip).two_forms);
+  CHECK_FALSE(TraitsOf(CodecId::kGzip).general);  // never in CodecsFor: only GzipNext runs it
+}
+
+TEST_CASE("auto policy: the gzip codec runs on gzip targets only, and not under a fixed codec", "[delta]") {
+  DiffOptions o;
+  std::string gz = std::string("\x1f\x8b\x08\0", 4) + std::string(30, '\0');
+  CHECK(GzipNext(o, gz));
+  CHECK_FALSE(GzipNext(o, "plain text that is long enough to be a file"));
+  CHECK_FALSE(GzipNext(o, gz.substr(0, 10)));  // too short for a gzip file
+  std::string deflate_not = gz;
+  deflate_not[2] = 7;  // another method
+  CHECK_FALSE(GzipNext(o, deflate_not));
+  o.codec = CodecId::kXdelta3;
+  CHECK_FALSE(GzipNext(o, gz));
+  for (CodecId id : CodecsFor(DiffOptions{}, 1000, 1000)) CHECK(id != CodecId::kGzip);
 }
 
 TEST_CASE("auto policy: the time budget and zstd's input limit", "[delta]") {

@@ -11,6 +11,7 @@
 #include "d4c/chain.h"
 #include "d4c/convert.h"
 #include "d4c/delta.h"
+#include "d4c/deflate.h"
 #include "d4c/base/strcat.h"
 #include "oci_fixture.h"
 
@@ -583,5 +584,89 @@ TEST_CASE("the ancestor search follows only the chain it needs", "[delta]") {
     CHECK_THAT(msg, Catch::Contains(dir.path() + "/0-a-from-x.cdimg needs image " + x_id));
     CHECK_THAT(msg, Catch::Contains("*.cdimg files in " + dir.path()));
     CHECK_THAT(msg, Catch::Contains("pass the missing cdimg with --base"));
+  }
+}
+
+namespace {
+
+// A gzip file of `raw` made by zlib at level 9 (as many tools do), or with
+// `stored` a stream of stored blocks that no recipe of the gzip codec
+// reproduces.
+std::string GzFile(std::string_view raw, bool stored = false) {
+  std::string stream;
+  if (stored) {
+    for (size_t at = 0; at < raw.size() || at == 0; at += 65535) {
+      size_t n = std::min<size_t>(65535, raw.size() - at);
+      bool last = at + n >= raw.size();
+      stream += {static_cast<char>(last ? 1 : 0), static_cast<char>(n & 0xff), static_cast<char>(n >> 8),
+                 static_cast<char>(~n & 0xff), static_cast<char>((~n >> 8) & 0xff)};
+      stream += raw.substr(at, n);
+      if (last) break;
+    }
+  } else {
+    auto z = deflate::Zlib(raw, {9, 8}, UINT32_MAX);
+    REQUIRE(z.ok());
+    stream = *z;
+  }
+  std::string g = {'\x1f', '\x8b', 8, 0, 0, 0, 0, 0, 2, 3};
+  g += stream;
+  uint32_t crc = deflate::Crc32(raw), n = static_cast<uint32_t>(raw.size());
+  for (int i = 0; i < 4; ++i) g.push_back(static_cast<char>(crc >> (8 * i)));
+  for (int i = 0; i < 4; ++i) g.push_back(static_cast<char>(n >> (8 * i)));
+  return g;
+}
+
+}  // namespace
+
+TEST_CASE("gzip files get the gzip codec where it rebuilds them; patch, merge and reads are exact", "[delta]") {
+  ScratchDir tmp;
+  std::string log = Text(40, 3000), man = Text(41, 2000), other = Text(42, 3000);
+  std::string log_b = Text(43, 20) + log, log_c = Text(44, 20) + log_b;
+  LayerBuilder la, lb, lc;
+  la.File("changelog.gz", GzFile(log)).File("man.gz", GzFile(man, true)).File("plain.txt", other);
+  lb.File("changelog.gz", GzFile(log_b)).File("man.gz", GzFile(Edit(man, 50, "B "), true))
+      .File("plain.txt", Edit(other, 40, "B "));
+  lc.File("changelog.gz", GzFile(log_c)).File("man.gz", GzFile(Edit(man, 50, "B "), true))
+      .File("plain.txt", Edit(other, 40, "B "));
+  std::string a = Convert(tmp, "a", la), b = Convert(tmp, "b", lb), c = Convert(tmp, "c", lc);
+  for (bool pack : {true, false}) {
+    DYNAMIC_SECTION("packs " << pack) {
+      DiffOptions o;
+      o.pack_small_blobs = pack;
+      std::string d1 = tmp.path() + "/d1.cdimg", d2 = tmp.path() + "/d2.cdimg";
+      DeltaStats s = Diff(a, b, d1, o);
+      CHECK(Files(s, "delta/gzip") == 1);  // changelog.gz; man.gz has no recipe, plain.txt is not gzip
+      CHECK(DeltaFiles(s) + Files(s, "full") == 3);
+      auto img = Open(d1, {a});
+      Recipe r = img->top().RecipeAt(*img->top().Find("changelog.gz"));
+      CHECK(r.codec == CodecId::kGzip);
+      CHECK(r.packed == pack);
+      // The inflated text gained 20 lines: the patch is far below the file.
+      CHECK(BlobBytes(s, pack ? "packed delta/gzip" : "delta/gzip") * 10 < GzFile(log_b).size());
+      std::string out = tmp.path() + "/b2.cdimg";
+      REQUIRE(TryPatch(a, d1, out).ok());
+      CHECK(ReadAll(out) == ReadAll(b));
+      RequireSameTree(*Open(d1, {a}), b);
+      // --codec gzip: the gzip codec where it applies, the file whole elsewhere.
+      DiffOptions only = o;
+      only.codec = CodecId::kGzip;
+      std::string d3 = tmp.path() + "/only.cdimg";
+      DeltaStats s3 = Diff(a, b, d3, only);
+      CHECK(Files(s3, "delta/gzip") == 1);
+      CHECK(DeltaFiles(s3) == 1);
+      CHECK(Files(s3, "full") == 2);
+      REQUIRE(TryPatch(a, d3, out).ok());
+      CHECK(ReadAll(out) == ReadAll(b));
+      // Merge keeps gzip entries decodable.
+      Diff(b, c, d2, o);
+      auto base = Open(a);
+      std::string d = tmp.path() + "/d.cdimg";
+      auto st = MergeDeltas(*base, d1, d2, d, Threads(2));
+      INFO(Msg(st.status().message()));
+      REQUIRE(st.ok());
+      std::string c2 = tmp.path() + "/c2.cdimg";
+      REQUIRE(TryPatch(a, d, c2).ok());
+      CHECK(ReadAll(c2) == ReadAll(c));
+    }
   }
 }

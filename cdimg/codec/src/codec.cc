@@ -2,6 +2,7 @@
 #include "d4c/codec.h"
 
 #include "bsdiff_codec.h"
+#include "gzip_codec.h"
 #include "relcopy_codec.h"
 #include "xdelta3_codec.h"
 #include "zstd_codec.h"
@@ -50,16 +51,18 @@ const char* CodecName(CodecId id) {
       return "bsdiff";
     case CodecId::kRelcopy:
       return "relcopy";
+    case CodecId::kGzip:
+      return "gzip";
   }
   return "unknown";
 }
 
 absl::StatusOr<CodecId> ParseCodecName(std::string_view name) {
-  for (CodecId id : {CodecId::kZstd, CodecId::kXdelta3, CodecId::kBsdiff, CodecId::kRelcopy}) {
+  for (CodecId id : {CodecId::kZstd, CodecId::kXdelta3, CodecId::kBsdiff, CodecId::kRelcopy, CodecId::kGzip}) {
     if (name == CodecName(id)) return id;
   }
   return absl::InvalidArgumentError(
-      StrCat("unknown codec '", name, "' (valid: zstd, xdelta3, bsdiff, relcopy)"));
+      StrCat("unknown codec '", name, "' (valid: zstd, xdelta3, bsdiff, relcopy, gzip)"));
 }
 
 const DeltaCodec& GetCodec(CodecId id) {
@@ -69,6 +72,7 @@ const DeltaCodec& GetCodec(CodecId id) {
   static const auto* xdelta3 = new codec_internal::Xdelta3Codec();
   static const auto* bsdiff = new codec_internal::BsdiffCodec();
   static const auto* relcopy = new codec_internal::RelcopyCodec();
+  static const auto* gzip = new codec_internal::GzipCodec();
   static const auto* unknown = new UnknownCodec();
   switch (id) {
     case CodecId::kZstd:
@@ -79,6 +83,8 @@ const DeltaCodec& GetCodec(CodecId id) {
       return *bsdiff;
     case CodecId::kRelcopy:
       return *relcopy;
+    case CodecId::kGzip:
+      return *gzip;
   }
   return *unknown;
 }

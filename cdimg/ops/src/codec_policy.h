@@ -38,7 +38,7 @@ struct CodecTraits {
 };
 
 // Every codec, the general ones cheapest first (the order auto tries them).
-extern const CodecTraits kCodecTraits[4];
+extern const CodecTraits kCodecTraits[5];
 const CodecTraits& TraitsOf(CodecId id);
 
 // From this target size on, the codecs are chosen after a look at the file
@@ -85,6 +85,11 @@ bool SkipRestAfterFirst(const DiffOptions& o, uint64_t target, uint64_t patch);
 // on, not tried yet, and the best patch so far (`best_patch` bytes) will be
 // packed.
 bool RelcopyNext(const DiffOptions& o, bool tried, uint64_t best_patch, uint64_t base, uint64_t target);
+
+// Whether auto runs the gzip codec (on the chosen base, after the others):
+// the target starts like a gzip file. The codec refuses files whose deflate
+// stream it cannot rebuild; then the other codecs' best patch stays.
+bool GzipNext(const DiffOptions& o, std::string_view target);
 
 // Whether auto keeps a patch of `patch` bytes from `codec` as a candidate: a
 // relcopy patch no smaller than the file found nothing to copy.

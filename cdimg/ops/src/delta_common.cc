@@ -24,7 +24,7 @@ absl::StatusOr<std::optional<CodecId>> ParseCodecChoice(std::string_view name) {
   if (name == "auto") return std::optional<CodecId>();
   auto id = ParseCodecName(name);
   if (!id.ok())
-    return absl::InvalidArgumentError(StrCat("unknown codec '", name, "' (valid: auto, zstd, xdelta3, bsdiff, relcopy)"));
+    return absl::InvalidArgumentError(StrCat("unknown codec '", name, "' (valid: auto, zstd, xdelta3, bsdiff, relcopy, gzip)"));
   return std::optional<CodecId>(*id);
 }
 
@@ -311,7 +311,9 @@ absl::Status Try(CodecId codec, const Base& base, std::string_view target, const
   auto patch = EncodeForm(GetCodec(codec), base.content, target, o.pack_small_blobs, plan.standalone_first,
                           limit, helpers, &packed);
   if (!patch.ok()) {
-    if (!o.codec) return absl::OkStatus();
+    // auto: a failing codec is no candidate; a fixed codec that does not
+    // apply to the file (gzip on a file it cannot rebuild) leaves it whole.
+    if (!o.codec || patch.status().code() == absl::StatusCode::kFailedPrecondition) return absl::OkStatus();
     return Annotate(patch.status(), CodecName(codec));
   }
   if (!KeepCandidate(o, codec, patch->size(), target.size())) return absl::OkStatus();
@@ -345,6 +347,8 @@ absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, cons
   for (size_t c = 1; c < plan.codecs.size(); ++c)
     if (auto s = Try(plan.codecs[c], *chosen, target, o, plan, helpers, &best); !s.ok()) return s;
   if (auto s = maybe_relcopy(); !s.ok()) return s;
+  if (GzipNext(o, target))
+    if (auto s = Try(CodecId::kGzip, *chosen, target, o, plan, helpers, &best); !s.ok()) return s;
   if (best) {
     if (auto s = CheckRoundTrip(*best, target); !s.ok())
       return absl::InternalError(StrCat(CodecName(best->codec), " round trip failed: ", s.message()));

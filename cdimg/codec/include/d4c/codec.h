@@ -19,10 +19,11 @@ enum class CodecId : uint8_t {
   kXdelta3 = 2,  // VCDIFF via libxdelta3
   kBsdiff = 3,   // suffix-array diff, zstd-compressed control/diff/extra
   kRelcopy = 4,  // copy/add with relative addresses, left for the pack's zstd
+  kGzip = 5,     // a gzip file: an inner codec's delta of the inflated content + a deflate recipe
 };
 
 const char* CodecName(CodecId id);
-// Accepts "zstd", "xdelta3", "bsdiff", "relcopy".
+// Accepts "zstd", "xdelta3", "bsdiff", "relcopy", "gzip".
 absl::StatusOr<CodecId> ParseCodecName(std::string_view name);
 
 // Threads that one encode may use besides its caller's: the delta engine

@@ -2,6 +2,7 @@
 // compressed-content-aware delta may record as a recipe (docs/format.md).
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -17,5 +18,58 @@ namespace d4c::deflate {
 // reproduces only part of the files gzip made. Deterministic, bounded memory
 // (a fixed ~300 KiB state plus the output), any input.
 absl::StatusOr<std::string> GnuGzip(std::string_view raw, int level);
+
+}  // namespace d4c::deflate
+
+namespace d4c::deflate {
+
+// Inflated sizes the library handles at most (a compressed-content-aware
+// delta refuses larger files): bounds the memory a hostile patch can claim.
+inline constexpr uint64_t kMaxRaw = uint64_t{1} << 30;
+// Deflate expands at most ~1032:1: an inflated size above this for `n`
+// compressed bytes cannot be real.
+inline constexpr uint64_t MaxInflated(uint64_t n) { return n * 1032 + 1024; }
+
+// A gzip file of exactly one member (RFC 1952) with the deflate method,
+// split into its parts. `header` runs from the magic to the end of the
+// optional fields (FEXTRA, FNAME, FCOMMENT, FHCRC); `stream` is the raw
+// deflate stream; the 8-byte trailer (CRC-32, ISIZE) ends the file.
+struct GzipFile {
+  std::string_view header;
+  std::string_view stream;
+  std::string raw;  // the inflated content
+};
+
+// Whether `data` starts like a gzip member with the deflate method
+// (1f 8b 08): a cheap test before SplitGzip.
+bool LooksGzip(std::string_view data);
+// The header's length, or InvalidArgument when `data` is not a gzip member
+// (magic, method 8, reserved flag bits 0, optional fields inside `data`).
+absl::StatusOr<size_t> GzipHeaderLength(std::string_view data);
+// Splits and inflates a single-member gzip file whose inflated content is at
+// most `max_raw` bytes. InvalidArgument if it is not one (bad header, bad
+// stream, a CRC-32 or ISIZE that does not match, bytes after the trailer),
+// ResourceExhausted when it inflates to more than `max_raw`.
+absl::StatusOr<GzipFile> SplitGzip(std::string_view data, uint64_t max_raw);
+
+// Inflates the raw deflate stream `stream`, which must end exactly at its
+// end and produce exactly `raw_size` bytes (nothing more is allocated).
+absl::StatusOr<std::string> InflateExact(std::string_view stream, uint64_t raw_size);
+
+// zlib's deflate parameters: a recipe that rebuilds a stream zlib made.
+// windowBits is always 15 (raw stream), strategy Z_DEFAULT_STRATEGY.
+struct ZlibParams {
+  int level = 6;      // 1..9
+  int mem_level = 8;  // 1..9
+};
+// The raw deflate stream zlib makes of `raw`; ResourceExhausted as soon as it
+// would exceed `max_out` bytes.
+absl::StatusOr<std::string> Zlib(std::string_view raw, ZlibParams p, uint64_t max_out);
+// Whether Zlib(raw, p) is exactly `stream`. Compares as it compresses and
+// stops at the first differing output chunk, so a wrong guess costs little.
+bool ZlibReproduces(std::string_view raw, ZlibParams p, std::string_view stream);
+
+// The CRC-32 of RFC 1952 (zlib's crc32).
+uint32_t Crc32(std::string_view data);
 
 }  // namespace d4c::deflate

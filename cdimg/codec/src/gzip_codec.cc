@@ -1,0 +1,211 @@
+#include "gzip_codec.h"
+
+#include <optional>
+#include <vector>
+
+#include "d4c/base/strcat.h"
+#include "d4c/base/varint.h"
+#include "d4c/base/zstd.h"
+#include "d4c/deflate.h"
+
+namespace d4c::codec_internal {
+
+namespace {
+
+constexpr uint8_t kStandalone = 1, kPack = 2;
+constexpr uint8_t kEngineZlib = 1, kEngineGnu = 2;
+// Inner codecs tried, by inflated base + target size: zstd never won above
+// 4 MiB (codec_policy.cc), bsdiff costs ~9 bytes of memory per base byte.
+constexpr uint64_t kZstdMax = 4 << 20;
+constexpr uint64_t kBsdiffMax = 64 << 20;
+// GNU gzip recompresses the whole file per guess: above this, only the level
+// the header suggests and the default are tried.
+constexpr uint64_t kFewGnuGuesses = 1 << 20;
+
+absl::Status Bad(std::string_view what) { return absl::DataLossError(StrCat("gzip patch: ", what)); }
+absl::Status NotApplicable(std::string_view what) {
+  return absl::FailedPreconditionError(StrCat("gzip codec not applicable: ", what));
+}
+
+struct Recipe {
+  uint8_t engine = 0;
+  uint8_t level = 0;
+  uint8_t mem_level = 0;
+};
+
+// The levels to try, the one the header's XFL suggests first (2: the
+// slowest, level 9; 4: the fastest, level 1; else the default, 6).
+std::vector<int> Levels(uint8_t xfl) {
+  int first = xfl == 2 ? 9 : xfl == 4 ? 1 : 6;
+  std::vector<int> out{first};
+  for (int l : {6, 9, 1, 5, 7, 8, 4, 3, 2})
+    if (l != first) out.push_back(l);
+  return out;
+}
+
+absl::StatusOr<std::string> Deflate(const Recipe& r, std::string_view raw, uint64_t max_out) {
+  if (r.engine == kEngineZlib) return deflate::Zlib(raw, {r.level, r.mem_level}, max_out);
+  if (r.engine == kEngineGnu) {
+    if (r.mem_level != 0) return Bad("GNU gzip recipe with a memLevel");
+    auto s = deflate::GnuGzip(raw, r.level);
+    if (s.ok() && s->size() > max_out) return Bad("recompressed stream too long");
+    return s;
+  }
+  return Bad(StrCat("unknown deflate engine ", r.engine));
+}
+
+// A recipe that rebuilds `g.stream` exactly, verified by compressing.
+std::optional<Recipe> FindRecipe(const deflate::GzipFile& g) {
+  uint8_t flags = static_cast<uint8_t>(g.header[3]);
+  bool no_mtime = g.header[4] == 0 && g.header[5] == 0 && g.header[6] == 0 && g.header[7] == 0;
+  uint8_t xfl = static_cast<uint8_t>(g.header[8]);
+  std::vector<int> levels = Levels(xfl);
+  auto gnu = [&]() -> std::optional<Recipe> {
+    size_t tries = g.raw.size() > kFewGnuGuesses ? 2 : levels.size();
+    for (size_t i = 0; i < tries; ++i) {
+      auto s = deflate::GnuGzip(g.raw, levels[i]);
+      if (!s.ok()) return std::nullopt;  // not available: no other level will be
+      if (*s == g.stream) return Recipe{kEngineGnu, static_cast<uint8_t>(levels[i]), 0};
+    }
+    return std::nullopt;
+  };
+  auto zlib = [&]() -> std::optional<Recipe> {
+    for (int mem : {8, 9})
+      for (int l : levels)
+        if (deflate::ZlibReproduces(g.raw, {l, mem}, g.stream))
+          return Recipe{kEngineZlib, static_cast<uint8_t>(l), static_cast<uint8_t>(mem)};
+    return std::nullopt;
+  };
+  // `gzip -n` (no name, no mtime: Debian's packaging) is most likely GNU gzip.
+  bool gnu_first = !(flags & 8) && no_mtime;
+  if (gnu_first) {
+    if (auto r = gnu()) return r;
+    return zlib();
+  }
+  if (auto r = zlib()) return r;
+  return gnu();
+}
+
+// The smallest inner patch: (codec, patch). Pack-form patches are weighed by
+// what the pack's zstd frame will make of them, as diff's auto does.
+absl::StatusOr<std::pair<CodecId, std::string>> BestInner(std::string_view base, std::string_view raw, bool pack) {
+  std::vector<CodecId> ids;
+  uint64_t in = base.size() + raw.size();
+  if (in <= kZstdMax) ids.push_back(CodecId::kZstd);
+  if (in <= kBsdiffMax) ids.push_back(CodecId::kBsdiff);
+  ids.push_back(CodecId::kXdelta3);
+  if (pack) ids.push_back(CodecId::kRelcopy);
+  std::optional<std::pair<CodecId, std::string>> best;
+  uint64_t best_cost = 0;
+  absl::Status last = absl::InternalError("no inner codec");
+  for (CodecId id : ids) {
+    const DeltaCodec& c = GetCodec(id);
+    auto p = pack ? c.EncodeForPack(base, raw) : c.Encode(base, raw);
+    if (!p.ok()) {
+      last = p.status();
+      continue;
+    }
+    uint64_t cost = p->size();
+    if (pack && (id == CodecId::kXdelta3 || id == CodecId::kRelcopy)) {
+      auto z = ZstdCompressFrame(*p, 19, 0);
+      if (z.ok() && z->size() < cost) cost = z->size();
+    }
+    if (!best || cost < best_cost) {
+      best.emplace(id, std::move(*p));
+      best_cost = cost;
+    }
+  }
+  if (!best) return last;
+  return std::move(*best);
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> GzipCodec::EncodeForm(std::string_view base, std::string_view target, bool pack) const {
+  if (!deflate::LooksGzip(target)) return NotApplicable("the target is not a gzip file");
+  auto t = deflate::SplitGzip(target, deflate::kMaxRaw);
+  if (!t.ok()) return NotApplicable(Msg(t.status().message()));
+  std::optional<Recipe> recipe = FindRecipe(*t);
+  if (!recipe) return NotApplicable("no known compressor reproduces the target's deflate stream");
+  std::optional<deflate::GzipFile> b;
+  if (deflate::LooksGzip(base)) {
+    auto s = deflate::SplitGzip(base, deflate::kMaxRaw);
+    if (s.ok()) b = std::move(*s);
+  }
+  std::string_view inner_base = b ? std::string_view(b->raw) : base;
+  auto inner = BestInner(inner_base, t->raw, pack);
+  if (!inner.ok()) return inner.status();
+  std::string out;
+  out.push_back(static_cast<char>(pack ? kPack : kStandalone));
+  out.push_back(static_cast<char>(b ? 1 : 0));
+  if (b) PutVarint(&out, b->raw.size());
+  PutVarint(&out, t->raw.size());
+  out.push_back(static_cast<char>(recipe->engine));
+  out.push_back(static_cast<char>(recipe->level));
+  out.push_back(static_cast<char>(recipe->mem_level));
+  PutVarint(&out, t->header.size());
+  out += t->header;
+  out.push_back(static_cast<char>(inner->first));
+  out += inner->second;
+  return out;
+}
+
+absl::StatusOr<std::string> GzipCodec::DecodeForm(std::string_view base, std::string_view patch,
+                                                  uint64_t target_size, bool pack) const {
+  size_t pos = 0;
+  auto byte = [&](uint8_t* v) {
+    if (pos >= patch.size()) return false;
+    *v = static_cast<uint8_t>(patch[pos++]);
+    return true;
+  };
+  uint8_t form = 0, base_kind = 0;
+  if (!byte(&form) || form != (pack ? kPack : kStandalone))
+    return Bad(pack ? "not a pack-form patch (form byte)" : "not a standalone patch (form byte)");
+  if (!byte(&base_kind) || base_kind > 1) return Bad("bad base kind");
+  std::string base_raw;
+  if (base_kind == 1) {
+    uint64_t n = 0;
+    if (!GetVarint(patch, &pos, &n)) return Bad("truncated header");
+    if (n > deflate::kMaxRaw || n > deflate::MaxInflated(base.size())) return Bad("base inflated size out of range");
+    auto hlen = deflate::GzipHeaderLength(base);
+    if (!hlen.ok() || base.size() - *hlen < 8) return Bad("the base is not a gzip file (wrong base?)");
+    auto r = deflate::InflateExact(base.substr(*hlen, base.size() - *hlen - 8), n);
+    if (!r.ok()) return Bad(StrCat("base: ", Msg(r.status().message()), " (wrong base?)"));
+    base_raw = std::move(*r);
+  }
+  uint64_t raw_size = 0;
+  if (!GetVarint(patch, &pos, &raw_size)) return Bad("truncated header");
+  if (raw_size > deflate::kMaxRaw || raw_size > deflate::MaxInflated(target_size))
+    return Bad("inflated size out of range");
+  Recipe r;
+  if (!byte(&r.engine) || !byte(&r.level) || !byte(&r.mem_level)) return Bad("truncated header");
+  if (r.level < 1 || r.level > 9) return Bad("level out of range");
+  uint64_t hlen = 0;
+  if (!GetVarint(patch, &pos, &hlen) || hlen > patch.size() - pos) return Bad("truncated gzip header");
+  std::string_view header = patch.substr(pos, hlen);
+  pos += hlen;
+  auto parsed = deflate::GzipHeaderLength(header);
+  if (!parsed.ok() || *parsed != hlen) return Bad("invalid gzip header");
+  if (target_size < hlen + 8) return Bad("target too small for its gzip header");
+  uint8_t inner_id = 0;
+  if (!byte(&inner_id) || inner_id < 1 || inner_id > 4) return Bad("unknown inner codec id");
+  const DeltaCodec& inner = GetCodec(static_cast<CodecId>(inner_id));
+  auto raw = inner.DecodeForm(base_kind == 1 ? std::string_view(base_raw) : base, patch.substr(pos), raw_size, pack);
+  if (!raw.ok()) return Bad(StrCat("inner ", CodecName(inner.id()), ": ", Msg(raw.status().message())));
+  base_raw = std::string();  // free before the output grows
+  auto stream = Deflate(r, *raw, target_size - hlen - 8);
+  if (!stream.ok()) return Bad(StrCat("recompressing: ", Msg(stream.status().message())));
+  if (stream->size() != target_size - hlen - 8) return Bad("recompressed size differs from the target's");
+  auto out = AllocateBuffer(target_size);
+  if (!out.ok()) return out.status();
+  char* p = out->data();
+  std::copy(header.begin(), header.end(), p);
+  std::copy(stream->begin(), stream->end(), p + hlen);
+  std::string trailer;
+  PutLE(&trailer, deflate::Crc32(*raw), 4);
+  PutLE(&trailer, static_cast<uint32_t>(raw->size()), 4);
+  std::copy(trailer.begin(), trailer.end(), p + hlen + stream->size());
+  return out;
+}
+
+}  // namespace d4c::codec_internal

@@ -1,0 +1,261 @@
+// The gzip codec (id 5): deltas of inflated content, rebuilt bit for bit by a
+// verified deflate recipe; refusal where no recipe reproduces the stream;
+// hostile patches.
+#include <catch2/catch.hpp>
+
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "d4c/codec.h"
+#include "d4c/deflate.h"
+
+namespace d4c {
+namespace {
+
+// Changelog-like text: numbered entries of words.
+std::string Text(int entries, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  static const char* words[] = {"fix", "update", "upstream", "release", "security", "build", "package",
+                                "debian", "patch", "new", "version", "the", "of", "for", "with", "policy"};
+  std::string s;
+  for (int e = entries; e > 0; --e) {
+    s += "pkg (" + std::to_string(e) + ".0-1) unstable; urgency=medium\n\n";
+    for (int l = 0; l < 3; ++l) {
+      s += "  * ";
+      for (int w = 0; w < 10; ++w) s += std::string(words[rng() % 16]) + " ";
+      s += "\n";
+    }
+    s += "\n -- Maintainer <m@example.org>  day " + std::to_string(e) + "\n\n";
+  }
+  return s;
+}
+
+void Le(std::string* out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>(v >> (8 * i)));
+}
+
+// A gzip file around `stream` (the deflate stream of `raw`).
+std::string Wrap(std::string_view raw, std::string_view stream, uint8_t xfl, std::string_view name = "") {
+  std::string g = {'\x1f', '\x8b', 8, static_cast<char>(name.empty() ? 0 : 8), 0, 0, 0, 0,
+                   static_cast<char>(xfl), 3};
+  if (!name.empty()) {
+    g.append(name);
+    g.push_back('\0');
+  }
+  g.append(stream);
+  Le(&g, deflate::Crc32(raw));
+  Le(&g, static_cast<uint32_t>(raw.size()));
+  return g;
+}
+
+std::string ZlibGz(std::string_view raw, int level) {
+  auto s = deflate::Zlib(raw, {level, 8}, UINT32_MAX);
+  REQUIRE(s.ok());
+  return Wrap(raw, *s, level == 9 ? 2 : level == 1 ? 4 : 0);
+}
+
+// `cmd` (gzip -9n, pigz -n...) run on `raw`, through a temporary file.
+std::string External(const std::string& cmd, std::string_view raw) {
+  char path[] = "/tmp/d4c-gzip-test-XXXXXX";
+  int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  REQUIRE(write(fd, raw.data(), raw.size()) == static_cast<ssize_t>(raw.size()));
+  close(fd);
+  std::string out_path = std::string(path) + ".gz";
+  int rc = std::system((cmd + " -c " + path + " > " + out_path).c_str());
+  std::remove(path);
+  REQUIRE(rc == 0);
+  std::ifstream in(out_path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  std::remove(out_path.c_str());
+  return ss.str();
+}
+
+bool Have(const char* tool) { return std::system((std::string("command -v ") + tool + " >/dev/null").c_str()) == 0; }
+
+const DeltaCodec& Gz() { return GetCodec(CodecId::kGzip); }
+
+// The recipe's engine byte of a patch (1 zlib, 2 GNU gzip).
+int Engine(std::string_view p) {
+  size_t pos = 2;
+  auto skip_varint = [&] {
+    while (static_cast<uint8_t>(p[pos]) & 0x80) ++pos;
+    ++pos;
+  };
+  if (p[1] == 1) skip_varint();
+  skip_varint();
+  return static_cast<uint8_t>(p[pos]);
+}
+
+void RoundTrip(std::string_view base, std::string_view target) {
+  for (bool pack : {false, true}) {
+    INFO("pack form " << pack);
+    auto patch = pack ? Gz().EncodeForPack(base, target) : Gz().Encode(base, target);
+    REQUIRE(patch.ok());
+    auto back = Gz().DecodeForm(base, *patch, target.size(), pack);
+    REQUIRE(back.ok());
+    CHECK(*back == target);
+    // Each form is read only as itself.
+    CHECK_FALSE(Gz().DecodeForm(base, *patch, target.size(), !pack).ok());
+  }
+}
+
+TEST_CASE("gzip codec: zlib-made files at levels 1, 6, 9 round trip in a fraction of the plain patch", "[codec]") {
+  int level = GENERATE(1, 6, 9);
+  INFO("level " << level);
+  std::string v1 = Text(400, 1);
+  std::string v2 = Text(1, 7) + v1;  // a new changelog entry on top
+  std::string base = ZlibGz(v1, level), target = ZlibGz(v2, level);
+  RoundTrip(base, target);
+  auto patch = Gz().Encode(base, target);
+  REQUIRE(patch.ok());
+  CHECK(Engine(*patch) == 1);
+  // The inflated text differs by one entry: the patch is far below both the
+  // target and what a codec of the compressed bytes makes.
+  auto plain = GetCodec(CodecId::kXdelta3).Encode(base, target);
+  REQUIRE(plain.ok());
+  CHECK(patch->size() * 5 < plain->size());
+  CHECK(patch->size() * 20 < target.size());
+}
+
+TEST_CASE("gzip codec: a header with a name and mtime is kept verbatim", "[codec]") {
+  std::string v1 = Text(50, 2), v2 = Text(51, 2);
+  auto s1 = deflate::Zlib(v1, {6, 9}, UINT32_MAX), s2 = deflate::Zlib(v2, {6, 9}, UINT32_MAX);
+  REQUIRE(s1.ok());
+  REQUIRE(s2.ok());
+  std::string base = Wrap(v1, *s1, 0, "changelog"), target = Wrap(v2, *s2, 0, "changelog.Debian");
+  target[4] = 0x12;  // an mtime
+  RoundTrip(base, target);
+}
+
+TEST_CASE("gzip codec: a base that is not gzip is used as it is", "[codec]") {
+  std::string v1 = Text(200, 3), v2 = Text(1, 9) + v1;
+  std::string target = ZlibGz(v2, 9);
+  RoundTrip(v1, target);
+  auto patch = Gz().Encode(v1, target);
+  REQUIRE(patch.ok());
+  CHECK((*patch)[1] == 0);  // base kind: as it is
+  CHECK(patch->size() * 20 < target.size());
+}
+
+TEST_CASE("gzip codec: files made by gzip -9n (GNU gzip's algorithm)", "[codec]") {
+  if (!Have("gzip")) FAIL("gzip not installed");
+  bool gnu = deflate::GnuGzip("probe", 9).ok();
+  // Sizes on both sides of gzip's 64 KiB block heuristics.
+  int entries = GENERATE(20, 3000);
+  INFO("entries " << entries << ", GnuGzip implemented: " << gnu);
+  std::string v1 = Text(entries, 4), v2 = Text(entries + 1, 4);
+  std::string base = External("gzip -9n", v1), target = External("gzip -9n", v2);
+  auto g = deflate::SplitGzip(target, deflate::kMaxRaw);
+  REQUIRE(g.ok());
+  REQUIRE(g->raw == v2);
+  bool zlib_can = false;
+  for (int mem : {8, 9})
+    for (int l = 1; l <= 9; ++l) zlib_can = zlib_can || deflate::ZlibReproduces(v2, {l, mem}, g->stream);
+  auto patch = Gz().Encode(base, target);
+  if (gnu) {
+    // The engine lands: every gzip -9n file has a recipe, GNU gzip's first.
+    REQUIRE(patch.ok());
+    CHECK(Engine(*patch) == 2);
+    RoundTrip(base, target);
+  } else if (zlib_can) {
+    REQUIRE(patch.ok());
+    CHECK(Engine(*patch) == 1);
+    RoundTrip(base, target);
+  } else {
+    // No engine reproduces it: the codec refuses, auto keeps the plain codecs.
+    REQUIRE_FALSE(patch.ok());
+    CHECK(patch.status().code() == absl::StatusCode::kFailedPrecondition);
+  }
+}
+
+TEST_CASE("gzip codec: streams no recipe reproduces are refused", "[codec]") {
+  std::string v1 = Text(100, 5), v2 = Text(101, 5);
+  std::string base = ZlibGz(v1, 6);
+  SECTION("stored blocks (level 0)") {
+    REQUIRE(v2.size() < 65536);
+    std::string stream = {1, static_cast<char>(v2.size() & 0xff), static_cast<char>(v2.size() >> 8),
+                          static_cast<char>(~v2.size() & 0xff), static_cast<char>((~v2.size() >> 8) & 0xff)};
+    stream += v2;
+    std::string target = Wrap(v2, stream, 0);
+    REQUIRE(deflate::SplitGzip(target, deflate::kMaxRaw).ok());
+    auto p = Gz().Encode(base, target);
+    REQUIRE_FALSE(p.ok());
+    CHECK(p.status().code() == absl::StatusCode::kFailedPrecondition);
+    CHECK(std::string(p.status().message()).find("no known compressor") != std::string::npos);
+  }
+  SECTION("pigz's independent blocks") {
+    if (!Have("pigz")) FAIL("pigz not installed");
+    std::string big = Text(8000, 6);  // > 128 KiB: several pigz blocks joined by sync flushes
+    auto p = Gz().Encode(base, External("pigz -n -p 2", big));
+    REQUIRE_FALSE(p.ok());
+    CHECK(p.status().code() == absl::StatusCode::kFailedPrecondition);
+  }
+  SECTION("not gzip, two members, trailing bytes, a bad CRC") {
+    std::string target = ZlibGz(v2, 6);
+    for (const std::string& t : {v2, target + target, target + "x", target.substr(0, target.size() - 1)}) {
+      auto p = Gz().Encode(base, t);
+      REQUIRE_FALSE(p.ok());
+      CHECK(p.status().code() == absl::StatusCode::kFailedPrecondition);
+    }
+    std::string bad_crc = target;
+    bad_crc[bad_crc.size() - 8] ^= 1;
+    CHECK(Gz().Encode(base, bad_crc).status().code() == absl::StatusCode::kFailedPrecondition);
+  }
+}
+
+TEST_CASE("gzip codec: corrupt and hostile patches fail cleanly", "[codec]") {
+  std::string v1 = Text(60, 8), v2 = Text(61, 8);
+  std::string base = ZlibGz(v1, 9), target = ZlibGz(v2, 9);
+  for (bool pack : {false, true}) {
+    INFO("pack form " << pack);
+    auto patch = pack ? Gz().EncodeForPack(base, target) : Gz().Encode(base, target);
+    REQUIRE(patch.ok());
+    // Every truncation fails; every one-byte change fails or gives target_size bytes.
+    for (size_t n = 0; n < patch->size(); ++n) CHECK_FALSE(Gz().DecodeForm(base, patch->substr(0, n), target.size(), pack).ok());
+    for (size_t i = 0; i < std::min<size_t>(patch->size(), 64); ++i) {
+      std::string p = *patch;
+      p[i] ^= 0x41;
+      auto out = Gz().DecodeForm(base, p, target.size(), pack);
+      if (out.ok()) CHECK(out->size() == target.size());
+    }
+    // A wrong base and a wrong size.
+    CHECK_FALSE(Gz().DecodeForm(ZlibGz(Text(60, 9), 9), *patch, target.size(), pack).ok());
+    CHECK_FALSE(Gz().DecodeForm(v1, *patch, target.size(), pack).ok());
+    CHECK_FALSE(Gz().DecodeForm(base, *patch, target.size() + 1, pack).ok());
+  }
+  // A header claiming a huge inflated size is refused before anything is allocated.
+  std::string hostile = {1, 0};
+  hostile += std::string("\xff\xff\xff\xff\xff\xff\xff\x7f", 8);  // raw_size 2^56-1
+  hostile += std::string{1, 9, 8, 10};
+  hostile += target.substr(0, 10);
+  hostile += std::string{1};
+  auto out = Gz().Decode(base, hostile, target.size());
+  REQUIRE_FALSE(out.ok());
+  CHECK(out.status().code() == absl::StatusCode::kDataLoss);
+  CHECK(std::string(out.status().message()).find("out of range") != std::string::npos);
+  // An unknown engine and inner codec.
+  auto patch = Gz().Encode(base, target);
+  REQUIRE(patch.ok());
+  CHECK_FALSE(Gz().Decode(base, *patch, 0).ok());
+}
+
+TEST_CASE("gzip codec: name and parse", "[codec]") {
+  CHECK(std::string(CodecName(CodecId::kGzip)) == "gzip");
+  auto id = ParseCodecName("gzip");
+  REQUIRE(id.ok());
+  CHECK(*id == CodecId::kGzip);
+  CHECK(static_cast<int>(CodecId::kGzip) == 5);  // stored on disk
+}
+
+}  // namespace
+}  // namespace d4c
