@@ -563,13 +563,12 @@ absl::StatusOr<std::unique_ptr<Di3fs>> Di3fs::Open(const Di3fsOptions& options) 
     if (!d.ok()) return d.status();
     dir = s.private_cache_dir = *d;
   }
-  ContentFds* fds = &s.fds;
   ContentCache::Options co;
   co.dir = dir;
   co.root = s.private_cache_dir.empty() ? options.cache_root : "";
   co.max_bytes = options.cache_size;
-  co.on_evict = [fds](const Digest& d) { fds->Drop(d); };
-  co.on_tick = [fds] { fds->Expire(); };
+  co.on_evict = [&s](const Digest& d) { s.fds.Drop(d); };
+  co.on_tick = [&s] { s.fds.Expire(); };
   auto cache = ContentCache::Open(std::move(co));
   if (!cache.ok()) return cache.status();
   s.cache = std::move(*cache);

@@ -50,16 +50,20 @@ else
 fi
 log "${#images[@]} images"
 
-pss_kb() {  # total PSS of the given pids, KiB
-  local p s=0
-  for p in "$@"; do s=$((s + $(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup"))); done
+pss_kb() {  # pss_kb FIELD PID...: sum of a smaps_rollup field (Pss, Pss_Anon, Pss_File), KiB
+  local f=$1 p s=0
+  shift
+  for p in "$@"; do s=$((s + $(awk -v f="$f:" '$1==f{print $2}' "/proc/$p/smaps_rollup"))); done
   echo "$s"
 }
+mib() { awk -v k="$1" -v n="${2:-1}" 'BEGIN{printf "%.1f", k/1024/n}'; }
 
 echo "## di3fs memory per mounted image ($(date -u +%F), $(nproc) cores, $(uname -r), budget $BUDGET)"
 echo
-echo "| images | entries | PSS idle (MiB) | per image | PSS after reading every file (MiB) | per image | cache bytes |"
-echo "|---:|---:|---:|---:|---:|---:|---:|"
+echo "PSS in MiB, all daemons together; anon = heap and stacks, file = mapped cdimg pages (page cache, reclaimable) and the binary."
+echo
+echo "| images | entries | idle PSS | idle per image | idle anon / file | after reading every file: PSS | per image | anon / file | cache bytes |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 for n in $COUNTS; do
   ((n <= ${#images[@]})) || { log "only ${#images[@]} images: no row for $n"; continue; }
   root=$tmp/cache-$n
@@ -82,11 +86,11 @@ for n in $COUNTS; do
     entries=$((entries + $(sed -n 's/.*(\([0-9]*\) entries.*/\1/p' "$tmp/m$n-$k.log")))
   done
   sleep 1
-  idle=$(pss_kb "${pids[@]}")
+  idle=$(pss_kb Pss "${pids[@]}") idle_a=$(pss_kb Pss_Anon "${pids[@]}") idle_f=$(pss_kb Pss_File "${pids[@]}")
   for mp in "${mps[@]}"; do tar -C "$mp" -cf - . | wc -c >/dev/null; done
-  sleep 1
-  read_kb=$(pss_kb "${pids[@]}")
+  sleep 3
+  read_kb=$(pss_kb Pss "${pids[@]}") read_a=$(pss_kb Pss_Anon "${pids[@]}") read_f=$(pss_kb Pss_File "${pids[@]}")
   cache=$(find "$root" -type f ! -name '.*' -printf '%s\n' | awk '{s+=$1} END{printf "%d", s}')
-  echo "| $n | $entries | $(awk -v k="$idle" 'BEGIN{printf "%.1f", k/1024}') | $(awk -v k="$idle" -v n="$n" 'BEGIN{printf "%.1f", k/1024/n}') | $(awk -v k="$read_kb" 'BEGIN{printf "%.1f", k/1024}') | $(awk -v k="$read_kb" -v n="$n" 'BEGIN{printf "%.1f", k/1024/n}') | $cache |"
+  echo "| $n | $entries | $(mib "$idle") | $(mib "$idle" "$n") | $(mib "$idle_a") / $(mib "$idle_f") | $(mib "$read_kb") | $(mib "$read_kb" "$n") | $(mib "$read_a") / $(mib "$read_f") | $cache |"
   for ((k = 0; k < n; k++)); do umount "${mps[k]}"; wait "${pids[k]}" 2>/dev/null || true; done
 done
