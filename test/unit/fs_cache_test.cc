@@ -405,10 +405,19 @@ TEST_CASE("16 threads asking for one content share one build, cached or not") {
   auto cache = OpenCache(FreshDir(StrCat("flight-", size)), 100000);
   Content c(std::string(size, 'f'));
   std::vector<std::thread> threads;
-  std::atomic<int> good{0};
+  std::atomic<int> good{0}, arrived{0};
+  // The build lasts until every thread has asked (and 200 ms more), so that
+  // none comes after it on a loaded machine.
+  auto slow = [&]() -> absl::StatusOr<std::string> {
+    ++c.runs;
+    while (arrived < 16) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    return c.bytes;
+  };
   for (int t = 0; t < 16; ++t)
     threads.emplace_back([&] {
-      auto fd = cache->OpenContent(c.digest, size, c.Producer(300));
+      ++arrived;
+      auto fd = cache->OpenContent(c.digest, size, slow);
       if (fd.ok() && ReadFd(*fd) == c.bytes) ++good;
       if (fd.ok()) close(*fd);
     });
