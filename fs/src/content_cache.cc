@@ -95,11 +95,17 @@ TempName ParseTemp(std::string_view name) {
     if (q == std::string_view::npos) break;
     p = q + 1;
   }
-  if (parts.size() != 4) return t;
-  bool ok1, ok2, ok3;
+  bool ok1, ok2, ok3 = true;
+  if (parts.size() == 3) {
+    // ".tmp.<pid>.<n>.<hex>": written by a daemon of an older version (it
+    // may still run, adopted): no reservation, counted at its size.
+  } else if (parts.size() == 4) {
+    t.size = ParseU64(parts[2], &ok3);
+  } else {
+    return t;
+  }
   t.pid = static_cast<pid_t>(ParseU64(parts[0], &ok1));
   ParseU64(parts[1], &ok2);
-  t.size = ParseU64(parts[2], &ok3);
   t.well_formed = ok1 && ok2 && ok3 && t.pid > 0;
   return t;
 }

@@ -298,12 +298,20 @@ TEST_CASE("a restarted cache reuses its files and drops damaged ones") {
   }
   // truncated
   std::filesystem::resize_file(dir + "/" + DigestHex(c.digest), 10);
-  // a temp file of a process that is gone
+  // temp files of processes that are gone (older and current name forms),
+  // and one of a live process in the older form (an adopted older daemon)
   std::string stale = dir + "/.tmp.999999999.0." + DigestHex(a.digest);
   std::ofstream(stale) << "partial";
+  std::string stale4 = dir + "/.tmp.999999999.0.3000." + DigestHex(a.digest);
+  std::ofstream(stale4) << "partial";
+  std::string live = StrCat(dir, "/.tmp.", getppid(), ".0.", DigestHex(a.digest));
+  std::ofstream(live) << "being written";
 
   auto cache = OpenCache(dir, 1 << 20);
   CHECK_FALSE(std::filesystem::exists(stale));
+  CHECK_FALSE(std::filesystem::exists(stale4));
+  CHECK(std::filesystem::exists(live));
+  std::filesystem::remove(live);
   CHECK(cache->stats().files == 3);
   auto fd = cache->OpenContent(a.digest, a.bytes.size(), Failing());  // reused, no rebuild
   REQUIRE(fd.ok());
