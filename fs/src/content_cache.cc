@@ -369,14 +369,14 @@ absl::StatusOr<int> ContentCache::State::Admit(const Digest& d, const std::strin
   std::string final_path = PathOf(d);
   std::string temp;
   int fd = -1;
+  // Set when the bytes will not go to disk; the memory file is written after
+  // the lock is released.
+  *uncached = false;
   {
     RootLock lk(root);
-    if (!lk.status().ok()) {
-      *uncached = true;
-      return MemoryFile(d, bytes);
-    }
+    if (!lk.status().ok()) *uncached = true;
     // Written meanwhile by another daemon: use it if it holds our bytes.
-    int have = open(final_path.c_str(), O_RDONLY | O_CLOEXEC);
+    int have = *uncached ? -1 : open(final_path.c_str(), O_RDONLY | O_CLOEXEC);
     if (have >= 0) {
       if (FileEquals(have, bytes)) {
         SetUsedNow(have);
@@ -386,13 +386,12 @@ absl::StatusOr<int> ContentCache::State::Admit(const Digest& d, const std::strin
     }
     uint64_t b = ReadBudget();
     budget = b;
-    if (size > b) {
-      *uncached = true;
-      return MemoryFile(d, bytes);
-    }
+    if (size > b) *uncached = true;
     std::optional<uint64_t> ledger = ReadLedger();
-    uint64_t used;
-    if (ledger && *ledger + size <= b) {
+    uint64_t used = 0;
+    if (*uncached) {
+      // nothing to reserve
+    } else if (ledger && *ledger + size <= b) {
       used = *ledger;
     } else {
       ScanResult scan = Scan(/*cleanup=*/true);
@@ -408,17 +407,16 @@ absl::StatusOr<int> ContentCache::State::Admit(const Digest& d, const std::strin
       if (used + size > b) {
         WriteLedger(used);
         *uncached = true;
-        return MemoryFile(d, bytes);
       }
     }
-    temp = StrCat(dir, "/", kTempPrefix, getpid(), ".", temp_counter.fetch_add(1), ".", size, ".", DigestHex(d));
-    fd = open(temp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0) {  // e.g. a read-only cache directory: the read still works
-      *uncached = true;
-      return MemoryFile(d, bytes);
+    if (!*uncached) {
+      temp = StrCat(dir, "/", kTempPrefix, getpid(), ".", temp_counter.fetch_add(1), ".", size, ".", DigestHex(d));
+      fd = open(temp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+      if (fd < 0) *uncached = true;  // e.g. a read-only cache directory: the read still works
+      else WriteLedger(used + size);  // the reservation; the temp file's name carries it for scans
     }
-    WriteLedger(used + size);  // the reservation; the temp file's name carries it for scans
   }
+  if (*uncached) return MemoryFile(d, bytes);
   absl::Status st = WriteAll(fd, bytes, temp);
   if (st.ok()) SetUsedNow(fd);
   if (st.ok()) {
