@@ -44,7 +44,10 @@ int main(int argc, char** argv) {
   app.add_option("--root", opt.root, "State directory (metadata, image store, mounts)")->capture_default_str();
   app.add_option("--address", address, "Unix socket to serve the Snapshots API on")->capture_default_str();
   app.add_option("--di3fs", opt.di3fs, "di3fs binary")->capture_default_str();
-  app.add_option("--cache-size", opt.cache_size, "di3fs content cache budget, bytes, for all images together (ROOT/cache/.budget; applied to adopted daemons too)")->capture_default_str();
+  app.add_option("--cache-size", opt.cache_size,
+                 "di3fs content cache budget in bytes, for all images together (ROOT/cache/.budget; "
+                 "daemons adopted after a restart apply it too)")
+      ->capture_default_str();
   app.add_option("--containerd-address", containerd_address, "Accepted for D4C compatibility (unused)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
   try {
