@@ -60,7 +60,7 @@ mib() { awk -v k="$1" -v n="${2:-1}" 'BEGIN{printf "%.1f", k/1024/n}'; }
 
 echo "## di3fs memory per mounted image ($(date -u +%F), $(nproc) cores, $(uname -r), budget $BUDGET)"
 echo
-echo "PSS in MiB, all daemons together; anon = heap and stacks, file = mapped cdimg pages (page cache, reclaimable) and the binary."
+echo "PSS in MiB, all daemons together; anon = heap and stacks, file = the binary's and libraries' pages (shared ones split between the daemons)."
 echo
 echo "| images | entries | idle PSS | idle per image | idle anon / file | after reading every file: PSS | per image | anon / file | cache bytes |"
 echo "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
