@@ -47,31 +47,52 @@ struct ContentFd {
 
 // Open cache files by content digest, at most `max` (least recently used
 // closed first). Files are opened without FUSE open/release requests (the
-// kernel's no_open mode), so reads find their descriptor here.
+// kernel's no_open mode), so reads find their descriptor here; a descriptor
+// is what keeps a file being read from needing a rebuild if it is evicted.
+// While a file is read its cache file is Touched (last use, which pins it in
+// the cache) at most once per kTouchSeconds; a descriptor whose file was
+// evicted (by any daemon) is dropped at that point, and descriptors not read
+// for kIdleSeconds are closed by Expire (the cache's sweep tick), so that
+// evicted files do not stay allocated on disk for long.
 //
 // Thread-safety: internally synchronized (mu_). Drop runs from the content
-// cache's on_evict with the cache's lock held, so the lock order is
-// ContentCache's lock -> mu_; ContentFds never calls into the cache (nor
-// anything else) with mu_ held.
+// cache's on_evict with the cache root's flock held, so the lock order is
+// ContentCache's root lock -> mu_; ContentFds never calls into the cache (nor
+// anything else that locks) with mu_ held (Touch is a static futimens+fstat).
 class ContentFds {
  public:
+  static constexpr double kTouchSeconds = 1;
+  static constexpr double kIdleSeconds = 3;
+
   explicit ContentFds(size_t max) : max_(max) {}
 
   std::shared_ptr<const ContentFd> Get(const Digest& d) {
-    absl::MutexLock lk(&mu_);
-    auto it = map_.find(d);
-    if (it == map_.end()) return nullptr;
-    lru_.splice(lru_.begin(), lru_, it->second.lru);
-    return it->second.fd;
+    std::shared_ptr<const ContentFd> fd;
+    double now = NowSeconds();
+    {
+      absl::MutexLock lk(&mu_);
+      auto it = map_.find(d);
+      if (it == map_.end()) return nullptr;
+      lru_.splice(lru_.begin(), lru_, it->second.lru);
+      it->second.last_read = now;
+      if (now - it->second.last_touch < kTouchSeconds) return it->second.fd;
+      it->second.last_touch = now;
+      fd = it->second.fd;
+    }
+    if (ContentCache::Touch(fd->fd)) return fd;
+    Drop(d);  // evicted: this read still gets its bytes, the next one reopens
+    return fd;
   }
   void Put(const Digest& d, std::shared_ptr<const ContentFd> fd) {
+    double now = NowSeconds();
     absl::MutexLock lk(&mu_);
     if (auto it = map_.find(d); it != map_.end()) {
       it->second.fd = std::move(fd);
+      it->second.last_read = it->second.last_touch = now;
       return;
     }
     lru_.push_front(d);
-    map_.emplace(d, Slot{std::move(fd), lru_.begin()});
+    map_.emplace(d, Slot{std::move(fd), lru_.begin(), now, now});
     while (map_.size() > max_) {
       map_.erase(lru_.back());
       lru_.pop_back();
@@ -84,15 +105,31 @@ class ContentFds {
     lru_.erase(it->second.lru);
     map_.erase(it);
   }
+  // Closes descriptors not read for kIdleSeconds (reads in flight keep theirs).
+  void Expire() {
+    double now = NowSeconds();
+    absl::MutexLock lk(&mu_);
+    while (!lru_.empty()) {
+      auto it = map_.find(lru_.back());
+      if (now - it->second.last_read < kIdleSeconds) break;
+      map_.erase(it);
+      lru_.pop_back();
+    }
+  }
 
  private:
+  static double NowSeconds() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  }
   struct Slot {
     std::shared_ptr<const ContentFd> fd;
     std::list<Digest>::iterator lru;
+    double last_read;   // steady clock seconds
+    double last_touch;
   };
   absl::Mutex mu_;
   std::unordered_map<Digest, Slot, DigestHash> map_ ABSL_GUARDED_BY(mu_);
-  std::list<Digest> lru_ ABSL_GUARDED_BY(mu_);
+  std::list<Digest> lru_ ABSL_GUARDED_BY(mu_);  // most recently read first
   const size_t max_;
 };
 
@@ -130,7 +167,8 @@ class BadContents {
 // Open and immutable after: opt, chain, tree, cache, private_cache_dir,
 // open_ms. Set once by OnInit, before the kernel sends any other request:
 // no_open, no_opendir. Internally synchronized: fds, bad, cache (lock order
-// cache -> fds, see ContentFds). The session lifecycle is guarded by `mu`
+// cache root lock -> fds, see ContentFds; the cache's sweep thread calls
+// fds.Expire with no lock held). The session lifecycle is guarded by `mu`
 // (Mount, Serve, Stop, the destructor); no handler takes it.
 struct Di3fs::State {
   Di3fsOptions opt;
@@ -300,7 +338,6 @@ absl::StatusOr<std::shared_ptr<const ContentFd>> ContentOf(State& s, size_t i) {
   }
   auto fd = std::make_shared<const ContentFd>(*opened);
   s.fds.Put(digest, fd);
-  if (!s.cache->Contains(digest)) s.fds.Drop(digest);  // evicted meanwhile: do not pin it
   return fd;
 }
 
@@ -526,8 +563,13 @@ absl::StatusOr<std::unique_ptr<Di3fs>> Di3fs::Open(const Di3fsOptions& options) 
     if (!d.ok()) return d.status();
     dir = s.private_cache_dir = *d;
   }
-  ContentFds* fds = &s.fds;
-  auto cache = ContentCache::Open({dir, options.cache_size, [fds](const Digest& d) { fds->Drop(d); }});
+  ContentCache::Options co;
+  co.dir = dir;
+  co.root = s.private_cache_dir.empty() ? options.cache_root : "";
+  co.max_bytes = options.cache_size;
+  co.on_evict = [&s](const Digest& d) { s.fds.Drop(d); };
+  co.on_tick = [&s] { s.fds.Expire(); };
+  auto cache = ContentCache::Open(std::move(co));
   if (!cache.ok()) return cache.status();
   s.cache = std::move(*cache);
   return fs;
@@ -625,12 +667,13 @@ absl::Status RunDi3fs(const Di3fsOptions& options, const std::string& mountpoint
   Log(StrCat("mounted ", options.cdimg, " (", (*fs)->tree().size(), " entries, chain depth ",
              (*fs)->chain().depth(), ") at ", mountpoint, " in ", static_cast<int64_t>(ms * 1000), " us (index ",
              static_cast<int64_t>((*fs)->open_ms() * 1000), " us); cache ", cache.dir(), " (",
-             cache.stats().files, " files, limit ", cache.max_bytes(), " bytes)"));
+             cache.stats().files, " files; node budget ", cache.max_bytes(), " bytes under ", cache.root(), ")"));
   absl::Status st = (*fs)->Serve();
   ClearExitSignals();
   ContentCache::Stats cs = cache.stats();
-  Log(StrCat("unmounted ", mountpoint, "; cache: ", cs.builds, " rebuilt, ", cs.hits, " hits, ", cs.failures,
-             " failed, ", cs.evictions, " evicted, ", cs.files, " files / ", cs.bytes, " bytes"));
+  Log(StrCat("unmounted ", mountpoint, "; cache: ", cs.builds, " rebuilt (", cs.uncached, " served uncached), ",
+             cs.hits, " hits, ", cs.failures, " failed, ", cs.evictions, " evicted, ", cs.scans, " scans; ", cs.files,
+             " files here, ", cs.bytes, " bytes under the root"));
   return st;
 }
 

@@ -47,7 +47,10 @@ int main(int argc, char** argv) {
   app.add_option("--root", opt.root, "State directory (metadata, image store, mounts)")->capture_default_str();
   app.add_option("--address", address, "Unix socket to serve the Snapshots API on")->capture_default_str();
   app.add_option("--di3fs", opt.di3fs, "di3fs binary")->capture_default_str();
-  app.add_option("--cache-size", opt.cache_size, "di3fs content cache per image, bytes")->capture_default_str();
+  app.add_option("--cache-size", opt.cache_size,
+                 "di3fs content cache budget in bytes, for all images together (ROOT/cache/.budget; "
+                 "daemons adopted after a restart apply it too)")
+      ->capture_default_str();
   opt.compaction.max_depth = 4;
   opt.compaction.max_waste = 0.3;
   app.add_option("--compact-depth", opt.compaction.max_depth,

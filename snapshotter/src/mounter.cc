@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "d4c/base/strcat.h"
+#include "d4c/cache_budget.h"
 #include "d4c/di3fs_args.h"
 #include "d4c/snap/layout.h"
 #include "spdlog/spdlog.h"
@@ -150,6 +151,12 @@ Di3fsMounter::Di3fsMounter(Options o, std::unique_ptr<MountSystem> sys)
   for (const auto& d : {layout::MountDir(o_.root), layout::RunDir(o_.root), layout::LogDir(o_.root),
                         layout::CacheDir(o_.root)})
     fs::create_directories(d, ec);
+  // --cache-size is the budget of all image caches together (one LRU across
+  // images, enforced by the daemons). Written here, not only by each new
+  // daemon, so that the daemons adopted after a restart apply it within a
+  // second (docs/operations.md, "Content cache").
+  if (auto s = WriteCacheBudget(layout::CacheDir(o_.root), o_.cache_size); !s.ok())
+    spdlog::warn("content cache budget: {}", Msg(s.message()));
 }
 
 std::string Di3fsMounter::MountPoint(const std::string& id_hex) const { return layout::MountPoint(o_.root, id_hex); }
@@ -186,6 +193,7 @@ absl::Status Di3fsMounter::Ensure(const std::string& id_hex, const std::vector<s
   args.fs.bases.assign(chain.begin() + 1, chain.end());
   args.fs.cache_dir = layout::CacheDirFor(o_.root, id_hex);
   fs::create_directories(args.fs.cache_dir, ec);
+  args.fs.cache_root = layout::CacheDir(o_.root);  // one budget for all images
   args.fs.cache_size = o_.cache_size;
   // allow_other: containers' overlays (mounted by containerd) read it.
   // nosuid,nodev: on the host the mount gives no setuid or device rights;
@@ -303,6 +311,7 @@ absl::Status Di3fsMounter::Prune(const std::vector<std::string>& keep) {
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(layout::CacheDir(o_.root), ec)) {
     std::string n = e.path().filename();
+    if (n.empty() || n[0] == '.') continue;  // the cache root's .budget, .ledger, .lock
     if (!kept(n) && std::find(unused.begin(), unused.end(), n) == unused.end()) unused.push_back(n);
   }
   absl::Status status;

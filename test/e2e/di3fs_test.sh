@@ -69,9 +69,11 @@ unmount_di3fs() {
 
 # "N rebuilt" from the daemon's exit line
 rebuilt() { sed -n 's/.*cache: \([0-9]*\) rebuilt.*/\1/p' "$1"; }
-nfiles() { find "$1" -maxdepth 1 -type f | wc -l; }
+# content files (and temporary ones) of a cache directory, not its root's
+# .budget, .ledger and .lock
+nfiles() { find "$1" -maxdepth 1 -type f \( -name '.tmp.*' -o ! -name '.*' \) | wc -l; }
 # bytes of the files in a cache directory
-cache_bytes() { find "$1" -maxdepth 1 -type f -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
+cache_bytes() { find "$1" -maxdepth 1 -type f \( -name '.tmp.*' -o ! -name '.*' \) -printf '%s\n' | awk '{s += $1} END {print s + 0}'; }
 
 # flip_byte FILE OFFSET
 flip_byte() {

@@ -1,7 +1,10 @@
 // ContentCache: one build per digest, LRU bound, reuse across restarts and
-// between caches sharing a directory, and rejection of damaged files.
+// between caches sharing a directory, rejection of damaged files, and the
+// node-wide budget: a hard bound under 16 threads, LRU across caches sharing
+// a root (two daemons), pinned files, budget changes picked up.
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,9 +14,13 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
+#include <random>
+#include <sstream>
 #include <thread>
 #include <vector>
 
+#include "d4c/cache_budget.h"
 #include "d4c/content_cache.h"
 #include "d4c/base/strcat.h"
 
@@ -28,11 +35,16 @@ std::string FreshDir(const std::string& name) {
   return dir.string();
 }
 
+// A cache with plain LRU (no pinning) and no sweep thread unless asked.
 std::unique_ptr<ContentCache> OpenCache(const std::string& dir, uint64_t max_bytes,
-                                        std::function<void(const Digest&)> on_evict = nullptr) {
+                                        std::function<void(const Digest&)> on_evict = nullptr,
+                                        std::string root = "", double pin_seconds = 0, double sweep_seconds = 0) {
   ContentCache::Options o;
   o.dir = dir;
+  o.root = std::move(root);
   o.max_bytes = max_bytes;
+  o.pin_seconds = pin_seconds;
+  o.sweep_seconds = sweep_seconds;
   o.on_evict = std::move(on_evict);
   auto c = ContentCache::Open(o);
   REQUIRE(c.ok());
@@ -79,15 +91,53 @@ ContentCache::Producer Failing() {
   return []() -> absl::StatusOr<std::string> { return absl::DataLossError("must not be called"); };
 }
 
-// Sum of sizes and count of the content files in a cache directory.
+bool IsCacheFile(const std::string& name) { return name[0] != '.' || name.rfind(".tmp.", 0) == 0; }
+
+// Sum of sizes and count of the content and temporary files in a cache
+// directory (not the root's .lock, .ledger, .budget).
 std::pair<uint64_t, size_t> DiskUsage(const std::string& dir) {
   uint64_t bytes = 0;
   size_t files = 0;
   for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    if (!e.is_regular_file() || !IsCacheFile(e.path().filename())) continue;
     bytes += e.file_size();
     ++files;
   }
   return {bytes, files};
+}
+
+// The bytes under a cache root as admissions see them: taken under the root's
+// flock (no eviction or reservation runs meanwhile), content files at their
+// size and temporary files at the size they reserved (in their name: ".tmp.
+// <pid>.<n>.<size>.<hex>"), a content counted once when both its temporary
+// file and its renamed file are seen in one walk.
+uint64_t LockedRootBytes(const std::string& root) {
+  int lock = open((root + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  REQUIRE(lock >= 0);
+  REQUIRE(flock(lock, LOCK_EX) == 0);
+  std::map<std::string, uint64_t> by_digest;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(root, ec);
+       it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    if (ec) break;
+    std::string name = it->path().filename();
+    std::error_code ec2;
+    if (!it->is_regular_file(ec2) || !IsCacheFile(name)) continue;
+    uint64_t size = it->file_size(ec2);
+    if (ec2) continue;  // renamed away meanwhile
+    std::string key = it->path().parent_path().string() + "/" + name.substr(name.size() - 64);
+    if (name.rfind(".tmp.", 0) == 0) {
+      std::vector<std::string> parts;
+      std::stringstream ss(name.substr(5));
+      for (std::string p; std::getline(ss, p, '.');) parts.push_back(p);
+      if (parts.size() == 4) size = std::max<uint64_t>(size, std::stoull(parts[2]));
+    }
+    by_digest[key] = std::max(by_digest[key], size);
+  }
+  close(lock);
+  uint64_t total = 0;
+  for (const auto& [k, v] : by_digest) total += v;
+  return total;
 }
 
 }  // namespace
@@ -145,16 +195,23 @@ TEST_CASE("evictions are reported so that held descriptors can be dropped") {
   CHECK(evicted[0] == a.digest);
 }
 
-TEST_CASE("a content larger than the whole cache is still served") {
+TEST_CASE("a content larger than the whole budget is served from memory, not cached") {
   std::string dir = FreshDir("huge");
   auto cache = OpenCache(dir, 100);
   Content small("tiny");
   Content big(std::string(1000, 'B'));
   Fetch(*cache, small);
-  Fetch(*cache, big);
-  CHECK(cache->Contains(big.digest));
-  CHECK_FALSE(cache->Contains(small.digest));
-  CHECK(cache->stats().files == 1);
+  auto fd = cache->OpenContent(big.digest, big.bytes.size(), big.Producer());
+  REQUIRE(fd.ok());
+  CHECK(ReadFd(*fd) == big.bytes);
+  CHECK(ContentCache::Touch(*fd));  // a memory file stays worth keeping
+  close(*fd);
+  CHECK_FALSE(cache->Contains(big.digest));
+  CHECK(cache->Contains(small.digest));  // nothing evicted for a file that can never fit
+  auto st = cache->stats();
+  CHECK(st.uncached == 1);
+  CHECK(st.files == 1);
+  CHECK(DiskUsage(dir).first == small.bytes.size());
 }
 
 TEST_CASE("an open file keeps working after its content is evicted") {
@@ -162,9 +219,11 @@ TEST_CASE("an open file keeps working after its content is evicted") {
   Content a(std::string(1000, 'a')), b(std::string(1000, 'b'));
   auto fd = cache->OpenContent(a.digest, a.bytes.size(), a.Producer());
   REQUIRE(fd.ok());
+  CHECK(ContentCache::Touch(*fd));
   Fetch(*cache, b);
   CHECK_FALSE(cache->Contains(a.digest));
   CHECK(ReadFd(*fd) == a.bytes);
+  CHECK_FALSE(ContentCache::Touch(*fd));  // evicted: di3fs drops such descriptors
   close(*fd);
 }
 
@@ -239,12 +298,20 @@ TEST_CASE("a restarted cache reuses its files and drops damaged ones") {
   }
   // truncated
   std::filesystem::resize_file(dir + "/" + DigestHex(c.digest), 10);
-  // a temp file of a process that is gone
+  // temp files of processes that are gone (older and current name forms),
+  // and one of a live process in the older form (an adopted older daemon)
   std::string stale = dir + "/.tmp.999999999.0." + DigestHex(a.digest);
   std::ofstream(stale) << "partial";
+  std::string stale4 = dir + "/.tmp.999999999.0.3000." + DigestHex(a.digest);
+  std::ofstream(stale4) << "partial";
+  std::string live = StrCat(dir, "/.tmp.", getppid(), ".0.", DigestHex(a.digest));
+  std::ofstream(live) << "being written";
 
   auto cache = OpenCache(dir, 1 << 20);
   CHECK_FALSE(std::filesystem::exists(stale));
+  CHECK_FALSE(std::filesystem::exists(stale4));
+  CHECK(std::filesystem::exists(live));
+  std::filesystem::remove(live);
   CHECK(cache->stats().files == 3);
   auto fd = cache->OpenContent(a.digest, a.bytes.size(), Failing());  // reused, no rebuild
   REQUIRE(fd.ok());
@@ -287,4 +354,185 @@ TEST_CASE("caches sharing a directory use each other's files") {
   std::filesystem::remove(dir + "/" + DigestHex(a.digest));
   Fetch(*two, a);
   CHECK(a.runs == 2);
+}
+
+TEST_CASE("16 threads: the bytes under the root never exceed the budget") {
+  const bool pinned = GENERATE(false, true);
+  CAPTURE(pinned);
+  std::string root = FreshDir(pinned ? "bound-pinned" : "bound");
+  const uint64_t budget = 64 * 1024;
+  // two caches under one root, as two daemons: 8 threads each
+  auto one = OpenCache(root + "/one", budget, nullptr, root, pinned ? 10 : 0);
+  auto two = OpenCache(root + "/two", budget, nullptr, root, pinned ? 10 : 0);
+  std::vector<std::unique_ptr<Content>> cs;
+  std::mt19937 rng(7);
+  for (int k = 0; k < 48; ++k) {
+    std::string bytes(1000 + rng() % 12000, 'a' + k % 26);
+    bytes += std::to_string(k);
+    cs.push_back(std::make_unique<Content>(std::move(bytes)));
+  }
+  std::atomic<bool> done{false};
+  std::atomic<uint64_t> peak{0};
+  std::atomic<int> samples{0};
+  std::thread sampler([&] {
+    while (!done) {
+      uint64_t b = LockedRootBytes(root);
+      if (b > peak) peak = b;
+      ++samples;
+    }
+  });
+  std::atomic<int> good{0}, bad{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 16; ++t)
+    threads.emplace_back([&, t] {
+      ContentCache& cache = t % 2 ? *two : *one;
+      std::mt19937 r(t);
+      for (int i = 0; i < 60; ++i) {
+        Content& c = *cs[r() % cs.size()];
+        auto fd = cache.OpenContent(c.digest, c.bytes.size(), c.Producer(1));
+        if (fd.ok() && ReadFd(*fd) == c.bytes) ++good;
+        else ++bad;
+        if (fd.ok()) close(*fd);
+      }
+    });
+  for (auto& t : threads) t.join();
+  done = true;
+  sampler.join();
+  CHECK(bad == 0);
+  CHECK(good == 16 * 60);
+  CHECK(samples > 10);
+  CHECK(peak <= budget);
+  CHECK(peak > budget / 2);  // the cache was used, not bypassed
+  CHECK(one->stats().bytes <= budget);
+  if (pinned) CHECK(one->stats().uncached + two->stats().uncached > 0);
+}
+
+TEST_CASE("16 threads asking for one content share one build, cached or not") {
+  const uint64_t size = GENERATE(50000u, 200000u);  // fits the 100 KB budget, or does not
+  CAPTURE(size);
+  auto cache = OpenCache(FreshDir(StrCat("flight-", size)), 100000);
+  Content c(std::string(size, 'f'));
+  std::vector<std::thread> threads;
+  std::atomic<int> good{0}, arrived{0};
+  // The build lasts until every thread has asked (and 200 ms more), so that
+  // none comes after it on a loaded machine.
+  auto slow = [&]() -> absl::StatusOr<std::string> {
+    ++c.runs;
+    while (arrived < 16) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    return c.bytes;
+  };
+  for (int t = 0; t < 16; ++t)
+    threads.emplace_back([&] {
+      ++arrived;
+      auto fd = cache->OpenContent(c.digest, size, slow);
+      if (fd.ok() && ReadFd(*fd) == c.bytes) ++good;
+      if (fd.ok()) close(*fd);
+    });
+  for (auto& t : threads) t.join();
+  CHECK(good == 16);
+  CHECK(c.runs == 1);
+  auto st = cache->stats();
+  CHECK(st.builds == 1);
+  CHECK(st.uncached == (size > 100000 ? 1u : 0u));
+}
+
+TEST_CASE("two caches sharing a root evict across both, least recently used first") {
+  std::string root = FreshDir("two-daemons");
+  std::vector<Digest> evicted_one, evicted_two;
+  auto one = OpenCache(root + "/img1", 3000, [&](const Digest& d) { evicted_one.push_back(d); }, root);
+  auto two = OpenCache(root + "/img2", 3000, [&](const Digest& d) { evicted_two.push_back(d); }, root);
+  Content x(std::string(1000, 'x')), y(std::string(1000, 'y')), z(std::string(1000, 'z'));
+  Content w(std::string(1000, 'w')), v(std::string(1000, 'v'));
+  auto x_fd = one->OpenContent(x.digest, x.bytes.size(), x.Producer());  // held, as di3fs does
+  REQUIRE(x_fd.ok());
+  Fetch(*two, y);
+  Fetch(*one, z);
+  Fetch(*two, y);  // a hit: y is now the most recent, order x z y
+  CHECK(y.runs == 1);
+  Fetch(*two, w);  // evicts x, from the other cache's directory
+  CHECK_FALSE(one->Contains(x.digest));
+  // on_evict is in-process: it reports only the evicting cache's own files;
+  // the other daemon learns it through Touch and still reads its bytes
+  CHECK(evicted_one.empty());
+  CHECK(evicted_two.empty());
+  CHECK_FALSE(ContentCache::Touch(*x_fd));
+  CHECK(ReadFd(*x_fd) == x.bytes);
+  close(*x_fd);
+  Fetch(*one, v);  // evicts z (y was used after it)
+  CHECK_FALSE(one->Contains(z.digest));
+  CHECK(two->Contains(y.digest));
+  CHECK(two->Contains(w.digest));
+  CHECK(one->Contains(v.digest));
+  CHECK(DiskUsage(root + "/img1").first + DiskUsage(root + "/img2").first == 3000);
+  CHECK(one->stats().bytes == 3000);
+  CHECK(two->stats().evictions == 1);
+  CHECK(one->stats().evictions == 1);
+  REQUIRE(evicted_one.size() == 1);
+  CHECK(evicted_one[0] == z.digest);
+}
+
+TEST_CASE("a file used within pin_seconds is not evicted for another one") {
+  std::string dir = FreshDir("pinned");
+  auto cache = OpenCache(dir, 2000, nullptr, "", /*pin_seconds=*/10);
+  Content a(std::string(1000, 'a')), b(std::string(1000, 'b')), c(std::string(1000, 'c'));
+  Fetch(*cache, a);
+  Fetch(*cache, b);
+  Fetch(*cache, c);  // a and b are being read: c is served from memory
+  CHECK(cache->Contains(a.digest));
+  CHECK(cache->Contains(b.digest));
+  CHECK_FALSE(cache->Contains(c.digest));
+  CHECK(cache->stats().uncached == 1);
+  CHECK(DiskUsage(dir).first == 2000);
+}
+
+TEST_CASE("a running cache picks up a new budget from the root (a restarted snapshotter)") {
+  std::string root = FreshDir("budget-change");
+  const bool thread = GENERATE(false, true);
+  CAPTURE(thread);
+  auto cache = OpenCache(root + "/img", 4000, nullptr, root, 0, thread ? 0.1 : 0);
+  std::vector<std::unique_ptr<Content>> cs;
+  for (char ch : std::string("abcd")) {
+    cs.push_back(std::make_unique<Content>(std::string(1000, ch)));
+    Fetch(*cache, *cs.back());
+  }
+  CHECK(DiskUsage(root + "/img").first == 4000);
+  CHECK(cache->max_bytes() == 4000);
+  REQUIRE(WriteCacheBudget(root, 2000).ok());  // what the snapshotter does at start
+  if (thread) {
+    for (int i = 0; i < 100 && DiskUsage(root + "/img").first > 2000; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  } else {
+    cache->Sweep();
+  }
+  CHECK(DiskUsage(root + "/img").first == 2000);
+  CHECK(cache->max_bytes() == 2000);
+  CHECK_FALSE(cache->Contains(cs[0]->digest));  // oldest first
+  CHECK_FALSE(cache->Contains(cs[1]->digest));
+  CHECK(cache->Contains(cs[3]->digest));
+  // admissions use the new budget too
+  Content e(std::string(1000, 'e'));
+  Fetch(*cache, e);
+  CHECK(DiskUsage(root + "/img").first == 2000);
+  // raising it lets the cache grow again
+  REQUIRE(WriteCacheBudget(root, 8000).ok());
+  cache->Sweep();
+  Fetch(*cache, *cs[0]);
+  CHECK(DiskUsage(root + "/img").first == 3000);
+}
+
+TEST_CASE("a ledger left too high by a crash is corrected by the next scan") {
+  std::string dir = FreshDir("ledger");
+  auto cache = OpenCache(dir, 3000);
+  Content a(std::string(1000, 'a')), b(std::string(1000, 'b'));
+  Fetch(*cache, a);
+  std::ofstream(dir + "/.ledger") << "2900\n";  // a reservation whose writer died
+  Fetch(*cache, b);  // does not fit by the ledger: scans, finds 1000 bytes, keeps a
+  CHECK(cache->Contains(a.digest));
+  CHECK(cache->Contains(b.digest));
+  CHECK(cache->stats().scans == 1);
+  std::ifstream l(dir + "/.ledger");
+  uint64_t ledger = 0;
+  l >> ledger;
+  CHECK(ledger == 2000);
 }

@@ -38,6 +38,7 @@ TEST_CASE("di3fs args: ToArgv round-trips through di3fs's parser") {
   CHECK(b.fs.bases == a.fs.bases);
   CHECK(b.fs.cache_dir == a.fs.cache_dir);
   CHECK(b.fs.cache_size == a.fs.cache_size);
+  CHECK(b.fs.cache_root.empty());
   CHECK(b.fs.mount_options == a.fs.mount_options);
   CHECK(b.mountpoint == a.mountpoint);
   CHECK(!b.fs.debug);
@@ -46,7 +47,9 @@ TEST_CASE("di3fs args: ToArgv round-trips through di3fs's parser") {
   a.fs.max_idle_threads = 3;
   a.fs.debug = true;
   a.fs.cache_dir.clear();
+  a.fs.cache_root = "/r/cache";
   Di3fsArgs c = Parse(ToArgv("di3fs", a));
+  CHECK(c.fs.cache_root == "/r/cache");
   CHECK(c.fs.timeout_sec == 2.5);
   CHECK(c.fs.max_idle_threads == 3u);
   CHECK(c.fs.debug);

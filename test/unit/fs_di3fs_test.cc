@@ -17,6 +17,7 @@
 #include <map>
 #include <thread>
 
+#include "d4c/cache_budget.h"
 #include "d4c/cdimg.h"
 #include "d4c/chain.h"
 #include "d4c/content_cache.h"
@@ -366,6 +367,64 @@ TEST_CASE("di3fs: an in-process mount serves the image and isolates a corrupt fi
   loop.join();
   CHECK(served.ok());
   CHECK_FALSE(IsMounted(mp));
+}
+
+// Two daemons (here: two mounts in one process, each with its own cache
+// thread, as separate processes would have) under one cache root share one
+// budget; a new budget written to the root (what a restarted snapshotter
+// does) applies to the running mounts within seconds, and their readers keep
+// getting correct bytes.
+TEST_CASE("di3fs: mounts under one cache root share the budget and apply a new one") {
+  if (!CanMount()) {
+    WARN("not root or no /dev/fuse: mount test not run");
+    return;
+  }
+  Sample s = WriteSample("shared.cdimg");
+  std::string root = TempDir("shared-cache");
+  const std::string& big = s.content["etc/big"];
+  struct Mount {
+    std::unique_ptr<Di3fs> fs;
+    std::string mp;
+    std::thread loop;
+  };
+  std::vector<Mount> mounts(2);
+  for (size_t k = 0; k < mounts.size(); ++k) {
+    Di3fsOptions opt;
+    opt.cdimg = s.path;
+    opt.cache_dir = StrCat(root, "/img", k);
+    opt.cache_root = root;
+    opt.cache_size = 64 << 20;
+    auto fs = Di3fs::Open(opt);
+    REQUIRE(fs.ok());
+    mounts[k].fs = std::move(*fs);
+    mounts[k].mp = TempDir(StrCat("shared-mnt", k));
+    REQUIRE(mounts[k].fs->Mount(mounts[k].mp).ok());
+    Di3fs* f = mounts[k].fs.get();
+    mounts[k].loop = std::thread([f] { (void)f->Serve(); });
+  }
+  int err;
+  for (auto& m : mounts) {
+    CHECK(ReadFile(m.mp + "/etc/big", &err) == big);
+    CHECK(ReadFile(m.mp + "/bin/app", &err) == s.content["bin/app"]);
+  }
+  const ContentCache& cache = mounts[0].fs->cache();
+  CHECK(cache.stats().bytes == 2 * (big.size() + s.content["bin/app"].size()));  // one copy per image dir
+  CHECK(cache.max_bytes() == 64u << 20);
+
+  const uint64_t budget = big.size() + 100;
+  REQUIRE(WriteCacheBudget(root, budget).ok());
+  for (int i = 0; i < 100 && mounts[1].fs->cache().stats().bytes > budget; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  CHECK(cache.stats().bytes <= budget);
+  CHECK(cache.max_bytes() == budget);
+  CHECK(mounts[1].fs->cache().max_bytes() == budget);
+  for (auto& m : mounts) CHECK(ReadFile(m.mp + "/etc/big", &err) == big);
+  CHECK(cache.stats().bytes <= budget);
+
+  for (auto& m : mounts) {
+    m.fs->Stop();
+    m.loop.join();
+  }
 }
 
 // A rebuild that fails for a reason other than bad image bytes (a read error

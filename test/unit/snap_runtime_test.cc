@@ -121,6 +121,14 @@ TEST_CASE("snapshotter: a restart recovers and mounts the images that snapshots 
   CHECK(again->root_id == sn->marker().root_id);
 }
 
+// The node-wide cache budget the mounter wrote (ROOT/cache/.budget, d4c/cache_budget.h).
+static uint64_t BudgetFile(const std::string& root) {
+  std::ifstream f(layout::CacheDir(root) + "/.budget");
+  uint64_t v = 0;
+  f >> v;
+  return v;
+}
+
 TEST_CASE("di3fs mounter: argv, adoption of live mounts, dead mounts detached before a remount") {
   auto root = FreshDir("mounter");
   std::string a(64, 'a'), b(64, 'b'), c(64, 'c');
@@ -133,7 +141,8 @@ TEST_CASE("di3fs mounter: argv, adoption of live mounts, dead mounts detached be
     REQUIRE(sys->spawned.size() == 1);
     CHECK(sys->spawned[0] == std::vector<std::string>{"/opt/di3fs", "--cdimg", "/s/top.cdimg", "--base",
                                                       "/s/parent.cdimg", "--cache-dir",
-                                                      layout::CacheDirFor(root, a), "--cache-size", "12345", "-o",
+                                                      layout::CacheDirFor(root, a), "--cache-root",
+                                                      layout::CacheDir(root), "--cache-size", "12345", "-o",
                                                       "allow_other", "-o", "nosuid", "-o", "nodev",
                                                       layout::MountPoint(root, a)});
     std::ifstream pf(layout::PidFile(root, a));
@@ -196,6 +205,13 @@ TEST_CASE("di3fs mounter: argv, adoption of live mounts, dead mounts detached be
     CHECK(!fs::exists(layout::CacheDirFor(root, b)));
     CHECK(!fs::exists(layout::CacheDirFor(root, c)));
     CHECK(fs::exists(layout::CacheDirFor(root, a)));
+    CHECK(BudgetFile(root) == 12345);  // the root's files are not an image's
+  }
+
+  SECTION("--cache-size is written as the node-wide budget, for adopted daemons too") {
+    CHECK(BudgetFile(root) == 12345);
+    Di3fsMounter restarted({.root = root, .di3fs = "/opt/di3fs", .cache_size = 999}, std::make_unique<FakeMountSystem>());
+    CHECK(BudgetFile(root) == 999);
   }
 }
 

@@ -33,6 +33,13 @@ struct Di3fsOptions {
   // Content cache directory. Empty: a private directory under $TMPDIR (or
   // /var/tmp), deleted when the Di3fs object is destroyed.
   std::string cache_dir;
+  // The budget root shared with other mounts (cache_dir or an ancestor of
+  // it; empty: cache_dir): all caches under it stay within one budget, LRU
+  // across them (d4c/content_cache.h).
+  std::string cache_root;
+  // The budget of everything under cache_root, written to its .budget file
+  // at start (the newest daemon sets it; the snapshotter rewrites it when it
+  // starts, for the daemons it adopts). 0: keep the file's.
   uint64_t cache_size = 2ull << 30;  // bytes
   // Extra mount options, as given to -o (e.g. "allow_other"). Always added:
   // ro, default_permissions, fsname=di3fs:<image id>, subtype=di3fs, and as

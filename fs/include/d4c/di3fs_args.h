@@ -3,7 +3,7 @@
 // AddDi3fsFlags (di3fs_main.cc). Header-only (target d4c_di3fs_args), so the
 // snapshotter includes it without linking di3fs or libfuse.
 //
-//   di3fs --cdimg TOP [--base PARENT ...] [--cache-dir DIR] [--cache-size BYTES]
+//   di3fs --cdimg TOP [--base PARENT ...] [--cache-dir DIR] [--cache-root ROOT] [--cache-size BYTES]
 //         [-o OPTIONS ...] [--timeout SEC] [--threads N] [-d] MOUNTPOINT
 #pragma once
 
@@ -25,6 +25,7 @@ namespace di3fs_flags {
 inline constexpr const char* kCdimg = "--cdimg";
 inline constexpr const char* kBase = "--base";
 inline constexpr const char* kCacheDir = "--cache-dir";
+inline constexpr const char* kCacheRoot = "--cache-root";
 inline constexpr const char* kCacheSize = "--cache-size";
 inline constexpr const char* kMountOption = "-o";
 inline constexpr const char* kTimeout = "--timeout";
@@ -40,6 +41,7 @@ inline std::vector<std::string> ToArgv(const std::string& binary, const Di3fsArg
   std::vector<std::string> v = {binary, f::kCdimg, a.fs.cdimg};
   for (const auto& b : a.fs.bases) v.insert(v.end(), {f::kBase, b});
   if (!a.fs.cache_dir.empty()) v.insert(v.end(), {f::kCacheDir, a.fs.cache_dir});
+  if (!a.fs.cache_root.empty()) v.insert(v.end(), {f::kCacheRoot, a.fs.cache_root});
   v.insert(v.end(), {f::kCacheSize, std::to_string(a.fs.cache_size)});
   for (const auto& o : a.fs.mount_options) v.insert(v.end(), {f::kMountOption, o});
   if (a.fs.timeout_sec != defaults.timeout_sec) {
@@ -61,7 +63,11 @@ inline void AddDi3fsFlags(CLI::App& app, Di3fsArgs* a) {
   app.add_option(f::kBase, a->fs.bases, "An ancestor image of a delta (repeatable, any order)");
   app.add_option(f::kCacheDir, a->fs.cache_dir,
                  "Content cache directory, shareable between mounts (default: a private temporary one)");
-  app.add_option(f::kCacheSize, a->fs.cache_size, "Content cache limit in bytes (suffixes K, M, G; default 2G)")
+  app.add_option(f::kCacheRoot, a->fs.cache_root,
+                 "Budget root shared with other daemons: --cache-dir or a parent of it (default: --cache-dir)");
+  app.add_option(f::kCacheSize, a->fs.cache_size,
+                 "Budget in bytes of everything under the cache root, written to ROOT/.budget; 0 keeps the "
+                 "file's (suffixes K, M, G; default 2G)")
       ->transform(CLI::AsSizeValue(false));
   app.add_option(f::kMountOption, a->fs.mount_options, "Mount options, e.g. allow_other (repeatable, comma lists)");
   app.add_option(f::kTimeout, a->fs.timeout_sec, "Kernel attribute/entry cache seconds (default 3600)");

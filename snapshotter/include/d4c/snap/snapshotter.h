@@ -86,7 +86,7 @@ class Snapshotter {
   struct Options {
     std::string root = "/var/lib/di3fs";
     std::string di3fs = "di3fs";
-    uint64_t cache_size = 2ull << 30;  // per image mount
+    uint64_t cache_size = 2ull << 30;  // di3fs content cache, all images together
     std::string address;               // socket served on (written into the marker)
     // Image mounts; nullptr: a Di3fsMounter over ROOT (tests pass a fake).
     std::shared_ptr<ImageMounter> mounter;
