@@ -118,7 +118,9 @@ TEST_CASE("gzip codec: zlib-made files at levels 1, 6, 9 round trip in a fractio
   RoundTrip(base, target);
   auto patch = Gz().Encode(base, target);
   REQUIRE(patch.ok());
-  CHECK(Engine(*patch) == 1);
+  // zlib's stream; GNU gzip's algorithm (tried first for a `gzip -n` header)
+  // makes the same stream for most plain text, and then is the recipe.
+  CHECK((Engine(*patch) == 1 || Engine(*patch) == 2));
   // The inflated text differs by one entry: the patch is far below both the
   // target and what a codec of the compressed bytes makes.
   auto plain = GetCodec(CodecId::kXdelta3).Encode(base, target);
