@@ -60,7 +60,7 @@ int main(int argc, char** argv) {
                  "Compact an image when images only its chain keeps exceed this fraction of its full image (0: never)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
   app.add_option("--compact-level", opt.compaction.zstd_level,
-                 "zstd level of the files a compaction recompresses (19: as convert)")
+                 "zstd level of the files a compaction recompresses (19: the full image convert writes; 12: ~13x faster, ~10% larger)")
       ->capture_default_str()->check(CLI::Range(1, 22));
   app.add_option("--compact-threads", opt.compaction.threads, "Threads of one (background, niced) compaction")
       ->capture_default_str()->check(CLI::PositiveNumber);

@@ -287,7 +287,13 @@ start=$EPOCHREALTIME
 PULL_HOST=127.0.0.1:$PROXY_PORT pull c2 "$T/pull-cut.log" --image ts:v3 --name "$REG_HOST/ts:v3" \
   --max-rate 200000 --retries 2 &
 pull_pid=$!
-sleep 1.5
+# cut once the first blob is arriving (a loaded machine may take seconds to
+# start the pull; at 200 kB/s the first blob then takes ~25 s)
+for ((i = 0; i < 300; i++)); do
+  [[ -n $(find "$T/dl-c2" -name '*.partial' -size +0 2>/dev/null) ]] && break
+  kill -0 "$pull_pid" 2>/dev/null || break
+  sleep 0.1
+done
 reg_kill
 proxy_kill
 e2e_log "registry and relay killed (-9) $(awk -v a="$start" -v b="$EPOCHREALTIME" 'BEGIN {printf "%.1f", b - a}') s into the pull"

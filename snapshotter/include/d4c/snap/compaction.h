@@ -47,11 +47,12 @@ struct CompactionPolicy {
   double max_waste = 0;
   // Worker threads of one compaction (patch and diff).
   int threads = 1;
-  // zstd level of the files the compaction recompresses (those the delta
+  // zstd level of the files the compaction recompresses (those the deltas
   // changed; unchanged files keep their blobs). 19, convert's level, makes
-  // the full image byte for byte what convert writes, but costs ~13x the time
-  // of 12 for ~5-15% more bytes on the changed files (docs/operations.md).
-  int zstd_level = 12;
+  // the full image byte for byte what convert writes for it (the registry's
+  // full cdimg); 12 takes ~1/13 of the time for ~10% more bytes on the
+  // changed files (docs/operations.md).
+  int zstd_level = 19;
   bool enabled() const { return max_depth > 0 || max_waste > 0; }
 };
 
