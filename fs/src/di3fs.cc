@@ -168,7 +168,8 @@ class BadContents {
 // open_ms. Set once by OnInit, before the kernel sends any other request:
 // no_open, no_opendir. Internally synchronized: fds, bad, cache (lock order
 // cache root lock -> fds, see ContentFds; the cache's sweep thread calls
-// fds.Expire with no lock held). The session lifecycle is guarded by `mu`
+// fds.Expire with no lock held; the destructor stops that thread, by
+// destroying the cache, before fds goes). The session lifecycle is guarded by `mu`
 // (Mount, Serve, Stop, the destructor); no handler takes it.
 struct Di3fs::State {
   Di3fsOptions opt;
@@ -537,8 +538,11 @@ Di3fs::~Di3fs() {
       s_->se = nullptr;
     }
   }
+  // The cache first: its sweep thread calls into fds (on_tick, on_evict),
+  // which the members' destruction would free before the cache (declared
+  // earlier) stops that thread.
+  s_->cache.reset();
   if (!s_->private_cache_dir.empty()) {
-    s_->cache.reset();
     std::error_code ec;
     std::filesystem::remove_all(s_->private_cache_dir, ec);
   }
