@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
 # fuzz.sh BUILD_DIR SECONDS -- run every libFuzzer target for a bounded time,
-# seeded from test/fuzz/corpus/<target>/ (copied; new finds stay in /var/tmp).
+# seeded from test/fuzz/corpus/<target>/ (copied) and from the seeds fuzz_seeds
+# generates; new finds stay in /var/tmp.
 set -euo pipefail
 src=$(cd "$(dirname "$0")/.." && pwd)
 dir=$1 secs=${2:-30}
 fail=0
+# Structured seeds generated from code (test/fuzz/fuzz_seeds.cc): hostile
+# layers, real cdimgs, real codec patches.
+if [[ -x $dir/test/fuzz_seeds ]]; then
+  "$dir/test/fuzz_seeds" /var/tmp/d4c-fuzz || { echo "FUZZ FAILURE: fuzz_seeds could not write the seeds"; exit 1; }
+fi
 for bin in "$dir"/test/*_fuzz; do
   [[ -x $bin ]] || continue
   name=$(basename "$bin")

@@ -29,7 +29,7 @@ if [[ ${D4C_SKIP_FUZZ:-0} != 1 ]]; then
   fuzz_build() {  # only the fuzz targets and what they link: no need for grpc & co
     [[ -f $src/build-fuzz/build.ninja ]] || CC=clang CXX=clang++ cmake -G Ninja -S "$src" -B "$src/build-fuzz" \
       -DCMAKE_BUILD_TYPE=RelWithDebInfo -DD4C_FUZZ=ON >/dev/null
-    ninja -C "$src/build-fuzz" -j"$jobs" $(ninja -C "$src/build-fuzz" -t targets all | grep -o '^test/[a-z0-9_]*_fuzz' | sort -u)
+    ninja -C "$src/build-fuzz" -j"$jobs" $(ninja -C "$src/build-fuzz" -t targets all | grep -o '^test/[a-z0-9_]*_fuzz' | sort -u) test/fuzz_seeds
   }
   run "fuzz build" fuzz_build
   run "fuzz (bounded)" bash "$src/scripts/fuzz.sh" "$src/build-fuzz" "${D4C_FUZZ_SECONDS:-30}"
