@@ -29,6 +29,7 @@ using registry::RegistryClient;
 
 struct RegistryArgs {
   std::string host;
+  bool host_given = false;  // --host was on the command line
   bool plain_http = false;
   std::string user;  // USER[:PASSWORD]; the password may also come from D4C_REGISTRY_PASSWORD
   int attempts = 5;
@@ -49,6 +50,19 @@ void AddRegistryOptions(CLI::App* c, RegistryArgs* r) {
                 "default: ~/.docker/config.json");
   c->add_option("--retries", r->attempts, "Attempts per request on network errors and 5xx")
       ->capture_default_str()->check(CLI::Range(1, 100));
+}
+
+// NAME:TAG or HOST[:PORT]/NAME:TAG, as ctr users write references: the
+// registry part (registry::SplitRegistryHost) becomes the host; --host must
+// agree with it or be absent ($D4C_REGISTRY is only a default).
+absl::StatusOr<std::string> TakeRegistryFromReference(const char* flag, const std::string& ref, RegistryArgs* reg) {
+  auto [host, rest] = registry::SplitRegistryHost(ref);
+  if (host.empty()) return ref;
+  if (reg->host_given && reg->host != host)
+    return absl::InvalidArgumentError(StrCat(flag, " ", ref,  " names registry ", host, " but --host is ",
+                                             reg->host, ": give one of them, or make them agree"));
+  reg->host = host;
+  return rest;
 }
 
 // A client for `a.host` as configured in --hosts-dir, then the flags: the
@@ -119,12 +133,14 @@ class OciSourceImage : public registry::SourceImage {
   std::vector<registry::Descriptor> layers_;
 };
 
-int RunPush(const PushArgs& a) {
+int RunPush(PushArgs a) {
   registry::PushOptions o;
   o.cdimg = a.cdimg;
   o.repository = a.repository;
   if (!a.image_tag.empty()) {
-    auto nt = registry::ParseNameTag(a.image_tag);
+    auto name_tag = TakeRegistryFromReference("push --imageTag", a.image_tag, &a.reg);
+    if (!name_tag.ok()) return Fail("push", name_tag.status());
+    auto nt = registry::ParseNameTag(*name_tag);
     if (!nt.ok()) return Fail("push --imageTag", nt.status());
     if (!o.repository.empty() && o.repository != nt->name)
       return Fail("push", absl::InvalidArgumentError(StrCat("--repository ", o.repository, " and --imageTag ",
@@ -227,12 +243,17 @@ class HandOver : public registry::ImageSink {
 };
 
 int RunPull(PullArgs a) {
+  // HOST/NAME:TAG pulls NAME:TAG from HOST and names the image HOST/NAME:TAG.
+  std::string asked = a.image;
+  auto name_tag = TakeRegistryFromReference("pull --image", a.image, &a.reg);
+  if (!name_tag.ok()) return Fail("pull", name_tag.status());
+  a.image = *name_tag;
   std::string what = StrCat("pull ", a.reg.host, "/", a.image);
   auto client = Connect(a.reg, /*push=*/false, 0, a.max_rate);
   if (!client.ok()) return Fail("pull", client.status());
   registry::ClientRegistry reg(**client);
   // Named in containerd as asked (--name, else --image), normalized as ctr does.
-  auto local_name = registry::NormalizeImageName(a.name.empty() ? a.image : a.name);
+  auto local_name = registry::NormalizeImageName(a.name.empty() ? asked : a.name);
   if (!local_name.ok()) return Fail(a.name.empty() ? "pull --image" : "pull --name", local_name.status());
   a.load.image = *local_name;
   // What the snapshotter holds is asked of it, through containerd.
@@ -282,6 +303,15 @@ int RunPull(PullArgs a) {
 
 }  // namespace
 
+namespace {
+// The default registry of push and pull, when --host is not given.
+constexpr const char* kRegistryEnv = "D4C_REGISTRY";
+bool EnvSet(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0';
+}
+}  // namespace
+
 void RegisterRegistry(CLI::App& app) {
   auto p = std::make_shared<PushArgs>();
   p->reg.host = "localhost:5000";
@@ -294,17 +324,26 @@ void RegisterRegistry(CLI::App& app) {
   push->add_option("--image", p->image,
                    "oci:DIR[:TAG] or docker-archive:TAR the full cdimg was converted from: published under TAG for "
                    "any client, the cdimg attached to it (a delta is attached to the published image it leads to)");
-  push->add_option("--serverHost,--host", p->reg.host, "Registry HOST:PORT (--host and --serverHost are one option)")
+  push->add_option("--serverHost,--host", p->reg.host,
+                   "Registry HOST:PORT (--host and --serverHost are one option; default $D4C_REGISTRY, else "
+                   "localhost:5000; --imageTag HOST/NAME:TAG names it too)")
       ->capture_default_str();
   push->add_option("--chunk-size", p->chunk_size, "Upload chunk size in bytes")->capture_default_str()->check(CLI::Range(uint64_t{4096}, uint64_t{1} << 32));
   AddRegistryOptions(push, &p->reg);
-  push->callback([p] { ExitCode() = RunPush(*p); });
+  push->callback([p, push] {
+    // --host, else a registry named in the reference, else $D4C_REGISTRY, else localhost:5000.
+    p->reg.host_given = push->count("--host") > 0;
+    if (!p->reg.host_given && EnvSet(kRegistryEnv)) p->reg.host = std::getenv(kRegistryEnv);
+    ExitCode() = RunPush(*p);
+  });
 
   auto q = std::make_shared<PullArgs>();
   q->reg.host = "localhost:5000";
   CLI::App* pull = app.add_subcommand("pull", "Download the cheapest chain to NAME:TAG from what is here and load it for the di3fs snapshotter");
-  pull->add_option("--image", q->image, "NAME:TAG in the registry")->required();
-  pull->add_option("--host,--serverHost", q->reg.host, "Registry HOST:PORT (--host and --serverHost are one option)")
+  pull->add_option("--image", q->image, "NAME:TAG in the registry, or HOST[:PORT]/NAME:TAG")->required();
+  pull->add_option("--host,--serverHost", q->reg.host,
+                   "Registry HOST:PORT (--host and --serverHost are one option; default $D4C_REGISTRY, else "
+                   "localhost:5000)")
       ->capture_default_str();
   pull->add_option("--name", q->name,
                    "Image name in containerd (default: --image; normalized as ctr does: app:1 is docker.io/library/app:1)");
@@ -319,7 +358,12 @@ void RegisterRegistry(CLI::App& app) {
   pull->add_option("--max-rate", q->max_rate, "Average download rate limit in bytes per second (libcurl; the first second may burst); 0 = no limit");
   pull->add_flag("--dry-run", q->dry_run, "Print the plan and stop");
   AddRegistryOptions(pull, &q->reg);
-  pull->callback([q] { ExitCode() = RunPull(*q); });
+  pull->callback([q, pull] {
+    // --host, else a registry named in the reference, else $D4C_REGISTRY, else localhost:5000.
+    q->reg.host_given = pull->count("--host") > 0;
+    if (!q->reg.host_given && EnvSet(kRegistryEnv)) q->reg.host = std::getenv(kRegistryEnv);
+    ExitCode() = RunPull(*q);
+  });
 }
 
 }  // namespace d4c::cli

@@ -76,6 +76,13 @@ std::string PathProblem(const std::string& path) {
   return StrCat(what, " has an empty component, or a separator (. _ -) at the start or end of a component");
 }
 
+// The first component of a reference names a registry (containerd's rule).
+bool NamesRegistry(const std::string& first) {
+  bool lower = true;
+  for (char c : first) lower = lower && !(c >= 'A' && c <= 'Z');
+  return first.find_first_of(".:") != std::string::npos || first == "localhost" || !lower;
+}
+
 }  // namespace
 
 absl::StatusOr<ImageReference> ParseImageReference(const std::string& ref) {
@@ -96,10 +103,7 @@ absl::StatusOr<ImageReference> ParseImageReference(const std::string& ref) {
   if (rest.empty()) return BadRef(ref, "no repository name");
   auto slash = rest.find('/');
   std::string first = rest.substr(0, slash);
-  bool lower = true;
-  for (char c : first) lower = lower && !(c >= 'A' && c <= 'Z');
-  if (slash == std::string::npos ||
-      (first.find_first_of(".:") == std::string::npos && first != "localhost" && lower)) {
+  if (slash == std::string::npos || !NamesRegistry(first)) {
     r.domain = "docker.io";
     r.path = rest;
   } else {
@@ -114,6 +118,12 @@ absl::StatusOr<ImageReference> ParseImageReference(const std::string& ref) {
   if (!r.digest.empty()) r.tag.clear();  // as ParseDockerRef: the digest names the image
   else if (r.tag.empty()) r.tag = "latest";
   return r;
+}
+
+HostAndRest SplitRegistryHost(const std::string& ref) {
+  size_t slash = ref.find('/');
+  if (slash == std::string::npos || !NamesRegistry(ref.substr(0, slash))) return {"", ref};
+  return {ref.substr(0, slash), ref.substr(slash + 1)};
 }
 
 absl::StatusOr<std::string> NormalizeImageName(const std::string& ref) {

@@ -81,3 +81,27 @@ TEST_CASE("bad image names are refused, saying what is wrong") {
     CHECK_THAT(Msg(got.status().message()), Catch::Contains(c.says) && Catch::Contains("not a valid image name"));
   }
 }
+
+TEST_CASE("SplitRegistryHost takes the registry part as containerd's parser does", "[registry][reference]") {
+  struct Case {
+    std::string in, host, rest;
+  };
+  const Case cases[] = {
+      {"app:1", "", "app:1"},
+      {"team/app:1", "", "team/app:1"},
+      {"localhost/app:1", "localhost", "app:1"},
+      {"localhost:5000/app:1", "localhost:5000", "app:1"},
+      {"reg.example/team/app:1", "reg.example", "team/app:1"},
+      {"127.0.0.1:5443/app:2", "127.0.0.1:5443", "app:2"},
+      {"Registry/app:1", "Registry", "app:1"},  // upper case: a host, as in ParseImageReference
+  };
+  for (const auto& c : cases) {
+    INFO(c.in);
+    auto got = SplitRegistryHost(c.in);
+    CHECK(got.host == c.host);
+    CHECK(got.rest == c.rest);
+    // The same split ParseImageReference makes (docker.io when no host).
+    auto r = ParseImageReference(c.in);
+    if (r.ok()) CHECK(r->domain == (c.host.empty() ? "docker.io" : c.host));
+  }
+}

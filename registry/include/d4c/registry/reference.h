@@ -16,6 +16,16 @@ struct NameTag {
 // repository-name and tag grammar of the distribution spec.
 absl::StatusOr<NameTag> ParseNameTag(const std::string& ref, const std::string& default_tag = "");
 bool IsValidRepository(const std::string& name);
+
+// "HOST[:PORT]/NAME:TAG" -> {"HOST[:PORT]", "NAME:TAG"}; a reference without
+// a registry part -> {"", ref}. The first component names a registry when
+// it has a '.' or ':', is "localhost" or has an upper-case letter (the rule of
+// containerd's reference parser, as ParseImageReference below).
+struct HostAndRest {
+  std::string host;
+  std::string rest;
+};
+HostAndRest SplitRegistryHost(const std::string& ref);
 bool IsValidTag(const std::string& tag);
 
 }  // namespace d4c::registry
