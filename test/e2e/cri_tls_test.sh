@@ -337,9 +337,11 @@ for f in "$SN3"/store/*; do
   [[ $got == "sha256:$(basename "$f" .cdimg)" ]] || bad "c3: store file $f is not the image its name says: $got"
 done
 [[ -f $SN3/store/${ID1#sha256:}.cdimg ]] && bad "c3: the interrupted pull put v1 into the store"
-if out=$("$CTR_CLI" images --address "$(sock c3)" -n k8s.io 2>&1); then
-  e2e_log "c3: ctr-cli images after the cut: $(tr '\n' ' ' <<<"$out")"
-  [[ $out == *"${ID1:7:12}"* ]] && bad "c3: ctr-cli images lists v1 after the cut: $out"
+# the store report: no image, nothing broken, nothing unreadable
+if out=$("$CTR_CLI" images --json --address "$(sock c3)" -n k8s.io 2>&1); then
+  e2e_log "c3: ctr-cli images after the cut: $(jq -c '{images: [.images[].id], broken}' <<<"$out")"
+  jq -e '(.images | length) == 0 and (.broken | length) == 0' <<<"$out" >/dev/null ||
+    bad "c3: ctr-cli images after the cut reports images or broken ones: $out"
 else
   bad "c3: ctr-cli images after the cut (exit 2: broken images): $out"
 fi
@@ -365,7 +367,12 @@ if cri_pull c3 v1again "$PH/tsr:v1"; then
     bad "c3: snapshot $C1 is not di3fs image $ID1 after the second pull"
   check_tree c3 v1 "$C1" "$V1"
   runs c3 "$PH/tsr:v1" "$V1" --snapshotter di3fs
-  "$CTR_CLI" images --address "$(sock c3)" -n k8s.io >"$T/c3-images.txt" 2>&1 || bad "c3: ctr-cli images: $(cat "$T/c3-images.txt")"
+  if out=$("$CTR_CLI" images --json --address "$(sock c3)" -n k8s.io 2>&1); then
+    jq -e --arg id "$ID1" '[.images[] | select(.id == $id and .error == "")] | length == 1' <<<"$out" >/dev/null ||
+      bad "c3: ctr-cli images does not report v1 ($ID1) readable after the second pull: $out"
+  else
+    bad "c3: ctr-cli images after the second pull: $out"
+  fi
 fi
 
 # --- cleanup leaves nothing ----------------------------------------------------------
