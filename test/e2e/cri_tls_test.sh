@@ -363,6 +363,9 @@ if cri_pull c3 v1again "$PH/tsr:v1"; then
   [[ -n $line ]] || bad "c3: the pull after the cut was not served by the cdimg: $(tail -5 "$H_DIR/c3/snapshotter.log")"
   got=$(sed -n 's/.* \([0-9][0-9]*\) bytes downloaded.*/\1/p' <<<"$line")
   e2e_log "c3: the pull after the cut downloaded ${got:-?} bytes of cdimg ($ondisk were there, full $(stat -c %s "$CD1"))"
+  # the download resumed where the cut left it
+  ((${got:-0} + ondisk == $(stat -c %s "$CD1"))) ||
+    bad "c3: the pull after the cut downloaded ${got:-?} bytes + $ondisk already there != the cdimg's $(stat -c %s "$CD1")"
   [[ $(snap_label c3 "$C1" containerd.io/snapshot/di3fs.image-id) == "$ID1" ]] ||
     bad "c3: snapshot $C1 is not di3fs image $ID1 after the second pull"
   check_tree c3 v1 "$C1" "$V1"
