@@ -5,8 +5,9 @@
 // handshake timeouts: Unavailable; a 5xx after its retries: Unavailable; 429:
 // ResourceExhausted; DeadlineExceeded) goes to the next endpoint, as does a
 // manifest the endpoint does not have (404: a mirror may hold only part of
-// the registry). Any other answer (401, 403, a digest mismatch, ...) is
-// returned as it is. A blob download that fails half-way continues from its
+// the registry). Any other answer (401, 403, a digest mismatch, a
+// certificate the endpoint's CA does not verify: FailedPrecondition) is
+// returned as it is; containerd would try the next host for those too. A blob download that fails half-way continues from its
 // `.partial` file at the next endpoint. Writes (uploads, PutManifest) go to
 // the first endpoint only: push endpoints are chosen by HostConfig::EndpointFor.
 // Thread-safe if every endpoint is (no state of its own besides them).
