@@ -146,6 +146,15 @@ const HostEndpoint& HostConfig::EndpointFor(bool push) const {
   return server;
 }
 
+std::vector<const HostEndpoint*> HostConfig::PullEndpoints() const {
+  std::vector<const HostEndpoint*> out;
+  for (const auto& m : mirrors)
+    if (m.Can("pull") && m.Can("resolve")) out.push_back(&m);
+  if (std::none_of(out.begin(), out.end(), [&](const HostEndpoint* e) { return e->url == server.url; }))
+    out.push_back(&server);
+  return out;
+}
+
 std::string DefaultServerUrl(const std::string& host) {
   return host == "docker.io" ? "https://registry-1.docker.io" : "https://" + host;
 }

@@ -186,7 +186,10 @@ std::optional<Credentials> DockerConfigCredentials(const std::string& host) {
 }
 
 void ApplyHostConfig(const HostConfig& config, bool push, RegistryOptions& options) {
-  const HostEndpoint& e = config.EndpointFor(push);
+  ApplyHostEndpoint(config.EndpointFor(push), options);
+}
+
+void ApplyHostEndpoint(const HostEndpoint& e, RegistryOptions& options) {
   options.endpoint = e.url;
   if (e.plain_http()) options.plain_http = true;
   options.ca_files.insert(options.ca_files.end(), e.ca_files.begin(), e.ca_files.end());

@@ -7,6 +7,7 @@
 #include "absl/strings/str_split.h"
 #include "d4c/base/digest.h"
 #include "d4c/base/strcat.h"
+#include "d4c/registry/failover.h"
 #include "d4c/registry/hosts.h"
 #include "d4c/registry/registry_client.h"
 #include "d4c/snap/image_store.h"
@@ -115,21 +116,29 @@ std::shared_ptr<RemoteImages> NewRegistryRemote(RegistryFactory factory) {
 RegistryFactory HostsDirRegistries(std::string hosts_dir, int attempts) {
   return [hosts_dir = std::move(hosts_dir), attempts](const registry::ImageReference& ref)
              -> absl::StatusOr<std::shared_ptr<registry::RegistryApi>> {
-    registry::RegistryOptions o;
-    o.host = ref.domain;
     auto config = registry::LoadHostConfig(ref.domain, hosts_dir);
     if (!config.ok()) return config.status();
-    registry::ApplyHostConfig(*config, /*push=*/false, o);
-    o.hosts_dir = hosts_dir;
-    o.attempts = attempts;
-    if (auto c = registry::DockerConfigCredentials(ref.domain)) o.credentials = *c;
-    auto client = registry::RegistryClient::Create(std::move(o));
-    if (!client.ok()) return client.status();
-    auto owned = std::make_shared<OwnedClientRegistry>();
-    owned->client = std::move(*client);
-    owned->api = std::make_unique<registry::ClientRegistry>(*owned->client);
-    // Aliasing: the RegistryApi lives as long as the pair that owns it.
-    return std::shared_ptr<registry::RegistryApi>(owned, owned->api.get());
+    auto credentials = registry::DockerConfigCredentials(ref.domain);
+    // One client per endpoint (each has its own TLS settings), tried in
+    // order when one does not answer (registry/failover.h).
+    std::vector<std::shared_ptr<registry::RegistryApi>> endpoints;
+    for (const registry::HostEndpoint* e : config->PullEndpoints()) {
+      registry::RegistryOptions o;
+      o.host = ref.domain;
+      registry::ApplyHostEndpoint(*e, o);
+      o.hosts_dir = hosts_dir;
+      o.attempts = attempts;
+      if (credentials) o.credentials = *credentials;
+      auto client = registry::RegistryClient::Create(std::move(o));
+      if (!client.ok()) return client.status();
+      auto owned = std::make_shared<OwnedClientRegistry>();
+      owned->client = std::move(*client);
+      owned->api = std::make_unique<registry::ClientRegistry>(*owned->client);
+      // Aliasing: the RegistryApi lives as long as the pair that owns it.
+      endpoints.emplace_back(owned, owned->api.get());
+    }
+    if (endpoints.size() == 1) return endpoints.front();
+    return std::shared_ptr<registry::RegistryApi>(registry::NewFailoverRegistry(std::move(endpoints)));
   };
 }
 

@@ -8,9 +8,13 @@
 #   reg_start / reg_stop / reg_kill / reg_gc [ARGS]   Debian's docker-registry
 #       on 127.0.0.1:$REG_PORT (data in $H_DIR/registry-data, log in
 #       $H_DIR/registry.log); $REG_HOST is "127.0.0.1:$REG_PORT"
-#       (REG_HTPASSWD=FILE when reg_config runs: Basic auth, bcrypt htpasswd)
+#       (REG_HTPASSWD=FILE when reg_config runs: Basic auth, bcrypt htpasswd;
+#       REG_TLS_CERT/REG_TLS_KEY: HTTPS with that certificate, REG_TLS_CA the
+#       CA reg_up trusts; tls_make_ca DIR makes all three for 127.0.0.1)
 #   proxy_start / proxy_kill                          a TCP relay to the
 #       registry on 127.0.0.1:$PROXY_PORT with small socket buffers
+#       (PROXY_RATE=BYTES: about that many bytes a second through the relay,
+#       all connections together: it sleeps after each chunk it forwards)
 #   reg_mark / reg_served_since MARK                  body bytes the registry
 #       sent for GET requests since MARK (from its access log)
 #   client_start NAME [plain]                         containerd with its own
@@ -91,6 +95,13 @@ storage:
 http:
   addr: 127.0.0.1:$REG_PORT
 EOF
+  if [[ -n ${REG_TLS_CERT:-} ]]; then
+    cat >>"$H_DIR/registry.yml" <<EOF
+  tls:
+    certificate: $REG_TLS_CERT
+    key: $REG_TLS_KEY
+EOF
+  fi
   if [[ -n ${REG_HTPASSWD:-} ]]; then
     cat >>"$H_DIR/registry.yml" <<EOF
 auth:
@@ -101,10 +112,30 @@ EOF
   fi
 }
 
+# tls_make_ca DIR: DIR/ca.crt (a CA made here) and DIR/server.crt +
+# DIR/server.key (127.0.0.1 and localhost, signed by it); sets REG_TLS_CA,
+# REG_TLS_CERT and REG_TLS_KEY for reg_config
+tls_make_ca() {
+  local d=$1
+  mkdir -p "$d"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=d4c test CA" -keyout "$d/ca.key" -out "$d/ca.crt" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" >/dev/null 2>&1 || return 1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$d/server.key" -out "$d/server.csr" >/dev/null 2>&1 ||
+    return 1
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n' >"$d/server.ext"
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial -days 2 \
+    -extfile "$d/server.ext" -out "$d/server.crt" >/dev/null 2>&1 || return 1
+  REG_TLS_CA=$d/ca.crt REG_TLS_CERT=$d/server.crt REG_TLS_KEY=$d/server.key
+}
+
+# reg_url: the registry's base URL (https:// when it has a certificate)
+reg_url() { if [[ -n ${REG_TLS_CERT:-} ]]; then echo "https://$REG_HOST"; else echo "http://$REG_HOST"; fi; }
+
 # reg_up: the registry answers /v2/ (200, or 401 when it wants credentials)
 reg_up() {
   local code
-  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://$REG_HOST/v2/") || return 1
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 ${REG_TLS_CA:+--cacert "$REG_TLS_CA"} "$(reg_url)/v2/") ||
+    return 1
   [[ $code == 200 || $code == 401 ]]
 }
 
@@ -142,7 +173,10 @@ proxy_start() {
   cat >"$H_DIR/relay.pl" <<'EOF'
 use strict; use warnings;
 use IO::Socket::INET; use IO::Select; use Socket qw(SOL_SOCKET SO_SNDBUF);
-my ($lport, $tport) = @ARGV;
+my ($lport, $tport, $rate) = @ARGV;
+$rate ||= 0;  # bytes a second per direction of a connection; 0: no limit
+use Time::HiRes qw(sleep);
+my $chunk = $rate ? ($rate < 163840 ? (int($rate / 10) || 1) : 16384) : 16384;
 my $l = IO::Socket::INET->new(LocalAddr => '127.0.0.1', LocalPort => $lport, Listen => 16, ReuseAddr => 1)
   or die "relay: listen on $lport: $!\n";
 my (%peer, %sock);
@@ -159,7 +193,7 @@ while (1) {
       next;
     }
     my $o = $peer{$h} or next;
-    my $n = sysread($h, my $buf, 16384);
+    my $n = sysread($h, my $buf, $chunk);
     if (!$n) { drop($h, $o); next; }
     my $off = 0;
     while ($off < $n) {
@@ -167,10 +201,11 @@ while (1) {
       if (!defined $w) { drop($h, $o); last; }
       $off += $w;
     }
+    sleep($n / $rate) if $rate && $n;
   }
 }
 EOF
-  perl "$H_DIR/relay.pl" "$PROXY_PORT" "$REG_PORT" >>"$H_DIR/relay.log" 2>&1 &
+  perl "$H_DIR/relay.pl" "$PROXY_PORT" "$REG_PORT" "${PROXY_RATE:-0}" >>"$H_DIR/relay.log" 2>&1 &
   PROXY_PID=$!
   disown "$PROXY_PID"
   h_wait_for 10 sh -c "ss -Htln 'sport = :$PROXY_PORT' | grep -q ." || { cat "$H_DIR/relay.log" >&2; return 1; }

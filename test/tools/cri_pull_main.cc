@@ -3,11 +3,15 @@
 // over containerd's socket, as kubelet does:
 //   cri_pull SOCKET pull IMAGE    PullImage; prints the image ref containerd answers
 //   cri_pull SOCKET status IMAGE  ImageStatus; prints "id size" or "absent" (exit 3)
+// With CRI_PULL_USERNAME and CRI_PULL_PASSWORD in the environment, PullImage
+// sends them in its `auth` field (AuthConfig), as kubelet does with an image
+// pull secret; containerd then uses them for the registry of IMAGE.
 // Exit 0 on success, 1 with the gRPC error on stderr otherwise.
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "k8s/runtime/v1/api.grpc.pb.h"
@@ -25,6 +29,12 @@ int main(int argc, char** argv) {
   if (op == "pull") {
     runtime::v1::PullImageRequest req;
     req.mutable_image()->set_image(image);
+    const char* user = std::getenv("CRI_PULL_USERNAME");
+    const char* password = std::getenv("CRI_PULL_PASSWORD");
+    if (user && *user) {
+      req.mutable_auth()->set_username(user);
+      req.mutable_auth()->set_password(password ? password : "");
+    }
     runtime::v1::PullImageResponse resp;
     grpc::Status s = stub->PullImage(&ctx, req, &resp);
     if (!s.ok()) {

@@ -53,6 +53,10 @@ struct HostConfig {
   // Where a client that must `push` (else pull and resolve) sends requests:
   // the first mirror with those capabilities, else the server.
   const HostEndpoint& EndpointFor(bool push) const;
+  // Where a pull goes, in the order to try (registry/failover.h): the
+  // mirrors with the pull and resolve capabilities, in file order, then the
+  // server (unless a mirror has the same URL).
+  std::vector<const HostEndpoint*> PullEndpoints() const;
 };
 
 // The configuration of `host` from `dir`: DIR/HOST/hosts.toml, else docker's

@@ -56,6 +56,8 @@ struct RegistryOptions {
 // `config` (HostConfig::EndpointFor): its URL, CA files, first client
 // certificate and skip_verify; an http:// URL sets plain_http.
 void ApplyHostConfig(const HostConfig& config, bool push, RegistryOptions& options);
+// The same for one endpoint (HostConfig::PullEndpoints).
+void ApplyHostEndpoint(const HostEndpoint& endpoint, RegistryOptions& options);
 
 // Called with bytes done and total while a blob moves.
 using ProgressFn = std::function<void(uint64_t done, uint64_t total)>;

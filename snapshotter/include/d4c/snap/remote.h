@@ -82,7 +82,8 @@ using RegistryFactory =
 std::shared_ptr<RemoteImages> NewRegistryRemote(RegistryFactory factory);
 
 // Registries configured as containerd's are: `hosts_dir`/HOST/hosts.toml (or
-// docker's certs.d files; registry/hosts.h), credentials from docker's
+// docker's certs.d files; registry/hosts.h), its pull mirrors tried in order
+// then the server (registry/failover.h), credentials from docker's
 // config.json (DockerConfigCredentials). CRI's per-pull auth is not passed to
 // snapshotters by containerd, so a registry that needs it and has no
 // config.json entry makes the snapshotter fall back to containerd's pull.
