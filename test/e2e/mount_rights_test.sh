@@ -5,7 +5,8 @@
 # setuid-root program that prints its effective uid, character devices null
 # and zero outside /dev, which runc covers with a tmpfs), converted and loaded
 # with ctr-cli, own containerd (ctrd_env.sh):
-#  1. `ctr run --user 65534:65534`: the setuid program prints 0, the devices
+#  1. `ctr run` of a shell dropped to uid/gid 65534 (this ctr has no --user;
+#     a small static helper drops): the setuid program prints 0, the devices
 #     read zeros and take writes inside the container;
 #  2. on the host the same files through the di3fs mount: mountinfo shows
 #     nosuid,nodev, the setuid program run as 65534 prints 65534, the device
@@ -24,7 +25,21 @@ BUSYBOX=$(command -v busybox || true)
 syn=$T/syn
 mkdir -p "$syn"
 printf '#include <stdio.h>\n#include <unistd.h>\nint main(void) { printf("%%d\\n", (int)geteuid()); return 0; }\n' >"$syn/euid.c"
-gcc -static -O2 -o "$syn/euid" "$syn/euid.c" || { echo "FAIL: gcc -static (libc6-dev)" >&2; exit 1; }
+# runas65534 CMD...: drops to uid/gid 65534 and runs CMD (this ctr has no --user)
+cat >"$syn/runas.c" <<'CEOF'
+#include <grp.h>
+#include <stdio.h>
+#include <unistd.h>
+int main(int argc, char** argv) {
+  if (argc < 2 || setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0) { perror("runas65534"); return 125; }
+  execv(argv[1], argv + 1);
+  perror(argv[1]);
+  return 127;
+}
+CEOF
+for p in euid runas; do
+  gcc -static -O2 -o "$syn/$p" "$syn/$p.c" || { echo "FAIL: gcc -static $p.c (libc6-dev)" >&2; exit 1; }
+done
 umoci init --layout "$syn/oci" && umoci new --image "$syn/oci:t" && umoci unpack --image "$syn/oci:t" "$syn/b" >/dev/null
 r=$syn/b/rootfs
 mkdir -p "$r/bin" "$r/devs" "$r/tmp"
@@ -32,6 +47,7 @@ chmod 1777 "$r/tmp"
 cp "$BUSYBOX" "$r/bin/busybox"
 for a in sh od head cat echo tr id; do ln -s busybox "$r/bin/$a"; done
 install -m 4755 -o 0 -g 0 "$syn/euid" "$r/bin/euid"
+install -m 0755 "$syn/runas" "$r/bin/runas65534"
 mknod -m 0666 "$r/devs/null" c 1 3
 mknod -m 0666 "$r/devs/zero" c 1 5
 umoci repack --image "$syn/oci:t" "$syn/b"
@@ -47,8 +63,10 @@ IMG=d4c.test/rights:1
 "$CTR_CLI" load --address "$CTRD_SOCK" --image "$IMG" --cdimg "$syn/c/image.cdimg" >/dev/null || { echo "FAIL: load $IMG" >&2; exit 1; }
 
 # --- 1. inside the container ---------------------------------------------------------
-out=$(timeout 120 ctr --address "$CTRD_SOCK" run --rm --snapshotter di3fs --user 65534:65534 "$IMG" rights \
-  /bin/sh -c 'echo "uid $(/bin/busybox id -u)"; echo "euid $(/bin/euid)";
+# --allow-new-privs: ctr sets no_new_privs by default, which disables setuid
+# (Kubernetes' default, allowPrivilegeEscalation: true, does not)
+out=$(timeout 120 ctr --address "$CTRD_SOCK" run --rm --snapshotter di3fs --allow-new-privs "$IMG" rights \
+  /bin/runas65534 /bin/sh -c 'echo "uid $(/bin/busybox id -u)"; echo "euid $(/bin/euid)";
     echo "zero $(head -c 4 /devs/zero | od -An -tx1 | tr -d " ")";
     echo hello >/devs/null && echo "null ok"; echo "null reads $(head -c 4 /devs/null | od -An -c | tr -d " ")."' 2>&1) || true
 printf '%s\n' "$out" | sed 's/^/  | /' >&2

@@ -5,7 +5,8 @@
 # wait in the socket while a new snapshotter starts instead of being refused.
 # typescript corpus image, own containerd (ctrd_env.sh):
 #  1. while one loop runs `ctr run --rm --snapshotter di3fs` and another asks
-#     the snapshotter for usage (`ctr snapshots usage`) again and again, the
+#     the snapshotter for the image snapshot's usage (`ctr snapshots usage
+#     KEY`, an RPC that reaches the snapshotter) again and again, the
 #     snapshotter is restarted gracefully (SIGTERM of the child, SIGHUP of the
 #     supervisor) several times: no run and no probe fails, containerd never
 #     logs `connection refused`;
@@ -24,6 +25,7 @@ v1=$(corpus_tags typescript | head -1)
 [[ -n $v1 ]] || skip_or_fail "no typescript image in the corpus"
 CD1=$(cdimg_for typescript "$v1")
 IMG=d4c.test/ts:$v1
+ID1=$(image_id --cdimg "$CD1")  # the key of the image's snapshot
 GRACEFUL=${D4C_RESTART_GRACEFUL:-6}
 KILLS=${D4C_RESTART_KILLS:-4}
 
@@ -38,7 +40,14 @@ wait_for 30 CTR version || { tail -20 "$T/containerd.log" >&2; echo "FAIL: conta
 child() { pgrep -P "$SNAP_PID" -x snapshotter | head -1; }
 serving() { grep -c 'serving on unix:.*(passed socket)' "$T/snapshotter.log" || true; }
 # wait_restart N: until the N-th snapshotter serves on the passed socket
-wait_restart() { wait_for 60 test "$(serving)" -ge "$1" || bad "snapshotter #$1 did not come up: $(tail -5 "$T/snapshotter.log")"; }
+wait_restart() {
+  local i
+  for ((i = 0; i < 600; i++)); do
+    (($(serving) >= $1)) && return 0
+    sleep 0.1
+  done
+  bad "snapshotter #$1 did not come up: $(tail -5 "$T/snapshotter.log")"
+}
 wait_restart 1
 [[ -n $(child) ]] || bad "supervisor $SNAP_PID runs no snapshotter child"
 
@@ -48,7 +57,7 @@ echo graceful >"$T/phase"
 run_loop() {
   set +e  # a background subshell: a failed run is counted, not fatal
   local i=0 p0 p1 out rc
-  while [[ ! -e $T/stop ]]; do
+  while [[ ! -e $T/stop ]] && kill -0 $$ 2>/dev/null; do
     i=$((i + 1))
     p0=$(cat "$T/phase")
     out=$(timeout 120 ctr --address "$CTRD_SOCK" run --rm --snapshotter di3fs "$IMG" "loop-$i" \
@@ -68,9 +77,9 @@ run_loop() {
 probe_loop() {
   set +e
   local p0 p1 out rc
-  while [[ ! -e $T/stop ]]; do
+  while [[ ! -e $T/stop ]] && kill -0 $$ 2>/dev/null; do
     p0=$(cat "$T/phase")
-    out=$(timeout 60 ctr --address "$CTRD_SOCK" snapshots --snapshotter di3fs usage 2>&1)
+    out=$(timeout 60 ctr --address "$CTRD_SOCK" snapshots --snapshotter di3fs usage "$ID1" 2>&1)
     rc=$?
     p1=$(cat "$T/phase")
     if ((rc == 0)); then
@@ -89,8 +98,12 @@ probe_loop &
 PROBE_LOOP=$!
 count() { awk -v r="$2" -v k="$3" '$1 == r && (k == "kill" ? ($2 == "kill" || $3 == "kill") : ($2 != "kill" && $3 != "kill"))' "$1" | wc -l; }
 wait_runs() {  # wait_runs N: until N more runs ended (or 60 s)
-  local want=$(($(wc -l <"$T/runs") + $1))
-  wait_for 60 test "$(wc -l <"$T/runs")" -ge "$want" || bad "ctr run loop stalled: $(tail -3 "$T/run-failures")"
+  local i want=$(($(wc -l <"$T/runs") + $1))
+  for ((i = 0; i < 600; i++)); do
+    (($(wc -l <"$T/runs") >= want)) && return 0
+    sleep 0.1
+  done
+  bad "ctr run loop stalled: $(tail -3 "$T/run-failures")"
 }
 
 # --- 1. graceful restarts ------------------------------------------------------
