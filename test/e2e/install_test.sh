@@ -57,16 +57,20 @@ grep -q -- '--supervise' "$T/install3.log" || bad "--no-systemd does not say how
 # run what the unit runs with the socket systemd would pass, and containerd
 # with the edited config
 exec_start=$(sed -n 's/^ExecStart=//p' "$T/di3fs-snapshotter.service")
-if command -v systemd-socket-activate >/dev/null; then
+# systemd-socket-activate starts the program on the first connection (poke)
+poke() { wait_for 10 test -S "$1" && timeout 5 curl -s --unix-socket "$1" http://snapshotter/ >/dev/null 2>&1; true; }
+if command -v systemd-socket-activate >/dev/null && command -v curl >/dev/null; then
   # a socket on another path than --address is refused, clearly
+  poke "$T/other.sock" &
   out=$(timeout 20 systemd-socket-activate -l "$T/other.sock" $exec_start 2>&1) && bad "snapshotter served a socket on another path"
   [[ $out == *"bound to '$T/other.sock', not to --address $T/s.sock"* ]] || bad "wrong socket path: unclear: $out"
   systemd-socket-activate -l "$T/s.sock" $exec_start >"$T/snapshotter.log" 2>&1 &
   SNAP_PID=$!
+  poke "$T/s.sock" &
   wait_for 20 grep -q 'serving on unix:.*(passed socket)' "$T/snapshotter.log" ||
     bad "installed snapshotter did not serve the passed socket: $(tail -5 "$T/snapshotter.log")"
 else
-  e2e_log "systemd-socket-activate not installed: the snapshotter binds the socket itself"
+  e2e_log "systemd-socket-activate or curl not installed: the snapshotter binds the socket itself"
   $exec_start >"$T/snapshotter.log" 2>&1 &
   SNAP_PID=$!
   wait_for 20 test -S "$T/s.sock" || bad "installed snapshotter did not create $T/s.sock: $(tail -5 "$T/snapshotter.log")"
