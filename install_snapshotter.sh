@@ -146,7 +146,7 @@ Before=containerd.service
 Type=simple
 ExecStart=$PREFIX/bin/snapshotter --root $ROOT --address $ADDRESS --di3fs $PREFIX/bin/di3fs
 Restart=always
-RestartSec=1
+RestartSec=100ms
 # Only the snapshotter is stopped on stop/restart: the di3fs daemons it
 # started serve the lower dirs of running containers and must live on.
 KillMode=process
