@@ -8,8 +8,8 @@
 #     the snapshotter for the image snapshot's usage (`ctr snapshots usage
 #     KEY`, an RPC that reaches the snapshotter) again and again, the
 #     snapshotter is restarted gracefully (SIGTERM of the child, SIGHUP of the
-#     supervisor, and SIGTERM with the supervisor stopped for 0.7 s, so no
-#     snapshotter runs for 0.7 s) several times: no run and no probe fails,
+#     supervisor, and SIGTERM with the supervisor stopped for 0.5 s, so no
+#     snapshotter runs for 0.5 s) several times: no run and no probe fails,
 #     containerd never logs `connection refused`;
 #  2. then the child is killed (-9) several times: an RPC in flight at the kill
 #     can fail (counted and logged, not an error: containerd does not retry
@@ -116,16 +116,16 @@ for ((r = 1; r <= GRACEFUL; r++)); do
     kill -HUP "$SNAP_PID"  # the supervisor restarts its child
     how="SIGHUP to the supervisor"
   elif ((r % 3 == 2)); then
-    # A 0.7 s gap with no snapshotter at all (the supervisor is stopped, so
+    # A 0.5 s gap with no snapshotter at all (the supervisor is stopped, so
     # it starts no new child): calls must wait in the socket, not fail.
     # Without the hand-over such a gap fails the calls made in it ("Error
     # while dialing ... snap.sock"). (A gap over ~1 s fails even with it:
     # containerd gives the HTTP/2 handshake 1 s, docs/operations.md.)
     kill -STOP "$SNAP_PID"
     kill -TERM "$(child)"
-    sleep 0.7
+    sleep 0.5
     kill -CONT "$SNAP_PID"
-    how="SIGTERM to the snapshotter, 0.7 s without one"
+    how="SIGTERM to the snapshotter, 0.5 s without one"
   else
     kill -TERM "$(child)"
     how="SIGTERM to the snapshotter"
