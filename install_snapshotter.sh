@@ -18,7 +18,9 @@
 #     refused) while the service restarts; KillMode=process: di3fs mounts of
 #     running containers survive a restart of the unit
 # containerd reads proxy_plugins at start: restart it once after the first
-# install (--restart-containerd does).  See docs/operations.md.
+# install (--restart-containerd does). --no-systemd: no units; run
+# `snapshotter --supervise ...` to keep the socket across restarts.
+# See docs/operations.md.
 set -euo pipefail
 
 BUILD_DIR=${BUILD_DIR:-$(cd "$(dirname "$0")" && pwd)/build}
@@ -31,7 +33,7 @@ CONFIG_ONLY=0
 RESTART_CONTAINERD=0
 UNIT=/etc/systemd/system/di3fs-snapshotter.service
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
   case $1 in
     --build-dir) BUILD_DIR=$2; shift 2 ;;
