@@ -13,10 +13,14 @@
 #         address = "<socket>"
 #     never twice, keeping the rest of the file; creates a version 2 config
 #     when there is none (a backup CONFIG.bak-<time> is kept when it changes)
-#  3. installs and starts di3fs-snapshotter.service (KillMode=process: di3fs
-#     mounts of running containers survive a restart of the unit)
+#  3. installs and starts di3fs-snapshotter.socket and .service: systemd
+#     holds the socket, so containerd's connections wait (instead of being
+#     refused) while the service restarts; KillMode=process: di3fs mounts of
+#     running containers survive a restart of the unit
 # containerd reads proxy_plugins at start: restart it once after the first
-# install (--restart-containerd does).  See docs/operations.md.
+# install (--restart-containerd does). --no-systemd: no units; run
+# `snapshotter --supervise ...` to keep the socket across restarts.
+# See docs/operations.md.
 set -euo pipefail
 
 BUILD_DIR=${BUILD_DIR:-$(cd "$(dirname "$0")" && pwd)/build}
@@ -29,7 +33,7 @@ CONFIG_ONLY=0
 RESTART_CONTAINERD=0
 UNIT=/etc/systemd/system/di3fs-snapshotter.service
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
   case $1 in
     --build-dir) BUILD_DIR=$2; shift 2 ;;
@@ -37,7 +41,7 @@ while (($#)); do
     --config) CONFIG=$2; shift 2 ;;
     --root) ROOT=$2; shift 2 ;;
     --address) ADDRESS=$2; shift 2 ;;
-    --unit) UNIT=$2; shift 2 ;;
+    --unit) UNIT=$2; shift 2 ;;  # the .service path; the .socket goes beside it
     --no-systemd) SYSTEMD=0; shift ;;
     --config-only) CONFIG_ONLY=1; SYSTEMD=0; shift ;;
     --restart-containerd) RESTART_CONTAINERD=1; shift ;;
@@ -110,18 +114,41 @@ configure_containerd
 
 # --- systemd ---------------------------------------------------------------------
 if ((SYSTEMD)); then
+  SOCKET_UNIT=${UNIT%.service}.socket
+  mkdir -p "$(dirname "$UNIT")"
+  SOCKET_NAME=$(basename "$SOCKET_UNIT")
+  SERVICE_NAME=$(basename "$UNIT")
+  # systemd binds the socket and passes it (LISTEN_FDS): it stays while the
+  # service restarts or crashes, connections wait in its backlog.
+  cat >"$SOCKET_UNIT.tmp" <<EOF
+[Unit]
+Description=di3fs snapshotter socket (containerd's proxy plugin di3fs connects here)
+Documentation=file://$(cd "$(dirname "$0")" && pwd)/docs/operations.md
+Before=containerd.service
+
+[Socket]
+ListenStream=$ADDRESS
+SocketMode=0600
+DirectoryMode=0755
+Accept=no
+Service=$SERVICE_NAME
+
+[Install]
+WantedBy=sockets.target
+EOF
   cat >"$UNIT.tmp" <<EOF
 [Unit]
 Description=di3fs snapshotter (containerd proxy snapshotter for cdimg delta images)
 Documentation=file://$(cd "$(dirname "$0")" && pwd)/docs/operations.md
+Requires=$SOCKET_NAME
+After=$SOCKET_NAME local-fs.target
 Before=containerd.service
-After=local-fs.target
 
 [Service]
 Type=simple
 ExecStart=$PREFIX/bin/snapshotter --root $ROOT --address $ADDRESS --di3fs $PREFIX/bin/di3fs
 Restart=always
-RestartSec=1
+RestartSec=100ms
 # Only the snapshotter is stopped on stop/restart: the di3fs daemons it
 # started serve the lower dirs of running containers and must live on.
 KillMode=process
@@ -130,13 +157,34 @@ LimitNOFILE=1048576
 [Install]
 WantedBy=multi-user.target
 EOF
+  socket_changed=1
+  cmp -s "$SOCKET_UNIT.tmp" "$SOCKET_UNIT" && socket_changed=0
+  if command -v systemd-analyze >/dev/null; then
+    # checked under their final names (the unit type comes from the name)
+    vdir=$(mktemp -d)
+    cp "$SOCKET_UNIT.tmp" "$vdir/$SOCKET_NAME"
+    cp "$UNIT.tmp" "$vdir/$SERVICE_NAME"
+    if ! out=$(systemd-analyze verify --man=no "$vdir/$SOCKET_NAME" "$vdir/$SERVICE_NAME" 2>&1); then
+      log "WARNING: systemd-analyze verify: $out"
+    fi
+    rm -rf "$vdir"
+  fi
+  mv "$SOCKET_UNIT.tmp" "$SOCKET_UNIT"
   mv "$UNIT.tmp" "$UNIT"
-  log "installed $UNIT"
+  log "installed $SOCKET_UNIT and $UNIT"
   if [[ -d /run/systemd/system ]]; then
     systemctl daemon-reload
-    systemctl enable di3fs-snapshotter.service
-    systemctl restart di3fs-snapshotter.service
-    log "di3fs-snapshotter.service started"
+    systemctl enable "$SOCKET_NAME" "$SERVICE_NAME"
+    if ((socket_changed)); then
+      # First install with the socket unit, or a new address: the running
+      # snapshotter (which may have bound the socket itself) stops first.
+      systemctl stop "$SERVICE_NAME"
+      systemctl restart "$SOCKET_NAME"
+      systemctl start "$SERVICE_NAME"
+    else
+      systemctl restart "$SERVICE_NAME"  # the socket stays: no refused connection
+    fi
+    log "$SOCKET_NAME and $SERVICE_NAME started"
     if ((RESTART_CONTAINERD)); then
       systemctl restart containerd.service
       log "containerd restarted"
@@ -144,6 +192,9 @@ EOF
       log "restart containerd once so it loads the proxy plugin: systemctl restart containerd"
     fi
   else
-    log "systemd is not running here: start $PREFIX/bin/snapshotter --root $ROOT --address $ADDRESS yourself"
+    log "systemd is not running here: start $PREFIX/bin/snapshotter --supervise --root $ROOT --address $ADDRESS yourself"
   fi
+else
+  log "no systemd unit: start $PREFIX/bin/snapshotter --supervise --root $ROOT --address $ADDRESS --di3fs $PREFIX/bin/di3fs"
+  log "  (--supervise keeps the socket across restarts and crashes of the snapshotter; see docs/operations.md)"
 fi

@@ -1,8 +1,12 @@
 // snapshotter: containerd proxy snapshotter "di3fs" (gRPC on a unix socket).
 //   snapshotter [--root /var/lib/di3fs] [--address /run/di3fs/snapshotter.sock] [--di3fs PATH]
-//               [--hosts-dir /etc/containerd/certs.d] [--no-cri-deltas]
+//               [--hosts-dir /etc/containerd/certs.d] [--no-cri-deltas] [--supervise]
 // containerd config:  [proxy_plugins.di3fs] type = "snapshot" address = "<socket>"
+// The socket is bound by the snapshotter itself, or passed to it (LISTEN_FDS:
+// systemd's di3fs-snapshotter.socket or the --supervise parent), so that it
+// outlives a restart: see listener.h and docs/operations.md.
 #include <grpcpp/grpcpp.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -14,6 +18,7 @@
 #include <thread>
 
 #include "d4c/registry/hosts.h"
+#include "d4c/snap/listener.h"
 #include "d4c/snap/remote.h"
 #include "d4c/snap/service.h"
 #include "d4c/snap/snapshotter.h"
@@ -74,6 +79,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--no-cri-deltas", no_cri_deltas,
                "Never look for cdimgs when containerd unpacks an image (CRI pulls fetch every layer)");
+  bool supervise = false;
+  app.add_flag("--supervise", supervise,
+               "Bind --address once and run the snapshotter as a child process that is started again whenever it "
+               "exits or dies (the socket stays: containerd's connections wait instead of being refused). "
+               "SIGTERM stops both, SIGHUP restarts the child. Not needed under systemd (di3fs-snapshotter.socket)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -81,6 +91,36 @@ int main(int argc, char** argv) {
   }
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ snapshotter: %v");
+
+  if (supervise) {
+    std::vector<std::string> child_argv;
+    std::error_code ec;
+    auto self = std::filesystem::read_symlink("/proc/self/exe", ec);  // by path: an upgrade's new binary
+    child_argv.push_back(ec ? std::string(argv[0]) : self.string());
+    for (int i = 1; i < argc; ++i) {
+      if (std::string_view(argv[i]) != "--supervise") child_argv.push_back(argv[i]);
+    }
+    return d4c::snap::Supervise(address, child_argv);
+  }
+
+  // A socket passed by systemd or the supervisor (LISTEN_FDS); checked before
+  // anything else starts, and hidden from the di3fs daemons we spawn.
+  auto passed = d4c::snap::ParseListenFds(getenv("LISTEN_PID"), getenv("LISTEN_FDS"), getpid());
+  unsetenv("LISTEN_PID");
+  unsetenv("LISTEN_FDS");
+  unsetenv("LISTEN_FDNAMES");
+  if (!passed.ok()) {
+    spdlog::critical("{}", std::string(passed.status().message()));
+    return 1;
+  }
+  int listen_fd = passed->value_or(-1);
+  if (listen_fd >= 0) {
+    if (auto st = d4c::snap::CheckListeningSocket(listen_fd, address); !st.ok()) {
+      spdlog::critical("{}", std::string(st.message()));
+      return 1;
+    }
+    fcntl(listen_fd, F_SETFD, FD_CLOEXEC);
+  }
 
   // Block the stop signals in every thread; one thread waits for them.
   sigset_t stop;
@@ -98,12 +138,14 @@ int main(int argc, char** argv) {
     spdlog::critical("cannot open {}: {}", opt.root, d4c::Msg(sn.status().message()));
     return 1;
   }
-  std::error_code ec;
-  std::filesystem::create_directories(std::filesystem::path(address).parent_path(), ec);
-  unlink(address.c_str());  // a stale socket of a previous run
   auto service = d4c::snap::MakeSnapshotsService(sn->get());
   grpc::ServerBuilder builder;
-  builder.AddListeningPort("unix:" + address, grpc::InsecureServerCredentials());
+  if (listen_fd < 0) {
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(address).parent_path(), ec);
+    unlink(address.c_str());  // a stale socket of a previous run
+    builder.AddListeningPort("unix:" + address, grpc::InsecureServerCredentials());
+  }  // else: no port; FdAcceptor hands the passed socket's connections over
   builder.RegisterService(service.get());
   builder.SetMaxReceiveMessageSize(16 << 20);
   mode_t old = umask(0177);  // socket created 0600
@@ -113,8 +155,14 @@ int main(int argc, char** argv) {
     spdlog::critical("cannot listen on unix:{}", address);
     return 1;
   }
-  chmod(address.c_str(), 0600);
-  spdlog::info("serving on unix:{} root={} di3fs={} pid={} cri-deltas={}", address, opt.root, opt.di3fs, getpid(),
+  std::unique_ptr<d4c::snap::FdAcceptor> acceptor;
+  if (listen_fd < 0) {
+    chmod(address.c_str(), 0600);
+  } else {
+    acceptor = std::make_unique<d4c::snap::FdAcceptor>(listen_fd, server.get());
+  }
+  spdlog::info("serving on unix:{}{} root={} di3fs={} pid={} cri-deltas={}", address,
+               listen_fd < 0 ? "" : " (passed socket)", opt.root, opt.di3fs, getpid(),
                no_cri_deltas ? "off" : "on (registries from " + hosts_dir + ")");
 
   std::atomic<bool> stopping{false};
@@ -129,13 +177,17 @@ int main(int argc, char** argv) {
     sigwait(&stop, &sig);
     spdlog::info("signal {}: stopping (di3fs mounts stay for running containers)", sig);
     stopping = true;
+    // A passed socket: stop accepting first; connections not accepted yet
+    // wait in the socket for the next process. Then let RPCs in flight
+    // finish (GOAWAY tells clients to reconnect), cancelling them after 5 s.
+    if (acceptor) acceptor->Stop();
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   });
   server->Wait();
   stopping = true;
   reaper.join();
   waiter.detach();
-  unlink(address.c_str());
+  if (listen_fd < 0) unlink(address.c_str());  // a passed socket belongs to systemd or the supervisor
   spdlog::info("stopped");
   return 0;
 }

@@ -1,0 +1,88 @@
+// Socket hand-over for the snapshotter: the listening socket outlives one
+// snapshotter process, so containerd never sees `connection refused` while it
+// restarts. Two ways to get such a socket:
+//  * systemd socket activation (di3fs-snapshotter.socket): systemd binds the
+//    socket and passes it with the LISTEN_FDS/LISTEN_PID protocol
+//    (sd_listen_fds(3)), parsed here without libsystemd;
+//  * `snapshotter --supervise` (nodes without systemd): a small parent binds
+//    the socket once and runs the real snapshotter as its child with the same
+//    protocol, starting it again whenever it exits or dies.
+// gRPC C++ cannot adopt a listening socket, so FdAcceptor accepts the
+// connections itself and hands each one to the server
+// (grpc::AddInsecureChannelFromFd).
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace grpc {
+class Server;
+}
+
+namespace d4c::snap {
+
+// The first descriptor passed by the protocol (SD_LISTEN_FDS_START).
+inline constexpr int kListenFdsStart = 3;
+
+// Reads the protocol's variables (nullptr: unset). Returns std::nullopt when
+// LISTEN_FDS is unset (no socket passed: listen as usual), the passed
+// descriptor (3) when exactly one was passed to process `self`, and an
+// InvalidArgument naming the variable, its value and the fix otherwise:
+// LISTEN_PID missing, malformed or another process's; LISTEN_FDS malformed,
+// 0, or more than one socket.
+absl::StatusOr<std::optional<int>> ParseListenFds(const char* listen_pid, const char* listen_fds, pid_t self);
+
+// Checks that `fd` is a listening AF_UNIX stream socket bound to `address`
+// (the --address containerd's config names); FailedPrecondition otherwise.
+absl::Status CheckListeningSocket(int fd, const std::string& address);
+
+// Binds a unix stream socket at `address` (mode 0600, parent directory
+// created) and listens on it. A socket file left by a dead process is
+// replaced; one that still accepts connections is an error (another
+// snapshotter serves it).
+absl::StatusOr<int> ListenUnix(const std::string& address);
+
+// Accepts connections on a listening socket on its own thread and hands each
+// one to `server` (built without listening ports). Stop() (also run by the
+// destructor) stops accepting and returns once the thread is gone;
+// connections not yet accepted stay queued in the socket for the next
+// process. Stop() and the destructor must not run at the same time (main
+// calls Stop() from its signal thread before the server shuts down, the
+// destructor after); the acceptor thread only reads the descriptors and the
+// server pointer, set before it starts.
+class FdAcceptor {
+ public:
+  FdAcceptor(int listen_fd, grpc::Server* server);
+  ~FdAcceptor();
+  FdAcceptor(const FdAcceptor&) = delete;
+  FdAcceptor& operator=(const FdAcceptor&) = delete;
+  void Stop();
+
+ private:
+  void Loop();
+  int listen_fd_;
+  grpc::Server* server_;
+  int wake_fd_;  // eventfd: Stop() writes it
+  std::thread thread_;
+};
+
+// `snapshotter --supervise`: binds `address` (ListenUnix), then runs
+// `child_argv` (argv[0]: the binary, exec'd by path on every start, so a
+// replaced binary is picked up) with the socket as descriptor 3 and
+// LISTEN_FDS=1/LISTEN_PID set, and starts it again whenever it exits or is
+// killed (after 0.1 s, doubling up to 5 s while it dies within a second of
+// its start). SIGTERM/SIGINT: forwarded to the child; once it has exited the
+// socket is removed and Supervise returns 0. SIGHUP: SIGTERM to the child,
+// which is then started again (graceful restart, e.g. after an upgrade).
+// The child gets SIGTERM if the supervisor dies. Call it before any thread
+// is started. Returns the exit code for main (1 when the socket cannot be
+// bound).
+int Supervise(const std::string& address, const std::vector<std::string>& child_argv);
+
+}  // namespace d4c::snap
