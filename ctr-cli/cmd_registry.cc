@@ -14,6 +14,7 @@
 #include "cli_util.h"
 #include "commands.h"
 #include "d4c/oci.h"
+#include "d4c/registry/failover.h"
 #include "d4c/registry/hosts.h"
 #include "d4c/registry/reference.h"
 #include "d4c/registry/registry_client.h"
@@ -68,13 +69,11 @@ absl::StatusOr<std::string> TakeRegistryFromReference(const char* flag, const st
 // A client for `a.host` as configured in --hosts-dir, then the flags: the
 // endpoint that can push (`push`) or pull, its certificates, and --plain-http
 // and --ca-file on top.
-absl::StatusOr<std::unique_ptr<RegistryClient>> Connect(const RegistryArgs& a, bool push, uint64_t chunk_size = 0,
-                                                        uint64_t max_rate = 0) {
+// The options of the flags (registry host, --plain-http, --ca-file, --user or
+// docker's config.json, --retries) before any hosts.toml endpoint is applied.
+registry::RegistryOptions FlagOptions(const RegistryArgs& a, uint64_t chunk_size, uint64_t max_rate) {
   registry::RegistryOptions o;
   o.host = a.host;
-  auto config = registry::LoadHostConfig(a.host, a.hosts_dir);
-  if (!config.ok()) return config.status();
-  registry::ApplyHostConfig(*config, push, o);
   o.hosts_dir = a.hosts_dir;
   if (a.plain_http) o.plain_http = true;
   if (!a.ca_file.empty()) o.ca_files.push_back(a.ca_file);
@@ -89,7 +88,24 @@ absl::StatusOr<std::unique_ptr<RegistryClient>> Connect(const RegistryArgs& a, b
   } else if (auto c = registry::DockerConfigCredentials(a.host)) {
     o.credentials = *c;
   }
+  return o;
+}
+
+// A push client: the endpoint hosts.toml gives for pushes (HostConfig::EndpointFor).
+absl::StatusOr<std::unique_ptr<RegistryClient>> ConnectPush(const RegistryArgs& a, uint64_t chunk_size) {
+  auto config = registry::LoadHostConfig(a.host, a.hosts_dir);
+  if (!config.ok()) return config.status();
+  registry::RegistryOptions o = FlagOptions(a, chunk_size, 0);
+  registry::ApplyHostConfig(*config, /*push=*/true, o);
   return RegistryClient::Create(std::move(o));
+}
+
+// A pull: every pull endpoint of hosts.toml (mirrors first, then the server),
+// tried in order as containerd does (registry/failover.h).
+absl::StatusOr<std::shared_ptr<registry::RegistryApi>> ConnectPull(const RegistryArgs& a, uint64_t max_rate) {
+  auto config = registry::LoadHostConfig(a.host, a.hosts_dir);
+  if (!config.ok()) return config.status();
+  return registry::OpenPullRegistry(*config, FlagOptions(a, 0, max_rate));
 }
 
 std::string Short(const std::string& id) { return id.substr(0, 19); }
@@ -156,7 +172,7 @@ int RunPush(PushArgs a) {
     image = std::make_unique<OciSourceImage>(std::move(*src));
     o.image = image.get();
   }
-  auto client = Connect(a.reg, /*push=*/true, a.chunk_size);
+  auto client = ConnectPush(a.reg, a.chunk_size);
   if (!client.ok()) return Fail("push", client.status());
   registry::ClientRegistry reg(**client);
   auto progress = std::make_unique<Progress>("push " + a.cdimg);
@@ -249,9 +265,8 @@ int RunPull(PullArgs a) {
   if (!name_tag.ok()) return Fail("pull", name_tag.status());
   a.image = *name_tag;
   std::string what = StrCat("pull ", a.reg.host, "/", a.image);
-  auto client = Connect(a.reg, /*push=*/false, 0, a.max_rate);
-  if (!client.ok()) return Fail("pull", client.status());
-  registry::ClientRegistry reg(**client);
+  auto reg = ConnectPull(a.reg, a.max_rate);
+  if (!reg.ok()) return Fail("pull", reg.status());
   // Named in containerd as asked (--name, else --image), normalized as ctr does.
   auto local_name = registry::NormalizeImageName(a.name.empty() ? asked : a.name);
   if (!local_name.ok()) return Fail(a.name.empty() ? "pull --image" : "pull --name", local_name.status());
@@ -289,7 +304,7 @@ int RunPull(PullArgs a) {
     }
     progress->Update(d, t);
   };
-  auto r = registry::Pull(o, reg, local, sink);
+  auto r = registry::Pull(o, **reg, local, sink);
   progress.reset();
   if (!r.ok()) return Fail(what, r.status());
   if (a.dry_run) return 0;

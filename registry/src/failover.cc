@@ -105,4 +105,30 @@ std::unique_ptr<RegistryApi> NewFailoverRegistry(std::vector<std::shared_ptr<Reg
   return std::make_unique<FailoverRegistry>(std::move(endpoints));
 }
 
+namespace {
+// A ClientRegistry with the client it talks through.
+struct OwnedClientRegistry {
+  std::unique_ptr<RegistryClient> client;
+  std::unique_ptr<ClientRegistry> api;
+};
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<RegistryApi>> OpenPullRegistry(const HostConfig& config, const RegistryOptions& base) {
+  std::vector<std::shared_ptr<RegistryApi>> endpoints;
+  for (const HostEndpoint* e : config.PullEndpoints()) {
+    RegistryOptions o = base;
+    ApplyHostEndpoint(*e, o);
+    auto client = RegistryClient::Create(std::move(o));
+    if (!client.ok()) return client.status();
+    auto owned = std::make_shared<OwnedClientRegistry>();
+    owned->client = std::move(*client);
+    owned->api = std::make_unique<ClientRegistry>(*owned->client);
+    // Aliasing: the RegistryApi lives as long as the pair that owns it.
+    endpoints.emplace_back(owned, owned->api.get());
+  }
+  if (endpoints.empty()) return absl::InvalidArgumentError("no endpoint to pull from in the registry configuration");
+  if (endpoints.size() == 1) return endpoints.front();
+  return std::shared_ptr<RegistryApi>(NewFailoverRegistry(std::move(endpoints)));
+}
+
 }  // namespace d4c::registry

@@ -101,12 +101,6 @@ class RegistryRemote final : public RemoteImages {
   RegistryFactory factory_;
 };
 
-// A RegistryClient with its RegistryApi adapter.
-struct OwnedClientRegistry {
-  std::unique_ptr<registry::RegistryClient> client;
-  std::unique_ptr<registry::ClientRegistry> api;
-};
-
 }  // namespace
 
 std::shared_ptr<RemoteImages> NewRegistryRemote(RegistryFactory factory) {
@@ -121,24 +115,12 @@ RegistryFactory HostsDirRegistries(std::string hosts_dir, int attempts) {
     auto credentials = registry::DockerConfigCredentials(ref.domain);
     // One client per endpoint (each has its own TLS settings), tried in
     // order when one does not answer (registry/failover.h).
-    std::vector<std::shared_ptr<registry::RegistryApi>> endpoints;
-    for (const registry::HostEndpoint* e : config->PullEndpoints()) {
-      registry::RegistryOptions o;
-      o.host = ref.domain;
-      registry::ApplyHostEndpoint(*e, o);
-      o.hosts_dir = hosts_dir;
-      o.attempts = attempts;
-      if (credentials) o.credentials = *credentials;
-      auto client = registry::RegistryClient::Create(std::move(o));
-      if (!client.ok()) return client.status();
-      auto owned = std::make_shared<OwnedClientRegistry>();
-      owned->client = std::move(*client);
-      owned->api = std::make_unique<registry::ClientRegistry>(*owned->client);
-      // Aliasing: the RegistryApi lives as long as the pair that owns it.
-      endpoints.emplace_back(owned, owned->api.get());
-    }
-    if (endpoints.size() == 1) return endpoints.front();
-    return std::shared_ptr<registry::RegistryApi>(registry::NewFailoverRegistry(std::move(endpoints)));
+    registry::RegistryOptions o;
+    o.host = ref.domain;
+    o.hosts_dir = hosts_dir;
+    o.attempts = attempts;
+    if (credentials) o.credentials = *credentials;
+    return registry::OpenPullRegistry(*config, o);
   };
 }
 

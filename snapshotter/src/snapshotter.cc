@@ -349,6 +349,9 @@ absl::Status Snapshotter::ServeFromReferrersLocked(const CriTarget& t, const std
     }
   }
   auto remember = [&](const absl::Status& s) {
+    // A registry that did not answer (down, cut, timed out) may answer the
+    // kubelet's retry a few seconds later: only answers are remembered.
+    if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s) || absl::IsCancelled(s) || absl::IsAborted(s)) return s;
     absl::MutexLock g(&remote_mu_);
     for (auto it = remote_failures_.begin(); it != remote_failures_.end();)
       it = it->second.first <= now ? remote_failures_.erase(it) : std::next(it);

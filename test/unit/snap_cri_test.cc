@@ -319,3 +319,18 @@ TEST_CASE("cri pull: a registry that cannot be reached falls back to layers") {
   REQUIRE(st.ok());
   CHECK(st->labels.count(kImageIdLabel) == 0);
 }
+
+TEST_CASE("cri pull: a registry that did not answer is asked again by the next pull") {
+  World w("retry");  // failures kept 60 s, as by default
+  w.registry_down = "connect to fake.test:5000: connection refused";
+  w.UnpackLower(1, "chain-lower-1");
+  auto m = w.sn->Prepare("extract-top t1", "chain-lower-1", w.LayerLabels(1, 1, "chain-top-1"));
+  REQUIRE(m.ok());  // fell back: ordinary
+  CHECK(w.StoreIds().empty());
+  // containerd's own pull failed too (same registry); kubelet retries.
+  REQUIRE(w.sn->Remove("extract-top t1").ok());
+  w.registry_down.clear();
+  auto again = w.sn->Prepare("extract-top t2", "chain-lower-1", w.LayerLabels(1, 1, "chain-top-1"));
+  CHECK(absl::IsAlreadyExists(again.status()));  // served from the cdimg this time
+  CHECK(w.StoreIds() == std::vector<std::string>{w.id[1]});
+}

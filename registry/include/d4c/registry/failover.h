@@ -16,6 +16,8 @@
 #include <memory>
 #include <vector>
 
+#include "d4c/registry/hosts.h"
+#include "d4c/registry/registry_client.h"
 #include "d4c/registry/transfer.h"
 
 namespace d4c::registry {
@@ -26,5 +28,12 @@ bool TryNextEndpoint(const absl::Status& s);
 // `endpoints` in the order to try (at least one; the first one names the
 // registry in host()).
 std::unique_ptr<RegistryApi> NewFailoverRegistry(std::vector<std::shared_ptr<RegistryApi>> endpoints);
+
+// The RegistryApi a pull uses for `config`'s registry: one RegistryClient per
+// HostConfig::PullEndpoints entry, each made from `base` (host, credentials,
+// attempts, rate limit, flags such as plain_http and extra CA files) with
+// that endpoint applied on top (ApplyHostEndpoint), tried in order; a single
+// endpoint is used as it is. The clients live as long as the result.
+absl::StatusOr<std::shared_ptr<RegistryApi>> OpenPullRegistry(const HostConfig& config, const RegistryOptions& base);
 
 }  // namespace d4c::registry

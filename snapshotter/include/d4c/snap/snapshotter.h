@@ -96,8 +96,10 @@ class Snapshotter {
     bool background_compaction = true;
     // Where CRI pulls find cdimgs (remote.h); nullptr: no CRI-served images.
     std::shared_ptr<RemoteImages> remote;
-    // How long a failed lookup for a manifest (no cdimgs, registry down, bad
-    // file) is remembered: its next pulls fall back at once.
+    // How long a failed lookup for a manifest (no cdimgs, a bad file, a
+    // refusal) is remembered: its next pulls fall back at once. A registry
+    // that did not answer (Unavailable, DeadlineExceeded, Cancelled,
+    // Aborted) is not remembered: the next pull asks again.
     std::chrono::seconds remote_failure_ttl{60};
   };
   // Opens ROOT, recovers mounts needed by existing snapshots, removes leftovers.
