@@ -100,6 +100,7 @@ absl::Status CheckFull(const FullSource& src, uint64_t size, const Digest& diges
   Sha256Hasher hash;
   uint64_t produced = 0;
   size_t left = 1;  // ZSTD_decompressStream's hint: 0 once the frame is complete
+  bool first = true;
   // Decodes all of `in`; stops early only when the frame needs more input.
   auto feed = [&](ZSTD_inBuffer& in) -> absl::Status {
     for (;;) {
@@ -121,7 +122,8 @@ absl::Status CheckFull(const FullSource& src, uint64_t size, const Digest& diges
   absl::Status st = CopyInPieces(
       src.blob(), [&](const BlobRef& r) { return img.ReadBlob(r); },
       [&](std::string_view piece) -> absl::Status {
-        if (produced == 0 && left == 1) {  // the first piece holds the frame header
+        if (first) {  // the first piece holds the frame header
+          first = false;
           unsigned long long declared = ZSTD_getFrameContentSize(piece.data(), piece.size());
           if (declared != size)
             return absl::DataLossError(StrCat("full blob declares ", declared, " bytes, entry has ", size));
