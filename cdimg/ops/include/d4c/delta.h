@@ -87,9 +87,9 @@ absl::StatusOr<DeltaStats> DiffImages(const ImageChain& old_chain, const ImageCh
                                       const std::string& out_path, const DiffOptions& options);
 
 // patch's default zstd level for what it compresses anew (changed files and
-// the index): fast. On the corpus pairs level 1 cuts patch's CPU time ~40×
-// against convert's 19 and stores changed files in ~1.4× the bytes
-// (docs/benchmarks.md, "patch speed"; docs/format.md, "What `identical`
+// the index): fast. On the corpus pairs it cuts patch's CPU time 6–70×
+// against convert's 19, for a full image of 1.03–1.4× convert's bytes
+// (docs/benchmarks.md, "patch speed"; docs/design.md, "What "identical"
 // means for a patched image").
 inline constexpr int kPatchFastLevel = 1;
 // The level convert (and every full image writer but a fast patch) gives the
