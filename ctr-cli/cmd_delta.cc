@@ -119,7 +119,7 @@ struct PatchArgs {
   std::string base_cdimg, diff_cdimg, out;
   std::vector<std::string> bases;
   int threads = 0;
-  int level = PatchOptions{}.zstd_level;
+  int level = 0;  // 0: the fast default (kPatchFastLevel, meta too)
 };
 
 int RunPatch(const PatchArgs& a) {
@@ -129,7 +129,10 @@ int RunPatch(const PatchArgs& a) {
   Progress progress("patch");
   PatchOptions o;
   o.threads = a.threads;
-  o.zstd_level = a.level;
+  if (a.level != 0) {  // convert's mode: blobs at --level, the meta frame at convert's level
+    o.zstd_level = a.level;
+    o.meta_zstd_level = kConvertMetaLevel;
+  }
   o.progress = [&progress](uint64_t d, uint64_t t) { progress.Update(d, t); };
   auto stats = PatchImage(**base_chain, a.diff_cdimg, a.out, o);
   if (!stats.ok()) return Fail("cdimg patch", stats.status());
@@ -185,7 +188,9 @@ void RegisterDiff(CLI::App& cdimg) {
 void RegisterPatch(CLI::App& cdimg) {
   auto a = std::make_shared<PatchArgs>();
   CLI::App* c = cdimg.add_subcommand(
-      "patch", "Apply a delta A→B to image A and write the full image B (the same bytes `convert` writes for B)");
+      "patch",
+      "Apply a delta A→B to image A and write the full image B: B's image id and every file's bytes; with "
+      "--level 19 (convert's default) the same bytes `convert` writes for B");
   c->add_option("--baseCdimg", a->base_cdimg, "Image A the delta was made against")->required();
   c->add_option("--diffCdimg", a->diff_cdimg, "Delta A→B")->required();
   c->add_option("--outCdimg", a->out, "Full image B to write")->required();
@@ -194,9 +199,11 @@ void RegisterPatch(CLI::App& cdimg) {
                 "Ancestors of A if A is itself a delta, any order (repeatable); by default found by image id "
                 "among the *.cdimg files next to A");
   c->add_option("--level", a->level,
-                "zstd level of rebuilt blobs: convert's --level of B, so the output equals convert's")
-      ->check(CLI::Range(1, 22))
-      ->capture_default_str();
+                StrCat("zstd level of the files compressed anew (changed ones; unchanged files keep their "
+                       "stored blobs), the index then at convert's level. Default: ", kPatchFastLevel,
+                       " for both (fast). convert's --level of A and the delta (19 by default) gives the "
+                       "very bytes convert writes for B"))
+      ->check(CLI::Range(1, 22));
   c->callback([a] { ExitCode() = RunPatch(*a); });
 }
 

@@ -29,8 +29,9 @@ log "convert typescript:$old and typescript:$new (OCI layout) to cdimg"
 
 log "diff: the update from $old to $new"
 "$cli" cdimg diff --oldCdimg "$work/old/image.cdimg" --newCdimg "$work/new/image.cdimg" --outCdimg "$work/delta.cdimg"
-log "patch: rebuild $new from $old + delta"
-"$cli" cdimg patch --baseCdimg "$work/old/image.cdimg" --diffCdimg "$work/delta.cdimg" --outCdimg "$work/rebuilt.cdimg"
+log "patch: rebuild $new from $old + delta (--level 19: convert's level, so convert's very bytes)"
+"$cli" cdimg patch --baseCdimg "$work/old/image.cdimg" --diffCdimg "$work/delta.cdimg" --outCdimg "$work/rebuilt.cdimg" \
+  --level 19
 cmp "$work/rebuilt.cdimg" "$work/new/image.cdimg" && echo "rebuilt cdimg is byte-identical to converting $new directly"
 log "extract the delta chain ($old + delta) and compare with umoci unpack of $new"
 "$cli" cdimg extract --cdimg "$work/delta.cdimg" --base "$work/old/image.cdimg" --output "$work/rootfs"

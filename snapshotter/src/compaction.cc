@@ -132,6 +132,7 @@ absl::StatusOr<std::vector<std::pair<std::string, std::string>>> BuildCompaction
     PatchOptions po;
     po.threads = policy.threads;
     po.zstd_level = policy.zstd_level;
+    po.meta_zstd_level = kConvertMetaLevel;  // with the level above: convert's very bytes
     po.memory_budget = 256ull << 20;
     built.push_back({plan.top, out});
     if (auto st = PatchImage(**base, top->paths[0], out, po); !st.ok())

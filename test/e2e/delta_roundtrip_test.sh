@@ -34,12 +34,16 @@ diff_pair() {
   "$CTR_CLI" cdimg diff --oldCdimg "$a" --newCdimg "$b" --outCdimg "$d" --threadNum "$THREADS" >"$d.log" ||
     { bad "$s $ta->$tb: diff failed"; return; }
   t1=$(now)
+  # the fast default: B's image id (patch checks every file's sha256)
   "$CTR_CLI" cdimg patch --baseCdimg "$a" --diffCdimg "$d" --outCdimg "$tmp/patched.cdimg" --threadNum "$THREADS" \
     >/dev/null || { bad "$s $ta->$tb: patch failed"; return; }
   t2=$(now)
   [[ $(image_id --cdimg "$tmp/patched.cdimg") == $(image_id --cdimg "$b") ]] ||
     bad "$s $ta->$tb: patched image id differs from convert's"
-  cmp -s "$tmp/patched.cdimg" "$b" || bad "$s $ta->$tb: patched file differs from convert's bytes"
+  # at convert's level: convert's very bytes (docs/design.md)
+  "$CTR_CLI" cdimg patch --baseCdimg "$a" --diffCdimg "$d" --outCdimg "$tmp/patched.cdimg" --threadNum "$THREADS" \
+    --level 19 >/dev/null || { bad "$s $ta->$tb: patch --level 19 failed"; return; }
+  cmp -s "$tmp/patched.cdimg" "$b" || bad "$s $ta->$tb: patched file (--level 19) differs from convert's bytes"
   rm -f "$tmp/patched.cdimg"
   printf '%s\t%s\t%s\t%s\t-\t%s\t%s\n' "$s $ta->$tb" "$(fsize "$b")" "$(fsize "$d")" \
     "$(index_bytes --cdimg "$d" --base "$a")" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" >>"$table"
@@ -76,7 +80,8 @@ if ((${#ts[@]} >= 4)); then
   fi
   # patch through the chain: base = the depth-2 delta
   "$CTR_CLI" cdimg patch --baseCdimg "$tmp/chain-2.cdimg" --base "$(cdimg_for typescript "${ts[0]}")" \
-    --base "$tmp/chain-1.cdimg" --diffCdimg "$old" --outCdimg "$tmp/p.cdimg" --threadNum "$THREADS" >/dev/null &&
+    --base "$tmp/chain-1.cdimg" --diffCdimg "$old" --outCdimg "$tmp/p.cdimg" --threadNum "$THREADS" --level 19 \
+    >/dev/null &&
     cmp -s "$tmp/p.cdimg" "$(cdimg_for typescript "${ts[3]}")" || bad "chain: patch of the depth-3 chain differs"
   rm -f "$tmp/p.cdimg"
 
@@ -96,7 +101,7 @@ if ((${#ts[@]} >= 4)); then
   t1=$(now)
   c=$(cdimg_for typescript "${ts[2]}")
   "$CTR_CLI" cdimg patch --baseCdimg "$m/a.cdimg" --diffCdimg "$m/d.cdimg" --outCdimg "$tmp/pm.cdimg" \
-    --threadNum "$THREADS" >/dev/null || bad "patch of the merged delta failed"
+    --threadNum "$THREADS" --level 19 >/dev/null || bad "patch of the merged delta failed"
   [[ $(image_id --cdimg "$tmp/pm.cdimg") == $(image_id --cdimg "$c") ]] || bad "merged delta: wrong image id"
   cmp -s "$tmp/pm.cdimg" "$c" || bad "merged delta: patched bytes differ from convert's"
   sum=$(($(fsize "$d1") + $(fsize "$d2")))

@@ -90,11 +90,17 @@ DeltaStats Diff(const std::string& a, const std::string& b, const std::string& o
   return *st;
 }
 
+// At convert's level (the images here are converted at it) patch writes
+// convert's very bytes, which most tests compare; the fast default level is
+// tested on its own.
 absl::StatusOr<DeltaStats> TryPatch(const std::string& a, const std::string& d, const std::string& out,
-                                    const std::vector<std::string>& a_bases = {}) {
+                                    const std::vector<std::string>& a_bases = {},
+                                    int level = ConvertOptions{}.zstd_level) {
   auto base = Open(a, a_bases);
   PatchOptions o;
   o.threads = 2;
+  o.zstd_level = level;
+  o.meta_zstd_level = kConvertMetaLevel;
   return PatchImage(*base, d, out, o);
 }
 
@@ -250,6 +256,7 @@ TEST_CASE("diff copies B's own full blob instead of compressing again", "[delta]
       auto base = Open(a);
       PatchOptions po;
       po.zstd_level = level;
+      po.meta_zstd_level = kConvertMetaLevel;
       std::string out = StrCat(tmp.path(), "/b-again", level, ".cdimg");
       REQUIRE(PatchImage(*base, d, out, po).ok());
       CHECK(ReadAll(out) == ReadAll(b));
@@ -420,6 +427,71 @@ TEST_CASE("patch against the wrong base names both image ids", "[delta]") {
   CHECK_THAT(msg, Catch::Contains(DigestString(CdimgImage::ReadHeader(b)->image_id)));
   CHECK_THAT(msg, Catch::Contains("wrong base"));
   CHECK(!std::filesystem::exists(tmp.path() + "/x.cdimg"));
+}
+
+// Bytes zstd cannot shrink much: a blob of several copy pieces (1 MiB).
+std::string Noise(uint32_t seed, size_t n) {
+  std::string out;
+  uint32_t x = seed;
+  for (size_t i = 0; i < n; ++i) out.push_back(static_cast<char>((x = x * 1103515245u + 12345u) >> 16));
+  return out;
+}
+
+TEST_CASE("patch at the fast default level: B's id and bytes, unchanged blobs copied as stored", "[delta]") {
+  ScratchDir tmp;
+  Pair p = TypicalUpdate();
+  std::string big = Noise(7, 3 << 20), grows = Text(81, 20000), grown = Edit(grows, 40, "++ ");
+  p.a.Dir("srv").File("srv/big.bin", big).File("srv/grows.txt", grows);
+  p.b.Dir("srv").File("srv/big.bin", big).File("srv/grows.txt", grown);
+  std::string a = Convert(tmp, "a", p.a), b = Convert(tmp, "b", p.b);
+  std::string d = tmp.path() + "/d.cdimg";
+  Diff(a, b, d);
+  PatchOptions o;
+  CHECK(o.zstd_level == kPatchFastLevel);
+  o.threads = 2;
+  std::string out = tmp.path() + "/b-fast.cdimg";
+  auto st = PatchImage(*Open(a), d, out, o);
+  INFO(Msg(st.status().message()));
+  REQUIRE(st.ok());
+  CHECK(st->header.image_id == CdimgImage::ReadHeader(b)->image_id);
+  RequireSameTree(*Open(out), b);
+  auto got = Open(out), img_a = Open(a), img_b = Open(b);
+  // Unchanged content: A's stored frame, byte for byte (several pieces long).
+  REQUIRE(StoredBlob(img_a->top(), "srv/big.bin").size() > (2u << 20));
+  CHECK(StoredBlob(got->top(), "srv/big.bin") == StoredBlob(img_a->top(), "srv/big.bin"));
+  CHECK(StoredBlob(got->top(), "etc/app.conf") == StoredBlob(img_a->top(), "etc/app.conf"));
+  // Changed content: compressed anew at the fast level, so not convert's bytes.
+  auto fast = CompressFullBlob(grown, kPatchFastLevel);
+  REQUIRE(fast.ok());
+  CHECK(StoredBlob(got->top(), "srv/grows.txt") == *fast);
+  CHECK(StoredBlob(img_b->top(), "srv/grows.txt") != *fast);
+  CHECK(ReadAll(out) != ReadAll(b));
+  CHECK(st->by_kind.at("full/copied").files == 2);       // etc/app.conf, srv/big.bin
+  CHECK(st->by_kind.at("full/copied").content_bytes > big.size());
+  CHECK(st->by_kind.at("full/rebuilt").files == 4);      // the three edited files, opt/new.txt (packed in the delta)
+  // At convert's level the same delta gives convert's very bytes.
+  std::string out19 = tmp.path() + "/b-19.cdimg";
+  REQUIRE(TryPatch(a, d, out19).ok());
+  CHECK(ReadAll(out19) == ReadAll(b));
+
+  SECTION("a corrupt blob of the base fails the copy naming the file; no output") {
+    Recipe r = img_a->top().RecipeAt(*img_a->top().Find("srv/big.bin"));
+    std::string bytes = ReadAll(a);
+    int failures = 0;
+    for (uint64_t at : {uint64_t{100}, r.blob.length / 2, r.blob.length - 3}) {
+      std::string bad_bytes = bytes;
+      bad_bytes[img_a->top().header().blobs_offset + r.blob.offset + at] ^= 0x10;
+      std::string bad = tmp.path() + "/bad-a.cdimg", x = tmp.path() + "/x.cdimg";
+      std::ofstream(bad, std::ios::binary) << bad_bytes;
+      auto bst = PatchImage(*Open(bad), d, x, o);
+      INFO(at);
+      REQUIRE(!bst.ok());
+      ++failures;
+      CHECK_THAT(Msg(bst.status().message()), Catch::Contains("bad-a.cdimg: /srv/big.bin: "));
+      CHECK(!std::filesystem::exists(x));
+    }
+    CHECK(failures == 3);
+  }
 }
 
 // Some bits of a codec's framing do not matter (they decode to the same

@@ -1,10 +1,26 @@
-// patch: base image A + delta A→B -> full cdimg B, the same bytes convert
-// writes for B (same tree, config, blob level and layout).
+// patch: base image A + delta A→B -> full cdimg B (docs/format.md, "What
+// `identical` means for a patched image").
+//
+// Each distinct content of B gets its `full` blob one of two ways:
+// - copied: some image of the chain (base or delta) already stores it as a
+//   standalone `full` blob. A job checks that blob (streamed through zstd and
+//   sha256, never held whole); the writer then copies its stored bytes
+//   straight from that image into the output, in pieces.
+// - rebuilt: the chain reconstructs the file (verified against its digest)
+//   and a job compresses it at PatchOptions::zstd_level into the spool, from
+//   where the writer copies it in pieces.
+// Jobs run on `threads` pool threads under `memory_budget` (RunJobs).
+#include <zstd.h>
+#include <zstd_errors.h>
+
+#include <algorithm>
 #include <unordered_map>
 
+#include "d4c/base/sha256.h"
+#include "d4c/base/strcat.h"
+#include "d4c/base/zstd.h"
 #include "d4c/convert.h"
 #include "d4c/delta.h"
-#include "d4c/base/strcat.h"
 #include "delta_internal.h"
 #include "full_image_writer.h"
 
@@ -13,6 +29,12 @@ namespace d4c {
 using namespace delta_internal;  // this file implements part of it
 
 namespace {
+
+// Reads and writes of stored blobs go in pieces of this size.
+constexpr uint64_t kCopyPiece = 1ull << 20;
+// The largest window a checked blob may use (zstd's own default limit for
+// decompression): bounds a copy job's memory whatever the blob declares.
+constexpr int kMaxWindowLog = 27;
 
 absl::Status CheckParent(const CdimgImage& base, const std::string& delta_path) {
   auto h = CdimgImage::ReadHeader(delta_path);
@@ -31,6 +53,7 @@ absl::Status CheckParent(const CdimgImage& base, const std::string& delta_path) 
 struct FullSource {
   const CdimgImage* img;
   size_t entry;
+  BlobRef blob() const { return img->RecipeAt(entry).blob; }
 };
 using FullIndex = std::unordered_map<Digest, FullSource, DigestHash>;
 
@@ -45,30 +68,88 @@ FullIndex IndexFullBlobs(const ImageChain& chain) {
   return out;
 }
 
-// Copies a stored full blob after checking that it decompresses to the
-// content the entry promises: a corrupt blob must not travel on.
-absl::StatusOr<BlobResult> CopyFull(const FullSource& src, uint64_t size, const Digest& digest) {
-  const CdimgImage& img = *src.img;
-  auto blob = img.ReadBlob(img.RecipeAt(src.entry).blob);
-  if (!blob.ok()) return delta_internal::AtEntry(blob.status(), img.path(), img.PathAt(src.entry));
-  auto content = DecompressFullBlob(*blob, size);
-  if (!content.ok()) return delta_internal::AtEntry(content.status(), img.path(), img.PathAt(src.entry));
-  if (Sha256(*content) != digest)
-    return absl::DataLossError(StrCat(img.path(), ": /", img.PathAt(src.entry),
-                                      ": content does not match its sha256 (corrupt image)"));
-  BlobResult r;
-  r.recipe.kind = Recipe::Kind::kFull;
-  r.blob = std::move(*blob);
-  return r;
+// Passes bytes [ref.offset, +ref.length) of a blob store to `append` in
+// pieces of at most kCopyPiece bytes; `read` reads one piece.
+template <typename Read>
+absl::Status CopyInPieces(const BlobRef& ref, const Read& read, const internal::BlobAppend& append) {
+  for (uint64_t done = 0; done < ref.length;) {
+    uint64_t n = std::min(kCopyPiece, ref.length - done);
+    auto piece = read(BlobRef{ref.offset + done, n});
+    if (!piece.ok()) return piece.status();
+    if (absl::Status st = append(*piece); !st.ok()) return st;
+    done += n;
+  }
+  return absl::OkStatus();
 }
 
-absl::StatusOr<BlobResult> PatchOne(const ImageChain& chain, const FullIndex& fulls, size_t i,
-                                    const PatchOptions& o) {
+// Checks that a stored full blob is exactly one zstd frame of `size` bytes
+// whose sha256 is `digest` (a corrupt blob must not travel on), streaming it:
+// memory is zstd's window (at most 2^kMaxWindowLog, and never more than the
+// content) plus two small buffers, whatever the file's size.
+absl::Status CheckFull(const FullSource& src, uint64_t size, const Digest& digest) {
+  const CdimgImage& img = *src.img;
+  auto at = [&](absl::Status s) { return delta_internal::AtEntry(s, img.path(), img.PathAt(src.entry)); };
+  // One context per pool thread: creating one costs more than checking a
+  // small file.
+  thread_local ZstdDCtxPtr dctx;
+  if (!dctx) dctx.reset(ZSTD_createDCtx());
+  if (!dctx) return at(absl::ResourceExhaustedError("zstd: out of memory"));
+  ZSTD_DCtx_reset(dctx.get(), ZSTD_reset_session_and_parameters);
+  ZSTD_DCtx_setParameter(dctx.get(), ZSTD_d_windowLogMax, kMaxWindowLog);
+  std::string out(ZSTD_DStreamOutSize(), '\0');
+  Sha256Hasher hash;
+  uint64_t produced = 0;
+  size_t left = 1;  // ZSTD_decompressStream's hint: 0 once the frame is complete
+  bool first = true;
+  // Decodes all of `in`; stops early only when the frame needs more input.
+  auto feed = [&](ZSTD_inBuffer& in) -> absl::Status {
+    for (;;) {
+      ZSTD_outBuffer o{out.data(), out.size(), 0};
+      left = ZSTD_decompressStream(dctx.get(), &o, &in);
+      if (ZSTD_isError(left) && ZSTD_getErrorCode(left) == ZSTD_error_memory_allocation)
+        return absl::ResourceExhaustedError(StrCat("zstd: ", ZSTD_getErrorName(left)));  // not the blob's fault
+      if (ZSTD_isError(left)) return absl::DataLossError(StrCat("zstd: ", ZSTD_getErrorName(left)));
+      produced += o.pos;
+      if (produced > size) return absl::DataLossError("full blob decompresses to more bytes than the entry has");
+      hash.Update(out.data(), o.pos);
+      if (left == 0) {
+        if (in.pos != in.size) return absl::DataLossError("full blob has bytes after its zstd frame");
+        return absl::OkStatus();
+      }
+      if (in.pos == in.size && o.pos < o.size) return absl::OkStatus();  // wants more input
+    }
+  };
+  absl::Status st = CopyInPieces(
+      src.blob(), [&](const BlobRef& r) { return img.ReadBlob(r); },
+      [&](std::string_view piece) -> absl::Status {
+        if (first) {  // the first piece holds the frame header
+          first = false;
+          unsigned long long declared = ZSTD_getFrameContentSize(piece.data(), piece.size());
+          if (declared != size)
+            return absl::DataLossError(StrCat("full blob declares ", declared, " bytes, entry has ", size));
+        }
+        if (left == 0) return absl::DataLossError("full blob has bytes after its zstd frame");
+        ZSTD_inBuffer in{piece.data(), piece.size(), 0};
+        return feed(in);
+      });
+  if (!st.ok()) return at(st);
+  if (left != 0) return at(absl::DataLossError("full blob is truncated"));
+  if (produced != size) return at(absl::DataLossError("full blob decompresses to the wrong size"));
+  if (hash.Finish() != digest)
+    return absl::DataLossError(StrCat(img.path(), ": /", img.PathAt(src.entry),
+                                      ": content does not match its sha256 (corrupt image)"));
+  return absl::OkStatus();
+}
+
+// Working memory of a CheckFull job.
+uint64_t CheckMemory(uint64_t size) {
+  return std::min<uint64_t>(size, 1ull << kMaxWindowLog) + 2 * kCopyPiece + (1ull << 20);
+}
+
+// The file rebuilt from the chain (verified against its digest), compressed
+// at the patch level.
+absl::StatusOr<BlobResult> Rebuild(const ImageChain& chain, size_t i, const PatchOptions& o) {
   const CdimgImage& top = chain.top();
-  Digest digest = top.DigestAt(i);
-  if (o.reuse_full_blobs) {
-    if (auto it = fulls.find(digest); it != fulls.end()) return CopyFull(it->second, top.SizeAt(i), digest);
-  }
   auto content = chain.ReadFile(i);  // verified against the digest
   if (!content.ok()) return content.status();
   auto blob = CompressFullBlob(*content, o.zstd_level);
@@ -86,16 +167,6 @@ std::vector<std::string> ChainPaths(const ImageChain& chain) {
   return out;
 }
 
-void CountBlobs(const std::vector<Entry>& entries, const std::map<size_t, delta_internal::SpooledBlob>& blobs,
-                DeltaStats* stats) {
-  for (const auto& [i, b] : blobs) {
-    DeltaBucket& k = stats->by_kind[b.reencoded ? "full/rebuilt" : "full/copied"];
-    k.files++;
-    k.blob_bytes += b.recipe.blob.length;
-    k.content_bytes += entries[i].size;
-  }
-}
-
 }  // namespace
 
 absl::StatusOr<DeltaStats> PatchImage(const ImageChain& base_chain, const std::string& delta_path,
@@ -105,21 +176,43 @@ absl::StatusOr<DeltaStats> PatchImage(const ImageChain& base_chain, const std::s
   if (!chain.ok()) return chain.status();
   const CdimgImage& delta = (*chain)->top();
   std::vector<Entry> entries = delta_internal::AllEntries(delta);
-  FullIndex fulls = IndexFullBlobs(**chain);
+  FullIndex fulls;
+  if (options.reuse_full_blobs) fulls = IndexFullBlobs(**chain);
+  // Entry -> the stored blob it copies. Filled before the jobs start and
+  // only read afterwards (by jobs and the writer).
+  std::unordered_map<size_t, FullSource> copies;
   std::vector<BlobJob> jobs;
   for (size_t i : internal::FullBlobEntries(entries)) {
     uint64_t size = entries[i].size;
-    jobs.push_back({i, size, 3 * size + (128ull << 20),
-                    [&c = **chain, &fulls, &options, i](Helpers&) { return PatchOne(c, fulls, i, options); }});
+    if (auto it = fulls.find(entries[i].digest); it != fulls.end()) {
+      const FullSource& src = copies.emplace(i, it->second).first->second;
+      jobs.push_back({i, size, CheckMemory(size), [&src, size, d = entries[i].digest](Helpers&) -> absl::StatusOr<BlobResult> {
+                        if (absl::Status st = CheckFull(src, size, d); !st.ok()) return st;
+                        BlobResult r;  // no bytes: the writer copies them from the source
+                        r.recipe.kind = Recipe::Kind::kFull;
+                        return r;
+                      }});
+    } else {
+      jobs.push_back({i, size, 3 * size + (128ull << 20),
+                      [&c = **chain, &options, i](Helpers&) { return Rebuild(c, i, options); }});
+    }
   }
   auto spool = delta_internal::Spool::Create(out_path);
   if (!spool.ok()) return spool.status();
   auto blobs = delta_internal::RunJobs(std::move(jobs), **spool,
                                        {options.threads, options.memory_budget, options.progress});
   if (!blobs.ok()) return blobs.status();
-  auto written = internal::WriteFullImage(out_path, delta.config(), entries, [&](size_t i) {
-    return (*spool)->Get(blobs->at(i).recipe.blob);
-  });
+  const Spool& sp = **spool;
+  auto written = internal::WriteFullImage(
+      out_path, delta.config(), entries,
+      internal::FullBlobCopier([&](size_t i, const internal::BlobAppend& append) -> absl::Status {
+        if (auto it = copies.find(i); it != copies.end()) {
+          const CdimgImage& img = *it->second.img;
+          return CopyInPieces(it->second.blob(), [&](const BlobRef& r) { return img.ReadBlob(r); }, append);
+        }
+        return CopyInPieces(blobs->at(i).recipe.blob, [&](const BlobRef& r) { return sp.Get(r); }, append);
+      }),
+      options.meta_zstd_level);
   if (!written.ok()) return written.status();
   DeltaStats stats;
   auto h = CdimgImage::ReadHeader(out_path);
@@ -128,7 +221,13 @@ absl::StatusOr<DeltaStats> PatchImage(const ImageChain& base_chain, const std::s
     return absl::InternalError(StrCat(out_path, ": written image id differs from the delta's"));
   stats.header = *h;
   stats.entries = entries.size();
-  CountBlobs(entries, *blobs, &stats);
+  for (const auto& [i, b] : *blobs) {
+    auto it = copies.find(i);
+    DeltaBucket& k = stats.by_kind[it == copies.end() ? "full/rebuilt" : "full/copied"];
+    k.files++;
+    k.blob_bytes += it == copies.end() ? b.recipe.blob.length : it->second.blob().length;
+    k.content_bytes += entries[i].size;
+  }
   return stats;
 }
 

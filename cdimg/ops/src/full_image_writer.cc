@@ -17,8 +17,9 @@ std::vector<size_t> FullBlobEntries(const std::vector<Entry>& entries) {
 }
 
 absl::StatusOr<FullImageStats> WriteFullImage(const std::string& out_path, std::string_view config_json,
-                                              const std::vector<Entry>& entries, const FullBlobCopier& blob) {
-  auto writer = CdimgWriter::Create(out_path, {});
+                                              const std::vector<Entry>& entries, const FullBlobCopier& blob,
+                                              int meta_zstd_level) {
+  auto writer = CdimgWriter::Create(out_path, {.index_zstd_level = meta_zstd_level});
   if (!writer.ok()) return writer.status();
   FullImageStats stats;
   std::vector<Recipe> recipes(entries.size());

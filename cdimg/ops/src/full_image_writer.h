@@ -37,10 +37,12 @@ struct FullImageStats {
 };
 
 // Writes `entries` (sorted, valid) as a full cdimg at `out_path`, atomically.
+// `meta_zstd_level`: of the config + index frame; convert's is the default.
 absl::StatusOr<FullImageStats> WriteFullImage(const std::string& out_path, std::string_view config_json,
                                               const std::vector<Entry>& entries,
                                               const FullBlobSource& blob);
 absl::StatusOr<FullImageStats> WriteFullImage(const std::string& out_path, std::string_view config_json,
-                                              const std::vector<Entry>& entries, const FullBlobCopier& blob);
+                                              const std::vector<Entry>& entries, const FullBlobCopier& blob,
+                                              int meta_zstd_level = CdimgWriter::Options{}.index_zstd_level);
 
 }  // namespace d4c::internal

@@ -1,8 +1,9 @@
 // diff / patch / merge: the delta engine.
 //
 //   diff:  full or delta image A (as a chain) + image B  -> delta cdimg A→B
-//   patch: image A (as a chain) + delta A→B              -> full cdimg B, byte
-//          for byte what `convert` writes for B
+//   patch: image A (as a chain) + delta A→B              -> full cdimg B: its
+//          image id and every file's bytes; at convert's level (PatchOptions)
+//          byte for byte what `convert` writes for B
 //   merge: A (as a chain) + delta A→B + delta B→C        -> delta A→C
 //
 // A delta names its parent's image id and only ever relies on content of the
@@ -85,19 +86,42 @@ struct DeltaStats {
 absl::StatusOr<DeltaStats> DiffImages(const ImageChain& old_chain, const ImageChain& new_chain,
                                       const std::string& out_path, const DiffOptions& options);
 
+// patch's default zstd level for what it compresses anew (changed files and
+// the index): fast. On the corpus pairs it cuts patch's CPU time 6–70×
+// against convert's 19, for a full image of 1.03–1.4× convert's bytes
+// (docs/benchmarks.md, "patch speed"; docs/design.md, "What "identical"
+// means for a patched image").
+inline constexpr int kPatchFastLevel = 1;
+// The level convert (and every full image writer but a fast patch) gives the
+// meta frame of a full image.
+inline constexpr int kConvertMetaLevel = CdimgWriter::Options{}.index_zstd_level;
+
 struct PatchOptions {
   int threads = 0;
-  int zstd_level = 19;  // convert's level, so the output equals convert's
+  // Level of the `full` blobs patch compresses anew (contents that no image
+  // of the chain stores as a standalone full blob: changed files), and of
+  // the meta frame (config + index). At any levels the output has B's image
+  // id and every file's bytes. With zstd_level = the level every image of
+  // the chain was written at (convert's 19 by default) and meta_zstd_level =
+  // convert's (kConvertMetaLevel) it is the very bytes convert writes for B.
+  int zstd_level = kPatchFastLevel;
+  int meta_zstd_level = kPatchFastLevel;
   // Copy `full` blobs of unchanged content from the base chain and the delta
-  // instead of recompressing (same level => same bytes). Every copied blob
-  // is still decompressed and checked against its digest.
+  // instead of recompressing. Every copied blob is still decompressed (as a
+  // stream) and checked against its digest before its bytes are copied.
   bool reuse_full_blobs = true;
+  // Estimated working memory of the files in flight (RunJobs: one job alone
+  // may exceed it). A rebuilt file counts 3× its size + 128 MiB, a copied
+  // one its zstd window (≤ min(size, 128 MiB)) + 3 MiB.
   uint64_t memory_budget = 1ull << 30;
   DeltaProgress progress;
 };
 
 // Applies the delta at `delta_path` to base_chain.top() and writes the full
 // image at `out_path`. A delta of another base is refused naming both ids.
+// Peak memory: the chain's open images (index and metadata) plus the jobs in
+// flight (PatchOptions::memory_budget); no blob is ever held whole outside a
+// job that rebuilds its file.
 absl::StatusOr<DeltaStats> PatchImage(const ImageChain& base_chain, const std::string& delta_path,
                                       const std::string& out_path, const PatchOptions& options);
 
