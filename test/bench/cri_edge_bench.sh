@@ -79,10 +79,12 @@ NET=10.213.$((TAG % 250)).
 cleanup() {
   set +e
   [[ -f $H_DIR/relay.pid ]] && kill "$(cat "$H_DIR/relay.pid")" 2>/dev/null
-  h_cleanup  # clients, the registry (its command line names $H_DIR), mounts
+  reg_stop
+  # the link first: removing the clients' unpacked trees below takes a while
   tc qdisc del dev "$VH" root 2>/dev/null
   ip link del "$VH" 2>/dev/null  # removes its peer too
   ip netns del "$NS" 2>/dev/null
+  h_cleanup  # clients, leftovers (command lines naming $H_DIR), mounts, $H_DIR
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
