@@ -168,8 +168,11 @@ for s in "${SERIES[@]}"; do
     *) CMD[$s]='cat /etc/debian_version; ls /usr/bin | wc -l'; WANT[$s]="" ;;
   esac
   blog "$s: cdimgs of ${tags[0]}, ${tags[1]} and their delta (cached in $D4C_WORK)"
-  c1=$(cdimg_for "$s" "${tags[0]}") && c2=$(cdimg_for "$s" "${tags[1]}") && d12=$(delta_for "$s" "${tags[0]}" "${tags[1]}") ||
-    { echo "cri_edge_bench: cdimgs of $s failed" >&2; exit 1; }
+  if ! { c1=$(cdimg_for "$s" "${tags[0]}") && c2=$(cdimg_for "$s" "${tags[1]}") &&
+    d12=$(delta_for "$s" "${tags[0]}" "${tags[1]}"); }; then
+    echo "cri_edge_bench: cdimgs of $s failed" >&2
+    exit 1
+  fi
   DELTA_BYTES[$s]=$(stat -c %s "$d12")
   for args in "--cdimg $c1 --image oci:$D4C_CORPUS/$s/oci:${tags[0]} --imageTag $s:v1" \
     "--cdimg $c2 --image oci:$D4C_CORPUS/$s/oci:${tags[1]} --imageTag $s:v2" \
@@ -194,9 +197,9 @@ curl -sS -f -o /dev/null -X PUT -H 'Content-Type: application/octet-stream' --da
   { echo "cri_edge_bench: upload of the probe blob failed" >&2; exit 1; }
 declare -A VERIFY
 verify_link() {  # verify_link L: one markdown table row
-  local l=$1 host p rtt bytes=5000000 rng=() dl
+  local l=$1 host p rtt rng=() dl
   host=$(link_host "$l")
-  [[ $l == 1m ]] && { bytes=2000000; rng=(-r 0-1999999); }
+  [[ $l == 1m ]] && rng=(-r 0-1999999)
   link_up "$l" || return 1
   # the veth itself, without the relay: TCP handshake time (one round trip), best of 5
   p=$(for _ in 1 2 3 4 5; do curl -s -o /dev/null -w '%{time_connect}\n' "http://$DIRECT/v2/"; done | sort -n | head -1)
