@@ -328,3 +328,82 @@ h_cleanup() {
   h_umount_under "$H_DIR/"
   if [[ -z ${KEEP_TMP:-} && -z ${D4C_KEEP_E2E:-} ]]; then rm -rf "$H_DIR"; fi
 }
+
+# ------------------------------------------------------------------ CRI clients
+# cri_client_start NAME di3fs|overlayfs CERTS_DIR: containerd with its CRI
+# plugin (socket $H_DIR/NAME/c.sock, registries from CERTS_DIR/HOST/hosts.toml);
+# "di3fs": our snapshotter as proxy plugin "di3fs" (--hosts-dir CERTS_DIR) and
+# CRI's `snapshotter = "di3fs"`, `disable_snapshot_annotations = false`, as
+# docs/operations.md sets up Kubernetes; "overlayfs": a stock containerd.
+# Stopped by client_stop / h_cleanup like client_start's clients.
+cri_client_start() {
+  local n=$1 mode=$2 certs=$3 d=$H_DIR/$1
+  mkdir -p "$d/cni/bin" "$d/cni/conf"
+  {
+    cat <<EOF2
+version = 2
+root = "$d/root"
+state = "$d/state"
+[grpc]
+  address = "$d/c.sock"
+[ttrpc]
+  address = "$d/c.sock.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+EOF2
+    if [[ $mode == di3fs ]]; then
+      cat <<EOF2
+[proxy_plugins]
+  [proxy_plugins.di3fs]
+    type = "snapshot"
+    address = "$d/s.sock"
+EOF2
+    fi
+    cat <<EOF2
+[plugins."io.containerd.grpc.v1.cri"]
+  disable_tcp_service = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "$mode"
+    disable_snapshot_annotations = $([[ $mode == di3fs ]] && echo false || echo true)
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "$d/cni/bin"
+    conf_dir = "$d/cni/conf"
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "$certs"
+EOF2
+  } >"$d/config.toml"
+  if [[ $mode == di3fs ]]; then
+    rm -f "$d/s.sock"
+    "$H_SNAP" --root "$d/sn" --address "$d/s.sock" --di3fs "$H_DI3FS" --hosts-dir "$certs" \
+      "${H_SNAP_ARGS[@]}" >>"$d/snapshotter.log" 2>&1 &
+    H_SNAP_PID[$n]=$!
+    if ! h_wait_for 20 test -S "$d/s.sock"; then
+      tail -20 "$d/snapshotter.log" >&2
+      echo "harness: snapshotter of CRI client $n did not start" >&2
+      return 1
+    fi
+  fi
+  containerd --config "$d/config.toml" >>"$d/containerd.log" 2>&1 &
+  H_CTRD_PID[$n]=$!
+  if ! h_wait_for 30 ctr --address "$d/c.sock" version; then
+    tail -20 "$d/containerd.log" >&2
+    echo "harness: containerd of CRI client $n did not start" >&2
+    return 1
+  fi
+  h_log "CRI client $n ($mode): containerd ${H_CTRD_PID[$n]} on $d/c.sock"
+}
+
+# h_hosts_toml CERTS_DIR HOST: HOST is a plain-HTTP registry (containerd 1.6
+# ignores a hosts.toml without a [host] section)
+h_hosts_toml() {
+  mkdir -p "$1/$2"
+  cat >"$1/$2/hosts.toml" <<EOF2
+server = "http://$2"
+[host."http://$2"]
+  capabilities = ["pull", "resolve"]
+EOF2
+}
