@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
 #include <linux/fuse.h>
+#include <poll.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
@@ -717,9 +718,12 @@ absl::Status Di3fs::Serve() {
   int rc = fuse_session_loop_mt(se, &cfg);
   absl::MutexLock lk(&s.mu);
   if (s.taken_over) {
-    // libfuse never knew the mountpoint. Ended by a signal (not by the
-    // unmount, which gives ENODEV): detach it, as a first daemon would.
-    if (rc != -ENODEV && umount2(s.mountpoint.c_str(), MNT_DETACH) != 0)
+    // libfuse never knew the mountpoint. Ended by a signal, not by an
+    // unmount (which ends the connection: POLLERR, as libfuse checks before
+    // its own unmount): detach it, as a first daemon would.
+    pollfd p = {fuse_session_fd(se), 0, 0};
+    bool ended = rc == -ENODEV || (poll(&p, 1, 0) == 1 && (p.revents & POLLERR));
+    if (!ended && umount2(s.mountpoint.c_str(), MNT_DETACH) != 0)
       Log(StrCat("umount ", s.mountpoint, ": ", std::strerror(errno)));
   } else {
     fuse_session_unmount(se);
