@@ -168,8 +168,8 @@ class BadContents {
 // Thread-safety: the FUSE handlers run on several threads at once. Set in
 // Open and immutable after: opt, chain, tree, cache, private_cache_dir,
 // open_ms. Set once by OnInit, before the kernel sends any other request:
-// no_open, no_opendir, inited (for a takeover: by the replayed FUSE_INIT). Internally synchronized: fds, bad, cache (lock order
-// cache root lock -> fds, see ContentFds; the cache's sweep thread calls
+// no_open, no_opendir, inited (for a takeover: by the replayed FUSE_INIT).
+// Internally synchronized: fds, bad, cache (lock order cache root lock -> fds, see ContentFds; the cache's sweep thread calls
 // fds.Expire with no lock held; the destructor stops that thread, by
 // destroying the cache, before fds goes). The session lifecycle is guarded by `mu`
 // (Mount, Serve, Stop, the destructor); no handler takes it.
