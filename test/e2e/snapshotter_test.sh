@@ -13,7 +13,7 @@
 #  5. kill -9 of the snapshotter: a running container keeps reading its files
 #     (di3fs runs detached); after a restart (its --root now given through a
 #     symlink and "..") it adopts the live mounts and every image runs again; a dead
-#     di3fs (kill -9) is remounted on demand
+#     di3fs (kill -9) is taken over (Linux 6.9+) or remounted on demand
 #  6. `ctr snapshots --snapshotter di3fs ls/info/usage/prepare/mounts/rm`
 #     behave as with overlayfs; image rm + GC unmounts an unused image and
 #     deletes it from the store; once every image is removed the store is empty
