@@ -6,6 +6,8 @@
 
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <linux/fuse.h>
+#include <poll.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
 #include <sys/statvfs.h>
@@ -166,8 +168,8 @@ class BadContents {
 // Thread-safety: the FUSE handlers run on several threads at once. Set in
 // Open and immutable after: opt, chain, tree, cache, private_cache_dir,
 // open_ms. Set once by OnInit, before the kernel sends any other request:
-// no_open, no_opendir. Internally synchronized: fds, bad, cache (lock order
-// cache root lock -> fds, see ContentFds; the cache's sweep thread calls
+// no_open, no_opendir, inited (for a takeover: by the replayed FUSE_INIT).
+// Internally synchronized: fds, bad, cache (lock order cache root lock -> fds, see ContentFds; the cache's sweep thread calls
 // fds.Expire with no lock held; the destructor stops that thread, by
 // destroying the cache, before fds goes). The session lifecycle is guarded by `mu`
 // (Mount, Serve, Stop, the destructor); no handler takes it.
@@ -182,12 +184,16 @@ struct Di3fs::State {
   // Set at FUSE init: the kernel opens files / directories by itself.
   bool no_open = false;
   bool no_opendir = false;
+  bool inited = false;  // OnInit ran (a takeover checks its synthetic FUSE_INIT)
   double open_ms = 0;
 
   absl::Mutex mu;  // session lifecycle
   fuse_session* se ABSL_GUARDED_BY(mu) = nullptr;
   std::string mountpoint ABSL_GUARDED_BY(mu);
   bool mounted ABSL_GUARDED_BY(mu) = false;
+  // Serving a connection taken over from a dead daemon (TakeOver): libfuse
+  // does not know the mountpoint, so Serve detaches it itself on a signal.
+  bool taken_over ABSL_GUARDED_BY(mu) = false;
 
   const FsTree& t() const { return *tree; }
 };
@@ -255,6 +261,7 @@ void OnInit(void* userdata, fuse_conn_info* conn) {
   // max_write also sets max_pages, which bounds the size of read requests.
   conn->max_write = kMaxTransfer;
   conn->time_gran = 1;
+  s.inited = true;
 }
 
 void OnLookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -579,10 +586,10 @@ absl::StatusOr<std::unique_ptr<Di3fs>> Di3fs::Open(const Di3fsOptions& options) 
   return fs;
 }
 
-absl::Status Di3fs::Mount(const std::string& mountpoint) {
-  State& s = *s_;
-  absl::MutexLock lk(&s.mu);
-  if (s.se) return absl::FailedPreconditionError(StrCat("already mounted at ", s.mountpoint));
+namespace {
+
+// A session with di3fs's options, not yet connected to the kernel.
+absl::StatusOr<fuse_session*> NewSession(State& s) {
   std::string id = DigestHex(s.chain->top().header().image_id).substr(0, 12);
   std::string opts = StrCat("ro,default_permissions,fsname=di3fs:", id, ",subtype=di3fs");
   // A container root needs its setuid binaries and device nodes to work as on
@@ -595,9 +602,48 @@ absl::Status Di3fs::Mount(const std::string& mountpoint) {
   fuse_opt_add_arg(&args, "-o");
   fuse_opt_add_arg(&args, opts.c_str());
   if (s.opt.debug) fuse_opt_add_arg(&args, "-d");
-  s.se = fuse_session_new(&args, &kOps, sizeof kOps, &s);
+  fuse_session* se = fuse_session_new(&args, &kOps, sizeof kOps, &s);
   fuse_opt_free_args(&args);
-  if (!s.se) return absl::InvalidArgumentError(StrCat("bad mount options: ", opts));
+  if (!se) return absl::InvalidArgumentError(StrCat("bad mount options: ", opts));
+  return se;
+}
+
+// FUSE_NOTIFY_RESEND (Linux 6.9; newer than this system's <linux/fuse.h>).
+constexpr int32_t kNotifyResend = 7;
+
+// The FUSE_INIT a kernel sends, as Linux 6.x does: protocol 7.38 and every
+// capability flag libfuse 3 knows, so that OnInit makes the choices it made
+// for the first daemon on this kernel. Its unique id is one the kernel never
+// hands out (its ids are small and counted up): libfuse's reply gets ENOENT
+// from the kernel, which libfuse takes for an interrupted request and ignores.
+std::vector<char> SyntheticInit() {
+  std::vector<char> buf(sizeof(fuse_in_header) + sizeof(fuse_init_in), 0);
+  auto* h = reinterpret_cast<fuse_in_header*>(buf.data());
+  auto* in = reinterpret_cast<fuse_init_in*>(buf.data() + sizeof *h);
+  h->len = static_cast<uint32_t>(buf.size());
+  h->opcode = FUSE_INIT;
+  h->unique = ~uint64_t{0} - 1;  // even: not an interrupt id
+  in->major = FUSE_KERNEL_VERSION;
+  in->minor = FUSE_KERNEL_MINOR_VERSION;
+  in->max_readahead = 128 << 10;
+  in->flags = FUSE_ASYNC_READ | FUSE_POSIX_LOCKS | FUSE_ATOMIC_O_TRUNC | FUSE_EXPORT_SUPPORT | FUSE_BIG_WRITES |
+              FUSE_DONT_MASK | FUSE_SPLICE_WRITE | FUSE_SPLICE_MOVE | FUSE_SPLICE_READ | FUSE_FLOCK_LOCKS |
+              FUSE_HAS_IOCTL_DIR | FUSE_AUTO_INVAL_DATA | FUSE_DO_READDIRPLUS | FUSE_READDIRPLUS_AUTO |
+              FUSE_ASYNC_DIO | FUSE_WRITEBACK_CACHE | FUSE_NO_OPEN_SUPPORT | FUSE_PARALLEL_DIROPS |
+              FUSE_HANDLE_KILLPRIV | FUSE_POSIX_ACL | FUSE_ABORT_ERROR | FUSE_MAX_PAGES | FUSE_CACHE_SYMLINKS |
+              FUSE_NO_OPENDIR_SUPPORT | FUSE_EXPLICIT_INVAL_DATA;
+  return buf;
+}
+
+}  // namespace
+
+absl::Status Di3fs::Mount(const std::string& mountpoint) {
+  State& s = *s_;
+  absl::MutexLock lk(&s.mu);
+  if (s.se) return absl::FailedPreconditionError(StrCat("already mounted at ", s.mountpoint));
+  auto se = NewSession(s);
+  if (!se.ok()) return se.status();
+  s.se = *se;
   if (fuse_session_mount(s.se, mountpoint.c_str()) != 0) {
     fuse_session_destroy(s.se);
     s.se = nullptr;
@@ -607,6 +653,49 @@ absl::Status Di3fs::Mount(const std::string& mountpoint) {
   s.mountpoint = mountpoint;
   s.mounted = true;
   return absl::OkStatus();
+}
+
+absl::StatusOr<bool> Di3fs::TakeOver(const std::string& mountpoint, int fuse_fd) {
+  State& s = *s_;
+  absl::MutexLock lk(&s.mu);
+  if (s.se) return absl::FailedPreconditionError(StrCat("already mounted at ", s.mountpoint));
+  if (fcntl(fuse_fd, F_GETFD) == -1)
+    return absl::InvalidArgumentError(StrCat("takeover of ", mountpoint, ": descriptor ", fuse_fd,
+                                             " is not open (it must be inherited from the holder)"));
+  auto se = NewSession(s);
+  if (!se.ok()) return se.status();
+  // libfuse's "/dev/fd/N": serve the already mounted connection on fd N.
+  std::string devfd = StrCat("/dev/fd/", fuse_fd);
+  if (fuse_session_mount(*se, devfd.c_str()) != 0) {
+    fuse_session_destroy(*se);
+    return absl::InternalError(StrCat("takeover of ", mountpoint, ": libfuse refused ", devfd));
+  }
+  // The kernel sent its FUSE_INIT to the first daemon; libfuse answers
+  // nothing but FUSE_INIT until it saw one.
+  std::vector<char> init = SyntheticInit();
+  fuse_buf fb;
+  std::memset(&fb, 0, sizeof fb);
+  fb.mem = init.data();
+  fb.size = init.size();
+  fuse_session_process_buf(*se, &fb);
+  if (!s.inited || fuse_session_exited(*se)) {
+    fuse_session_destroy(*se);  // closes fuse_fd (our copy; the holder keeps its own)
+    return absl::InternalError(StrCat("takeover of ", mountpoint, ": libfuse rejected the replayed FUSE_INIT"));
+  }
+  // Requests the dead daemon had read but not answered go back to the queue.
+  fuse_out_header resend;
+  std::memset(&resend, 0, sizeof resend);
+  resend.len = sizeof resend;
+  resend.error = kNotifyResend;
+  bool resent = write(fuse_fd, &resend, sizeof resend) == static_cast<ssize_t>(sizeof resend);
+  if (!resent)
+    Log(StrCat("takeover of ", mountpoint, ": the kernel refused FUSE_NOTIFY_RESEND (", std::strerror(errno),
+               "; it needs Linux 6.9): requests the dead daemon had read stay unanswered"));
+  s.se = *se;
+  s.mountpoint = mountpoint;
+  s.mounted = true;
+  s.taken_over = true;
+  return resent;
 }
 
 absl::Status Di3fs::Serve() {
@@ -619,11 +708,26 @@ absl::Status Di3fs::Serve() {
   }
   fuse_loop_config cfg;
   std::memset(&cfg, 0, sizeof cfg);
-  cfg.clone_fd = 1;
+  // Every worker reads the one /dev/fuse descriptor (no per-thread clones):
+  // a request read through a cloned descriptor is failed (ECONNABORTED) when
+  // that descriptor closes with a killed daemon, while one read through the
+  // main descriptor stays queued on it for a takeover daemon to replay, as
+  // long as someone holds a copy of it (the snapshotter does).
+  cfg.clone_fd = 0;
   cfg.max_idle_threads = s.opt.max_idle_threads;
   int rc = fuse_session_loop_mt(se, &cfg);
   absl::MutexLock lk(&s.mu);
-  fuse_session_unmount(se);
+  if (s.taken_over) {
+    // libfuse never knew the mountpoint. Ended by a signal, not by an
+    // unmount (which ends the connection: POLLERR, as libfuse checks before
+    // its own unmount): detach it, as a first daemon would.
+    pollfd p = {fuse_session_fd(se), 0, 0};
+    bool ended = rc == -ENODEV || (poll(&p, 1, 0) == 1 && (p.revents & POLLERR));
+    if (!ended && umount2(s.mountpoint.c_str(), MNT_DETACH) != 0)
+      Log(StrCat("umount ", s.mountpoint, ": ", std::strerror(errno)));
+  } else {
+    fuse_session_unmount(se);
+  }
   s.mounted = false;
   // rc: 0 or -ENODEV when unmounted, the signal number after a signal
   // handler ended the loop, another negated errno on failure.
@@ -649,7 +753,7 @@ const FsTree& Di3fs::tree() const { return *s_->tree; }
 const ContentCache& Di3fs::cache() const { return *s_->cache; }
 double Di3fs::open_ms() const { return s_->open_ms; }
 
-absl::Status RunDi3fs(const Di3fsOptions& options, const std::string& mountpoint) {
+absl::Status RunDi3fs(const Di3fsOptions& options, const std::string& mountpoint, int takeover_fd) {
   auto t0 = std::chrono::steady_clock::now();
   // Every open file holds a descriptor of its cache file.
   struct rlimit nofile;
@@ -659,7 +763,14 @@ absl::Status RunDi3fs(const Di3fsOptions& options, const std::string& mountpoint
   }
   auto fs = Di3fs::Open(options);
   if (!fs.ok()) return fs.status();
-  if (auto st = (*fs)->Mount(mountpoint); !st.ok()) return st;
+  std::string how = "mounted";
+  if (takeover_fd >= 0) {
+    auto resent = (*fs)->TakeOver(mountpoint, takeover_fd);
+    if (!resent.ok()) return resent.status();
+    how = *resent ? "took over (lost requests replayed)" : "took over (lost requests not replayed)";
+  } else if (auto st = (*fs)->Mount(mountpoint); !st.ok()) {
+    return st;
+  }
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   fuse_session* se;
   {
@@ -668,7 +779,7 @@ absl::Status RunDi3fs(const Di3fsOptions& options, const std::string& mountpoint
   }
   if (auto st = SetExitSignals(se); !st.ok()) return st;
   const ContentCache& cache = (*fs)->cache();
-  Log(StrCat("mounted ", options.cdimg, " (", (*fs)->tree().size(), " entries, chain depth ",
+  Log(StrCat(how, " ", options.cdimg, " (", (*fs)->tree().size(), " entries, chain depth ",
              (*fs)->chain().depth(), ") at ", mountpoint, " in ", static_cast<int64_t>(ms * 1000), " us (index ",
              static_cast<int64_t>((*fs)->open_ms() * 1000), " us); cache ", cache.dir(), " (",
              cache.stats().files, " files; node budget ", cache.max_bytes(), " bytes under ", cache.root(), ")"));

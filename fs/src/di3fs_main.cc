@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
-  absl::Status st = d4c::RunDi3fs(a.fs, a.mountpoint);
+  absl::Status st = d4c::RunDi3fs(a.fs, a.mountpoint, a.takeover_fd);
   if (!st.ok()) {
     std::fprintf(stderr, "di3fs: %s\n", d4c::Msg(st.message()).c_str());
     return 1;

@@ -1,7 +1,9 @@
 #include "d4c/snap/mounter.h"
 
 #include <fcntl.h>
+#include <linux/fuse.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
@@ -58,7 +60,7 @@ class RealSystem final : public MountSystem {
       return absl::InternalError(StrCat("detach mount ", mountpoint, ": ", std::strerror(errno)));
     return absl::OkStatus();
   }
-  absl::StatusOr<int> Spawn(const std::vector<std::string>& args, const std::string& log) override {
+  absl::StatusOr<int> Spawn(const std::vector<std::string>& args, const std::string& log, int pass_fd) override {
     std::vector<std::string> copy = args;
     std::vector<char*> argv;
     for (auto& a : copy) argv.push_back(a.data());
@@ -76,7 +78,15 @@ class RealSystem final : public MountSystem {
         dup2(lf, 1);
         dup2(lf, 2);
       }
-      for (int fd = 3; fd < 1024; ++fd) close(fd);
+      if (pass_fd >= 0) {
+        if (pass_fd == 3) {
+          fcntl(3, F_SETFD, 0);  // dup2 onto itself would keep close-on-exec
+        } else if (dup2(pass_fd, 3) != 3) {
+          dprintf(2, "spawn %s: dup2 of the held /dev/fuse descriptor: %s\n", argv[0], std::strerror(errno));
+          _exit(127);
+        }
+      }
+      for (int fd = pass_fd >= 0 ? 4 : 3; fd < 1024; ++fd) close(fd);
       sigset_t none;
       sigemptyset(&none);
       sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -105,7 +115,71 @@ class RealSystem final : public MountSystem {
     return cmd.find("di3fs") != std::string::npos && cmd.find(mountpoint) != std::string::npos;
   }
   void SleepMs(int ms) override { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
+  absl::StatusOr<int> HoldFuseFd(int pid) override {
+    // The daemon's descriptors on /dev/fuse: di3fs reads through one.
+    std::vector<int> found;
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(StrCat("/proc/", pid, "/fd"), ec)) {
+      std::error_code ec2;
+      if (fs::read_symlink(e.path(), ec2) == "/dev/fuse") found.push_back(std::atoi(e.path().filename().c_str()));
+    }
+    if (ec) return absl::NotFoundError(StrCat("di3fs pid ", pid, ": ", ec.message()));
+    if (found.size() != 1)
+      return absl::FailedPreconditionError(
+          StrCat("di3fs pid ", pid, " has ", found.size(),
+                 " /dev/fuse descriptors, not one (a di3fs older than takeover support?)"));
+    int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    if (pidfd < 0) return absl::InternalError(StrCat("pidfd_open of di3fs pid ", pid, ": ", std::strerror(errno)));
+    int fd = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, found[0], 0));
+    int err = errno;
+    close(pidfd);
+    if (fd < 0)
+      return absl::InternalError(StrCat("pidfd_getfd of di3fs pid ", pid, ": ", std::strerror(err),
+                                        " (needs Linux 5.6 and ptrace rights over the daemon)"));
+    // FUSE_NOTIFY_RESEND (7; Linux 6.9) is what lets a replacement answer
+    // the requests a killed daemon had read. Harmless now: requests being
+    // answered are queued again and answered twice (the first reply is
+    // dropped by the kernel). Older kernels refuse it (EINVAL).
+    fuse_out_header h;
+    std::memset(&h, 0, sizeof h);
+    h.len = sizeof h;
+    h.error = 7;
+    if (write(fd, &h, sizeof h) != static_cast<ssize_t>(sizeof h)) {
+      err = errno;
+      close(fd);
+      return absl::UnimplementedError(StrCat("the kernel refused FUSE_NOTIFY_RESEND (", std::strerror(err),
+                                             "; it needs Linux 6.9)"));
+    }
+    return fd;
+  }
+  void Close(int fd) override { close(fd); }
+  std::vector<std::string> CmdLine(int pid) override {
+    std::ifstream cl(StrCat("/proc/", pid, "/cmdline"));
+    std::string all((std::istreambuf_iterator<char>(cl)), std::istreambuf_iterator<char>());
+    std::vector<std::string> out;
+    size_t start = 0;
+    for (size_t i = 0; i < all.size(); ++i) {
+      if (all[i] != '\0') continue;
+      out.push_back(all.substr(start, i - start));
+      start = i + 1;
+    }
+    return out;
+  }
 };
+
+// argv of a replacement daemon: the dead one's, with --takeover-fd 3.
+std::vector<std::string> TakeoverArgv(std::vector<std::string> argv) {
+  for (size_t i = 0; i + 1 < argv.size();) {
+    if (argv[i] == di3fs_flags::kTakeoverFd) {
+      argv.erase(argv.begin() + static_cast<std::ptrdiff_t>(i), argv.begin() + static_cast<std::ptrdiff_t>(i) + 2);
+    } else {
+      ++i;
+    }
+  }
+  if (argv.empty()) return argv;
+  argv.insert(argv.end() - 1, {di3fs_flags::kTakeoverFd, "3"});
+  return argv;
+}
 
 }  // namespace
 
@@ -168,6 +242,105 @@ int Di3fsMounter::ReadPid(const std::string& id_hex) const {
   return 0;
 }
 
+void Di3fsMounter::WritePid(const std::string& id_hex, int pid) {
+  std::string pidfile = layout::PidFile(o_.root, id_hex);
+  std::error_code ec;
+  {
+    std::ofstream pf(pidfile + ".tmp");
+    pf << pid << "\n";
+  }
+  fs::rename(pidfile + ".tmp", pidfile, ec);
+}
+
+Di3fsMounter::~Di3fsMounter() {
+  std::lock_guard<std::mutex> g(mu_);
+  for (auto& [id, h] : held_) sys_->Close(h.fd);
+  held_.clear();
+}
+
+size_t Di3fsMounter::HeldCount() {
+  std::lock_guard<std::mutex> g(mu_);
+  return held_.size();
+}
+
+void Di3fsMounter::Hold(const std::string& id_hex, int pid, std::vector<std::string> argv) {
+  auto fd = sys_->HoldFuseFd(pid);
+  std::lock_guard<std::mutex> g(mu_);
+  if (!fd.ok()) {
+    // Once per run: the reason is the same for every mount (mostly the kernel).
+    if (!warned_no_hold_)
+      spdlog::warn("di3fs pid {}: its /dev/fuse connection is not held, so a killed di3fs is not replaced in "
+                   "place (its containers get ENOTCONN; the mount is made again for new ones): {}",
+                   pid, Msg(fd.status().message()));
+    warned_no_hold_ = true;
+    return;
+  }
+  if (auto it = held_.find(id_hex); it != held_.end()) sys_->Close(it->second.fd);
+  held_[id_hex] = Held{*fd, pid, std::move(argv), 0};
+}
+
+void Di3fsMounter::Release(const std::string& id_hex) {
+  std::lock_guard<std::mutex> g(mu_);
+  auto it = held_.find(id_hex);
+  if (it == held_.end()) return;
+  sys_->Close(it->second.fd);
+  held_.erase(it);
+}
+
+bool Di3fsMounter::ReplaceIfDead(const std::string& id_hex) {
+  std::string mp = MountPoint(id_hex);
+  Held h;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    auto it = held_.find(id_hex);
+    if (it == held_.end()) return true;
+    h = it->second;
+  }
+  if (sys_->IsDi3fs(h.pid, mp)) return true;
+  // Replacements that die at once (a store file gone, a broken binary) would
+  // be restarted forever: after 3, let the connection go (the old way).
+  if (h.failures >= 3) {
+    spdlog::error("di3fs for image sha256:{} died {} times right after taking over {}; letting the connection go "
+                  "(its containers get ENOTCONN; the mount is made again for new ones). See {}",
+                  id_hex, h.failures, mp, layout::LogFile(o_.root, id_hex));
+    Release(id_hex);
+    return false;
+  }
+  std::vector<std::string> argv = TakeoverArgv(h.argv);
+  auto spawned = sys_->Spawn(argv, layout::LogFile(o_.root, id_hex), h.fd);
+  if (!spawned.ok()) {
+    spdlog::error("replacing dead di3fs of image sha256:{}: {}", id_hex, Msg(spawned.status().message()));
+    Release(id_hex);
+    return false;
+  }
+  int pid = *spawned;
+  WritePid(id_hex, pid);
+  // It has taken over once it runs; one that exits within a second counts
+  // as a failure (it never served).
+  bool quick_exit = false;
+  for (int i = 0; i < 20; ++i) {
+    int wst = 0;
+    if (sys_->Exited(pid, &wst)) {
+      quick_exit = true;
+      spdlog::warn("di3fs replacement pid {} for image sha256:{} exited (status {})", pid, id_hex, wst);
+      break;
+    }
+    if (sys_->IsDi3fs(pid, mp) && i >= 1) break;
+    sys_->SleepMs(50);
+  }
+  std::lock_guard<std::mutex> g(mu_);
+  auto it = held_.find(id_hex);
+  if (it == held_.end()) return false;
+  it->second.pid = pid;
+  it->second.argv = std::move(argv);
+  it->second.failures = quick_exit ? it->second.failures + 1 : 0;
+  if (quick_exit) return false;
+  children_[pid] = id_hex;
+  spdlog::warn("di3fs of image sha256:{} (pid {}) died; pid {} took over its connection at {}", id_hex, h.pid,
+               pid, mp);
+  return true;
+}
+
 std::mutex& Di3fsMounter::LockFor(const std::string& id_hex) {
   std::lock_guard<std::mutex> g(mu_);
   auto& m = locks_[id_hex];
@@ -179,6 +352,20 @@ absl::Status Di3fsMounter::Ensure(const std::string& id_hex, const std::vector<s
   if (chain.empty()) return absl::InvalidArgumentError("empty image chain");
   std::lock_guard<std::mutex> g(LockFor(id_hex));
   std::string mp = MountPoint(id_hex);
+  // A held connection: never probed with statfs (with its daemon dead it
+  // would wait for the replacement); its daemon is replaced if it died.
+  bool held;
+  {
+    std::lock_guard<std::mutex> g2(mu_);
+    held = held_.count(id_hex) > 0;
+  }
+  if (held) {
+    if (ReplaceIfDead(id_hex)) return absl::OkStatus();
+    std::lock_guard<std::mutex> g2(mu_);
+    if (held_.count(id_hex))
+      return absl::UnavailableError(StrCat("the di3fs that was to take over ", mp, " for image sha256:", id_hex,
+                                           " exited at once; see ", layout::LogFile(o_.root, id_hex)));
+  }
   MountState st = sys_->Probe(mp);
   if (st.mounted && st.alive) return absl::OkStatus();
   if (st.mounted) {
@@ -202,18 +389,13 @@ absl::Status Di3fsMounter::Ensure(const std::string& id_hex, const std::vector<s
   args.fs.mount_options = {"allow_other", "nosuid", "nodev"};
   args.mountpoint = mp;
   std::string log = layout::LogFile(o_.root, id_hex);
-  std::string pidfile = layout::PidFile(o_.root, id_hex);
 
   auto t0 = std::chrono::steady_clock::now();
-  auto spawned = sys_->Spawn(ToArgv(o_.di3fs, args), log);
+  std::vector<std::string> argv = ToArgv(o_.di3fs, args);
+  auto spawned = sys_->Spawn(argv, log);
   if (!spawned.ok()) return spawned.status();
   int pid = *spawned;
-  {
-    std::ofstream pf(pidfile + ".tmp");
-    pf << pid << "\n";
-    pf.close();
-    fs::rename(pidfile + ".tmp", pidfile, ec);
-  }
+  WritePid(id_hex, pid);
   while (true) {
     int wst = 0;
     if (sys_->Exited(pid, &wst)) {
@@ -237,6 +419,7 @@ absl::Status Di3fsMounter::Ensure(const std::string& id_hex, const std::vector<s
     std::lock_guard<std::mutex> g2(mu_);
     children_[pid] = id_hex;
   }
+  Hold(id_hex, pid, std::move(argv));
   spdlog::info("di3fs mounted image=sha256:{} at {} pid={} chain={} took_ms={}", id_hex, mp, pid, chain.size(),
                std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count());
   return absl::OkStatus();
@@ -246,12 +429,15 @@ absl::Status Di3fsMounter::Unmount(const std::string& id_hex) {
   std::lock_guard<std::mutex> g(LockFor(id_hex));
   std::string mp = MountPoint(id_hex);
   std::string pidfile = layout::PidFile(o_.root, id_hex);
+  // Let the connection go first: with its daemon dead it then ends
+  // (ENOTCONN) instead of waiting for a replacement.
+  Release(id_hex);
   int pid = ReadPid(id_hex);
   bool ours = sys_->IsDi3fs(pid, mp);
   if (ours) sys_->Kill(pid, SIGTERM);
   auto t0 = std::chrono::steady_clock::now();
   while (sys_->Probe(mp).mounted && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5)) {
-    Reap();
+    ReapChildren();
     sys_->SleepMs(10);
   }
   absl::Status status;
@@ -263,7 +449,7 @@ absl::Status Di3fsMounter::Unmount(const std::string& id_hex) {
     sys_->SleepMs(100);
     if (sys_->IsDi3fs(pid, mp)) sys_->Kill(pid, SIGKILL);
   }
-  Reap();
+  ReapChildren();
   if (status.ok()) {
     std::error_code ec;
     fs::remove(mp, ec);
@@ -298,7 +484,11 @@ void Di3fsMounter::Recover(const std::vector<std::string>& keep) {
       spdlog::warn("recover: di3fs mount {} is dead; detaching (it is mounted again on demand)", mp);
       if (auto s = sys_->Detach(mp); !s.ok()) spdlog::warn("recover: {}", Msg(s.message()));
     } else if (st.mounted) {
-      spdlog::info("recover: adopted live di3fs mount {} (pid {})", mp, ReadPid(id));
+      int pid = ReadPid(id);
+      spdlog::info("recover: adopted live di3fs mount {} (pid {})", mp, pid);
+      // Hold its connection too, so that it can be replaced if it dies.
+      std::lock_guard<std::mutex> g(LockFor(id));
+      if (sys_->IsDi3fs(pid, mp)) Hold(id, pid, sys_->CmdLine(pid));
     }
   }
 }
@@ -316,7 +506,12 @@ absl::Status Di3fsMounter::Prune(const std::vector<std::string>& keep) {
   }
   absl::Status status;
   for (const auto& id : unused) {
-    if (sys_->Probe(MountPoint(id)).mounted) {
+    bool held;
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      held = held_.count(id) > 0;
+    }
+    if (held || sys_->Probe(MountPoint(id)).mounted) {
       if (auto s = Unmount(id); !s.ok()) {
         if (status.ok()) status = s;
         continue;
@@ -333,6 +528,20 @@ absl::Status Di3fsMounter::Prune(const std::vector<std::string>& keep) {
 }
 
 void Di3fsMounter::Reap() {
+  ReapChildren();
+  std::vector<std::string> ids;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    for (const auto& [id, h] : held_) ids.push_back(id);
+  }
+  for (const auto& id : ids) {
+    // An image busy in Ensure or Unmount is left to them.
+    std::unique_lock<std::mutex> lk(LockFor(id), std::try_to_lock);
+    if (lk.owns_lock()) ReplaceIfDead(id);
+  }
+}
+
+void Di3fsMounter::ReapChildren() {
   std::lock_guard<std::mutex> g(mu_);
   for (auto it = children_.begin(); it != children_.end();) {
     int wst = 0;

@@ -55,4 +55,15 @@ TEST_CASE("di3fs args: ToArgv round-trips through di3fs's parser") {
   CHECK(c.fs.debug);
   CHECK(c.fs.cache_dir.empty());
   CHECK(c.mountpoint == "/r/mnt/x");
+  CHECK(c.takeover_fd == -1);
+
+  // A replacement daemon: --takeover-fd, before the mountpoint.
+  a.takeover_fd = 3;
+  auto t = ToArgv("di3fs", a);
+  REQUIRE(t.size() >= 3);
+  CHECK(t[t.size() - 3] == "--takeover-fd");
+  CHECK(t[t.size() - 2] == "3");
+  Di3fsArgs d = Parse(t);
+  CHECK(d.takeover_fd == 3);
+  CHECK(d.mountpoint == "/r/mnt/x");
 }

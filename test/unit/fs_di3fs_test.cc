@@ -3,7 +3,11 @@
 // (when root and /dev/fuse are available) including a corrupt file.
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -520,4 +524,111 @@ TEST_CASE("di3fs: a missing image or a delta without its base fails with a clear
   fs = Di3fs::Open(opt);
   REQUIRE(fs.ok());
   CHECK((*fs)->chain().depth() == 2);
+}
+
+namespace {
+
+// A copy of the /dev/fuse descriptor of process `pid` (what the snapshotter
+// holds), or -1.
+int GrabFuseFd(pid_t pid) {
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(StrCat("/proc/", pid, "/fd"), ec)) {
+    std::error_code ec2;
+    if (std::filesystem::read_symlink(e.path(), ec2) != "/dev/fuse") continue;
+    int pidfd = static_cast<int>(syscall(SYS_pidfd_open, pid, 0));
+    if (pidfd < 0) return -1;
+    int fd = static_cast<int>(syscall(SYS_pidfd_getfd, pidfd, std::atoi(e.path().filename().c_str()), 0));
+    close(pidfd);
+    return fd;
+  }
+  return -1;
+}
+
+// Child process: serves `opt` at `mp` (takeover_fd < 0: a new mount) until
+// unmounted or killed; a takeover writes to `report` whether the kernel
+// replayed ('1') or not ('0') once it serves. Exit status 2: failed.
+[[noreturn]] void ServeChild(const Di3fsOptions& opt, const std::string& mp, int takeover_fd, int report = -1) {
+  auto fs = Di3fs::Open(opt);
+  if (!fs.ok()) _exit(2);
+  if (takeover_fd >= 0) {
+    auto r = (*fs)->TakeOver(mp, takeover_fd);
+    if (!r.ok()) _exit(2);
+    char c = *r ? '1' : '0';
+    if (write(report, &c, 1) != 1) _exit(2);
+  } else if (!(*fs)->Mount(mp).ok()) {
+    _exit(2);
+  }
+  if (!(*fs)->Serve().ok()) _exit(2);
+  _exit(0);
+}
+
+}  // namespace
+
+// kill -9 of the daemon while another process holds a copy of its /dev/fuse
+// descriptor: the mount stays; a new daemon takes the connection over and a
+// file opened before the kill reads on with the right bytes.
+TEST_CASE("di3fs: a killed daemon's connection is taken over; files opened before read on") {
+  if (!CanMount()) {
+    WARN("not root or no /dev/fuse: mount test not run");
+    return;
+  }
+  Sample s = WriteSample("takeover.cdimg");
+  std::string mp = TempDir("takeover-mnt");
+  Di3fsOptions opt;
+  opt.cdimg = s.path;
+  opt.cache_dir = TempDir("takeover-cache");
+  const std::string& big = s.content["etc/big"];
+
+  pid_t first = fork();
+  REQUIRE(first >= 0);
+  if (first == 0) ServeChild(opt, mp, -1);
+  for (int i = 0; i < 500 && !IsMounted(mp); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  REQUIRE(IsMounted(mp));
+  int held = GrabFuseFd(first);
+  REQUIRE(held >= 0);
+
+  int f = open((mp + "/etc/big").c_str(), O_RDONLY);
+  REQUIRE(f >= 0);
+  std::string head(1000, '\0');
+  REQUIRE(pread(f, head.data(), head.size(), 0) == 1000);
+  CHECK(head == big.substr(0, 1000));
+
+  kill(first, SIGKILL);
+  int wst = 0;
+  REQUIRE(waitpid(first, &wst, 0) == first);
+  posix_fadvise(f, 0, 0, POSIX_FADV_DONTNEED);  // the next reads must reach a daemon
+
+  int report[2];
+  REQUIRE(pipe(report) == 0);
+  pid_t second = fork();
+  REQUIRE(second >= 0);
+  if (second == 0) ServeChild(opt, mp, held, report[1]);
+  char replayed = 0;
+  CHECK(read(report[0], &replayed, 1) == 1);
+  CHECK(replayed == '1');  // '0': the kernel is older than Linux 6.9
+
+  std::string rest(big.size() - 1000, '\0');
+  size_t got = 0;
+  while (got < rest.size()) {
+    ssize_t n = pread(f, rest.data() + got, rest.size() - got, static_cast<off_t>(1000 + got));
+    if (n <= 0) break;
+    got += static_cast<size_t>(n);
+  }
+  CHECK(got == rest.size());
+  CHECK(rest == big.substr(1000));  // through the descriptor opened before the kill
+  close(f);
+  int err;
+  CHECK(ReadFile(mp + "/bin/app", &err) == s.content["bin/app"]);
+  CHECK(err == 0);
+  CHECK(List(mp + "/bin") == std::vector<std::string>{".", "..", "app", "app2", "app3", "sh"});
+
+  // The replacement holds `f` too (fork): it is stopped by a kill, and the
+  // connection ends with the last copy of the descriptor.
+  REQUIRE(umount2(mp.c_str(), MNT_DETACH) == 0);
+  kill(second, SIGKILL);
+  REQUIRE(waitpid(second, &wst, 0) == second);
+  close(held);
+  close(report[0]);
+  close(report[1]);
+  CHECK_FALSE(IsMounted(mp));
 }

@@ -84,8 +84,10 @@ class FakeMountSystem final : public MountSystem {
     mounts.erase(mp);
     return absl::OkStatus();
   }
-  absl::StatusOr<int> Spawn(const std::vector<std::string>& argv, const std::string& logfile) override {
+  absl::StatusOr<int> Spawn(const std::vector<std::string>& argv, const std::string& logfile,
+                            int pass_fd) override {
     spawned.push_back(argv);
+    passed_fds.push_back(pass_fd);
     log.push_back("spawn " + argv.back());
     int pid = next_pid++;
     (void)logfile;
@@ -116,6 +118,27 @@ class FakeMountSystem final : public MountSystem {
     return it != procs.end() && it->second == mp;
   }
   void SleepMs(int) override {}
+  // With hold_fds: descriptor 100 + pid for a live "di3fs"; else refused as
+  // by a kernel without FUSE_NOTIFY_RESEND.
+  absl::StatusOr<int> HoldFuseFd(int pid) override {
+    if (!hold_fds) return absl::UnimplementedError("the kernel refused FUSE_NOTIFY_RESEND");
+    if (!procs.count(pid)) return absl::NotFoundError("no such process");
+    open_fds.insert(100 + pid);
+    return 100 + pid;
+  }
+  void Close(int fd) override {
+    log.push_back(StrCat("close ", fd));
+    open_fds.erase(fd);
+  }
+  std::vector<std::string> CmdLine(int pid) override {
+    auto it = cmdlines.find(pid);
+    return it == cmdlines.end() ? std::vector<std::string>{} : it->second;
+  }
+  // A kill -9: the process is gone; with its connection held the mount stays.
+  void Crash(int pid) {
+    procs.erase(pid);
+    exited.insert(pid);
+  }
 
   std::map<std::string, MountState> mounts;
   std::map<int, std::string> procs;  // live "di3fs" pid -> mountpoint
@@ -125,6 +148,10 @@ class FakeMountSystem final : public MountSystem {
   int next_pid = 1000;
   bool spawn_mounts = true;
   bool spawn_exits = false;
+  bool hold_fds = false;
+  std::set<int> open_fds;                         // held descriptors not closed
+  std::vector<int> passed_fds;                    // Spawn's pass_fd, per spawn
+  std::map<int, std::vector<std::string>> cmdlines;  // pid -> argv (adopted daemons)
 };
 
 // containerd with one proxy snapshotter: snapshot calls go to `sn` (with

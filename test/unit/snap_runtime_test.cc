@@ -208,6 +208,95 @@ TEST_CASE("di3fs mounter: argv, adoption of live mounts, dead mounts detached be
     CHECK(BudgetFile(root) == 12345);  // the root's files are not an image's
   }
 
+  SECTION("kernel without FUSE_NOTIFY_RESEND: no connection is held") {
+    REQUIRE(m.Ensure(a, {"/s/a.cdimg"}).ok());
+    CHECK(m.HeldCount() == 0);
+    CHECK(sys->open_fds.empty());
+  }
+
+  SECTION("a killed di3fs is replaced on its held connection: no detach, no new mount") {
+    sys->hold_fds = true;
+    std::string mp = layout::MountPoint(root, a);
+    REQUIRE(m.Ensure(a, {"/s/top.cdimg", "/s/parent.cdimg"}).ok());
+    CHECK(m.HeldCount() == 1);
+    CHECK(sys->open_fds == std::set<int>{1100});
+    std::vector<std::string> takeover = sys->spawned[0];
+    takeover.insert(takeover.end() - 1, {"--takeover-fd", "3"});
+
+    sys->Crash(1000);
+    m.Reap();  // the watcher (every 500 ms in the snapshotter)
+    REQUIRE(sys->spawned.size() == 2);
+    CHECK(sys->spawned[1] == takeover);
+    CHECK(sys->passed_fds[1] == 1100);  // inherited as descriptor 3
+    std::ifstream pf(layout::PidFile(root, a));
+    int pid = 0;
+    pf >> pid;
+    CHECK(pid == 1001);
+    m.Reap();  // alive: nothing more
+    CHECK(sys->spawned.size() == 2);
+
+    sys->Crash(1001);  // found by Ensure before the watcher: replaced there, argv not grown
+    REQUIRE(m.Ensure(a, {"/s/top.cdimg", "/s/parent.cdimg"}).ok());
+    REQUIRE(sys->spawned.size() == 3);
+    CHECK(sys->spawned[2] == takeover);
+    for (const auto& l : sys->log) CHECK(l.rfind("detach", 0) != 0);
+    CHECK(sys->mounts.at(mp).alive);
+
+    sys->log.clear();
+    REQUIRE(m.Unmount(a).ok());
+    // The copy is closed before the daemon is stopped (a dead daemon's
+    // connection then ends instead of waiting for a replacement).
+    REQUIRE(sys->log.size() >= 2);
+    CHECK(sys->log[0] == "close 1100");
+    CHECK(sys->log[1] == "kill 1002 15");
+    CHECK(sys->open_fds.empty());
+    CHECK(m.HeldCount() == 0);
+  }
+
+  SECTION("replacements that exit at once: after 3 the connection is let go, then mounted anew") {
+    sys->hold_fds = true;
+    std::string mp = layout::MountPoint(root, a);
+    REQUIRE(m.Ensure(a, {"/s/a.cdimg"}).ok());
+    sys->Crash(1000);
+    sys->spawn_exits = true;
+    m.Reap();
+    m.Reap();
+    auto st = m.Ensure(a, {"/s/a.cdimg"});
+    CHECK(absl::IsUnavailable(st));
+    CHECK_THAT(Msg(st.message()), Catch::Contains("sha256:" + a) && Catch::Contains("exited at once"));
+    CHECK(sys->spawned.size() == 4);
+    CHECK(m.HeldCount() == 1);
+    m.Reap();  // the 4th death: let go
+    CHECK(sys->spawned.size() == 4);
+    CHECK(m.HeldCount() == 0);
+    CHECK(sys->open_fds.empty());
+    // Without a holder the kernel ends the connection: the old way from here.
+    sys->mounts[mp].alive = false;
+    sys->spawn_exits = false;
+    sys->log.clear();
+    REQUIRE(m.Ensure(a, {"/s/a.cdimg"}).ok());
+    CHECK(sys->log == std::vector<std::string>{"detach " + mp, "spawn " + mp});
+    CHECK(m.HeldCount() == 1);
+  }
+
+  SECTION("an adopted daemon's connection is held too; its replacement runs its command line") {
+    sys->hold_fds = true;
+    std::string mp = layout::MountPoint(root, a);
+    fs::create_directories(mp);
+    std::ofstream(layout::PidFile(root, a)) << 500 << "\n";
+    sys->mounts[mp] = {true, true, "fuse.di3fs"};
+    sys->procs[500] = mp;
+    // It was itself a replacement: its --takeover-fd is not repeated.
+    sys->cmdlines[500] = {"/old/di3fs", "--cdimg", "/s/a.cdimg", "--takeover-fd", "3", mp};
+    m.Recover({a});
+    CHECK(m.HeldCount() == 1);
+    sys->Crash(500);
+    m.Reap();
+    REQUIRE(sys->spawned.size() == 1);
+    CHECK(sys->spawned[0] == std::vector<std::string>{"/old/di3fs", "--cdimg", "/s/a.cdimg", "--takeover-fd", "3", mp});
+    CHECK(sys->passed_fds[0] == 600);
+  }
+
   SECTION("--cache-size is written as the node-wide budget, for adopted daemons too") {
     CHECK(BudgetFile(root) == 12345);
     Di3fsMounter restarted({.root = root, .di3fs = "/opt/di3fs", .cache_size = 999}, std::make_unique<FakeMountSystem>());

@@ -10,6 +10,9 @@
 //   (*fs)->Mount("/mnt/x");               // the kernel mount
 //   (*fs)->Serve();                       // multi-threaded loop, until unmounted or Stop()
 //
+// A daemon killed while another process holds a copy of its /dev/fuse
+// descriptor leaves the connection alive: TakeOver starts serving it again.
+//
 // RunDi3fs does all three and turns SIGINT/SIGTERM/SIGHUP into a clean unmount.
 #pragma once
 
@@ -57,6 +60,17 @@ class Di3fs {
   ~Di3fs();  // unmounts if still mounted
 
   absl::Status Mount(const std::string& mountpoint);
+  // Instead of Mount: serves the connection of a daemon that died, on a copy
+  // of its /dev/fuse descriptor (`fuse_fd`, now owned by this object; its
+  // holder keeps another copy, which is what kept the connection alive). The
+  // kernel initialised that connection with the first daemon, so libfuse is
+  // given a replayed FUSE_INIT; then the kernel is asked to queue again the
+  // requests the dead daemon had read but not answered (FUSE_NOTIFY_RESEND).
+  // Inode numbers come from the index (FsTree::InodeOf) and files are opened
+  // without file handles, so the kernel's inodes and open files stay valid.
+  // Returns whether the kernel replayed (false: it is older than Linux 6.9,
+  // and the requests the dead daemon held stay unanswered).
+  absl::StatusOr<bool> TakeOver(const std::string& mountpoint, int fuse_fd);
   // Serves requests on several threads until the filesystem is unmounted
   // (umount, fusermount3 -u) or Stop() is called, then unmounts.
   absl::Status Serve();
@@ -75,12 +89,13 @@ class Di3fs {
   struct State;  // opaque; public only so that the FUSE handlers can name it
 
  private:
-  friend absl::Status RunDi3fs(const Di3fsOptions& options, const std::string& mountpoint);
+  friend absl::Status RunDi3fs(const Di3fsOptions& options, const std::string& mountpoint, int takeover_fd);
   Di3fs();
   std::unique_ptr<State> s_;
 };
 
-// Open + Mount + Serve with signal handling; logs one line when mounted.
-absl::Status RunDi3fs(const Di3fsOptions& options, const std::string& mountpoint);
+// Open + Mount (or TakeOver of `takeover_fd` when >= 0) + Serve with signal
+// handling; logs one line when mounted.
+absl::Status RunDi3fs(const Di3fsOptions& options, const std::string& mountpoint, int takeover_fd = -1);
 
 }  // namespace d4c

@@ -4,7 +4,7 @@
 // snapshotter includes it without linking di3fs or libfuse.
 //
 //   di3fs --cdimg TOP [--base PARENT ...] [--cache-dir DIR] [--cache-root ROOT] [--cache-size BYTES]
-//         [-o OPTIONS ...] [--timeout SEC] [--threads N] [-d] MOUNTPOINT
+//         [-o OPTIONS ...] [--timeout SEC] [--threads N] [-d] [--takeover-fd FD] MOUNTPOINT
 #pragma once
 
 #include <CLI/CLI.hpp>
@@ -19,6 +19,9 @@ namespace d4c {
 struct Di3fsArgs {
   Di3fsOptions fs;
   std::string mountpoint;
+  // >= 0: serve the existing connection on this inherited /dev/fuse
+  // descriptor instead of mounting (Di3fs::TakeOver).
+  int takeover_fd = -1;
 };
 
 namespace di3fs_flags {
@@ -31,6 +34,7 @@ inline constexpr const char* kMountOption = "-o";
 inline constexpr const char* kTimeout = "--timeout";
 inline constexpr const char* kThreads = "--threads";
 inline constexpr const char* kDebug = "-d";
+inline constexpr const char* kTakeoverFd = "--takeover-fd";
 }  // namespace di3fs_flags
 
 // argv for exec: `binary` first, then the flags; fields left at their
@@ -52,6 +56,7 @@ inline std::vector<std::string> ToArgv(const std::string& binary, const Di3fsArg
   if (a.fs.max_idle_threads != defaults.max_idle_threads)
     v.insert(v.end(), {f::kThreads, std::to_string(a.fs.max_idle_threads)});
   if (a.fs.debug) v.push_back(f::kDebug);
+  if (a.takeover_fd >= 0) v.insert(v.end(), {f::kTakeoverFd, std::to_string(a.takeover_fd)});
   v.push_back(a.mountpoint);
   return v;
 }
@@ -73,6 +78,9 @@ inline void AddDi3fsFlags(CLI::App& app, Di3fsArgs* a) {
   app.add_option(f::kTimeout, a->fs.timeout_sec, "Kernel attribute/entry cache seconds (default 3600)");
   app.add_option(f::kThreads, a->fs.max_idle_threads, "Idle worker threads kept (default 16)");
   app.add_flag(std::string(f::kDebug) + ",--debug", a->fs.debug, "Trace every FUSE request on stderr");
+  app.add_option(f::kTakeoverFd, a->takeover_fd,
+                 "Take over the connection of a killed di3fs: FD is an inherited copy of its /dev/fuse "
+                 "descriptor, still mounted at MOUNTPOINT (needs Linux 6.9 to replay the requests it lost)");
   app.add_option("mountpoint", a->mountpoint, "Directory to mount on")->required();
 }
 

@@ -8,6 +8,14 @@
 // running containers keep their lower dir across a snapshotter restart or
 // crash. A restarted snapshotter adopts live mounts and replaces dead ones
 // (ENOTCONN). Its system calls go through MountSystem (tests: a fake).
+//
+// Takeover: for each live mount the mounter holds a copy of the daemon's
+// /dev/fuse descriptor (pidfd_getfd), so a killed daemon does not end the
+// FUSE connection; Reap (every 500 ms) and Ensure start a replacement
+// (`di3fs --takeover-fd 3`, the copy inherited as fd 3) that serves the same
+// connection, and the kernel replays the requests the dead one had read
+// (FUSE_NOTIFY_RESEND, Linux 6.9). On a kernel without it nothing is held and
+// a dead mount is detached and mounted again, as before.
 #pragma once
 
 #include <map>
@@ -63,7 +71,9 @@ class MountSystem {
   virtual absl::Status Detach(const std::string& mountpoint) = 0;
   // Starts argv in its own session, stdin /dev/null, stdout+stderr appended
   // to `log`. Returns the pid.
-  virtual absl::StatusOr<int> Spawn(const std::vector<std::string>& argv, const std::string& log) = 0;
+  // `pass_fd` >= 0: inherited by the child as its descriptor 3.
+  virtual absl::StatusOr<int> Spawn(const std::vector<std::string>& argv, const std::string& log,
+                                    int pass_fd = -1) = 0;
   // waitpid(WNOHANG) on a child: true (and its status) once it exited.
   virtual bool Exited(int pid, int* status) = 0;
   // Blocking waitpid on a child that was killed.
@@ -72,6 +82,13 @@ class MountSystem {
   // `pid` is a live (not zombie) di3fs whose command line names `mountpoint`.
   virtual bool IsDi3fs(int pid, const std::string& mountpoint) = 0;
   virtual void SleepMs(int ms) = 0;
+  // A copy of the /dev/fuse descriptor of di3fs `pid` (pidfd_getfd), checked
+  // to accept FUSE_NOTIFY_RESEND; an error when that cannot be had (old
+  // kernel, the daemon gone, a daemon reading through several descriptors).
+  virtual absl::StatusOr<int> HoldFuseFd(int pid) = 0;
+  virtual void Close(int fd) = 0;
+  // The command line of `pid` (empty if gone).
+  virtual std::vector<std::string> CmdLine(int pid) = 0;
 };
 std::unique_ptr<MountSystem> RealMountSystem();
 
@@ -85,6 +102,8 @@ class Di3fsMounter final : public ImageMounter {
   };
   // `sys`: nullptr = RealMountSystem().
   explicit Di3fsMounter(Options o, std::unique_ptr<MountSystem> sys = nullptr);
+  // Closes the held descriptors; the daemons keep serving (their own copy).
+  ~Di3fsMounter() override;
 
   std::string MountPoint(const std::string& id_hex) const override;
   absl::Status Ensure(const std::string& id_hex, const std::vector<std::string>& chain) override;
@@ -92,13 +111,35 @@ class Di3fsMounter final : public ImageMounter {
   absl::Status Unmount(const std::string& id_hex) override;
   void Recover(const std::vector<std::string>& keep) override;
   absl::Status Prune(const std::vector<std::string>& keep) override;
+  // Reaps exited daemons and replaces the dead ones whose connection is held.
   void Reap() override;
   // Image ids that have a mountpoint directory or a pid file.
   std::vector<std::string> Known() const;
+  // The mounts whose /dev/fuse descriptor is held (tests).
+  size_t HeldCount();
 
  private:
+  // A held connection: the descriptor copy, the daemon serving it, and its
+  // command line (a replacement runs it with --takeover-fd 3).
+  struct Held {
+    int fd = -1;
+    int pid = 0;
+    std::vector<std::string> argv;
+    int failures = 0;  // replacements in a row that exited at once
+  };
   std::mutex& LockFor(const std::string& id_hex);
   int ReadPid(const std::string& id_hex) const;
+  void WritePid(const std::string& id_hex, int pid);
+  void ReapChildren();
+  // Starts holding the connection of daemon `pid` at image `id_hex`'s mount.
+  // Caller holds LockFor(id_hex).
+  void Hold(const std::string& id_hex, int pid, std::vector<std::string> argv);
+  // If the image's connection is held and its daemon is dead: starts a
+  // replacement (false: none could be started; the connection was let go).
+  // Caller holds LockFor(id_hex).
+  bool ReplaceIfDead(const std::string& id_hex);
+  // Stops holding (closes the copy). Caller holds LockFor(id_hex).
+  void Release(const std::string& id_hex);
   Options o_;
   std::unique_ptr<MountSystem> sys_;
   // Lock order: a per-image lock (LockFor) before mu_; mu_ is never held
@@ -106,6 +147,8 @@ class Di3fsMounter final : public ImageMounter {
   std::mutex mu_;
   std::map<std::string, std::unique_ptr<std::mutex>> locks_ ABSL_GUARDED_BY(mu_);
   std::map<int, std::string> children_ ABSL_GUARDED_BY(mu_);  // pid -> image id (our own children)
+  std::map<std::string, Held> held_ ABSL_GUARDED_BY(mu_);     // image id -> held connection
+  bool warned_no_hold_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace d4c::snap
