@@ -149,8 +149,21 @@ TEST_CASE("compose: merge without A's files equals A→C and is not larger than 
       REQUIRE(st.ok());
       CHECK(st->header.parent_id == CdimgImage::ReadHeader(t.a)->image_id);
       CHECK(st->header.image_id == CdimgImage::ReadHeader(t.c)->image_id);
-      CHECK(Files(*st, "delta/chain") == 1);  // twice.js
-      CHECK(st->reencoded == 1);               // added-in-b.txt: full in D1, a delta in D2
+      // twice.js; added-in-b.txt (full in D1, a delta in D2): a packed
+      // member is rebuilt, a standalone blob becomes the chain's first step.
+      CHECK(Files(*st, "delta/chain") == (pack ? 1 : 2));
+      CHECK(st->reencoded == (pack ? 1 : 0));
+      if (!pack) {
+        auto img2 = Open(d, {t.a});
+        Recipe rb = img2->top().RecipeAt(*img2->top().Find("added-in-b.txt"));
+        REQUIRE(rb.codec == CodecId::kChain);
+        auto payload = img2->top().ReadPayload(rb);
+        REQUIRE(payload.ok());
+        auto steps = ParseChainPatch(*payload, rb.packed);
+        REQUIRE(steps.ok());
+        REQUIRE(steps->size() == 2);
+        CHECK((*steps)[0].codec == CodecId::kZstd);
+      }
       CHECK(FileSize(d) <= FileSize(d1) + FileSize(d2));
       auto img = Open(d, {t.a});
       Recipe r = img->top().RecipeAt(*img->top().Find("twice.js"));

@@ -11,8 +11,11 @@
 // only). Per file of C: content A has -> base; else the chain of blobs that
 // produces it is followed down D2 then D1 to a full blob or to a base A has:
 // one blob -> copied as it is; several deltas down to A -> one chained patch
-// (codec 6) of their patches; a full blob with deltas on it -> rebuilt and
-// stored full (no A base needed, none used).
+// (codec 6) of their patches; a standalone full blob with deltas on it (new
+// in B, changed again) -> a chained patch whose first step is that blob as a
+// zstd patch (a zstd frame that uses no prefix decodes against any base; the
+// entry names A's smallest file as its base, so reading it costs nothing); a
+// packed full member with deltas on it -> rebuilt and stored packed.
 #include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
@@ -190,7 +193,15 @@ struct ComposeContext {
   const OldTree& old;
   BlobIndex blobs1, blobs2;
   const DiffOptions& options;
+  std::optional<size_t> smallest;  // A's smallest non-empty regular file
 };
+
+std::optional<size_t> SmallestFile(const CdimgImage& a) {
+  std::optional<size_t> best;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a.TypeAt(i) == EntryType::kRegular && a.SizeAt(i) > 0 && (!best || a.SizeAt(i) < a.SizeAt(*best))) best = i;
+  return best;
+}
 
 struct Link {
   const CdimgImage* img;
@@ -292,6 +303,39 @@ absl::StatusOr<BlobResult> ComposeOne(const ComposeContext& m, size_t i) {
       steps.push_back({l.recipe.codec, l.recipe.packed, l.img->SizeAt(l.entry), payloads[k], payloads[k].size()});
     }
   }
+  Digest chain_base = res->base;
+  if (res->full && !res->full->recipe.packed && m.smallest) {
+    // The full blob (one zstd frame with its content size) is step 1, a zstd
+    // patch that uses no byte of its base: checked here by decoding it
+    // against zeros of the base's size (the window the decoder allows
+    // depends on the sizes only) and comparing with its digest.
+    const Link& f = *res->full;
+    auto blob = f.img->ReadPayload(f.recipe);
+    if (!blob.ok()) return AtEntry(blob.status(), f.img->path(), f.img->PathAt(f.entry));
+    std::string zeros(m.a.SizeAt(*m.smallest), '\0');
+    auto content = GetCodec(CodecId::kZstd).Decode(zeros, *blob, f.img->SizeAt(f.entry));
+    if (!content.ok()) return AtEntry(content.status(), f.img->path(), f.img->PathAt(f.entry));
+    if (Sha256(*content) != f.img->DigestAt(f.entry))
+      return absl::DataLossError(StrCat(f.img->path(), ": /", f.img->PathAt(f.entry),
+                                        ": content does not match its sha256 (corrupt image)"));
+    payloads.insert(payloads.begin(), std::move(*blob));  // views into payloads are made below
+    steps.clear();
+    for (size_t k = 0; k < res->deltas.size(); ++k) {
+      const Link& l = res->deltas[k];
+      std::string_view p = payloads[k + 1];
+      if (l.recipe.codec == CodecId::kChain) {
+        auto inner = ParseChainPatch(p, l.recipe.packed);
+        if (!inner.ok()) return AtEntry(inner.status(), l.img->path(), l.img->PathAt(l.entry));
+        steps.insert(steps.end(), inner->begin(), inner->end());
+      } else {
+        steps.push_back({l.recipe.codec, l.recipe.packed, l.img->SizeAt(l.entry), p, p.size()});
+      }
+    }
+    steps.insert(steps.begin(), ChainStep{CodecId::kZstd, false, f.img->SizeAt(f.entry), payloads[0], payloads[0].size()});
+    chain_base = m.a.DigestAt(*m.smallest);
+    res->from_a = true;
+    res->deltas.insert(res->deltas.begin(), f);  // two or more steps: never copied as one blob
+  }
   if (res->from_a) {
     if (res->deltas.size() == 1) {  // decodes against A as it is
       out.recipe = res->deltas[0].recipe;
@@ -309,13 +353,13 @@ absl::StatusOr<BlobResult> ComposeOne(const ComposeContext& m, size_t i) {
     // steps keep the pack's compression as long as the member fits a pack.
     bool packed = m.options.pack_small_blobs &&
                   (bytes <= kPackMemberMax || (any_packed && bytes <= kPackRawMax));
-    out.recipe = Recipe{Recipe::Kind::kDelta, CodecId::kChain, res->base, {}};
+    out.recipe = Recipe{Recipe::Kind::kDelta, CodecId::kChain, chain_base, {}};
     out.recipe.packed = packed;
     out.blob = MakeChainPatch(steps, packed);
     return out;
   }
-  // A full blob with patches on top (new in B, changed again in C): rebuild
-  // C's content and store it whole; there is no base in A to patch against.
+  // A packed full member (raw content, at most 64 KiB) with patches on top:
+  // rebuild C's content and store it whole, packed (no compression to wait for).
   auto cur = ReadFull(*res->full, nullptr);
   if (!cur.ok()) return cur.status();
   for (size_t k = 0; k < steps.size(); ++k) {
@@ -356,7 +400,7 @@ absl::StatusOr<DeltaStats> ComposeDeltas(const ImageChain& base_chain, const std
   auto d2 = CdimgImage::Open(d2_path, d1->get());
   if (!d2.ok()) return d2.status();
   OldTree old(a);
-  ComposeContext m{a, **d1, **d2, old, IndexBlobs(**d1), IndexBlobs(**d2), options};
+  ComposeContext m{a, **d1, **d2, old, IndexBlobs(**d1), IndexBlobs(**d2), options, SmallestFile(a)};
   std::vector<Entry> entries = delta_internal::AllEntries(m.d2);
   std::vector<Recipe> recipes(entries.size());
   std::vector<BlobJob> jobs;
