@@ -5,7 +5,7 @@
 #   merge (with A)      ctr-cli cdimg merge: re-diffs files both deltas changed
 #   merge --compose     ctr-cli cdimg merge --compose: reads A's index only,
 #                       copies blobs, chains the patches of files changed twice
-# Times are wall seconds of the command (D1, D2 and the full images are made
+# Times are wall seconds of the command (and its user + sys CPU seconds) (D1, D2 and the full images are made
 # before, untimed); bytes are whole cdimg files. Every merged delta is patched
 # onto A and must give C's exact bytes.
 #
@@ -55,10 +55,12 @@ full() {  # full SERIES TAG : cached full cdimg path
   ours_convert "$CLI" "$CORPUS/$1/oci" "$2" "$out" >/dev/null || die "convert $1:$2 failed"
   echo "$out/image.cdimg"
 }
-secs() { awk -F= '/^secs=/{print $2}'; }  # from tmeasure's output
-run() {  # run CMD... : wall seconds
-  tmeasure "" "$@" 2>>"$BENCH_TMP/log" | secs
+run() {  # run CMD... : "wall cpu" seconds (cpu = user + sys)
+  local tf=$BENCH_TMP/time
+  /usr/bin/time -f '%e %U %S' -o "$tf" "$@" >>"$BENCH_TMP/log" 2>&1 || die "failed: $* (log: $BENCH_TMP/log)"
+  awk '{printf "%s %.2f\n", $1, $2 + $3}' "$tf"
 }
+cell() { printf '%s s (cpu %s s), %s B' "${1% *}" "${1#* }" "$2"; }
 
 printf '| A → B → C | D1 + D2 | diff A→C | merge (with A) | merge --compose | compose vs diff |\n'
 printf '|---|---:|---:|---:|---:|---:|\n'
@@ -82,10 +84,11 @@ for t in "${TRIPLES[@]}"; do
     cmp -s "$d/p.cdimg" "$C" || die "$t: patched $m.cdimg differs from C"
     rm -f "$d/p.cdimg"
   done
-  printf '| %s → %s → %s | %s | %s s, %s | %s s, %s | %s s, %s | %s× faster, %s of D1+D2 |\n' \
-    "$sa" "${sb}" "${sc}" "$sum" "$s_diff" "$(fsize "$d/ac.cdimg")" "$s_old" "$(fsize "$d/m.cdimg")" \
-    "$s_new" "$(fsize "$d/c.cdimg")" \
-    "$(awk -v a="$s_diff" -v b="$s_new" 'BEGIN{printf "%.0f", (b > 0) ? a / b : 0}')" \
+  printf '| %s → %s → %s | %s B | %s | %s | %s | %s× (cpu %s×) faster, %s of D1+D2 |\n' \
+    "$sa" "${sb}" "${sc}" "$sum" "$(cell "$s_diff" "$(fsize "$d/ac.cdimg")")" \
+    "$(cell "$s_old" "$(fsize "$d/m.cdimg")")" "$(cell "$s_new" "$(fsize "$d/c.cdimg")")" \
+    "$(awk -v a="${s_diff% *}" -v b="${s_new% *}" 'BEGIN{printf "%.0f", (b > 0) ? a / b : 0}')" \
+    "$(awk -v a="${s_diff#* }" -v b="${s_new#* }" 'BEGIN{printf "%.0f", (b > 0) ? a / b : 0}')" \
     "$(awk -v a="$(fsize "$d/c.cdimg")" -v b="$sum" 'BEGIN{printf "%.3f", a / b}')"
   rm -rf "$d"
 done

@@ -290,19 +290,27 @@ absl::StatusOr<BlobResult> ComposeOne(const ComposeContext& m, size_t i) {
     if (!p.ok()) return AtEntry(p.status(), l.img->path(), l.img->PathAt(l.entry));
     payloads.push_back(std::move(*p));
   }
-  for (size_t k = 0; k < res->deltas.size(); ++k) {
-    const Link& l = res->deltas[k];
-    if (l.recipe.codec == CodecId::kChain) {
-      auto inner = ParseChainPatch(payloads[k], l.recipe.packed);
+  // Steps of res->deltas[k], whose payload is payloads[k + first]; views
+  // into `payloads`, so made again whenever it changes.
+  auto flatten = [&](size_t first) -> absl::Status {
+    steps.clear();
+    for (size_t k = 0; k < res->deltas.size(); ++k) {
+      const Link& l = res->deltas[k];
+      std::string_view p = payloads[k + first];
+      if (l.recipe.codec != CodecId::kChain) {
+        steps.push_back({l.recipe.codec, l.recipe.packed, l.img->SizeAt(l.entry), p, p.size()});
+        continue;
+      }
+      auto inner = ParseChainPatch(p, l.recipe.packed);
       if (!inner.ok()) return AtEntry(inner.status(), l.img->path(), l.img->PathAt(l.entry));
       if (inner->back().out_size != l.img->SizeAt(l.entry))
         return AtEntry(absl::DataLossError("chained patch: last step's size is not the file's"), l.img->path(),
                        l.img->PathAt(l.entry));
       steps.insert(steps.end(), inner->begin(), inner->end());
-    } else {
-      steps.push_back({l.recipe.codec, l.recipe.packed, l.img->SizeAt(l.entry), payloads[k], payloads[k].size()});
     }
-  }
+    return absl::OkStatus();
+  };
+  if (auto s = flatten(0); !s.ok()) return s;
   Digest chain_base = res->base;
   if (res->full && !res->full->recipe.packed && m.smallest) {
     // The full blob (one zstd frame with its content size) is step 1, a zstd
@@ -318,19 +326,8 @@ absl::StatusOr<BlobResult> ComposeOne(const ComposeContext& m, size_t i) {
     if (Sha256(*content) != f.img->DigestAt(f.entry))
       return absl::DataLossError(StrCat(f.img->path(), ": /", f.img->PathAt(f.entry),
                                         ": content does not match its sha256 (corrupt image)"));
-    payloads.insert(payloads.begin(), std::move(*blob));  // views into payloads are made below
-    steps.clear();
-    for (size_t k = 0; k < res->deltas.size(); ++k) {
-      const Link& l = res->deltas[k];
-      std::string_view p = payloads[k + 1];
-      if (l.recipe.codec == CodecId::kChain) {
-        auto inner = ParseChainPatch(p, l.recipe.packed);
-        if (!inner.ok()) return AtEntry(inner.status(), l.img->path(), l.img->PathAt(l.entry));
-        steps.insert(steps.end(), inner->begin(), inner->end());
-      } else {
-        steps.push_back({l.recipe.codec, l.recipe.packed, l.img->SizeAt(l.entry), p, p.size()});
-      }
-    }
+    payloads.insert(payloads.begin(), std::move(*blob));
+    if (auto s = flatten(1); !s.ok()) return s;
     steps.insert(steps.begin(), ChainStep{CodecId::kZstd, false, f.img->SizeAt(f.entry), payloads[0], payloads[0].size()});
     chain_base = m.a.DigestAt(*m.smallest);
     res->from_a = true;
