@@ -216,8 +216,9 @@ void RegisterMerge(CLI::App& cdimg) {
   c->add_option("--outCdimg", a->out, "Delta A→C to write")->required();
   c->add_flag("--compose", a->compose,
               "Read no file of A: copy the deltas' blobs and store a file changed by both as a chained patch "
-              "(A→B patch then B→C patch); about as fast as copying the deltas, at most their bytes, but "
-              "larger than the default's re-diff where both changed the same file");
+              "(A→B patch then B→C patch). At most the deltas' bytes and far faster than the default (only "
+              "small files, which share packs, are compressed again), but larger than the default's re-diff "
+              "where both deltas changed the same file");
   AddDeltaOptions(c, a.get());
   c->callback([a] { ExitCode() = RunMerge(*a); });
 }
