@@ -2,6 +2,7 @@
 #include "d4c/codec.h"
 
 #include "bsdiff_codec.h"
+#include "chain_codec.h"
 #include "gzip_codec.h"
 #include "relcopy_codec.h"
 #include "xdelta3_codec.h"
@@ -53,6 +54,8 @@ const char* CodecName(CodecId id) {
       return "relcopy";
     case CodecId::kGzip:
       return "gzip";
+    case CodecId::kChain:
+      return "chain";
   }
   return "unknown";
 }
@@ -73,6 +76,7 @@ const DeltaCodec& GetCodec(CodecId id) {
   static const auto* bsdiff = new codec_internal::BsdiffCodec();
   static const auto* relcopy = new codec_internal::RelcopyCodec();
   static const auto* gzip = new codec_internal::GzipCodec();
+  static const auto* chain = new codec_internal::ChainCodec();
   static const auto* unknown = new UnknownCodec();
   switch (id) {
     case CodecId::kZstd:
@@ -85,6 +89,8 @@ const DeltaCodec& GetCodec(CodecId id) {
       return *relcopy;
     case CodecId::kGzip:
       return *gzip;
+    case CodecId::kChain:
+      return *chain;
   }
   return *unknown;
 }

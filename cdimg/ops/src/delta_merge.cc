@@ -6,6 +6,17 @@
 // unchanged since B). Only files whose D2 delta needs B's version (changed
 // twice) are re-encoded against A, and keep the smaller of delta and full.
 // Every copied blob is decoded and checked against its digest first.
+//
+// ComposeDeltas: the same result without any file content of A (its index
+// only). Per file of C: content A has -> base; else the chain of blobs that
+// produces it is followed down D2 then D1 to a full blob or to a base A has:
+// one blob -> copied as it is; several deltas down to A -> one chained patch
+// (codec 6) of their patches; a standalone full blob with deltas on it (new
+// in B, changed again) -> a chained patch whose first step is that blob as a
+// zstd patch (a zstd frame that uses no prefix decodes against any base; the
+// entry names A's smallest file as its base, so reading it costs nothing); a
+// packed full member with deltas on it -> rebuilt and stored packed.
+#include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -173,7 +184,239 @@ std::vector<std::string> ChainPaths(const ImageChain& chain) {
   return out;
 }
 
+// ---------------------------------------------------------------- compose
+
+struct ComposeContext {
+  const CdimgImage& a;
+  const CdimgImage& d1;
+  const CdimgImage& d2;
+  const OldTree& old;
+  BlobIndex blobs1, blobs2;
+  const DiffOptions& options;
+  std::optional<size_t> smallest;  // A's smallest non-empty regular file
+};
+
+std::optional<size_t> SmallestFile(const CdimgImage& a) {
+  std::optional<size_t> best;
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a.TypeAt(i) == EntryType::kRegular && a.SizeAt(i) > 0 && (!best || a.SizeAt(i) < a.SizeAt(*best))) best = i;
+  return best;
+}
+
+struct Link {
+  const CdimgImage* img;
+  size_t entry;
+  Recipe recipe;
+};
+
+// How C's content `d` is produced: deltas (nearest the base first) on top
+// of either a base A has (`from_a`) or a full blob.
+struct Resolution {
+  bool from_a = false;
+  Digest base{};
+  std::optional<Link> full;
+  std::vector<Link> deltas;
+};
+
+absl::StatusOr<Resolution> Resolve(const ComposeContext& m, Digest d, std::string_view path) {
+  Resolution res;
+  bool in_d2 = true;  // a blob of D2 may rest on D2, D1 or A; one of D1 on D1 or A
+  for (size_t depth = 0;; ++depth) {
+    if (depth > kMaxChainSteps)
+      return absl::DataLossError(StrCat(m.d2.path(), ": /", path, ": more than ", kMaxChainSteps,
+                                        " delta blobs on top of each other (corrupt or cyclic deltas)"));
+    if (m.old.Has(d)) {
+      res.from_a = true;
+      res.base = d;
+      break;
+    }
+    const CdimgImage* img = nullptr;
+    size_t j = 0;
+    if (auto it = m.blobs2.find(d); in_d2 && it != m.blobs2.end()) {
+      img = &m.d2;
+      j = it->second;
+    } else if (auto it1 = m.blobs1.find(d); it1 != m.blobs1.end()) {
+      img = &m.d1;
+      j = it1->second;
+      in_d2 = false;
+    } else {
+      return absl::DataLossError(StrCat(m.d2.path(), ": /", path, ": content ", DigestString(d),
+                                        " is neither in the base image ", m.a.path(), " nor stored in ",
+                                        m.d1.path(), " or ", m.d2.path(), " (corrupt or mismatched deltas)"));
+    }
+    Recipe r = img->RecipeAt(j);
+    if (r.kind == Recipe::Kind::kFull) {
+      res.full = Link{img, j, r};
+      break;
+    }
+    res.deltas.push_back(Link{img, j, r});
+    d = r.base;
+  }
+  std::reverse(res.deltas.begin(), res.deltas.end());
+  return res;
+}
+
+// A full blob, checked against its digest (a packed member is raw content).
+absl::StatusOr<std::string> ReadFull(const Link& l, std::string* blob) {
+  const CdimgImage& img = *l.img;
+  auto payload = img.ReadPayload(l.recipe);
+  if (!payload.ok()) return AtEntry(payload.status(), img.path(), img.PathAt(l.entry));
+  auto content = l.recipe.packed ? *payload : DecompressFullBlob(*payload, img.SizeAt(l.entry));
+  if (!content.ok()) return AtEntry(content.status(), img.path(), img.PathAt(l.entry));
+  if (Sha256(*content) != img.DigestAt(l.entry))
+    return absl::DataLossError(StrCat(img.path(), ": /", img.PathAt(l.entry),
+                                      ": content does not match its sha256 (corrupt image)"));
+  if (blob) *blob = std::move(*payload);
+  return content;
+}
+
+absl::StatusOr<BlobResult> ComposeOne(const ComposeContext& m, size_t i) {
+  std::string_view path = m.d2.PathAt(i);
+  auto res = Resolve(m, m.d2.DigestAt(i), path);
+  if (!res.ok()) return res.status();
+  BlobResult out;
+  if (res->full && res->deltas.empty()) {  // stored whole: copied after its check
+    auto content = ReadFull(*res->full, &out.blob);
+    if (!content.ok()) return content.status();
+    out.recipe = res->full->recipe;
+    return out;
+  }
+  // The patches, with their forms and output sizes; chained ones flattened.
+  std::vector<std::string> payloads;
+  payloads.reserve(res->deltas.size());
+  std::vector<ChainStep> steps;
+  for (const Link& l : res->deltas) {
+    auto p = l.img->ReadPayload(l.recipe);
+    if (!p.ok()) return AtEntry(p.status(), l.img->path(), l.img->PathAt(l.entry));
+    payloads.push_back(std::move(*p));
+  }
+  // Steps of res->deltas[k], whose payload is payloads[k + first]; views
+  // into `payloads`, so made again whenever it changes.
+  auto flatten = [&](size_t first) -> absl::Status {
+    steps.clear();
+    for (size_t k = 0; k < res->deltas.size(); ++k) {
+      const Link& l = res->deltas[k];
+      std::string_view p = payloads[k + first];
+      if (l.recipe.codec != CodecId::kChain) {
+        steps.push_back({l.recipe.codec, l.recipe.packed, l.img->SizeAt(l.entry), p, p.size()});
+        continue;
+      }
+      auto inner = ParseChainPatch(p, l.recipe.packed);
+      if (!inner.ok()) return AtEntry(inner.status(), l.img->path(), l.img->PathAt(l.entry));
+      if (inner->back().out_size != l.img->SizeAt(l.entry))
+        return AtEntry(absl::DataLossError("chained patch: last step's size is not the file's"), l.img->path(),
+                       l.img->PathAt(l.entry));
+      steps.insert(steps.end(), inner->begin(), inner->end());
+    }
+    return absl::OkStatus();
+  };
+  if (auto s = flatten(0); !s.ok()) return s;
+  Digest chain_base = res->base;
+  if (res->full && !res->full->recipe.packed && m.smallest) {
+    // The full blob (one zstd frame with its content size) is step 1, a zstd
+    // patch that uses no byte of its base: checked here by decoding it
+    // against zeros of the base's size (the window the decoder allows
+    // depends on the sizes only) and comparing with its digest.
+    const Link& f = *res->full;
+    auto blob = f.img->ReadPayload(f.recipe);
+    if (!blob.ok()) return AtEntry(blob.status(), f.img->path(), f.img->PathAt(f.entry));
+    std::string zeros(m.a.SizeAt(*m.smallest), '\0');
+    auto content = GetCodec(CodecId::kZstd).Decode(zeros, *blob, f.img->SizeAt(f.entry));
+    if (!content.ok()) return AtEntry(content.status(), f.img->path(), f.img->PathAt(f.entry));
+    if (Sha256(*content) != f.img->DigestAt(f.entry))
+      return absl::DataLossError(StrCat(f.img->path(), ": /", f.img->PathAt(f.entry),
+                                        ": content does not match its sha256 (corrupt image)"));
+    payloads.insert(payloads.begin(), std::move(*blob));
+    if (auto s = flatten(1); !s.ok()) return s;
+    steps.insert(steps.begin(), ChainStep{CodecId::kZstd, false, f.img->SizeAt(f.entry), payloads[0], payloads[0].size()});
+    chain_base = m.a.DigestAt(*m.smallest);
+    res->from_a = true;
+    res->deltas.insert(res->deltas.begin(), f);  // two or more steps: never copied as one blob
+  }
+  if (res->from_a) {
+    if (res->deltas.size() == 1) {  // decodes against A as it is
+      out.recipe = res->deltas[0].recipe;
+      out.blob = std::move(payloads[0]);
+      return out;
+    }
+    if (steps.size() > kMaxChainSteps)
+      return absl::FailedPreconditionError(
+          StrCat(m.d2.path(), ": /", path, ": would need a chained patch of ", steps.size(), " steps (at most ",
+                 kMaxChainSteps, "); merge with A's content instead (without --compose)"));
+    uint64_t bytes = 0;
+    bool any_packed = false;
+    for (const ChainStep& s : steps) bytes += s.patch.size() + 12, any_packed |= s.packed;
+    // Small chains go to a pack like diff's small patches; raw pack-form
+    // steps keep the pack's compression as long as the member fits a pack.
+    bool packed = m.options.pack_small_blobs &&
+                  (bytes <= kPackMemberMax || (any_packed && bytes <= kPackRawMax));
+    out.recipe = Recipe{Recipe::Kind::kDelta, CodecId::kChain, chain_base, {}};
+    out.recipe.packed = packed;
+    out.blob = MakeChainPatch(steps, packed);
+    return out;
+  }
+  // A packed full member (raw content, at most 64 KiB) with patches on top:
+  // rebuild C's content and store it whole, packed (no compression to wait for).
+  auto cur = ReadFull(*res->full, nullptr);
+  if (!cur.ok()) return cur.status();
+  for (size_t k = 0; k < steps.size(); ++k) {
+    auto next = GetCodec(steps[k].codec).DecodeForm(*cur, steps[k].patch, steps[k].out_size, steps[k].packed);
+    if (!next.ok()) {
+      const Link& l = res->deltas.back();
+      return AtEntry(next.status(), l.img->path(), l.img->PathAt(l.entry));
+    }
+    *cur = std::move(*next);
+  }
+  if (Sha256(*cur) != m.d2.DigestAt(i))
+    return absl::DataLossError(StrCat(m.d2.path(), ": /", path,
+                                      ": rebuilt content does not match its sha256 (corrupt delta)"));
+  out.reencoded = true;
+  out.recipe = Recipe{Recipe::Kind::kFull, CodecId::kZstd, {}, {}};
+  if (m.options.pack_small_blobs && cur->size() <= kPackMemberMax) {
+    out.recipe.packed = true;
+    out.blob = std::move(*cur);
+    return out;
+  }
+  auto z = CompressFullBlob(*cur, m.options.zstd_level);
+  if (!z.ok()) return AtEntry(z.status(), m.d2.path(), path);
+  out.blob = std::move(*z);
+  return out;
+}
+
 }  // namespace
+
+absl::StatusOr<DeltaStats> ComposeDeltas(const ImageChain& base_chain, const std::string& d1_path,
+                                         const std::string& d2_path, const std::string& out_path,
+                                         const DiffOptions& options) {
+  const CdimgImage& a = base_chain.top();
+  if (auto s = CheckHeaders(a, d1_path, d2_path); !s.ok()) return s;
+  // Opening D1 and D2 needs A's and B's index (their meta is compressed
+  // against the parent's): A's chain is read for its index only.
+  auto d1 = CdimgImage::Open(d1_path, &a);
+  if (!d1.ok()) return d1.status();
+  auto d2 = CdimgImage::Open(d2_path, d1->get());
+  if (!d2.ok()) return d2.status();
+  OldTree old(a);
+  ComposeContext m{a, **d1, **d2, old, IndexBlobs(**d1), IndexBlobs(**d2), options, SmallestFile(a)};
+  std::vector<Entry> entries = delta_internal::AllEntries(m.d2);
+  std::vector<Recipe> recipes(entries.size());
+  std::vector<BlobJob> jobs;
+  std::unordered_set<Digest, DigestHash> seen;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const Entry& e = entries[i];
+    if (e.type != EntryType::kRegular) continue;
+    Recipe& r = recipes[i];
+    if (e.size == 0) r.kind = Recipe::Kind::kEmpty;
+    else if (!seen.insert(e.digest).second || old.Has(e.digest)) r.kind = Recipe::Kind::kBase;
+    else jobs.push_back({i, e.size, 3 * e.size + (64ull << 20), [&m, i](Helpers&) { return ComposeOne(m, i); }});
+  }
+  auto spool = delta_internal::Spool::Create(out_path);
+  if (!spool.ok()) return spool.status();
+  auto blobs = delta_internal::RunJobs(std::move(jobs), **spool,
+                                       {options.threads, options.memory_budget, options.progress});
+  if (!blobs.ok()) return blobs.status();
+  return delta_internal::WriteDelta(out_path, a, m.d2.config(), entries, std::move(recipes), *blobs, **spool);
+}
 
 absl::StatusOr<DeltaStats> MergeDeltas(const ImageChain& base_chain, const std::string& d1_path,
                                        const std::string& d2_path, const std::string& out_path,

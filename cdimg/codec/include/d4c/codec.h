@@ -20,6 +20,7 @@ enum class CodecId : uint8_t {
   kBsdiff = 3,   // suffix-array diff, zstd-compressed control/diff/extra
   kRelcopy = 4,  // copy/add with relative addresses, left for the pack's zstd
   kGzip = 5,     // a gzip file: an inner codec's delta of the inflated content + a deflate recipe
+  kChain = 6,    // merge: patches of several deltas applied in sequence (ChainStep)
 };
 
 const char* CodecName(CodecId id);
@@ -90,5 +91,22 @@ class DeltaCodec {
 
 // Codecs are stateless and thread-safe; the returned reference is static.
 const DeltaCodec& GetCodec(CodecId id);
+
+// One step of a chained patch (codec 6, docs/format.md): a patch of codec
+// `codec` (1..5) in its pack form or not, making `out_size` bytes from the
+// previous step's output (the first step: from the base).
+struct ChainStep {
+  CodecId codec = CodecId::kZstd;
+  bool packed = false;
+  uint64_t out_size = 0;
+  std::string_view patch;  // into the buffer parsed or to be written
+  uint64_t patch_length = 0;  // set by ParseChainPatch (= patch.size())
+};
+inline constexpr uint64_t kMaxChainSteps = 64;
+// The steps of a chained patch stored in form `packed`; checks the layout
+// and bounds only (the steps' patches are checked when decoded).
+absl::StatusOr<std::vector<ChainStep>> ParseChainPatch(std::string_view patch, bool packed);
+// A chained patch of 2..kMaxChainSteps steps, in the form `packed`.
+std::string MakeChainPatch(const std::vector<ChainStep>& steps, bool packed);
 
 }  // namespace d4c
