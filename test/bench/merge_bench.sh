@@ -79,8 +79,9 @@ for t in "${TRIPLES[@]}"; do
   s_new=$(run "$CLI" cdimg merge --compose --lowerCdimg "$d/d1.cdimg" --upperCdimg "$d/d2.cdimg" \
     --outCdimg "$d/c.cdimg" --threadNum "$THREADS")
   for m in m c; do
+    # --level 19: convert's level, so the patched file is convert's bytes (docs/design.md)
     "$CLI" cdimg patch --baseCdimg "$A" --diffCdimg "$d/$m.cdimg" --outCdimg "$d/p.cdimg" --threadNum "$THREADS" \
-      >>"$BENCH_TMP/log" || die "$t: patch of merged delta $m failed (log: $BENCH_TMP/log)"
+      --level 19 >>"$BENCH_TMP/log" || die "$t: patch of merged delta $m failed (log: $BENCH_TMP/log)"
     cmp -s "$d/p.cdimg" "$C" || die "$t: patched $m.cdimg differs from C"
     rm -f "$d/p.cdimg"
   done

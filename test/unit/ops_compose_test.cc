@@ -89,11 +89,13 @@ absl::StatusOr<DeltaStats> Compose(const std::string& a, const std::string& d1, 
   return ComposeDeltas(*Open(a), d1, d2, out, o);
 }
 
+// Patched at convert's levels, so the output is convert's bytes (docs/design.md).
 absl::StatusOr<DeltaStats> TryPatch(const std::string& a, const std::string& d, const std::string& out,
-                                    int level = PatchOptions{}.zstd_level) {
+                                    int level = ConvertOptions{}.zstd_level) {
   PatchOptions o;
   o.threads = 2;
   o.zstd_level = level;
+  o.meta_zstd_level = kConvertMetaLevel;
   return PatchImage(*Open(a), d, out, o);
 }
 
