@@ -113,7 +113,7 @@ class CriImageProxy final : public v1::ImageService::Service {
       return;
     }
     keychain_->Put(*ref, std::move(**c));
-    spdlog::debug("cri proxy: PullImage {}: credentials kept for {}", image, ref->Name());
+    spdlog::info("cri proxy: PullImage {}: credentials kept for {}", image, ref->Name());
   }
 
   std::unique_ptr<v1::ImageService::Stub> stub_;
