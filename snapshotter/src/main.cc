@@ -1,6 +1,7 @@
 // snapshotter: containerd proxy snapshotter "di3fs" (gRPC on a unix socket).
 //   snapshotter [--root /var/lib/di3fs] [--address /run/di3fs/snapshotter.sock] [--di3fs PATH]
 //               [--hosts-dir /etc/containerd/certs.d] [--no-cri-deltas] [--supervise]
+//               [--cri-image-proxy SOCKET [--cri-upstream /run/containerd/containerd.sock]]
 // containerd config:  [proxy_plugins.di3fs] type = "snapshot" address = "<socket>"
 // The socket is bound by the snapshotter itself, or passed to it (LISTEN_FDS:
 // systemd's di3fs-snapshotter.socket or the --supervise parent), so that it
@@ -18,6 +19,7 @@
 #include <thread>
 
 #include "d4c/registry/hosts.h"
+#include "d4c/snap/cri_keychain.h"
 #include "d4c/snap/listener.h"
 #include "d4c/snap/remote.h"
 #include "d4c/snap/service.h"
@@ -79,6 +81,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--no-cri-deltas", no_cri_deltas,
                "Never look for cdimgs when containerd unpacks an image (CRI pulls fetch every layer)");
+  std::string cri_proxy, cri_upstream = "/run/containerd/containerd.sock";
+  app.add_option("--cri-image-proxy", cri_proxy,
+                 "Also serve the CRI v1 ImageService on this unix socket (kubelet --image-service-endpoint="
+                 "unix://SOCKET), forwarding every call to --cri-upstream; the auth of each PullImage (an image "
+                 "pull secret) is kept in memory for 10 minutes for that image's registry and repository, and used "
+                 "before docker's config.json");
+  app.add_option("--cri-upstream", cri_upstream, "containerd's CRI socket the --cri-image-proxy forwards to")
+      ->capture_default_str();
   bool supervise = false;
   app.add_flag("--supervise", supervise,
                "Bind --address once and run the snapshotter as a child process that is started again whenever it "
@@ -132,7 +142,11 @@ int main(int argc, char** argv) {
 
   if (geteuid() != 0) spdlog::warn("not running as root: overlay and FUSE mounts will fail");
   opt.address = address;
-  if (!no_cri_deltas) opt.remote = d4c::snap::NewRegistryRemote(d4c::snap::HostsDirRegistries(hosts_dir));
+  d4c::snap::CriKeychain keychain;
+  d4c::snap::CredentialLookup from_cri;
+  if (!cri_proxy.empty()) from_cri = [&keychain](const d4c::registry::ImageReference& r) { return keychain.Get(r); };
+  if (!no_cri_deltas)
+    opt.remote = d4c::snap::NewRegistryRemote(d4c::snap::HostsDirRegistries(hosts_dir, 2, from_cri));
   auto sn = d4c::snap::Snapshotter::Open(opt);
   if (!sn.ok()) {
     spdlog::critical("cannot open {}: {}", opt.root, d4c::Msg(sn.status().message()));
@@ -161,6 +175,33 @@ int main(int argc, char** argv) {
   } else {
     acceptor = std::make_unique<d4c::snap::FdAcceptor>(listen_fd, server.get());
   }
+  // The CRI image proxy: its own server and socket (no Snapshots API there).
+  std::unique_ptr<grpc::Service> cri_service;
+  std::unique_ptr<grpc::Server> cri_server;
+  if (!cri_proxy.empty()) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(16 << 20);  // ListImages of a node with many images
+    cri_service = d4c::snap::MakeCriImageProxy(
+        grpc::CreateCustomChannel("unix:" + cri_upstream, grpc::InsecureChannelCredentials(), args), &keychain);
+    grpc::ServerBuilder cb;
+    std::error_code ec;
+    std::filesystem::create_directories(std::filesystem::path(cri_proxy).parent_path(), ec);
+    unlink(cri_proxy.c_str());  // a stale socket of a previous run
+    cb.AddListeningPort("unix:" + cri_proxy, grpc::InsecureServerCredentials());
+    cb.RegisterService(cri_service.get());
+    cb.SetMaxReceiveMessageSize(16 << 20);
+    mode_t old_mask = umask(0177);
+    cri_server = cb.BuildAndStart();
+    umask(old_mask);
+    if (!cri_server) {
+      spdlog::critical("cannot listen on unix:{} (--cri-image-proxy)", cri_proxy);
+      server->Shutdown();
+      return 1;
+    }
+    chmod(cri_proxy.c_str(), 0600);
+    spdlog::info("CRI image proxy on unix:{} -> unix:{} (pull secrets kept in memory 10 min)", cri_proxy,
+                 cri_upstream);
+  }
   spdlog::info("serving on unix:{}{} root={} di3fs={} pid={} cri-deltas={}", address,
                listen_fd < 0 ? "" : " (passed socket)", opt.root, opt.di3fs, getpid(),
                no_cri_deltas ? "off" : "on (registries from " + hosts_dir + ")");
@@ -181,12 +222,17 @@ int main(int argc, char** argv) {
     // wait in the socket for the next process. Then let RPCs in flight
     // finish (GOAWAY tells clients to reconnect), cancelling them after 5 s.
     if (acceptor) acceptor->Stop();
+    if (cri_server) cri_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   });
   server->Wait();
   stopping = true;
   reaper.join();
   waiter.detach();
+  if (cri_server) {
+    cri_server->Wait();
+    unlink(cri_proxy.c_str());
+  }
   if (listen_fd < 0) unlink(address.c_str());  // a passed socket belongs to systemd or the supervisor
   spdlog::info("stopped");
   return 0;

@@ -107,12 +107,14 @@ std::shared_ptr<RemoteImages> NewRegistryRemote(RegistryFactory factory) {
   return std::make_shared<RegistryRemote>(std::move(factory));
 }
 
-RegistryFactory HostsDirRegistries(std::string hosts_dir, int attempts) {
-  return [hosts_dir = std::move(hosts_dir), attempts](const registry::ImageReference& ref)
+RegistryFactory HostsDirRegistries(std::string hosts_dir, int attempts, CredentialLookup first) {
+  return [hosts_dir = std::move(hosts_dir), attempts, first = std::move(first)](const registry::ImageReference& ref)
              -> absl::StatusOr<std::shared_ptr<registry::RegistryApi>> {
     auto config = registry::LoadHostConfig(ref.domain, hosts_dir);
     if (!config.ok()) return config.status();
-    auto credentials = registry::DockerConfigCredentials(ref.domain);
+    std::optional<registry::Credentials> credentials;
+    if (first) credentials = first(ref);
+    if (!credentials) credentials = registry::DockerConfigCredentials(ref.domain);
     // One client per endpoint (each has its own TLS settings), tried in
     // order when one does not answer (registry/failover.h).
     registry::RegistryOptions o;

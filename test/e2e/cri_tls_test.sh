@@ -25,6 +25,10 @@
 #     broken, the partial download is bounded; with the registry back (after
 #     the snapshotter's 60 s memory of the failure) the pull succeeds through
 #     the cdimg and the image runs
+#  5. a di3fs node whose snapshotter has NO config.json credentials but
+#     serves the CRI image proxy (--cri-image-proxy): cri_pull talks to the
+#     proxy with the CRI auth; v1 comes from the full cdimg, v2 from the delta
+#     (the snapshotter's credentials are the pull secret the proxy kept)
 source "$(dirname "$0")/lib.sh"
 require_root
 require_corpus
@@ -174,7 +178,9 @@ EOF
 EOF
   } >"$d/config.toml"
   if [[ $mode == di3fs ]]; then
-    "$H_SNAP" --root "$d/sn" --address "$d/s.sock" --di3fs "$H_DI3FS" --hosts-dir "$T/certs.d" >>"$d/snapshotter.log" 2>&1 &
+    # SNAP_DOCKER_CONFIG / SNAP_EXTRA: phase 5's snapshotter (no config.json, the CRI proxy)
+    DOCKER_CONFIG=${SNAP_DOCKER_CONFIG:-$DOCKER_CONFIG} "$H_SNAP" --root "$d/sn" --address "$d/s.sock" \
+      --di3fs "$H_DI3FS" --hosts-dir "$T/certs.d" ${SNAP_EXTRA:-} >>"$d/snapshotter.log" 2>&1 &
     H_SNAP_PID[$n]=$!
     h_wait_for 20 test -S "$d/s.sock" || { tail -20 "$d/snapshotter.log" >&2; return 1; }
   fi
@@ -193,18 +199,19 @@ sock() { echo "$H_DIR/$1/c.sock"; }
 K8S() { local n=$1; shift; ctr --address "$(sock "$n")" -n k8s.io "$@"; }
 snap_label() { K8S "$1" snapshots --snapshotter di3fs info "$2" | jq -r --arg k "$3" '.Labels[$k] // ""'; }
 
-# cri_pull NODE LABEL IMAGE: PullImage with the CRI auth; registry bytes logged
+# cri_pull NODE LABEL IMAGE: PullImage with the CRI auth; registry bytes
+# logged. To $CRI_SOCK if set (phase 5: the snapshotter's CRI proxy).
 cri_pull() {
   local mark out
   mark=$(reg_mark)
   echo "$mark" >"$T/mark-$1-$2"
-  if out=$(CRI_PULL_USERNAME=d4c CRI_PULL_PASSWORD=$PW timeout 600 "$CRI_PULL" "$(sock "$1")" pull "$3" 2>&1); then
+  if out=$(CRI_PULL_USERNAME=d4c CRI_PULL_PASSWORD=$PW timeout 600 "$CRI_PULL" "${CRI_SOCK:-$(sock "$1")}" pull "$3" 2>&1); then
     e2e_log "$1 $2: CRI PullImage $3 -> $out; registry sent $(reg_served_since "$mark") bytes"
   else
     bad "$1 $2: CRI PullImage $3: $out"
     return 1
   fi
-  "$CRI_PULL" "$(sock "$1")" status "$3" >/dev/null || bad "$1 $2: CRI ImageStatus $3 does not find the pulled image"
+  "$CRI_PULL" "${CRI_SOCK:-$(sock "$1")}" status "$3" >/dev/null || bad "$1 $2: CRI ImageStatus $3 does not find the pulled image"
 }
 # successful GETs since MARK: "URI BYTES" per line
 gets_since() {
@@ -306,6 +313,37 @@ for v in v1 v2; do
   fi
 done
 client_stop c2
+
+# --- 5. credentials from the CRI image proxy only ------------------------------------
+mkdir -p "$T/docker-none"
+SNAP_DOCKER_CONFIG=$T/docker-none SNAP_EXTRA="--cri-image-proxy $H_DIR/c4/cri.sock --cri-upstream $H_DIR/c4/c.sock" \
+  node_start c4 di3fs || { echo "FAIL: node c4 did not start" >&2; exit 1; }
+export CRI_SOCK=$H_DIR/c4/cri.sock
+h_wait_for 30 cri_up "$CRI_SOCK" || bad "c4: the CRI proxy $CRI_SOCK does not answer ImageStatus"
+[[ $(stat -c %a "$CRI_SOCK") == 600 ]] || bad "c4: the CRI proxy socket is mode $(stat -c %a "$CRI_SOCK"), want 600"
+if cri_pull c4 v1 "$REG_HOST/tsr:v1"; then
+  M=$(cat "$T/mark-c4-v1")
+  [[ $(snap_label c4 "$C1" containerd.io/snapshot/di3fs.image-id) == "$ID1" ]] ||
+    bad "c4 v1: snapshot $C1 is not di3fs image $ID1 (no credentials from the proxy?): $(tail -3 "$H_DIR/c4/snapshotter.log")"
+  n=$(blob_bytes "$M" "$B_CD1")
+  ((n == $(stat -c %s "$CD1"))) || bad "c4 v1: the full v1 cdimg came with $n bytes, want $(stat -c %s "$CD1")"
+  grep -q "cri proxy: PullImage $REG_HOST/tsr:v1: credentials kept for $REG_HOST/tsr" "$H_DIR/c4/snapshotter.log" ||
+    bad "c4 v1: the snapshotter log does not say the proxy kept the pull's credentials"
+fi
+if cri_pull c4 v2 "$REG_HOST/tsr:v2"; then
+  M=$(cat "$T/mark-c4-v2")
+  grep -q "served by image $ID2" "$H_DIR/c4/snapshotter.log" || bad "c4 v2: the snapshotter log does not say it served $ID2"
+  nd=$(blob_bytes "$M" "$B_D12")
+  ((nd == $(stat -c %s "$D12"))) || bad "c4 v2: the delta v1->v2 came with $nd bytes, want $(stat -c %s "$D12")"
+  other=$(gets_since "$M" | awk -v d="/blobs/$B_D12" -v c="/blobs/$CFG2" \
+    '$1 ~ /\/blobs\// && !index($1, d) && !index($1, c) { s += $2 } END { printf "%d\n", s }')
+  ((other == 0)) || bad "c4 v2: the update fetched $other bytes of other blobs"
+  e2e_log "c4 v2 update, credentials from the CRI proxy only: delta $nd bytes, other blobs $other"
+  check_tree c4 v2 "$C2" "$V2"
+fi
+unset CRI_SOCK
+grep -F "$PW" "$H_DIR"/c4/*.log >/dev/null 2>&1 && bad "the password appears in a log of node c4"
+client_stop c4
 
 # --- 4. the registry killed in the middle of a CRI pull -----------------------------
 # The relay (harness.sh) sends about PROXY_RATE bytes a second, all

@@ -26,6 +26,7 @@
 
 #include "absl/status/statusor.h"
 #include "d4c/registry/reference.h"
+#include "d4c/registry/registry_client.h"
 #include "d4c/registry/transfer.h"
 #include "d4c/snap/metastore.h"
 
@@ -84,9 +85,12 @@ std::shared_ptr<RemoteImages> NewRegistryRemote(RegistryFactory factory);
 // Registries configured as containerd's are: `hosts_dir`/HOST/hosts.toml (or
 // docker's certs.d files; registry/hosts.h), its pull mirrors tried in order
 // then the server (registry/failover.h), credentials from docker's
-// config.json (DockerConfigCredentials). CRI's per-pull auth is not passed to
-// snapshotters by containerd, so a registry that needs it and has no
-// config.json entry makes the snapshotter fall back to containerd's pull.
-RegistryFactory HostsDirRegistries(std::string hosts_dir, int attempts = 2);
+// config.json (DockerConfigCredentials), unless `first` (when set) has some for
+// the reference (CriKeychain: the auth of a CRI PullImage, cri_keychain.h).
+// containerd does not pass CRI's per-pull auth to snapshotters, so without
+// the CRI image proxy a registry that needs it and has no config.json entry
+// makes the snapshotter fall back to containerd's pull.
+using CredentialLookup = std::function<std::optional<registry::Credentials>(const registry::ImageReference&)>;
+RegistryFactory HostsDirRegistries(std::string hosts_dir, int attempts = 2, CredentialLookup first = nullptr);
 
 }  // namespace d4c::snap
