@@ -91,42 +91,7 @@ skopeo copy --quiet --dest-tls-verify=false "oci:$OCI:$VL" "docker://$REG_HOST/p
 
 # --- containerd with CRI and the di3fs snapshotter ----------------------------------
 d=$T/c1
-mkdir -p "$d/cni/bin" "$d/cni/conf"
-cat >"$d/config.toml" <<EOF
-version = 2
-root = "$d/root"
-state = "$d/state"
-[grpc]
-  address = "$d/c.sock"
-[ttrpc]
-  address = "$d/c.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-[proxy_plugins]
-  [proxy_plugins.di3fs]
-    type = "snapshot"
-    address = "$d/s.sock"
-[plugins."io.containerd.grpc.v1.cri"]
-  disable_tcp_service = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "di3fs"
-    disable_snapshot_annotations = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$d/cni/bin"
-    conf_dir = "$d/cni/conf"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$T/certs.d"
-EOF
-"$H_SNAP" --root "$d/sn" --address "$d/s.sock" --di3fs "$H_DI3FS" --hosts-dir "$T/certs.d" >>"$d/snapshotter.log" 2>&1 &
-H_SNAP_PID[c1]=$!
-h_wait_for 20 test -S "$d/s.sock" || { tail -20 "$d/snapshotter.log" >&2; echo "FAIL: snapshotter did not start" >&2; exit 1; }
-containerd --config "$d/config.toml" >>"$d/containerd.log" 2>&1 &
-H_CTRD_PID[c1]=$!
-h_wait_for 30 ctr --address "$d/c.sock" version || { tail -20 "$d/containerd.log" >&2; echo "FAIL: containerd did not start" >&2; exit 1; }
+cri_client_start c1 di3fs "$T/certs.d" || { echo "FAIL: containerd with CRI and the di3fs snapshotter did not start" >&2; exit 1; }
 SOCK=$d/c.sock
 cri_up() {  # ImageStatus answers (exit 3: no such image, as expected)
   local rc=0

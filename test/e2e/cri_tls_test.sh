@@ -136,57 +136,15 @@ push "v1->v2" --cdimg "$D12" --repository tsr
 CFG2=$(manifest_of "$V2" | jq -r .config.digest)
 
 # --- nodes: containerd with CRI, with or without di3fs --------------------------------
-# node_start NAME di3fs|overlayfs
+# node_start NAME di3fs|overlayfs: harness.sh's cri_client_start, then waits
+# for the CRI ImageService. SNAP_DOCKER_CONFIG / SNAP_EXTRA: phase 5's
+# snapshotter (no config.json, the CRI proxy).
 node_start() {
   local n=$1 mode=$2 d=$H_DIR/$1
-  mkdir -p "$d/cni/bin" "$d/cni/conf"
-  {
-    cat <<EOF
-version = 2
-root = "$d/root"
-state = "$d/state"
-[grpc]
-  address = "$d/c.sock"
-[ttrpc]
-  address = "$d/c.sock.ttrpc"
-[debug]
-  address = ""
-[metrics]
-  address = ""
-EOF
-    if [[ $mode == di3fs ]]; then
-      cat <<EOF
-[proxy_plugins]
-  [proxy_plugins.di3fs]
-    type = "snapshot"
-    address = "$d/s.sock"
-EOF
-    fi
-    cat <<EOF
-[plugins."io.containerd.grpc.v1.cri"]
-  disable_tcp_service = true
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "$mode"
-    disable_snapshot_annotations = $([[ $mode == di3fs ]] && echo false || echo true)
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "$d/cni/bin"
-    conf_dir = "$d/cni/conf"
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "$T/certs.d"
-EOF
-  } >"$d/config.toml"
-  if [[ $mode == di3fs ]]; then
-    # SNAP_DOCKER_CONFIG / SNAP_EXTRA: phase 5's snapshotter (no config.json, the CRI proxy)
-    DOCKER_CONFIG=${SNAP_DOCKER_CONFIG:-$DOCKER_CONFIG} "$H_SNAP" --root "$d/sn" --address "$d/s.sock" \
-      --di3fs "$H_DI3FS" --hosts-dir "$T/certs.d" ${SNAP_EXTRA:-} >>"$d/snapshotter.log" 2>&1 &
-    H_SNAP_PID[$n]=$!
-    h_wait_for 20 test -S "$d/s.sock" || { tail -20 "$d/snapshotter.log" >&2; return 1; }
-  fi
-  containerd --config "$d/config.toml" >>"$d/containerd.log" 2>&1 &
-  H_CTRD_PID[$n]=$!
-  h_wait_for 30 ctr --address "$d/c.sock" version || { tail -20 "$d/containerd.log" >&2; return 1; }
+  local -x DOCKER_CONFIG=${SNAP_DOCKER_CONFIG:-$DOCKER_CONFIG}
+  # shellcheck disable=SC2034 # both read by cri_client_start (dynamic scope)
+  local -a H_SNAP_ARGS && read -r -a H_SNAP_ARGS <<<"${SNAP_EXTRA:-}"
+  cri_client_start "$n" "$mode" "$T/certs.d" || return 1
   h_wait_for 30 cri_up "$d/c.sock" || { tail -20 "$d/containerd.log" >&2; return 1; }
   e2e_log "node $n ($mode): containerd ${H_CTRD_PID[$n]}${H_SNAP_PID[$n]:+, snapshotter ${H_SNAP_PID[$n]}}"
 }
