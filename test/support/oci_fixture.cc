@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "nlohmann/json.hpp"
 
@@ -355,6 +356,31 @@ absl::Status RecordingSink::Put(const Digest& digest, std::string content) {
 std::string ReadAll(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+std::string Text(uint32_t seed, size_t lines) {
+  static const char* words[] = {"alpha", "beta", "gamma", "delta", "const", "return", "function",
+                                "value", "index", "module", "export", "import", "type", "string"};
+  std::string out;
+  uint32_t x = seed * 2654435761u + 1;
+  for (size_t l = 0; l < lines; ++l) {
+    out += "line " + std::to_string(l) + ":";
+    for (int w = 0; w < 8; ++w) {
+      x = x * 1103515245u + 12345u;
+      out += ' ';
+      out += words[(x >> 16) % 14];
+      out += std::to_string((x >> 8) % 100);
+    }
+    out += '\n';
+  }
+  return out;
+}
+
+std::string Edit(const std::string& base, size_t every, const std::string& tag) {
+  std::istringstream in(base);
+  std::string line, out;
+  for (size_t n = 0; std::getline(in, line); ++n) out += (n % every == 0 ? tag + line : line) + "\n";
+  return out;
 }
 
 ScratchDir::ScratchDir() {

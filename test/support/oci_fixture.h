@@ -146,6 +146,12 @@ class ScratchDir {
 // The whole file (empty if it cannot be read).
 std::string ReadAll(const std::string& path);
 
+// Deterministic text with line structure (words and numbers from `seed`), so
+// that small edits give small deltas.
+std::string Text(uint32_t seed, size_t lines);
+// `base` with every `every`-th line prefixed by `tag`.
+std::string Edit(const std::string& base, size_t every, const std::string& tag);
+
 // Expected-entry helpers for assertions.
 Entry DirEntry(std::string path, uint32_t mode = 0755, int64_t mtime = 1000);
 Entry FileEntry(std::string path, const std::string& content, uint32_t mode = 0644, int64_t mtime = 1000);

@@ -18,36 +18,11 @@
 using namespace d4c;
 using oci_test::LayerBuilder;
 using oci_test::ReadAll;
+using oci_test::Edit;
 using oci_test::ScratchDir;
+using oci_test::Text;
 
 namespace {
-
-// Deterministic text with line structure, so that small edits give small deltas.
-std::string Text(uint32_t seed, size_t lines) {
-  static const char* words[] = {"alpha", "beta", "gamma", "delta", "const", "return", "function",
-                                "value", "index", "module", "export", "import", "type", "string"};
-  std::string out;
-  uint32_t x = seed * 2654435761u + 1;
-  for (size_t l = 0; l < lines; ++l) {
-    out += StrCat("line ", l, ":");
-    for (int w = 0; w < 8; ++w) {
-      x = x * 1103515245u + 12345u;
-      out += ' ';
-      out += words[(x >> 16) % 14];
-      out += std::to_string((x >> 8) % 100);
-    }
-    out += '\n';
-  }
-  return out;
-}
-
-// `base` with every line `every`-th line rewritten.
-std::string Edit(std::string base, size_t every, const std::string& tag) {
-  std::istringstream in(base);
-  std::string line, out;
-  for (size_t n = 0; std::getline(in, line); ++n) out += (n % every == 0 ? tag + line : line) + "\n";
-  return out;
-}
 
 uint64_t FileSize(const std::string& path) { return std::filesystem::file_size(path); }
 
