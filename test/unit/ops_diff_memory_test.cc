@@ -30,8 +30,8 @@ constexpr uint64_t kBig = 160ull << 20;  // bytes of the big file: well over max
 
 // The bound on the diff child's peak RSS. AddressSanitizer adds its shadow,
 // its allocator's caches and a bigger binary. Both stay far below what a
-// diff holding the file whole takes: ~7x the file (2.09 GB for a 300 MiB
-// file with `--max-delta-size` above it); measured here: 12 MiB.
+// diff holding the file whole takes: ~7x the file (1066 MiB here with
+// max_delta_size above the file); measured here: 12 MiB.
 #if defined(__SANITIZE_ADDRESS__)
 #define D4C_TEST_ASAN 1
 #elif defined(__has_feature)
