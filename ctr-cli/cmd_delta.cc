@@ -51,6 +51,7 @@ struct DeltaArgs {
   int threads = 0;
   uint32_t time_budget_ms = DiffOptions{}.time_budget_ms;
   uint64_t min_delta_size = DiffOptions{}.min_delta_size;
+  uint64_t max_delta_size = DiffOptions{}.max_delta_size;
   int level = DiffOptions{}.zstd_level;
   bool pack = DiffOptions{}.pack_small_blobs;
   std::vector<std::string> bases;
@@ -68,6 +69,7 @@ absl::StatusOr<DiffOptions> ToDiffOptions(const DeltaArgs& a, Progress* progress
   o.threads = a.threads;
   o.time_budget_ms = a.time_budget_ms;
   o.min_delta_size = a.min_delta_size;
+  o.max_delta_size = a.max_delta_size;
   o.zstd_level = a.level;
   o.pack_small_blobs = a.pack;
   o.progress = [progress](uint64_t d, uint64_t t) { progress->Update(d, t); };
@@ -82,6 +84,10 @@ void AddDeltaOptions(CLI::App* c, DeltaArgs* a) {
                 "auto: skip codecs predicted (from file sizes, not measured) to take longer per file")
       ->capture_default_str();
   c->add_option("--min-delta-size", a->min_delta_size, "Files smaller than this are stored whole")
+      ->capture_default_str();
+  c->add_option("--max-delta-size", a->max_delta_size,
+                "diff: files bigger than this keep the new image's stored blob (copied in pieces, no delta), so "
+                "memory does not grow with a file's size")
       ->capture_default_str();
   c->add_option("--level", a->level, kLevelHelp)->check(CLI::Range(1, 22))->capture_default_str();
   c->add_flag("!--no-pack", a->pack, "Store every blob alone (no packs of small patches and new files)");

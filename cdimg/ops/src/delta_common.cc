@@ -16,6 +16,7 @@
 #include "d4c/base/strcat.h"
 #include "codec_policy.h"
 #include "delta_internal.h"
+#include "delta_stream.h"
 #include "thread_pool.h"
 
 namespace d4c {
@@ -41,14 +42,20 @@ absl::StatusOr<std::unique_ptr<Spool>> Spool::Create(const std::string& out_path
 Spool::~Spool() { close(fd_); }
 
 absl::StatusOr<BlobRef> Spool::Put(std::string_view bytes) {
-  uint64_t off;
-  {
-    absl::MutexLock l(&mu_);
-    off = end_;
-    end_ += bytes.size();
-  }
-  if (absl::Status st = PWriteAll(fd_, bytes, off, "delta spool"); !st.ok()) return st;
-  return BlobRef{off, bytes.size()};
+  BlobRef ref = Reserve(bytes.size());
+  if (absl::Status st = WriteAt(ref.offset, bytes); !st.ok()) return st;
+  return ref;
+}
+
+BlobRef Spool::Reserve(uint64_t length) {
+  absl::MutexLock l(&mu_);
+  BlobRef ref{end_, length};
+  end_ += length;
+  return ref;
+}
+
+absl::Status Spool::WriteAt(uint64_t offset, std::string_view bytes) {
+  return PWriteAll(fd_, bytes, offset, "delta spool");
 }
 
 absl::StatusOr<std::string> Spool::Get(const BlobRef& ref) const {
@@ -149,7 +156,7 @@ class PoolHelpers final : public Helpers {
 
 void RunOne(const BlobJob& job, Spool& spool, Helpers& helpers, const RunOptions& o, RunState& st) {
   auto r = job.run(helpers);
-  absl::StatusOr<BlobRef> ref = r.ok() ? spool.Put(r->blob) : r.status();
+  absl::StatusOr<BlobRef> ref = !r.ok() ? r.status() : r->spooled ? *r->spooled : spool.Put(r->blob);
   absl::MutexLock l(&st.mu);
   if (!ref.ok()) {
     st.errors.emplace(job.entry, ref.status());
@@ -434,12 +441,23 @@ absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgIm
     stats.rename_bases += b.rename_base && b.recipe.kind == Recipe::Kind::kDelta;
     stats.reencoded += b.reencoded;
     if (b.recipe.packed) continue;
-    auto bytes = spool.Get(b.recipe.blob);
-    if (!bytes.ok()) return bytes.status();
-    auto ref = (*writer)->AppendBlob(*bytes);
-    if (!ref.ok()) return ref.status();
+    // In pieces: a big file's blob is never held whole. Appended back to
+    // back, the pieces make one blob.
+    std::optional<BlobRef> ref;
+    absl::Status st = CopyInPieces(
+        b.recipe.blob, [&](const BlobRef& r) { return spool.Get(r); },
+        [&](std::string_view piece) -> absl::Status {
+          auto r = (*writer)->AppendBlob(piece);
+          if (!r.ok()) return r.status();
+          if (!ref) ref = *r;
+          else if (r->offset != ref->offset + ref->length)
+            return absl::InternalError("delta writer: blob pieces are not contiguous");
+          else ref->length += r->length;
+          return absl::OkStatus();
+        });
+    if (!st.ok()) return st;
     recipes[i] = b.recipe;
-    recipes[i].blob = *ref;
+    recipes[i].blob = ref.value_or(BlobRef{(*writer)->blob_bytes(), 0});
   }
   std::string pack;
   uint32_t next_pack = 0;

@@ -4,6 +4,7 @@
 #include "d4c/delta.h"
 #include "d4c/base/strcat.h"
 #include "delta_internal.h"
+#include "delta_stream.h"
 
 namespace d4c {
 
@@ -43,10 +44,32 @@ absl::StatusOr<BlobResult> DiffOne(const ImageChain& old_chain, const ImageChain
   return r;
 }
 
+bool StandaloneFull(const CdimgImage& img, size_t i) {
+  Recipe r = img.RecipeAt(i);
+  return r.kind == Recipe::Kind::kFull && !r.packed;
+}
+
+// A file over DiffOptions::max_delta_size: B's stored blob, checked and
+// copied into the spool in pieces (never held whole, nor decompressed whole).
+absl::StatusOr<BlobResult> CopyFull(const CdimgImage& b, size_t i, Spool& spool) {
+  BlobRef ref = spool.Reserve(b.RecipeAt(i).blob.length);
+  uint64_t done = 0;
+  absl::Status st = CheckFullBlob(b, i, b.SizeAt(i), b.DigestAt(i), [&](std::string_view piece) {
+    absl::Status w = spool.WriteAt(ref.offset + done, piece);
+    done += piece.size();
+    return w;
+  });
+  if (!st.ok()) return st;
+  BlobResult r;
+  r.recipe = {Recipe::Kind::kFull, CodecId::kZstd, {}, {}};
+  r.spooled = ref;
+  return r;
+}
+
 // Recipes that need no bytes are decided here; every other file becomes a job.
 std::vector<BlobJob> PlanDiff(const ImageChain& old_chain, const ImageChain& new_chain,
                               const OldTree& old, const std::vector<Entry>& entries,
-                              const DiffOptions& o, std::vector<Recipe>* recipes) {
+                              const DiffOptions& o, Spool& spool, std::vector<Recipe>* recipes) {
   std::vector<BlobJob> jobs;
   std::unordered_set<Digest, DigestHash> seen;  // content already placed in B
   recipes->assign(entries.size(), Recipe{});
@@ -58,6 +81,10 @@ std::vector<BlobJob> PlanDiff(const ImageChain& old_chain, const ImageChain& new
       r.kind = Recipe::Kind::kEmpty;
     } else if (!seen.insert(e.digest).second || old.Has(e.digest)) {
       r.kind = Recipe::Kind::kBase;  // unchanged, moved, or a second copy
+    } else if (const CdimgImage& b = new_chain.top(); e.size > o.max_delta_size && StandaloneFull(b, i)) {
+      jobs.push_back({i, e.size, CheckFullMemory(e.size), [&b, &spool, i](Helpers&) {
+                        return CopyFull(b, i, spool);
+                      }});
     } else {
       std::optional<size_t> base = old.BaseFor(e.path, e.size);
       uint64_t base_size = base ? old.image().SizeAt(*base) : 0;
@@ -79,9 +106,9 @@ absl::StatusOr<DeltaStats> DiffImages(const ImageChain& old_chain, const ImageCh
   OldTree old(a);
   std::vector<Entry> entries = delta_internal::AllEntries(b);
   std::vector<Recipe> recipes;
-  std::vector<BlobJob> jobs = PlanDiff(old_chain, new_chain, old, entries, options, &recipes);
   auto spool = delta_internal::Spool::Create(out_path);
   if (!spool.ok()) return spool.status();
+  std::vector<BlobJob> jobs = PlanDiff(old_chain, new_chain, old, entries, options, **spool, &recipes);
   auto blobs = delta_internal::RunJobs(std::move(jobs), **spool,
                                        {options.threads, options.memory_budget, options.progress});
   if (!blobs.ok()) return blobs.status();

@@ -37,6 +37,9 @@ struct BlobResult {
   std::string blob;
   bool rename_base = false;  // delta base taken from another path
   bool reencoded = false;    // merge: built anew rather than copied
+  // Set when the job streamed its blob into the spool itself (Spool::Reserve,
+  // WriteAt; `blob` stays empty): a big file's blob is never held whole.
+  std::optional<BlobRef> spooled;
 };
 
 struct BlobJob {
@@ -66,6 +69,10 @@ class Spool {
   ~Spool();
   absl::StatusOr<BlobRef> Put(std::string_view bytes) ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<std::string> Get(const BlobRef& ref) const;
+  // A range of `length` bytes for a blob that its job writes in pieces
+  // (WriteAt, at offsets inside the range) instead of one Put.
+  BlobRef Reserve(uint64_t length) ABSL_LOCKS_EXCLUDED(mu_);
+  absl::Status WriteAt(uint64_t offset, std::string_view bytes);
 
  private:
   explicit Spool(int fd) : fd_(fd) {}

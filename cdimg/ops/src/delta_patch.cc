@@ -10,18 +10,14 @@
 //   and a job compresses it at PatchOptions::zstd_level into the spool, from
 //   where the writer copies it in pieces.
 // Jobs run on `threads` pool threads under `memory_budget` (RunJobs).
-#include <zstd.h>
-#include <zstd_errors.h>
-
 #include <algorithm>
 #include <unordered_map>
 
-#include "d4c/base/sha256.h"
 #include "d4c/base/strcat.h"
-#include "d4c/base/zstd.h"
 #include "d4c/convert.h"
 #include "d4c/delta.h"
 #include "delta_internal.h"
+#include "delta_stream.h"
 #include "full_image_writer.h"
 
 namespace d4c {
@@ -29,12 +25,6 @@ namespace d4c {
 using namespace delta_internal;  // this file implements part of it
 
 namespace {
-
-// Reads and writes of stored blobs go in pieces of this size.
-constexpr uint64_t kCopyPiece = 1ull << 20;
-// The largest window a checked blob may use (zstd's own default limit for
-// decompression): bounds a copy job's memory whatever the blob declares.
-constexpr int kMaxWindowLog = 27;
 
 absl::Status CheckParent(const CdimgImage& base, const std::string& delta_path) {
   auto h = CdimgImage::ReadHeader(delta_path);
@@ -66,84 +56,6 @@ FullIndex IndexFullBlobs(const ImageChain& chain) {
         out.emplace(img.DigestAt(i), FullSource{&img, i});
   }
   return out;
-}
-
-// Passes bytes [ref.offset, +ref.length) of a blob store to `append` in
-// pieces of at most kCopyPiece bytes; `read` reads one piece.
-template <typename Read>
-absl::Status CopyInPieces(const BlobRef& ref, const Read& read, const internal::BlobAppend& append) {
-  for (uint64_t done = 0; done < ref.length;) {
-    uint64_t n = std::min(kCopyPiece, ref.length - done);
-    auto piece = read(BlobRef{ref.offset + done, n});
-    if (!piece.ok()) return piece.status();
-    if (absl::Status st = append(*piece); !st.ok()) return st;
-    done += n;
-  }
-  return absl::OkStatus();
-}
-
-// Checks that a stored full blob is exactly one zstd frame of `size` bytes
-// whose sha256 is `digest` (a corrupt blob must not travel on), streaming it:
-// memory is zstd's window (at most 2^kMaxWindowLog, and never more than the
-// content) plus two small buffers, whatever the file's size.
-absl::Status CheckFull(const FullSource& src, uint64_t size, const Digest& digest) {
-  const CdimgImage& img = *src.img;
-  auto at = [&](absl::Status s) { return delta_internal::AtEntry(s, img.path(), img.PathAt(src.entry)); };
-  // One context per pool thread: creating one costs more than checking a
-  // small file.
-  thread_local ZstdDCtxPtr dctx;
-  if (!dctx) dctx.reset(ZSTD_createDCtx());
-  if (!dctx) return at(absl::ResourceExhaustedError("zstd: out of memory"));
-  ZSTD_DCtx_reset(dctx.get(), ZSTD_reset_session_and_parameters);
-  ZSTD_DCtx_setParameter(dctx.get(), ZSTD_d_windowLogMax, kMaxWindowLog);
-  std::string out(ZSTD_DStreamOutSize(), '\0');
-  Sha256Hasher hash;
-  uint64_t produced = 0;
-  size_t left = 1;  // ZSTD_decompressStream's hint: 0 once the frame is complete
-  bool first = true;
-  // Decodes all of `in`; stops early only when the frame needs more input.
-  auto feed = [&](ZSTD_inBuffer& in) -> absl::Status {
-    for (;;) {
-      ZSTD_outBuffer o{out.data(), out.size(), 0};
-      left = ZSTD_decompressStream(dctx.get(), &o, &in);
-      if (ZSTD_isError(left) && ZSTD_getErrorCode(left) == ZSTD_error_memory_allocation)
-        return absl::ResourceExhaustedError(StrCat("zstd: ", ZSTD_getErrorName(left)));  // not the blob's fault
-      if (ZSTD_isError(left)) return absl::DataLossError(StrCat("zstd: ", ZSTD_getErrorName(left)));
-      produced += o.pos;
-      if (produced > size) return absl::DataLossError("full blob decompresses to more bytes than the entry has");
-      hash.Update(out.data(), o.pos);
-      if (left == 0) {
-        if (in.pos != in.size) return absl::DataLossError("full blob has bytes after its zstd frame");
-        return absl::OkStatus();
-      }
-      if (in.pos == in.size && o.pos < o.size) return absl::OkStatus();  // wants more input
-    }
-  };
-  absl::Status st = CopyInPieces(
-      src.blob(), [&](const BlobRef& r) { return img.ReadBlob(r); },
-      [&](std::string_view piece) -> absl::Status {
-        if (first) {  // the first piece holds the frame header
-          first = false;
-          unsigned long long declared = ZSTD_getFrameContentSize(piece.data(), piece.size());
-          if (declared != size)
-            return absl::DataLossError(StrCat("full blob declares ", declared, " bytes, entry has ", size));
-        }
-        if (left == 0) return absl::DataLossError("full blob has bytes after its zstd frame");
-        ZSTD_inBuffer in{piece.data(), piece.size(), 0};
-        return feed(in);
-      });
-  if (!st.ok()) return at(st);
-  if (left != 0) return at(absl::DataLossError("full blob is truncated"));
-  if (produced != size) return at(absl::DataLossError("full blob decompresses to the wrong size"));
-  if (hash.Finish() != digest)
-    return absl::DataLossError(StrCat(img.path(), ": /", img.PathAt(src.entry),
-                                      ": content does not match its sha256 (corrupt image)"));
-  return absl::OkStatus();
-}
-
-// Working memory of a CheckFull job.
-uint64_t CheckMemory(uint64_t size) {
-  return std::min<uint64_t>(size, 1ull << kMaxWindowLog) + 2 * kCopyPiece + (1ull << 20);
 }
 
 // The file rebuilt from the chain (verified against its digest), compressed
@@ -186,8 +98,8 @@ absl::StatusOr<DeltaStats> PatchImage(const ImageChain& base_chain, const std::s
     uint64_t size = entries[i].size;
     if (auto it = fulls.find(entries[i].digest); it != fulls.end()) {
       const FullSource& src = copies.emplace(i, it->second).first->second;
-      jobs.push_back({i, size, CheckMemory(size), [&src, size, d = entries[i].digest](Helpers&) -> absl::StatusOr<BlobResult> {
-                        if (absl::Status st = CheckFull(src, size, d); !st.ok()) return st;
+      jobs.push_back({i, size, CheckFullMemory(size), [&src, size, d = entries[i].digest](Helpers&) -> absl::StatusOr<BlobResult> {
+                        if (absl::Status st = CheckFullBlob(*src.img, src.entry, size, d); !st.ok()) return st;
                         BlobResult r;  // no bytes: the writer copies them from the source
                         r.recipe.kind = Recipe::Kind::kFull;
                         return r;

@@ -47,6 +47,12 @@ struct DiffOptions {
   uint32_t time_budget_ms = 60000;
   // Files smaller than this are stored whole: no delta is tried.
   uint64_t min_delta_size = 64;
+  // Files bigger than this that B stores as a standalone `full` blob keep
+  // that blob (checked and copied in pieces, never held whole): no delta is
+  // tried, so diff's memory does not grow with a file's size. Files up to it
+  // are read whole (base, new content, patches: see EncodeMemory). The
+  // default is convert's SquashOptions::whole_file_bytes.
+  uint64_t max_delta_size = 64ull << 20;
   // `full` blobs compressed anew; must match convert's for patch to copy
   // them. A file that B stores as a standalone full blob keeps that blob.
   int zstd_level = 19;
