@@ -50,9 +50,11 @@ struct DiffOptions {
   // Files bigger than this that B stores as a standalone `full` blob keep
   // that blob (checked and copied in pieces, never held whole): no delta is
   // tried, so diff's memory does not grow with a file's size. Files up to it
-  // are read whole (base, new content, patches: see EncodeMemory). The
-  // default is convert's SquashOptions::whole_file_bytes.
-  uint64_t max_delta_size = 64ull << 20;
+  // are read whole (base, new content, patches: see EncodeMemory), about 7x
+  // the file. The default keeps deltas for the big binaries images do carry
+  // (node ~100 MB, browsers ~200 MB): bytes on the link matter more than a
+  // build machine's memory; lower it to bound diff's memory further.
+  uint64_t max_delta_size = 256ull << 20;
   // `full` blobs compressed anew; must match convert's for patch to copy
   // them. A file that B stores as a standalone full blob keeps that blob.
   int zstd_level = 19;
