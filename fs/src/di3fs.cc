@@ -524,35 +524,6 @@ void ClearExitSignals() {
   g_signal_session = nullptr;
 }
 
-// Keeps what a daemon holds after its rebuilds close to what is live. Every
-// rebuild allocates the content (and the blob, a delta's base, decoder
-// buffers) on the FUSE worker that asked, and frees it once written to the
-// cache. With glibc's defaults those transient buffers come from per-thread
-// arenas (one per worker, up to 8 x cores) whose dirty pages stay resident
-// after the free: glibc raises its mmap threshold to the largest buffer
-// freed so far (up to 32 MiB), after which large contents reuse arena
-// memory, and small long-lived objects (cache bookkeeping, libfuse's 1 MiB
-// request buffers) pin the pages around them, so that neither free() nor
-// malloc_trim(0) returns them. Measured (docs/benchmarks.md, "di3fs memory
-// after reading every file"): anon after `tar` of every file of debian v1
-// 12.3 -> 3.3 MiB, of a depth-3 typescript chain 19.1 -> 1.6 MiB.
-//   M_MMAP_THRESHOLD 4 KiB: every buffer of a page or more is its own
-//     mapping, returned to the kernel by free() (this also turns off the
-//     dynamic threshold and keeps M_TRIM_THRESHOLD at 128 KiB);
-//   M_ARENA_MAX 2: at most two arenas for the small objects, whatever the
-//     number of workers.
-// Process-wide, so only the di3fs command sets it (not Di3fs::Open: the
-// library may live in a bigger process). GLIBC_TUNABLES naming a
-// glibc.malloc setting wins: nothing is changed then.
-void BoundMallocRetention() {
-#ifdef __GLIBC__
-  const char* tunables = std::getenv("GLIBC_TUNABLES");
-  if (tunables && std::strstr(tunables, "glibc.malloc.")) return;
-  mallopt(M_MMAP_THRESHOLD, 4096);
-  mallopt(M_ARENA_MAX, 2);
-#endif
-}
-
 absl::StatusOr<std::string> MakePrivateCacheDir() {
   const char* tmp = std::getenv("TMPDIR");
   std::string tmpl = StrCat(tmp && *tmp ? tmp : "/var/tmp", "/di3fs-cache.XXXXXX");
@@ -782,6 +753,33 @@ ImageChain& Di3fs::mutable_chain() { return *s_->chain; }
 const FsTree& Di3fs::tree() const { return *s_->tree; }
 const ContentCache& Di3fs::cache() const { return *s_->cache; }
 double Di3fs::open_ms() const { return s_->open_ms; }
+
+// Keeps what a daemon holds after its rebuilds close to what is live. Every
+// rebuild allocates the content (and the blob, a delta's base, decoder
+// buffers) on the FUSE worker that asked, and frees it once written to the
+// cache. With glibc's defaults those transient buffers come from per-thread
+// arenas (one per worker, up to 8 x cores) whose dirty pages stay resident
+// after the free: glibc raises its mmap threshold to the largest buffer
+// freed so far (up to 32 MiB), after which large contents reuse arena
+// memory, and small long-lived objects (cache bookkeeping, libfuse's 1 MiB
+// request buffers) pin the pages around them, so that neither free() nor
+// malloc_trim(0) returns them. Measured (docs/benchmarks.md, "di3fs memory
+// after reading every file"): anon after `tar` of every file of debian v1
+// 12.3 -> 3.3 MiB, of a depth-3 typescript chain 19.1 -> 1.6 MiB.
+//   M_MMAP_THRESHOLD 4 KiB: every buffer of a page or more is its own
+//     mapping, returned to the kernel by free() (this also turns off the
+//     dynamic threshold and keeps M_TRIM_THRESHOLD at 128 KiB);
+//   M_ARENA_MAX 2: at most two arenas for the small objects, whatever the
+//     number of workers.
+bool BoundMallocRetention() {
+#ifdef __GLIBC__
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (tunables && std::strstr(tunables, "glibc.malloc.")) return false;
+  return mallopt(M_MMAP_THRESHOLD, 4096) == 1 && mallopt(M_ARENA_MAX, 2) == 1;
+#else
+  return false;
+#endif
+}
 
 absl::Status RunDi3fs(const Di3fsOptions& options, const std::string& mountpoint, int takeover_fd) {
   auto t0 = std::chrono::steady_clock::now();
