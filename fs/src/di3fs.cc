@@ -757,25 +757,27 @@ double Di3fs::open_ms() const { return s_->open_ms; }
 // Keeps what a daemon holds after its rebuilds close to what is live. Every
 // rebuild allocates the content (and the blob, a delta's base, decoder
 // buffers) on the FUSE worker that asked, and frees it once written to the
-// cache. With glibc's defaults those transient buffers come from per-thread
-// arenas (one per worker, up to 8 x cores) whose dirty pages stay resident
-// after the free: glibc raises its mmap threshold to the largest buffer
-// freed so far (up to 32 MiB), after which large contents reuse arena
-// memory, and small long-lived objects (cache bookkeeping, libfuse's 1 MiB
-// request buffers) pin the pages around them, so that neither free() nor
-// malloc_trim(0) returns them. Measured (docs/benchmarks.md, "di3fs memory
-// after reading every file"): anon after `tar` of every file of debian v1
-// 12.3 -> 3.3 MiB, of a depth-3 typescript chain 19.1 -> 1.6 MiB.
-//   M_MMAP_THRESHOLD 4 KiB: every buffer of a page or more is its own
-//     mapping, returned to the kernel by free() (this also turns off the
-//     dynamic threshold and keeps M_TRIM_THRESHOLD at 128 KiB);
-//   M_ARENA_MAX 2: at most two arenas for the small objects, whatever the
-//     number of workers.
+// cache. With glibc's defaults, freeing a big mapped buffer raises the mmap
+// threshold to its size (up to 32 MiB) and the trim threshold to twice
+// that; from then on big contents, and libfuse's 1 MiB request buffer of
+// each new worker, come from per-thread arenas (one per worker, up to
+// 8 x cores) whose dirty pages stay resident: neither free() nor
+// malloc_trim(0) returns them, as the request buffers are live.
+//   M_MMAP_THRESHOLD 128 KiB (glibc's initial value, now fixed): a buffer of
+//     128 KiB or more is its own mapping, returned to the kernel by free();
+//     libfuse's request buffers only use the pages a request touches;
+//   M_ARENA_MAX 2: at most two arenas (the smaller contents' leftovers),
+//     whatever the number of workers.
+// Measured (docs/benchmarks.md, 2026-12-04 late night): anon after `tar` of
+// every file, debian v1 12.3 -> 6.3 MiB, a depth-3 typescript chain 19.1 ->
+// 1.7 MiB, same CPU time. A 4 KiB threshold leaves debian at 3.3 MiB but
+// costs ~10% more CPU on a cold read (one mapping per content of a page or
+// more); GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4096 chooses that.
 bool BoundMallocRetention() {
 #ifdef __GLIBC__
   const char* tunables = std::getenv("GLIBC_TUNABLES");
   if (tunables && std::strstr(tunables, "glibc.malloc.")) return false;
-  return mallopt(M_MMAP_THRESHOLD, 4096) == 1 && mallopt(M_ARENA_MAX, 2) == 1;
+  return mallopt(M_MMAP_THRESHOLD, 128 << 10) == 1 && mallopt(M_ARENA_MAX, 2) == 1;
 #else
   return false;
 #endif
