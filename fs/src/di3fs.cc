@@ -769,8 +769,8 @@ double Di3fs::open_ms() const { return s_->open_ms; }
 //   M_ARENA_MAX 2: at most two arenas (the smaller contents' leftovers),
 //     whatever the number of workers.
 // Measured (docs/benchmarks.md, 2026-12-04 late night): anon after `tar` of
-// every file, debian v1 12.3 -> 6.3 MiB, a depth-3 typescript chain 19.1 ->
-// 1.7 MiB, same CPU time. A 4 KiB threshold leaves debian at 3.3 MiB but
+// every file, debian v1 11-13.6 -> 6.1 MiB, a depth-3 typescript chain
+// 16-22 -> 1.6 MiB, same CPU time. A 4 KiB threshold leaves debian at 3.3 MiB but
 // costs ~10% more CPU on a cold read (one mapping per content of a page or
 // more); GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4096 chooses that.
 bool BoundMallocRetention() {
