@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <fuse_lowlevel.h>
+#include <malloc.h>
 #include <linux/fuse.h>
 #include <poll.h>
 #include <sys/mount.h>
@@ -753,8 +754,38 @@ const FsTree& Di3fs::tree() const { return *s_->tree; }
 const ContentCache& Di3fs::cache() const { return *s_->cache; }
 double Di3fs::open_ms() const { return s_->open_ms; }
 
+// Keeps what a daemon holds after its rebuilds close to what is live. Every
+// rebuild allocates the content (and the blob, a delta's base, decoder
+// buffers) on the FUSE worker that asked, and frees it once written to the
+// cache. With glibc's defaults, freeing a big mapped buffer raises the mmap
+// threshold to its size (up to 32 MiB) and the trim threshold to twice
+// that; from then on big contents, and libfuse's 1 MiB request buffer of
+// each new worker, come from per-thread arenas (one per worker, up to
+// 8 x cores) whose dirty pages stay resident: neither free() nor
+// malloc_trim(0) returns them, as the request buffers are live.
+//   M_MMAP_THRESHOLD 128 KiB (glibc's initial value, now fixed): a buffer of
+//     128 KiB or more is its own mapping, returned to the kernel by free();
+//     libfuse's request buffers only use the pages a request touches;
+//   M_ARENA_MAX 2: at most two arenas (the smaller contents' leftovers),
+//     whatever the number of workers.
+// Measured (docs/benchmarks.md, 2026-12-04 late night): anon after `tar` of
+// every file, debian v1 11-13.6 -> 6.1 MiB, a depth-3 typescript chain
+// 16-22 -> 1.6 MiB, same CPU time. A 4 KiB threshold leaves debian at 3.3 MiB but
+// costs ~10% more CPU on a cold read (one mapping per content of a page or
+// more); GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4096 chooses that.
+bool BoundMallocRetention() {
+#ifdef __GLIBC__
+  const char* tunables = std::getenv("GLIBC_TUNABLES");
+  if (tunables && std::strstr(tunables, "glibc.malloc.")) return false;
+  return mallopt(M_MMAP_THRESHOLD, 128 << 10) == 1 && mallopt(M_ARENA_MAX, 2) == 1;
+#else
+  return false;
+#endif
+}
+
 absl::Status RunDi3fs(const Di3fsOptions& options, const std::string& mountpoint, int takeover_fd) {
   auto t0 = std::chrono::steady_clock::now();
+  BoundMallocRetention();  // before any worker thread exists
   // Every open file holds a descriptor of its cache file.
   struct rlimit nofile;
   if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {

@@ -94,6 +94,15 @@ class Di3fs {
   std::unique_ptr<State> s_;
 };
 
+// Makes freed buffers go back to the kernel instead of staying resident in
+// glibc's per-thread arenas (M_MMAP_THRESHOLD fixed at 128 KiB, M_ARENA_MAX
+// 2), so that a daemon's memory after rebuilding files is what is live plus
+// small leftovers, not the largest contents its FUSE workers ever held. Process-wide: RunDi3fs calls it
+// before any worker starts; a process embedding Di3fs decides for itself.
+// Does nothing (false) when GLIBC_TUNABLES names a glibc.malloc setting
+// (the operator's choice wins) or the C library is not glibc.
+bool BoundMallocRetention();
+
 // Open + Mount (or TakeOver of `takeover_fd` when >= 0) + Serve with signal
 // handling; logs one line when mounted.
 absl::Status RunDi3fs(const Di3fsOptions& options, const std::string& mountpoint, int takeover_fd = -1);
