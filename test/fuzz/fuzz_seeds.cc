@@ -13,7 +13,9 @@
 //                      hardlinks, devices, xattrs) written by ConvertImage;
 //   codec_*_fuzz       real base/target pairs in both modes of codec_fuzz.h:
 //                      "mutated" (encode, flip, decode) and "raw" (a real
-//                      patch as the decoder's input), standalone and pack form.
+//                      patch as the decoder's input), standalone and pack form;
+//   codec_bsdiff_x86_fuzz  machine-code-like bytes for the transform, and
+//                      pairs and real patches in bsdiff's x86 code form.
 // Everything is generated from code so that the seeds are reviewable and
 // follow format changes; nothing here is copied from an image.
 #include <sys/stat.h>
@@ -26,6 +28,7 @@
 #include <string>
 #include <vector>
 
+#include "bsdiff_codec.h"
 #include "d4c/codec.h"
 #include "d4c/convert.h"
 #include "oci_fixture.h"
@@ -305,6 +308,47 @@ void CodecSeeds(const char* target, d4c::CodecId id, size_t max_encode) {
   }
 }
 
+// Binary() with calls and RIP-relative loads spread through it, as the x86
+// code form rewrites them.
+std::string Code(int seed, size_t n) {
+  std::string s = Binary(seed, n);
+  for (size_t i = 0; i + 16 < s.size(); i += 23) {
+    s.replace(i, 5, std::string("\xE8\x00\x01\x00\x00", 5));
+    s[i + 4] = static_cast<char>(seed & 1 ? 0x00 : 0xFF);
+    s.replace(i + 9, 3, "\x48\x8B\x05");
+  }
+  return s;
+}
+
+void X86Seeds() {
+  const char* target = "codec_bsdiff_x86_fuzz";
+  std::string code = Code(4, 3000);
+  // transform: [0][2 start][2 size][bytes]
+  std::string t(1, '\0');
+  Le(t, 3, 2);
+  Le(t, 0xFFFF, 2);
+  Write(target, "transform", t + code);
+  // The same code after a rebuild: a block inserted, displacements moved.
+  std::string code2 = code.substr(0, 900) + Binary(8, 48) + code.substr(900);
+  for (size_t i = 1200; i + 4 < code2.size(); i += 23) code2[i + 1] = static_cast<char>(code2[i + 1] + 48);
+  for (uint8_t x : {uint8_t{0}, uint8_t{0x40}}) {
+    // mutated: [1][2 pos][1 xor][2 base_len][base][target]
+    std::string s(1, '\1');
+    Le(s, 29, 2);
+    s.push_back(static_cast<char>(x));
+    Le(s, static_cast<uint32_t>(code.size()), 2);
+    Write(target, std::string("mut-rebuild") + (x ? "-flip" : ""), s + code + code2);
+  }
+  auto patch = d4c::codec_internal::BsdiffCodec().EncodeX86(code, code2, {0, code.size()}, {0, code2.size()},
+                                                             d4c::NoHelpers(), UINT64_MAX);
+  if (!patch.ok()) Die("x86 seed: " + std::string(patch.status().message()));
+  // raw: [2][3 target_size][2 base_len][base][patch]
+  std::string s(1, '\2');
+  Le(s, static_cast<uint32_t>(code2.size()), 3);
+  Le(s, static_cast<uint32_t>(code.size()), 2);
+  Write(target, "raw-rebuild", s + code + *patch);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -321,6 +365,7 @@ int main(int argc, char** argv) {
   CodecSeeds("codec_bsdiff_fuzz", d4c::CodecId::kBsdiff, 16 << 10);
   CodecSeeds("codec_xdelta3_fuzz", d4c::CodecId::kXdelta3, 64 << 10);
   CodecSeeds("codec_relcopy_fuzz", d4c::CodecId::kRelcopy, 16 << 10);
+  X86Seeds();
   std::error_code ec;
   fs::remove_all(tmpl, ec);
   printf("fuzz_seeds: %d seeds written under %s\n", g_written, g_out.c_str());

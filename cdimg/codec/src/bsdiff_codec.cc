@@ -14,6 +14,7 @@
 #include "hash64.h"
 #include "alt_section.h"
 #include "multi_frame.h"
+#include "x86_code.h"
 #include "d4c/base/varint.h"
 #include "d4c/base/zstd.h"
 #include "d4c/base/strcat.h"
@@ -23,33 +24,60 @@ namespace d4c::codec_internal {
 namespace {
 
 constexpr size_t kHeaderSize = 3 * 4 + 8;
-
+// Set in the ctrl length word: the x86 code form (docs/format.md), whose
+// record follows the header. Control streams are therefore under 2 GiB.
+constexpr uint32_t kX86Flag = 1u << 31;
+constexpr uint8_t kX86FormBranchRip = 1;
 
 // The three stream slices of a patch, after the header was bounds-checked.
 struct Parsed {
   std::string_view ctrl, diff, extra;
   uint64_t hash;
+  // The x86 code form: the spans of base and target that were transformed.
+  std::optional<X86Span> x86_base, x86_target;
 };
+
+// The x86 record: form byte, then varint start and size of the base's span,
+// then of the target's.
+std::string X86Record(X86Span base, X86Span target) {
+  std::string r(1, static_cast<char>(kX86FormBranchRip));
+  for (uint64_t v : {base.start, base.size, target.start, target.size}) PutVarint(&r, v);
+  return r;
+}
 
 absl::StatusOr<Parsed> ParseHeader(std::string_view patch) {
   if (patch.size() < kHeaderSize) return absl::DataLossError("bsdiff patch: truncated header");
   uint64_t lens[3];
-  uint64_t total = kHeaderSize;
-  for (int i = 0; i < 3; ++i) {
-    lens[i] = GetLE(patch.data() + 4 * i, 4);
-    total += lens[i];  // three u32 values: cannot overflow
+  for (int i = 0; i < 3; ++i) lens[i] = GetLE(patch.data() + 4 * i, 4);
+  Parsed p;
+  size_t pos = kHeaderSize;
+  if (lens[0] & kX86Flag) {
+    lens[0] &= ~uint64_t{kX86Flag};
+    if (pos >= patch.size() || static_cast<uint8_t>(patch[pos]) != kX86FormBranchRip) {
+      return absl::DataLossError("bsdiff patch: unknown x86 code form (written by a newer d4c?)");
+    }
+    ++pos;
+    uint64_t v[4];
+    for (uint64_t& x : v) {
+      if (!GetVarint(patch, &pos, &x)) return absl::DataLossError("bsdiff patch: truncated x86 record");
+    }
+    p.x86_base = X86Span{v[0], v[1]};
+    p.x86_target = X86Span{v[2], v[3]};
   }
+  uint64_t total = pos;
+  for (uint64_t len : lens) total += len;  // u32 values after a short record: cannot overflow
   if (total != patch.size()) {
     return absl::DataLossError(
         StrCat("bsdiff patch: header says ", total, " bytes, patch has ", patch.size()));
   }
-  Parsed p;
   p.hash = GetLE(patch.data() + 12, 8);
-  p.ctrl = patch.substr(kHeaderSize, lens[0]);
-  p.diff = patch.substr(kHeaderSize + lens[0], lens[1]);
-  p.extra = patch.substr(kHeaderSize + lens[0] + lens[1], lens[2]);
+  p.ctrl = patch.substr(pos, lens[0]);
+  p.diff = patch.substr(pos + lens[0], lens[1]);
+  p.extra = patch.substr(pos + lens[0] + lens[1], lens[2]);
   return p;
 }
+
+bool SpanWithin(X86Span s, uint64_t size) { return s.start <= size && s.size <= size - s.start; }
 
 // An empty stream is stored as zero bytes rather than an empty zstd frame.
 absl::StatusOr<std::string> CompressStream(const std::string& s, int level, int window_log) {
@@ -178,6 +206,30 @@ bool ClearlyOver(const RawStreams& raw, uint64_t limit) {
 
 absl::StatusOr<std::string> BsdiffCodec::EncodeWithin(std::string_view base, std::string_view target,
                                                       Helpers& helpers, uint64_t limit) const {
+  auto plain = EncodeStreams(base, target, helpers, limit, Hash64(target), "");
+  auto base_span = X86_64CodeSpan(base), target_span = X86_64CodeSpan(target);
+  if (!base_span || !target_span) return plain;
+  if (!plain.ok() && !absl::IsOutOfRange(plain.status())) return plain;
+  // An x86-64 ELF pair: also diff the code with absolute references, keep the
+  // smaller patch (ties keep the plain form, which older readers read).
+  auto x86 = EncodeX86(base, target, *base_span, *target_span, helpers, plain.ok() ? plain->size() : limit);
+  if (!x86.ok()) return absl::IsOutOfRange(x86.status()) ? plain : x86.status();
+  if (plain.ok() && plain->size() <= x86->size()) return plain;
+  return x86;
+}
+
+absl::StatusOr<std::string> BsdiffCodec::EncodeX86(std::string_view base, std::string_view target,
+                                                   X86Span base_span, X86Span target_span, Helpers& helpers,
+                                                   uint64_t limit) const {
+  std::string b(base), t(target);
+  X86ToAbsolute(b, base_span);
+  X86ToAbsolute(t, target_span);
+  return EncodeStreams(b, t, helpers, limit, Hash64(target), X86Record(base_span, target_span));
+}
+
+absl::StatusOr<std::string> BsdiffCodec::EncodeStreams(std::string_view base, std::string_view target,
+                                                       Helpers& helpers, uint64_t limit, uint64_t hash,
+                                                       std::string_view x86_record) const {
   auto streams = BsdiffCompute(base, target, helpers);
   if (!streams.ok()) return streams.status();
   RawStreams raw{SplitCtrl(streams->ctrl), SplitZeroRuns(streams->diff), &streams->extra};
@@ -234,9 +286,13 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeWithin(std::string_view base, std
       return absl::InvalidArgumentError("bsdiff: stream over 4 GiB");
     }
   }
+  // Bit 31 of the ctrl length marks the x86 form.
+  if (ctrl.size() >= kX86Flag) return absl::InvalidArgumentError("bsdiff: control stream over 2 GiB");
   std::string out;
-  for (const std::string* s : {&ctrl, &diff, &extra}) PutLE(&out, s->size(), 4);
-  PutLE(&out, Hash64(target), 8);
+  PutLE(&out, ctrl.size() | (x86_record.empty() ? 0 : kX86Flag), 4);
+  for (const std::string* s : {&diff, &extra}) PutLE(&out, s->size(), 4);
+  PutLE(&out, hash, 8);
+  out += x86_record;
   out += ctrl;
   out += diff;
   out += extra;
@@ -259,10 +315,20 @@ absl::StatusOr<std::string> BsdiffCodec::Decode(std::string_view base, std::stri
   }
   CtrlReader ctrl;
   if (auto s = ctrl.Init(parsed->ctrl); !s.ok()) return s;
+  std::string x86_base;
+  if (parsed->x86_base) {
+    if (!SpanWithin(*parsed->x86_base, base.size()) || !SpanWithin(*parsed->x86_target, target_size)) {
+      return absl::DataLossError("bsdiff patch: x86 code span outside the base or the target");
+    }
+    x86_base.assign(base);
+    X86ToAbsolute(x86_base, *parsed->x86_base);
+    base = x86_base;
+  }
   auto out = AllocateBuffer(target_size);
   if (!out.ok()) return out.status();
   Patcher patcher(base, *diff, *extra, &*out);
   if (auto s = RunTriples(ctrl, patcher, target_size); !s.ok()) return s;
+  if (parsed->x86_target) X86ToRelative(*out, *parsed->x86_target);
   if (Hash64(*out) != parsed->hash) {
     return absl::DataLossError("bsdiff patch: checksum mismatch (wrong base or corrupt patch)");
   }

@@ -1,6 +1,12 @@
 // bsdiff delta codec. Patch layout (all integers little endian):
-//   u32 ctrl_len, u32 diff_len, u32 extra_len   byte lengths of the three streams
+//   u32 ctrl_len, u32 diff_len, u32 extra_len   byte lengths of the three streams; bit 31
+//                                               of ctrl_len marks the x86 code form
 //   u64 target_hash                             Hash64 of the target
+//   [x86 record]                                if marked: byte 1, varint start and size of
+//                                               the base's and of the target's code span
+//                                               (x86_code.h); the streams then rebuild the
+//                                               target with absolute references from the
+//                                               base with absolute references
 //   ctrl                                        the control triples, nothing if none:
 //                                               varint columns or fixed triples
 //                                               (bsdiff_ctrl.h)
@@ -13,11 +19,14 @@
 //                                               the zero runs hold one zstd frame here
 //   extra                                       one zstd frame, an LZMA2 or bzip2 section,
 //                                               or nothing if empty
-// The encoder writes each of diff and extra in whichever form is smallest.
+// The encoder writes each of diff and extra in whichever form is smallest,
+// and, when base and target are both x86-64 ELF files, the x86 code form if
+// that makes the patch smaller.
 // The streams are described in bsdiff_diff.h.
 #pragma once
 
 #include "d4c/codec.h"
+#include "x86_code.h"
 
 namespace d4c::codec_internal {
 
@@ -34,8 +43,13 @@ class BsdiffCodec final : public DeltaCodec {
                                            uint64_t limit) const override;
   absl::StatusOr<std::string> Decode(std::string_view base, std::string_view patch,
                                      uint64_t target_size) const override;
+  // The x86 code form on the given spans, whether or not it is the smaller.
+  absl::StatusOr<std::string> EncodeX86(std::string_view base, std::string_view target, X86Span base_span,
+                                        X86Span target_span, Helpers& helpers, uint64_t limit) const;
 
  private:
+  absl::StatusOr<std::string> EncodeStreams(std::string_view base, std::string_view target, Helpers& helpers,
+                                            uint64_t limit, uint64_t hash, std::string_view x86_record) const;
   int level_;
 };
 

@@ -1,0 +1,219 @@
+// The x86 code form of bsdiff (x86_code.h): the transform's round trip, the
+// ELF code span, and the patch form on a real executable rebuilt the way a
+// linker moves code.
+#include <catch2/catch.hpp>
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "bsdiff_codec.h"
+#include "x86_code.h"
+#include "d4c/codec.h"
+
+namespace d4c::codec_internal {
+namespace {
+
+std::string ReadAll(const char* path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// Bytes dense in the patterns the transform rewrites: call/jmp opcodes, REX
+// prefixes, mov/lea opcodes and RIP-relative modrm bytes, 0x00/0xFF.
+std::string Codeish(size_t n, uint64_t seed) {
+  static const uint8_t kBytes[] = {0xE8, 0xE9, 0x48, 0x4C, 0x8B, 0x8D, 0x89, 0x0F, 0x10, 0xB6,
+                                   0x05, 0x0D, 0x15, 0x00, 0xFF, 0x3D, 0x85, 0x01};
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (char& c : s) c = static_cast<char>(rng() % 3 ? kBytes[rng() % sizeof(kBytes)] : rng());
+  return s;
+}
+
+bool IsX86Form(const std::string& patch) { return patch.size() >= 4 && (static_cast<uint8_t>(patch[3]) & 0x80); }
+
+uint32_t Get32(const std::string& s, size_t i) {
+  uint32_t v;
+  std::memcpy(&v, s.data() + i, 4);
+  return v;
+}
+
+std::string CorpusRoot() {
+  const char* env = std::getenv("D4C_CORPUS");
+  return env && *env ? env : "/var/cache/d4c-corpus";
+}
+
+TEST_CASE("x86 code: the transform is its own inverse's inverse, on any bytes and spans", "[codec][bsdiff]") {
+  for (uint64_t seed = 1; seed <= 40; ++seed) {
+    std::string x = Codeish(3000 + seed * 7, seed);
+    X86Span span{seed % 13, x.size() - seed % 13 - seed % 5};
+    std::string t = x;
+    X86ToAbsolute(t, span);
+    CHECK(t != x);  // such dense input always has something to rewrite
+    X86ToRelative(t, span);
+    CHECK(t == x);
+    X86ToRelative(t, span);
+    X86ToAbsolute(t, span);
+    CHECK(t == x);
+  }
+  // Spans shorter than one instruction change nothing.
+  std::string x = "\xE8\x01\x02\x03";
+  X86ToAbsolute(x, X86Span{0, 4});
+  CHECK(x == "\xE8\x01\x02\x03");
+}
+
+TEST_CASE("x86 code: calls and RIP-relative operands become absolute", "[codec][bsdiff]") {
+  // call -16 at offset 100: next instruction at 105, target 89.
+  std::string code(200, '\x90');
+  std::memcpy(code.data() + 100, "\xE8\xF0\xFF\xFF\xFF", 5);
+  // mov rax, [rip + 0x20] at offset 150: next instruction at 157, target 189.
+  std::memcpy(code.data() + 150, "\x48\x8B\x05\x20\x00\x00\x00", 7);
+  // jmp -16 at offset 50: jumps stay relative.
+  std::memcpy(code.data() + 50, "\xE9\xF0\xFF\xFF\xFF", 5);
+  std::string t = code;
+  X86ToAbsolute(t, X86Span{0, t.size()});
+  CHECK(Get32(t, 101) == 89);
+  CHECK(Get32(t, 153) == 189);
+  CHECK(t.substr(50, 5) == code.substr(50, 5));
+  X86ToRelative(t, X86Span{0, t.size()});
+  CHECK(t == code);
+}
+
+TEST_CASE("x86 code: the code span of an ELF file", "[codec][bsdiff]") {
+  std::string ls = ReadAll("/bin/ls");
+  auto span = X86_64CodeSpan(ls);
+  if (!span) {
+    WARN("skipped: /bin/ls is not an x86-64 ELF file here");
+    return;
+  }
+  CHECK(span->start > 0);
+  CHECK(span->size > 0);
+  CHECK(span->start + span->size <= ls.size());
+  CHECK_FALSE(X86_64CodeSpan(ls.substr(0, 1 << 12)));  // section table cut off
+  std::string other = ls;
+  other[18] = 40;  // e_machine: ARM
+  CHECK_FALSE(X86_64CodeSpan(other));
+  CHECK_FALSE(X86_64CodeSpan("\x7f" "ELF"));
+  CHECK_FALSE(X86_64CodeSpan(Codeish(4096, 3)));
+}
+
+TEST_CASE("x86 code: a rebuilt library gets a smaller bsdiff patch in the x86 form", "[codec][bsdiff]") {
+  // A real rebuild from the corpus (docs/corpus.md): libapt-pkg in Debian's
+  // apt-get upgrade, where every call into moved code changed.
+  const std::string lib = "/rootfs/usr/lib/x86_64-linux-gnu/libapt-pkg.so.6.0.0";
+  std::string base = ReadAll((CorpusRoot() + "/debian-python/rootfs/v1" + lib).c_str());
+  std::string target = ReadAll((CorpusRoot() + "/debian-python/rootfs/v2" + lib).c_str());
+  if (base.empty() || target.empty() || base == target) {
+    WARN("skipped: no debian-python corpus at " << CorpusRoot() << " (scripts/corpus.sh debian-python)");
+    return;
+  }
+  auto patch = GetCodec(CodecId::kBsdiff).Encode(base, target);
+  REQUIRE(patch.ok());
+  CHECK(IsX86Form(*patch));
+  auto back = GetCodec(CodecId::kBsdiff).Decode(base, *patch, target.size());
+  REQUIRE(back.ok());
+  CHECK(*back == target);
+  // The same pair as plain bytes (no ELF magic): the form the encoder beat.
+  std::string plain_base = base, plain_target = target;
+  plain_base[0] = plain_target[0] = 'X';
+  auto plain = GetCodec(CodecId::kBsdiff).Encode(plain_base, plain_target);
+  REQUIRE(plain.ok());
+  CHECK_FALSE(IsX86Form(*plain));
+  INFO("x86 form " << patch->size() << " B, plain " << plain->size() << " B");
+  CHECK(patch->size() * 10 < plain->size() * 8);  // at least 20% smaller (measured: 48%)
+}
+
+TEST_CASE("x86 code: the x86 form of an edited executable decodes", "[codec][bsdiff]") {
+  std::string base = ReadAll("/bin/ls");
+  auto span = X86_64CodeSpan(base);
+  if (!span) {
+    WARN("skipped: /bin/ls is not an x86-64 ELF file here");
+    return;
+  }
+  // Bytes inserted into the code: everything after them moves.
+  std::string target = base;
+  target.insert(span->start + span->size / 3, Codeish(777, 4));
+  target.erase(span->start + span->size * 2 / 3, 777);
+  auto target_span = X86_64CodeSpan(target);
+  REQUIRE(target_span);
+  auto patch = BsdiffCodec().EncodeX86(base, target, *span, *target_span, NoHelpers(), UINT64_MAX);
+  REQUIRE(patch.ok());
+  REQUIRE(IsX86Form(*patch));
+  auto back = GetCodec(CodecId::kBsdiff).Decode(base, *patch, target.size());
+  REQUIRE(back.ok());
+  CHECK(*back == target);
+  // The target hash is of the real target: a wrong base fails.
+  std::string other = base;
+  other[span->start + 50] ^= 1;
+  CHECK_FALSE(GetCodec(CodecId::kBsdiff).Decode(other, *patch, target.size()).ok());
+}
+
+TEST_CASE("x86 code: a pair the transform does not help keeps the plain form", "[codec][bsdiff]") {
+  std::string base = ReadAll("/bin/ls");
+  auto span = X86_64CodeSpan(base);
+  if (!span) {
+    WARN("skipped: /bin/ls is not an x86-64 ELF file here");
+    return;
+  }
+  // An edit outside the code: nothing for absolute references to gain.
+  std::string target = base;
+  target[span->start - 1] ^= 1;
+  auto patch = GetCodec(CodecId::kBsdiff).Encode(base, target);
+  REQUIRE(patch.ok());
+  auto forced = BsdiffCodec().EncodeX86(base, target, *span, *span, NoHelpers(), UINT64_MAX);
+  REQUIRE(forced.ok());
+  CHECK(patch->size() < forced->size());
+  CHECK_FALSE(IsX86Form(*patch));
+}
+
+TEST_CASE("x86 code: malformed x86 records are refused", "[codec][bsdiff]") {
+  std::string base = ReadAll("/bin/ls");
+  auto span = X86_64CodeSpan(base);
+  if (!span) {
+    WARN("skipped: /bin/ls is not an x86-64 ELF file here");
+    return;
+  }
+  std::string target = base;
+  target[span->start + 100] ^= 0x55;
+  auto patch = BsdiffCodec().EncodeX86(base, target, *span, *span, NoHelpers(), UINT64_MAX);
+  REQUIRE(patch.ok());
+  REQUIRE(IsX86Form(*patch));
+  const BsdiffCodec codec;
+  auto back = codec.Decode(base, *patch, target.size());
+  REQUIRE(back.ok());
+  CHECK(*back == target);
+  constexpr size_t kRecord = 20;  // after the 20-byte header: form byte, four varints
+  std::string bad_form = *patch;
+  bad_form[kRecord] = 2;
+  auto r = codec.Decode(base, bad_form, target.size());
+  REQUIRE_FALSE(r.ok());
+  CHECK(std::string(r.status().message()).find("unknown x86 code form") != std::string::npos);
+  // A span past the end of the base: the record is rewritten with a huge
+  // size (its length is implicit, so the header's total still matches).
+  std::string huge = patch->substr(0, kRecord);
+  huge += '\x01';
+  for (uint64_t v : {span->start, uint64_t{1} << 40, span->start, span->size}) {
+    do {
+      huge += static_cast<char>((v & 0x7F) | (v >= 0x80 ? 0x80 : 0));
+      v >>= 7;
+    } while (v);
+  }
+  size_t pos = kRecord + 1;
+  for (int i = 0; i < 4; ++i)
+    while (static_cast<uint8_t>((*patch)[pos++]) & 0x80) {
+    }
+  huge += patch->substr(pos);
+  r = codec.Decode(base, huge, target.size());
+  REQUIRE_FALSE(r.ok());
+  CHECK(std::string(r.status().message()).find("x86 code span outside") != std::string::npos);
+  // Truncated record.
+  r = codec.Decode(base, patch->substr(0, kRecord + 2), target.size());
+  REQUIRE_FALSE(r.ok());
+}
+
+}  // namespace
+}  // namespace d4c::codec_internal
