@@ -5,7 +5,9 @@
 // containerd config:  [proxy_plugins.di3fs] type = "snapshot" address = "<socket>"
 // The socket is bound by the snapshotter itself, or passed to it (LISTEN_FDS:
 // systemd's di3fs-snapshotter.socket or the --supervise parent), so that it
-// outlives a restart: see listener.h and docs/operations.md.
+// outlives a restart, as is the --cri-image-proxy socket; the di3fs
+// /dev/fuse copies go to a descriptor store there and come back the same
+// way: see listener.h, fdstore.h and docs/operations.md.
 #include <grpcpp/grpcpp.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -92,9 +94,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bool supervise = false;
   app.add_flag("--supervise", supervise,
-               "Bind --address once and run the snapshotter as a child process that is started again whenever it "
-               "exits or dies (the socket stays: containerd's connections wait instead of being refused). "
-               "SIGTERM stops both, SIGHUP restarts the child. Not needed under systemd (di3fs-snapshotter.socket)");
+               "Bind --address (and --cri-image-proxy) once and run the snapshotter as a child process that is "
+               "started again whenever it exits or dies (the sockets stay: connections wait instead of being "
+               "refused), keeping the di3fs FUSE connections it stores (kill -9 of the snapshotter and a di3fs "
+               "together is survived). SIGTERM stops both, SIGHUP restarts the child. Not needed under systemd "
+               "(di3fs-snapshotter.socket, FileDescriptorStoreMax=)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

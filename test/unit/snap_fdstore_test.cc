@@ -99,7 +99,7 @@ TEST_CASE("notification messages") {
                                                                               Catch::Contains("no ':'"));
 }
 
-TEST_CASE("Notifier: no NOTIFY_SOCKET is a no-op; a bad one an error naming it") {
+TEST_CASE("Notifier: no NOTIFY_SOCKET is a no-op, a bad one an error naming it") {
   Notifier off(nullptr);
   CHECK_FALSE(off.enabled());
   CHECK(off.StoreFd("fuse-a", 0).ok());
@@ -109,7 +109,7 @@ TEST_CASE("Notifier: no NOTIFY_SOCKET is a no-op; a bad one an error naming it")
   CHECK_THAT(Message(nobody.Send("X=1")), Catch::Contains("send to NOTIFY_SOCKET @d4c-fdstore-test/nobody/"));
 }
 
-TEST_CASE("descriptor store: a descriptor sent with FDSTORE is the same file; FDSTOREREMOVE closes it") {
+TEST_CASE("descriptor store: a descriptor sent with FDSTORE is the same file, FDSTOREREMOVE closes it") {
   signal(SIGPIPE, SIG_IGN);
   Receiver rx("roundtrip");
   Notifier n(rx.address.c_str());
@@ -185,7 +185,7 @@ TEST_CASE("descriptor store: a path notification socket works too") {
   close(*s);
 }
 
-TEST_CASE("di3fs mounter: its /dev/fuse copies go to the store; a restart takes a dead daemon over from one") {
+TEST_CASE("di3fs mounter: its /dev/fuse copies go to the store, a restart takes a dead daemon over from one") {
   auto root = FreshDir("mounter");
   std::string a(64, 'a'), b(64, 'b');
   std::string mp = layout::MountPoint(root, a);
