@@ -4,7 +4,7 @@
 #   sudo ./install_snapshotter.sh [--build-dir DIR] [--prefix /usr/local]
 #        [--config /etc/containerd/config.toml] [--root /var/lib/di3fs]
 #        [--address /run/di3fs/snapshotter.sock] [--no-systemd] [--config-only]
-#        [--restart-containerd]
+#        [--cri-image-proxy /run/di3fs/cri-image.sock] [--restart-containerd]
 #
 #  1. copies snapshotter, di3fs and ctr-cli from the build dir to PREFIX/bin
 #  2. adds the proxy plugin to containerd's config, idempotently:
@@ -16,7 +16,11 @@
 #  3. installs and starts di3fs-snapshotter.socket and .service: systemd
 #     holds the socket, so containerd's connections wait (instead of being
 #     refused) while the service restarts; KillMode=process: di3fs mounts of
-#     running containers survive a restart of the unit
+#     running containers survive a restart of the unit; the service's
+#     descriptor store (FileDescriptorStoreMax=) keeps a copy of each di3fs
+#     FUSE connection across crashes and restarts of the snapshotter.
+#     --cri-image-proxy SOCK: the snapshotter also serves the CRI image proxy
+#     there, and di3fs-snapshotter-cri.socket holds that socket too
 # containerd reads proxy_plugins at start: restart it once after the first
 # install (--restart-containerd does). --no-systemd: no units; run
 # `snapshotter --supervise ...` to keep the socket across restarts.
@@ -32,6 +36,7 @@ SYSTEMD=1
 CONFIG_ONLY=0
 RESTART_CONTAINERD=0
 UNIT=/etc/systemd/system/di3fs-snapshotter.service
+CRI_PROXY=
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while (($#)); do
@@ -41,6 +46,7 @@ while (($#)); do
     --config) CONFIG=$2; shift 2 ;;
     --root) ROOT=$2; shift 2 ;;
     --address) ADDRESS=$2; shift 2 ;;
+    --cri-image-proxy) CRI_PROXY=$2; shift 2 ;;
     --unit) UNIT=$2; shift 2 ;;  # the .service path; the .socket goes beside it
     --no-systemd) SYSTEMD=0; shift ;;
     --config-only) CONFIG_ONLY=1; SYSTEMD=0; shift ;;
@@ -113,11 +119,17 @@ install -d -m 0700 "$ROOT"
 configure_containerd
 
 # --- systemd ---------------------------------------------------------------------
+CRI_ARGS=
+[[ -n $CRI_PROXY ]] && CRI_ARGS=" --cri-image-proxy $CRI_PROXY"
 if ((SYSTEMD)); then
   SOCKET_UNIT=${UNIT%.service}.socket
+  CRI_SOCKET_UNIT=${UNIT%.service}-cri.socket
   mkdir -p "$(dirname "$UNIT")"
   SOCKET_NAME=$(basename "$SOCKET_UNIT")
+  CRI_SOCKET_NAME=$(basename "$CRI_SOCKET_UNIT")
   SERVICE_NAME=$(basename "$UNIT")
+  SOCKETS=$SOCKET_NAME
+  [[ -n $CRI_PROXY ]] && SOCKETS="$SOCKET_NAME $CRI_SOCKET_NAME"
   # systemd binds the socket and passes it (LISTEN_FDS): it stays while the
   # service restarts or crashes, connections wait in its backlog.
   cat >"$SOCKET_UNIT.tmp" <<EOF
@@ -128,6 +140,8 @@ Before=containerd.service
 
 [Socket]
 ListenStream=$ADDRESS
+# The snapshotter finds this socket by name among the descriptors it is passed.
+FileDescriptorName=snapshotter
 SocketMode=0600
 DirectoryMode=0755
 Accept=no
@@ -136,55 +150,94 @@ Service=$SERVICE_NAME
 [Install]
 WantedBy=sockets.target
 EOF
+  if [[ -n $CRI_PROXY ]]; then
+    # The CRI image proxy's socket (kubelet's --image-service-endpoint): kept
+    # by systemd across restarts of the service, like the Snapshots socket.
+    cat >"$CRI_SOCKET_UNIT.tmp" <<EOF
+[Unit]
+Description=di3fs snapshotter CRI image proxy socket (kubelet's image service endpoint)
+Documentation=file://$(cd "$(dirname "$0")" && pwd)/docs/operations.md
+
+[Socket]
+ListenStream=$CRI_PROXY
+FileDescriptorName=cri-image-proxy
+SocketMode=0600
+DirectoryMode=0755
+Accept=no
+Service=$SERVICE_NAME
+
+[Install]
+WantedBy=sockets.target
+EOF
+  fi
   cat >"$UNIT.tmp" <<EOF
 [Unit]
 Description=di3fs snapshotter (containerd proxy snapshotter for cdimg delta images)
 Documentation=file://$(cd "$(dirname "$0")" && pwd)/docs/operations.md
-Requires=$SOCKET_NAME
-After=$SOCKET_NAME local-fs.target
+Requires=$SOCKETS
+After=$SOCKETS local-fs.target
 Before=containerd.service
 
 [Service]
 Type=simple
-ExecStart=$PREFIX/bin/snapshotter --root $ROOT --address $ADDRESS --di3fs $PREFIX/bin/di3fs
+ExecStart=$PREFIX/bin/snapshotter --root $ROOT --address $ADDRESS --di3fs $PREFIX/bin/di3fs$CRI_ARGS
 Restart=always
 RestartSec=100ms
 # Only the snapshotter is stopped on stop/restart: the di3fs daemons it
 # started serve the lower dirs of running containers and must live on.
 KillMode=process
 LimitNOFILE=1048576
+# Descriptor store: the snapshotter stores a copy of each di3fs daemon's
+# /dev/fuse descriptor (FDSTORE=1 to NOTIFY_SOCKET, hence NotifyAccess=main)
+# and gets them back on its next start, so a kill -9 of the snapshotter and
+# a daemon at once does not end that FUSE connection. One per mounted image.
+# systemd 252 keeps the store across crashes and restarts, not across
+# systemctl stop (FileDescriptorStorePreserve= needs systemd 254).
+FileDescriptorStoreMax=4096
+NotifyAccess=main
 
 [Install]
 WantedBy=multi-user.target
 EOF
   socket_changed=1
   cmp -s "$SOCKET_UNIT.tmp" "$SOCKET_UNIT" && socket_changed=0
+  if [[ -n $CRI_PROXY ]]; then
+    cmp -s "$CRI_SOCKET_UNIT.tmp" "$CRI_SOCKET_UNIT" || socket_changed=1
+  fi
   if command -v systemd-analyze >/dev/null; then
     # checked under their final names (the unit type comes from the name)
     vdir=$(mktemp -d)
     cp "$SOCKET_UNIT.tmp" "$vdir/$SOCKET_NAME"
     cp "$UNIT.tmp" "$vdir/$SERVICE_NAME"
-    if ! out=$(systemd-analyze verify --man=no "$vdir/$SOCKET_NAME" "$vdir/$SERVICE_NAME" 2>&1); then
+    verify=("$vdir/$SOCKET_NAME" "$vdir/$SERVICE_NAME")
+    if [[ -n $CRI_PROXY ]]; then
+      cp "$CRI_SOCKET_UNIT.tmp" "$vdir/$CRI_SOCKET_NAME"
+      verify+=("$vdir/$CRI_SOCKET_NAME")
+    fi
+    if ! out=$(systemd-analyze verify --man=no "${verify[@]}" 2>&1); then
       log "WARNING: systemd-analyze verify: $out"
     fi
     rm -rf "$vdir"
   fi
   mv "$SOCKET_UNIT.tmp" "$SOCKET_UNIT"
+  if [[ -n $CRI_PROXY ]]; then mv "$CRI_SOCKET_UNIT.tmp" "$CRI_SOCKET_UNIT"; fi
   mv "$UNIT.tmp" "$UNIT"
-  log "installed $SOCKET_UNIT and $UNIT"
+  log "installed $SOCKETS and $UNIT"
   if [[ -d /run/systemd/system ]]; then
     systemctl daemon-reload
-    systemctl enable "$SOCKET_NAME" "$SERVICE_NAME"
+    # shellcheck disable=SC2086 # SOCKETS: one or two unit names
+    systemctl enable $SOCKETS "$SERVICE_NAME"
     if ((socket_changed)); then
-      # First install with the socket unit, or a new address: the running
-      # snapshotter (which may have bound the socket itself) stops first.
+      # First install with the socket units, or a new address: the running
+      # snapshotter (which may have bound the sockets itself) stops first.
       systemctl stop "$SERVICE_NAME"
-      systemctl restart "$SOCKET_NAME"
+      # shellcheck disable=SC2086
+      systemctl restart $SOCKETS
       systemctl start "$SERVICE_NAME"
     else
       systemctl restart "$SERVICE_NAME"  # the socket stays: no refused connection
     fi
-    log "$SOCKET_NAME and $SERVICE_NAME started"
+    log "$SOCKETS and $SERVICE_NAME started"
     if ((RESTART_CONTAINERD)); then
       systemctl restart containerd.service
       log "containerd restarted"
@@ -192,9 +245,9 @@ EOF
       log "restart containerd once so it loads the proxy plugin: systemctl restart containerd"
     fi
   else
-    log "systemd is not running here: start $PREFIX/bin/snapshotter --supervise --root $ROOT --address $ADDRESS yourself"
+    log "systemd is not running here: start $PREFIX/bin/snapshotter --supervise --root $ROOT --address $ADDRESS$CRI_ARGS yourself"
   fi
 else
-  log "no systemd unit: start $PREFIX/bin/snapshotter --supervise --root $ROOT --address $ADDRESS --di3fs $PREFIX/bin/di3fs"
-  log "  (--supervise keeps the socket across restarts and crashes of the snapshotter; see docs/operations.md)"
+  log "no systemd unit: start $PREFIX/bin/snapshotter --supervise --root $ROOT --address $ADDRESS --di3fs $PREFIX/bin/di3fs$CRI_ARGS"
+  log "  (--supervise keeps the sockets and the FUSE connections across restarts and crashes of the snapshotter; see docs/operations.md)"
 fi

@@ -9,6 +9,8 @@
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -20,61 +22,19 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <set>
 
 #include "absl/status/status.h"
 #include "d4c/base/strcat.h"
+#include "d4c/snap/fdstore.h"
 #include "spdlog/spdlog.h"
 
 namespace d4c::snap {
 namespace {
 
-// A decimal number of digits only (no sign, no space), as systemd writes it.
-std::optional<long> StrictNumber(const char* s) {
-  if (s == nullptr || *s == '\0') return std::nullopt;
-  std::string_view v(s);
-  long n = 0;
-  auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
-  if (ec != std::errc() || end != v.data() + v.size() || v[0] == '-' || v[0] == '+') return std::nullopt;
-  return n;
-}
-
 std::string Errno() { return std::strerror(errno); }
 
 }  // namespace
-
-absl::StatusOr<std::optional<int>> ParseListenFds(const char* listen_pid, const char* listen_fds, pid_t self) {
-  if (listen_fds == nullptr) return std::optional<int>();
-  const char* kFix = "; start the snapshotter from di3fs-snapshotter.socket's service or with --supervise, "
-                     "or unset LISTEN_FDS to let it bind --address itself";
-  if (listen_pid == nullptr) {
-    return absl::InvalidArgumentError(
-        StrCat("LISTEN_FDS=", listen_fds, " is set but LISTEN_PID is not: cannot tell whether the socket is meant for "
-               "this process", kFix));
-  }
-  auto pid = StrictNumber(listen_pid);
-  if (!pid || *pid <= 0) {
-    return absl::InvalidArgumentError(StrCat("LISTEN_PID='", listen_pid, "' is not a process id", kFix));
-  }
-  if (*pid != self) {
-    return absl::InvalidArgumentError(
-        StrCat("LISTEN_PID=", *pid, " is not this process (pid ", self,
-               "): the socket was passed to another process (a wrapper script that runs the snapshotter without "
-               "exec?); start the snapshotter directly from the unit (ExecStart=) or exec it"));
-  }
-  auto n = StrictNumber(listen_fds);
-  if (!n) return absl::InvalidArgumentError(StrCat("LISTEN_FDS='", listen_fds, "' is not a number of sockets", kFix));
-  if (*n == 0) {
-    return absl::InvalidArgumentError(
-        StrCat("LISTEN_FDS=0: no socket was passed; give di3fs-snapshotter.socket one ListenStream= line "
-               "(the --address path)"));
-  }
-  if (*n != 1) {
-    return absl::InvalidArgumentError(
-        StrCat("LISTEN_FDS=", *n, ": the snapshotter serves one socket, ", *n,
-               " were passed; give di3fs-snapshotter.socket exactly one ListenStream= line (the --address path)"));
-  }
-  return std::optional<int>(kListenFdsStart);
-}
 
 absl::Status CheckListeningSocket(int fd, const std::string& address) {
   struct stat st;
@@ -202,27 +162,47 @@ void FdAcceptor::Loop() {
   }
 }
 
+
 namespace {
 
-pid_t StartChild(int listen_fd, const std::vector<std::string>& argv, const sigset_t& orig_mask) {
+// The descriptors a child gets, in order: fd 3, 4, ... with these names.
+using NamedFds = std::vector<std::pair<std::string, int>>;
+
+pid_t StartChild(const NamedFds& fds, const std::string& notify, const std::vector<std::string>& argv,
+                 const sigset_t& orig_mask) {
+  std::string names;
+  for (const auto& [name, fd] : fds) names += (names.empty() ? "" : ":") + name;
+  std::string count = std::to_string(fds.size());
+  std::vector<char*> a;
+  for (auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
+  a.push_back(nullptr);
   pid_t parent = getpid();
   pid_t pid = fork();
   if (pid != 0) return pid;  // parent (or -1)
   // Child: single-threaded parent, so setenv between fork and exec is safe.
   prctl(PR_SET_PDEATHSIG, SIGTERM);
   if (getppid() != parent) _exit(0);  // the supervisor already died
-  if (listen_fd == kListenFdsStart) {
-    fcntl(listen_fd, F_SETFD, 0);
-  } else if (dup2(listen_fd, kListenFdsStart) < 0) {
-    _exit(127);
+  // First out of the way (above 3 + n), then down to 3, 4, ... in order;
+  // dup2 clears close-on-exec on the copies.
+  int n = static_cast<int>(fds.size());
+  std::vector<int> tmp(fds.size());
+  for (int i = 0; i < n; ++i) {
+    tmp[i] = fcntl(fds[i].second, F_DUPFD_CLOEXEC, kListenFdsStart + n);
+    if (tmp[i] < 0) _exit(127);
   }
-  setenv("LISTEN_FDS", "1", 1);
+  for (int i = 0; i < n; ++i) {
+    if (dup2(tmp[i], kListenFdsStart + i) < 0) _exit(127);
+    close(tmp[i]);
+  }
+  setenv("LISTEN_FDS", count.c_str(), 1);
   setenv("LISTEN_PID", std::to_string(getpid()).c_str(), 1);
-  unsetenv("LISTEN_FDNAMES");
+  setenv("LISTEN_FDNAMES", names.c_str(), 1);
+  if (notify.empty()) {
+    unsetenv("NOTIFY_SOCKET");
+  } else {
+    setenv("NOTIFY_SOCKET", notify.c_str(), 1);
+  }
   sigprocmask(SIG_SETMASK, &orig_mask, nullptr);
-  std::vector<char*> a;
-  for (auto& s : argv) a.push_back(const_cast<char*>(s.c_str()));
-  a.push_back(nullptr);
   execv(a[0], a.data());
   dprintf(2, "snapshotter --supervise: exec %s: %s\n", a[0], std::strerror(errno));
   _exit(127);
@@ -236,77 +216,169 @@ std::string DescribeExit(int status) {
 
 }  // namespace
 
-int Supervise(const std::string& address, const std::vector<std::string>& child_argv) {
+int Supervise(const std::string& address, const std::string& cri_address,
+              const std::vector<std::string>& child_argv) {
   sigset_t set, orig;
   sigemptyset(&set);
   for (int s : {SIGTERM, SIGINT, SIGHUP, SIGCHLD}) sigaddset(&set, s);
   sigprocmask(SIG_BLOCK, &set, &orig);
+  int sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sigfd < 0) {
+    spdlog::critical("--supervise: signalfd: {}", Errno());
+    return 1;
+  }
   auto fd = ListenUnix(address);
   if (!fd.ok()) {
     spdlog::critical("--supervise: {}", std::string(fd.status().message()));
     return 1;
   }
-  spdlog::info("supervisor pid {} listening on unix:{}; runs {}", getpid(), address, child_argv[0]);
+  NamedFds sockets = {{std::string(kApiSocketName), *fd}};
+  if (!cri_address.empty()) {
+    auto cri = ListenUnix(cri_address);
+    if (!cri.ok()) {
+      spdlog::critical("--supervise: --cri-image-proxy: {}", std::string(cri.status().message()));
+      close(*fd);
+      unlink(address.c_str());
+      return 1;
+    }
+    sockets.emplace_back(std::string(kCriSocketName), *cri);
+  }
+  // The descriptor store (fdstore.h): room for one /dev/fuse copy per image.
+  rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  FdStore store(kSuperviseFdStoreMax);
+  std::string notify = StrCat("@d4c-snapshotter-fdstore/", getpid());
+  int notify_fd = -1;
+  if (auto n = BindNotifySocket(notify); n.ok()) {
+    notify_fd = *n;
+  } else {
+    spdlog::error("--supervise: no descriptor store ({}): a kill -9 of the snapshotter and a di3fs daemon at once "
+                  "ends that daemon's FUSE connection",
+                  std::string(n.status().message()));
+    notify.clear();
+  }
+  spdlog::info("supervisor pid {} listening on unix:{}{}; descriptor store {}; runs {}", getpid(), address,
+               cri_address.empty() ? "" : StrCat(" and unix:", cri_address, " (CRI image proxy)"),
+               notify.empty() ? "off" : notify, child_argv[0]);
+  std::set<pid_t> started;  // our children: a store message from any other process is dropped
+  auto drain = [&] {
+    if (notify_fd < 0) return;
+    for (;;) {
+      auto r = ReceiveNotify(notify_fd);
+      if (!r.ok()) {
+        if (r.status().code() != absl::StatusCode::kNotFound)
+          spdlog::warn("supervisor: descriptor store: {}", std::string(r.status().message()));
+        return;
+      }
+      if (started.count(r->pid) == 0) {
+        spdlog::warn("supervisor: descriptor store: message from pid {} (not a snapshotter it started) dropped",
+                     r->pid);
+        for (int f : r->fds) close(f);
+        continue;
+      }
+      auto m = ParseNotifyMessage(r->text);
+      if (!m.ok()) {
+        spdlog::warn("supervisor: descriptor store: from pid {}: {}", r->pid, std::string(m.status().message()));
+        for (int f : r->fds) close(f);
+        continue;
+      }
+      if (!m->store && !m->remove) {
+        for (int f : r->fds) close(f);
+        continue;  // READY=1, STATUS=... : nothing for us
+      }
+      if (auto s = store.Apply(*m, std::move(r->fds)); !s.ok()) {
+        spdlog::warn("supervisor: descriptor store: from pid {}: {}", r->pid, std::string(s.message()));
+      } else {
+        spdlog::debug("supervisor: descriptor store: {} {} ({} kept)", m->store ? "stored" : "removed", m->name,
+                      store.entries().size());
+      }
+    }
+  };
   using Clock = std::chrono::steady_clock;
   auto delay = std::chrono::milliseconds(0);
+  Clock::time_point restart_at = Clock::now();
   bool stopping = false;
   int rc = 0;
   pid_t child = -1;
-  Clock::time_point started;
+  Clock::time_point started_at;
   for (;;) {
-    if (child < 0 && !stopping) {
-      if (delay.count() > 0) {
-        // Wait out the back-off, still answering signals.
-        timespec ts{static_cast<time_t>(delay.count() / 1000), static_cast<long>(delay.count() % 1000) * 1000000};
-        siginfo_t si;
-        int s = sigtimedwait(&set, &si, &ts);
-        if (s == SIGTERM || s == SIGINT) {
-          stopping = true;
-          continue;
-        }
-      }
-      child = StartChild(*fd, child_argv, orig);
+    if (child < 0 && !stopping && Clock::now() >= restart_at) {
+      drain();  // the dead child's last messages first
+      NamedFds pass = sockets;
+      for (const auto& [name, f] : store.entries()) pass.emplace_back(name, f);
+      child = StartChild(pass, notify, child_argv, orig);
       if (child < 0) {
         spdlog::error("--supervise: fork: {}", Errno());
-        delay = std::chrono::milliseconds(1000);
-        continue;
+        restart_at = Clock::now() + std::chrono::milliseconds(1000);
+      } else {
+        started.insert(child);
+        started_at = Clock::now();
+        spdlog::info("supervisor: started snapshotter pid {}{}", child,
+                     store.entries().empty() ? "" : StrCat(" with ", store.entries().size(), " stored descriptors"));
       }
-      started = Clock::now();
-      spdlog::info("supervisor: started snapshotter pid {}", child);
     }
     if (child < 0 && stopping) break;
-    siginfo_t si;
-    int s = sigwaitinfo(&set, &si);
-    if (s < 0) continue;
-    if (s == SIGTERM || s == SIGINT) {
-      spdlog::info("supervisor: signal {}: stopping snapshotter pid {}", s, child);
-      stopping = true;
-      if (child > 0) kill(child, SIGTERM);
-    } else if (s == SIGHUP) {
-      spdlog::info("supervisor: SIGHUP: restarting snapshotter pid {}", child);
-      if (child > 0) kill(child, SIGTERM);
-      delay = std::chrono::milliseconds(0);
-    } else if (s == SIGCHLD) {
-      int status = 0;
-      pid_t p;
-      while ((p = waitpid(-1, &status, WNOHANG)) > 0) {
-        if (p != child) continue;
-        child = -1;
-        bool quick = Clock::now() - started < std::chrono::seconds(1);
-        if (stopping) {
-          rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
-          spdlog::info("supervisor: snapshotter pid {} {}", p, DescribeExit(status));
-        } else {
-          delay = quick ? std::min(std::max(delay * 2, std::chrono::milliseconds(100)), std::chrono::milliseconds(5000))
-                        : std::chrono::milliseconds(0);
-          spdlog::warn("supervisor: snapshotter pid {} {}; starting it again in {} ms (connections wait in the socket)",
-                       p, DescribeExit(status), delay.count());
+    int timeout = -1;
+    if (child < 0) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(restart_at - Clock::now()).count();
+      timeout = static_cast<int>(std::max<long long>(0, left));
+    }
+    pollfd p[2] = {{sigfd, POLLIN, 0}, {notify_fd, POLLIN, 0}};
+    int r = poll(p, notify_fd >= 0 ? 2 : 1, timeout);
+    if (r < 0 && errno != EINTR) {
+      spdlog::error("supervisor: poll: {}", Errno());
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
+    }
+    if (r <= 0) continue;
+    if (notify_fd >= 0 && p[1].revents != 0) drain();
+    if (p[0].revents == 0) continue;
+    signalfd_siginfo si;
+    while (read(sigfd, &si, sizeof si) == static_cast<ssize_t>(sizeof si)) {
+      int s = static_cast<int>(si.ssi_signo);
+      if (s == SIGTERM || s == SIGINT) {
+        spdlog::info("supervisor: signal {}: stopping snapshotter pid {}", s, child);
+        stopping = true;
+        if (child > 0) kill(child, SIGTERM);
+      } else if (s == SIGHUP) {
+        spdlog::info("supervisor: SIGHUP: restarting snapshotter pid {}", child);
+        if (child > 0) kill(child, SIGTERM);
+        delay = std::chrono::milliseconds(0);
+      } else if (s == SIGCHLD) {
+        int status = 0;
+        pid_t dead;
+        while ((dead = waitpid(-1, &status, WNOHANG)) > 0) {
+          if (dead != child) continue;
+          child = -1;
+          bool quick = Clock::now() - started_at < std::chrono::seconds(1);
+          if (stopping) {
+            rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+            spdlog::info("supervisor: snapshotter pid {} {}", dead, DescribeExit(status));
+          } else {
+            delay = quick ? std::min(std::max(delay * 2, std::chrono::milliseconds(100)),
+                                     std::chrono::milliseconds(5000))
+                          : std::chrono::milliseconds(0);
+            restart_at = Clock::now() + delay;
+            spdlog::warn("supervisor: snapshotter pid {} {}; starting it again in {} ms (connections wait in the "
+                         "socket{})",
+                         dead, DescribeExit(status), delay.count(),
+                         store.entries().empty()
+                             ? ""
+                             : StrCat(", ", store.entries().size(), " stored descriptors keep their connections"));
+          }
         }
       }
     }
   }
-  close(*fd);
+  store.Clear();
+  if (notify_fd >= 0) close(notify_fd);
+  close(sigfd);
+  for (const auto& [name, f] : sockets) close(f);
   unlink(address.c_str());
+  if (!cri_address.empty()) unlink(cri_address.c_str());
   spdlog::info("supervisor: stopped");
   return rc;
 }

@@ -5,7 +5,9 @@
 // containerd config:  [proxy_plugins.di3fs] type = "snapshot" address = "<socket>"
 // The socket is bound by the snapshotter itself, or passed to it (LISTEN_FDS:
 // systemd's di3fs-snapshotter.socket or the --supervise parent), so that it
-// outlives a restart: see listener.h and docs/operations.md.
+// outlives a restart, as is the --cri-image-proxy socket; the di3fs
+// /dev/fuse copies go to a descriptor store there and come back the same
+// way: see listener.h, fdstore.h and docs/operations.md.
 #include <grpcpp/grpcpp.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -20,6 +22,7 @@
 
 #include "d4c/registry/hosts.h"
 #include "d4c/snap/cri_keychain.h"
+#include "d4c/snap/fdstore.h"
 #include "d4c/snap/listener.h"
 #include "d4c/snap/remote.h"
 #include "d4c/snap/service.h"
@@ -91,9 +94,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   bool supervise = false;
   app.add_flag("--supervise", supervise,
-               "Bind --address once and run the snapshotter as a child process that is started again whenever it "
-               "exits or dies (the socket stays: containerd's connections wait instead of being refused). "
-               "SIGTERM stops both, SIGHUP restarts the child. Not needed under systemd (di3fs-snapshotter.socket)");
+               "Bind --address (and --cri-image-proxy) once and run the snapshotter as a child process that is "
+               "started again whenever it exits or dies (the sockets stay: connections wait instead of being "
+               "refused), keeping the di3fs FUSE connections it stores (kill -9 of the snapshotter and a di3fs "
+               "together is survived). SIGTERM stops both, SIGHUP restarts the child. Not needed under systemd "
+               "(di3fs-snapshotter.socket, FileDescriptorStoreMax=)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -110,26 +115,51 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; ++i) {
       if (std::string_view(argv[i]) != "--supervise") child_argv.push_back(argv[i]);
     }
-    return d4c::snap::Supervise(address, child_argv);
+    return d4c::snap::Supervise(address, cri_proxy, child_argv);
   }
 
-  // A socket passed by systemd or the supervisor (LISTEN_FDS); checked before
-  // anything else starts, and hidden from the di3fs daemons we spawn.
-  auto passed = d4c::snap::ParseListenFds(getenv("LISTEN_PID"), getenv("LISTEN_FDS"), getpid());
+  // Descriptors passed by systemd or the supervisor (LISTEN_FDS: the sockets
+  // and the stored /dev/fuse copies, fdstore.h); checked before anything
+  // else starts, and hidden from the di3fs daemons we spawn, as is the
+  // descriptor store's NOTIFY_SOCKET.
+  auto passed = d4c::snap::ParseListenFds(getenv("LISTEN_PID"), getenv("LISTEN_FDS"), getenv("LISTEN_FDNAMES"),
+                                          getpid());
+  auto fdstore = std::make_shared<const d4c::snap::Notifier>(getenv("NOTIFY_SOCKET"));
   unsetenv("LISTEN_PID");
   unsetenv("LISTEN_FDS");
   unsetenv("LISTEN_FDNAMES");
+  unsetenv("NOTIFY_SOCKET");
   if (!passed.ok()) {
     spdlog::critical("{}", std::string(passed.status().message()));
     return 1;
   }
-  int listen_fd = passed->value_or(-1);
+  d4c::snap::PassedFds given = passed->value_or(d4c::snap::PassedFds{});
+  for (const auto& [name, fd] : given.unused) {
+    spdlog::warn("descriptor store: a second descriptor named {} was passed; closed", name);
+    close(fd);
+  }
+  for (const auto& [id, fd] : given.fuse) fcntl(fd, F_SETFD, FD_CLOEXEC);
+  int listen_fd = given.api.value_or(-1);
   if (listen_fd >= 0) {
     if (auto st = d4c::snap::CheckListeningSocket(listen_fd, address); !st.ok()) {
       spdlog::critical("{}", std::string(st.message()));
       return 1;
     }
     fcntl(listen_fd, F_SETFD, FD_CLOEXEC);
+  }
+  int cri_fd = given.cri.value_or(-1);
+  if (cri_fd >= 0) {
+    if (cri_proxy.empty()) {
+      spdlog::critical("the CRI image proxy's socket ({}) was passed but --cri-image-proxy is not given: add "
+                       "--cri-image-proxy SOCKET to the command, or disable the proxy's socket unit",
+                       d4c::snap::kCriSocketName);
+      return 1;
+    }
+    if (auto st = d4c::snap::CheckListeningSocket(cri_fd, cri_proxy); !st.ok()) {
+      spdlog::critical("--cri-image-proxy: {}", std::string(st.message()));
+      return 1;
+    }
+    fcntl(cri_fd, F_SETFD, FD_CLOEXEC);
   }
 
   // Block the stop signals in every thread; one thread waits for them.
@@ -142,6 +172,8 @@ int main(int argc, char** argv) {
 
   if (geteuid() != 0) spdlog::warn("not running as root: overlay and FUSE mounts will fail");
   opt.address = address;
+  opt.fdstore = fdstore;
+  opt.passed_fuse = std::move(given.fuse);
   d4c::snap::CriKeychain keychain;
   d4c::snap::CredentialLookup from_cri;
   if (!cri_proxy.empty()) from_cri = [&keychain](const d4c::registry::ImageReference& r) { return keychain.Get(r); };
@@ -178,16 +210,19 @@ int main(int argc, char** argv) {
   // The CRI image proxy: its own server and socket (no Snapshots API there).
   std::unique_ptr<grpc::Service> cri_service;
   std::unique_ptr<grpc::Server> cri_server;
+  std::unique_ptr<d4c::snap::FdAcceptor> cri_acceptor;
   if (!cri_proxy.empty()) {
     grpc::ChannelArguments args;
     args.SetMaxReceiveMessageSize(16 << 20);  // ListImages of a node with many images
     cri_service = d4c::snap::MakeCriImageProxy(
         grpc::CreateCustomChannel("unix:" + cri_upstream, grpc::InsecureChannelCredentials(), args), &keychain);
     grpc::ServerBuilder cb;
-    std::error_code ec;
-    std::filesystem::create_directories(std::filesystem::path(cri_proxy).parent_path(), ec);
-    unlink(cri_proxy.c_str());  // a stale socket of a previous run
-    cb.AddListeningPort("unix:" + cri_proxy, grpc::InsecureServerCredentials());
+    if (cri_fd < 0) {
+      std::error_code ec;
+      std::filesystem::create_directories(std::filesystem::path(cri_proxy).parent_path(), ec);
+      unlink(cri_proxy.c_str());  // a stale socket of a previous run
+      cb.AddListeningPort("unix:" + cri_proxy, grpc::InsecureServerCredentials());
+    }  // else: a passed socket, accepted by its own FdAcceptor
     cb.RegisterService(cri_service.get());
     cb.SetMaxReceiveMessageSize(16 << 20);
     mode_t old_mask = umask(0177);
@@ -198,13 +233,18 @@ int main(int argc, char** argv) {
       server->Shutdown();
       return 1;
     }
-    chmod(cri_proxy.c_str(), 0600);
-    spdlog::info("CRI image proxy on unix:{} -> unix:{} (pull secrets kept in memory 10 min)", cri_proxy,
-                 cri_upstream);
+    if (cri_fd < 0) {
+      chmod(cri_proxy.c_str(), 0600);
+    } else {
+      cri_acceptor = std::make_unique<d4c::snap::FdAcceptor>(cri_fd, cri_server.get());
+    }
+    spdlog::info("CRI image proxy on unix:{}{} -> unix:{} (pull secrets kept in memory 10 min)", cri_proxy,
+                 cri_fd < 0 ? "" : " (passed socket)", cri_upstream);
   }
-  spdlog::info("serving on unix:{}{} root={} di3fs={} pid={} cri-deltas={}", address,
+  spdlog::info("serving on unix:{}{} root={} di3fs={} pid={} cri-deltas={} descriptor-store={}", address,
                listen_fd < 0 ? "" : " (passed socket)", opt.root, opt.di3fs, getpid(),
-               no_cri_deltas ? "off" : "on (registries from " + hosts_dir + ")");
+               no_cri_deltas ? "off" : "on (registries from " + hosts_dir + ")",
+               fdstore->enabled() ? fdstore->address() : "none");
 
   std::atomic<bool> stopping{false};
   std::thread reaper([&] {
@@ -222,6 +262,7 @@ int main(int argc, char** argv) {
     // wait in the socket for the next process. Then let RPCs in flight
     // finish (GOAWAY tells clients to reconnect), cancelling them after 5 s.
     if (acceptor) acceptor->Stop();
+    if (cri_acceptor) cri_acceptor->Stop();
     if (cri_server) cri_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   });
@@ -231,7 +272,7 @@ int main(int argc, char** argv) {
   waiter.detach();
   if (cri_server) {
     cri_server->Wait();
-    unlink(cri_proxy.c_str());
+    if (cri_fd < 0) unlink(cri_proxy.c_str());  // a passed socket belongs to systemd or the supervisor
   }
   if (listen_fd < 0) unlink(address.c_str());  // a passed socket belongs to systemd or the supervisor
   spdlog::info("stopped");

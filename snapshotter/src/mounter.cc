@@ -55,6 +55,7 @@ std::string Unescape(const std::string& s) {
 class RealSystem final : public MountSystem {
  public:
   MountState Probe(const std::string& mountpoint) override { return ProbeMount(mountpoint); }
+  bool Mounted(const std::string& mountpoint) override { return ReadMountTable().count(mountpoint) > 0; }
   absl::Status Detach(const std::string& mountpoint) override {
     if (umount2(mountpoint.c_str(), MNT_DETACH) != 0)
       return absl::InternalError(StrCat("detach mount ", mountpoint, ": ", std::strerror(errno)));
@@ -167,6 +168,23 @@ class RealSystem final : public MountSystem {
   }
 };
 
+void WriteArgv(const std::string& path, const std::vector<std::string>& argv) {
+  std::error_code ec;
+  {
+    std::ofstream f(path + ".tmp", std::ios::binary | std::ios::trunc);
+    for (const auto& a : argv) f << a << '\0';
+  }
+  fs::rename(path + ".tmp", path, ec);
+}
+
+std::vector<std::string> ReadArgv(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  std::vector<std::string> out;
+  std::string a;
+  while (std::getline(f, a, '\0')) out.push_back(a);
+  return out;
+}
+
 // argv of a replacement daemon: the dead one's, with --takeover-fd 3.
 std::vector<std::string> TakeoverArgv(std::vector<std::string> argv) {
   for (size_t i = 0; i + 1 < argv.size();) {
@@ -253,9 +271,31 @@ void Di3fsMounter::WritePid(const std::string& id_hex, int pid) {
 }
 
 Di3fsMounter::~Di3fsMounter() {
+  // The stored copies stay in the store for the next snapshotter.
   std::lock_guard<std::mutex> g(mu_);
   for (auto& [id, h] : held_) sys_->Close(h.fd);
   held_.clear();
+  for (auto& [id, fd] : o_.passed) sys_->Close(fd);
+  o_.passed.clear();
+}
+
+void Di3fsMounter::Store(const std::string& id_hex, int fd) {
+  if (!o_.fdstore || !o_.fdstore->enabled()) return;
+  // A name is stored once: systemd would keep a second copy under it (a
+  // mount made again is a new connection), --supervise replaces it.
+  std::string name = FuseFdName(id_hex);
+  absl::Status s = o_.fdstore->RemoveFd(name);
+  if (s.ok()) s = o_.fdstore->StoreFd(name, fd);
+  if (!s.ok() && !warned_store_.exchange(true))
+    spdlog::warn("descriptor store: the /dev/fuse copy of image sha256:{} is not stored, so a kill -9 of the "
+                 "snapshotter and its di3fs together ends that connection: {}",
+                 id_hex, Msg(s.message()));
+}
+
+void Di3fsMounter::Unstore(const std::string& id_hex) {
+  if (!o_.fdstore || !o_.fdstore->enabled()) return;
+  if (auto s = o_.fdstore->RemoveFd(FuseFdName(id_hex)); !s.ok() && !warned_store_.exchange(true))
+    spdlog::warn("descriptor store: removing the /dev/fuse copy of image sha256:{}: {}", id_hex, Msg(s.message()));
 }
 
 size_t Di3fsMounter::HeldCount() {
@@ -265,7 +305,7 @@ size_t Di3fsMounter::HeldCount() {
 
 void Di3fsMounter::Hold(const std::string& id_hex, int pid, std::vector<std::string> argv) {
   auto fd = sys_->HoldFuseFd(pid);
-  std::lock_guard<std::mutex> g(mu_);
+  std::unique_lock<std::mutex> g(mu_);
   if (!fd.ok()) {
     // Once per run: the reason is the same for every mount (mostly the kernel).
     if (!warned_no_hold_)
@@ -276,15 +316,21 @@ void Di3fsMounter::Hold(const std::string& id_hex, int pid, std::vector<std::str
     return;
   }
   if (auto it = held_.find(id_hex); it != held_.end()) sys_->Close(it->second.fd);
+  WriteArgv(layout::ArgvFile(o_.root, id_hex), argv);
   held_[id_hex] = Held{*fd, pid, std::move(argv), 0};
+  g.unlock();  // a send may wait for the store; the caller's LockFor keeps *fd held
+  Store(id_hex, *fd);
 }
 
 void Di3fsMounter::Release(const std::string& id_hex) {
-  std::lock_guard<std::mutex> g(mu_);
-  auto it = held_.find(id_hex);
-  if (it == held_.end()) return;
-  sys_->Close(it->second.fd);
-  held_.erase(it);
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    auto it = held_.find(id_hex);
+    if (it == held_.end()) return;
+    sys_->Close(it->second.fd);
+    held_.erase(it);
+  }
+  Unstore(id_hex);
 }
 
 bool Di3fsMounter::ReplaceIfDead(const std::string& id_hex) {
@@ -454,6 +500,7 @@ absl::Status Di3fsMounter::Unmount(const std::string& id_hex) {
     std::error_code ec;
     fs::remove(mp, ec);
     fs::remove(pidfile, ec);
+    fs::remove(layout::ArgvFile(o_.root, id_hex), ec);
     spdlog::info("di3fs unmounted image=sha256:{} from {}", id_hex, mp);
   }
   return status;
@@ -471,13 +518,63 @@ std::vector<std::string> Di3fsMounter::Known() const {
   return out;
 }
 
+void Di3fsMounter::AdoptPassed() {
+  std::map<std::string, int> passed;
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    passed.swap(o_.passed);
+  }
+  for (const auto& [id, fd] : passed) {
+    std::string mp = MountPoint(id);
+    std::lock_guard<std::mutex> g(LockFor(id));
+    // Not statfs: with its daemon dead the connection (held by the store)
+    // would wait for a daemon.
+    if (!sys_->Mounted(mp)) {
+      spdlog::info("recover: stored /dev/fuse copy of image sha256:{} has no mount at {}; dropped", id, mp);
+      sys_->Close(fd);
+      Unstore(id);
+      continue;
+    }
+    int pid = ReadPid(id);
+    bool alive = sys_->IsDi3fs(pid, mp);
+    std::vector<std::string> argv = alive ? sys_->CmdLine(pid) : ReadArgv(layout::ArgvFile(o_.root, id));
+    if (argv.empty()) {
+      spdlog::warn("recover: di3fs of image sha256:{} (pid {}) is gone and {} is missing: cannot start a "
+                   "replacement on its stored connection; letting it go (the mount is made again)",
+                   id, pid, layout::ArgvFile(o_.root, id));
+      sys_->Close(fd);
+      Unstore(id);
+      continue;
+    }
+    {
+      std::lock_guard<std::mutex> g2(mu_);
+      if (auto it = held_.find(id); it != held_.end()) sys_->Close(it->second.fd);
+      held_[id] = Held{fd, pid, argv, 0};
+    }
+    if (alive) {
+      WriteArgv(layout::ArgvFile(o_.root, id), argv);
+      spdlog::info("recover: adopted live di3fs mount {} (pid {}) with its stored connection", mp, pid);
+    } else {
+      spdlog::warn("recover: di3fs of image sha256:{} (pid {}) died while no snapshotter ran; its connection was "
+                   "kept in the descriptor store",
+                   id, pid);
+      ReplaceIfDead(id);
+    }
+  }
+}
+
 void Di3fsMounter::Recover(const std::vector<std::string>& keep) {
+  AdoptPassed();
   for (const auto& id : Known()) {
     std::string mp = MountPoint(id);
     bool wanted = std::find(keep.begin(), keep.end(), id) != keep.end();
     if (!wanted) {
       if (auto s = Unmount(id); !s.ok()) spdlog::warn("recover: {}", Msg(s.message()));
       continue;
+    }
+    {
+      std::lock_guard<std::mutex> g(mu_);
+      if (held_.count(id) > 0) continue;  // a stored connection, adopted above
     }
     MountState st = sys_->Probe(mp);
     if (st.mounted && !st.alive) {
@@ -520,6 +617,7 @@ absl::Status Di3fsMounter::Prune(const std::vector<std::string>& keep) {
       std::error_code ec2;
       fs::remove(MountPoint(id), ec2);
       fs::remove(layout::PidFile(o_.root, id), ec2);
+      fs::remove(layout::ArgvFile(o_.root, id), ec2);
     }
     std::error_code ec3;
     fs::remove_all(layout::CacheDirFor(o_.root, id), ec3);

@@ -40,7 +40,11 @@ Snapshotter::Snapshotter(const Options& o)
       store_(layout::StoreDir(o.root)),
       mounter_(o.mounter ? o.mounter
                          : std::make_shared<Di3fsMounter>(
-                               Di3fsMounter::Options{.root = o.root, .di3fs = o.di3fs, .cache_size = o.cache_size})) {}
+                               Di3fsMounter::Options{.root = o.root,
+                                                     .di3fs = o.di3fs,
+                                                     .cache_size = o.cache_size,
+                                                     .fdstore = o.fdstore,
+                                                     .passed = o.passed_fuse})) {}
 
 std::string Snapshotter::SnapshotDir(int64_t id) const { return layout::SnapshotDir(o_.root, id); }
 

@@ -9,7 +9,14 @@
 #     the snapshotter logged each takeover and never detached the mount
 #  3. kill -9 of the snapshotter, restart (it adopts the daemon and holds its
 #     connection again), kill -9 of di3fs: the container still reads right
-#  4. a new container on the image runs
+#  4. the snapshotter under --supervise (with --cri-image-proxy): the
+#     supervisor holds the /dev/fuse copy the snapshotter stores in it
+#     (FDSTORE=1), so kill -9 of the snapshotter child AND of di3fs at the
+#     same moment (the child stopped first, so it cannot replace the daemon
+#     before it dies) is survived 3 times: the next child gets the copy back
+#     (LISTEN_FDNAMES fuse-<id>) and starts the replacement; the container
+#     still reads right; the CRI proxy's socket is the same one throughout
+#  5. a new container on the image runs
 # Needs Linux 6.9 (FUSE_NOTIFY_RESEND); on an older kernel the snapshotter
 # holds nothing (the old way: docs/operations.md) and the test skips.
 source "$(dirname "$0")/lib.sh"
@@ -86,6 +93,55 @@ start_snapshotter
 wait_for 20 grep -q "adopted live di3fs mount $MP" "$T/snapshotter.log" || bad "the restarted snapshotter did not adopt $MP"
 kill_di3fs 6
 
+# --- 4. under --supervise: kill -9 of the snapshotter and di3fs together -----
+kill -9 "$SNAP_PID"
+wait "$SNAP_PID" 2>/dev/null || true
+rm -f "$SNAP_SOCK"
+CRI_SOCK=$T/cri.sock
+adopted=$(grep -c "adopted live di3fs mount $MP" "$T/snapshotter.log" || true)
+"$SNAP" --supervise --root "$SNAP_ROOT" --address "$SNAP_SOCK" --di3fs "$DI3FS" \
+  --cri-image-proxy "$CRI_SOCK" --cri-upstream "$T/no-cri.sock" >>"$T/snapshotter.log" 2>&1 &
+SNAP_PID=$!
+adopted_more() { (($(grep -c "adopted live di3fs mount $MP" "$T/snapshotter.log") > adopted)); }
+wait_for 20 adopted_more || bad "the supervised snapshotter did not adopt $MP"
+child() { pgrep -P "$SNAP_PID" -x snapshotter | head -1; }
+# the supervisor holds a /dev/fuse descriptor: the copy its child stored
+stored() { ls -l "/proc/$SNAP_PID/fd" 2>/dev/null | grep -c ' -> /dev/fuse$'; }
+wait_for 20 test "$(stored)" -ge 1 || bad "the supervisor holds no /dev/fuse descriptor (FDSTORE not received)"
+cri_ino=$(stat -c %i "$CRI_SOCK" 2>/dev/null || true)
+[[ -n $cri_ino ]] || bad "the supervisor did not bind --cri-image-proxy $CRI_SOCK"
+took_dead() { grep -c "died while no snapshotter ran" "$T/snapshotter.log" || true; }
+kill_both() {
+  local old c new_child before
+  old=$(cat "$PIDFILE")
+  c=$(child)
+  [[ -n $c ]] && kill -0 "$old" 2>/dev/null || { bad "kill both $1: snapshotter '$c' or di3fs $old not running"; return; }
+  echo 3 >/proc/sys/vm/drop_caches
+  before=$(count)
+  local dead_before
+  dead_before=$(took_dead)
+  # Stopped first, so the child cannot see the daemon die and replace it:
+  # both are gone before any snapshotter could act.
+  kill -STOP "$c"
+  kill -9 "$old" "$c"
+  wait_for 20 replaced "$old" || { bad "kill both $1: no daemon replaced pid $old"; return; }
+  new_child=$(child)
+  [[ -n $new_child && $new_child != "$c" ]] || bad "kill both $1: the supervisor did not start a new snapshotter"
+  (($(took_dead) > dead_before)) ||
+    bad "kill both $1: the new snapshotter did not take over from the stored connection: $(tail -5 "$T/snapshotter.log")"
+  echo 3 >/proc/sys/vm/drop_caches
+  wait_for 30 at_least $((before + 6)) || bad "kill both $1: the reader did not go on after the takeover ($before lines)"
+  [[ $(stat -c %i "$CRI_SOCK" 2>/dev/null) == "$cri_ino" ]] || bad "kill both $1: the CRI proxy socket was replaced"
+  e2e_log "kill both $1: snapshotter $c and di3fs $old killed; snapshotter $new_child started $(cat "$PIDFILE") on the stored connection; reader at $(count) sums"
+}
+for k in 1 2 3; do
+  sleep 0.$((RANDOM % 9 + 1))
+  kill_both "$k"
+done
+passed_cri=$(grep -c "CRI image proxy on unix:$CRI_SOCK (passed socket)" "$T/snapshotter.log" || true)
+((passed_cri >= 4)) || bad "the supervised snapshotters served the CRI proxy on a passed socket $passed_cri times, want 4"
+grep -q "detaching" "$T/snapshotter.log" && bad "the snapshotter detached a mount: $(grep detaching "$T/snapshotter.log")"
+
 # --- check every sum ---------------------------------------------------------
 sleep 1
 sums >"$T/sums.txt"
@@ -102,7 +158,7 @@ done <"$T/sums.txt"
 ((n >= 30)) || bad "only $n sums"
 e2e_log "$n sums checked, $took takeovers"
 
-# --- 4. a new container on the image ----------------------------------------
+# --- 5. a new container on the image ----------------------------------------
 CTR task rm -f tko-reader >/dev/null 2>&1 || true
 out=$(timeout 120 ctr --address "$CTRD_SOCK" run --rm --snapshotter=di3fs "$N1" tko-new \
   busybox sha256sum "/$LIB/tsc.js" 2>&1) || true

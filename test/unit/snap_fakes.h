@@ -4,6 +4,9 @@
 // No FUSE, no processes, no containerd.
 #pragma once
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <signal.h>
 
 #include <map>
@@ -123,13 +126,20 @@ class FakeMountSystem final : public MountSystem {
   absl::StatusOr<int> HoldFuseFd(int pid) override {
     if (!hold_fds) return absl::UnimplementedError("the kernel refused FUSE_NOTIFY_RESEND");
     if (!procs.count(pid)) return absl::NotFoundError("no such process");
+    if (real_fds) {  // a real descriptor (a /dev/null copy): it can be sent to a descriptor store
+      int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+      open_fds.insert(fd);
+      return fd;
+    }
     open_fds.insert(100 + pid);
     return 100 + pid;
   }
   void Close(int fd) override {
     log.push_back(StrCat("close ", fd));
+    if (real_fds) close(fd);
     open_fds.erase(fd);
   }
+  bool Mounted(const std::string& mp) override { return mounts.count(mp) > 0; }
   std::vector<std::string> CmdLine(int pid) override {
     auto it = cmdlines.find(pid);
     return it == cmdlines.end() ? std::vector<std::string>{} : it->second;
@@ -149,6 +159,7 @@ class FakeMountSystem final : public MountSystem {
   bool spawn_mounts = true;
   bool spawn_exits = false;
   bool hold_fds = false;
+  bool real_fds = false;  // HoldFuseFd opens, Close closes real descriptors
   std::set<int> open_fds;                         // held descriptors not closed
   std::vector<int> passed_fds;                    // Spawn's pass_fd, per spawn
   std::map<int, std::vector<std::string>> cmdlines;  // pid -> argv (adopted daemons)

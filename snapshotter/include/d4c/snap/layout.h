@@ -44,6 +44,9 @@ inline std::string MountDir(const std::string& root) { return root + "/mnt"; }
 inline std::string MountPoint(const std::string& root, const std::string& id_hex) { return MountDir(root) + "/" + id_hex; }
 inline std::string RunDir(const std::string& root) { return root + "/run"; }
 inline std::string PidFile(const std::string& root, const std::string& id_hex) { return RunDir(root) + "/" + id_hex + ".pid"; }
+// A daemon's command line (NUL-separated): a replacement is started from it
+// when the daemon died with the snapshotter (fdstore.h).
+inline std::string ArgvFile(const std::string& root, const std::string& id_hex) { return RunDir(root) + "/" + id_hex + ".argv"; }
 inline std::string LogDir(const std::string& root) { return root + "/log"; }
 inline std::string LogFile(const std::string& root, const std::string& id_hex) { return LogDir(root) + "/di3fs-" + id_hex + ".log"; }
 inline std::string CacheDir(const std::string& root) { return root + "/cache"; }

@@ -3,7 +3,9 @@
 // restarts. Two ways to get such a socket:
 //  * systemd socket activation (di3fs-snapshotter.socket): systemd binds the
 //    socket and passes it with the LISTEN_FDS/LISTEN_PID protocol
-//    (sd_listen_fds(3)), parsed here without libsystemd;
+//    (sd_listen_fds(3)), parsed without libsystemd (ParseListenFds,
+//    fdstore.h, which also names the CRI proxy's socket and the stored
+//    /dev/fuse copies);
 //  * `snapshotter --supervise` (nodes without systemd): a small parent binds
 //    the socket once and runs the real snapshotter as its child with the same
 //    protocol, starting it again whenever it exits or dies.
@@ -13,6 +15,8 @@
 #pragma once
 
 #include <sys/types.h>
+
+#include <cstddef>
 
 #include <optional>
 #include <string>
@@ -29,14 +33,6 @@ namespace d4c::snap {
 
 // The first descriptor passed by the protocol (SD_LISTEN_FDS_START).
 inline constexpr int kListenFdsStart = 3;
-
-// Reads the protocol's variables (nullptr: unset). Returns std::nullopt when
-// LISTEN_FDS is unset (no socket passed: listen as usual), the passed
-// descriptor (3) when exactly one was passed to process `self`, and an
-// InvalidArgument naming the variable, its value and the fix otherwise:
-// LISTEN_PID missing, malformed or another process's; LISTEN_FDS malformed,
-// 0, or more than one socket.
-absl::StatusOr<std::optional<int>> ParseListenFds(const char* listen_pid, const char* listen_fds, pid_t self);
 
 // Checks that `fd` is a listening AF_UNIX stream socket bound to `address`
 // (the --address containerd's config names); FailedPrecondition otherwise.
@@ -72,17 +68,28 @@ class FdAcceptor {
   std::thread thread_;
 };
 
-// `snapshotter --supervise`: binds `address` (ListenUnix), then runs
+// The most descriptors `--supervise` stores (systemd: FileDescriptorStoreMax=).
+inline constexpr size_t kSuperviseFdStoreMax = 4096;
+
+// `snapshotter --supervise`: binds `address` (ListenUnix) and, when not
+// empty, `cri_address` (the --cri-image-proxy socket), then runs
 // `child_argv` (argv[0]: the binary, exec'd by path on every start, so a
-// replaced binary is picked up) with the socket as descriptor 3 and
-// LISTEN_FDS=1/LISTEN_PID set, and starts it again whenever it exits or is
-// killed (after 0.1 s, doubling up to 5 s while it dies within a second of
-// its start). SIGTERM/SIGINT: forwarded to the child; once it has exited the
-// socket is removed and Supervise returns 0. SIGHUP: SIGTERM to the child,
-// which is then started again (graceful restart, e.g. after an upgrade).
-// The child gets SIGTERM if the supervisor dies. Call it before any thread
-// is started. Returns the exit code for main (1 when the socket cannot be
-// bound).
-int Supervise(const std::string& address, const std::vector<std::string>& child_argv);
+// replaced binary is picked up) with the LISTEN_FDS protocol: descriptor 3 is
+// the Snapshots socket ("snapshotter"), 4 the CRI one ("cri-image-proxy")
+// when bound, then every stored descriptor, LISTEN_FDNAMES naming each.
+// It is also the child's descriptor store (fdstore.h): NOTIFY_SOCKET is set
+// to an abstract datagram socket on which it takes FDSTORE=1 and
+// FDSTOREREMOVE=1 messages from the snapshotters it started (others are
+// dropped), keeping up to kSuperviseFdStoreMax descriptors across the child's
+// restarts; they are closed when the supervisor stops.
+// It starts the child again whenever it exits or is killed (after 0.1 s,
+// doubling up to 5 s while it dies within a second of its start).
+// SIGTERM/SIGINT: forwarded to the child; once it has exited the sockets are
+// removed and Supervise returns 0. SIGHUP: SIGTERM to the child, which is
+// then started again (graceful restart, e.g. after an upgrade). The child
+// gets SIGTERM if the supervisor dies. Call it before any thread is started.
+// Returns the exit code for main (1 when a socket cannot be bound).
+int Supervise(const std::string& address, const std::string& cri_address,
+              const std::vector<std::string>& child_argv);
 
 }  // namespace d4c::snap

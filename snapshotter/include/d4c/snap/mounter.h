@@ -16,8 +16,16 @@
 // connection, and the kernel replays the requests the dead one had read
 // (FUSE_NOTIFY_RESEND, Linux 6.9). On a kernel without it nothing is held and
 // a dead mount is detached and mounted again, as before.
+//
+// Descriptor store (fdstore.h): each held copy is also sent to the service
+// manager or the --supervise parent (FDSTORE=1, FDNAME=fuse-<id>; removed
+// when the mount goes away), and given back to the next snapshotter
+// (Options::passed). Recover then holds the passed copy: kept as is when the
+// daemon lives, or handed to a replacement (command line from
+// ROOT/run/<id>.argv) when it died together with the snapshotter.
 #pragma once
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -27,6 +35,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "d4c/snap/fdstore.h"
 
 namespace d4c::snap {
 
@@ -67,6 +76,9 @@ class MountSystem {
  public:
   virtual ~MountSystem() = default;
   virtual MountState Probe(const std::string& mountpoint) = 0;
+  // A mount exists at `mountpoint` (the mount table only: never asks the
+  // daemon, so it does not block on a held connection without one).
+  virtual bool Mounted(const std::string& mountpoint) { return Probe(mountpoint).mounted; }
   // umount2(MNT_DETACH).
   virtual absl::Status Detach(const std::string& mountpoint) = 0;
   // Starts argv in its own session, stdin /dev/null, stdout+stderr appended
@@ -99,6 +111,11 @@ class Di3fsMounter final : public ImageMounter {
     std::string di3fs = "di3fs";
     uint64_t cache_size = 2ull << 30;
     int mount_timeout_sec = 60;
+    // Where held copies are stored (nullptr or disabled: nowhere).
+    std::shared_ptr<const Notifier> fdstore = nullptr;
+    // Copies given back by the store (image id hex -> descriptor); owned by
+    // the mounter from construction (Recover holds or closes them).
+    std::map<std::string, int> passed = {};
   };
   // `sys`: nullptr = RealMountSystem().
   explicit Di3fsMounter(Options o, std::unique_ptr<MountSystem> sys = nullptr);
@@ -138,8 +155,15 @@ class Di3fsMounter final : public ImageMounter {
   // replacement (false: none could be started; the connection was let go).
   // Caller holds LockFor(id_hex).
   bool ReplaceIfDead(const std::string& id_hex);
-  // Stops holding (closes the copy). Caller holds LockFor(id_hex).
+  // Stops holding (closes the copy, removes it from the store). Caller holds
+  // LockFor(id_hex).
   void Release(const std::string& id_hex);
+  // Recover's first step: holds the passed copies of mounted images (and
+  // replaces their daemons if dead), closes the others.
+  void AdoptPassed();
+  // Store calls; failures are logged (once per kind), never fatal.
+  void Store(const std::string& id_hex, int fd);
+  void Unstore(const std::string& id_hex);
   Options o_;
   std::unique_ptr<MountSystem> sys_;
   // Lock order: a per-image lock (LockFor) before mu_; mu_ is never held
@@ -149,6 +173,7 @@ class Di3fsMounter final : public ImageMounter {
   std::map<int, std::string> children_ ABSL_GUARDED_BY(mu_);  // pid -> image id (our own children)
   std::map<std::string, Held> held_ ABSL_GUARDED_BY(mu_);     // image id -> held connection
   bool warned_no_hold_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> warned_store_{false};
 };
 
 }  // namespace d4c::snap

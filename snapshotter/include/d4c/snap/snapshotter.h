@@ -90,6 +90,10 @@ class Snapshotter {
     std::string address;               // socket served on (written into the marker)
     // Image mounts; nullptr: a Di3fsMounter over ROOT (tests pass a fake).
     std::shared_ptr<ImageMounter> mounter;
+    // For that Di3fsMounter: its descriptor store and the /dev/fuse copies
+    // the store gave back (fdstore.h; Di3fsMounter::Options).
+    std::shared_ptr<const Notifier> fdstore;
+    std::map<std::string, int> passed_fuse;
     // Off unless set (the snapshotter binary turns it on, main.cc).
     CompactionPolicy compaction;
     // Run compactions on a background thread (else only CompactOnce does).
