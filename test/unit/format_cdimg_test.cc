@@ -469,3 +469,45 @@ TEST_CASE("compact meta delta round trips config, bases and the inline pack") {
     CHECK(accepted <= 8);
   }
 }
+
+TEST_CASE("a pack copied as stored (AppendStoredPack) gives the image AppendPack gives") {
+  std::string one = std::string(3000, 'a') + "one", two = std::string(2000, 'b') + "two";
+  std::vector<Entry> entries = {Dir(""), File("one", one), File("two", two)};
+  std::vector<Recipe> recipes(3);
+  for (size_t i : {1, 2}) {
+    recipes[i].kind = Recipe::Kind::kFull;
+    recipes[i].packed = true;
+    recipes[i].pack = 0;
+  }
+  recipes[1].blob = {0, one.size()};
+  recipes[2].blob = {one.size(), two.size()};
+  std::string first = TempPath("pack-first.cdimg"), copy = TempPath("pack-copy.cdimg");
+  {
+    auto w = CdimgWriter::Create(first, {});
+    REQUIRE(w.ok());
+    REQUIRE((*w)->AppendPack(one + two).ok());
+    REQUIRE((*w)->Finish("{}", entries, recipes).ok());
+  }
+  auto img = CdimgImage::Open(first);
+  REQUIRE(img.ok());
+  REQUIRE((*img)->pack_count() == 1);
+  auto stored = (*img)->ReadBlob((*img)->PackBlob(0));
+  REQUIRE(stored.ok());
+  {
+    auto w = CdimgWriter::Create(copy, {});
+    REQUIRE(w.ok());
+    // The frame header must record the raw length given.
+    auto bad = (*w)->AppendStoredPack(*stored, one.size());
+    CHECK(bad.status().code() == absl::StatusCode::kDataLoss);
+    CHECK(bad.status().message().find("copied pack") != std::string::npos);
+    CHECK((*w)->AppendStoredPack(*stored, 0).status().code() == absl::StatusCode::kInvalidArgument);
+    auto p = (*w)->AppendStoredPack(*stored, one.size() + two.size());
+    REQUIRE(p.ok());
+    CHECK(*p == 0);
+    REQUIRE((*w)->Finish("{}", entries, recipes).ok());
+  }
+  CHECK(ReadAll(copy) == ReadAll(first));
+  auto back = CdimgImage::Open(copy);
+  REQUIRE(back.ok());
+  CHECK(*(*back)->ReadPayload((*back)->RecipeAt(2)) == two);
+}

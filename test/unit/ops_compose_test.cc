@@ -194,6 +194,104 @@ TEST_CASE("compose: merge without A's files equals A→C and is not larger than 
   }
 }
 
+TEST_CASE("compose: packs whose members all survive are copied byte for byte", "[delta][compose]") {
+  // B adds 80 + 40 small files (8000 bytes each): D1 stores them as packed
+  // members, 32 to a 256 KiB pack, in path order: packs 0 and 1 hold only
+  // new/ files, pack 2 new/ and part/ files, pack 3 (inline) part/ files. C
+  // changes part/03 and part/20 (packs 2 and 3) and keeps the rest.
+  ScratchDir tmp;
+  auto file = [](uint32_t seed) { return Text(seed, 140).substr(0, 8000); };
+  LayerBuilder la, lb, lc;
+  la.File("keep.txt", Text(1, 50));
+  lb.File("keep.txt", Text(1, 50));
+  lc.File("keep.txt", Text(1, 50));
+  for (int k = 0; k < 80; ++k) {
+    std::string name = StrCat("new/f", k < 10 ? "0" : "", k, ".txt");
+    lb.File(name, file(100 + k));
+    lc.File(name, file(100 + k));
+  }
+  for (int k = 0; k < 40; ++k) {
+    std::string name = StrCat("part/f", k < 10 ? "0" : "", k, ".txt");
+    lb.File(name, file(300 + k));
+    lc.File(name, k == 3 || k == 20 ? Edit(file(300 + k), 7, "C ") : file(300 + k));
+  }
+  std::string a = Convert(tmp, "a", la), b = Convert(tmp, "b", lb), c = Convert(tmp, "c", lc);
+  std::string d1 = tmp.path() + "/d1.cdimg", d2 = tmp.path() + "/d2.cdimg", d = tmp.path() + "/d.cdimg";
+  Diff(a, b, d1);
+  Diff(b, c, d2);
+  auto st = Compose(a, d1, d2, d);
+  INFO(Msg(st.status().message()));
+  REQUIRE(st.ok());
+  CHECK(st->reencoded == 2);  // part/03 and part/20, rebuilt from their packed members
+
+  auto i1 = Open(d1, {a});
+  auto io = Open(d, {a});
+  const CdimgImage& p1 = i1->top();
+  const CdimgImage& out = io->top();
+  REQUIRE(p1.pack_count() == 4);
+  REQUIRE(p1.PackBlob(3).length == 0);  // inline
+  auto stored = [](const CdimgImage& img, uint32_t p) {
+    auto bytes = img.ReadBlob(img.PackBlob(p));
+    REQUIRE(bytes.ok());
+    return *bytes;
+  };
+  // Packs 0 and 1 are D1's stored bytes; pack 2 is not (part/03 changed).
+  REQUIRE(out.pack_count() >= 3);
+  CHECK(stored(out, 0) == stored(p1, 0));
+  CHECK(stored(out, 1) == stored(p1, 1));
+  for (uint32_t p = 2; p < out.pack_count(); ++p)
+    if (out.PackBlob(p).length > 0) CHECK(stored(out, p) != stored(p1, 2));
+  for (const char* path : {"new/f00.txt", "new/f63.txt", "new/f64.txt", "part/f02.txt", "part/f39.txt"}) {
+    INFO(path);
+    Recipe r = out.RecipeAt(*out.Find(path));
+    Recipe r1 = p1.RecipeAt(*p1.Find(path));
+    CHECK(r.kind == Recipe::Kind::kFull);
+    CHECK(r.packed);
+    CHECK(r.blob.length == 8000);
+    if (r1.pack < 2) CHECK(r == r1);  // same pack number, same member range
+    else CHECK(r.pack >= 2);
+  }
+  CHECK(FileSize(d) <= FileSize(d1) + FileSize(d2));
+
+  // Patching onto A gives C; deterministic across thread counts.
+  std::string patched = tmp.path() + "/c2.cdimg";
+  auto ps = TryPatch(a, d, patched);
+  INFO(Msg(ps.status().message()));
+  REQUIRE(ps.ok());
+  CHECK(ReadAll(patched) == ReadAll(c));
+  std::string again = tmp.path() + "/d-again.cdimg";
+  DiffOptions one;
+  one.threads = 1;
+  REQUIRE(ComposeDeltas(*Open(a), d1, d2, again, one).ok());
+  CHECK(ReadAll(again) == ReadAll(d));
+
+  // A C without part/ changes (and a new small file, packed before them):
+  // every stored pack of D1 is copied.
+  LayerBuilder lc2;
+  lc2.File("keep.txt", Text(1, 50)).File("extra.txt", Text(2, 10));
+  for (int k = 0; k < 80; ++k) lc2.File(StrCat("new/f", k < 10 ? "0" : "", k, ".txt"), file(100 + k));
+  for (int k = 0; k < 40; ++k) lc2.File(StrCat("part/f", k < 10 ? "0" : "", k, ".txt"), file(300 + k));
+  std::string c2 = Convert(tmp, "c2", lc2), d2b = tmp.path() + "/d2b.cdimg", db = tmp.path() + "/db.cdimg";
+  Diff(b, c2, d2b);
+  auto st2 = Compose(a, d1, d2b, db);
+  INFO(Msg(st2.status().message()));
+  REQUIRE(st2.ok());
+  CHECK(st2->reencoded == 0);
+  auto iob = Open(db, {a});
+  REQUIRE(iob->top().pack_count() >= 4);
+  for (uint32_t p = 0; p < 3; ++p) {
+    INFO("D1 pack " << p);
+    bool found = false;
+    for (uint32_t q = 0; q < iob->top().pack_count(); ++q)
+      found |= iob->top().PackBlob(q).length > 0 && stored(iob->top(), q) == stored(p1, p);
+    CHECK(found);
+  }
+  ps = TryPatch(a, db, patched);
+  INFO(Msg(ps.status().message()));
+  REQUIRE(ps.ok());
+  CHECK(ReadAll(patched) == ReadAll(c2));
+}
+
 TEST_CASE("compose: bad input gives clear errors, never wrong bytes", "[delta][compose]") {
   ScratchDir tmp;
   Triple t = MakeTriple(tmp);

@@ -122,12 +122,17 @@ absl::StatusOr<std::string> CompressPack(std::string_view raw, int level) {
   return ZstdCompressWith(cctx.get(), raw);
 }
 
-absl::StatusOr<std::string> DecompressPack(std::string_view stored, uint64_t raw_length) {
-  // Exactly one frame recording exactly raw_length bytes (bounded by the index).
+absl::Status CheckPackHeader(std::string_view stored, uint64_t raw_length) {
   ZSTD_frameHeader fh;
   if (ZSTD_getFrameHeader_advanced(&fh, stored.data(), stored.size(), ZSTD_f_zstd1_magicless) != 0 ||
       fh.frameContentSize != raw_length)
     return absl::DataLossError("pack: bad frame header");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> DecompressPack(std::string_view stored, uint64_t raw_length) {
+  // Exactly one frame recording exactly raw_length bytes (bounded by the index).
+  if (auto s = CheckPackHeader(stored, raw_length); !s.ok()) return s;
   ZstdDCtxPtr dctx(ZSTD_createDCtx());
   if (!dctx) return absl::ResourceExhaustedError("zstd: out of memory");
   ZSTD_DCtx_setParameter(dctx.get(), ZSTD_d_format, ZSTD_f_zstd1_magicless);

@@ -42,6 +42,9 @@ absl::StatusOr<EncodedIndex> EncodeIndex(const std::vector<Entry>& entries,
 // member's file is checked against its digest).
 absl::StatusOr<std::string> CompressPack(std::string_view raw, int level);
 absl::StatusOr<std::string> DecompressPack(std::string_view stored, uint64_t raw_length);
+// Whether `stored` starts with a magicless frame header recording exactly
+// `raw_length` content bytes (the frame itself is not decoded).
+absl::Status CheckPackHeader(std::string_view stored, uint64_t raw_length);
 
 // The stored meta section: one magicless zstd frame with a content checksum of
 // config || raw index; for a delta compressed against `dict` (the parent's

@@ -81,6 +81,17 @@ absl::StatusOr<uint32_t> CdimgWriter::AppendPack(std::string_view raw, int zstd_
   return static_cast<uint32_t>(s_->packs.size() - 1);
 }
 
+absl::StatusOr<uint32_t> CdimgWriter::AppendStoredPack(std::string_view stored, uint64_t raw_length) {
+  if (raw_length == 0 || raw_length > kMaxPackRawBytes)
+    return absl::InvalidArgumentError(StrCat(s_->path, ": pack of ", raw_length, " bytes"));
+  if (auto st = internal::CheckPackHeader(stored, raw_length); !st.ok())
+    return Annotate(st, StrCat(s_->path, ": copied pack of ", raw_length, " bytes"));
+  if (auto st = WriteAll(s_->fd, stored, s_->tmp_path); !st.ok()) return st;
+  s_->blob_bytes += stored.size();
+  s_->packs.push_back(stored.size());
+  return static_cast<uint32_t>(s_->packs.size() - 1);
+}
+
 absl::Status CdimgWriter::Finish(std::string_view config_json, const std::vector<Entry>& entries,
                                  const std::vector<Recipe>& recipes, std::string_view inline_pack) {
   State& s = *s_;

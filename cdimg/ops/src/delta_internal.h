@@ -161,12 +161,24 @@ absl::Status FillStats(const std::string& path, const std::vector<Entry>& entrie
                        const std::vector<Recipe>& recipes, const CdimgImage* parent,
                        DeltaStats* stats);
 
+// Merge: the pack member a packed blob was copied from, unchanged: range
+// `member` of the decompressed pack `pack` of `img` (img null: none).
+struct MemberSource {
+  const CdimgImage* img = nullptr;
+  uint32_t pack = 0;
+  BlobRef member;
+};
+
 // Writes a delta image: entries with a spooled blob get it (in entry order),
 // the others keep their recipe from `recipes`. Returns its stats.
+// `sources` (optional, by entry): when consecutive packed blobs are all the
+// members of one stored pack of a source image, in its order, that pack's
+// stored bytes are copied as they are instead of compressing them again.
 absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgImage& parent,
                                       std::string_view config, const std::vector<Entry>& entries,
                                       std::vector<Recipe> recipes,
-                                      const std::map<size_t, SpooledBlob>& blobs, const Spool& spool);
+                                      const std::map<size_t, SpooledBlob>& blobs, const Spool& spool,
+                                      const std::vector<MemberSource>* sources = nullptr);
 
 // "<image file>: /<path>: <cause>", keeping the status code.
 absl::Status AtEntry(const absl::Status& s, std::string_view image_path, std::string_view entry_path);

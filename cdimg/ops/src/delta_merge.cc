@@ -16,12 +16,19 @@
 // zstd patch (a zstd frame that uses no prefix decodes against any base; the
 // entry names A's smallest file as its base, so reading it costs nothing); a
 // packed full member with deltas on it -> rebuilt and stored packed.
+// Members copied as they are (a packed full member, or a packed patch
+// against A) are read pack by pack, each pack decompressed once; when the
+// merged delta keeps every member of a stored pack of D1 or D2, in order and
+// next to each other, WriteDelta copies that pack's stored bytes instead of
+// compressing its members again.
 #include <algorithm>
+#include <map>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "d4c/convert.h"
 #include "d4c/delta.h"
+#include "d4c/base/status.h"
 #include "d4c/base/strcat.h"
 #include "delta_internal.h"
 
@@ -383,6 +390,48 @@ absl::StatusOr<BlobResult> ComposeOne(const ComposeContext& m, size_t i) {
   return out;
 }
 
+// The entry of D1 or D2 whose packed member C's content `res` is as it is
+// (a packed full member, or a packed patch against A's content), if any.
+std::optional<Link> CopiedMember(const Resolution& res) {
+  if (res.full && res.deltas.empty() && res.full->recipe.packed) return res.full;
+  if (res.from_a && !res.full && res.deltas.size() == 1 && res.deltas[0].recipe.packed) return res.deltas[0];
+  return std::nullopt;
+}
+
+// A copied member's content and the output entry it is for.
+struct MemberCopy {
+  size_t entry;
+  Link link;
+};
+
+// Spools the copied members of one pack of D1 or D2 (decompressed once,
+// not once per member), each full member checked against its digest.
+absl::Status CopyMembers(const CdimgImage& img, uint32_t pack, const std::vector<MemberCopy>& copies,
+                         delta_internal::Spool& spool, std::map<size_t, SpooledBlob>* out,
+                         std::vector<MemberSource>* sources) {
+  Recipe whole{Recipe::Kind::kFull, CodecId::kZstd, {}, {0, img.PackRawLength(pack)}, true, pack};
+  auto raw = img.ReadPayload(whole);
+  if (!raw.ok()) return Annotate(raw.status(), img.path());
+  for (const MemberCopy& c : copies) {
+    const Recipe& r = c.link.recipe;
+    if (r.blob.offset > raw->size() || r.blob.length > raw->size() - r.blob.offset)
+      return AtEntry(absl::OutOfRangeError(StrCat("member [", r.blob.offset, ", +", r.blob.length,
+                                                  ") lies outside its pack")),
+                     img.path(), img.PathAt(c.link.entry));
+    std::string_view member = std::string_view(*raw).substr(r.blob.offset, r.blob.length);
+    if (r.kind == Recipe::Kind::kFull && Sha256(member) != img.DigestAt(c.link.entry))
+      return absl::DataLossError(StrCat(img.path(), ": /", img.PathAt(c.link.entry),
+                                        ": content does not match its sha256 (corrupt image)"));
+    auto ref = spool.Put(member);
+    if (!ref.ok()) return ref.status();
+    SpooledBlob b{r, false, false};
+    b.recipe.blob = *ref;
+    out->emplace(c.entry, b);
+    (*sources)[c.entry] = {&img, pack, r.blob};
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<DeltaStats> ComposeDeltas(const ImageChain& base_chain, const std::string& d1_path,
@@ -397,25 +446,44 @@ absl::StatusOr<DeltaStats> ComposeDeltas(const ImageChain& base_chain, const std
   auto d2 = CdimgImage::Open(d2_path, d1->get());
   if (!d2.ok()) return d2.status();
   OldTree old(a);
+  std::vector<Entry> entries = delta_internal::AllEntries(**d2);
+  std::vector<MemberSource> sources(entries.size());
   ComposeContext m{a, **d1, **d2, old, IndexBlobs(**d1), IndexBlobs(**d2), options, SmallestFile(a)};
-  std::vector<Entry> entries = delta_internal::AllEntries(m.d2);
   std::vector<Recipe> recipes(entries.size());
   std::vector<BlobJob> jobs;
+  // Packed members C keeps as they are, by source pack: copied pack by pack
+  // below (as jobs, largest first, they would decompress a pack per member).
+  std::map<std::pair<int, uint32_t>, std::vector<MemberCopy>> members;  // (1: D1, 2: D2; pack)
   std::unordered_set<Digest, DigestHash> seen;
   for (size_t i = 0; i < entries.size(); ++i) {
     const Entry& e = entries[i];
     if (e.type != EntryType::kRegular) continue;
     Recipe& r = recipes[i];
-    if (e.size == 0) r.kind = Recipe::Kind::kEmpty;
-    else if (!seen.insert(e.digest).second || old.Has(e.digest)) r.kind = Recipe::Kind::kBase;
-    else jobs.push_back({i, e.size, 3 * e.size + (64ull << 20), [&m, i](Helpers&) { return ComposeOne(m, i); }});
+    if (e.size == 0) {
+      r.kind = Recipe::Kind::kEmpty;
+    } else if (!seen.insert(e.digest).second || old.Has(e.digest)) {
+      r.kind = Recipe::Kind::kBase;
+    } else {
+      auto res = Resolve(m, e.digest, e.path);
+      if (!res.ok()) return res.status();
+      if (auto l = CopiedMember(*res)) members[{l->img == &m.d1 ? 1 : 2, l->recipe.pack}].push_back({i, *l});
+      else jobs.push_back({i, e.size, 3 * e.size + (64ull << 20), [&m, i](Helpers&) { return ComposeOne(m, i); }});
+    }
   }
   auto spool = delta_internal::Spool::Create(out_path);
   if (!spool.ok()) return spool.status();
+  std::map<size_t, SpooledBlob> copied;
+  for (const auto& [pack, copies] : members)
+    if (auto s = CopyMembers(pack.first == 1 ? m.d1 : m.d2, pack.second, copies, **spool, &copied, &sources);
+        !s.ok())
+      return s;
   auto blobs = delta_internal::RunJobs(std::move(jobs), **spool,
                                        {options.threads, options.memory_budget, options.progress});
   if (!blobs.ok()) return blobs.status();
-  return delta_internal::WriteDelta(out_path, a, m.d2.config(), entries, std::move(recipes), *blobs, **spool);
+  blobs->merge(copied);
+  // Packs whose members all survive unchanged are copied as they are stored.
+  return delta_internal::WriteDelta(out_path, a, m.d2.config(), entries, std::move(recipes), *blobs, **spool,
+                                    &sources);
 }
 
 absl::StatusOr<DeltaStats> MergeDeltas(const ImageChain& base_chain, const std::string& d1_path,

@@ -92,6 +92,10 @@ class CdimgWriter {
   // Compresses `raw` (the members of one pack, back to back) into a pack and
   // appends it; returns its number. All AppendBlob calls come first.
   absl::StatusOr<uint32_t> AppendPack(std::string_view raw, int zstd_level = 19);
+  // Appends a pack as it is stored (one magicless zstd frame, e.g. another
+  // cdimg's PackBlob bytes) whose content is `raw_length` bytes of members;
+  // only its frame header is checked. Returns its number, like AppendPack.
+  absl::StatusOr<uint32_t> AppendStoredPack(std::string_view stored, uint64_t raw_length);
   uint64_t blob_bytes() const;
   // `recipes[i]` belongs to `entries[i]`; entries sorted by ComparePaths.
   // `inline_pack` (delta images only): the raw members of one more pack, the
