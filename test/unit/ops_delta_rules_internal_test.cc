@@ -211,7 +211,7 @@ std::vector<PinCase> PinCases() {
   big_novel.replace(300000, 400000, RandomBytes(400000, 38));  // ~19% new
   add("2 MiB text 19% new", big_text, big_novel);
   add("2 MiB text 19% new, no packs", big_text, big_novel, no_packs);
-  // Over 4 MiB of base + target: zstd is not tried.
+  // Over 1 MiB of base + target: zstd is not tried.
   std::string big5 = Text(5 << 19, 39), big5_edit = big5;
   for (size_t i = 0; i < big5_edit.size(); i += 50000) big5_edit.replace(i, 20, RandomBytes(20, i));
   add("2.5 MiB text edited every 50 KB", big5, big5_edit);
@@ -224,7 +224,7 @@ std::vector<PinCase> PinCases() {
   add("forced bsdiff on near-identical", big_text, big_edit, forced_bsdiff);
   DiffOptions forced_zstd;
   forced_zstd.codec = CodecId::kZstd;
-  add("forced zstd over 4 MiB", big5, big5_edit, forced_zstd);
+  add("forced zstd over 1 MiB", big5, big5_edit, forced_zstd);
   DiffOptions forced_relcopy;
   forced_relcopy.codec = CodecId::kRelcopy;
   add("forced relcopy", small_text, small_edit, forced_relcopy);
@@ -247,15 +247,15 @@ const std::map<std::string, std::string> kPinned = {
     {"2 MiB text near-identical", "delta/relcopy/packed 34 4469a79169a446ec"},
     {"2 MiB text near-identical, no packs", "delta/xdelta3 64 26c093dad68c280c"},
     {"2 MiB text 7% new", "delta/xdelta3 150045 05c438fbd49f4b91"},
-    {"2 MiB text 19% new", "delta/zstd 400207 86128004c50679a0"},
-    {"2 MiB text 19% new, no packs", "delta/zstd 400207 86128004c50679a0"},
+    {"2 MiB text 19% new", "delta/bsdiff 401011 30b63b49aa98a0d7"},  // zstd 400207 while it ran up to 4 MiB
+    {"2 MiB text 19% new, no packs", "delta/bsdiff 401011 30b63b49aa98a0d7"},
     {"2.5 MiB text edited every 50 KB", "delta/relcopy/packed 1377 3cc0067e228cb1d0"},
     {"2.5 MiB text edited every 50 KB, tight budget", "delta/xdelta3/packed 1558 1ce74192f186594e"},
     {"two bases, the second closer", "delta/relcopy/packed 18 a5603cec14eebf6f"},
     {"two big bases, the second closer", "delta/relcopy/packed 34 4469a79169a446ec"},
     // 124 bytes before bsdiff's LZMA2 and bzip2 section forms.
     {"forced bsdiff on near-identical", "delta/bsdiff/packed 121 3247400e7e94a3a6"},
-    {"forced zstd over 4 MiB", "delta/zstd/packed 1658 1e4b7aa54b694497"},
+    {"forced zstd over 1 MiB", "delta/zstd/packed 1658 1e4b7aa54b694497"},
     {"forced relcopy", "delta/relcopy/packed 18 a5603cec14eebf6f"},
 };
 
@@ -313,8 +313,8 @@ TEST_CASE("auto policy: the gzip codec runs on gzip targets only, and not under 
 TEST_CASE("auto policy: the time budget and zstd's input limit", "[delta]") {
   DiffOptions o;  // 60 s
   CHECK(CodecsFor(o, 100000, 100000) == C{kX, kZ, kB});
-  CHECK(CodecsFor(o, 2 << 20, 2 << 20) == C{kX, kZ, kB});         // 4 MiB: zstd still runs
-  CHECK(CodecsFor(o, 2 << 20, (2 << 20) + 1) == C{kX, kB});      // one byte more: not
+  CHECK(CodecsFor(o, 512 << 10, 512 << 10) == C{kX, kZ, kB});     // 1 MiB: zstd still runs
+  CHECK(CodecsFor(o, 512 << 10, (512 << 10) + 1) == C{kX, kB});  // one byte more: not
   CHECK(CodecsFor(o, 45000000, 45000000) == C{kX, kB});           // 60 s of bsdiff
   CHECK(CodecsFor(o, 45000000, 45000001) == C{kX});
   CHECK(CodecsFor(o, 500000000, 500000000) == C{kX});             // the cheapest always runs
@@ -336,26 +336,28 @@ TEST_CASE("auto policy: big files are planned from their novelty", "[delta]") {
   auto plan = [&](uint64_t anchors, uint64_t missing, uint64_t target = 1 << 20, const DiffOptions* opt = nullptr) {
     return PlanFor(opt ? *opt : o, mib, mib, target, Novelty{anchors, missing});
   };
+  // zstd never runs here: a measured target (1 MiB or more) and its base
+  // exceed zstd's 1 MiB input limit.
   // Small targets are not measured: the budget alone decides.
-  CHECK(plan(1000, 900, mib - 1).codecs == C{kX, kZ, kB});
+  CHECK(plan(1000, 900, mib - 1).codecs == C{kX, kB});
   CHECK_FALSE(plan(1000, 900, mib - 1).standalone_first);
   // 10% new: xdelta3 is skipped; 9.9% is not.
-  CHECK(plan(10000, 1000).codecs == C{kZ, kB});
-  CHECK(plan(10000, 999).codecs == C{kX, kZ, kB});
+  CHECK(plan(10000, 1000).codecs == C{kB});
+  CHECK(plan(10000, 999).codecs == C{kX, kB});
   // No anchors at all: nothing is new, near-identical.
-  CHECK(plan(0, 0).codecs == C{kR, kX, kZ, kB});
+  CHECK(plan(0, 0).codecs == C{kR, kX, kB});
   // Near-identical (estimated patch <= 16 KiB, 32 bytes per new anchor):
   // relcopy first, even when novel by share.
-  CHECK(plan(100000, 512).codecs == C{kR, kX, kZ, kB});
-  CHECK(plan(1000, 512).codecs == C{kR, kZ, kB});
-  CHECK(plan(100000, 513).codecs == C{kX, kZ, kB});
+  CHECK(plan(100000, 512).codecs == C{kR, kX, kB});
+  CHECK(plan(1000, 512).codecs == C{kR, kB});
+  CHECK(plan(100000, 513).codecs == C{kX, kB});
   DiffOptions no_packs;
   no_packs.pack_small_blobs = false;
-  CHECK(plan(100000, 10, mib, &no_packs).codecs == C{kX, kZ, kB});
+  CHECK(plan(100000, 10, mib, &no_packs).codecs == C{kX, kB});
   // Estimated patch over 4 members (256 KiB): standalone forms first.
   CHECK_FALSE(plan(100000, 8192).standalone_first);
   CHECK(plan(100000, 8193).standalone_first);
-  CHECK(plan(100000, 8193).codecs == C{kX, kZ, kB});
+  CHECK(plan(100000, 8193).codecs == C{kX, kB});
   // xdelta3 is never the one codec skipped, and relcopy needs its time.
   DiffOptions tight;
   tight.time_budget_ms = 1;

@@ -21,7 +21,10 @@ constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
 // zstd with the whole base as prefix (level 19, long matching) costs ~0.5 s
 // per MB of base + target, and on the corpus it never beat xdelta3 or bsdiff
 // on a file over 130 KB (on big files: 4.14 MB against bsdiff's 3.70 MB for
-// biome's 28 MB binary, in 27 s): hence its 4 MiB input limit.
+// biome's 28 MB binary, in 27 s): hence its 1 MiB input limit. It was 4 MiB
+// until the debian pair showed the cost: four files of 1.2-4.1 MB of base +
+// target took 4.0 s of zstd's 5.1 s there (of ~13 s of codec time, one
+// thread, loaded machine) and bsdiff won all four by far (5.6-52.8 KB).
 //
 // xdelta3 lost every big file with 10% or more new content of the corpus
 // (biome's binary, 74% new: 5.55 MB against bsdiff's 3.70 MB; perl 28%:
@@ -37,7 +40,7 @@ constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
 const CodecTraits kCodecTraits[5] = {
     {.id = CodecId::kXdelta3, .bytes_per_ms = 2400, .max_input = kNoLimit, .general = true,
      .first_when_near_identical = false, .skipped_when_novel = true, .two_forms = true},
-    {.id = CodecId::kZstd, .bytes_per_ms = 1500, .max_input = 4 << 20, .general = true,
+    {.id = CodecId::kZstd, .bytes_per_ms = 1500, .max_input = 1 << 20, .general = true,
      .first_when_near_identical = false, .skipped_when_novel = false, .two_forms = false},
     {.id = CodecId::kBsdiff, .bytes_per_ms = 1500, .max_input = kNoLimit, .general = true,
      .first_when_near_identical = false, .skipped_when_novel = false, .two_forms = false},
