@@ -557,6 +557,18 @@ TEST_CASE("diff output does not depend on the thread count", "[delta]") {
     la.File(StrCat("f", i, ".txt"), t);
     lb.File(StrCat("f", i, ".txt"), i % 3 ? Edit(t, 20 + i, "x") : t);
   }
+  // Files with 2 KiB of new random bytes: packed patches filling several
+  // packs, compressed a window at a time by the writer's threads.
+  auto noise = [](uint32_t seed, size_t n) {
+    std::string out(n, '\0');
+    uint32_t x = seed * 2654435761u + 7;
+    for (char& c : out) c = static_cast<char>((x = x * 1103515245u + 12345u) >> 24);
+    return out;
+  };
+  for (int i = 0; i < 600; ++i) {
+    la.File(StrCat("p", i, ".bin"), Text(1000 + i, 60) + noise(2000 + i, 2048));
+    lb.File(StrCat("p", i, ".bin"), Text(1000 + i, 60) + noise(3000 + i, 2048));
+  }
   std::string a = Convert(tmp, "a", la), b = Convert(tmp, "b", lb);
   std::string d1 = tmp.path() + "/d1", d2 = tmp.path() + "/d2", d3 = tmp.path() + "/d3";
   Diff(a, b, d1, Threads(1));
@@ -564,6 +576,9 @@ TEST_CASE("diff output does not depend on the thread count", "[delta]") {
   Diff(a, b, d3, Threads(2, 1));  // one job at a time
   CHECK(ReadAll(d1) == ReadAll(d2));
   CHECK(ReadAll(d1) == ReadAll(d3));
+  auto d = Open(d1, {a});
+  CHECK(d->top().pack_count() > 4);  // more than one window of two threads
+  RequireSameTree(*d, b);
 }
 
 TEST_CASE("FindAncestors says which image is missing", "[delta]") {

@@ -81,6 +81,12 @@ absl::StatusOr<uint32_t> CdimgWriter::AppendPack(std::string_view raw, int zstd_
   return static_cast<uint32_t>(s_->packs.size() - 1);
 }
 
+absl::StatusOr<std::string> CdimgWriter::CompressPack(std::string_view raw, int zstd_level) {
+  if (raw.empty() || raw.size() > kMaxPackRawBytes)
+    return absl::InvalidArgumentError(StrCat("pack of ", raw.size(), " bytes"));
+  return internal::CompressPack(raw, zstd_level);
+}
+
 absl::StatusOr<uint32_t> CdimgWriter::AppendStoredPack(std::string_view stored, uint64_t raw_length) {
   if (raw_length == 0 || raw_length > kMaxPackRawBytes)
     return absl::InvalidArgumentError(StrCat(s_->path, ": pack of ", raw_length, " bytes"));

@@ -112,7 +112,8 @@ absl::StatusOr<DeltaStats> DiffImages(const ImageChain& old_chain, const ImageCh
   auto blobs = delta_internal::RunJobs(std::move(jobs), **spool,
                                        {options.threads, options.memory_budget, options.progress});
   if (!blobs.ok()) return blobs.status();
-  return delta_internal::WriteDelta(out_path, a, b.config(), entries, std::move(recipes), *blobs, **spool);
+  return delta_internal::WriteDelta(out_path, a, b.config(), entries, std::move(recipes), *blobs, **spool,
+                                    nullptr, options.threads);
 }
 
 }  // namespace d4c

@@ -174,11 +174,13 @@ struct MemberSource {
 // `sources` (optional, by entry): when consecutive packed blobs are all the
 // members of one stored pack of a source image, in its order, that pack's
 // stored bytes are copied as they are instead of compressing them again.
+// `threads` (0: one per CPU) compress the packs, a few at a time; the bytes
+// do not depend on it.
 absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgImage& parent,
                                       std::string_view config, const std::vector<Entry>& entries,
                                       std::vector<Recipe> recipes,
                                       const std::map<size_t, SpooledBlob>& blobs, const Spool& spool,
-                                      const std::vector<MemberSource>* sources = nullptr);
+                                      const std::vector<MemberSource>* sources = nullptr, int threads = 1);
 
 // "<image file>: /<path>: <cause>", keeping the status code.
 absl::Status AtEntry(const absl::Status& s, std::string_view image_path, std::string_view entry_path);

@@ -483,7 +483,7 @@ absl::StatusOr<DeltaStats> ComposeDeltas(const ImageChain& base_chain, const std
   blobs->merge(copied);
   // Packs whose members all survive unchanged are copied as they are stored.
   return delta_internal::WriteDelta(out_path, a, m.d2.config(), entries, std::move(recipes), *blobs, **spool,
-                                    &sources);
+                                    &sources, options.threads);
 }
 
 absl::StatusOr<DeltaStats> MergeDeltas(const ImageChain& base_chain, const std::string& d1_path,
@@ -508,7 +508,8 @@ absl::StatusOr<DeltaStats> MergeDeltas(const ImageChain& base_chain, const std::
   auto blobs = delta_internal::RunJobs(std::move(jobs), **spool,
                                        {options.threads, options.memory_budget, options.progress});
   if (!blobs.ok()) return blobs.status();
-  return delta_internal::WriteDelta(out_path, a, c.top().config(), entries, std::move(recipes), *blobs, **spool);
+  return delta_internal::WriteDelta(out_path, a, c.top().config(), entries, std::move(recipes), *blobs, **spool,
+                                    nullptr, options.threads);
 }
 
 }  // namespace d4c

@@ -96,6 +96,10 @@ class CdimgWriter {
   // cdimg's PackBlob bytes) whose content is `raw_length` bytes of members;
   // only its frame header is checked. Returns its number, like AppendPack.
   absl::StatusOr<uint32_t> AppendStoredPack(std::string_view stored, uint64_t raw_length);
+  // The stored frame AppendPack(raw, zstd_level) would append, for writers
+  // that compress packs on several threads and append them in order with
+  // AppendStoredPack (the same file bytes). Thread-safe.
+  static absl::StatusOr<std::string> CompressPack(std::string_view raw, int zstd_level = 19);
   uint64_t blob_bytes() const;
   // `recipes[i]` belongs to `entries[i]`; entries sorted by ComparePaths.
   // `inline_pack` (delta images only): the raw members of one more pack, the
