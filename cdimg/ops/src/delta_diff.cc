@@ -47,10 +47,7 @@ absl::StatusOr<BlobResult> DiffOne(const ImageChain& old_chain, const ImageChain
   if (twin && target->size() >= o.min_delta_size) {
     auto twin_content = new_chain.ReadFile(*twin);
     if (!twin_content.ok()) return twin_content.status();
-    // A's base stays first: on a tie it keeps the patch diff made before twins.
-    if (bases.empty() || MeasureNovelty(*twin_content, *target).missing <
-                             MeasureNovelty(bases[0].content, *target).missing)
-      bases.push_back({b.DigestAt(*twin), std::move(*twin_content), true});
+    OfferTwin(&bases, b.DigestAt(*twin), std::move(*twin_content), *target);
   }
   auto r = delta_internal::EncodeFile(*target, bases, o, std::move(full), helpers);
   if (!r.ok()) return delta_internal::AtEntry(r.status(), b.path(), b.PathAt(i));
@@ -78,54 +75,6 @@ absl::StatusOr<BlobResult> CopyFull(const CdimgImage& b, size_t i, Spool& spool)
   r.spooled = ref;
   return r;
 }
-
-// "plugins/babel.mjs" -> "plugins/babel": directory and name up to its first '.'.
-std::string_view TwinKey(std::string_view path) {
-  size_t slash = path.rfind('/');
-  size_t start = slash == std::string_view::npos ? 0 : slash + 1;
-  size_t dot = path.find('.', start);
-  return path.substr(0, dot == std::string_view::npos ? path.size() : dot);
-}
-
-// Twins: files of B in one directory with one stem (babel.js, babel.mjs,
-// babel.cjs), as packages ship one module in several wrappers, so that a
-// change shows in each of them. Entry `i`'s twin is the earlier entry of its
-// group whose content A lacks (A's content is A's to offer), nearest in size,
-// within 2x of it. Its content is carried in the delta by the first entry of
-// B with that content (PlanDiff gives the blob to the first one), which is
-// never after the twin, hence before `i`: a delta's base from its own image
-// is always an entry earlier in entry order, so in-image bases never form a
-// cycle (docs/format.md, "Resolving content").
-class Twins {
- public:
-  Twins(const std::vector<Entry>& entries, const OldTree& old) : entries_(entries), offer_(entries.size()) {
-    for (size_t i = 0; i < entries.size(); ++i) {
-      const Entry& e = entries[i];
-      if (e.type != EntryType::kRegular || e.size == 0) continue;
-      groups_[TwinKey(e.path)].push_back(i);
-      offer_[i] = !old.Has(e.digest);  // an entry whose content A has is no twin (but may have one)
-    }
-  }
-  std::optional<size_t> For(size_t i) const {
-    const Entry& y = entries_[i];
-    auto it = groups_.find(TwinKey(y.path));
-    if (it == groups_.end()) return std::nullopt;
-    std::optional<size_t> best;
-    auto gap = [&](size_t j) { return entries_[j].size > y.size ? entries_[j].size - y.size : y.size - entries_[j].size; };
-    for (size_t j : it->second) {
-      if (j >= i) break;
-      const Entry& x = entries_[j];
-      if (!offer_[j] || x.digest == y.digest || x.size > 2 * y.size || y.size > 2 * x.size) continue;
-      if (!best || gap(j) < gap(*best)) best = j;
-    }
-    return best;
-  }
-
- private:
-  const std::vector<Entry>& entries_;
-  std::unordered_map<std::string_view, std::vector<size_t>> groups_;  // entries in order
-  std::vector<bool> offer_;
-};
 
 // Recipes that need no bytes are decided here; every other file becomes a job.
 std::vector<BlobJob> PlanDiff(const ImageChain& old_chain, const ImageChain& new_chain,
