@@ -773,6 +773,15 @@ TEST_CASE("twin files: a delta's base may be an earlier file of B itself", "[del
     auto m = MergeDeltas(*base, d1, d2, merged, Threads(2));
     INFO(Msg(m.status().message()));
     REQUIRE(m.ok());
+    {  // x.mjs changed twice: re-encoded against A and C's own x.js, paid once
+      auto chain = Open(merged, {a});
+      const CdimgImage& top = chain->top();
+      size_t x_js = index_of(top, "plugins/x.js");
+      Recipe r = top.RecipeAt(index_of(top, "plugins/x.mjs"));
+      REQUIRE(r.kind == Recipe::Kind::kDelta);
+      CHECK(r.base == top.DigestAt(x_js));
+      CHECK(r.blob.length * 4 < top.RecipeAt(x_js).blob.length);
+    }
     auto k = ComposeDeltas(*base, d1, d2, composed, Threads(2));
     INFO(Msg(k.status().message()));
     REQUIRE(k.ok());
