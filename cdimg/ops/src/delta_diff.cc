@@ -19,7 +19,8 @@ constexpr uint64_t kReadTogether = 8 << 20;
 
 // Reads the target and its base (one file of each image at a time) and
 // encodes it. `twin` (see Twins): an earlier entry of B itself, offered as a
-// second base when it lacks less of the target than A's base does. B's own full blob of the target, when it has one, is the `full`
+// second base when it lacks less of the target than A's base does (OfferTwin).
+// B's own full blob of the target, when it has one, is the `full`
 // alternative: compressing the file again at the same level would only
 // reproduce it (seconds per MB at level 19). Files that fit a pack member are
 // compressed anew, since a full one of them goes into a pack raw.
@@ -100,8 +101,10 @@ std::vector<BlobJob> PlanDiff(const ImageChain& old_chain, const ImageChain& new
       std::optional<size_t> base = old.BaseFor(e.path, e.size);
       std::optional<size_t> twin = twins.For(i);
       uint64_t base_size = base ? old.image().SizeAt(*base) : 0;
-      if (twin) base_size = std::max(base_size, entries[*twin].size);
-      jobs.push_back({i, e.size, delta_internal::EncodeMemory(base_size, e.size) + (twin ? 2 * entries[*twin].size : 0),
+      uint64_t memory = delta_internal::EncodeMemory(base_size, e.size);
+      if (twin)  // its content is held too, and may be the base the codecs run on
+        memory = delta_internal::EncodeMemory(std::max(base_size, entries[*twin].size), e.size) + entries[*twin].size;
+      jobs.push_back({i, e.size, memory,
                       [&old_chain, &new_chain, &o, i, base, twin](Helpers& h) {
                         return DiffOne(old_chain, new_chain, i, base, twin, o, h);
                       }});

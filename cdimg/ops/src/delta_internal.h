@@ -162,6 +162,7 @@ class OldTree {
 // (docs/format.md, "Resolving content").
 class Twins {
  public:
+  // `entries` (the new image's, in entry order) must outlive this object.
   Twins(const std::vector<Entry>& entries, const OldTree& old);
   std::optional<size_t> For(size_t i) const;
 
