@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <sstream>
+#include <tuple>
 
 #include "d4c/chain.h"
 #include "d4c/convert.h"
@@ -729,6 +730,84 @@ TEST_CASE("gzip files get the gzip codec where it rebuilds them; patch, merge an
       std::string c2 = tmp.path() + "/c2.cdimg";
       REQUIRE(TryPatch(a, d, c2).ok());
       CHECK(ReadAll(c2) == ReadAll(c));
+    }
+  }
+}
+
+// One module shipped twice (x.js and x.mjs, two wrappers of one code): each
+// change shows in both, and x.mjs is diffed against B's own x.js.
+TEST_CASE("twin files: a delta's base may be an earlier file of B itself", "[delta]") {
+  ScratchDir tmp;
+  auto js = [](const std::string& code) { return "(function (module) {\n" + code + "})(module);\n"; };
+  auto mjs = [](const std::string& code) { return "var m = {};\n" + code + "export default m;\n"; };
+  std::string core_a = Text(40, 3000);
+  std::string core_b = Edit(core_a, 7, "B ") + Text(41, 1500);   // much that A lacks
+  std::string core_c = Edit(core_b, 11, "C ") + Text(42, 1000);
+  auto image = [&](const std::string& core) {
+    LayerBuilder l;
+    l.Dir("plugins").File("plugins/x.d.ts", Text(43, 40)).File("plugins/x.js", js(core))
+        .File("plugins/x.mjs", mjs(core)).File("plugins/y.js", Text(44, 300));
+    return l;
+  };
+  std::string a = Convert(tmp, "a", image(core_a)), b = Convert(tmp, "b", image(core_b)),
+              c = Convert(tmp, "c", image(core_c));
+  std::string d1 = tmp.path() + "/d1.cdimg", d2 = tmp.path() + "/d2.cdimg";
+  Diff(a, b, d1);
+  Diff(b, c, d2);
+
+  auto index_of = [](const CdimgImage& img, const std::string& path) {
+    for (size_t i = 0; i < img.size(); ++i)
+      if (img.PathAt(i) == path) return i;
+    FAIL("no entry " << path);
+    return size_t{0};
+  };
+  for (auto [delta, bases, target] : {std::tuple{d1, std::vector<std::string>{a}, b},
+                                      std::tuple{d2, std::vector<std::string>{a, d1}, c}}) {
+    INFO(delta);
+    auto chain = Open(delta, bases);
+    const CdimgImage& top = chain->top();
+    size_t x_js = index_of(top, "plugins/x.js"), x_mjs = index_of(top, "plugins/x.mjs");
+    Recipe r_js = top.RecipeAt(x_js), r_mjs = top.RecipeAt(x_mjs);
+    REQUIRE(r_mjs.kind == Recipe::Kind::kDelta);
+    CHECK(r_mjs.base == top.DigestAt(x_js));  // B's own x.js, not A's x.mjs
+    REQUIRE(r_js.kind == Recipe::Kind::kDelta);
+    CHECK(r_mjs.blob.length * 4 < r_js.blob.length);  // the change is paid once
+    RequireSameTree(*chain, target);  // ImageChain::ReadFile
+  }
+
+  std::string b2 = tmp.path() + "/b2.cdimg";
+  REQUIRE(TryPatch(a, d1, b2).ok());
+  CHECK(ReadAll(b2) == ReadAll(b));
+  std::string c2 = tmp.path() + "/c2.cdimg";
+  REQUIRE(TryPatch(b, d2, c2).ok());
+  CHECK(ReadAll(c2) == ReadAll(c));
+
+  SECTION("merge and compose of two such deltas patch onto A to C's bytes") {
+    auto base = Open(a);
+    std::string merged = tmp.path() + "/merged.cdimg", composed = tmp.path() + "/composed.cdimg";
+    auto m = MergeDeltas(*base, d1, d2, merged, Threads(2));
+    INFO(Msg(m.status().message()));
+    REQUIRE(m.ok());
+    {  // x.mjs changed twice: re-encoded against A and C's own x.js, paid once
+      auto chain = Open(merged, {a});
+      const CdimgImage& top = chain->top();
+      size_t x_js = index_of(top, "plugins/x.js");
+      Recipe r = top.RecipeAt(index_of(top, "plugins/x.mjs"));
+      REQUIRE(r.kind == Recipe::Kind::kDelta);
+      CHECK(r.base == top.DigestAt(x_js));
+      CHECK(r.blob.length * 4 < top.RecipeAt(x_js).blob.length);
+    }
+    auto k = ComposeDeltas(*base, d1, d2, composed, Threads(2));
+    INFO(Msg(k.status().message()));
+    REQUIRE(k.ok());
+    for (const std::string& d : {merged, composed}) {
+      INFO(d);
+      std::string out = d + ".patched";
+      auto p = TryPatch(a, d, out);
+      INFO(Msg(p.status().message()));
+      REQUIRE(p.ok());
+      CHECK(ReadAll(out) == ReadAll(c));
+      RequireSameTree(*Open(d, {a}), c);
     }
   }
 }

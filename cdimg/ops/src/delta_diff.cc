@@ -1,4 +1,7 @@
 // diff: new image B relative to old image A -> delta cdimg A→B.
+#include <algorithm>
+#include <string_view>
+#include <unordered_map>
 #include <unordered_set>
 
 #include "d4c/delta.h"
@@ -15,12 +18,15 @@ namespace {
 constexpr uint64_t kReadTogether = 8 << 20;
 
 // Reads the target and its base (one file of each image at a time) and
-// encodes it. B's own full blob of the target, when it has one, is the `full`
+// encodes it. `twin` (see Twins): an earlier entry of B itself, offered as a
+// second base when it lacks less of the target than A's base does (OfferTwin).
+// B's own full blob of the target, when it has one, is the `full`
 // alternative: compressing the file again at the same level would only
 // reproduce it (seconds per MB at level 19). Files that fit a pack member are
 // compressed anew, since a full one of them goes into a pack raw.
 absl::StatusOr<BlobResult> DiffOne(const ImageChain& old_chain, const ImageChain& new_chain, size_t i,
-                                   std::optional<size_t> base, const DiffOptions& o, Helpers& helpers) {
+                                   std::optional<size_t> base, std::optional<size_t> twin, const DiffOptions& o,
+                                   Helpers& helpers) {
   const CdimgImage& a = old_chain.top();
   const CdimgImage& b = new_chain.top();
   std::optional<std::string> full;
@@ -39,6 +45,11 @@ absl::StatusOr<BlobResult> DiffOne(const ImageChain& old_chain, const ImageChain
   if (target->size() <= delta_internal::kPackMemberMax && o.pack_small_blobs) full.reset();
   std::vector<Base> bases;
   if (base) bases.push_back({a.DigestAt(*base), std::move(*content), a.PathAt(*base) != b.PathAt(i)});
+  if (twin && target->size() >= o.min_delta_size) {
+    auto twin_content = new_chain.ReadFile(*twin);
+    if (!twin_content.ok()) return twin_content.status();
+    OfferTwin(&bases, b.DigestAt(*twin), std::move(*twin_content), *target);
+  }
   auto r = delta_internal::EncodeFile(*target, bases, o, std::move(full), helpers);
   if (!r.ok()) return delta_internal::AtEntry(r.status(), b.path(), b.PathAt(i));
   return r;
@@ -71,6 +82,7 @@ std::vector<BlobJob> PlanDiff(const ImageChain& old_chain, const ImageChain& new
                               const OldTree& old, const std::vector<Entry>& entries,
                               const DiffOptions& o, Spool& spool, std::vector<Recipe>* recipes) {
   std::vector<BlobJob> jobs;
+  Twins twins(entries, old);
   std::unordered_set<Digest, DigestHash> seen;  // content already placed in B
   recipes->assign(entries.size(), Recipe{});
   for (size_t i = 0; i < entries.size(); ++i) {
@@ -87,10 +99,14 @@ std::vector<BlobJob> PlanDiff(const ImageChain& old_chain, const ImageChain& new
                       }});
     } else {
       std::optional<size_t> base = old.BaseFor(e.path, e.size);
+      std::optional<size_t> twin = twins.For(i);
       uint64_t base_size = base ? old.image().SizeAt(*base) : 0;
-      jobs.push_back({i, e.size, delta_internal::EncodeMemory(base_size, e.size),
-                      [&old_chain, &new_chain, &o, i, base](Helpers& h) {
-                        return DiffOne(old_chain, new_chain, i, base, o, h);
+      uint64_t memory = delta_internal::EncodeMemory(base_size, e.size);
+      if (twin)  // its content is held too, and may be the base the codecs run on
+        memory = delta_internal::EncodeMemory(std::max(base_size, entries[*twin].size), e.size) + entries[*twin].size;
+      jobs.push_back({i, e.size, memory,
+                      [&old_chain, &new_chain, &o, i, base, twin](Helpers& h) {
+                        return DiffOne(old_chain, new_chain, i, base, twin, o, h);
                       }});
     }
   }

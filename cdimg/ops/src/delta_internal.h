@@ -149,6 +149,34 @@ class OldTree {
   std::unordered_map<std::string, std::vector<size_t>> by_folded_name_;
 };
 
+// Twins: files of a new image in one directory with one stem up to the
+// first '.' (babel.js, babel.mjs, babel.cjs): packages ship one module in
+// several wrappers, so a change shows in each of them. Entry `i`'s twin is
+// the earlier entry of its group whose content the parent lacks (content the
+// parent has is the parent's to offer), nearest in size, within 2x of it.
+// Diff and merge offer it as a second base, resolved in the delta's own image.
+// Its content is carried in the delta by the first entry with that content
+// (diff and merge give the blob to the first one), which is never after the
+// twin, hence before `i`: a delta's base from its own image is always an
+// entry earlier in entry order, so in-image bases never form a cycle
+// (docs/format.md, "Resolving content").
+class Twins {
+ public:
+  // `entries` (the new image's, in entry order) must outlive this object.
+  Twins(const std::vector<Entry>& entries, const OldTree& old);
+  std::optional<size_t> For(size_t i) const;
+
+ private:
+  const std::vector<Entry>& entries_;
+  std::unordered_map<std::string_view, std::vector<size_t>> groups_;  // entries in order
+  std::vector<bool> offer_;
+};
+
+// Adds a twin's content as a base when `bases` is empty or the twin lacks
+// fewer of the target's anchors (MeasureNovelty) than bases[0]; appended, so
+// the parent's base wins ties.
+void OfferTwin(std::vector<Base>* bases, const Digest& digest, std::string content, std::string_view target);
+
 // "python3.11/x.py" -> "python#.#/x.py"
 std::string FoldDigits(std::string_view s);
 

@@ -1,10 +1,11 @@
 // merge: D1 = A→B and D2 = B→C -> D = A→C.
 //
 // Per file of C (first of its content): content A has -> base; else the blob
-// that produced it is copied when it still decodes against A alone (a full
-// blob, or a delta whose base A has), from D2 first, else from D1 (file
-// unchanged since B). Only files whose D2 delta needs B's version (changed
-// twice) are re-encoded against A, and keep the smaller of delta and full.
+// that produced it is copied when it still decodes in the merged delta (a
+// full blob, or a delta whose base A has or an earlier file of C carries, as
+// for a twin: Twins), from D2 first, else from D1 (file unchanged since B).
+// Only files whose D2 delta needs B's version (changed twice) are re-encoded
+// against A (and C's twin, if any), and keep the smaller of delta and full.
 // Every copied blob is decoded and checked against its digest first.
 //
 // ComposeDeltas: the same result without any file content of A (its index
@@ -75,9 +76,23 @@ struct MergeContext {
   const OldTree& old;
   BlobIndex blobs1, blobs2;
   const DiffOptions& options;
+  const Twins* twins = nullptr;  // of C's entries
+  // C's content -> its first entry, which carries it in the merged delta
+  // unless A has it.
+  std::unordered_map<Digest, size_t, DigestHash> first_in_c;
 };
 
-// A blob of `img` entry j that decodes against A alone, checked.
+// A delta base that the merged delta resolves, written at C's entry i: a
+// content of A, or one of C carried by an entry before i (the writer rule of
+// docs/format.md, "Resolving content": no cycles).
+bool BaseResolves(const MergeContext& m, const Digest& base, size_t i) {
+  if (m.old.Has(base)) return true;
+  auto it = m.first_in_c.find(base);
+  return it != m.first_in_c.end() && it->second < i;
+}
+
+// A blob of `img` entry j whose base is A's content or C's (DecodesInMerge),
+// checked.
 absl::StatusOr<BlobResult> CopyBlob(const MergeContext& m, const CdimgImage& img, size_t j) {
   Recipe r = img.RecipeAt(j);
   auto blob = img.ReadPayload(r);  // packed: the member, kept packed in the output
@@ -86,7 +101,7 @@ absl::StatusOr<BlobResult> CopyBlob(const MergeContext& m, const CdimgImage& img
   if (r.kind == Recipe::Kind::kFull) {
     content = r.packed ? *blob : DecompressFullBlob(*blob, img.SizeAt(j));
   } else {
-    auto base = m.a_chain.ReadByDigest(r.base);
+    auto base = m.old.Has(r.base) ? m.a_chain.ReadByDigest(r.base) : m.chain.ReadByDigest(r.base);
     if (!base.ok()) return delta_internal::AtEntry(base.status(), img.path(), img.PathAt(j));
     content = GetCodec(r.codec).DecodeForm(*base, *blob, img.SizeAt(j), r.packed);
   }
@@ -129,14 +144,20 @@ absl::StatusOr<BlobResult> Reencode(const MergeContext& m, size_t i, std::option
     if (!content.ok()) return content.status();
     bases.push_back({m.old.image().DigestAt(j), std::move(*content), m.old.image().PathAt(j) != c.PathAt(i)});
   }
+  if (std::optional<size_t> twin = m.twins->For(i); twin && target->size() >= m.options.min_delta_size) {
+    auto content = m.chain.ReadFile(*twin);
+    if (!content.ok()) return content.status();
+    OfferTwin(&bases, c.DigestAt(*twin), std::move(*content), *target);
+  }
   auto r = delta_internal::EncodeFile(*target, bases, m.options, std::move(ready_full), helpers);
   if (!r.ok()) return delta_internal::AtEntry(r.status(), c.path(), c.PathAt(i));
   r->reencoded = true;
   return r;
 }
 
-bool DecodesAgainstA(const MergeContext& m, const Recipe& r) {
-  return r.kind == Recipe::Kind::kFull || (r.kind == Recipe::Kind::kDelta && m.old.Has(r.base));
+// True if a blob of D1 or D2 decodes as it is in the merged delta at C's entry i.
+bool DecodesInMerge(const MergeContext& m, const Recipe& r, size_t i) {
+  return r.kind == Recipe::Kind::kFull || (r.kind == Recipe::Kind::kDelta && BaseResolves(m, r.base, i));
 }
 
 // One file of C that A does not have.
@@ -155,10 +176,10 @@ absl::StatusOr<BlobResult> MergeOne(const MergeContext& m, size_t i, Helpers& he
       if (r.ok() && r->recipe.kind == Recipe::Kind::kFull) r->reencoded = false;  // D2's blob kept
       return r;
     }
-    if (DecodesAgainstA(m, r2)) return CopyBlob(m, m.d2, it->second);
+    if (DecodesInMerge(m, r2, i)) return CopyBlob(m, m.d2, it->second);
     return Reencode(m, i, std::nullopt, helpers);  // changed in both deltas
   }
-  if (auto it = m.blobs1.find(d); it != m.blobs1.end() && DecodesAgainstA(m, m.d1.RecipeAt(it->second)))
+  if (auto it = m.blobs1.find(d); it != m.blobs1.end() && DecodesInMerge(m, m.d1.RecipeAt(it->second), i))
     return CopyBlob(m, m.d1, it->second);  // changed A→B only
   return Reencode(m, i, std::nullopt, helpers);
 }
@@ -166,6 +187,7 @@ absl::StatusOr<BlobResult> MergeOne(const MergeContext& m, size_t i, Helpers& he
 uint64_t MergeMemory(const MergeContext& m, size_t i) {
   uint64_t base = 0;
   if (auto j = m.old.BaseFor(m.d2.PathAt(i), m.d2.SizeAt(i))) base = m.old.image().SizeAt(*j);
+  if (auto t = m.twins->For(i)) base = std::max(base, m.d2.SizeAt(*t));
   return delta_internal::EncodeMemory(2 * base, m.d2.SizeAt(i));
 }
 
@@ -497,10 +519,14 @@ absl::StatusOr<DeltaStats> MergeDeltas(const ImageChain& base_chain, const std::
   if (!chain.ok()) return chain.status();
   const ImageChain& c = **chain;
   OldTree old(a);
-  MergeContext m{base_chain, c, c.image(c.depth() - 2), c.top(), old, {}, {}, options};
+  MergeContext m{base_chain, c, c.image(c.depth() - 2), c.top(), old, {}, {}, options, nullptr, {}};
   m.blobs1 = IndexBlobs(m.d1);
   m.blobs2 = IndexBlobs(m.d2);
   std::vector<Entry> entries = delta_internal::AllEntries(c.top());
+  Twins twins(entries, old);
+  m.twins = &twins;
+  for (size_t i = 0; i < entries.size(); ++i)
+    if (entries[i].type == EntryType::kRegular && entries[i].size > 0) m.first_in_c.emplace(entries[i].digest, i);
   std::vector<Recipe> recipes;
   std::vector<BlobJob> jobs = PlanMerge(m, entries, &recipes);
   auto spool = delta_internal::Spool::Create(out_path);

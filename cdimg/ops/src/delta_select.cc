@@ -6,6 +6,49 @@
 
 namespace d4c::delta_internal {
 
+namespace {
+
+// "plugins/babel.mjs" -> "plugins/babel": directory and name up to its first '.'.
+std::string_view TwinKey(std::string_view path) {
+  size_t slash = path.rfind('/');
+  size_t start = slash == std::string_view::npos ? 0 : slash + 1;
+  size_t dot = path.find('.', start);
+  return path.substr(0, dot == std::string_view::npos ? path.size() : dot);
+}
+
+}  // namespace
+
+Twins::Twins(const std::vector<Entry>& entries, const OldTree& old) : entries_(entries), offer_(entries.size()) {
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const Entry& e = entries[i];
+    if (e.type != EntryType::kRegular || e.size == 0) continue;
+    groups_[TwinKey(e.path)].push_back(i);
+    offer_[i] = !old.Has(e.digest);  // an entry whose content A has is no twin (but may have one)
+  }
+}
+
+std::optional<size_t> Twins::For(size_t i) const {
+  const Entry& y = entries_[i];
+  auto it = groups_.find(TwinKey(y.path));
+  if (it == groups_.end()) return std::nullopt;
+  auto gap = [&](size_t j) {
+    return entries_[j].size > y.size ? entries_[j].size - y.size : y.size - entries_[j].size;
+  };
+  std::optional<size_t> best;
+  for (size_t j : it->second) {
+    if (j >= i) break;
+    const Entry& x = entries_[j];
+    if (!offer_[j] || x.digest == y.digest || x.size > 2 * y.size || y.size > 2 * x.size) continue;
+    if (!best || gap(j) < gap(*best)) best = j;
+  }
+  return best;
+}
+
+void OfferTwin(std::vector<Base>* bases, const Digest& digest, std::string content, std::string_view target) {
+  if (bases->empty() || MeasureNovelty(content, target).missing < MeasureNovelty((*bases)[0].content, target).missing)
+    bases->push_back({digest, std::move(content), true});
+}
+
 std::string FoldDigits(std::string_view s) {
   auto digit = [](char c) { return c >= '0' && c <= '9'; };
   std::string out;
