@@ -221,8 +221,8 @@ void RegisterMerge(CLI::App& cdimg) {
   auto a = std::make_shared<MergeArgs>();
   CLI::App* c = cdimg.add_subcommand(
       "merge",
-      "Merge deltas A→B and B→C into one delta A→C, never larger than both together (--compose: about as "
-      "large). Needs image A "
+      "Merge deltas A→B and B→C into one delta A→C, usually smaller than both together (files both "
+      "changed are diffed again; no bound is enforced). Needs image A "
       "(--base, or found by image id among the *.cdimg files next to the deltas): by default its files, to "
       "re-diff those changed by both deltas; with --compose only its index");
   c->add_option("--lowerCdimg", a->lower, "Delta A→B")->required();
