@@ -231,7 +231,7 @@ void RegisterMerge(CLI::App& cdimg) {
   c->add_flag("--compose", a->compose,
               "Read no file of A: copy the deltas' blobs and store a file changed by both as a chained patch "
               "(A→B patch then B→C patch). About the deltas' bytes (packs re-formed around changed members may "
-              "compress a little worse: +0.008% on a Debian update) and far faster than the default (only "
+              "compress a little worse: +0.5% on a Debian update) and far faster than the default (only "
               "small files, which share packs, are compressed again), but larger than the default's re-diff "
               "where both deltas changed the same file");
   AddDeltaOptions(c, a.get());
