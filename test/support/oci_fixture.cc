@@ -4,7 +4,10 @@
 #include <archive_entry.h>
 #include <openssl/sha.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -456,6 +459,31 @@ std::string Describe(const std::vector<Entry>& entries) {
   std::string s;
   for (const Entry& e : entries) s += Describe(e) + "\n";
   return s;
+}
+
+absl::StatusOr<ChildRun> RunInChild(const std::function<std::string()>& f) {
+  int pipefd[2];
+  if (pipe(pipefd) != 0) return absl::InternalError("pipe failed");
+  pid_t pid = fork();
+  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid == 0) {
+    close(pipefd[0]);
+    std::string msg = f();
+    ssize_t w = write(pipefd[1], msg.data(), msg.size());
+    _exit(w < 0 ? 2 : 0);
+  }
+  close(pipefd[1]);
+  ChildRun out;
+  char buf[4096];
+  for (ssize_t n; (n = read(pipefd[0], buf, sizeof buf)) > 0;) out.msg.append(buf, static_cast<size_t>(n));
+  close(pipefd[0]);
+  int status = 0;
+  rusage ru{};
+  if (wait4(pid, &status, 0, &ru) != pid) return absl::InternalError("wait4 failed");
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return absl::InternalError("child did not exit 0 (status " + std::to_string(status) + "): " + out.msg);
+  out.peak_mib = static_cast<uint64_t>(ru.ru_maxrss) / 1024;  // ru_maxrss is in KiB
+  return out;
 }
 
 }  // namespace d4c::oci_test

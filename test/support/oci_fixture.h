@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <utility>
@@ -161,6 +162,15 @@ Entry HardlinkEntry(std::string path, std::string primary);
 Entry ImpliedRoot();
 
 // One line per entry ("path type mode uid:gid mtime size target xattrs") so
+// Runs `f` in a forked child, so that its peak RSS (wait4's ru_maxrss) is
+// its own and the parent's memory never counts; returns what `f` returned
+// and that peak. An error if the child could not run or did not exit 0.
+struct ChildRun {
+  std::string msg;
+  uint64_t peak_mib = 0;
+};
+absl::StatusOr<ChildRun> RunInChild(const std::function<std::string()>& f);
+
 // Catch prints readable diffs.
 std::string Describe(const Entry& e);
 std::string Describe(const std::vector<Entry>& entries);

@@ -5,9 +5,6 @@
 #include <archive.h>
 #include <archive_entry.h>
 #include <catch2/catch.hpp>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
@@ -130,34 +127,22 @@ TEST_CASE("convert: a gzip bomb of big files is refused in bounded memory", "[co
   ScratchDir dir;
   oci_test::MemoryImageSource src({{oci_test::LayerMediaType(Compression::kGzip), std::move(bomb)}});
   std::string out = dir.path() + "/bomb.cdimg";
-  int pipefd[2];
-  REQUIRE(pipe(pipefd) == 0);
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {  // the child converts; the parent reads its peak RSS
-    close(pipefd[0]);
+  // In a child, so that its peak RSS is the convert's alone.
+  auto run = oci_test::RunInChild([&] {
     ConvertOptions o;
     o.threads = 2;
     o.zstd_level = 3;
     o.squash.layer_floor_bytes = 2ull << 30;
     auto st = ConvertImage(src, out, o);
-    std::string msg = st.ok() ? std::string("ok") : StrCat(static_cast<int>(st.status().code()), " ", st.status().message());
-    ssize_t w = write(pipefd[1], msg.data(), msg.size());
-    _exit(w < 0 ? 2 : 0);
-  }
-  close(pipefd[1]);
-  std::string msg;
-  char buf[4096];
-  for (ssize_t n; (n = read(pipefd[0], buf, sizeof buf)) > 0;) msg.append(buf, static_cast<size_t>(n));
-  close(pipefd[0]);
-  int status = 0;
-  rusage ru{};
-  REQUIRE(wait4(pid, &status, 0, &ru) == pid);
-  REQUIRE(WIFEXITED(status));
+    return st.ok() ? std::string("ok") : StrCat(static_cast<int>(st.status().code()), " ", st.status().message());
+  });
+  INFO((run.ok() ? std::string() : std::string(run.status().message())));
+  REQUIRE(run.ok());
+  const std::string& msg = run->msg;
   INFO(msg);
   CHECK_THAT(msg, Catch::StartsWith(StrCat(static_cast<int>(absl::StatusCode::kResourceExhausted), " ")));
   CHECK_THAT(msg, Catch::Contains("possible decompression bomb"));
-  uint64_t peak_mib = static_cast<uint64_t>(ru.ru_maxrss) / 1024;  // ru_maxrss is in KiB
+  uint64_t peak_mib = run->peak_mib;
   WARN("convert of the bomb: child peak RSS " << peak_mib << " MiB");
   CHECK(peak_mib < 400);
   CHECK_FALSE(std::filesystem::exists(out));

@@ -3,9 +3,6 @@
 // copied in pieces, so a diff of a pair with one big changed file has a peak
 // RSS far below the file's size; patch then reproduces B exactly.
 #include <catch2/catch.hpp>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <functional>
@@ -73,37 +70,12 @@ std::string SmallFile(int version) {
   return out;
 }
 
-struct ChildRun {
-  std::string msg;  // what `f` returned, or why the child failed
-  uint64_t peak_mib = 0;
-};
-
-// Runs `f` in a child process (so that its peak RSS, wait4's ru_maxrss, is
-// its own and the parent's memory never counts) and returns its message.
-ChildRun InChild(const std::function<std::string()>& f) {
-  int pipefd[2];
-  REQUIRE(pipe(pipefd) == 0);
-  pid_t pid = fork();
-  REQUIRE(pid >= 0);
-  if (pid == 0) {
-    close(pipefd[0]);
-    std::string msg = f();
-    ssize_t w = write(pipefd[1], msg.data(), msg.size());
-    _exit(w < 0 ? 2 : 0);
-  }
-  close(pipefd[1]);
-  ChildRun out;
-  char buf[4096];
-  for (ssize_t n; (n = read(pipefd[0], buf, sizeof buf)) > 0;) out.msg.append(buf, static_cast<size_t>(n));
-  close(pipefd[0]);
-  int status = 0;
-  rusage ru{};
-  REQUIRE(wait4(pid, &status, 0, &ru) == pid);
-  INFO(out.msg);
-  REQUIRE(WIFEXITED(status));
-  REQUIRE(WEXITSTATUS(status) == 0);
-  out.peak_mib = static_cast<uint64_t>(ru.ru_maxrss) / 1024;  // ru_maxrss is in KiB
-  return out;
+// The child's message and peak RSS (oci_test::RunInChild), or a failed test.
+oci_test::ChildRun InChild(const std::function<std::string()>& f) {
+  auto run = oci_test::RunInChild(f);
+  INFO((run.ok() ? std::string() : std::string(run.status().message())));
+  REQUIRE(run.ok());
+  return *run;
 }
 
 std::string StatusText(const absl::Status& s) { return s.ok() ? "ok" : std::string(s.message()); }
@@ -118,7 +90,7 @@ TEST_CASE("diff: a big changed file costs no memory in proportion to its size", 
   const std::string d = dir.path() + "/d.cdimg", c = dir.path() + "/c.cdimg";
   // The images are made in a child too: the parent's heap, inherited by a
   // forked child, would count in the diff child's RSS.
-  ChildRun made = InChild([&] {
+  oci_test::ChildRun made = InChild([&] {
     for (int v : {1, 2}) {
       LayerBuilder l;
       l.Dir("data").File("data/big.bin", BigFile(v)).File("data/small.txt", SmallFile(v));
@@ -133,7 +105,7 @@ TEST_CASE("diff: a big changed file costs no memory in proportion to its size", 
   });
   REQUIRE(made.msg == "ok");
 
-  ChildRun diffed = InChild([&] {
+  oci_test::ChildRun diffed = InChild([&] {
     auto old_chain = ImageChain::Open(a, {});
     if (!old_chain.ok()) return StatusText(old_chain.status());
     auto new_chain = ImageChain::Open(b, {});
