@@ -83,13 +83,19 @@ TEST_CASE("x86 code: calls and RIP-relative operands become absolute", "[codec][
   CHECK(t == code);
 }
 
+// /bin/ls into *bytes and its code span; nullopt, with a warning that the
+// test is skipped, where it is not an x86-64 ELF file.
+std::optional<X86Span> LsCodeSpan(std::string* bytes) {
+  *bytes = ReadAll("/bin/ls");
+  auto span = X86_64CodeSpan(*bytes);
+  if (!span) WARN("skipped: /bin/ls is not an x86-64 ELF file here");
+  return span;
+}
+
 TEST_CASE("x86 code: the code span of an ELF file", "[codec][bsdiff]") {
-  std::string ls = ReadAll("/bin/ls");
-  auto span = X86_64CodeSpan(ls);
-  if (!span) {
-    WARN("skipped: /bin/ls is not an x86-64 ELF file here");
-    return;
-  }
+  std::string ls;
+  auto span = LsCodeSpan(&ls);
+  if (!span) return;
   CHECK(span->start > 0);
   CHECK(span->size > 0);
   CHECK(span->start + span->size <= ls.size());
@@ -128,12 +134,9 @@ TEST_CASE("x86 code: a rebuilt library gets a smaller bsdiff patch in the x86 fo
 }
 
 TEST_CASE("x86 code: the x86 form of an edited executable decodes", "[codec][bsdiff]") {
-  std::string base = ReadAll("/bin/ls");
-  auto span = X86_64CodeSpan(base);
-  if (!span) {
-    WARN("skipped: /bin/ls is not an x86-64 ELF file here");
-    return;
-  }
+  std::string base;
+  auto span = LsCodeSpan(&base);
+  if (!span) return;
   // Bytes inserted into the code: everything after them moves.
   std::string target = base;
   target.insert(span->start + span->size / 3, Codeish(777, 4));
@@ -153,12 +156,9 @@ TEST_CASE("x86 code: the x86 form of an edited executable decodes", "[codec][bsd
 }
 
 TEST_CASE("x86 code: a pair the transform does not help keeps the plain form", "[codec][bsdiff]") {
-  std::string base = ReadAll("/bin/ls");
-  auto span = X86_64CodeSpan(base);
-  if (!span) {
-    WARN("skipped: /bin/ls is not an x86-64 ELF file here");
-    return;
-  }
+  std::string base;
+  auto span = LsCodeSpan(&base);
+  if (!span) return;
   // An edit outside the code: nothing for absolute references to gain.
   std::string target = base;
   target[span->start - 1] ^= 1;
@@ -171,12 +171,9 @@ TEST_CASE("x86 code: a pair the transform does not help keeps the plain form", "
 }
 
 TEST_CASE("x86 code: malformed x86 records are refused", "[codec][bsdiff]") {
-  std::string base = ReadAll("/bin/ls");
-  auto span = X86_64CodeSpan(base);
-  if (!span) {
-    WARN("skipped: /bin/ls is not an x86-64 ELF file here");
-    return;
-  }
+  std::string base;
+  auto span = LsCodeSpan(&base);
+  if (!span) return;
   std::string target = base;
   target[span->start + 100] ^= 0x55;
   auto patch = BsdiffCodec().EncodeX86(base, target, *span, *span, NoHelpers(), UINT64_MAX);
