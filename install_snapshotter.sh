@@ -130,46 +130,36 @@ if ((SYSTEMD)); then
   SERVICE_NAME=$(basename "$UNIT")
   SOCKETS=$SOCKET_NAME
   [[ -n $CRI_PROXY ]] && SOCKETS="$SOCKET_NAME $CRI_SOCKET_NAME"
+  # A socket unit: FILE DESCRIPTION ADDRESS FDNAME [a line for [Unit]].
+  socket_unit() {
+    local extra=${5:-}
+    [[ -z $extra ]] || extra+=$'\n'
+    cat >"$1" <<EOF
+[Unit]
+Description=$2
+Documentation=file://$(cd "$(dirname "$0")" && pwd)/docs/operations.md
+${extra}
+[Socket]
+ListenStream=$3
+# The snapshotter finds this socket by name among the descriptors it is passed.
+FileDescriptorName=$4
+SocketMode=0600
+DirectoryMode=0755
+Accept=no
+Service=$SERVICE_NAME
+
+[Install]
+WantedBy=sockets.target
+EOF
+  }
   # systemd binds the socket and passes it (LISTEN_FDS): it stays while the
   # service restarts or crashes, connections wait in its backlog.
-  cat >"$SOCKET_UNIT.tmp" <<EOF
-[Unit]
-Description=di3fs snapshotter socket (containerd's proxy plugin di3fs connects here)
-Documentation=file://$(cd "$(dirname "$0")" && pwd)/docs/operations.md
-Before=containerd.service
-
-[Socket]
-ListenStream=$ADDRESS
-# The snapshotter finds this socket by name among the descriptors it is passed.
-FileDescriptorName=snapshotter
-SocketMode=0600
-DirectoryMode=0755
-Accept=no
-Service=$SERVICE_NAME
-
-[Install]
-WantedBy=sockets.target
-EOF
-  if [[ -n $CRI_PROXY ]]; then
-    # The CRI image proxy's socket (kubelet's --image-service-endpoint): kept
-    # by systemd across restarts of the service, like the Snapshots socket.
-    cat >"$CRI_SOCKET_UNIT.tmp" <<EOF
-[Unit]
-Description=di3fs snapshotter CRI image proxy socket (kubelet's image service endpoint)
-Documentation=file://$(cd "$(dirname "$0")" && pwd)/docs/operations.md
-
-[Socket]
-ListenStream=$CRI_PROXY
-FileDescriptorName=cri-image-proxy
-SocketMode=0600
-DirectoryMode=0755
-Accept=no
-Service=$SERVICE_NAME
-
-[Install]
-WantedBy=sockets.target
-EOF
-  fi
+  socket_unit "$SOCKET_UNIT.tmp" "di3fs snapshotter socket (containerd's proxy plugin di3fs connects here)" \
+    "$ADDRESS" snapshotter "Before=containerd.service"
+  # The CRI image proxy's socket (kubelet's --image-service-endpoint): kept
+  # by systemd across restarts of the service, like the Snapshots socket.
+  [[ -z $CRI_PROXY ]] || socket_unit "$CRI_SOCKET_UNIT.tmp" \
+    "di3fs snapshotter CRI image proxy socket (kubelet's image service endpoint)" "$CRI_PROXY" cri-image-proxy
   cat >"$UNIT.tmp" <<EOF
 [Unit]
 Description=di3fs snapshotter (containerd proxy snapshotter for cdimg delta images)
