@@ -353,7 +353,14 @@ int Supervise(const std::string& address, const std::string& cri_address,
         while ((dead = waitpid(-1, &status, WNOHANG)) > 0) {
           if (dead != child) continue;
           child = -1;
-          bool quick = Clock::now() - started_at < std::chrono::seconds(1);
+          // Backoff only for a crash loop: a child that failed on its own
+          // within a second of its start. A clean exit (a graceful restart)
+          // or a kill from outside (kill -9, the OOM killer) restarts at
+          // once: each of those counted before, and a few of them in a row
+          // held containerd off for seconds (its handshake times out).
+          bool crashed = WIFSIGNALED(status) ? WTERMSIG(status) != SIGKILL && WTERMSIG(status) != SIGTERM
+                                             : WEXITSTATUS(status) != 0;
+          bool quick = crashed && Clock::now() - started_at < std::chrono::seconds(1);
           if (stopping) {
             rc = WIFEXITED(status) ? WEXITSTATUS(status) : 1;
             spdlog::info("supervisor: snapshotter pid {} {}", dead, DescribeExit(status));

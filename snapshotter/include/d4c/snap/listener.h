@@ -82,8 +82,9 @@ inline constexpr size_t kSuperviseFdStoreMax = 4096;
 // FDSTOREREMOVE=1 messages from the snapshotters it started (others are
 // dropped), keeping up to kSuperviseFdStoreMax descriptors across the child's
 // restarts; they are closed when the supervisor stops.
-// It starts the child again whenever it exits or is killed (after 0.1 s,
-// doubling up to 5 s while it dies within a second of its start).
+// It starts the child again whenever it exits or is killed: at once, or
+// after 0.1 s doubling up to 5 s while it crashes (fails on its own, not by
+// a clean exit or SIGKILL/SIGTERM, within a second of its start).
 // SIGTERM/SIGINT: forwarded to the child; once it has exited the sockets are
 // removed and Supervise returns 0. SIGHUP: SIGTERM to the child, which is
 // then started again (graceful restart, e.g. after an upgrade). The child
