@@ -16,6 +16,8 @@
 #                                        layer; v2 is v1 after the same `apt-get upgrade`
 # Built only when named (benchmarks of long update histories; tests do not use them):
 #   prettier    3.0.0 ... 3.6.0 (24)     busybox base layer + npm `prettier`, 24 consecutive releases
+#   vite        5.4.8 5.4.9 5.4.10 5.4.11  busybox base layer + npm `vite`: every release renames
+#                                        its content-hashed chunks (dist/node/chunks/dep-<hash>.js)
 #
 # Output, in $D4C_CORPUS (default /var/cache/d4c-corpus), per series S and version T:
 #   S/oci/                    OCI image layout, one tag per version
@@ -86,6 +88,10 @@ prettier-3.5.1.tgz               prettier@3.5.1                  6045af17c434fdf
 prettier-3.5.2.tgz               prettier@3.5.2                  8ea719551d8c0e5f75ee41a411cbf543523d2157db0d1ea83323fb5506812851
 prettier-3.5.3.tgz               prettier@3.5.3                  14841de7b71a93123d22997db22d088debb13976778d869e3622199108e85b4b
 prettier-3.6.0.tgz               prettier@3.6.0                  beef60291daec2fb569e300117ae380d3dba81cd248496ac66e50042b8686c31
+vite-5.4.8.tgz                   vite@5.4.8                      0ea4fafa19783ea955192478cd7ef2b5b305a4f08752018c38eb1bdade3af888
+vite-5.4.9.tgz                   vite@5.4.9                      45898720cbe624d415ab5a55e242ea37ad447d0562d173ef66e49fac0887fccb
+vite-5.4.10.tgz                  vite@5.4.10                     2ef8583733cc62afbe9beb48e0a4cfe08518e02883b6120065ae0c81877dc7ec
+vite-5.4.11.tgz                  vite@5.4.11                     e970ff612f455681c5e56ea699ec0828c68ffa89e05aa135ae4d7d0326b5198a
 EOF
 )
 
@@ -172,6 +178,14 @@ app_prettier() {
   mkdir -p "$mods/.bin" "$2/usr/local/bin"
   ln -s ../prettier/bin/prettier.cjs "$mods/.bin/prettier"
   ln -s /app/node_modules/prettier/bin/prettier.cjs "$2/usr/local/bin/prettier"
+}
+
+app_vite() {
+  local mods=$2/app/node_modules
+  unpack_npm "vite-$1.tgz" "$mods/vite"
+  mkdir -p "$mods/.bin" "$2/usr/local/bin"
+  ln -s ../vite/bin/vite.js "$mods/.bin/vite"
+  ln -s /app/node_modules/vite/bin/vite.js "$2/usr/local/bin/vite"
 }
 
 # app_image SERIES VERSION: the base layer plus one app layer, tagged VERSION.
@@ -367,7 +381,8 @@ for series in "${series_list[@]}"; do
     debian-python)
       rootfs_image debian-python v1 debian-python-v1; rootfs_image debian-python v2 debian-python-v2 ;;
     prettier)   for v in "${PRETTIER_VERSIONS[@]}"; do app_image prettier "$v"; done ;;
-    *) die "unknown series '$series' (known: ${ALL_SERIES[*]} prettier)" ;;
+    vite)       for v in 5.4.8 5.4.9 5.4.10 5.4.11; do app_image vite "$v"; done ;;
+    *) die "unknown series '$series' (known: ${ALL_SERIES[*]} prettier vite)" ;;
   esac
   rmdir "$CORPUS/$series/work" 2>/dev/null || true
 done

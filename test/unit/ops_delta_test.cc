@@ -271,6 +271,61 @@ TEST_CASE("renamed and versioned paths are diffed against their old version", "[
   CHECK(ReadAll(out) == ReadAll(b));
 }
 
+TEST_CASE("a file renamed and changed at once is diffed against the file B dropped beside it", "[delta]") {
+  ScratchDir tmp;
+  // internal/cli.mjs becomes internal/legacy-cli.mjs, edited; a content-hashed
+  // chunk is renamed and edited; an unrelated file of the same directory and
+  // extension that B dropped is no base, nor is one that B keeps.
+  std::string cli = Text(50, 4000), chunk = Text(51, 3000), kept = Text(52, 3000);
+  LayerBuilder la, lb;
+  la.File("app/internal/cli.mjs", cli).File("app/assets/chunk-3f2a9c.js", chunk)
+      .File("app/assets/chunk-kept.js", kept).File("app/misc/old.txt", Text(53, 3000));
+  lb.File("app/internal/legacy-cli.mjs", Edit(cli, 90, "//"))
+      .File("app/assets/chunk-b71e04.js", Edit(chunk, 70, ";"))
+      .File("app/assets/chunk-kept.js", kept)
+      .File("app/misc/new.txt", Text(54, 3000));  // shares nothing with old.txt
+  std::string a = Convert(tmp, "a", la), b = Convert(tmp, "b", lb);
+  std::string d = tmp.path() + "/d.cdimg";
+  DeltaStats s = Diff(a, b, d);
+  CHECK(s.rename_bases == 2);
+  auto chain = Open(d, {a});
+  auto old_img = Open(a);
+  const CdimgImage& top = chain->top();
+  for (auto [np, op] : std::vector<std::pair<std::string, std::string>>{
+           {"app/internal/legacy-cli.mjs", "app/internal/cli.mjs"},
+           {"app/assets/chunk-b71e04.js", "app/assets/chunk-3f2a9c.js"}}) {
+    INFO(np);
+    Recipe r = top.RecipeAt(*top.Find(np));
+    REQUIRE(r.kind == Recipe::Kind::kDelta);
+    CHECK(r.base == old_img->top().DigestAt(*old_img->top().Find(op)));
+    CHECK(r.blob.length < 1000);  // a few edits of a 4000-line file
+  }
+  CHECK(top.RecipeAt(*top.Find("app/misc/new.txt")).kind == Recipe::Kind::kFull);
+  RequireSameTree(*chain, b);
+  std::string out = tmp.path() + "/b2.cdimg";
+  REQUIRE(TryPatch(a, d, out).ok());
+  CHECK(ReadAll(out) == ReadAll(b));
+
+  SECTION("merge: changed A→B, renamed and changed B→C, re-diffed against A's file") {
+    LayerBuilder l1, l2;
+    l1.File("app/internal/cli.mjs", Edit(cli, 50, "B"));
+    l2.File("app/internal/legacy-cli.mjs", Edit(Edit(cli, 50, "B"), 90, "C"));
+    std::string a1 = Convert(tmp, "a1", la), b1 = Convert(tmp, "b1", l1), c1 = Convert(tmp, "c1", l2);
+    std::string d1 = tmp.path() + "/m1.cdimg", d2 = tmp.path() + "/m2.cdimg", m = tmp.path() + "/m.cdimg";
+    Diff(a1, b1, d1);
+    Diff(b1, c1, d2);
+    auto base = Open(a1);
+    auto merged = MergeDeltas(*base, d1, d2, m, Threads(2));
+    INFO(Msg(merged.status().message()));
+    REQUIRE(merged.ok());
+    auto mc = Open(m, {a1});
+    Recipe r = mc->top().RecipeAt(*mc->top().Find("app/internal/legacy-cli.mjs"));
+    REQUIRE(r.kind == Recipe::Kind::kDelta);
+    CHECK(r.base == base->top().DigestAt(*base->top().Find("app/internal/cli.mjs")));
+    RequireSameTree(*mc, c1);
+  }
+}
+
 TEST_CASE("moved and duplicated files cost no bytes", "[delta]") {
   ScratchDir tmp;
   std::string big = Text(20, 20000), other = Text(21, 100);

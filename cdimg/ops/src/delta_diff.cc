@@ -17,6 +17,28 @@ namespace {
 
 constexpr uint64_t kReadTogether = 8 << 20;
 
+// Of the parent's files OldTree::NeighborsFor offers for a new file, the one
+// that lacks the fewest of the target's anchors, if it has at least a tenth of
+// them (a directory of unrelated files is common: no base is better than a
+// wrong one, which would cost a suffix sort for nothing).
+absl::StatusOr<std::optional<Base>> PickNeighbor(const ImageChain& old_chain, const std::vector<size_t>& neighbors,
+                                                 std::string_view target) {
+  const CdimgImage& a = old_chain.top();
+  std::optional<Base> best;
+  uint64_t best_missing = 0;
+  for (size_t j : neighbors) {
+    auto content = old_chain.ReadFile(j);
+    if (!content.ok()) return content.status();
+    Novelty n = MeasureNovelty(*content, target);
+    if (n.missing * 10 > n.anchors * 9) continue;  // under a tenth in common (the probe has false hits)
+    if (!best || n.missing < best_missing) {
+      best = Base{a.DigestAt(j), std::move(*content), true};
+      best_missing = n.missing;
+    }
+  }
+  return best;
+}
+
 // Reads the target and its base (one file of each image at a time) and
 // encodes it. `twin` (see Twins): an earlier entry of B itself, offered as a
 // second base when it lacks less of the target than A's base does (OfferTwin).
@@ -25,8 +47,8 @@ constexpr uint64_t kReadTogether = 8 << 20;
 // reproduce it (seconds per MB at level 19). Files that fit a pack member are
 // compressed anew, since a full one of them goes into a pack raw.
 absl::StatusOr<BlobResult> DiffOne(const ImageChain& old_chain, const ImageChain& new_chain, size_t i,
-                                   std::optional<size_t> base, std::optional<size_t> twin, const DiffOptions& o,
-                                   Helpers& helpers) {
+                                   std::optional<size_t> base, const std::vector<size_t>& neighbors,
+                                   std::optional<size_t> twin, const DiffOptions& o, Helpers& helpers) {
   const CdimgImage& a = old_chain.top();
   const CdimgImage& b = new_chain.top();
   std::optional<std::string> full;
@@ -45,6 +67,11 @@ absl::StatusOr<BlobResult> DiffOne(const ImageChain& old_chain, const ImageChain
   if (target->size() <= delta_internal::kPackMemberMax && o.pack_small_blobs) full.reset();
   std::vector<Base> bases;
   if (base) bases.push_back({a.DigestAt(*base), std::move(*content), a.PathAt(*base) != b.PathAt(i)});
+  if (!base && !neighbors.empty() && target->size() >= o.min_delta_size) {
+    auto picked = PickNeighbor(old_chain, neighbors, *target);
+    if (!picked.ok()) return picked.status();
+    if (*picked) bases.push_back(std::move(**picked));
+  }
   if (twin && target->size() >= o.min_delta_size) {
     auto twin_content = new_chain.ReadFile(*twin);
     if (!twin_content.ok()) return twin_content.status();
@@ -99,14 +126,18 @@ std::vector<BlobJob> PlanDiff(const ImageChain& old_chain, const ImageChain& new
                       }});
     } else {
       std::optional<size_t> base = old.BaseFor(e.path, e.size);
+      std::vector<size_t> neighbors;
+      if (!base) neighbors = old.NeighborsFor(e.path, e.size, new_chain.top());
       std::optional<size_t> twin = twins.For(i);
       uint64_t base_size = base ? old.image().SizeAt(*base) : 0;
+      // A neighbor is held while the next one is measured.
+      for (size_t j : neighbors) base_size = std::max(base_size, 2 * old.image().SizeAt(j));
       uint64_t memory = delta_internal::EncodeMemory(base_size, e.size);
       if (twin)  // its content is held too, and may be the base the codecs run on
         memory = delta_internal::EncodeMemory(std::max(base_size, entries[*twin].size), e.size) + entries[*twin].size;
       jobs.push_back({i, e.size, memory,
-                      [&old_chain, &new_chain, &o, i, base, twin](Helpers& h) {
-                        return DiffOne(old_chain, new_chain, i, base, twin, o, h);
+                      [&old_chain, &new_chain, &o, i, base, neighbors = std::move(neighbors), twin](Helpers& h) {
+                        return DiffOne(old_chain, new_chain, i, base, neighbors, twin, o, h);
                       }});
     }
   }

@@ -139,12 +139,22 @@ class OldTree {
   // Entry of the parent to diff a new file against: same path if it is a
   // regular file, else the likeliest rename (see delta_select.cc).
   std::optional<size_t> BaseFor(std::string_view path, uint64_t size) const;
+  // For a file BaseFor finds nothing for: files of the parent that `next`
+  // (the new image) no longer has, in the same directory, with the same
+  // extension and within 4x the size -- a file renamed and changed at once
+  // (cli.mjs -> legacy-cli.mjs, chunk-3f2a.js -> chunk-9be1.js). At most
+  // kMaxNeighbors, nearest in size first; the diff job keeps the one that
+  // lacks the fewest of the target's anchors (PickNeighbor).
+  static constexpr size_t kMaxNeighbors = 3;
+  std::vector<size_t> NeighborsFor(std::string_view path, uint64_t size, const CdimgImage& next) const;
   const CdimgImage& image() const { return img_; }
 
  private:
   std::optional<size_t> RenameFor(std::string_view path, uint64_t size) const;
   const CdimgImage& img_;
   std::unordered_map<Digest, size_t, DigestHash> by_digest_;
+  // parent directory -> regular non-empty files in it, in entry order
+  std::unordered_map<std::string_view, std::vector<size_t>> by_dir_;
   // digit runs folded: "libfoo.so.1.2" -> "libfoo.so.#.#"
   std::unordered_map<std::string, std::vector<size_t>> by_folded_name_;
 };

@@ -64,6 +64,7 @@ OldTree::OldTree(const CdimgImage& img) : img_(img) {
   for (size_t i = 0; i < img.size(); ++i) {
     if (img.TypeAt(i) != EntryType::kRegular || img.SizeAt(i) == 0) continue;
     by_digest_.emplace(img.DigestAt(i), i);
+    by_dir_[ParentPath(img.PathAt(i))].push_back(i);
     by_folded_name_[FoldDigits(BaseName(img.PathAt(i)))].push_back(i);
   }
 }
@@ -128,6 +129,34 @@ std::optional<size_t> OldTree::RenameFor(std::string_view path, uint64_t size) c
     }
   }
   return best;
+}
+
+namespace {
+
+// "legacy-cli.mjs" -> ".mjs"; "" without a '.' after the first character.
+std::string_view Extension(std::string_view name) {
+  size_t dot = name.rfind('.');
+  return dot == std::string_view::npos || dot == 0 ? std::string_view() : name.substr(dot);
+}
+
+}  // namespace
+
+std::vector<size_t> OldTree::NeighborsFor(std::string_view path, uint64_t size, const CdimgImage& next) const {
+  std::vector<size_t> out;
+  auto it = by_dir_.find(ParentPath(path));
+  if (it == by_dir_.end()) return out;
+  std::string_view ext = Extension(BaseName(path));
+  for (size_t j : it->second) {
+    std::string_view old_path = img_.PathAt(j);
+    if (Extension(BaseName(old_path)) != ext || SizeRatio(img_.SizeAt(j), size) > 4.0 || next.Find(old_path))
+      continue;
+    out.push_back(j);
+  }
+  std::stable_sort(out.begin(), out.end(), [&](size_t x, size_t y) {
+    return SizeRatio(img_.SizeAt(x), size) < SizeRatio(img_.SizeAt(y), size);
+  });
+  if (out.size() > kMaxNeighbors) out.resize(kMaxNeighbors);
+  return out;
 }
 
 }  // namespace d4c::delta_internal
