@@ -133,14 +133,12 @@ TEST_CASE("bsdiff: diffs computed side by side are each the diff computed alone"
   std::string prepared_base, prepared_target;
   std::string want_base(code.rbegin(), code.rend()), want_target(rebuilt.rbegin(), rebuilt.rend());
   std::vector<BsdiffInput> inputs = {
-      {code, rebuilt, nullptr},
-      {big, big_target, nullptr},
-      {{}, {}, [&] {
-         std::reverse(prepared_base.begin(), prepared_base.end());
-         std::reverse(prepared_target.begin(), prepared_target.end());
-       }},
-      {"", "new", nullptr},
-      {"old", "", nullptr},
+      {code, rebuilt, nullptr, nullptr},
+      {big, big_target, nullptr, nullptr},
+      {{}, {}, [&] { std::reverse(prepared_base.begin(), prepared_base.end()); },
+       [&] { std::reverse(prepared_target.begin(), prepared_target.end()); }},
+      {"", "new", nullptr, nullptr},
+      {"old", "", nullptr, nullptr},
   };
   std::vector<std::pair<std::string_view, std::string_view>> alone = {
       {code, rebuilt}, {big, big_target}, {want_base, want_target}, {"", "new"}, {"old", ""}};

@@ -345,10 +345,9 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBothForms(std::string_view base, 
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError("bsdiff: out of memory");
   }
-  std::vector<BsdiffInput> inputs = {{base, target, nullptr}, {b, t, [&] {
-                                       X86ToAbsolute(b, base_span);
-                                       X86ToAbsolute(t, target_span);
-                                     }}};
+  std::vector<BsdiffInput> inputs = {{base, target, nullptr, nullptr},
+                                     {b, t, [&] { X86ToAbsolute(b, base_span); },
+                                      [&] { X86ToAbsolute(t, target_span); }}};
   auto streams = BsdiffComputeMany(inputs, helpers);
   b = std::string();
   t = std::string();
@@ -410,29 +409,45 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeStreams(std::string_view base, st
 
 absl::StatusOr<std::string> BsdiffCodec::Decode(std::string_view base, std::string_view patch,
                                                 uint64_t target_size) const {
+  return DecodeParallel(base, patch, target_size, NoHelpers());
+}
+
+// The diff and extra sections are decompressed, and the base of an x86 form
+// transformed, side by side.
+absl::StatusOr<std::string> BsdiffCodec::DecodeParallel(std::string_view base, std::string_view patch,
+                                                        uint64_t target_size, Helpers& helpers) const {
   auto parsed = ParseHeader(patch);
   if (!parsed.ok()) return parsed.status();
+  if (parsed->x86_base &&
+      (!SpanWithin(*parsed->x86_base, base.size()) || !SpanWithin(*parsed->x86_target, target_size))) {
+    return absl::DataLossError("bsdiff patch: x86 code span outside the base or the target");
+  }
   // diff and extra together are exactly the target's length, so each is bounded by it.
-  auto diff = DecodeDiffSection(parsed->diff, target_size);
+  absl::StatusOr<std::string> diff = std::string(), extra = std::string(), x86_base = std::string();
+  std::vector<std::function<void()>> tasks = {
+      [&] { diff = DecodeDiffSection(parsed->diff, target_size); },
+      [&] {
+        extra = IsAltSection(parsed->extra) ? DecompressAltSection(parsed->extra, target_size)
+                                            : DecompressStream(parsed->extra, target_size);
+      }};
+  if (parsed->x86_base) {
+    tasks.push_back([&] {
+      x86_base = AllocateBuffer(base.size());
+      if (!x86_base.ok()) return;
+      x86_base->replace(0, base.size(), base);
+      X86ToAbsolute(*x86_base, *parsed->x86_base);
+    });
+  }
+  helpers.Run(tasks);
   if (!diff.ok()) return diff.status();
-  uint64_t extra_max = target_size - diff->size();
-  auto extra = IsAltSection(parsed->extra) ? DecompressAltSection(parsed->extra, extra_max)
-                                           : DecompressStream(parsed->extra, extra_max);
   if (!extra.ok()) return extra.status();
+  if (!x86_base.ok()) return x86_base.status();
   if (diff->size() + extra->size() != target_size) {
     return absl::DataLossError("bsdiff patch: diff and extra do not add up to the target size");
   }
   CtrlReader ctrl;
   if (auto s = ctrl.Init(parsed->ctrl); !s.ok()) return s;
-  std::string x86_base;
-  if (parsed->x86_base) {
-    if (!SpanWithin(*parsed->x86_base, base.size()) || !SpanWithin(*parsed->x86_target, target_size)) {
-      return absl::DataLossError("bsdiff patch: x86 code span outside the base or the target");
-    }
-    x86_base.assign(base);
-    X86ToAbsolute(x86_base, *parsed->x86_base);
-    base = x86_base;
-  }
+  if (parsed->x86_base) base = *x86_base;
   auto out = AllocateBuffer(target_size);
   if (!out.ok()) return out.status();
   Patcher patcher(base, *diff, *extra, &*out);

@@ -43,6 +43,8 @@ class BsdiffCodec final : public DeltaCodec {
                                            uint64_t limit) const override;
   absl::StatusOr<std::string> Decode(std::string_view base, std::string_view patch,
                                      uint64_t target_size) const override;
+  absl::StatusOr<std::string> DecodeParallel(std::string_view base, std::string_view patch, uint64_t target_size,
+                                             Helpers& helpers) const override;
   // The plain form, whether or not the x86 form would be smaller.
   absl::StatusOr<std::string> EncodePlain(std::string_view base, std::string_view target, Helpers& helpers,
                                           uint64_t limit) const;

@@ -398,7 +398,7 @@ void SeekBackToStart(std::vector<BsdiffTriple>* ctrl, int64_t end) { ctrl->back(
 
 absl::StatusOr<BsdiffStreams> BsdiffCompute(std::string_view base, std::string_view target, Helpers& helpers,
                                             SearchStart start) {
-  return std::move(BsdiffComputeMany({{base, target, nullptr}}, helpers, start)[0]);
+  return std::move(BsdiffComputeMany({{base, target, nullptr, nullptr}}, helpers, start)[0]);
 }
 
 namespace {
@@ -426,20 +426,22 @@ std::vector<absl::StatusOr<BsdiffStreams>> ComputeMany(const std::vector<BsdiffI
       out[j] = oom();
     }
   }
-  // The sorts side by side; an input's buckets beside them unless its
-  // bytes are still to be prepared, then after.
+  // The sorts side by side (first, the longest tasks); beside them the
+  // targets to prepare and the buckets of bases that are ready, after them
+  // the other buckets.
   std::vector<std::function<void()>> tasks, beside_sort, after_sort;
   for (size_t j = 0; j < n; ++j) {
     if (!index[j]) continue;
     SuffixIndex* x = index[j].get();
-    const std::function<void()>* prepare = inputs[j].prepare ? &inputs[j].prepare : nullptr;
+    const std::function<void()>* prepare = inputs[j].prepare_base ? &inputs[j].prepare_base : nullptr;
     tasks.push_back([x, prepare] {
       if (prepare) (*prepare)();
       x->Sort();
     });
     (prepare ? after_sort : beside_sort).push_back([x] { x->PlaceBuckets(); });
+    if (inputs[j].prepare_target) beside_sort.push_back(inputs[j].prepare_target);
   }
-  for (auto& t : beside_sort) tasks.push_back(std::move(t));  // after the sorts: they start first
+  for (auto& t : beside_sort) tasks.push_back(std::move(t));
   helpers.Run(tasks);
   tasks = std::move(after_sort);
   for (size_t j = 0; j < n; ++j) {

@@ -51,9 +51,10 @@ absl::StatusOr<BsdiffStreams> BsdiffCompute(std::string_view base, std::string_v
 // One of the diffs BsdiffComputeMany computes together.
 struct BsdiffInput {
   std::string_view base, target;
-  // If set, run first, on the thread that then sorts this base: it may
-  // rewrite the bytes base and target view in place (the x86 code form).
-  std::function<void()> prepare;
+  // If set, they may rewrite in place the bytes that base and target view
+  // (the x86 code form): prepare_base runs on the thread that then sorts
+  // the base, prepare_target beside the sorts.
+  std::function<void()> prepare_base, prepare_target;
 };
 
 // BsdiffCompute of every input, the same streams, computed side by side: the
