@@ -4,10 +4,12 @@
 #include <catch2/catch.hpp>
 #include <zstd.h>
 
+#include <algorithm>
 #include <fstream>
 #include <iterator>
 #include <random>
 #include <string>
+#include <thread>
 
 #include "alt_section.h"
 #include "bsdiff_ctrl.h"
@@ -108,6 +110,55 @@ TEST_CASE("bsdiff: linked searches find the same matches as bucket searches", "[
     CHECK(linked->ctrl == bucket->ctrl);
     CHECK(linked->diff == bucket->diff);
     CHECK(linked->extra == bucket->extra);
+  }
+}
+
+// Runs every task of a Run on a thread of its own (nested Runs too).
+class ThreadHelpers final : public Helpers {
+ public:
+  void Run(const std::vector<std::function<void()>>& tasks) override {
+    std::vector<std::thread> threads;
+    for (const auto& t : tasks) threads.emplace_back(t);
+    for (auto& t : threads) t.join();
+  }
+  int Borrow(int) override { return 0; }
+  void Release(int) override {}
+};
+
+TEST_CASE("bsdiff: diffs computed side by side are each the diff computed alone", "[codec][bsdiff]") {
+  std::string code = Binaryish(300000, 7), rebuilt = Rebuilt(code);
+  std::string big = Binaryish(9 << 20, 8);  // three scan segments
+  std::string big_target = big.substr(0, 5 << 20) + Binaryish(70000, 9) + big.substr(5 << 20);
+  // The third input's bytes are prepared (here: reversed) by its task.
+  std::string prepared_base, prepared_target;
+  std::string want_base(code.rbegin(), code.rend()), want_target(rebuilt.rbegin(), rebuilt.rend());
+  std::vector<BsdiffInput> inputs = {
+      {code, rebuilt, nullptr, nullptr},
+      {big, big_target, nullptr, nullptr},
+      {{}, {}, [&] { std::reverse(prepared_base.begin(), prepared_base.end()); },
+       [&] { std::reverse(prepared_target.begin(), prepared_target.end()); }},
+      {"", "new", nullptr, nullptr},
+      {"old", "", nullptr, nullptr},
+  };
+  std::vector<std::pair<std::string_view, std::string_view>> alone = {
+      {code, rebuilt}, {big, big_target}, {want_base, want_target}, {"", "new"}, {"old", ""}};
+  ThreadHelpers threads;
+  for (Helpers* h : {static_cast<Helpers*>(&threads), &NoHelpers()}) {
+    prepared_base = code;
+    prepared_target = rebuilt;
+    inputs[2].base = prepared_base;
+    inputs[2].target = prepared_target;
+    auto many = BsdiffComputeMany(inputs, *h);
+    REQUIRE(many.size() == inputs.size());
+    for (size_t j = 0; j < inputs.size(); ++j) {
+      INFO("input " << j);
+      auto one = BsdiffCompute(alone[j].first, alone[j].second);
+      REQUIRE(one.ok());
+      REQUIRE(many[j].ok());
+      CHECK(many[j]->ctrl == one->ctrl);
+      CHECK(many[j]->diff == one->diff);
+      CHECK(many[j]->extra == one->extra);
+    }
   }
 }
 

@@ -9,8 +9,10 @@
 #include <iterator>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "bsdiff_codec.h"
 #include "x86_code.h"
 #include "d4c/codec.h"
@@ -168,6 +170,80 @@ TEST_CASE("x86 code: a pair the transform does not help keeps the plain form", "
   REQUIRE(forced.ok());
   CHECK(patch->size() < forced->size());
   CHECK_FALSE(IsX86Form(*patch));
+}
+
+// Runs every task of a Run on a thread of its own (nested Runs too).
+class ThreadHelpers final : public Helpers {
+ public:
+  void Run(const std::vector<std::function<void()>>& tasks) override {
+    std::vector<std::thread> threads;
+    for (const auto& t : tasks) threads.emplace_back(t);
+    for (auto& t : threads) t.join();
+  }
+  int Borrow(int) override { return 0; }
+  void Release(int) override {}
+};
+
+// What EncodeWithin returned when the forms ran one after the other: the
+// plain form within `limit`, then the x86 form within the plain patch's size.
+absl::StatusOr<std::string> SerialForms(const std::string& base, const std::string& target, uint64_t limit) {
+  const BsdiffCodec codec;
+  auto plain = codec.EncodePlain(base, target, NoHelpers(), limit);
+  if (!plain.ok() && !absl::IsOutOfRange(plain.status())) return plain;
+  auto x86 = codec.EncodeX86(base, target, *X86_64CodeSpan(base), *X86_64CodeSpan(target), NoHelpers(),
+                             plain.ok() ? plain->size() : limit);
+  if (!x86.ok()) return absl::IsOutOfRange(x86.status()) ? plain : x86.status();
+  if (plain.ok() && plain->size() <= x86->size()) return plain;
+  return x86;
+}
+
+TEST_CASE("x86 code: both forms computed side by side give the serial result", "[codec][bsdiff]") {
+  std::string base;
+  auto span = LsCodeSpan(&base);
+  if (!span) return;
+  // Code moved and an edit outside the code (the plain form wins), and where
+  // the corpus is there, libapt-pkg rebuilt (the x86 form wins).
+  std::string moved = base;
+  moved.insert(span->start + span->size / 3, Codeish(777, 4));
+  moved.erase(span->start + span->size * 2 / 3, 777);
+  std::string outside = base;
+  outside[span->start - 1] ^= 1;
+  struct Pair {
+    const char* what;
+    std::string base, target;
+  };
+  std::vector<Pair> pairs = {{"code moved", base, moved}, {"edit outside the code", base, outside}};
+  const std::string lib = "/rootfs/usr/lib/x86_64-linux-gnu/libapt-pkg.so.6.0.0";
+  std::string apt1 = ReadAll((CorpusRoot() + "/debian-python/rootfs/v1" + lib).c_str());
+  std::string apt2 = ReadAll((CorpusRoot() + "/debian-python/rootfs/v2" + lib).c_str());
+  if (!apt1.empty() && !apt2.empty()) pairs.push_back({"libapt-pkg", apt1, apt2});
+  const BsdiffCodec codec;
+  for (const Pair& p : pairs) {
+    INFO(p.what);
+    auto unlimited = SerialForms(p.base, p.target, UINT64_MAX);
+    REQUIRE(unlimited.ok());
+    if (p.target == outside) CHECK_FALSE(IsX86Form(*unlimited));
+    if (p.target == apt2) CHECK(IsX86Form(*unlimited));
+    auto plain = codec.EncodePlain(p.base, p.target, NoHelpers(), UINT64_MAX);
+    REQUIRE(plain.ok());
+    // No limit; limits around both forms' sizes, where either may give up
+    // early (ClearlyOver); a limit both give up on.
+    for (uint64_t limit : {uint64_t{UINT64_MAX}, uint64_t{unlimited->size()}, uint64_t{plain->size()},
+                           uint64_t{plain->size() / 3}, uint64_t{unlimited->size() / 3}, uint64_t{10}}) {
+      INFO("limit " << limit);
+      auto serial = SerialForms(p.base, p.target, limit);
+      ThreadHelpers threads;
+      for (Helpers* h : {static_cast<Helpers*>(&threads), &NoHelpers()}) {
+        auto both = codec.EncodeWithin(p.base, p.target, *h, limit);
+        REQUIRE(both.ok() == serial.ok());
+        if (serial.ok()) {
+          CHECK(*both == *serial);
+        } else {
+          CHECK(both.status().code() == serial.status().code());
+        }
+      }
+    }
+  }
 }
 
 TEST_CASE("x86 code: malformed x86 records are refused", "[codec][bsdiff]") {

@@ -358,6 +358,14 @@ TEST_CASE("auto policy: big files are planned from their novelty", "[delta]") {
   CHECK_FALSE(plan(100000, 8192).standalone_first);
   CHECK(plan(100000, 8193).standalone_first);
   CHECK(plan(100000, 8193).codecs == C{kX, kB});
+  // Targets from 256 KiB up are measured for that alone: the codecs stay as
+  // the budget decides, novel or near-identical.
+  const uint64_t mid = 256 << 10;
+  CHECK(plan(100000, 8193, mid).standalone_first);
+  CHECK_FALSE(plan(100000, 8192, mid).standalone_first);
+  CHECK(plan(100000, 90000, mid).codecs == C{kX, kB});
+  CHECK(plan(100000, 10, mid).codecs == C{kX, kB});
+  CHECK_FALSE(plan(100000, 90000, mid - 1).standalone_first);
   // xdelta3 is never the one codec skipped, and relcopy needs its time.
   DiffOptions tight;
   tight.time_budget_ms = 1;

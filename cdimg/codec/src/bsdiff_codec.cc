@@ -180,6 +180,7 @@ namespace {
 // The bzip2 and LZMA2 forms (alt_section.h) did not go below it either
 // (esbuild 0.20.0 -> 0.20.1, where bzip2 wins: 0.75 of the zstd-1 size).
 constexpr uint64_t kFinalToQuickFloorInverse = 2;
+constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
 
 // The streams of a patch before compression, in section order.
 struct RawStreams {
@@ -191,31 +192,201 @@ struct RawStreams {
   }
 };
 
-bool ClearlyOver(const RawStreams& raw, uint64_t limit) {
-  if (limit == std::numeric_limits<uint64_t>::max()) return false;
-  uint64_t quick = 0;
-  for (const std::string* s : raw.All()) {
-    auto z = CompressStream(*s, 1, 0);
-    if (!z.ok()) return false;
-    quick += z->size();
+// One form (plain or x86) of a patch from its computed streams: the
+// compression tasks, which may run beside another form's, then Assemble.
+// Not thread-safe: its tasks write disjoint members, Assemble reads them
+// after they have all finished.
+class FormEncoder {
+ public:
+  FormEncoder(BsdiffStreams streams, int level, uint64_t hash, std::string x86_record)
+      : streams_(std::move(streams)),
+        raw_{SplitCtrl(streams_.ctrl), SplitZeroRuns(streams_.diff), &streams_.extra},
+        level_(level),
+        hash_(hash),
+        x86_record_(std::move(x86_record)) {}
+  FormEncoder(const FormEncoder&) = delete;
+  FormEncoder& operator=(const FormEncoder&) = delete;
+
+  // Whether even half the level-1 size of the streams exceeds `limit` (the
+  // patch cannot come in under it); false when no limit is set.
+  bool ClearlyOver(uint64_t limit) const {
+    if (limit == kNoLimit) return false;
+    if (!quick_) quick_ = QuickSize();
+    return *quick_ > kFinalToQuickFloorInverse * limit;
   }
-  return quick > kFinalToQuickFloorInverse * limit;
+  // Appends the compression tasks: the other forms of the diff and extra
+  // sections (alt_section.h), slowest first: bzip2 of the whole diff, then
+  // LZMA2 and bzip2 of the extra; then the six zstd frames, biggest first,
+  // so that the helpers finish together. LZMA2 of the diff would be smaller
+  // still on Go binaries (esbuild: 212,879 instead of bzip2's 226,968 bytes)
+  // but costs 4-5 CPU s per 10 MB of diff where bzip2 takes 0.3 s and the
+  // whole encode 1.3 s.
+  std::vector<std::function<void()>> Tasks();
+  absl::StatusOr<std::string> Assemble();
+
+ private:
+  // A failing level-1 compression counts as no evidence (0 is never over).
+  uint64_t QuickSize() const {
+    uint64_t quick = 0;
+    for (const std::string* s : raw_.All()) {
+      auto z = CompressStream(*s, 1, 0);
+      if (!z.ok()) return 0;
+      quick += z->size();
+    }
+    return quick;
+  }
+
+  struct Alt {
+    const std::string* src;
+    absl::StatusOr<std::string> (*compress)(std::string_view);
+    absl::StatusOr<std::string> out = std::string();
+  };
+
+  BsdiffStreams streams_;
+  RawStreams raw_;
+  int level_;
+  uint64_t hash_;
+  std::string x86_record_;
+  mutable std::optional<uint64_t> quick_;  // QuickSize, once asked for
+  std::vector<absl::StatusOr<std::string>> z_;
+  std::vector<Alt> alts_;
+};
+
+std::vector<std::function<void()>> FormEncoder::Tasks() {
+  std::vector<const std::string*> in = raw_.All();
+  z_.assign(in.size(), std::string());
+  std::vector<size_t> order(in.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return in[a]->size() > in[b]->size(); });
+  alts_ = {{&streams_.diff, Bzip2CompressSection},
+           {&streams_.extra, Lzma2CompressSection},
+           {&streams_.extra, Bzip2CompressSection}};
+  std::vector<std::function<void()>> tasks;
+  for (Alt& a : alts_) {
+    if (!a.src->empty()) tasks.push_back([&a] { a.out = a.compress(*a.src); });
+  }
+  for (size_t i : order) {
+    // The ctrl columns are read back through small windows (bsdiff_ctrl.h).
+    int window_log = i < 3 ? kCtrlWindowLog : 0;
+    const std::string* src = in[i];
+    tasks.push_back([this, i, src, window_log] { z_[i] = CompressStream(*src, level_, window_log); });
+  }
+  return tasks;
+}
+
+absl::StatusOr<std::string> FormEncoder::Assemble() {
+  for (const auto& s : z_)
+    if (!s.ok()) return s.status();
+  for (const Alt& a : alts_)
+    if (!a.out.ok()) return a.out.status();
+  std::string ctrl = JoinFrames({*z_[0], *z_[1], *z_[2]});
+  // Few triples: three frames' headers can outweigh what the columns save.
+  if (streams_.ctrl.size() <= kFixedCtrlMaxTriples) {
+    auto fixed = CompressStream(FixedCtrl(streams_.ctrl), level_, kCtrlWindowLog);
+    if (!fixed.ok()) return fixed.status();
+    if (fixed->size() < ctrl.size()) ctrl = std::move(*fixed);
+  }
+  // Each section in its smallest form; ties keep zstd, which older readers read.
+  std::string diff = JoinFrames({*z_[3], *z_[4]});
+  std::string extra = std::move(*z_[5]);
+  for (Alt& a : alts_) {
+    std::string& section = a.src == &streams_.diff ? diff : extra;
+    if (!a.out->empty() && a.out->size() < section.size()) section = std::move(*a.out);
+  }
+  for (const std::string* s : {&ctrl, &diff, &extra}) {
+    if (s->size() > std::numeric_limits<uint32_t>::max()) {
+      return absl::InvalidArgumentError("bsdiff: stream over 4 GiB");
+    }
+  }
+  // Bit 31 of the ctrl length marks the x86 form.
+  if (ctrl.size() >= kX86Flag) return absl::InvalidArgumentError("bsdiff: control stream over 2 GiB");
+  std::string out;
+  PutLE(&out, ctrl.size() | (x86_record_.empty() ? 0 : kX86Flag), 4);
+  for (const std::string* s : {&diff, &extra}) PutLE(&out, s->size(), 4);
+  PutLE(&out, hash_, 8);
+  out += x86_record_;
+  out += ctrl;
+  out += diff;
+  out += extra;
+  return out;
+}
+
+absl::StatusOr<std::string> Finish(FormEncoder& form, Helpers& helpers, uint64_t limit) {
+  if (form.ClearlyOver(limit)) return absl::OutOfRangeError("bsdiff: patch would exceed the limit");
+  helpers.Run(form.Tasks());
+  return form.Assemble();
 }
 
 }  // namespace
 
 absl::StatusOr<std::string> BsdiffCodec::EncodeWithin(std::string_view base, std::string_view target,
                                                       Helpers& helpers, uint64_t limit) const {
-  auto plain = EncodeStreams(base, target, helpers, limit, Hash64(target), "");
   auto base_span = X86_64CodeSpan(base), target_span = X86_64CodeSpan(target);
-  if (!base_span || !target_span) return plain;
-  if (!plain.ok() && !absl::IsOutOfRange(plain.status())) return plain;
-  // An x86-64 ELF pair: also diff the code with absolute references, keep the
-  // smaller patch (ties keep the plain form, which older readers read).
-  auto x86 = EncodeX86(base, target, *base_span, *target_span, helpers, plain.ok() ? plain->size() : limit);
+  if (base_span && target_span) return EncodeBothForms(base, target, *base_span, *target_span, helpers, limit);
+  return EncodePlain(base, target, helpers, limit);
+}
+
+// An x86-64 ELF pair: the plain form and the x86 code form (the code with
+// absolute references); the smaller patch is kept, ties keep the plain form,
+// which older readers read. The result is that of encoding the plain form
+// within `limit`, then the x86 form within the plain patch's size (or
+// `limit` if the plain form gave up): the same bytes, whatever the threads.
+// Both forms' diffs are computed side by side (BsdiffComputeMany), and their
+// streams compressed as one set of tasks; the x86 form's compression is
+// started before the plain patch's size is known and its result dropped if
+// it was clearly over that size, as the serial order would have skipped it.
+absl::StatusOr<std::string> BsdiffCodec::EncodeBothForms(std::string_view base, std::string_view target,
+                                                         X86Span base_span, X86Span target_span,
+                                                         Helpers& helpers, uint64_t limit) const {
+  std::string b, t;
+  try {
+    b.assign(base);
+    t.assign(target);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("bsdiff: out of memory");
+  }
+  std::vector<BsdiffInput> inputs = {{base, target, nullptr, nullptr},
+                                     {b, t, [&] { X86ToAbsolute(b, base_span); },
+                                      [&] { X86ToAbsolute(t, target_span); }}};
+  auto streams = BsdiffComputeMany(inputs, helpers);
+  b = std::string();
+  t = std::string();
+  if (!streams[0].ok()) return streams[0].status();
+  const uint64_t hash = Hash64(target);
+  FormEncoder plain_form(std::move(*streams[0]), level_, hash, "");
+  absl::StatusOr<std::string> plain = absl::OutOfRangeError("bsdiff: patch would exceed the limit");
+  if (!streams[1].ok()) {  // as when the x86 form ran after the plain one
+    plain = Finish(plain_form, helpers, limit);
+    if (!plain.ok() && !absl::IsOutOfRange(plain.status())) return plain;
+    return streams[1].status();
+  }
+  FormEncoder x86_form(std::move(*streams[1]), level_, hash, X86Record(base_span, target_span));
+  absl::StatusOr<std::string> x86 = absl::OutOfRangeError("bsdiff: patch would exceed the limit");
+  if (plain_form.ClearlyOver(limit)) {
+    // The plain form gave up: the x86 form runs within `limit` alone.
+    x86 = Finish(x86_form, helpers, limit);
+  } else {
+    std::vector<std::function<void()>> tasks = plain_form.Tasks();
+    std::vector<std::function<void()>> x86_tasks = x86_form.Tasks();
+    // Interleaved, so that the slowest of each form start first.
+    std::vector<std::function<void()>> all;
+    for (size_t k = 0; k < std::max(tasks.size(), x86_tasks.size()); ++k) {
+      if (k < tasks.size()) all.push_back(std::move(tasks[k]));
+      if (k < x86_tasks.size()) all.push_back(std::move(x86_tasks[k]));
+    }
+    helpers.Run(all);
+    plain = plain_form.Assemble();
+    if (!plain.ok()) return plain;
+    if (!x86_form.ClearlyOver(plain->size())) x86 = x86_form.Assemble();
+  }
   if (!x86.ok()) return absl::IsOutOfRange(x86.status()) ? plain : x86.status();
   if (plain.ok() && plain->size() <= x86->size()) return plain;
   return x86;
+}
+
+absl::StatusOr<std::string> BsdiffCodec::EncodePlain(std::string_view base, std::string_view target,
+                                                     Helpers& helpers, uint64_t limit) const {
+  return EncodeStreams(base, target, helpers, limit, Hash64(target), "");
 }
 
 absl::StatusOr<std::string> BsdiffCodec::EncodeX86(std::string_view base, std::string_view target,
@@ -232,98 +403,51 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeStreams(std::string_view base, st
                                                        std::string_view x86_record) const {
   auto streams = BsdiffCompute(base, target, helpers);
   if (!streams.ok()) return streams.status();
-  RawStreams raw{SplitCtrl(streams->ctrl), SplitZeroRuns(streams->diff), &streams->extra};
-  if (ClearlyOver(raw, limit)) return absl::OutOfRangeError("bsdiff: patch would exceed the limit");
-  std::vector<const std::string*> in = raw.All();
-  std::vector<absl::StatusOr<std::string>> z(in.size());
-  // Biggest first, so that the helpers finish together.
-  std::vector<size_t> order(in.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return in[a]->size() > in[b]->size(); });
-  std::vector<std::function<void()>> tasks;
-  // The other forms of the diff and extra sections (alt_section.h), slowest
-  // first: bzip2 of the whole diff, then LZMA2 and bzip2 of the extra. LZMA2
-  // of the diff would be smaller still on Go binaries (esbuild: 212,879
-  // instead of bzip2's 226,968 bytes) but costs 4-5 CPU s per 10 MB of diff
-  // where bzip2 takes 0.3 s and the whole encode 1.3 s.
-  struct Alt {
-    const std::string* src;
-    absl::StatusOr<std::string> (*compress)(std::string_view);
-    absl::StatusOr<std::string> out = std::string();
-  };
-  std::vector<Alt> alts = {{&streams->diff, Bzip2CompressSection},
-                           {&streams->extra, Lzma2CompressSection},
-                           {&streams->extra, Bzip2CompressSection}};
-  for (Alt& a : alts) {
-    if (!a.src->empty()) tasks.push_back([&a] { a.out = a.compress(*a.src); });
-  }
-  for (size_t i : order) {
-    // The ctrl columns are read back through small windows (bsdiff_ctrl.h).
-    int window_log = i < 3 ? kCtrlWindowLog : 0;
-    tasks.push_back([&, i, window_log] { z[i] = CompressStream(*in[i], level_, window_log); });
-  }
-  helpers.Run(tasks);
-  for (const auto& s : z)
-    if (!s.ok()) return s.status();
-  for (const Alt& a : alts)
-    if (!a.out.ok()) return a.out.status();
-  std::string ctrl = JoinFrames({*z[0], *z[1], *z[2]});
-  // Few triples: three frames' headers can outweigh what the columns save.
-  if (streams->ctrl.size() <= kFixedCtrlMaxTriples) {
-    auto fixed = CompressStream(FixedCtrl(streams->ctrl), level_, kCtrlWindowLog);
-    if (!fixed.ok()) return fixed.status();
-    if (fixed->size() < ctrl.size()) ctrl = std::move(*fixed);
-  }
-  // Each section in its smallest form; ties keep zstd, which older readers read.
-  std::string diff = JoinFrames({*z[3], *z[4]});
-  std::string extra = std::move(*z[5]);
-  for (Alt& a : alts) {
-    std::string& section = a.src == &streams->diff ? diff : extra;
-    if (!a.out->empty() && a.out->size() < section.size()) section = std::move(*a.out);
-  }
-  for (const std::string* s : {&ctrl, &diff, &extra}) {
-    if (s->size() > std::numeric_limits<uint32_t>::max()) {
-      return absl::InvalidArgumentError("bsdiff: stream over 4 GiB");
-    }
-  }
-  // Bit 31 of the ctrl length marks the x86 form.
-  if (ctrl.size() >= kX86Flag) return absl::InvalidArgumentError("bsdiff: control stream over 2 GiB");
-  std::string out;
-  PutLE(&out, ctrl.size() | (x86_record.empty() ? 0 : kX86Flag), 4);
-  for (const std::string* s : {&diff, &extra}) PutLE(&out, s->size(), 4);
-  PutLE(&out, hash, 8);
-  out += x86_record;
-  out += ctrl;
-  out += diff;
-  out += extra;
-  return out;
+  FormEncoder form(std::move(*streams), level_, hash, std::string(x86_record));
+  return Finish(form, helpers, limit);
 }
 
 absl::StatusOr<std::string> BsdiffCodec::Decode(std::string_view base, std::string_view patch,
                                                 uint64_t target_size) const {
+  return DecodeParallel(base, patch, target_size, NoHelpers());
+}
+
+// The diff and extra sections are decompressed, and the base of an x86 form
+// transformed, side by side.
+absl::StatusOr<std::string> BsdiffCodec::DecodeParallel(std::string_view base, std::string_view patch,
+                                                        uint64_t target_size, Helpers& helpers) const {
   auto parsed = ParseHeader(patch);
   if (!parsed.ok()) return parsed.status();
+  if (parsed->x86_base &&
+      (!SpanWithin(*parsed->x86_base, base.size()) || !SpanWithin(*parsed->x86_target, target_size))) {
+    return absl::DataLossError("bsdiff patch: x86 code span outside the base or the target");
+  }
   // diff and extra together are exactly the target's length, so each is bounded by it.
-  auto diff = DecodeDiffSection(parsed->diff, target_size);
+  absl::StatusOr<std::string> diff = std::string(), extra = std::string(), x86_base = std::string();
+  std::vector<std::function<void()>> tasks = {
+      [&] { diff = DecodeDiffSection(parsed->diff, target_size); },
+      [&] {
+        extra = IsAltSection(parsed->extra) ? DecompressAltSection(parsed->extra, target_size)
+                                            : DecompressStream(parsed->extra, target_size);
+      }};
+  if (parsed->x86_base) {
+    tasks.push_back([&] {
+      x86_base = AllocateBuffer(base.size());
+      if (!x86_base.ok()) return;
+      x86_base->replace(0, base.size(), base);
+      X86ToAbsolute(*x86_base, *parsed->x86_base);
+    });
+  }
+  helpers.Run(tasks);
   if (!diff.ok()) return diff.status();
-  uint64_t extra_max = target_size - diff->size();
-  auto extra = IsAltSection(parsed->extra) ? DecompressAltSection(parsed->extra, extra_max)
-                                           : DecompressStream(parsed->extra, extra_max);
   if (!extra.ok()) return extra.status();
+  if (!x86_base.ok()) return x86_base.status();
   if (diff->size() + extra->size() != target_size) {
     return absl::DataLossError("bsdiff patch: diff and extra do not add up to the target size");
   }
   CtrlReader ctrl;
   if (auto s = ctrl.Init(parsed->ctrl); !s.ok()) return s;
-  std::string x86_base;
-  if (parsed->x86_base) {
-    if (!SpanWithin(*parsed->x86_base, base.size()) || !SpanWithin(*parsed->x86_target, target_size)) {
-      return absl::DataLossError("bsdiff patch: x86 code span outside the base or the target");
-    }
-    x86_base.assign(base);
-    X86ToAbsolute(x86_base, *parsed->x86_base);
-    base = x86_base;
-  }
+  if (parsed->x86_base) base = *x86_base;
   auto out = AllocateBuffer(target_size);
   if (!out.ok()) return out.status();
   Patcher patcher(base, *diff, *extra, &*out);

@@ -43,11 +43,18 @@ class BsdiffCodec final : public DeltaCodec {
                                            uint64_t limit) const override;
   absl::StatusOr<std::string> Decode(std::string_view base, std::string_view patch,
                                      uint64_t target_size) const override;
+  absl::StatusOr<std::string> DecodeParallel(std::string_view base, std::string_view patch, uint64_t target_size,
+                                             Helpers& helpers) const override;
+  // The plain form, whether or not the x86 form would be smaller.
+  absl::StatusOr<std::string> EncodePlain(std::string_view base, std::string_view target, Helpers& helpers,
+                                          uint64_t limit) const;
   // The x86 code form on the given spans, whether or not it is the smaller.
   absl::StatusOr<std::string> EncodeX86(std::string_view base, std::string_view target, X86Span base_span,
                                         X86Span target_span, Helpers& helpers, uint64_t limit) const;
 
  private:
+  absl::StatusOr<std::string> EncodeBothForms(std::string_view base, std::string_view target, X86Span base_span,
+                                              X86Span target_span, Helpers& helpers, uint64_t limit) const;
   absl::StatusOr<std::string> EncodeStreams(std::string_view base, std::string_view target, Helpers& helpers,
                                             uint64_t limit, uint64_t hash, std::string_view x86_record) const;
   int level_;

@@ -39,9 +39,11 @@ struct Bucket {
 struct SuffixIndex {
   SuffixIndex(std::string_view base, SearchStart start)
       : old(reinterpret_cast<const uint8_t*>(base.data())), size(static_cast<int64_t>(base.size())), start(start) {}
-  // Runs pieces of the work as `helpers` tasks.
-  bool Build(Helpers& helpers);
+  void Allocate();
+  void Sort();
   void PlaceBuckets();
+  // The tasks that fill the rank once the suffix array is sorted.
+  void RankTasks(std::vector<std::function<void()>>* tasks);
 
   const uint8_t* old;
   int64_t size;
@@ -49,6 +51,7 @@ struct SuffixIndex {
   std::unique_ptr<saidx_t[]> sa;
   std::unique_ptr<saidx_t[]> rank;  // the inverse of sa (rank[sa[i]] == i); kLinked only
   std::vector<Bucket> buckets;  // 65536, by two-byte prefix
+  bool sorted = false;
 };
 
 // A search's last match, which the next position's search starts from.
@@ -115,29 +118,34 @@ class Differ {
 
 // The suffix sort is most of the work and one thread's; the buckets need
 // only the base and are counted beside it, and the rank is filled in halves.
-// Everything is allocated here on the caller, where bad_alloc is caught.
-bool SuffixIndex::Build(Helpers& helpers) {
-  if (size == 0) return true;
+// Build's steps are tasks, so that several indexes can be built side by
+// side (BsdiffComputeMany): Allocate on the caller (where bad_alloc is
+// caught), then the Sort and PlaceBuckets tasks, then the Rank tasks.
+void SuffixIndex::Allocate() {
+  if (size == 0) return;
   sa = std::make_unique_for_overwrite<saidx_t[]>(size);
   buckets.assign(1 << 16, Bucket{});
-  bool sorted = false;
-  helpers.Run({[&] { sorted = divsufsort(old, sa.get(), static_cast<saidx_t>(size)) == 0; },
-               [&] { PlaceBuckets(); }});
-  if (!sorted) return false;
-  if (start == SearchStart::kLinked) {
-    rank = std::make_unique_for_overwrite<saidx_t[]>(size);
-    auto fill = [this](int64_t from, int64_t to) {
-      for (int64_t i = from; i < to; ++i) rank[sa[i]] = static_cast<saidx_t>(i);
-    };
-    helpers.Run({[&] { fill(0, size / 2); }, [&] { fill(size / 2, size); }});
-  }
-  return true;
+  if (start == SearchStart::kLinked) rank = std::make_unique_for_overwrite<saidx_t[]>(size);
+}
+
+void SuffixIndex::Sort() {
+  sorted = size == 0 || divsufsort(old, sa.get(), static_cast<saidx_t>(size)) == 0;
+}
+
+void SuffixIndex::RankTasks(std::vector<std::function<void()>>* tasks) {
+  if (size == 0 || !rank || !sorted) return;
+  auto fill = [this](int64_t from, int64_t to) {
+    for (int64_t i = from; i < to; ++i) rank[sa[i]] = static_cast<saidx_t>(i);
+  };
+  tasks->push_back([fill, this] { fill(0, size / 2); });
+  tasks->push_back([fill, this] { fill(size / 2, size); });
 }
 
 // Counting two-byte prefixes gives every bucket's place without touching
 // the suffix array: in sorted order, first-byte group c holds the one-byte
 // suffix (if the base ends in c) and then the buckets (c, 0) .. (c, 255).
 void SuffixIndex::PlaceBuckets() {
+  if (size == 0) return;
   for (int64_t i = 0; i + 1 < size; ++i) ++buckets[old[i] << 8 | old[i + 1]].count;
   saidx_t next = 0;
   for (int c = 0; c < 256; ++c) {
@@ -390,46 +398,141 @@ void SeekBackToStart(std::vector<BsdiffTriple>* ctrl, int64_t end) { ctrl->back(
 
 absl::StatusOr<BsdiffStreams> BsdiffCompute(std::string_view base, std::string_view target, Helpers& helpers,
                                             SearchStart start) {
+  return std::move(BsdiffComputeMany({{base, target, nullptr, nullptr}}, helpers, start)[0]);
+}
+
+namespace {
+
+std::vector<absl::StatusOr<BsdiffStreams>> ComputeMany(const std::vector<BsdiffInput>& inputs, Helpers& helpers,
+                                                       SearchStart start) {
   constexpr uint64_t kMax = std::numeric_limits<saidx_t>::max();
-  if (base.size() > kMax || target.size() > kMax) {
-    return absl::InvalidArgumentError("bsdiff: inputs of 2 GiB or more are not supported");
+  const size_t n = inputs.size();
+  std::vector<absl::StatusOr<BsdiffStreams>> out(n, BsdiffStreams());
+  for (size_t j = 0; j < n; ++j) {
+    if (inputs[j].base.size() > kMax || inputs[j].target.size() > kMax) {
+      out[j] = absl::InvalidArgumentError("bsdiff: inputs of 2 GiB or more are not supported");
+    }
   }
-  try {
-    SuffixIndex index(base, start);
-    if (!index.Build(helpers)) return absl::InternalError("bsdiff: divsufsort failed");
+  auto oom = [] { return absl::ResourceExhaustedError("bsdiff: out of memory"); };
+  // Everything is allocated here on the caller, where bad_alloc is caught.
+  std::vector<std::unique_ptr<SuffixIndex>> index(n);
+  for (size_t j = 0; j < n; ++j) {
+    if (!out[j].ok()) continue;
+    try {
+      index[j] = std::make_unique<SuffixIndex>(inputs[j].base, start);
+      index[j]->Allocate();
+    } catch (const std::bad_alloc&) {
+      index[j].reset();
+      out[j] = oom();
+    }
+  }
+  // The sorts side by side (first, the longest tasks); beside them the
+  // targets to prepare and the buckets of bases that are ready, after them
+  // the other buckets.
+  std::vector<std::function<void()>> tasks, beside_sort, after_sort;
+  for (size_t j = 0; j < n; ++j) {
+    if (!index[j]) continue;
+    SuffixIndex* x = index[j].get();
+    const std::function<void()>* prepare = inputs[j].prepare_base ? &inputs[j].prepare_base : nullptr;
+    tasks.push_back([x, prepare] {
+      if (prepare) (*prepare)();
+      x->Sort();
+    });
+    (prepare ? after_sort : beside_sort).push_back([x] { x->PlaceBuckets(); });
+    if (inputs[j].prepare_target) beside_sort.push_back(inputs[j].prepare_target);
+  }
+  for (auto& t : beside_sort) tasks.push_back(std::move(t));
+  helpers.Run(tasks);
+  tasks = std::move(after_sort);
+  for (size_t j = 0; j < n; ++j) {
+    if (!index[j]) continue;
+    if (!index[j]->sorted) {
+      out[j] = absl::InternalError("bsdiff: divsufsort failed");
+      index[j].reset();
+      continue;
+    }
+    index[j]->RankTasks(&tasks);
+  }
+  helpers.Run(tasks);
+  // Every input's segments, as one set of tasks.
+  struct Segment {
+    size_t input;
+    uint64_t first;
+    BsdiffStreams streams;
+    int64_t end = 0;
+    bool failed = false;
+  };
+  std::vector<std::vector<Segment>> parts(n);
+  tasks.clear();
+  for (size_t j = 0; j < n; ++j) {
+    if (!index[j]) continue;
+    std::string_view target = inputs[j].target;
     size_t count = (target.size() + kBsdiffSegment - 1) / kBsdiffSegment;
-    std::vector<BsdiffStreams> parts(count);
-    std::vector<int64_t> ends(count);
-    std::vector<char> failed(count, 0);
-    std::vector<std::function<void()>> tasks;
+    try {
+      parts[j].resize(count);
+    } catch (const std::bad_alloc&) {
+      out[j] = oom();
+      index[j].reset();
+      continue;
+    }
     for (size_t k = 0; k < count; ++k) {
-      tasks.push_back([&, k] {
-        std::string_view seg = target.substr(k * kBsdiffSegment, kBsdiffSegment);
+      Segment* seg = &parts[j][k];
+      const SuffixIndex* x = index[j].get();
+      uint64_t base_size = inputs[j].base.size();
+      tasks.push_back([seg, x, target, k, base_size] {
+        std::string_view piece = target.substr(k * kBsdiffSegment, kBsdiffSegment);
         // The work budget is shared out by segment length.
-        uint64_t budget = (kWorkBase * seg.size() + kWorkPerByte * (base.size() + target.size()) * seg.size()) /
+        uint64_t budget = (kWorkBase * piece.size() + kWorkPerByte * (base_size + target.size()) * piece.size()) /
                           target.size();
         try {
-          ends[k] = Differ(index, seg, budget).Run(&parts[k]);
+          seg->end = Differ(*x, piece, budget).Run(&seg->streams);
         } catch (const std::bad_alloc&) {
-          failed[k] = 1;
+          seg->failed = true;
         }
       });
     }
-    helpers.Run(tasks);
-    if (std::count(failed.begin(), failed.end(), 1)) return absl::ResourceExhaustedError("bsdiff: out of memory");
-    if (count <= 1) return count ? std::move(parts[0]) : BsdiffStreams();
-    BsdiffStreams out;
-    out.diff.reserve(target.size());
-    for (size_t k = 0; k < count; ++k) {
-      if (k > 0) SeekBackToStart(&out.ctrl, ends[k - 1]);  // every segment has a triple
-      out.ctrl.insert(out.ctrl.end(), parts[k].ctrl.begin(), parts[k].ctrl.end());
-      out.diff += parts[k].diff;
-      out.extra += parts[k].extra;
-      parts[k] = BsdiffStreams();
+  }
+  helpers.Run(tasks);
+  for (size_t j = 0; j < n; ++j) {
+    if (!index[j]) continue;
+    index[j].reset();  // the index is no longer needed: free it before joining
+    std::vector<Segment>& segs = parts[j];
+    if (std::any_of(segs.begin(), segs.end(), [](const Segment& s) { return s.failed; })) {
+      out[j] = oom();
+      continue;
     }
-    return out;
+    if (segs.size() <= 1) {
+      out[j] = segs.empty() ? BsdiffStreams() : std::move(segs[0].streams);
+      continue;
+    }
+    try {
+      BsdiffStreams joined;
+      joined.diff.reserve(inputs[j].target.size());
+      for (size_t k = 0; k < segs.size(); ++k) {
+        if (k > 0) SeekBackToStart(&joined.ctrl, segs[k - 1].end);  // every segment has a triple
+        joined.ctrl.insert(joined.ctrl.end(), segs[k].streams.ctrl.begin(), segs[k].streams.ctrl.end());
+        joined.diff += segs[k].streams.diff;
+        joined.extra += segs[k].streams.extra;
+        segs[k].streams = BsdiffStreams();
+      }
+      out[j] = std::move(joined);
+    } catch (const std::bad_alloc&) {
+      out[j] = oom();
+    }
+    segs.clear();
+  }
+  return out;
+}
+
+}  // namespace
+
+std::vector<absl::StatusOr<BsdiffStreams>> BsdiffComputeMany(const std::vector<BsdiffInput>& inputs,
+                                                             Helpers& helpers, SearchStart start) {
+  try {
+    return ComputeMany(inputs, helpers, start);
   } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError("bsdiff: out of memory");
+    return std::vector<absl::StatusOr<BsdiffStreams>>(inputs.size(),
+                                                      absl::ResourceExhaustedError("bsdiff: out of memory"));
   }
 }
 

@@ -83,12 +83,13 @@ bool RelcopyFits(const DiffOptions& o, uint64_t base, uint64_t target) {
 Plan PlanFor(const DiffOptions& o, uint64_t base_max, uint64_t first_base, uint64_t target,
              const std::optional<Novelty>& least) {
   Plan p{CodecsFor(o, base_max, target)};
-  if (o.codec || target < kBigFile || !least) return p;
+  if (o.codec || target < kStandaloneFirstMinFile || !least) return p;
   const Novelty& n = *least;
+  uint64_t estimated_patch = n.missing * kBytesPerAnchor;
+  p.standalone_first = estimated_patch > kStandaloneFirstPatch;
+  if (target < kBigFile) return p;
   bool novel = n.anchors > 0 && n.missing * 100 >= n.anchors * kNewPercentSkip;
   if (novel && p.codecs.size() > 1 && TraitsOf(p.codecs[0]).skipped_when_novel) p.codecs.erase(p.codecs.begin());
-  uint64_t estimated_patch = n.missing * kBytesPerAnchor;
-  p.standalone_first = estimated_patch > 4 * kPackMemberMax;
   // Near-identical (the estimated patch fits a pack member): the codec the
   // pack compresses best goes first, so that when its patch is tiny the
   // tiny-patch rule spares the others.
@@ -106,7 +107,8 @@ Plan PlanCodecs(std::string_view target, const std::vector<Base>& bases, const D
   uint64_t base_max = 0;
   for (const Base& b : bases) base_max = std::max<uint64_t>(base_max, b.content.size());
   std::optional<Novelty> least;  // the base that lacks least of the target
-  if (!o.codec && target.size() >= kBigFile) {
+  bool measured = target.size() >= kBigFile || (target.size() >= kStandaloneFirstMinFile && o.pack_small_blobs);
+  if (!o.codec && measured) {
     for (const Base& b : bases) {
       Novelty n = MeasureNovelty(b.content, target);
       if (!least || n.missing * least->anchors < least->missing * n.anchors) least = n;

@@ -48,6 +48,13 @@ inline constexpr uint64_t kBigFile = 1 << 20;
 // bytes or more ends the search (the tiny-patch rule).
 inline constexpr uint64_t kTinyPatchRatio = 2000;
 inline constexpr uint64_t kTinyPatchMinFile = 256 << 10;
+// An estimated patch over this many bytes (4 pack members) will not fit a
+// pack member: two-form codecs encode their standalone form first (the same
+// choice of form, docs/architecture.md, one encode instead of two). Targets
+// from kStandaloneFirstMinFile up are measured for this alone, when packs
+// are on (smaller ones cannot reach the estimate: one anchor per ~32 bytes).
+inline constexpr uint64_t kStandaloneFirstPatch = 4 * kPackMemberMax;
+inline constexpr uint64_t kStandaloneFirstMinFile = kStandaloneFirstPatch;
 // A big target with at least this share (%) of its anchors new to the base
 // skips the codecs marked skipped_when_novel.
 inline constexpr uint64_t kNewPercentSkip = 10;
@@ -71,10 +78,12 @@ struct Plan {
 
 // The plan from sizes alone: `base_max` the largest base, `first_base` the
 // size of bases[0], `least` the novelty of the base that lacks least of the
-// target (needed only for big files under auto; nullopt otherwise).
+// target (needed only under auto for big files, and for targets from
+// kStandaloneFirstMinFile up when packs are on; nullopt otherwise).
 Plan PlanFor(const DiffOptions& o, uint64_t base_max, uint64_t first_base, uint64_t target,
              const std::optional<Novelty>& least);
-// The same, measuring the novelty of big targets against `bases` (not empty).
+// The same, measuring the novelty of the targets PlanFor needs it for
+// against `bases` (not empty).
 Plan PlanCodecs(std::string_view target, const std::vector<Base>& bases, const DiffOptions& o);
 
 // The tiny-patch rule: after the first codec's best patch of `patch` bytes,

@@ -267,8 +267,8 @@ uint64_t PatchCost(const std::string& patch, bool packed) {
 
 // A patch that does not decode to the target is a codec bug; refusing it here
 // keeps it out of the image (the reader would reject it later anyway).
-absl::Status CheckRoundTrip(const Candidate& c, std::string_view target) {
-  auto back = GetCodec(c.codec).DecodeForm(c.base->content, c.patch, target.size(), c.packed);
+absl::Status CheckRoundTrip(const Candidate& c, std::string_view target, Helpers& helpers) {
+  auto back = GetCodec(c.codec).DecodeForm(c.base->content, c.patch, target.size(), c.packed, helpers);
   if (!back.ok()) return back.status();
   if (*back != target) return absl::InternalError("patch does not reproduce the target");
   return absl::OkStatus();
@@ -359,7 +359,7 @@ absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, cons
   if (GzipNext(o, target))
     if (auto s = Try(CodecId::kGzip, *chosen, target, o, plan, helpers, &best); !s.ok()) return s;
   if (best) {
-    if (auto s = CheckRoundTrip(*best, target); !s.ok())
+    if (auto s = CheckRoundTrip(*best, target, helpers); !s.ok())
       return absl::InternalError(StrCat(CodecName(best->codec), " round trip failed: ", s.message()));
   }
   return best;

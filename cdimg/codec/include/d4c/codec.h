@@ -75,6 +75,11 @@ class DeltaCodec {
   // cleanly (no crash, bounded memory) on corrupt or hostile patches.
   virtual absl::StatusOr<std::string> Decode(std::string_view base, std::string_view patch,
                                              uint64_t target_size) const = 0;
+  // The same result as Decode; codecs that can split their work use `helpers`.
+  virtual absl::StatusOr<std::string> DecodeParallel(std::string_view base, std::string_view patch,
+                                                     uint64_t target_size, Helpers& /*helpers*/) const {
+    return Decode(base, patch, target_size);
+  }
   // A patch written by EncodeForPack. Codecs whose two forms differ read each
   // only as itself, so that damage cannot turn a checksummed standalone patch
   // into an unchecked pack one.
@@ -84,8 +89,8 @@ class DeltaCodec {
   }
   // The form a cdimg recipe records (`packed`).
   absl::StatusOr<std::string> DecodeForm(std::string_view base, std::string_view patch, uint64_t target_size,
-                                         bool packed) const {
-    return packed ? DecodeFromPack(base, patch, target_size) : Decode(base, patch, target_size);
+                                         bool packed, Helpers& helpers = NoHelpers()) const {
+    return packed ? DecodeFromPack(base, patch, target_size) : DecodeParallel(base, patch, target_size, helpers);
   }
 };
 
