@@ -87,6 +87,19 @@ class DeltaCodec {
                                          bool packed) const {
     return packed ? DecodeFromPack(base, patch, target_size) : Decode(base, patch, target_size);
   }
+  // The base of a decode, made on demand (the chain reads and verifies it);
+  // called once, on any thread.
+  using BaseSource = std::function<absl::StatusOr<std::string>()>;
+  // DecodeForm's bytes and errors (a failure of `base` is returned as it is,
+  // before any of the patch's), but a codec may decode its patch's streams on
+  // `helpers` while `base` runs, and may change the base's bytes in place
+  // (they are its own): one big file's rebuild then uses idle threads.
+  virtual absl::StatusOr<std::string> DecodeWith(const BaseSource& base, std::string_view patch,
+                                                 uint64_t target_size, bool packed, Helpers& /*helpers*/) const {
+    auto b = base();
+    if (!b.ok()) return b.status();
+    return DecodeForm(*b, patch, target_size, packed);
+  }
 };
 
 // Codecs are stateless and thread-safe; the returned reference is static.
