@@ -5,7 +5,10 @@
 #include <zstd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <fstream>
+#include <thread>
+#include <vector>
 #include <iterator>
 #include <random>
 #include <string>
@@ -18,9 +21,12 @@
 #include "hash64.h"
 #include "multi_frame.h"
 #include "d4c/codec.h"
+#include "thread_helpers.h"
 
 namespace d4c::codec_internal {
 namespace {
+
+using d4c::testing::ThreadHelpers;
 
 std::string Z(const std::string& s) {
   if (s.empty()) return s;
@@ -113,18 +119,6 @@ TEST_CASE("bsdiff: linked searches find the same matches as bucket searches", "[
   }
 }
 
-// Runs every task of a Run on a thread of its own (nested Runs too).
-class ThreadHelpers final : public Helpers {
- public:
-  void Run(const std::vector<std::function<void()>>& tasks) override {
-    std::vector<std::thread> threads;
-    for (const auto& t : tasks) threads.emplace_back(t);
-    for (auto& t : threads) t.join();
-  }
-  int Borrow(int) override { return 0; }
-  void Release(int) override {}
-};
-
 TEST_CASE("bsdiff: diffs computed side by side are each the diff computed alone", "[codec][bsdiff]") {
   std::string code = Binaryish(300000, 7), rebuilt = Rebuilt(code);
   std::string big = Binaryish(9 << 20, 8);  // three scan segments
@@ -162,6 +156,23 @@ TEST_CASE("bsdiff: diffs computed side by side are each the diff computed alone"
   }
 }
 
+// Stored in every bsdiff patch: its values must never change (XXH64's
+// published test values).
+TEST_CASE("Hash64 is XXH64", "[codec][bsdiff]") {
+  CHECK(Hash64("") == 0xEF46DB3751D8E999ull);
+  CHECK(Hash64("abc") == 0x44BC2CF5AD770999ull);
+  CHECK(Hash64("Nobody inspects the spammish repetition") == 0xFBCEA83C8A378BF1ull);
+  // Every length up to several stripes and a tail, at every alignment.
+  std::string data = Binaryish(300, 5);
+  for (size_t n = 0; n + 8 <= data.size(); n += 7) {
+    std::string alone = data.substr(0, n);
+    for (size_t off = 1; off < 8; ++off) {
+      std::string shifted = std::string(off, 'x') + alone;
+      CHECK(Hash64(std::string_view(shifted).substr(off)) == Hash64(alone));
+    }
+  }
+}
+
 TEST_CASE("zero runs: split and join give the stream back", "[codec][bsdiff]") {
   std::string mixed = std::string(5, '\0') + "ab" + std::string(300, '\0') + "c" + std::string(2, '\0');
   for (const std::string& s : {std::string(), std::string(1000, '\0'), std::string("xyz"), mixed,
@@ -186,6 +197,33 @@ TEST_CASE("zero runs: malformed runs are refused", "[codec][bsdiff]") {
   auto ok = JoinZeroRuns(std::string("\x02\x01", 2), "q", 3);
   REQUIRE(ok.ok());
   CHECK(*ok == std::string("\0\0q", 3));
+}
+
+TEST_CASE("zero runs: read in place, they give what JoinZeroRuns gives and refuse what it refuses", "[codec][bsdiff]") {
+  std::string mixed = std::string(5, '\0') + "ab" + std::string(300, '\0') + "c" + std::string(2, '\0');
+  for (const std::string& s : {std::string(1000, '\0'), std::string("xyz"), mixed, Binaryish(100000, 1)}) {
+    ZeroRuns r = SplitZeroRuns(s);
+    auto length = ZeroRunsLength(r.runs, r.literals, s.size());
+    REQUIRE(length.ok());
+    CHECK(*length == s.size());
+    for (uint64_t piece : {uint64_t{1}, uint64_t{3}, uint64_t{1000}, uint64_t{1} << 40}) {
+      ZeroRunsReader reader(r.runs, r.literals);
+      std::string back;
+      for (ZeroRunsReader::Piece p = reader.Next(piece); p.length > 0; p = reader.Next(piece)) {
+        CHECK(p.length <= piece);
+        if (p.data) back.append(p.data, p.length);
+        else back.append(p.length, '\0');
+      }
+      CHECK(back == s);
+    }
+  }
+  const std::pair<std::string, std::string> bad[] = {
+      {std::string("\0\0", 2), ""},     {std::string("\0\x02", 2), "a"}, {std::string("\0\x01", 2), "ab"},
+      {std::string("\x0b\0", 2), ""},   {std::string("\x80", 1), ""},     {std::string(11, '\xff'), ""}};
+  for (const auto& [runs, literals] : bad) {
+    CHECK_FALSE(JoinZeroRuns(runs, literals, 10).ok());
+    CHECK_FALSE(ZeroRunsLength(runs, literals, 10).ok());
+  }
 }
 
 std::string Assemble(const std::string& ctrl, const std::string& diff, const std::string& extra,
@@ -379,6 +417,62 @@ TEST_CASE("bsdiff: malformed LZMA2 and bzip2 sections are refused", "[codec][bsd
   CHECK(DecompressAltSection(bad_dict, data.size()).status().message().find("dictionary") != std::string::npos);
   CHECK_FALSE(DecompressAltSection(std::string(1, kLzma2Form), data.size()).ok());
   CHECK_FALSE(DecompressAltSection(std::string(1, kBzip2Form), data.size()).ok());
+}
+
+// DecodeWith decodes the sections on helper threads while the base is made
+// (patch's path for a big changed file): the same bytes and the same errors
+// as Decode, and the base's error before the patch's.
+TEST_CASE("bsdiff: DecodeWith on helper threads gives Decode's bytes and errors", "[codec][bsdiff]") {
+  EditedPair p;
+  auto streams = BsdiffCompute(p.base, p.target, NoHelpers());
+  REQUIRE(streams.ok());
+  CtrlColumns c = SplitCtrl(streams->ctrl);
+  std::string ctrl = JoinFrames({Z(c.adds), Z(c.copies), Z(c.seeks)});
+  auto lzma_extra = Lzma2CompressSection(streams->extra), bz_diff = Bzip2CompressSection(streams->diff);
+  REQUIRE(lzma_extra.ok());
+  REQUIRE(bz_diff.ok());
+  const DeltaCodec& bsdiff = GetCodec(CodecId::kBsdiff);
+  auto now = bsdiff.Encode(p.base, p.target);
+  REQUIRE(now.ok());
+  const std::string patches[] = {
+      *now,
+      Assemble(ctrl, ZeroRunsSection(streams->diff), *lzma_extra, p.target),
+      Assemble(ctrl, *bz_diff, Z(streams->extra), p.target),
+      Assemble(Z(FixedCtrl(streams->ctrl)), Z(streams->diff), Z(streams->extra), p.target),  // oldest layout
+  };
+  int base_calls = 0;
+  auto base = [&]() -> absl::StatusOr<std::string> {
+    ++base_calls;
+    return p.base;
+  };
+  for (const std::string& patch : patches) {
+    ThreadHelpers helpers;
+    base_calls = 0;
+    auto out = bsdiff.DecodeWith(base, patch, p.target.size(), false, helpers);
+    INFO(out.status().ToString());
+    REQUIRE(out.ok());
+    CHECK(*out == p.target);
+    CHECK(base_calls == 1);
+    CHECK(helpers.parallel_runs() == 1);
+    // Damage anywhere in the streams: the same error as Decode's.
+    for (size_t at : {size_t{20}, patch.size() / 3, patch.size() / 2, patch.size() - 3}) {
+      std::string bad = patch;
+      bad[at] = static_cast<char>(bad[at] ^ 0x5A);
+      auto serial = bsdiff.Decode(p.base, bad, p.target.size());
+      auto parallel = bsdiff.DecodeWith(base, bad, p.target.size(), false, helpers);
+      INFO("byte " << at << " of " << patch.size());
+      REQUIRE_FALSE(serial.ok());
+      REQUIRE_FALSE(parallel.ok());
+      CHECK(parallel.status() == serial.status());
+    }
+  }
+  // A failing base: its error, whatever the patch.
+  auto no_base = []() -> absl::StatusOr<std::string> { return absl::UnavailableError("base: read error"); };
+  ThreadHelpers helpers;
+  for (const std::string& patch : {*now, now->substr(0, 10)}) {
+    auto out = bsdiff.DecodeWith(no_base, patch, p.target.size(), false, helpers);
+    CHECK(out.status() == absl::UnavailableError("base: read error"));
+  }
 }
 
 }  // namespace

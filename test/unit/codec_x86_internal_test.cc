@@ -3,6 +3,7 @@
 // linker moves code.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -16,9 +17,12 @@
 #include "bsdiff_codec.h"
 #include "x86_code.h"
 #include "d4c/codec.h"
+#include "thread_helpers.h"
 
 namespace d4c::codec_internal {
 namespace {
+
+using d4c::testing::ThreadHelpers;
 
 std::string ReadAll(const char* path) {
   std::ifstream in(path, std::ios::binary);
@@ -83,6 +87,102 @@ TEST_CASE("x86 code: calls and RIP-relative operands become absolute", "[codec][
   CHECK(t.substr(50, 5) == code.substr(50, 5));
   X86ToRelative(t, X86Span{0, t.size()});
   CHECK(t == code);
+}
+
+// The transform as first written: every position decoded one after the
+// other. X86ToAbsolute/X86ToRelative skip ahead to the bytes that can start a
+// rewrite; they must give these very bytes (patches made by either read with
+// the other).
+void ReferenceTransform(std::string& b, X86Span span, bool to_absolute) {
+  static const std::string kRipOps = "\x01\x03\x09\x0B\x21\x23\x29\x2B\x31\x33\x38\x39\x3A\x3B\x84\x85\x87\x88\x89\x8A\x8B\x8D";
+  static const std::string kRip0FOps = "\x10\x11\x28\x29\x2E\x2F\x54\x57\x58\x59\x5C\x5E\x6E\x6F\x7E\x7F\xB6\xB7\xBE\xBF\xD6";
+  auto in = [](const std::string& set, uint8_t op) { return set.find(static_cast<char>(op)) != std::string::npos; };
+  const uint64_t end = span.start + span.size;
+  auto at = [&](uint64_t k) { return static_cast<uint8_t>(b[k]); };
+  auto put = [&](uint64_t k, uint32_t v) { std::memcpy(b.data() + k, &v, 4); };
+  int64_t guard = -1;
+  uint64_t i = span.start;
+  while (i + 5 <= end) {
+    const uint8_t op = at(i);
+    if (op == 0xE8) {
+      const uint8_t high = at(i + 4);
+      if ((high == 0x00 || high == 0xFF) && static_cast<int64_t>(i + 1) > guard) {
+        uint32_t next = static_cast<uint32_t>(i + 5), v = Get32(b, i + 1);
+        v = to_absolute ? v + next : v - next;
+        put(i + 1, (v & 0x00FFFFFF) | ((v & 0x01000000) ? 0xFF000000 : 0));
+        i += 5;
+        continue;
+      }
+      guard = std::max<int64_t>(guard, static_cast<int64_t>(i + 4));
+      ++i;
+      continue;
+    }
+    uint64_t k = (op & 0xF0) == 0x40 ? i + 1 : i;
+    uint64_t modrm, read;
+    bool known;
+    if (at(k) == 0x0F) {
+      known = in(kRip0FOps, at(k + 1));
+      modrm = k + 2;
+      read = known ? modrm : k + 1;
+    } else {
+      known = in(kRipOps, at(k));
+      modrm = k + 1;
+      read = known ? modrm : k;
+    }
+    if (known && (at(modrm) & 0xC7) == 0x05 && modrm + 5 <= end && static_cast<int64_t>(modrm + 1) > guard) {
+      uint32_t next = static_cast<uint32_t>(modrm + 5), v = Get32(b, modrm + 1);
+      put(modrm + 1, to_absolute ? v + next : v - next);
+      i = modrm + 5;
+      continue;
+    }
+    guard = std::max<int64_t>(guard, static_cast<int64_t>(read));
+    ++i;
+  }
+}
+
+// Both directions of the transform on `x` over `span` give the reference's
+// bytes, in one part and split into parts of `part_bytes` run at once on
+// threads of their own.
+void CheckSameAsReference(const std::string& x, X86Span span, uint64_t part_bytes = 61) {
+  ThreadHelpers threads;
+  for (bool to_absolute : {true, false}) {
+    std::string ref = x;
+    ReferenceTransform(ref, span, to_absolute);
+    for (uint64_t part : {kX86PartBytes, part_bytes}) {
+      std::string fast = x;
+      if (to_absolute) X86ToAbsolute(fast, span, threads, part);
+      else X86ToRelative(fast, span, threads, part);
+      REQUIRE(fast.size() == ref.size());
+      size_t diff = std::mismatch(fast.begin(), fast.end(), ref.begin()).first - fast.begin();
+      INFO("span [" << span.start << ", +" << span.size << "), to_absolute " << to_absolute << ", parts of "
+                    << part << ", first difference at " << diff);
+      CHECK(fast == ref);
+    }
+  }
+}
+
+TEST_CASE("x86 code: the skipping scan rewrites the same bytes as a byte-by-byte one", "[codec][bsdiff]") {
+  std::mt19937_64 rng(7);
+  for (uint64_t seed = 1; seed <= 200; ++seed) {
+    // Dense patterns, plain random bytes, and sparse ones (long stretches
+    // without a trigger byte, as the skip sees in real code) of every small
+    // length and alignment.
+    std::string dense = Codeish(1 + seed * 37 % 3000, seed);
+    std::string random(1 + seed * 53 % 3000, '\0');
+    for (char& c : random) c = static_cast<char>(rng());
+    std::string sparse(1 + seed * 71 % 3000, '\x90');
+    for (size_t k = 0; k < sparse.size(); k += 1 + rng() % 40) sparse[k] = static_cast<char>(rng());
+    for (const std::string* x : {&dense, &random, &sparse}) {
+      uint64_t start = std::min<uint64_t>(seed % 17, x->size());
+      CheckSameAsReference(*x, X86Span{start, x->size() - start - std::min<uint64_t>(seed % 7, x->size() - start)});
+      CheckSameAsReference(*x, X86Span{0, x->size()});
+    }
+  }
+  std::string ls = ReadAll("/bin/ls");
+  if (auto span = X86_64CodeSpan(ls)) CheckSameAsReference(ls, *span, 4096);
+  // A big Rust binary (biome's, the corpus's largest file) where present.
+  std::string big = ReadAll((CorpusRoot() + "/biome/rootfs/1.9.2/rootfs/app/node_modules/@biomejs/cli-linux-x64/biome").c_str());
+  if (auto span = X86_64CodeSpan(big)) CheckSameAsReference(big, *span, 1 << 20);
 }
 
 // /bin/ls into *bytes and its code span; nullopt, with a warning that the
@@ -171,18 +271,6 @@ TEST_CASE("x86 code: a pair the transform does not help keeps the plain form", "
   CHECK(patch->size() < forced->size());
   CHECK_FALSE(IsX86Form(*patch));
 }
-
-// Runs every task of a Run on a thread of its own (nested Runs too).
-class ThreadHelpers final : public Helpers {
- public:
-  void Run(const std::vector<std::function<void()>>& tasks) override {
-    std::vector<std::thread> threads;
-    for (const auto& t : tasks) threads.emplace_back(t);
-    for (auto& t : threads) t.join();
-  }
-  int Borrow(int) override { return 0; }
-  void Release(int) override {}
-};
 
 // What EncodeWithin returned when the forms ran one after the other: the
 // plain form within `limit`, then the x86 form within the plain patch's size.

@@ -7,7 +7,11 @@
 #include <atomic>
 #include <catch2/catch.hpp>
 #include <filesystem>
+#include <optional>
+#include <thread>
+#include <vector>
 
+#include "thread_helpers.h"
 #include "d4c/cdimg.h"
 #include "d4c/chain.h"
 #include "d4c/codec.h"
@@ -139,4 +143,109 @@ TEST_CASE("chain: content that fails its digest is DataLoss, every time") {
   auto conf = (*chain)->ReadFile(*(*chain)->top().Find("conf"));
   REQUIRE(conf.ok());
   CHECK(*conf == kNew);
+}
+
+namespace {
+
+using d4c::testing::ThreadHelpers;
+
+std::string Bytes(size_t n, uint32_t seed) {
+  std::string s(n, '\0');
+  for (char& c : s) c = static_cast<char>((seed = seed * 1103515245 + 12345) >> 16 & 0x1F);
+  return s;
+}
+
+// base.cdimg holds /big (`old`); top.cdimg, a delta of it, /big = `now` as a
+// bsdiff patch, with one byte of the patch flipped at `damage` (if set).
+Images WriteBsdiffPair(const std::string& old, const std::string& now, std::optional<size_t> damage) {
+  Images im{TempDir() + "/bs-base.cdimg", TempDir() + "/bs-top.cdimg"};
+  std::vector<Entry> es{Dir(""), File("big", old)};
+  {
+    auto w = CdimgWriter::Create(im.base, {});
+    REQUIRE(w.ok());
+    auto blob = (*w)->AppendBlob(Zstd(old));
+    REQUIRE(blob.ok());
+    std::vector<Recipe> rs(es.size());
+    rs[1] = {Recipe::Kind::kFull, CodecId::kZstd, {}, *blob};
+    REQUIRE((*w)->Finish("{}", es, rs).ok());
+  }
+  auto parent = CdimgImage::Open(im.base);
+  REQUIRE(parent.ok());
+  es[1] = File("big", now);
+  auto w = CdimgWriter::Create(im.top, {.parent = parent->get()});
+  REQUIRE(w.ok());
+  auto patch = GetCodec(CodecId::kBsdiff).Encode(old, now);
+  REQUIRE(patch.ok());
+  if (damage) (*patch)[*damage % patch->size()] ^= 0x21;
+  auto ref = (*w)->AppendBlob(*patch);
+  REQUIRE(ref.ok());
+  std::vector<Recipe> rs(es.size());
+  rs[1] = {Recipe::Kind::kDelta, CodecId::kBsdiff, Sha256(old), *ref};
+  REQUIRE((*w)->Finish("{}", es, rs).ok());
+  return im;
+}
+
+}  // namespace
+
+// Patch rebuilds a big changed file with idle threads helping (the patch's
+// streams decode beside the base, the sha256 check runs beside what is done
+// with the bytes): the same bytes and errors as a plain read.
+TEST_CASE("chain: a read with helpers gives ReadFile's bytes and errors, and uses only verified bytes") {
+  const std::string old = Bytes(300000, 1);
+  std::string now = old;
+  for (size_t k = 100; k < now.size(); k += 1009) now[k] = static_cast<char>(now[k] + 3);
+  now.insert(150000, Bytes(5000, 2));
+  ThreadHelpers helpers;
+  {
+    Images im = WriteBsdiffPair(old, now, std::nullopt);
+    auto chain = ImageChain::Open(im.top, {im.base});
+    REQUIRE(chain.ok());
+    size_t big = *(*chain)->top().Find("big");
+    std::string seen;
+    auto r = (*chain)->ReadFile(big, helpers, [&](std::string_view b) {
+      seen = b;
+      return absl::OkStatus();
+    });
+    REQUIRE(r.ok());
+    CHECK(*r == now);
+    CHECK(seen == now);
+    // What `use` fails with is the read's error.
+    r = (*chain)->ReadFile(big, helpers, [](std::string_view) { return absl::ResourceExhaustedError("no room"); });
+    CHECK(r.status() == absl::ResourceExhaustedError("no room"));
+    // A base that cannot be read: its error, `use` never called.
+    (*chain)->SetReadFaultForTesting([&](const CdimgImage& img, const Recipe&) -> absl::Status {
+      return img.path() == im.base ? absl::InternalError("base: read: Input/output error") : absl::OkStatus();
+    });
+    bool used = false;
+    r = (*chain)->ReadFile(big, helpers, [&](std::string_view) {
+      used = true;
+      return absl::OkStatus();
+    });
+    CHECK(r.status().code() == absl::StatusCode::kInternal);
+    CHECK_THAT(std::string(r.status().message()), Catch::Contains(StrCat(im.top, ": /big: ")) &&
+                                                      Catch::Contains("Input/output error"));
+    CHECK_FALSE(used);
+  }
+  // Damaged patches: the plain read's error, with helpers too.
+  for (size_t damage : {size_t{25}, size_t{400}, size_t{2000}, size_t{1} << 30}) {
+    Images im = WriteBsdiffPair(old, now, damage);
+    auto chain = ImageChain::Open(im.top, {im.base});
+    REQUIRE(chain.ok());
+    size_t big = *(*chain)->top().Find("big");
+    auto plain = (*chain)->ReadFile(big);
+    auto helped = (*chain)->ReadFile(big, helpers, [](std::string_view) { return absl::OkStatus(); });
+    INFO("damage at " << damage);
+    REQUIRE_FALSE(plain.ok());
+    CHECK(plain.status().code() == absl::StatusCode::kDataLoss);
+    CHECK(helped.status() == plain.status());
+  }
+  // Bytes that do not match their digest are refused though `use` succeeded.
+  {
+    Images im = Write();
+    auto chain = ImageChain::Open(im.top, {im.base});
+    REQUIRE(chain.ok());
+    auto r = (*chain)->ReadFile(*(*chain)->top().Find("bad"), helpers, [](std::string_view) { return absl::OkStatus(); });
+    CHECK(r.status().code() == absl::StatusCode::kDataLoss);
+    CHECK_THAT(std::string(r.status().message()), Catch::Contains("does not match its sha256"));
+  }
 }

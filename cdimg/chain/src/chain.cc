@@ -9,6 +9,7 @@
 #include <unordered_map>
 
 #include "d4c/base/strcat.h"
+#include "d4c/base/zstd.h"
 #include "d4c/codec.h"
 
 namespace d4c {
@@ -31,13 +32,15 @@ absl::StatusOr<std::string> DecompressFullBlob(std::string_view blob, uint64_t s
   unsigned long long declared = ZSTD_getFrameContentSize(blob.data(), blob.size());
   if (declared != size)
     return absl::DataLossError(StrCat("full blob declares ", declared, " bytes, entry has ", size));
-  std::string out(size, '\0');
+  auto buffer = AllocateBuffer(size);  // declared size: at most the entry's, checked above
+  if (!buffer.ok()) return buffer.status();
+  std::string& out = *buffer;
   size_t n = ZSTD_decompress(out.data(), out.size(), blob.data(), blob.size());
   if (ZSTD_isError(n) && ZSTD_getErrorCode(n) == ZSTD_error_memory_allocation)
     return absl::ResourceExhaustedError(StrCat("zstd: ", ZSTD_getErrorName(n)));  // not the blob's fault
   if (ZSTD_isError(n)) return absl::DataLossError(StrCat("zstd: ", ZSTD_getErrorName(n)));
   if (n != size) return absl::DataLossError("full blob decompresses to the wrong size");
-  return out;
+  return buffer;
 }
 
 // Immutable after FromImages except the digest maps, each built once under
@@ -71,13 +74,18 @@ struct ImageChain::State {
 
   // `full_blob` (may be null): receives the standalone full blob of entry i
   // itself, if that is how it is stored.
+  // `helpers`: idle threads for a delta's decode (DeltaCodec::DecodeWith);
+  // `use` (may be null): runs on the rebuilt bytes beside their sha256 check.
   absl::StatusOr<std::string> ReadAt(size_t level, size_t i, int depth,
-                                     std::optional<std::string>* full_blob = nullptr);
-  absl::StatusOr<std::string> ReadDigestFrom(size_t level, const Digest& d, int depth);
+                                     std::optional<std::string>* full_blob = nullptr,
+                                     Helpers& helpers = NoHelpers(), const UseBytes* use = nullptr);
+  absl::StatusOr<std::string> ReadDigestFrom(size_t level, const Digest& d, int depth,
+                                             Helpers& helpers = NoHelpers(), const UseBytes* use = nullptr);
 };
 
 absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, int depth,
-                                                      std::optional<std::string>* full_blob) {
+                                                      std::optional<std::string>* full_blob, Helpers& helpers,
+                                                      const UseBytes* use) {
   if (full_blob) full_blob->reset();
   const CdimgImage& img = *images[level];
   if (depth > kMaxResolveDepth)
@@ -88,7 +96,10 @@ absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, in
   absl::StatusOr<std::string> out;
   std::optional<std::string> frame;  // the standalone full blob, if that is the recipe
   switch (r.kind) {
-    case Recipe::Kind::kEmpty: return std::string();
+    case Recipe::Kind::kEmpty:
+      if (use)
+        if (absl::Status st = (*use)(std::string_view()); !st.ok()) return st;
+      return std::string();
     case Recipe::Kind::kNone:
       return absl::InvalidArgumentError(StrCat("/", img.PathAt(i), " is not a regular file"));
     case Recipe::Kind::kBase: {
@@ -96,11 +107,11 @@ absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, in
       const auto& m = Map(level);
       auto it = m.find(want);
       if (it != m.end() && it->second != i && HasBlob(img.RecipeAt(it->second).kind))
-        return ReadAt(level, it->second, depth + 1);
+        return ReadAt(level, it->second, depth + 1, nullptr, helpers, use);
       if (level == 0)
         return absl::DataLossError(StrCat(img.path(), ": /", img.PathAt(i), ": content ",
                                                 DigestString(want), " is in no image of the chain"));
-      return ReadDigestFrom(level - 1, want, depth + 1);
+      return ReadDigestFrom(level - 1, want, depth + 1, helpers, use);
     }
     case Recipe::Kind::kFull: {
       auto blob = ReadPayload(img, r);
@@ -117,33 +128,49 @@ absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, in
       break;
     }
     case Recipe::Kind::kDelta: {
-      auto base = ReadDigestFrom(level, r.base, depth + 1);
-      if (!base.ok()) return AtEntry(base.status(), img, i);
       auto patch = ReadPayload(img, r);
+      // The base is read (and verified) by the codec when it needs it, maybe
+      // while it decodes the patch's streams on `helpers`; its error is
+      // reported as the base's, before the patch's.
+      auto read_base = [&] { return ReadDigestFrom(level, r.base, depth + 1, helpers); };
       if (!patch.ok()) {
+        if (auto base = read_base(); !base.ok()) return AtEntry(base.status(), img, i);
         out = patch.status();
         break;
       }
-      out = GetCodec(r.codec).DecodeForm(*base, *patch, size, r.packed);
+      out = GetCodec(r.codec).DecodeWith(read_base, *patch, size, r.packed, helpers);
       break;
     }
   }
   if (!out.ok()) return AtEntry(out.status(), img, i);
-  if (Sha256(*out) != want)
+  bool match = false;
+  absl::Status used;
+  if (use) {
+    helpers.Run({[&] { match = Sha256(*out) == want; }, [&] { used = (*use)(*out); }});
+  } else {
+    match = Sha256(*out) == want;
+  }
+  if (!match)
     return absl::DataLossError(StrCat(img.path(), ": /", img.PathAt(i),
                                             ": rebuilt content does not match its sha256 (corrupt image)"));
+  if (!used.ok()) return used;
   if (full_blob) *full_blob = std::move(frame);  // only once the bytes are verified
   return out;
 }
 
-absl::StatusOr<std::string> ImageChain::State::ReadDigestFrom(size_t level, const Digest& d, int depth) {
-  if (d == EmptyDigest()) return std::string();
+absl::StatusOr<std::string> ImageChain::State::ReadDigestFrom(size_t level, const Digest& d, int depth,
+                                                              Helpers& helpers, const UseBytes* use) {
+  if (d == EmptyDigest()) {
+    if (use)
+      if (absl::Status st = (*use)(std::string_view()); !st.ok()) return st;
+    return std::string();
+  }
   for (size_t l = level + 1; l-- > 0;) {
     const auto& m = Map(l);
     auto it = m.find(d);
     if (it == m.end()) continue;
     if (images[l]->RecipeAt(it->second).kind == Recipe::Kind::kBase) continue;  // lives further down
-    return ReadAt(l, it->second, depth);
+    return ReadAt(l, it->second, depth, nullptr, helpers, use);
   }
   return absl::NotFoundError(StrCat("content ", DigestString(d), " is in no image of the chain below ",
                                           images[level]->path()));
@@ -204,6 +231,10 @@ absl::StatusOr<std::string> ImageChain::ReadFile(size_t i) const {
 
 absl::StatusOr<std::string> ImageChain::ReadFile(size_t i, std::optional<std::string>* full_blob) const {
   return s_->ReadAt(s_->images.size() - 1, i, 0, full_blob);
+}
+
+absl::StatusOr<std::string> ImageChain::ReadFile(size_t i, Helpers& helpers, const UseBytes& use) const {
+  return s_->ReadAt(s_->images.size() - 1, i, 0, nullptr, helpers, use ? &use : nullptr);
 }
 
 void ImageChain::SetReadFaultForTesting(ReadFault fault) { s_->read_fault = std::move(fault); }

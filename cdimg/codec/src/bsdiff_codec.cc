@@ -90,46 +90,94 @@ absl::StatusOr<std::string> DecompressStream(std::string_view s, uint64_t max_si
   return ZstdDecompressFrame(s, max_size);
 }
 
+// The diff section as decoded: the zero runs and literals, never joined (the
+// patcher reads them in place: ZeroRunsReader), or, for the other forms, the
+// whole stream in `literals`.
+struct DiffStream {
+  bool split = false;
+  std::string runs, literals;
+  uint64_t length = 0;  // of the stream they describe
+};
+
 // The diff section: nothing for an empty stream, else the zero runs and the
 // literals (bsdiff_zero_runs.h) as a multi-frame section. Patches written
 // before the split hold one zstd frame of the whole stream there, which
 // still decodes.
-absl::StatusOr<std::string> DecodeDiffSection(std::string_view section, uint64_t max_size) {
-  if (IsAltSection(section)) return DecompressAltSection(section, max_size);
-  if (!IsMultiFrame(section)) return DecompressStream(section, max_size);
+absl::StatusOr<DiffStream> DecodeDiffSection(std::string_view section, uint64_t max_size) {
+  DiffStream d;
+  if (IsAltSection(section) || !IsMultiFrame(section)) {
+    auto whole = IsAltSection(section) ? DecompressAltSection(section, max_size) : DecompressStream(section, max_size);
+    if (!whole.ok()) return whole.status();
+    d.literals = std::move(*whole);
+    d.length = d.literals.size();
+    return d;
+  }
   auto frames = SplitFrames(section, 2, "diff section");
   if (!frames.ok()) return frames.status();
   auto runs = DecompressStream((*frames)[0], MaxRunsSize(max_size));
   if (!runs.ok()) return runs.status();
   auto literals = DecompressStream((*frames)[1], max_size);
   if (!literals.ok()) return literals.status();
-  return JoinZeroRuns(*runs, *literals, max_size);
+  auto length = ZeroRunsLength(*runs, *literals, max_size);
+  if (!length.ok()) return length.status();
+  d.split = true;
+  d.runs = std::move(*runs);
+  d.literals = std::move(*literals);
+  d.length = *length;
+  return d;
+}
+
+// out[k] = base[k] + diff[k] for k < n.
+void AddBytes(char* out, const char* base, const char* diff, uint64_t n) {
+  for (uint64_t k = 0; k < n; ++k) out[k] = static_cast<char>(base[k] + diff[k]);
 }
 
 // Rebuilds the target, checking every triple against all buffer bounds.
 class Patcher {
  public:
-  Patcher(std::string_view base, std::string_view diff, std::string_view extra, std::string* out)
-      : base_(base), diff_(diff), extra_(extra), out_(*out) {}
+  Patcher(std::string_view base, const DiffStream& diff, std::string_view extra, std::string* out)
+      : base_(base), diff_(diff), extra_(extra), out_(*out), runs_(diff.runs, diff.literals) {}
   absl::Status Apply(const BsdiffTriple& t);
   bool Complete() const {
-    return newpos_ == out_.size() && dpos_ == diff_.size() && epos_ == extra_.size();
+    return newpos_ == out_.size() && dpos_ == diff_.length && epos_ == extra_.size();
   }
 
  private:
-  std::string_view base_, diff_, extra_;
+  // The next n bytes of the diff stream added to base_ at oldpos_, into out_
+  // at newpos_ (bounds checked by the caller).
+  absl::Status AddDiff(uint64_t n);
+
+  std::string_view base_;
+  const DiffStream& diff_;
+  std::string_view extra_;
   std::string& out_;
+  ZeroRunsReader runs_;
   uint64_t newpos_ = 0, oldpos_ = 0, dpos_ = 0, epos_ = 0;
 };
 
+absl::Status Patcher::AddDiff(uint64_t n) {
+  char* out = out_.data() + newpos_;
+  const char* base = base_.data() + oldpos_;
+  if (!diff_.split) {
+    AddBytes(out, base, diff_.literals.data() + dpos_, n);
+    return absl::OkStatus();
+  }
+  for (uint64_t done = 0; done < n;) {
+    ZeroRunsReader::Piece p = runs_.Next(n - done);
+    if (p.length == 0) return absl::DataLossError("bsdiff patch: zero runs end early");  // checked: cannot happen
+    if (p.data) AddBytes(out + done, base + done, p.data, p.length);
+    else std::memcpy(out + done, base + done, p.length);
+    done += p.length;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Patcher::Apply(const BsdiffTriple& t) {
   if (t.add > out_.size() - newpos_ || t.add > base_.size() - oldpos_ ||
-      t.add > diff_.size() - dpos_) {
+      t.add > diff_.length - dpos_) {
     return absl::DataLossError("bsdiff patch: add length out of bounds");
   }
-  for (uint64_t i = 0; i < t.add; ++i) {
-    out_[newpos_ + i] = static_cast<char>(diff_[dpos_ + i] + base_[oldpos_ + i]);
-  }
+  if (auto s = AddDiff(t.add); !s.ok()) return s;
   newpos_ += t.add, oldpos_ += t.add, dpos_ += t.add;
   if (t.copy > out_.size() - newpos_ || t.copy > extra_.size() - epos_) {
     return absl::DataLossError("bsdiff patch: copy length out of bounds");
@@ -393,8 +441,8 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeX86(std::string_view base, std::s
                                                    X86Span base_span, X86Span target_span, Helpers& helpers,
                                                    uint64_t limit) const {
   std::string b(base), t(target);
-  X86ToAbsolute(b, base_span);
-  X86ToAbsolute(t, target_span);
+  X86ToAbsolute(b, base_span, helpers);
+  X86ToAbsolute(t, target_span, helpers);
   return EncodeStreams(b, t, helpers, limit, Hash64(target), X86Record(base_span, target_span));
 }
 
@@ -407,56 +455,118 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeStreams(std::string_view base, st
   return Finish(form, helpers, limit);
 }
 
-absl::StatusOr<std::string> BsdiffCodec::Decode(std::string_view base, std::string_view patch,
-                                                uint64_t target_size) const {
-  return DecodeParallel(base, patch, target_size, NoHelpers());
-}
+namespace {
 
-// The diff and extra sections are decompressed, and the base of an x86 form
-// transformed, side by side.
-absl::StatusOr<std::string> BsdiffCodec::DecodeParallel(std::string_view base, std::string_view patch,
-                                                        uint64_t target_size, Helpers& helpers) const {
-  auto parsed = ParseHeader(patch);
-  if (!parsed.ok()) return parsed.status();
-  if (parsed->x86_base &&
-      (!SpanWithin(*parsed->x86_base, base.size()) || !SpanWithin(*parsed->x86_target, target_size))) {
+// A patch's decoded streams: what the target is rebuilt from, besides the base.
+struct Streams {
+  Parsed parsed;
+  DiffStream diff;
+  std::string extra;
+};
+
+// The diff and the extra section, each bounded by the target size (together
+// they must make exactly that, which Keep checks).
+struct Sections {
+  absl::StatusOr<DiffStream> diff = absl::UnknownError("not decoded");
+  absl::StatusOr<std::string> extra = absl::UnknownError("not decoded");
+
+  // Tasks for Helpers::Run, the slower first (alt sections decode at tens of
+  // MB/s, zstd frames at GB/s).
+  std::vector<std::function<void()>> Tasks(const Parsed& p, uint64_t target_size) {
+    std::function<void()> d = [this, &p, target_size] { diff = DecodeDiffSection(p.diff, target_size); };
+    std::function<void()> e = [this, &p, target_size] {
+      extra = IsAltSection(p.extra) ? DecompressAltSection(p.extra, target_size) : DecompressStream(p.extra, target_size);
+    };
+    if (IsAltSection(p.extra) && !IsAltSection(p.diff)) return {e, d};
+    return {d, e};
+  }
+  // Moves the decoded sections into `st`; the diff's error first.
+  absl::Status Keep(Streams& st, uint64_t target_size) {
+    if (!diff.ok()) return diff.status();
+    if (!extra.ok()) return extra.status();
+    if (diff->length + extra->size() != target_size) {
+      return absl::DataLossError("bsdiff patch: diff and extra do not add up to the target size");
+    }
+    st.diff = std::move(*diff);
+    st.extra = std::move(*extra);
+    return absl::OkStatus();
+  }
+};
+
+absl::Status CheckSpans(const Parsed& p, uint64_t base_size, uint64_t target_size) {
+  if (p.x86_base && (!SpanWithin(*p.x86_base, base_size) || !SpanWithin(*p.x86_target, target_size))) {
     return absl::DataLossError("bsdiff patch: x86 code span outside the base or the target");
   }
-  // diff and extra together are exactly the target's length, so each is bounded by it.
-  absl::StatusOr<std::string> diff = std::string(), extra = std::string(), x86_base = std::string();
-  std::vector<std::function<void()>> tasks = {
-      [&] { diff = DecodeDiffSection(parsed->diff, target_size); },
-      [&] {
-        extra = IsAltSection(parsed->extra) ? DecompressAltSection(parsed->extra, target_size)
-                                            : DecompressStream(parsed->extra, target_size);
-      }};
-  if (parsed->x86_base) {
-    tasks.push_back([&] {
-      x86_base = AllocateBuffer(base.size());
-      if (!x86_base.ok()) return;
-      x86_base->replace(0, base.size(), base);
-      X86ToAbsolute(*x86_base, *parsed->x86_base);
-    });
-  }
-  helpers.Run(tasks);
-  if (!diff.ok()) return diff.status();
-  if (!extra.ok()) return extra.status();
-  if (!x86_base.ok()) return x86_base.status();
-  if (diff->size() + extra->size() != target_size) {
-    return absl::DataLossError("bsdiff patch: diff and extra do not add up to the target size");
-  }
+  return absl::OkStatus();
+}
+
+// The target from `base` (already in the x86 form if the patch is) and the
+// decoded streams.
+// `out`: a buffer of target_size bytes (AllocateBuffer), or its error.
+absl::StatusOr<std::string> ApplyStreams(std::string_view base, const Streams& st, uint64_t target_size,
+                                         Helpers& helpers, absl::StatusOr<std::string> out) {
   CtrlReader ctrl;
-  if (auto s = ctrl.Init(parsed->ctrl); !s.ok()) return s;
-  if (parsed->x86_base) base = *x86_base;
-  auto out = AllocateBuffer(target_size);
+  if (auto s = ctrl.Init(st.parsed.ctrl); !s.ok()) return s;
   if (!out.ok()) return out.status();
-  Patcher patcher(base, *diff, *extra, &*out);
+  Patcher patcher(base, st.diff, st.extra, &*out);
   if (auto s = RunTriples(ctrl, patcher, target_size); !s.ok()) return s;
-  if (parsed->x86_target) X86ToRelative(*out, *parsed->x86_target);
-  if (Hash64(*out) != parsed->hash) {
+  if (st.parsed.x86_target) X86ToRelative(*out, *st.parsed.x86_target, helpers);
+  if (Hash64(*out) != st.parsed.hash) {
     return absl::DataLossError("bsdiff patch: checksum mismatch (wrong base or corrupt patch)");
   }
   return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> BsdiffCodec::Decode(std::string_view base, std::string_view patch,
+                                                uint64_t target_size) const {
+  Streams st;
+  auto parsed = ParseHeader(patch);
+  if (!parsed.ok()) return parsed.status();
+  st.parsed = *parsed;
+  Sections sections;
+  NoHelpers().Run(sections.Tasks(st.parsed, target_size));
+  if (auto s = sections.Keep(st, target_size); !s.ok()) return s;
+  if (auto s = CheckSpans(st.parsed, base.size(), target_size); !s.ok()) return s;
+  std::string x86_base;
+  if (st.parsed.x86_base) {
+    x86_base.assign(base);
+    X86ToAbsolute(x86_base, *st.parsed.x86_base);
+    base = x86_base;
+  }
+  return ApplyStreams(base, st, target_size, NoHelpers(), AllocateBuffer(target_size));
+}
+
+absl::StatusOr<std::string> BsdiffCodec::DecodeWith(const BaseSource& base, std::string_view patch,
+                                                    uint64_t target_size, bool /*packed: one form*/,
+                                                    Helpers& helpers) const {
+  Streams st;
+  auto parsed = ParseHeader(patch);
+  if (!parsed.ok()) {
+    // The base's error comes first, as when it is read before the patch.
+    if (auto b = base(); !b.ok()) return b.status();
+    return parsed.status();
+  }
+  st.parsed = *parsed;
+  // The base is made (read, verified) and put in the x86 form in place,
+  // while the sections decode beside it.
+  absl::StatusOr<std::string> b = absl::UnknownError("not run");
+  Sections sections;
+  std::vector<std::function<void()>> tasks = {[&] {
+    b = base();
+    if (b.ok() && st.parsed.x86_base && SpanWithin(*st.parsed.x86_base, b->size()))
+      X86ToAbsolute(*b, *st.parsed.x86_base, helpers);
+  }};
+  for (auto& t : sections.Tasks(st.parsed, target_size)) tasks.push_back(std::move(t));
+  // The output buffer too: filling 28 MB of fresh pages costs ~10 ms.
+  absl::StatusOr<std::string> out = absl::UnknownError("not allocated");
+  tasks.push_back([&] { out = AllocateBuffer(target_size); });
+  helpers.Run(tasks);
+  if (!b.ok()) return b.status();
+  if (auto s = sections.Keep(st, target_size); !s.ok()) return s;
+  if (auto s = CheckSpans(st.parsed, b->size(), target_size); !s.ok()) return s;
+  return ApplyStreams(*b, st, target_size, helpers, std::move(out));
 }
 
 }  // namespace d4c::codec_internal

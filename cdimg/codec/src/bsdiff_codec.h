@@ -43,11 +43,13 @@ class BsdiffCodec final : public DeltaCodec {
                                            uint64_t limit) const override;
   absl::StatusOr<std::string> Decode(std::string_view base, std::string_view patch,
                                      uint64_t target_size) const override;
-  absl::StatusOr<std::string> DecodeParallel(std::string_view base, std::string_view patch, uint64_t target_size,
-                                             Helpers& helpers) const override;
   // The plain form, whether or not the x86 form would be smaller.
   absl::StatusOr<std::string> EncodePlain(std::string_view base, std::string_view target, Helpers& helpers,
                                           uint64_t limit) const;
+  // The diff and extra sections decode on `helpers` while `base` is made,
+  // which then takes the x86 form in place (no copy).
+  absl::StatusOr<std::string> DecodeWith(const BaseSource& base, std::string_view patch, uint64_t target_size,
+                                         bool packed, Helpers& helpers) const override;
   // The x86 code form on the given spans, whether or not it is the smaller.
   absl::StatusOr<std::string> EncodeX86(std::string_view base, std::string_view target, X86Span base_span,
                                         X86Span target_span, Helpers& helpers, uint64_t limit) const;

@@ -31,6 +31,32 @@ ZeroRuns SplitZeroRuns(std::string_view diff);
 // literal; fails on malformed runs.
 absl::StatusOr<std::string> JoinZeroRuns(std::string_view runs, std::string_view literals, uint64_t max_size);
 
+// The length of the stream that runs and literals describe, checked as
+// JoinZeroRuns checks them, without building it.
+absl::StatusOr<uint64_t> ZeroRunsLength(std::string_view runs, std::string_view literals, uint64_t max_size);
+
+// Reads a stream accepted by ZeroRunsLength in order, a piece at a time,
+// without building it: the bsdiff decoder copies the base where the diff is
+// zero and adds only the literals (biome's 27 MB diff is 91% zeros).
+// Not thread-safe; the views must outlive it.
+class ZeroRunsReader {
+ public:
+  ZeroRunsReader(std::string_view runs, std::string_view literals) : runs_(runs), literals_(literals) {}
+  // The next piece of at most `max` (> 0) bytes: `data` null for zeros, else
+  // the literal bytes. A piece of length 0 means the stream has ended (or,
+  // for streams not accepted by ZeroRunsLength, is malformed).
+  struct Piece {
+    const char* data;
+    uint64_t length;
+  };
+  Piece Next(uint64_t max);
+
+ private:
+  std::string_view runs_, literals_;
+  size_t pos_ = 0, lit_ = 0;
+  uint64_t zeros_ = 0, lits_ = 0;  // left of the current pair
+};
+
 // An upper bound on the runs stream of a diff stream of `size` bytes, for
 // bounding its decompression.
 uint64_t MaxRunsSize(uint64_t size);

@@ -34,6 +34,8 @@
 #include <string>
 #include <string_view>
 
+#include "d4c/codec.h"
+
 namespace d4c::codec_internal {
 
 struct X86Span {
@@ -46,8 +48,15 @@ struct X86Span {
 // (e_machine 62); nullopt for anything else or a malformed header.
 std::optional<X86Span> X86_64CodeSpan(std::string_view file);
 
-// In place, on data[span]; span must lie within data (callers check).
-void X86ToAbsolute(std::string& data, X86Span span);
-void X86ToRelative(std::string& data, X86Span span);
+// In place, on data[span]; span must lie within data (callers check). The
+// scan is split into parts of about `part_bytes` (at most kX86MaxParts)
+// at points where its state is known from the bytes around them alone, run
+// as tasks on `helpers`: the bytes do not depend on the split.
+inline constexpr uint64_t kX86PartBytes = 2 << 20;
+inline constexpr uint64_t kX86MaxParts = 16;
+void X86ToAbsolute(std::string& data, X86Span span, Helpers& helpers = NoHelpers(),
+                   uint64_t part_bytes = kX86PartBytes);
+void X86ToRelative(std::string& data, X86Span span, Helpers& helpers = NoHelpers(),
+                   uint64_t part_bytes = kX86PartBytes);
 
 }  // namespace d4c::codec_internal

@@ -16,6 +16,7 @@
 #include "d4c/base/io.h"
 #include "d4c/base/status.h"
 #include "d4c/base/strcat.h"
+#include "d4c/base/zstd.h"
 #include "codec_policy.h"
 #include "delta_internal.h"
 #include "delta_stream.h"
@@ -268,7 +269,16 @@ uint64_t PatchCost(const std::string& patch, bool packed) {
 // A patch that does not decode to the target is a codec bug; refusing it here
 // keeps it out of the image (the reader would reject it later anyway).
 absl::Status CheckRoundTrip(const Candidate& c, std::string_view target, Helpers& helpers) {
-  auto back = GetCodec(c.codec).DecodeForm(c.base->content, c.patch, target.size(), c.packed, helpers);
+  // DecodeWith decodes a big patch's sections on idle threads (the serial
+  // tail of a big binary's job); the base is copied, since it may be changed in place.
+  auto back = GetCodec(c.codec).DecodeWith(
+      [&]() -> absl::StatusOr<std::string> {
+        auto copy = AllocateBuffer(c.base->content.size());
+        if (copy.ok()) copy->replace(0, copy->size(), c.base->content);
+        return copy;
+      },
+      c.patch, target.size(),
+      c.packed, helpers);
   if (!back.ok()) return back.status();
   if (*back != target) return absl::InternalError("patch does not reproduce the target");
   return absl::OkStatus();

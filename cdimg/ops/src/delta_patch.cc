@@ -8,7 +8,9 @@
 //   straight from that image into the output, in pieces.
 // - rebuilt: the chain reconstructs the file (verified against its digest)
 //   and a job compresses it at PatchOptions::zstd_level into the spool, from
-//   where the writer copies it in pieces.
+//   where the writer copies it in pieces. Idle pool threads help a big one
+//   (a delta's streams decode beside its base; the sha256 check runs beside
+//   the compression).
 // Jobs run on `threads` pool threads under `memory_budget` (RunJobs).
 #include <algorithm>
 #include <unordered_map>
@@ -59,16 +61,22 @@ FullIndex IndexFullBlobs(const ImageChain& chain) {
 }
 
 // The file rebuilt from the chain (verified against its digest), compressed
-// at the patch level.
-absl::StatusOr<BlobResult> Rebuild(const ImageChain& chain, size_t i, const PatchOptions& o) {
+// at the patch level. `helpers` decode the file's patch while its base is
+// read, and check its sha256 while it is compressed (ImageChain::ReadFile):
+// one big changed file then uses both threads.
+absl::StatusOr<BlobResult> Rebuild(const ImageChain& chain, size_t i, const PatchOptions& o, Helpers& helpers) {
   const CdimgImage& top = chain.top();
-  auto content = chain.ReadFile(i);  // verified against the digest
+  std::string blob;
+  auto content = chain.ReadFile(i, helpers, [&](std::string_view bytes) -> absl::Status {
+    auto z = CompressFullBlob(bytes, o.zstd_level);
+    if (!z.ok()) return delta_internal::AtEntry(z.status(), top.path(), top.PathAt(i));
+    blob = std::move(*z);
+    return absl::OkStatus();
+  });  // verified against the digest, and compressed
   if (!content.ok()) return content.status();
-  auto blob = CompressFullBlob(*content, o.zstd_level);
-  if (!blob.ok()) return delta_internal::AtEntry(blob.status(), top.path(), top.PathAt(i));
   BlobResult r;
   r.recipe.kind = Recipe::Kind::kFull;
-  r.blob = std::move(*blob);
+  r.blob = std::move(blob);
   r.reencoded = true;
   return r;
 }
@@ -106,7 +114,7 @@ absl::StatusOr<DeltaStats> PatchImage(const ImageChain& base_chain, const std::s
                       }});
     } else {
       jobs.push_back({i, size, 3 * size + (128ull << 20),
-                      [&c = **chain, &options, i](Helpers&) { return Rebuild(c, i, options); }});
+                      [&c = **chain, &options, i](Helpers& h) { return Rebuild(c, i, options, h); }});
     }
   }
   auto spool = delta_internal::Spool::Create(out_path);

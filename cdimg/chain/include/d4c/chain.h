@@ -11,6 +11,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "d4c/cdimg.h"
+#include "d4c/codec.h"
 
 namespace d4c {
 
@@ -47,6 +48,14 @@ class ImageChain {
   // just verified from), else nullopt. Diff copies it instead of compressing
   // the file again.
   absl::StatusOr<std::string> ReadFile(size_t i, std::optional<std::string>* full_blob) const;
+  // The same bytes and errors as ReadFile(i), sooner: a delta's codec may
+  // decode its patch on `helpers` (idle threads, d4c/codec.h) while the base
+  // is read, and `use` (may be empty) runs on the rebuilt bytes beside their
+  // sha256 check: it returns only if the bytes match (a mismatch is reported
+  // first) and `use` succeeded; whatever `use` made of bytes that did not
+  // match must be dropped. Patch compresses a changed file this way.
+  using UseBytes = std::function<absl::Status(std::string_view bytes)>;
+  absl::StatusOr<std::string> ReadFile(size_t i, Helpers& helpers, const UseBytes& use) const;
   // Bytes of any file with this content digest in the chain (top down).
   absl::StatusOr<std::string> ReadByDigest(const Digest& digest) const;
   // True if some image of the chain can produce content with this digest.

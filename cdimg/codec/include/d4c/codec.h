@@ -75,11 +75,6 @@ class DeltaCodec {
   // cleanly (no crash, bounded memory) on corrupt or hostile patches.
   virtual absl::StatusOr<std::string> Decode(std::string_view base, std::string_view patch,
                                              uint64_t target_size) const = 0;
-  // The same result as Decode; codecs that can split their work use `helpers`.
-  virtual absl::StatusOr<std::string> DecodeParallel(std::string_view base, std::string_view patch,
-                                                     uint64_t target_size, Helpers& /*helpers*/) const {
-    return Decode(base, patch, target_size);
-  }
   // A patch written by EncodeForPack. Codecs whose two forms differ read each
   // only as itself, so that damage cannot turn a checksummed standalone patch
   // into an unchecked pack one.
@@ -89,8 +84,21 @@ class DeltaCodec {
   }
   // The form a cdimg recipe records (`packed`).
   absl::StatusOr<std::string> DecodeForm(std::string_view base, std::string_view patch, uint64_t target_size,
-                                         bool packed, Helpers& helpers = NoHelpers()) const {
-    return packed ? DecodeFromPack(base, patch, target_size) : DecodeParallel(base, patch, target_size, helpers);
+                                         bool packed) const {
+    return packed ? DecodeFromPack(base, patch, target_size) : Decode(base, patch, target_size);
+  }
+  // The base of a decode, made on demand (the chain reads and verifies it);
+  // called once, on any thread.
+  using BaseSource = std::function<absl::StatusOr<std::string>()>;
+  // DecodeForm's bytes and errors (a failure of `base` is returned as it is,
+  // before any of the patch's), but a codec may decode its patch's streams on
+  // `helpers` while `base` runs, and may change the base's bytes in place
+  // (they are its own): one big file's rebuild then uses idle threads.
+  virtual absl::StatusOr<std::string> DecodeWith(const BaseSource& base, std::string_view patch,
+                                                 uint64_t target_size, bool packed, Helpers& /*helpers*/) const {
+    auto b = base();
+    if (!b.ok()) return b.status();
+    return DecodeForm(*b, patch, target_size, packed);
   }
 };
 
