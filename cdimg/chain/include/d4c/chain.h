@@ -50,10 +50,11 @@ class ImageChain {
   absl::StatusOr<std::string> ReadFile(size_t i, std::optional<std::string>* full_blob) const;
   // The same bytes and errors as ReadFile(i), sooner: a delta's codec may
   // decode its patch on `helpers` (idle threads, d4c/codec.h) while the base
-  // is read, and `use` (may be empty) runs on the rebuilt bytes beside their
-  // sha256 check: it returns only if the bytes match (a mismatch is reported
-  // first) and `use` succeeded; whatever `use` made of bytes that did not
-  // match must be dropped. Patch compresses a changed file this way.
+  // is read, and `use` (may be empty) runs, on any thread, on the rebuilt
+  // bytes beside their sha256 check: it returns only if the bytes match (a
+  // mismatch is reported first) and `use` succeeded; whatever `use` made of
+  // bytes that did not match must be dropped. Patch compresses a changed
+  // file this way.
   using UseBytes = std::function<absl::Status(std::string_view bytes)>;
   absl::StatusOr<std::string> ReadFile(size_t i, Helpers& helpers, const UseBytes& use) const;
   // Bytes of any file with this content digest in the chain (top down).
