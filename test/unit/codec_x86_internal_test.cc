@@ -321,13 +321,17 @@ TEST_CASE("x86 code: both forms computed side by side give the serial result", "
       INFO("limit " << limit);
       auto serial = SerialForms(p.base, p.target, limit);
       ThreadHelpers threads;
-      for (Helpers* h : {static_cast<Helpers*>(&threads), &NoHelpers()}) {
-        auto both = codec.EncodeWithin(p.base, p.target, *h, limit);
-        REQUIRE(both.ok() == serial.ok());
-        if (serial.ok()) {
-          CHECK(*both == *serial);
-        } else {
-          CHECK(both.status().code() == serial.status().code());
+      // A base over side_by_side_max_base runs the forms in turn (here: any base).
+      const BsdiffCodec in_turn(19, /*side_by_side_max_base=*/0);
+      for (const BsdiffCodec* c : {&codec, &in_turn}) {
+        for (Helpers* h : {static_cast<Helpers*>(&threads), &NoHelpers()}) {
+          auto both = c->EncodeWithin(p.base, p.target, *h, limit);
+          REQUIRE(both.ok() == serial.ok());
+          if (serial.ok()) {
+            CHECK(*both == *serial);
+          } else {
+            CHECK(both.status().code() == serial.status().code());
+          }
         }
       }
     }

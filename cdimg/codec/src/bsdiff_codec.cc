@@ -370,8 +370,24 @@ absl::StatusOr<std::string> Finish(FormEncoder& form, Helpers& helpers, uint64_t
 absl::StatusOr<std::string> BsdiffCodec::EncodeWithin(std::string_view base, std::string_view target,
                                                       Helpers& helpers, uint64_t limit) const {
   auto base_span = X86_64CodeSpan(base), target_span = X86_64CodeSpan(target);
-  if (base_span && target_span) return EncodeBothForms(base, target, *base_span, *target_span, helpers, limit);
-  return EncodePlain(base, target, helpers, limit);
+  if (!base_span || !target_span) return EncodePlain(base, target, helpers, limit);
+  if (base.size() <= side_by_side_max_base_)
+    return EncodeBothForms(base, target, *base_span, *target_span, helpers, limit);
+  return EncodeFormsInTurn(base, target, *base_span, *target_span, helpers, limit);
+}
+
+// The plain form within `limit`, then the x86 form within the plain patch's
+// size (or `limit` if the plain form gave up); the smaller is kept, ties keep
+// the plain form. One index at a time.
+absl::StatusOr<std::string> BsdiffCodec::EncodeFormsInTurn(std::string_view base, std::string_view target,
+                                                           X86Span base_span, X86Span target_span,
+                                                           Helpers& helpers, uint64_t limit) const {
+  auto plain = EncodePlain(base, target, helpers, limit);
+  if (!plain.ok() && !absl::IsOutOfRange(plain.status())) return plain;
+  auto x86 = EncodeX86(base, target, base_span, target_span, helpers, plain.ok() ? plain->size() : limit);
+  if (!x86.ok()) return absl::IsOutOfRange(x86.status()) ? plain : x86.status();
+  if (plain.ok() && plain->size() <= x86->size()) return plain;
+  return x86;
 }
 
 // An x86-64 ELF pair: the plain form and the x86 code form (the code with

@@ -32,7 +32,15 @@ namespace d4c::codec_internal {
 
 class BsdiffCodec final : public DeltaCodec {
  public:
-  explicit BsdiffCodec(int level = 19) : level_(level) {}
+  // Both forms of an x86-64 ELF pair are computed side by side only for a
+  // base of at most this many bytes: side by side holds both forms' indexes
+  // (9 bytes per base byte each), and the job's memory estimate
+  // (EncodeMemory in cdimg/ops: 9x the base + 4x the target + 256 MiB)
+  // counts one index plus a constant that covers a second one up to here.
+  // Larger pairs run one form after the other: the same bytes, less memory.
+  static constexpr uint64_t kSideBySideMaxBase = 28 << 20;
+  explicit BsdiffCodec(int level = 19, uint64_t side_by_side_max_base = kSideBySideMaxBase)
+      : level_(level), side_by_side_max_base_(side_by_side_max_base) {}
   CodecId id() const override { return CodecId::kBsdiff; }
   absl::StatusOr<std::string> Encode(std::string_view base, std::string_view target) const override;
   absl::StatusOr<std::string> EncodeParallel(std::string_view base, std::string_view target,
@@ -55,11 +63,14 @@ class BsdiffCodec final : public DeltaCodec {
                                         X86Span target_span, Helpers& helpers, uint64_t limit) const;
 
  private:
+  absl::StatusOr<std::string> EncodeFormsInTurn(std::string_view base, std::string_view target, X86Span base_span,
+                                                X86Span target_span, Helpers& helpers, uint64_t limit) const;
   absl::StatusOr<std::string> EncodeBothForms(std::string_view base, std::string_view target, X86Span base_span,
                                               X86Span target_span, Helpers& helpers, uint64_t limit) const;
   absl::StatusOr<std::string> EncodeStreams(std::string_view base, std::string_view target, Helpers& helpers,
                                             uint64_t limit, uint64_t hash, std::string_view x86_record) const;
   int level_;
+  uint64_t side_by_side_max_base_;
 };
 
 }  // namespace d4c::codec_internal
