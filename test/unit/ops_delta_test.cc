@@ -66,6 +66,15 @@ DeltaStats Diff(const std::string& a, const std::string& b, const std::string& o
   return *st;
 }
 
+// merge D1 (A→B) + D2 (B→C) at `out`, on A's image; must succeed.
+DeltaStats Merge(const std::string& a, const std::string& d1, const std::string& d2, const std::string& out) {
+  auto base = Open(a);
+  auto st = MergeDeltas(*base, d1, d2, out, Threads(2));
+  INFO(Msg(st.status().message()));
+  REQUIRE(st.ok());
+  return *st;
+}
+
 // At convert's level (the images here are converted at it) patch writes
 // convert's very bytes, which most tests compare; the fast default level is
 // tested on its own.
@@ -314,10 +323,8 @@ TEST_CASE("a file renamed and changed at once is diffed against the file B dropp
     std::string d1 = tmp.path() + "/m1.cdimg", d2 = tmp.path() + "/m2.cdimg", m = tmp.path() + "/m.cdimg";
     Diff(a1, b1, d1);
     Diff(b1, c1, d2);
+    Merge(a1, d1, d2, m);
     auto base = Open(a1);
-    auto merged = MergeDeltas(*base, d1, d2, m, Threads(2));
-    INFO(Msg(merged.status().message()));
-    REQUIRE(merged.ok());
     auto mc = Open(m, {a1});
     Recipe r = mc->top().RecipeAt(*mc->top().Find("app/internal/legacy-cli.mjs"));
     REQUIRE(r.kind == Recipe::Kind::kDelta);
@@ -777,11 +784,8 @@ TEST_CASE("gzip files get the gzip codec where it rebuilds them; patch, merge an
       CHECK(ReadAll(out) == ReadAll(b));
       // Merge keeps gzip entries decodable.
       Diff(b, c, d2, o);
-      auto base = Open(a);
       std::string d = tmp.path() + "/d.cdimg";
-      auto st = MergeDeltas(*base, d1, d2, d, Threads(2));
-      INFO(Msg(st.status().message()));
-      REQUIRE(st.ok());
+      Merge(a, d1, d2, d);
       std::string c2 = tmp.path() + "/c2.cdimg";
       REQUIRE(TryPatch(a, d, c2).ok());
       CHECK(ReadAll(c2) == ReadAll(c));
