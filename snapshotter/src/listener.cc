@@ -27,6 +27,7 @@
 #include "absl/status/status.h"
 #include "d4c/base/strcat.h"
 #include "d4c/snap/fdstore.h"
+#include "h2_relay.h"
 #include "spdlog/spdlog.h"
 
 namespace d4c::snap {
@@ -127,6 +128,8 @@ FdAcceptor::FdAcceptor(int listen_fd, grpc::Server* server)
 FdAcceptor::~FdAcceptor() {
   Stop();
   if (wake_fd_ >= 0) close(wake_fd_);
+  absl::MutexLock l(&mu_);
+  relays_.clear();  // joins each relay; a connection not drained breaks
 }
 
 void FdAcceptor::Stop() {
@@ -134,6 +137,18 @@ void FdAcceptor::Stop() {
   uint64_t one = 1;
   if (write(wake_fd_, &one, sizeof one) < 0) spdlog::warn("acceptor wake-up: {}", Errno());
   thread_.join();
+}
+
+size_t FdAcceptor::Drain(absl::Duration timeout) {
+  Stop();
+  absl::Time deadline = absl::Now() + timeout;
+  absl::MutexLock l(&mu_);
+  for (auto& r : relays_) r->Drain();
+  size_t open = 0;
+  for (auto& r : relays_) {
+    if (!r->WaitDone(deadline)) ++open;
+  }
+  return open;
 }
 
 void FdAcceptor::Loop() {
@@ -158,10 +173,17 @@ void FdAcceptor::Loop() {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));  // EMFILE and the like
       continue;
     }
-    grpc::AddInsecureChannelFromFd(server_, c);  // the server owns c from here
+    auto relay = H2Relay::Start(c, server_);  // owns c from here
+    if (!relay.ok()) {
+      spdlog::error("cannot serve a connection: {} (its client will retry)", std::string(relay.status().message()));
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      continue;
+    }
+    absl::MutexLock l(&mu_);
+    std::erase_if(relays_, [](const std::unique_ptr<H2Relay>& x) { return x->done(); });  // closed connections
+    relays_.push_back(*std::move(relay));
   }
 }
-
 
 namespace {
 

@@ -21,6 +21,8 @@
 #include <thread>
 
 #include "d4c/registry/hosts.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "d4c/snap/cri_keychain.h"
 #include "d4c/snap/fdstore.h"
 #include "d4c/snap/listener.h"
@@ -246,28 +248,37 @@ int main(int argc, char** argv) {
                no_cri_deltas ? "off" : "on (registries from " + hosts_dir + ")",
                fdstore->enabled() ? fdstore->address() : "none");
 
-  std::atomic<bool> stopping{false};
+  // Notified when the server stops; the reaper wakes at once (a restart's gap,
+  // in which containerd's new connections wait, is not made longer by it).
+  absl::Notification stopping;
   std::thread reaper([&] {
-    while (!stopping) {
+    do {
       (*sn)->Reap();
-      std::this_thread::sleep_for(std::chrono::milliseconds(500));
-    }
+    } while (!stopping.WaitForNotificationWithTimeout(absl::Milliseconds(500)));
   });
   std::thread waiter([&] {
     int sig = 0;
     sigwait(&stop, &sig);
     spdlog::info("signal {}: stopping (di3fs mounts stay for running containers)", sig);
-    stopping = true;
+    auto t0 = absl::Now();
     // A passed socket: stop accepting first; connections not accepted yet
-    // wait in the socket for the next process. Then let RPCs in flight
-    // finish (GOAWAY tells clients to reconnect), cancelling them after 5 s.
-    if (acceptor) acceptor->Stop();
-    if (cri_acceptor) cri_acceptor->Stop();
+    // wait in the socket for the next process. Then drain the accepted ones
+    // (FdAcceptor::Drain: the clients send new calls on new connections,
+    // which wait in the socket, and the calls in flight finish) before the
+    // server shuts down, cancelling what is left after 5 s.
+    std::thread cri_drain;
+    if (cri_acceptor) cri_drain = std::thread([&] { cri_acceptor->Drain(absl::Seconds(5)); });
+    if (acceptor) {
+      if (size_t open = acceptor->Drain(absl::Seconds(5)); open > 0)
+        spdlog::warn("{} connection(s) still had calls in flight after 5 s; they are cancelled", open);
+    }
+    if (cri_drain.joinable()) cri_drain.join();
+    if (acceptor) spdlog::info("connections drained in {} ms", absl::ToInt64Milliseconds(absl::Now() - t0));
     if (cri_server) cri_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
   });
   server->Wait();
-  stopping = true;
+  stopping.Notify();
   reaper.join();
   waiter.detach();
   if (cri_server) {

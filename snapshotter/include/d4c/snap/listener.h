@@ -18,18 +18,24 @@
 
 #include <cstddef>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 
 namespace grpc {
 class Server;
 }
 
 namespace d4c::snap {
+
+class H2Relay;  // private (src/h2_relay.h)
 
 // The first descriptor passed by the protocol (SD_LISTEN_FDS_START).
 inline constexpr int kListenFdsStart = 3;
@@ -45,13 +51,21 @@ absl::Status CheckListeningSocket(int fd, const std::string& address);
 absl::StatusOr<int> ListenUnix(const std::string& address);
 
 // Accepts connections on a listening socket on its own thread and hands each
-// one to `server` (built without listening ports). Stop() (also run by the
-// destructor) stops accepting and returns once the thread is gone;
-// connections not yet accepted stay queued in the socket for the next
-// process. Stop() and the destructor must not run at the same time (main
-// calls Stop() from its signal thread before the server shuts down, the
-// destructor after); the acceptor thread only reads the descriptors and the
-// server pointer, set before it starts.
+// one to `server` (built without listening ports) through a relay that can
+// drain it (h2_relay.h: a gRPC C++ server cancels calls that arrive while it
+// shuts down, so the connections must be emptied before).
+// Stop() stops accepting and returns once the thread is gone; connections not
+// yet accepted stay queued in the socket for the next process.
+// Drain(timeout) = Stop(), then every accepted connection is drained: its
+// client gets a GOAWAY naming the last call the server got, calls it opens
+// later are left to the client to send on a new connection (which waits in
+// the socket), and the connection closes once the server has answered the
+// calls it got. Returns the connections still open at the timeout; call
+// server->Shutdown() after it. The destructor stops accepting and closes what
+// is still open.
+// Thread-safety: Stop() and Drain() may be called from any one thread (main's
+// signal thread), not at the same time as the destructor; the relays list is
+// guarded by mu_.
 class FdAcceptor {
  public:
   FdAcceptor(int listen_fd, grpc::Server* server);
@@ -59,12 +73,15 @@ class FdAcceptor {
   FdAcceptor(const FdAcceptor&) = delete;
   FdAcceptor& operator=(const FdAcceptor&) = delete;
   void Stop();
+  size_t Drain(absl::Duration timeout);
 
  private:
   void Loop();
   int listen_fd_;
   grpc::Server* server_;
   int wake_fd_;  // eventfd: Stop() writes it
+  absl::Mutex mu_;
+  std::vector<std::unique_ptr<H2Relay>> relays_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
 
