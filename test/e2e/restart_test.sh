@@ -61,12 +61,17 @@ run_loop() {
   while [[ ! -e $T/stop ]] && kill -0 $$ 2>/dev/null; do
     i=$((i + 1))
     p0=$(cat "$T/phase")
+    # The check's result is the container's exit status (3: the image's file
+    # is missing or empty); its output is only logged: containerd 1.6 now and
+    # then loses the stdout of a process that exits at once (containerd#5741;
+    # seen here on a loaded machine: 3 of ~450 runs exited 0 with no output).
     out=$(timeout 120 ctr --address "$CTRD_SOCK" run --rm --snapshotter di3fs "$IMG" "loop-$i" \
-      sh -c 'id -u; test -s /app/node_modules/typescript/package.json && echo ok' 2>&1)
+      sh -c 'test -s /app/node_modules/typescript/package.json || exit 3; echo ok' 2>&1)
     rc=$?
     p1=$(cat "$T/phase")
-    if ((rc == 0)) && [[ $out == *ok* ]]; then
+    if ((rc == 0)); then
       echo "ok $p0 $p1" >>"$T/runs"
+      [[ $out == *ok* ]] || printf '%(%T)T run %d: exit 0, output lost: [%s]\n' -1 "$i" "$out" >>"$T/output-lost"
     else
       echo "fail $p0 $p1" >>"$T/runs"
       printf '%(%T)T run %d (%s->%s) rc=%d: %s\n' -1 "$i" "$p0" "$p1" "$rc" "${out//$'\n'/ | }" >>"$T/run-failures"
@@ -92,7 +97,7 @@ probe_loop() {
     sleep 0.05
   done
 }
-touch "$T/runs" "$T/probes" "$T/run-failures" "$T/probe-failures"
+touch "$T/runs" "$T/probes" "$T/run-failures" "$T/probe-failures" "$T/output-lost"
 run_loop &
 RUN_LOOP=$!
 probe_loop &
@@ -164,11 +169,14 @@ kp_ok=$(count "$T/probes" ok kill)
 kp_fail=$(count "$T/probes" fail kill)
 e2e_log "kill -9: $KILLS kills, ctr run ok $k_ok failed $k_fail, usage probes ok $kp_ok failed $kp_fail (an RPC in flight at a kill fails)"
 sed 's/^/  | /' "$T/run-failures" "$T/probe-failures" >&2
+[[ -s $T/output-lost ]] && e2e_log "runs that passed their check but whose output containerd lost: $(wc -l <"$T/output-lost")"
 after_fail=$(awk '$1 == "fail" && $2 == "after" && $3 == "after"' "$T/runs" | wc -l)
 ((after_fail == 0)) || bad "$after_fail ctr runs failed after the kills were over"
 ((k_fail <= KILLS)) || bad "$k_fail runs failed for $KILLS kills: more than the one in flight at each kill"
-out=$(timeout 120 ctr --address "$CTRD_SOCK" run --rm --snapshotter di3fs "$IMG" final sh -c 'echo fine' 2>&1) || true
-[[ $out == fine ]] || bad "ctr run after the restarts printed: $out"
+rc=0
+out=$(timeout 120 ctr --address "$CTRD_SOCK" run --rm --snapshotter di3fs "$IMG" final \
+  sh -c 'test -s /app/node_modules/typescript/package.json || exit 3; echo fine' 2>&1) || rc=$?
+((rc == 0)) || bad "ctr run after the restarts failed (exit $rc): $out"
 refused=$(grep -c 'connection refused' "$T/containerd.log" || true)
 ((refused == 0)) || bad "containerd logged connection refused $refused times: $(grep -m3 'connection refused' "$T/containerd.log")"
 cat "$T/run-failures" "$T/probe-failures" | grep -q 'connection refused' && bad "a client saw connection refused"
