@@ -569,7 +569,7 @@ int GrabFuseFd(pid_t pid) {
 // kill -9 of the daemon while another process holds a copy of its /dev/fuse
 // descriptor: the mount stays; a new daemon takes the connection over and a
 // file opened before the kill reads on with the right bytes.
-TEST_CASE("di3fs: a killed daemon's connection is taken over; files opened before read on") {
+TEST_CASE("di3fs: a killed daemon's connection is taken over, files opened before read on") {
   if (!CanMount()) {
     WARN("not root or no /dev/fuse: mount test not run");
     return;

@@ -66,7 +66,7 @@ TEST_CASE("plain layer: files, dirs, symlinks, implied root and parents", "[oci]
                    FileEntry("usr/bin/tool", "#!/bin/sh\n", 0755)});
 }
 
-TEST_CASE("root metadata comes from the ./ entry; ./ prefixes and // are normalized", "[oci][squash]") {
+TEST_CASE("root metadata comes from the ./ entry, ./ prefixes and // are normalized", "[oci][squash]") {
   LayerBuilder l;
   l.Dir("./", 0700).Owner(1, 2).Mtime(5000, 7);
   l.Dir("./a/").File(".//a//f", "x");
@@ -273,7 +273,7 @@ TEST_CASE("xattrs including security.capability survive, sorted by name", "[oci]
   ExpectTree(Squash({l}), {ImpliedRoot(), bin, d});
 }
 
-TEST_CASE("setuid, setgid and sticky bits; owners; nanosecond mtimes", "[oci][squash]") {
+TEST_CASE("setuid, setgid and sticky bits, owners, nanosecond mtimes", "[oci][squash]") {
   LayerBuilder l;
   l.File("su", "s", 04755).Owner(0, 0).File("sg", "g", 02711).Owner(1000, 50).Dir("tmp", 01777);
   l.File("ns", "n").Mtime(1700000000, 123456789);

@@ -743,7 +743,7 @@ std::string GzFile(std::string_view raw, bool stored = false) {
 
 }  // namespace
 
-TEST_CASE("gzip files get the gzip codec where it rebuilds them; patch, merge and reads are exact", "[delta]") {
+TEST_CASE("gzip files get the gzip codec where it rebuilds them, patch, merge and reads are exact", "[delta]") {
   ScratchDir tmp;
   std::string log = Text(40, 3000), man = Text(41, 2000), other = Text(42, 3000);
   std::string log_b = Text(43, 20) + log, log_c = Text(44, 20) + log_b;

@@ -164,7 +164,7 @@ TEST_CASE("401 with a Basic challenge: credentials sent once, wrong ones refused
   }
 }
 
-TEST_CASE("5xx and lost connections are retried; success ends the retries") {
+TEST_CASE("5xx and lost connections are retried, success ends the retries") {
   auto [fake, client] = MakeClient();
   fake->Expect("GET", "/v2/app/tags/list", Reply(503))
       .Expect("GET", "/v2/app/tags/list", NoAnswer("Connection refused"))

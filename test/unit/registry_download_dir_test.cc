@@ -31,7 +31,7 @@ std::set<std::string> Names(const fs::path& dir) {
 
 }  // namespace
 
-TEST_CASE("download dir: old files go, then the oldest until the rest fit; kept and foreign files stay") {
+TEST_CASE("download dir: old files go, then the oldest until the rest fit, kept and foreign files stay") {
   fs::path dir = fs::temp_directory_path() / StrCat("d4c-dldir-test-", getpid());
   fs::remove_all(dir);
   fs::create_directories(dir);

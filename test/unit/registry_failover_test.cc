@@ -82,7 +82,7 @@ TEST_CASE("an endpoint that does not answer: the next one does") {
   CHECK(refused->calls == 2);  // every request starts at the first endpoint, as containerd's
 }
 
-TEST_CASE("5xx (Unavailable) and 429 (ResourceExhausted) move on; 401, 403 and bad data do not") {
+TEST_CASE("5xx (Unavailable) and 429 (ResourceExhausted) move on, 401, 403 and bad data do not") {
   CHECK(registry::TryNextEndpoint(absl::UnavailableError("HTTP 503")));
   CHECK(registry::TryNextEndpoint(absl::ResourceExhaustedError("HTTP 429")));
   CHECK(registry::TryNextEndpoint(absl::DeadlineExceededError("timeout")));

@@ -106,7 +106,7 @@ client = [["/etc/pki/client.cert", "client.key"]]
   CHECK_FALSE(o.skip_verify);
 }
 
-TEST_CASE("hosts.toml: plain HTTP via server = \"http://...\"; requests go there") {
+TEST_CASE("hosts.toml: plain HTTP via server = \"http://...\", requests go there") {
   ScratchDir dir;
   Write(dir.path() + "/localhost:5000/hosts.toml", "server = \"http://localhost:5000\"\n");
   auto c = LoadHostConfig("localhost:5000", dir.path());
@@ -129,7 +129,7 @@ TEST_CASE("hosts.toml: plain HTTP via server = \"http://...\"; requests go there
   CHECK(f->mismatch().empty());
 }
 
-TEST_CASE("no configuration: HTTPS to the host; docker.io goes to registry-1.docker.io") {
+TEST_CASE("no configuration: HTTPS to the host, docker.io goes to registry-1.docker.io") {
   ScratchDir dir;
   auto c = LoadHostConfig("reg.test", dir.path() + "/does-not-exist");
   REQUIRE(c.ok());
@@ -141,7 +141,7 @@ TEST_CASE("no configuration: HTTPS to the host; docker.io goes to registry-1.doc
   CHECK(d->server.url == "https://registry-1.docker.io");
 }
 
-TEST_CASE("docker's certs.d files when there is no hosts.toml; _default when the host has no directory") {
+TEST_CASE("docker's certs.d files when there is no hosts.toml, _default when the host has no directory") {
   ScratchDir dir;
   const std::string hdir = dir.path() + "/reg.test:5000";
   Write(hdir + "/ca.crt", "CA");

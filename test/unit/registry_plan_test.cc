@@ -48,7 +48,7 @@ TEST_CASE("nothing local: the full image, or a full ancestor plus deltas if chea
   CHECK(p->from.empty());
 }
 
-TEST_CASE("a local image starts the chain; a skip-delta wins when it is smaller") {
+TEST_CASE("a local image starts the chain, a skip-delta wins when it is smaller") {
   Catalog c{{Full(1, 1000), Delta(1, 2, 40), Delta(2, 3, 40), Delta(1, 3, 60), Full(3, 1000)}};
   auto p = PlanPull(c, {Id(1)}, Id(3));
   REQUIRE(p.ok());

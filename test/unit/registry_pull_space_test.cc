@@ -137,7 +137,7 @@ TEST_CASE("pull refuses when download and store share a filesystem that holds on
   CHECK(sink.accepted == 0);
 }
 
-TEST_CASE("pull that fits goes on; a dry run does not check") {
+TEST_CASE("pull that fits goes on, a dry run does not check") {
   Setup s("fits");
   NoLocal local;
   CountingSink sink;

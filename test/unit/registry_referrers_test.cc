@@ -231,7 +231,7 @@ TEST_CASE("push --image publishes the runnable image under the tag and attaches 
   CHECK(got.sink.got[0].second == oci_test::ReadAll(s.full[1]));
 }
 
-TEST_CASE("a delta is attached to the image it leads to; pull plans from that image's referrers") {
+TEST_CASE("a delta is attached to the image it leads to, pull plans from that image's referrers") {
   Releases s(3);
   FakeRegistry r;
   MustPush(r, s.full[1], "v1", s.image[1].get());
@@ -470,7 +470,7 @@ TEST_CASE("referrers documents: foreign descriptors kept and skipped, no duplica
   CHECK(IsValidTag(ReferrersTag(a.manifest_digest)));
 }
 
-TEST_CASE("the referrers index names the image id once; older indexes are read and rewritten short") {
+TEST_CASE("the referrers index names the image id once, older indexes are read and rewritten short") {
   auto digest = [](char c) { return "sha256:" + std::string(64, c); };
   Artifact full{digest('1'), "", 5000, digest('a'), digest('c'), 900};
   Artifact delta{digest('1'), digest('0'), 300, digest('b'), digest('d'), 1000};

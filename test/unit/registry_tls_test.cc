@@ -148,7 +148,7 @@ absl::StatusOr<std::optional<Manifest>> Fetch(RegistryOptions o) {
 
 }  // namespace
 
-TEST_CASE("over libcurl: an untrusted certificate fails at once; ca_files, certs.d/HOST/ca.crt and skip_verify trust it") {
+TEST_CASE("over libcurl: an untrusted certificate fails at once, ca_files, certs.d/HOST/ca.crt and skip_verify trust it") {
   TestCert cert;
   TlsServer server(cert);
   ScratchDir dir;

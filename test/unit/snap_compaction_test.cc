@@ -201,7 +201,7 @@ TEST_CASE("compaction: images only a chain keeps are freed, in the background to
   }
 }
 
-TEST_CASE("compaction: a compaction that cannot be built changes nothing; a restart empties the work dir") {
+TEST_CASE("compaction: a compaction that cannot be built changes nothing, a restart empties the work dir") {
   auto root = FreshDir("fail");
   auto files = root + "/files";
   fs::create_directories(files);

@@ -238,7 +238,7 @@ TEST_CASE("cri pull: the top layer is served from the cdimgs, the update fetches
         std::vector<std::string>{layout::StorePath(w.root, w.id[2]), layout::StorePath(w.root, w.id[1])});
 }
 
-TEST_CASE("cri pull: a one-layer image is served whole; labels without CRI ones or of lower layers are ordinary") {
+TEST_CASE("cri pull: a one-layer image is served whole, labels without CRI ones or of lower layers are ordinary") {
   World w("onelayer");
   auto one = std::make_unique<MemorySourceImage>(Config(1), std::vector<std::string>{"the only layer"});
   Labels l{{keys::kSnapshotRefLabel, "chain-one"},

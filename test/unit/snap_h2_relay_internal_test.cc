@@ -62,7 +62,7 @@ TEST_CASE("H2Tracker passes everything on until a drain") {
   CHECK(!t.Drained());
 }
 
-TEST_CASE("H2Tracker: the GOAWAY names the last stream the server got; newer streams never reach it") {
+TEST_CASE("H2Tracker: the GOAWAY names the last stream the server got, and newer streams never reach it") {
   H2Tracker t;
   std::string to_server, to_client;
   REQUIRE(t.FromClient(kPreface + Settings() + Headers(1) + Data(1, 1) + Headers(3) + Data(3, 1), &to_server).ok());
@@ -104,7 +104,7 @@ TEST_CASE("H2Tracker: a drain in the middle of a server frame waits for its end"
   CHECK(t.Drained());
 }
 
-TEST_CASE("H2Tracker: no GOAWAY before the server's SETTINGS; a header block ends with its CONTINUATION") {
+TEST_CASE("H2Tracker: no GOAWAY before the server's SETTINGS, and a header block ends with its CONTINUATION") {
   H2Tracker t;
   std::string to_server, to_client;
   REQUIRE(t.FromClient(kPreface + Settings() + Headers(1) + Data(1, 1), &to_server).ok());
