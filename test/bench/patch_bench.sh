@@ -162,7 +162,8 @@ report() {
   echo
   echo "- machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')), $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r)"
   echo "- load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg); run time ${ELAPSED} s; $REPS reps, median"
-  echo "- ours: $CLI (tree at $(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo "?")); zstd $(zstd -V | grep -o 'v[0-9.]*' | head -n1), xdelta3 $(xdelta3 -V 2>&1 | grep -o '[0-9]\.[0-9.a-z]*' | head -n1)"
+  # The binary may be older or newer than the checkout: name it by its own bytes and time.
+  echo "- ours: $CLI (sha256 $(sha256sum "$CLI" | cut -c1-12), built $(date -u -r "$CLI" '+%F %T') UTC; checkout at $(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo "?"), which need not be what it was built from); zstd $(zstd -V | grep -o 'v[0-9.]*' | head -n1), xdelta3 $(xdelta3 -V 2>&1 | grep -o '[0-9]\.[0-9.a-z]*' | head -n1)"
   echo "- command: test/bench/patch_bench.sh --reps $REPS --series $(IFS=,; echo "${SERIES[*]}")"
   echo
   echo "Cells: MB/s of B's root filesystem (regular-file bytes) per median wall second · median wall · median CPU (user+sys) · largest peak RSS."
