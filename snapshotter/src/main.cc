@@ -15,14 +15,13 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <atomic>
 #include <clocale>
 #include <filesystem>
 #include <thread>
 
-#include "d4c/registry/hosts.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "d4c/registry/hosts.h"
 #include "d4c/snap/cri_keychain.h"
 #include "d4c/snap/fdstore.h"
 #include "d4c/snap/listener.h"

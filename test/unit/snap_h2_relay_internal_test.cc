@@ -165,6 +165,29 @@ class SlowImages final : public v1::ImageService::Service {
   std::atomic<int> answered{0};
 };
 
+// One "snapshotter process": a server without ports fed by an FdAcceptor on
+// the shared listening socket, stopped as main() stops it.
+struct Snapshotter {
+  explicit Snapshotter(int listen_fd) {
+    grpc::ServerBuilder b;
+    b.RegisterService(&service);
+    server = b.BuildAndStart();
+    REQUIRE(server);
+    acceptor = std::make_unique<FdAcceptor>(listen_fd, server.get());
+  }
+  // Drain, then shut down; returns the connections still open at the drain's timeout.
+  size_t Stop() {
+    size_t open = acceptor->Drain(absl::Seconds(10));
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    server->Wait();
+    acceptor.reset();
+    return open;
+  }
+  SlowImages service;
+  std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<FdAcceptor> acceptor;
+};
+
 }  // namespace
 
 TEST_CASE("FdAcceptor::Drain: replacing the server under steady calls fails none") {
@@ -205,40 +228,25 @@ TEST_CASE("FdAcceptor::Drain: replacing the server under steady calls fails none
 
   int answered_by_all = 0;
   for (int generation = 0; generation < 6; ++generation) {
-    SlowImages service;
-    grpc::ServerBuilder b;
-    b.RegisterService(&service);
-    auto server = b.BuildAndStart();
-    REQUIRE(server);
-    auto acceptor = std::make_unique<FdAcceptor>(*lfd, server.get());
+    Snapshotter s(*lfd);
     int before = ok;
     for (int w = 0; w < 400 && ok < before + 40; ++w) std::this_thread::sleep_for(std::chrono::milliseconds(5));
     CHECK(ok >= before + 40);  // this generation served calls
-    CHECK(acceptor->Drain(absl::Seconds(10)) == 0);
-    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
-    server->Wait();
-    acceptor.reset();
-    answered_by_all += service.answered;
+    CHECK(s.Stop() == 0);
+    answered_by_all += s.service.answered;
     // No server for a moment: new connections wait in the socket.
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   stop = true;
   // The clients' last calls need a server to end.
-  SlowImages last;
-  grpc::ServerBuilder b;
-  b.RegisterService(&last);
-  auto server = b.BuildAndStart();
-  REQUIRE(server);
-  auto acceptor = std::make_unique<FdAcceptor>(*lfd, server.get());
+  Snapshotter last(*lfd);
   for (auto& c : clients) c.join();
-  acceptor->Drain(absl::Seconds(10));
-  server->Shutdown();
-  acceptor.reset();
+  last.Stop();
   close(*lfd);
   fs::remove_all(dir);
 
   INFO("first failure: " << first_error);
   CHECK(failed == 0);
   CHECK(ok > 240);
-  CHECK(answered_by_all + last.answered == ok + failed);  // no call answered twice or lost
+  CHECK(answered_by_all + last.service.answered == ok + failed);  // no call answered twice or lost
 }
