@@ -311,17 +311,21 @@ TEST_CASE("auto policy: the gzip codec runs on gzip targets only, and not under 
 }
 
 TEST_CASE("auto policy: the time budget and zstd's input limit", "[delta]") {
-  DiffOptions o;  // 60 s
-  CHECK(CodecsFor(o, 100000, 100000) == C{kX, kZ, kB});
-  CHECK(CodecsFor(o, 512 << 10, 512 << 10) == C{kX, kZ, kB});     // 1 MiB: zstd still runs
-  CHECK(CodecsFor(o, 512 << 10, (512 << 10) + 1) == C{kX, kB});  // one byte more: not
+  DiffOptions o;  // 60 s, packs on
+  // Where zstd runs, xdelta3 does not (packs on).
+  CHECK(CodecsFor(o, 100000, 100000) == C{kZ, kB});
+  CHECK(CodecsFor(o, 512 << 10, 512 << 10) == C{kZ, kB});        // 1 MiB: zstd still runs
+  CHECK(CodecsFor(o, 512 << 10, (512 << 10) + 1) == C{kX, kB});  // one byte more: not, so xdelta3 does
   CHECK(CodecsFor(o, 45000000, 45000000) == C{kX, kB});           // 60 s of bsdiff
   CHECK(CodecsFor(o, 45000000, 45000001) == C{kX});
   CHECK(CodecsFor(o, 500000000, 500000000) == C{kX});             // the cheapest always runs
+  DiffOptions no_packs;
+  no_packs.pack_small_blobs = false;
+  CHECK(CodecsFor(no_packs, 100000, 100000) == C{kX, kZ, kB});   // without packs xdelta3 stays
   DiffOptions tight;
   tight.time_budget_ms = 1;
-  CHECK(CodecsFor(tight, 1000, 500) == C{kX, kZ, kB});
-  CHECK(CodecsFor(tight, 1000, 501) == C{kX});
+  CHECK(CodecsFor(tight, 1000, 500) == C{kZ, kB});
+  CHECK(CodecsFor(tight, 1000, 501) == C{kX});  // zstd misses the budget: xdelta3 is the fallback
   CHECK(CodecsFor(tight, 1000, 1400) == C{kX});
   CHECK(RelcopyFits(tight, 1000, 500));
   CHECK_FALSE(RelcopyFits(tight, 1000, 501));

@@ -28,7 +28,16 @@ constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
 //
 // xdelta3 lost every big file with 10% or more new content of the corpus
 // (biome's binary, 74% new: 5.55 MB against bsdiff's 3.70 MB; perl 28%:
-// 178 KB against 75 KB; libapt-pkg 65%) and costs 11 s on biome.
+// 178 KB against 75 KB; libapt-pkg 65%) and costs 11 s on biome. With packs
+// on (the default), where zstd runs too (base + target <= 1 MiB and its time
+// fits) xdelta3 is skipped: without it there, every delta of the corpus came
+// out the same or smaller (debian -13 B, debian-python -10 B, six prettier
+// pairs -7 to -341 B: zstd's and relcopy's patches pack better than the
+// VCDIFF that won alone), in the same time within the noise
+// (docs/benchmarks.md, 2026-12-05 "xdelta3 where zstd runs"). Without packs
+// its compact VCDIFF can still win a one-edit file by a few dozen bytes
+// (ops_delta_rules_internal_test), so it runs there; and it stays the
+// cheapest fallback under a budget zstd misses.
 //
 // relcopy sorts the base's suffixes like bsdiff, so it is held to the same
 // rate; it exists for packs, where files that got the same edit share its
@@ -39,15 +48,16 @@ constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
 // of its inner codecs on the inflated content, ~4x the file.
 const CodecTraits kCodecTraits[5] = {
     {.id = CodecId::kXdelta3, .bytes_per_ms = 2400, .max_input = kNoLimit, .general = true,
-     .first_when_near_identical = false, .skipped_when_novel = true, .two_forms = true},
+     .first_when_near_identical = false, .skipped_when_novel = true, .skipped_where_zstd_runs = true,
+     .two_forms = true},
     {.id = CodecId::kZstd, .bytes_per_ms = 1500, .max_input = 1 << 20, .general = true,
-     .first_when_near_identical = false, .skipped_when_novel = false, .two_forms = false},
+     .first_when_near_identical = false, .skipped_when_novel = false, .skipped_where_zstd_runs = false, .two_forms = false},
     {.id = CodecId::kBsdiff, .bytes_per_ms = 1500, .max_input = kNoLimit, .general = true,
-     .first_when_near_identical = false, .skipped_when_novel = false, .two_forms = false},
+     .first_when_near_identical = false, .skipped_when_novel = false, .skipped_where_zstd_runs = false, .two_forms = false},
     {.id = CodecId::kRelcopy, .bytes_per_ms = 1500, .max_input = kNoLimit, .general = false,
-     .first_when_near_identical = true, .skipped_when_novel = false, .two_forms = true},
+     .first_when_near_identical = true, .skipped_when_novel = false, .skipped_where_zstd_runs = false, .two_forms = true},
     {.id = CodecId::kGzip, .bytes_per_ms = 400, .max_input = kNoLimit, .general = false,
-     .first_when_near_identical = false, .skipped_when_novel = false, .two_forms = true},
+     .first_when_near_identical = false, .skipped_when_novel = false, .skipped_where_zstd_runs = false, .two_forms = true},
 };
 
 const CodecTraits& TraitsOf(CodecId id) {
@@ -73,6 +83,8 @@ std::vector<CodecId> CodecsFor(const DiffOptions& o, uint64_t base, uint64_t tar
     if (!t.general || base + target > t.max_input) continue;
     if (out.empty() || Fits(t, o, base, target)) out.push_back(t.id);  // the cheapest always runs
   }
+  if (o.pack_small_blobs && std::find(out.begin(), out.end(), CodecId::kZstd) != out.end())
+    std::erase_if(out, [](CodecId id) { return TraitsOf(id).skipped_where_zstd_runs; });
   return out;
 }
 

@@ -33,6 +33,9 @@ struct CodecTraits {
   bool first_when_near_identical;
   // Loses on big files with much new content: skipped there.
   bool skipped_when_novel;
+  // With packs on, skipped wherever zstd runs (base + target within zstd's
+  // input limit and the time budget): no corpus delta grew without it there.
+  bool skipped_where_zstd_runs;
   // Has a pack form distinct from its standalone form (EncodeForPack).
   bool two_forms;
 };
