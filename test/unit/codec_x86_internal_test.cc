@@ -87,6 +87,38 @@ TEST_CASE("x86 code: calls and RIP-relative operands become absolute", "[codec][
   CHECK(t.substr(50, 5) == code.substr(50, 5));
   X86ToRelative(t, X86Span{0, t.size()});
   CHECK(t == code);
+  // The operands it rewrote: the call's and the RIP-relative one, not the jmp's.
+  std::string u = code;
+  CHECK(X86ToAbsoluteOperands(u, X86Span{0, u.size()}) ==
+        std::vector<X86Operand>{{101, true}, {153, false}});
+  std::string v = code;
+  X86ToAbsolute(v, X86Span{0, v.size()});
+  CHECK(u == v);
+}
+
+TEST_CASE("x86 code: the operands reported are the bytes the transform rewrites", "[codec][bsdiff]") {
+  for (uint64_t seed = 1; seed <= 20; ++seed) {
+    std::string x = Codeish(50000 + seed * 11, seed);
+    X86Span span{seed % 7, x.size() - seed % 7 - seed % 3};
+    std::string parts = x, one = x;
+    ThreadHelpers helpers;
+    X86ToAbsolute(parts, span, helpers, 4096);  // in parts, on helpers
+    std::vector<X86Operand> ops = X86ToAbsoluteOperands(one, span);
+    REQUIRE(one == parts);  // the same bytes as the parallel scan
+    // Every changed byte lies in a reported operand; operands are in order,
+    // 4 bytes each, inside the span, and do not overlap.
+    std::vector<bool> in_op(x.size());
+    uint64_t next = span.start;
+    for (const X86Operand& op : ops) {
+      REQUIRE(op.pos >= next);
+      REQUIRE(op.pos + 4 <= span.start + span.size);
+      for (uint64_t k = 0; k < 4; ++k) in_op[op.pos + k] = true;
+      next = op.pos + 4;
+    }
+    for (size_t i = 0; i < x.size(); ++i)
+      if (one[i] != x[i]) REQUIRE(in_op[i]);
+    CHECK(ops.size() > 100);
+  }
 }
 
 // The transform as first written: every position decoded one after the

@@ -78,7 +78,9 @@ uint64_t NextTrigger(const uint8_t* d, uint64_t from, uint64_t to) {
 // The scan of the span ending at `end`, from position `from` (with `guard`
 // as the scan up to there left it) up to position `stop`, which the scan
 // must reach without a rewrite across it (SplitPoint).
-void Transform(std::string& b, uint64_t end, uint64_t from, uint64_t stop, int64_t guard, bool to_absolute) {
+// `ops` (may be null): receives every rewritten operand, in order.
+void Transform(std::string& b, uint64_t end, uint64_t from, uint64_t stop, int64_t guard, bool to_absolute,
+               std::vector<X86Operand>* ops = nullptr) {
   const uint8_t* d = reinterpret_cast<const uint8_t*>(b.data());
   auto at = [&](uint64_t k) { return d[k]; };
   // `guard`: the last byte that a position left unchanged looked at: nothing
@@ -109,6 +111,7 @@ void Transform(std::string& b, uint64_t end, uint64_t from, uint64_t stop, int64
         v = to_absolute ? v + next : v - next;
         v = (v & 0x00FFFFFF) | ((v & 0x01000000) ? 0xFF000000 : 0);
         Put32(b, i + 1, v);
+        if (ops) ops->push_back({i + 1, true});
         i += 5;
         continue;
       }
@@ -134,6 +137,7 @@ void Transform(std::string& b, uint64_t end, uint64_t from, uint64_t stop, int64
       uint32_t next = static_cast<uint32_t>(modrm + 5);
       uint32_t v = Get32(b, modrm + 1);
       Put32(b, modrm + 1, to_absolute ? v + next : v - next);
+      if (ops) ops->push_back({modrm + 1, false});
       i = modrm + 5;
       continue;
     }
@@ -220,6 +224,12 @@ void X86ToAbsolute(std::string& data, X86Span span, Helpers& helpers, uint64_t p
 }
 void X86ToRelative(std::string& data, X86Span span, Helpers& helpers, uint64_t part_bytes) {
   TransformSpan(data, span, false, helpers, part_bytes);
+}
+
+std::vector<X86Operand> X86ToAbsoluteOperands(std::string& data, X86Span span) {
+  std::vector<X86Operand> ops;
+  Transform(data, span.start + span.size, span.start, span.start + span.size, -1, true, &ops);
+  return ops;
 }
 
 }  // namespace d4c::codec_internal

@@ -33,6 +33,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "d4c/codec.h"
 
@@ -58,5 +59,18 @@ void X86ToAbsolute(std::string& data, X86Span span, Helpers& helpers = NoHelpers
                    uint64_t part_bytes = kX86PartBytes);
 void X86ToRelative(std::string& data, X86Span span, Helpers& helpers = NoHelpers(),
                    uint64_t part_bytes = kX86PartBytes);
+
+// A 4-byte operand the transform rewrote: at `pos`, a call's (the low 25
+// bits of an absolute position, sign-extended) or a RIP-relative operand's
+// (an absolute position modulo 2^32).
+struct X86Operand {
+  uint64_t pos = 0;
+  bool call = false;
+  bool operator==(const X86Operand&) const = default;
+};
+// X86ToAbsolute in one scan (the same bytes), returning the operands it
+// rewrote in file order. For measurements (test/bench/exe_adjust_probe.cc):
+// an absolute position can be moved to where its target went.
+std::vector<X86Operand> X86ToAbsoluteOperands(std::string& data, X86Span span);
 
 }  // namespace d4c::codec_internal
