@@ -69,7 +69,7 @@ struct X86Operand {
   bool operator==(const X86Operand&) const = default;
 };
 // X86ToAbsolute in one scan (the same bytes), returning the operands it
-// rewrote in file order. For measurements (test/bench/exe_adjust_probe.cc):
+// rewrote in file order. For measurements (test/bench/exe_adjust_bench.cc):
 // an absolute position can be moved to where its target went.
 std::vector<X86Operand> X86ToAbsoluteOperands(std::string& data, X86Span span);
 

@@ -51,13 +51,17 @@ const CodecTraits kCodecTraits[5] = {
      .first_when_near_identical = false, .skipped_when_novel = true, .skipped_where_zstd_runs = true,
      .two_forms = true},
     {.id = CodecId::kZstd, .bytes_per_ms = 1500, .max_input = 1 << 20, .general = true,
-     .first_when_near_identical = false, .skipped_when_novel = false, .skipped_where_zstd_runs = false, .two_forms = false},
+     .first_when_near_identical = false, .skipped_when_novel = false, .skipped_where_zstd_runs = false,
+     .two_forms = false},
     {.id = CodecId::kBsdiff, .bytes_per_ms = 1500, .max_input = kNoLimit, .general = true,
-     .first_when_near_identical = false, .skipped_when_novel = false, .skipped_where_zstd_runs = false, .two_forms = false},
+     .first_when_near_identical = false, .skipped_when_novel = false, .skipped_where_zstd_runs = false,
+     .two_forms = false},
     {.id = CodecId::kRelcopy, .bytes_per_ms = 1500, .max_input = kNoLimit, .general = false,
-     .first_when_near_identical = true, .skipped_when_novel = false, .skipped_where_zstd_runs = false, .two_forms = true},
+     .first_when_near_identical = true, .skipped_when_novel = false, .skipped_where_zstd_runs = false,
+     .two_forms = true},
     {.id = CodecId::kGzip, .bytes_per_ms = 400, .max_input = kNoLimit, .general = false,
-     .first_when_near_identical = false, .skipped_when_novel = false, .skipped_where_zstd_runs = false, .two_forms = true},
+     .first_when_near_identical = false, .skipped_when_novel = false, .skipped_where_zstd_runs = false,
+     .two_forms = true},
 };
 
 const CodecTraits& TraitsOf(CodecId id) {
