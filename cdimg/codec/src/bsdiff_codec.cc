@@ -14,6 +14,7 @@
 #include "hash64.h"
 #include "alt_section.h"
 #include "multi_frame.h"
+#include "x86_adjust.h"
 #include "x86_code.h"
 #include "d4c/base/varint.h"
 #include "d4c/base/zstd.h"
@@ -28,6 +29,12 @@ constexpr size_t kHeaderSize = 3 * 4 + 8;
 // record follows the header. Control streams are therefore under 2 GiB.
 constexpr uint32_t kX86Flag = 1u << 31;
 constexpr uint8_t kX86FormBranchRip = 1;
+// The same, with the base's references moved along the control stream's
+// blocks first (x86_adjust.h); the record ends with the target's layout.
+constexpr uint8_t kX86FormAdjusted = 2;
+// A decoder reads the adjusted form's whole control stream before applying
+// it; a real one has far fewer triples (biome's 28 MB binary: ~140 k).
+constexpr size_t kMaxAdjustTriples = size_t{1} << 24;
 
 // The three stream slices of a patch, after the header was bounds-checked.
 struct Parsed {
@@ -35,13 +42,17 @@ struct Parsed {
   uint64_t hash;
   // The x86 code form: the spans of base and target that were transformed.
   std::optional<X86Span> x86_base, x86_target;
+  // The adjusted form, and then the target's layout.
+  bool adjusted = false;
+  ElfLayout adjust_target;
 };
 
 // The x86 record: form byte, then varint start and size of the base's span,
-// then of the target's.
-std::string X86Record(X86Span base, X86Span target) {
-  std::string r(1, static_cast<char>(kX86FormBranchRip));
+// then of the target's; the adjusted form then the target's layout.
+std::string X86Record(X86Span base, X86Span target, const ElfLayout* adjusted = nullptr) {
+  std::string r(1, static_cast<char>(adjusted ? kX86FormAdjusted : kX86FormBranchRip));
   for (uint64_t v : {base.start, base.size, target.start, target.size}) PutVarint(&r, v);
+  if (adjusted) PutLayoutRecord(&r, *adjusted);
   return r;
 }
 
@@ -53,7 +64,8 @@ absl::StatusOr<Parsed> ParseHeader(std::string_view patch) {
   size_t pos = kHeaderSize;
   if (lens[0] & kX86Flag) {
     lens[0] &= ~uint64_t{kX86Flag};
-    if (pos >= patch.size() || static_cast<uint8_t>(patch[pos]) != kX86FormBranchRip) {
+    uint8_t form = pos < patch.size() ? static_cast<uint8_t>(patch[pos]) : 0;
+    if (form != kX86FormBranchRip && form != kX86FormAdjusted) {
       return absl::DataLossError("bsdiff patch: unknown x86 code form (written by a newer d4c?)");
     }
     ++pos;
@@ -63,6 +75,11 @@ absl::StatusOr<Parsed> ParseHeader(std::string_view patch) {
     }
     p.x86_base = X86Span{v[0], v[1]};
     p.x86_target = X86Span{v[2], v[3]};
+    if (form == kX86FormAdjusted) {
+      if (!ParseLayoutRecord(patch, &pos, &p.adjust_target))
+        return absl::DataLossError("bsdiff patch: bad adjusted x86 record");
+      p.adjusted = true;
+    }
   }
   uint64_t total = pos;
   for (uint64_t len : lens) total += len;  // u32 values after a short record: cannot overflow
@@ -371,9 +388,77 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeWithin(std::string_view base, std
                                                       Helpers& helpers, uint64_t limit) const {
   auto base_span = X86_64CodeSpan(base), target_span = X86_64CodeSpan(target);
   if (!base_span || !target_span) return EncodePlain(base, target, helpers, limit);
-  if (base.size() <= side_by_side_max_base_)
-    return EncodeBothForms(base, target, *base_span, *target_span, helpers, limit);
-  return EncodeFormsInTurn(base, target, *base_span, *target_span, helpers, limit);
+  std::optional<MoveMap> x86_map;  // the x86 form's scan, when side by side
+  auto best = base.size() <= side_by_side_max_base_
+                  ? EncodeBothForms(base, target, *base_span, *target_span, helpers, limit, &x86_map)
+                  : EncodeFormsInTurn(base, target, *base_span, *target_span, helpers, limit);
+  // Where the x86 form won by enough to matter, the adjusted form may do
+  // better still (references moved to where their targets went).
+  if (!best.ok() || best->size() < kAdjustMinPatch || !(static_cast<uint8_t>((*best)[3]) & 0x80)) return best;
+  auto adjusted = EncodeAdjusted(base, target, *base_span, *target_span, helpers, best->size(),
+                                 x86_map ? &*x86_map : nullptr);
+  if (!adjusted.ok()) return absl::IsResourceExhausted(adjusted.status()) ? adjusted.status() : best;
+  return adjusted->size() < best->size() ? std::move(*adjusted) : std::move(*best);
+}
+
+namespace {
+
+// The diff stream of `ctrl`'s add blocks against `base` (target minus base,
+// bytewise), as the patcher will add it back.
+std::string DiffAgainst(const std::vector<BsdiffTriple>& ctrl, std::string_view base, std::string_view target) {
+  std::string d;
+  uint64_t oldpos = 0, newpos = 0;
+  for (const BsdiffTriple& t : ctrl) {
+    for (uint64_t k = 0; k < t.add; ++k) d.push_back(static_cast<char>(target[newpos + k] - base[oldpos + k]));
+    oldpos += t.add;
+    newpos += t.add + t.copy;
+    oldpos = static_cast<uint64_t>(static_cast<int64_t>(oldpos) + t.seek);
+  }
+  return d;
+}
+
+}  // namespace
+
+// Scan the x86 forms, move the base's references along that scan's blocks,
+// scan again, then move the original base's references along the second
+// scan's own blocks (what a decoder rebuilds from the stored control stream)
+// and store the second scan's blocks with the diff against that base.
+absl::StatusOr<std::string> BsdiffCodec::EncodeAdjusted(std::string_view base, std::string_view target,
+                                                        X86Span base_span, X86Span target_span, Helpers& helpers,
+                                                        uint64_t limit, const MoveMap* first_map) const {
+  auto lt = ParseElfLayout(target);
+  if (!lt) return absl::OutOfRangeError("bsdiff: the target has no program headers");
+  std::string a, t;
+  try {
+    a.assign(base);
+    t.assign(target);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("bsdiff: out of memory");
+  }
+  std::vector<X86Operand> ops = X86ToAbsoluteOperands(a, base_span, helpers);
+  auto la = ParseElfLayout(a);
+  if (!la) return absl::OutOfRangeError("bsdiff: the base has no program headers");
+  X86ToAbsolute(t, target_span, helpers);
+  std::optional<MoveMap> map1;
+  if (first_map) {
+    map1 = *first_map;
+  } else {
+    auto first = BsdiffCompute(a, t, helpers);
+    if (!first.ok()) return first.status();
+    map1 = MoveMap::FromCtrl(first->ctrl, a.size(), t.size());
+  }
+  if (!map1) return absl::InternalError("bsdiff: a scan's blocks leave the files");
+  std::string moved = a;
+  AdjustBase(moved, ops, base_span, *la, *lt, *map1, helpers);
+  auto second = BsdiffCompute(moved, t, helpers);
+  if (!second.ok()) return second.status();
+  moved = std::string();
+  auto map2 = MoveMap::FromCtrl(second->ctrl, a.size(), t.size());
+  if (!map2) return absl::InternalError("bsdiff: a scan's blocks leave the files");
+  AdjustBase(a, ops, base_span, *la, *lt, *map2, helpers);
+  second->diff = DiffAgainst(second->ctrl, a, t);
+  FormEncoder form(std::move(*second), level_, Hash64(target), X86Record(base_span, target_span, &*lt));
+  return Finish(form, helpers, limit);
 }
 
 // The plain form within `limit`, then the x86 form within the plain patch's
@@ -401,7 +486,8 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeFormsInTurn(std::string_view base
 // it was clearly over that size, as the serial order would have skipped it.
 absl::StatusOr<std::string> BsdiffCodec::EncodeBothForms(std::string_view base, std::string_view target,
                                                          X86Span base_span, X86Span target_span,
-                                                         Helpers& helpers, uint64_t limit) const {
+                                                         Helpers& helpers, uint64_t limit,
+                                                         std::optional<MoveMap>* x86_map) const {
   std::string b, t;
   try {
     b.assign(base);
@@ -424,6 +510,7 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBothForms(std::string_view base, 
     if (!plain.ok() && !absl::IsOutOfRange(plain.status())) return plain;
     return streams[1].status();
   }
+  if (x86_map) *x86_map = MoveMap::FromCtrl(streams[1]->ctrl, base.size(), target.size());
   FormEncoder x86_form(std::move(*streams[1]), level_, hash, X86Record(base_span, target_span));
   absl::StatusOr<std::string> x86 = absl::OutOfRangeError("bsdiff: patch would exceed the limit");
   if (plain_form.ClearlyOver(limit)) {
@@ -533,6 +620,33 @@ absl::StatusOr<std::string> ApplyStreams(std::string_view base, const Streams& s
   return out;
 }
 
+// The adjusted form: `base_abs` (the base in the x86 form, `ops` its
+// rewritten operands) with its references moved along the map of the
+// patch's own control stream, as the encoder moved them.
+absl::Status AdjustForPatch(std::string& base_abs, const std::vector<X86Operand>& ops, const Parsed& p,
+                            uint64_t target_size, Helpers& helpers = NoHelpers()) {
+  auto la = ParseElfLayout(base_abs);
+  if (!la) {
+    return absl::DataLossError(
+        "bsdiff patch: adjusted x86 form, but the base has no ELF program headers (wrong base or corrupt patch)");
+  }
+  CtrlReader ctrl;
+  if (auto s = ctrl.Init(p.ctrl); !s.ok()) return s;
+  std::vector<BsdiffTriple> triples;
+  for (;;) {
+    auto t = ctrl.Next();
+    if (!t.ok()) return t.status();
+    if (!t->has_value()) break;
+    if (triples.size() > target_size || triples.size() >= kMaxAdjustTriples)
+      return absl::DataLossError("bsdiff patch: too many ctrl triples for the adjusted x86 form");
+    triples.push_back(**t);
+  }
+  auto map = MoveMap::FromCtrl(triples, base_abs.size(), target_size);
+  if (!map) return absl::DataLossError("bsdiff patch: ctrl triples outside the base or the target");
+  AdjustBase(base_abs, ops, *p.x86_base, *la, p.adjust_target, *map, helpers);
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> BsdiffCodec::Decode(std::string_view base, std::string_view patch,
@@ -548,7 +662,12 @@ absl::StatusOr<std::string> BsdiffCodec::Decode(std::string_view base, std::stri
   std::string x86_base;
   if (st.parsed.x86_base) {
     x86_base.assign(base);
-    X86ToAbsolute(x86_base, *st.parsed.x86_base);
+    if (st.parsed.adjusted) {
+      auto ops = X86ToAbsoluteOperands(x86_base, *st.parsed.x86_base);
+      if (auto s = AdjustForPatch(x86_base, ops, st.parsed, target_size); !s.ok()) return s;
+    } else {
+      X86ToAbsolute(x86_base, *st.parsed.x86_base);
+    }
     base = x86_base;
   }
   return ApplyStreams(base, st, target_size, NoHelpers(), AllocateBuffer(target_size));
@@ -568,11 +687,14 @@ absl::StatusOr<std::string> BsdiffCodec::DecodeWith(const BaseSource& base, std:
   // The base is made (read, verified) and put in the x86 form in place,
   // while the sections decode beside it.
   absl::StatusOr<std::string> b = absl::UnknownError("not run");
+  std::vector<X86Operand> ops;  // the adjusted form's
   Sections sections;
   std::vector<std::function<void()>> tasks = {[&] {
     b = base();
-    if (b.ok() && st.parsed.x86_base && SpanWithin(*st.parsed.x86_base, b->size()))
-      X86ToAbsolute(*b, *st.parsed.x86_base, helpers);
+    if (b.ok() && st.parsed.x86_base && SpanWithin(*st.parsed.x86_base, b->size())) {
+      if (st.parsed.adjusted) ops = X86ToAbsoluteOperands(*b, *st.parsed.x86_base, helpers);
+      else X86ToAbsolute(*b, *st.parsed.x86_base, helpers);
+    }
   }};
   for (auto& t : sections.Tasks(st.parsed, target_size)) tasks.push_back(std::move(t));
   // The output buffer too: filling 28 MB of fresh pages costs ~10 ms.
@@ -582,6 +704,8 @@ absl::StatusOr<std::string> BsdiffCodec::DecodeWith(const BaseSource& base, std:
   if (!b.ok()) return b.status();
   if (auto s = sections.Keep(st, target_size); !s.ok()) return s;
   if (auto s = CheckSpans(st.parsed, b->size(), target_size); !s.ok()) return s;
+  if (st.parsed.adjusted)
+    if (auto s = AdjustForPatch(*b, ops, st.parsed, target_size, helpers); !s.ok()) return s;
   return ApplyStreams(*b, st, target_size, helpers, std::move(out));
 }
 

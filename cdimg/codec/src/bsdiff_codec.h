@@ -26,6 +26,7 @@
 #pragma once
 
 #include "d4c/codec.h"
+#include "x86_adjust.h"
 #include "x86_code.h"
 
 namespace d4c::codec_internal {
@@ -61,12 +62,24 @@ class BsdiffCodec final : public DeltaCodec {
   // The x86 code form on the given spans, whether or not it is the smaller.
   absl::StatusOr<std::string> EncodeX86(std::string_view base, std::string_view target, X86Span base_span,
                                         X86Span target_span, Helpers& helpers, uint64_t limit) const;
+  // The adjusted x86 form (x86_adjust.h), whether or not it is the smaller;
+  // kOutOfRange if a file has no program headers or it exceeds `limit`.
+  // `first_map` (may be null): the blocks of the x86 form's scan of this
+  // pair, if already made (the same bytes either way).
+  absl::StatusOr<std::string> EncodeAdjusted(std::string_view base, std::string_view target, X86Span base_span,
+                                             X86Span target_span, Helpers& helpers, uint64_t limit,
+                                             const MoveMap* first_map = nullptr) const;
+  // Patches of the x86 form at least this big are tried in the adjusted form
+  // too (two more scans); below it the gain is a few bytes at most.
+  static constexpr uint64_t kAdjustMinPatch = 4096;
 
  private:
   absl::StatusOr<std::string> EncodeFormsInTurn(std::string_view base, std::string_view target, X86Span base_span,
                                                 X86Span target_span, Helpers& helpers, uint64_t limit) const;
+  // `x86_map` (may be null): receives the blocks of the x86 form's scan.
   absl::StatusOr<std::string> EncodeBothForms(std::string_view base, std::string_view target, X86Span base_span,
-                                              X86Span target_span, Helpers& helpers, uint64_t limit) const;
+                                              X86Span target_span, Helpers& helpers, uint64_t limit,
+                                              std::optional<MoveMap>* x86_map = nullptr) const;
   absl::StatusOr<std::string> EncodeStreams(std::string_view base, std::string_view target, Helpers& helpers,
                                             uint64_t limit, uint64_t hash, std::string_view x86_record) const;
   int level_;

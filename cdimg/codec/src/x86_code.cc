@@ -190,7 +190,9 @@ std::optional<uint64_t> SplitPoint(const uint8_t* d, uint64_t from, uint64_t lim
   return std::nullopt;
 }
 
-void TransformSpan(std::string& data, X86Span span, bool to_absolute, Helpers& helpers, uint64_t part_bytes) {
+// `ops` (may be null): receives the rewritten operands, in order.
+void TransformSpan(std::string& data, X86Span span, bool to_absolute, Helpers& helpers, uint64_t part_bytes,
+                   std::vector<X86Operand>* ops = nullptr) {
   const uint64_t end = span.start + span.size;
   const uint8_t* d = reinterpret_cast<const uint8_t*>(data.data());
   // Parts of about part_bytes (at most kX86MaxParts), each starting at a
@@ -211,10 +213,16 @@ void TransformSpan(std::string& data, X86Span span, bool to_absolute, Helpers& h
     parts.back().stop = *m;
     parts.push_back({*m, end, guard});
   }
+  std::vector<std::vector<X86Operand>> part_ops(ops ? parts.size() : 0);
   std::vector<std::function<void()>> tasks;
-  for (const Part& p : parts)
-    tasks.push_back([&data, end, p, to_absolute] { Transform(data, end, p.from, p.stop, p.guard, to_absolute); });
+  for (size_t k = 0; k < parts.size(); ++k) {
+    std::vector<X86Operand>* out = ops ? &part_ops[k] : nullptr;
+    tasks.push_back([&data, end, p = parts[k], to_absolute, out] {
+      Transform(data, end, p.from, p.stop, p.guard, to_absolute, out);
+    });
+  }
   helpers.Run(tasks);
+  for (auto& v : part_ops) ops->insert(ops->end(), v.begin(), v.end());
 }
 
 }  // namespace
@@ -226,9 +234,10 @@ void X86ToRelative(std::string& data, X86Span span, Helpers& helpers, uint64_t p
   TransformSpan(data, span, false, helpers, part_bytes);
 }
 
-std::vector<X86Operand> X86ToAbsoluteOperands(std::string& data, X86Span span) {
+std::vector<X86Operand> X86ToAbsoluteOperands(std::string& data, X86Span span, Helpers& helpers,
+                                              uint64_t part_bytes) {
   std::vector<X86Operand> ops;
-  Transform(data, span.start + span.size, span.start, span.start + span.size, -1, true, &ops);
+  TransformSpan(data, span, true, helpers, part_bytes, &ops);
   return ops;
 }
 

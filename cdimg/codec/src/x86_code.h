@@ -68,9 +68,10 @@ struct X86Operand {
   bool call = false;
   bool operator==(const X86Operand&) const = default;
 };
-// X86ToAbsolute in one scan (the same bytes), returning the operands it
-// rewrote in file order. For measurements (test/bench/exe_adjust_bench.cc):
-// an absolute position can be moved to where its target went.
-std::vector<X86Operand> X86ToAbsoluteOperands(std::string& data, X86Span span);
+// X86ToAbsolute (the same bytes, in the same parts), returning the operands
+// it rewrote in file order: the adjusted form (x86_adjust.h) moves them to
+// where their targets went.
+std::vector<X86Operand> X86ToAbsoluteOperands(std::string& data, X86Span span, Helpers& helpers = NoHelpers(),
+                                              uint64_t part_bytes = kX86PartBytes);
 
 }  // namespace d4c::codec_internal
