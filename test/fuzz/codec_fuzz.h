@@ -72,4 +72,32 @@ inline int FuzzCodec(const CodecFuzzSpec& spec, const uint8_t* data, size_t size
   return 0;
 }
 
+// `body` wrapped as a minimal x86-64 ET_EXEC file: ELF header, two PT_LOAD
+// segments (the first half of the body executable, at 0x400000 with the
+// headers; the second half at 0x600000), and a section table whose one
+// section, the first half, is code. For the adjusted x86 form, which needs
+// program headers and a code span.
+inline std::string MinimalElf(std::string_view body) {
+  const uint64_t head = 64 + 2 * 56, half = body.size() / 2;
+  std::string f(head, '\0');
+  auto put = [&f](size_t at, uint64_t v, int n) {
+    for (int k = 0; k < n; ++k) f[at + k] = static_cast<char>(v >> (8 * k));
+  };
+  f.replace(0, 4, "\x7f" "ELF");
+  put(4, 2, 1), put(5, 1, 1), put(6, 1, 1);
+  put(16, 2, 2), put(18, 62, 2), put(20, 1, 4);
+  put(0x20, 64, 8), put(0x28, head + body.size(), 8);
+  put(0x34, 64, 2), put(0x36, 56, 2), put(0x38, 2, 2), put(0x3A, 64, 2), put(0x3C, 2, 2);
+  put(64, 1, 4), put(68, 5, 4), put(72, 0, 8), put(80, 0x400000, 8), put(96, head + half, 8), put(104, head + half, 8);
+  put(120, 1, 4), put(124, 6, 4), put(128, head + half, 8), put(136, 0x600000 + head + half, 8);
+  put(152, body.size() - half, 8), put(160, body.size() - half, 8);
+  f += body;
+  std::string sh(128, '\0');
+  auto put_sh = [&sh](size_t at, uint64_t v, int n) {
+    for (int k = 0; k < n; ++k) sh[at + k] = static_cast<char>(v >> (8 * k));
+  };
+  put_sh(64 + 4, 1, 4), put_sh(64 + 8, 6, 8), put_sh(64 + 0x18, head, 8), put_sh(64 + 0x20, half, 8);
+  return f + sh;
+}
+
 }  // namespace d4c::fuzz

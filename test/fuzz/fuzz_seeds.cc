@@ -29,6 +29,8 @@
 #include <vector>
 
 #include "bsdiff_codec.h"
+#include "codec_fuzz.h"
+#include "x86_code.h"
 #include "d4c/codec.h"
 #include "d4c/convert.h"
 #include "oci_fixture.h"
@@ -347,6 +349,24 @@ void X86Seeds() {
   Le(s, static_cast<uint32_t>(code2.size()), 3);
   Le(s, static_cast<uint32_t>(code.size()), 2);
   Write(target, "raw-rebuild", s + code + *patch);
+  // adjusted mutated: [3][2 pos][1 xor][2 base_len][base][target], as ELF files
+  for (uint8_t x : {uint8_t{0}, uint8_t{0x40}}) {
+    std::string m(1, '\3');
+    Le(m, 29, 2);
+    m.push_back(static_cast<char>(x));
+    Le(m, static_cast<uint32_t>(code.size()), 2);
+    Write(target, std::string("adj-rebuild") + (x ? "-flip" : ""), m + code + code2);
+  }
+  // adjusted raw: [4][3 target_size][2 base_len][base][patch]
+  std::string elf = d4c::fuzz::MinimalElf(code), elf2 = d4c::fuzz::MinimalElf(code2);
+  auto adjusted = d4c::codec_internal::BsdiffCodec().EncodeAdjusted(
+      elf, elf2, *d4c::codec_internal::X86_64CodeSpan(elf), *d4c::codec_internal::X86_64CodeSpan(elf2),
+      d4c::NoHelpers(), UINT64_MAX);
+  if (!adjusted.ok()) Die("adjusted x86 seed: " + std::string(adjusted.status().message()));
+  std::string r(1, '\4');
+  Le(r, static_cast<uint32_t>(elf2.size()), 3);
+  Le(r, static_cast<uint32_t>(code.size()), 2);
+  Write(target, "raw-adjusted", r + code + *adjusted);
 }
 
 }  // namespace
