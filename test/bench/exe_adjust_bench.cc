@@ -169,20 +169,6 @@ std::string Adjust(std::string a, const std::vector<X86Operand>& ops, const std:
   return a;
 }
 
-// The diff stream of `ctrl`'s add blocks (target minus base, bytewise).
-std::string DiffStream(const std::vector<d4c::codec_internal::BsdiffTriple>& ctrl, const std::string& base,
-                       const std::string& target) {
-  std::string d;
-  uint64_t oldpos = 0, newpos = 0;
-  for (const auto& t : ctrl) {
-    for (uint64_t k = 0; k < t.add; ++k) d.push_back(static_cast<char>(target[newpos + k] - base[oldpos + k]));
-    oldpos += t.add;
-    newpos += t.add + t.copy;
-    oldpos = static_cast<uint64_t>(static_cast<int64_t>(oldpos) + t.seek);
-  }
-  return d;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -230,8 +216,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "exe_adjust_bench: %s\n", rescan.status().ToString().c_str());
     return 1;
   }
-  auto z_before = ZstdCompressFrame(DiffStream(first->ctrl, a_abs, b_abs), 19, 0);
-  auto z_after = ZstdCompressFrame(DiffStream(first->ctrl, adjusted, b_abs), 19, 0);
+  auto z_before = ZstdCompressFrame(BsdiffDiffStream(first->ctrl, a_abs, b_abs), 19, 0);
+  auto z_after = ZstdCompressFrame(BsdiffDiffStream(first->ctrl, adjusted, b_abs), 19, 0);
   if (!z_before.ok() || !z_after.ok()) return 1;
   std::printf("operands=%lu moved=%lu unmapped=%lu data_words_moved=%lu blocks=%zu %s\n",
               static_cast<unsigned long>(c.operands), static_cast<unsigned long>(c.moved),

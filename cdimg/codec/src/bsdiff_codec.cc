@@ -401,24 +401,6 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeWithin(std::string_view base, std
   return adjusted->size() < best->size() ? std::move(*adjusted) : std::move(*best);
 }
 
-namespace {
-
-// The diff stream of `ctrl`'s add blocks against `base` (target minus base,
-// bytewise), as the patcher will add it back.
-std::string DiffAgainst(const std::vector<BsdiffTriple>& ctrl, std::string_view base, std::string_view target) {
-  std::string d;
-  uint64_t oldpos = 0, newpos = 0;
-  for (const BsdiffTriple& t : ctrl) {
-    for (uint64_t k = 0; k < t.add; ++k) d.push_back(static_cast<char>(target[newpos + k] - base[oldpos + k]));
-    oldpos += t.add;
-    newpos += t.add + t.copy;
-    oldpos = static_cast<uint64_t>(static_cast<int64_t>(oldpos) + t.seek);
-  }
-  return d;
-}
-
-}  // namespace
-
 // Scan the x86 forms, move the base's references along that scan's blocks,
 // scan again, then move the original base's references along the second
 // scan's own blocks (what a decoder rebuilds from the stored control stream)
@@ -456,7 +438,7 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeAdjusted(std::string_view base, s
   auto map2 = MoveMap::FromCtrl(second->ctrl, a.size(), t.size());
   if (!map2) return absl::InternalError("bsdiff: a scan's blocks leave the files");
   AdjustBase(a, ops, base_span, *la, *lt, *map2, helpers);
-  second->diff = DiffAgainst(second->ctrl, a, t);
+  second->diff = BsdiffDiffStream(second->ctrl, a, t);
   FormEncoder form(std::move(*second), level_, Hash64(target), X86Record(base_span, target_span, &*lt));
   return Finish(form, helpers, limit);
 }

@@ -536,4 +536,16 @@ std::vector<absl::StatusOr<BsdiffStreams>> BsdiffComputeMany(const std::vector<B
   }
 }
 
+std::string BsdiffDiffStream(const std::vector<BsdiffTriple>& ctrl, std::string_view base, std::string_view target) {
+  std::string d;
+  uint64_t oldpos = 0, newpos = 0;
+  for (const BsdiffTriple& t : ctrl) {
+    for (uint64_t k = 0; k < t.add; ++k) d.push_back(static_cast<char>(target[newpos + k] - base[oldpos + k]));
+    oldpos += t.add;
+    newpos += t.add + t.copy;
+    oldpos = static_cast<uint64_t>(static_cast<int64_t>(oldpos) + t.seek);
+  }
+  return d;
+}
+
 }  // namespace d4c::codec_internal

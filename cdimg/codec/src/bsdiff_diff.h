@@ -48,6 +48,10 @@ absl::StatusOr<BsdiffStreams> BsdiffCompute(std::string_view base, std::string_v
                                             Helpers& helpers = NoHelpers(),
                                             SearchStart start = SearchStart::kLinked);
 
+// The diff stream of `ctrl`'s add blocks against `base` (target minus base,
+// bytewise), as the patcher adds it back; ctrl must lie within both files.
+std::string BsdiffDiffStream(const std::vector<BsdiffTriple>& ctrl, std::string_view base, std::string_view target);
+
 // One of the diffs BsdiffComputeMany computes together.
 struct BsdiffInput {
   std::string_view base, target;
