@@ -98,17 +98,8 @@ elif ! "$CLI" cdimg diff --help >/dev/null 2>&1; then OURS_WHY="ctr-cli has no '
 elif ! "$CLI" cdimg patch --help >/dev/null 2>&1; then OURS_WHY="ctr-cli has no 'cdimg patch'"; OURS=0
 fi
 
-parent=${D4C_BENCH_TMP:-/var/tmp}
-mkdir -p "$parent"
-BENCH_TMP=$(mktemp -d "$parent/d4c-delta-bench.XXXXXX")
-cleanup() {
-  local rc=$?
-  if ((KEEP)); then echo "delta_bench.sh: scratch kept in $BENCH_TMP" >&2; else rm -rf "$BENCH_TMP"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+BENCH_SCRIPT=delta_bench.sh
+bench_scratch delta-bench
 mkdir -p "$BENCH_TMP/log" "$BENCH_TMP/tar"
 export BENCH_TMP BENCH_JOBS BENCH_LIB BENCH_RECONVERT
 

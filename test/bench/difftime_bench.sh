@@ -99,29 +99,10 @@ for p in "${PAIRS[@]}"; do
   done
 done
 
-parent=${D4C_BENCH_TMP:-/var/tmp}
-mkdir -p "$parent"
-BENCH_TMP=$(mktemp -d "$parent/d4c-difftime-bench.XXXXXX")
-cleanup() {
-  local rc=$?
-  if ((KEEP)); then echo "difftime_bench.sh: scratch kept in $BENCH_TMP" >&2; else rm -rf "$BENCH_TMP"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+BENCH_SCRIPT=difftime_bench.sh
+bench_scratch difftime-bench
 export BENCH_TMP BENCH_LIB
 
-# timed KEY CMD... : one run under GNU time; appends "wall cpu kb" to $BENCH_TMP/t/KEY
-timed() {
-  local key=$1; shift
-  local tf=$BENCH_TMP/time.out
-  /usr/bin/time -f '%e %U %S %M' -o "$tf" "$@" >/dev/null 2>"$BENCH_TMP/err.$key" \
-    || { echo "difftime_bench.sh: $key failed: $(tail -n2 "$BENCH_TMP/err.$key")" >&2; return 1; }
-  awk '/^[0-9.]+ [0-9.]+ [0-9.]+ [0-9]+$/ { printf "%s %.2f %s\n", $1, $2 + $3, $4 }' "$tf" | tail -n1 \
-    >>"$BENCH_TMP/t/$key"
-}
-median() { awk -v c="$2" '{ print $c }' "$1" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 binary_id() { printf '%s, built %s' "$(sha256sum "$1" | cut -c1-12)" "$(date -u -r "$1" '+%F %H:%M UTC')"; }
 

@@ -1,4 +1,5 @@
-# lib.sh -- helpers and peer methods for delta_bench.sh (sourced, never run).
+# lib.sh -- helpers and peer methods for delta_bench.sh, and the scratch
+# directory and timing helpers of the other bench scripts (sourced, never run).
 # shellcheck shell=bash
 #
 # Every peer_* function is run by delta_bench.sh in a FRESH `bash -c` process
@@ -13,6 +14,37 @@
 export LC_ALL=C
 
 blog() { printf '[delta-bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+
+# bench_scratch NAME : makes BENCH_TMP (a fresh dir under $D4C_BENCH_TMP,
+# default /var/tmp, named d4c-NAME.XXXXXX), removed at exit unless KEEP=1;
+# messages name "$BENCH_SCRIPT". For the scripts that run benchmarks.
+bench_cleanup() {
+  local rc=$?
+  if ((${KEEP:-0})); then echo "$BENCH_SCRIPT: scratch kept in $BENCH_TMP" >&2; else rm -rf "$BENCH_TMP"; fi
+  exit "$rc"
+}
+bench_scratch() {
+  local parent=${D4C_BENCH_TMP:-/var/tmp}
+  mkdir -p "$parent"
+  BENCH_TMP=$(mktemp -d "$parent/d4c-$1.XXXXXX")
+  trap bench_cleanup EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
+# timed KEY CMD... : one run under GNU time; appends "wall cpu kb" to
+# $BENCH_TMP/t/KEY (the command's output is dropped, its stderr kept in
+# $BENCH_TMP/err.KEY and shown on failure).
+timed() {
+  local key=$1; shift
+  local tf=$BENCH_TMP/time.out
+  /usr/bin/time -f '%e %U %S %M' -o "$tf" "$@" >/dev/null 2>"$BENCH_TMP/err.$key" \
+    || { echo "$BENCH_SCRIPT: $key failed: $(tail -n2 "$BENCH_TMP/err.$key")" >&2; return 1; }
+  awk '/^[0-9.]+ [0-9.]+ [0-9.]+ [0-9]+$/ { printf "%s %.2f %s\n", $1, $2 + $3, $4 }' "$tf" | tail -n1 \
+    >>"$BENCH_TMP/t/$key"
+}
+# median FILE C : median of column C of FILE
+median() { awk -v c="$2" '{ print $c }' "$1" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 fsize() { stat -c %s -- "$1"; }
 

@@ -69,17 +69,8 @@ if [[ -z $CLI ]]; then
 fi
 [[ -n $CLI && -x $CLI ]] || die "no ctr-cli binary (build it, or --cli PATH)"
 
-parent=${D4C_BENCH_TMP:-/var/tmp}
-mkdir -p "$parent"
-BENCH_TMP=$(mktemp -d "$parent/d4c-patch-bench.XXXXXX")
-cleanup() {
-  local rc=$?
-  if ((KEEP)); then echo "patch_bench.sh: scratch kept in $BENCH_TMP" >&2; else rm -rf "$BENCH_TMP"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+BENCH_SCRIPT=patch_bench.sh
+bench_scratch patch-bench
 export BENCH_TMP BENCH_LIB
 
 # stat SERIES TAG COLUMN : a corpus-stats.tsv field (4 = rootfs_reg_bytes)
@@ -87,17 +78,6 @@ cstat() { awk -F'\t' -v s="$1" -v t="$2" -v c="$3" '$1 == s && $2 == t { print $
 # first two tags of SERIES in corpus-stats.tsv order
 first_pair() { awk -F'\t' -v s="$1" '$1 == s { print $2 }' "$CORPUS/corpus-stats.tsv" | head -n2; }
 
-# timed KEY CMD... : one run under GNU time; appends "wall cpu kb" to $BENCH_TMP/t/KEY
-timed() {
-  local key=$1; shift
-  local tf=$BENCH_TMP/time.out
-  /usr/bin/time -f '%e %U %S %M' -o "$tf" "$@" >/dev/null 2>"$BENCH_TMP/err.$key" \
-    || { echo "patch_bench.sh: $key failed: $(tail -n2 "$BENCH_TMP/err.$key")" >&2; return 1; }
-  awk '/^[0-9.]+ [0-9.]+ [0-9.]+ [0-9]+$/ { printf "%s %.2f %s\n", $1, $2 + $3, $4 }' "$tf" | tail -n1 \
-    >>"$BENCH_TMP/t/$key"
-}
-# median of column C of file F
-median() { awk -v c="$2" '{ print $c }' "$1" | sort -g | awk '{ v[NR] = $1 } END { if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 maxcol() { awk -v c="$2" 'BEGIN { m = 0 } $c > m { m = $c } END { print m }' "$1"; }
 
 mkdir -p "$BENCH_TMP/t"
