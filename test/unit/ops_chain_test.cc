@@ -157,13 +157,16 @@ std::string Bytes(size_t n, uint32_t seed) {
 
 // base.cdimg holds /big (`old`); top.cdimg, a delta of it, /big = `now` as a
 // bsdiff patch, with one byte of the patch flipped at `damage` (if set).
-Images WriteBsdiffPair(const std::string& old, const std::string& now, std::optional<size_t> damage) {
+// `stored` (if set): the bytes base.cdimg's blob holds instead of `old`
+// (whose digest the entry keeps).
+Images WriteBsdiffPair(const std::string& old, const std::string& now, std::optional<size_t> damage,
+                       const std::optional<std::string>& stored = std::nullopt) {
   Images im{TempDir() + "/bs-base.cdimg", TempDir() + "/bs-top.cdimg"};
   std::vector<Entry> es{Dir(""), File("big", old)};
   {
     auto w = CdimgWriter::Create(im.base, {});
     REQUIRE(w.ok());
-    auto blob = (*w)->AppendBlob(Zstd(old));
+    auto blob = (*w)->AppendBlob(Zstd(stored.value_or(old)));
     REQUIRE(blob.ok());
     std::vector<Recipe> rs(es.size());
     rs[1] = {Recipe::Kind::kFull, CodecId::kZstd, {}, *blob};
@@ -248,4 +251,37 @@ TEST_CASE("chain: a read with helpers gives ReadFile's bytes and errors, and use
     CHECK(r.status().code() == absl::StatusCode::kDataLoss);
     CHECK_THAT(std::string(r.status().message()), Catch::Contains("does not match its sha256"));
   }
+}
+
+// A delta's base is not checked against its digest before the patch is
+// applied (the rebuilt file is); when the rebuild then fails, the base is
+// checked and named as the cause, with and without helpers.
+TEST_CASE("chain: a bad base of a delta is named, not the patch") {
+  const std::string old = Bytes(300000, 1);
+  std::string now = old;
+  for (size_t k = 100; k < now.size(); k += 1009) now[k] = static_cast<char>(now[k] + 3);
+  std::string damaged = old;
+  for (size_t k = 5000; k < 6000; ++k) damaged[k] = static_cast<char>(damaged[k] ^ 0x40);
+  Images im = WriteBsdiffPair(old, now, std::nullopt, damaged);
+  auto chain = ImageChain::Open(im.top, {im.base});
+  REQUIRE(chain.ok());
+  size_t big = *(*chain)->top().Find("big");
+  ThreadHelpers helpers;
+  bool used = false;
+  auto plain = (*chain)->ReadFile(big);
+  auto helped = (*chain)->ReadFile(big, helpers, [&](std::string_view) {
+    used = true;
+    return absl::OkStatus();
+  });
+  for (const auto* r : {&plain, &helped}) {
+    REQUIRE_FALSE(r->ok());
+    CHECK(r->status().code() == absl::StatusCode::kDataLoss);
+    CHECK_THAT(std::string(r->status().message()),
+               Catch::Contains(StrCat(im.top, ": /big: ")) && Catch::Contains(StrCat(im.base, ": /big: ")) &&
+                   Catch::Contains("does not match its sha256"));
+  }
+  CHECK_FALSE(used);
+  // The base read on its own fails the same way.
+  auto base = (*chain)->ReadByDigest(Sha256(old));
+  CHECK(base.status().code() == absl::StatusCode::kDataLoss);
 }

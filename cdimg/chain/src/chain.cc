@@ -4,6 +4,7 @@
 #include <zstd_errors.h>
 
 #include <cstring>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <unordered_map>
@@ -76,16 +77,22 @@ struct ImageChain::State {
   // itself, if that is how it is stored.
   // `helpers`: idle threads for a delta's decode (DeltaCodec::DecodeWith);
   // `use` (may be null): runs on the rebuilt bytes beside their sha256 check.
+  // `verify` false (a delta's base only): the bytes are not checked against
+  // their digest. What is built from them is (the base's own check, a sha256
+  // of the whole base, is ~a quarter of a big file's rebuild); only when that
+  // fails is the base read again, verified, to blame it if it is bad.
   absl::StatusOr<std::string> ReadAt(size_t level, size_t i, int depth,
                                      std::optional<std::string>* full_blob = nullptr,
-                                     Helpers& helpers = NoHelpers(), const UseBytes* use = nullptr);
+                                     Helpers& helpers = NoHelpers(), const UseBytes* use = nullptr,
+                                     bool verify = true);
   absl::StatusOr<std::string> ReadDigestFrom(size_t level, const Digest& d, int depth,
-                                             Helpers& helpers = NoHelpers(), const UseBytes* use = nullptr);
+                                             Helpers& helpers = NoHelpers(), const UseBytes* use = nullptr,
+                                             bool verify = true);
 };
 
 absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, int depth,
                                                       std::optional<std::string>* full_blob, Helpers& helpers,
-                                                      const UseBytes* use) {
+                                                      const UseBytes* use, bool verify) {
   if (full_blob) full_blob->reset();
   const CdimgImage& img = *images[level];
   if (depth > kMaxResolveDepth)
@@ -95,6 +102,7 @@ absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, in
   Digest want = img.DigestAt(i);
   absl::StatusOr<std::string> out;
   std::optional<std::string> frame;  // the standalone full blob, if that is the recipe
+  std::function<absl::Status()> blame_base;  // a delta's: its base's error, if the base is bad
   switch (r.kind) {
     case Recipe::Kind::kEmpty:
       if (use)
@@ -107,11 +115,11 @@ absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, in
       const auto& m = Map(level);
       auto it = m.find(want);
       if (it != m.end() && it->second != i && HasBlob(img.RecipeAt(it->second).kind))
-        return ReadAt(level, it->second, depth + 1, nullptr, helpers, use);
+        return ReadAt(level, it->second, depth + 1, nullptr, helpers, use, verify);
       if (level == 0)
         return absl::DataLossError(StrCat(img.path(), ": /", img.PathAt(i), ": content ",
                                                 DigestString(want), " is in no image of the chain"));
-      return ReadDigestFrom(level - 1, want, depth + 1, helpers, use);
+      return ReadDigestFrom(level - 1, want, depth + 1, helpers, use, verify);
     }
     case Recipe::Kind::kFull: {
       auto blob = ReadPayload(img, r);
@@ -129,20 +137,34 @@ absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, in
     }
     case Recipe::Kind::kDelta: {
       auto patch = ReadPayload(img, r);
-      // The base is read (and verified) by the codec when it needs it, maybe
-      // while it decodes the patch's streams on `helpers`; its error is
-      // reported as the base's, before the patch's.
-      auto read_base = [&] { return ReadDigestFrom(level, r.base, depth + 1, helpers); };
+      // The base is read by the codec when it needs it, maybe while it
+      // decodes the patch's streams on `helpers`, and not verified (`verify`
+      // above); its error is reported as the base's, before the patch's.
+      auto read_base = [&] { return ReadDigestFrom(level, r.base, depth + 1, helpers, nullptr, false); };
       if (!patch.ok()) {
-        if (auto base = read_base(); !base.ok()) return AtEntry(base.status(), img, i);
+        if (auto base = ReadDigestFrom(level, r.base, depth + 1, helpers); !base.ok())
+          return AtEntry(base.status(), img, i);
         out = patch.status();
         break;
       }
       out = GetCodec(r.codec).DecodeWith(read_base, *patch, size, r.packed, helpers);
+      blame_base = [&, base = r.base]() -> absl::Status {
+        if (auto b = ReadDigestFrom(level, base, depth + 1, helpers); !b.ok()) return AtEntry(b.status(), img, i);
+        return absl::OkStatus();
+      };
       break;
     }
   }
-  if (!out.ok()) return AtEntry(out.status(), img, i);
+  // A delta's unverified base, read again verified once what was built on it
+  // proves bad bytes (DataLoss): a bad base is named as the cause, not the
+  // patch. Other errors (a failed read) are already the base's or the patch's.
+  auto failed = [&](absl::Status s) -> absl::Status {
+    if (blame_base && s.code() == absl::StatusCode::kDataLoss)
+      if (absl::Status b = blame_base(); !b.ok()) return b;
+    return s;
+  };
+  if (!out.ok()) return failed(AtEntry(out.status(), img, i));
+  if (!verify) return out;
   bool match = false;
   absl::Status used;
   if (use) {
@@ -151,15 +173,15 @@ absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, in
     match = Sha256(*out) == want;
   }
   if (!match)
-    return absl::DataLossError(StrCat(img.path(), ": /", img.PathAt(i),
-                                            ": rebuilt content does not match its sha256 (corrupt image)"));
+    return failed(absl::DataLossError(StrCat(img.path(), ": /", img.PathAt(i),
+                                             ": rebuilt content does not match its sha256 (corrupt image)")));
   if (!used.ok()) return used;
   if (full_blob) *full_blob = std::move(frame);  // only once the bytes are verified
   return out;
 }
 
 absl::StatusOr<std::string> ImageChain::State::ReadDigestFrom(size_t level, const Digest& d, int depth,
-                                                              Helpers& helpers, const UseBytes* use) {
+                                                              Helpers& helpers, const UseBytes* use, bool verify) {
   if (d == EmptyDigest()) {
     if (use)
       if (absl::Status st = (*use)(std::string_view()); !st.ok()) return st;
@@ -170,7 +192,7 @@ absl::StatusOr<std::string> ImageChain::State::ReadDigestFrom(size_t level, cons
     auto it = m.find(d);
     if (it == m.end()) continue;
     if (images[l]->RecipeAt(it->second).kind == Recipe::Kind::kBase) continue;  // lives further down
-    return ReadAt(l, it->second, depth, nullptr, helpers, use);
+    return ReadAt(l, it->second, depth, nullptr, helpers, use, verify);
   }
   return absl::NotFoundError(StrCat("content ", DigestString(d), " is in no image of the chain below ",
                                           images[level]->path()));

@@ -87,7 +87,8 @@ class DeltaCodec {
                                          bool packed) const {
     return packed ? DecodeFromPack(base, patch, target_size) : Decode(base, patch, target_size);
   }
-  // The base of a decode, made on demand (the chain reads and verifies it);
+  // The base of a decode, made on demand (the chain reads it; it checks the
+  // base against its digest only if what is built on it fails its own);
   // called once, on any thread.
   using BaseSource = std::function<absl::StatusOr<std::string>()>;
   // DecodeForm's bytes and errors (a failure of `base` is returned as it is,
