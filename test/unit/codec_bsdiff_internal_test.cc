@@ -475,5 +475,92 @@ TEST_CASE("bsdiff: DecodeWith on helper threads gives Decode's bytes and errors"
   }
 }
 
+
+// A patch made by hand from random triples (add blocks with sparse
+// differences, extra bytes, seeks both ways) over a base of `base_size`
+// bytes, and the target it describes, computed here byte by byte.
+struct HandPatch {
+  std::string base, target, patch;
+  std::vector<BsdiffTriple> triples;
+  std::string diff, extra;
+  HandPatch(size_t base_size, size_t min_add, size_t max_add, uint64_t seed) : base(Binaryish(base_size, seed)) {
+    std::mt19937_64 rng(seed);
+    uint64_t oldpos = 0;
+    while (target.size() < base_size) {
+      uint64_t add = std::min<uint64_t>(min_add + rng() % (max_add - min_add + 1), base.size() - oldpos);
+      for (uint64_t k = 0; k < add; ++k) {
+        char d = rng() % 50 == 0 ? static_cast<char>(rng()) : 0;
+        diff.push_back(d);
+        target.push_back(static_cast<char>(base[oldpos + k] + d));
+      }
+      oldpos += add;
+      uint64_t copy = rng() % 3 == 0 ? rng() % std::min<uint64_t>(300, max_add) : 0;
+      std::string fresh = Binaryish(copy, rng());
+      extra += fresh;
+      target += fresh;
+      // Seek anywhere that leaves at least max_add bytes of base.
+      int64_t to = static_cast<int64_t>(rng() % (base.size() - max_add));
+      triples.push_back({add, copy, to - static_cast<int64_t>(oldpos)});
+      oldpos = static_cast<uint64_t>(to);
+    }
+    patch = Build(triples);
+  }
+  std::string Build(const std::vector<BsdiffTriple>& t) const {
+    CtrlColumns c = SplitCtrl(t);
+    return Assemble(JoinFrames({Z(c.adds), Z(c.copies), Z(c.seeks)}), ZeroRunsSection(diff), Z(extra), target);
+  }
+};
+
+// Targets of 4 MiB and more are rebuilt in parts (a checking pass, then the
+// parts on helpers): the bytes and errors of a serial rebuild, whatever the
+// helpers; patches of too many triples to list are streamed, also correctly.
+TEST_CASE("bsdiff: a big target rebuilt in parts on helpers gives the serial bytes and errors", "[codec][bsdiff]") {
+  const DeltaCodec& bsdiff = GetCodec(CodecId::kBsdiff);
+  HandPatch h(6 << 20, 2000, 60000, 11);
+  REQUIRE(h.target.size() >= (6u << 20));
+  auto base = [&]() -> absl::StatusOr<std::string> { return h.base; };
+  ThreadHelpers helpers;
+  auto serial = bsdiff.Decode(h.base, h.patch, h.target.size());
+  auto parallel = bsdiff.DecodeWith(base, h.patch, h.target.size(), false, helpers);
+  REQUIRE(serial.ok());
+  REQUIRE(parallel.ok());
+  CHECK(*serial == h.target);
+  CHECK(*parallel == h.target);
+  CHECK(helpers.parallel_runs() == 2);  // the sections, then the parts
+  // A triple out of bounds anywhere (first, middle, last part): the serial
+  // error, and no bytes.
+  for (size_t k : {size_t{0}, h.triples.size() / 2, h.triples.size() - 1}) {
+    for (int what = 0; what < 3; ++what) {
+      std::vector<BsdiffTriple> t = h.triples;
+      if (what == 0) t[k].add += 1 << 20;
+      if (what == 1) t[k].copy += 1 << 20;
+      if (what == 2) t[k].seek = -static_cast<int64_t>(8 << 20);
+      std::string bad = h.Build(t);
+      auto s = bsdiff.Decode(h.base, bad, h.target.size());
+      auto p = bsdiff.DecodeWith(base, bad, h.target.size(), false, helpers);
+      INFO("triple " << k << " damage " << what << ": " << s.status());
+      REQUIRE_FALSE(s.ok());
+      CHECK(s.status().code() == absl::StatusCode::kDataLoss);
+      CHECK(p.status() == s.status());
+    }
+  }
+  // A ctrl stream cut short: the triples before it are checked first.
+  {
+    std::vector<BsdiffTriple> t(h.triples.begin(), h.triples.end() - 1);
+    auto s = bsdiff.Decode(h.base, h.Build(t), h.target.size());
+    auto p = bsdiff.DecodeWith(base, h.Build(t), h.target.size(), false, helpers);
+    REQUIRE_FALSE(s.ok());
+    CHECK_THAT(std::string(s.status().message()), Catch::Contains("do not cover target"));
+    CHECK(p.status() == s.status());
+  }
+  // More triples than are listed (one per 64 target bytes): streamed.
+  HandPatch many(5 << 20, 8, 40, 12);
+  REQUIRE(many.triples.size() > many.target.size() / 64 + 4096);
+  auto many_base = [&]() -> absl::StatusOr<std::string> { return many.base; };
+  auto out = bsdiff.DecodeWith(many_base, many.patch, many.target.size(), false, helpers);
+  REQUIRE(out.ok());
+  CHECK(*out == many.target);
+}
+
 }  // namespace
 }  // namespace d4c::codec_internal

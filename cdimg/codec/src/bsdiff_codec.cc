@@ -150,56 +150,75 @@ void AddBytes(char* out, const char* base, const char* diff, uint64_t n) {
 }
 
 // Rebuilds the target, checking every triple against all buffer bounds.
+// The target's parts are rebuilt on several threads by copies resumed at
+// the states a checking pass recorded (PlanApply). Not thread-safe; the
+// copies write disjoint bytes of `out`.
 class Patcher {
  public:
+  // Where the patcher is in each stream.
+  struct State {
+    uint64_t newpos = 0, oldpos = 0, dpos = 0, epos = 0;
+    ZeroRunsReader runs;
+  };
   Patcher(std::string_view base, const DiffStream& diff, std::string_view extra, std::string* out)
-      : base_(base), diff_(diff), extra_(extra), out_(*out), runs_(diff.runs, diff.literals) {}
-  absl::Status Apply(const BsdiffTriple& t);
+      : base_(base), diff_(&diff), extra_(extra), out_(out), runs_(diff.runs, diff.literals) {}
+  // Applies t, or with `write` false only checks it and moves past it.
+  absl::Status Apply(const BsdiffTriple& t, bool write = true);
   bool Complete() const {
-    return newpos_ == out_.size() && dpos_ == diff_.length && epos_ == extra_.size();
+    return newpos_ == out_->size() && dpos_ == diff_->length && epos_ == extra_.size();
+  }
+  uint64_t newpos() const { return newpos_; }
+  State state() const { return {newpos_, oldpos_, dpos_, epos_, runs_}; }
+  void Resume(const State& st) {
+    newpos_ = st.newpos, oldpos_ = st.oldpos, dpos_ = st.dpos, epos_ = st.epos;
+    runs_ = st.runs;
   }
 
  private:
   // The next n bytes of the diff stream added to base_ at oldpos_, into out_
-  // at newpos_ (bounds checked by the caller).
-  absl::Status AddDiff(uint64_t n);
+  // at newpos_ (bounds checked by the caller); or only skipped.
+  absl::Status AddDiff(uint64_t n, bool write);
 
   std::string_view base_;
-  const DiffStream& diff_;
+  const DiffStream* diff_;
   std::string_view extra_;
-  std::string& out_;
+  std::string* out_;
   ZeroRunsReader runs_;
   uint64_t newpos_ = 0, oldpos_ = 0, dpos_ = 0, epos_ = 0;
 };
 
-absl::Status Patcher::AddDiff(uint64_t n) {
-  char* out = out_.data() + newpos_;
+absl::Status Patcher::AddDiff(uint64_t n, bool write) {
+  char* out = out_->data() + newpos_;
   const char* base = base_.data() + oldpos_;
-  if (!diff_.split) {
-    AddBytes(out, base, diff_.literals.data() + dpos_, n);
+  if (!diff_->split) {
+    if (write) AddBytes(out, base, diff_->literals.data() + dpos_, n);
     return absl::OkStatus();
   }
   for (uint64_t done = 0; done < n;) {
     ZeroRunsReader::Piece p = runs_.Next(n - done);
     if (p.length == 0) return absl::DataLossError("bsdiff patch: zero runs end early");  // checked: cannot happen
-    if (p.data) AddBytes(out + done, base + done, p.data, p.length);
-    else std::memcpy(out + done, base + done, p.length);
+    if (!write) {
+    } else if (p.data) {
+      AddBytes(out + done, base + done, p.data, p.length);
+    } else {
+      std::memcpy(out + done, base + done, p.length);
+    }
     done += p.length;
   }
   return absl::OkStatus();
 }
 
-absl::Status Patcher::Apply(const BsdiffTriple& t) {
-  if (t.add > out_.size() - newpos_ || t.add > base_.size() - oldpos_ ||
-      t.add > diff_.length - dpos_) {
+absl::Status Patcher::Apply(const BsdiffTriple& t, bool write) {
+  if (t.add > out_->size() - newpos_ || t.add > base_.size() - oldpos_ ||
+      t.add > diff_->length - dpos_) {
     return absl::DataLossError("bsdiff patch: add length out of bounds");
   }
-  if (auto s = AddDiff(t.add); !s.ok()) return s;
+  if (auto s = AddDiff(t.add, write); !s.ok()) return s;
   newpos_ += t.add, oldpos_ += t.add, dpos_ += t.add;
-  if (t.copy > out_.size() - newpos_ || t.copy > extra_.size() - epos_) {
+  if (t.copy > out_->size() - newpos_ || t.copy > extra_.size() - epos_) {
     return absl::DataLossError("bsdiff patch: copy length out of bounds");
   }
-  std::memcpy(out_.data() + newpos_, extra_.data() + epos_, t.copy);
+  if (write) std::memcpy(out_->data() + newpos_, extra_.data() + epos_, t.copy);
   newpos_ += t.copy, epos_ += t.copy;
   // Unsigned magnitude: negating INT64_MIN as a signed value would overflow.
   uint64_t mag = t.seek < 0 ? 0 - static_cast<uint64_t>(t.seek) : static_cast<uint64_t>(t.seek);
@@ -207,6 +226,102 @@ absl::Status Patcher::Apply(const BsdiffTriple& t) {
     return absl::DataLossError("bsdiff patch: seek out of bounds");
   }
   oldpos_ = t.seek < 0 ? oldpos_ - mag : oldpos_ + mag;
+  return absl::OkStatus();
+}
+
+// A control stream's triples read into memory, up to the first error
+// (`after`: the error that ended the read there, else OK), unless there are
+// more than a cap (`over`; the list is then incomplete).
+struct Triples {
+  std::vector<BsdiffTriple> list;
+  absl::Status after;
+  bool over = false;
+};
+
+Triples ReadTriples(std::string_view section, uint64_t cap) {
+  Triples out;
+  CtrlReader ctrl;
+  if (out.after = ctrl.Init(section); !out.after.ok()) return out;
+  for (;;) {
+    auto t = ctrl.Next();
+    if (!t.ok()) {
+      out.after = t.status();
+      return out;
+    }
+    if (!t->has_value()) return out;
+    if (out.list.size() >= cap) {
+      out.over = true;
+      return out;
+    }
+    out.list.push_back(**t);
+  }
+}
+
+// At most this many triples are read into memory to be applied in parts:
+// one per 64 target bytes, 24 bytes each (real patches have far fewer:
+// biome's 28 MB binary ~140 k); a patch with more is streamed, one part.
+uint64_t ListCap(uint64_t target_size) { return target_size / 64 + 4096; }
+
+// Targets from this size are rebuilt in parts of about this many bytes on
+// `helpers` (at most kMaxApplyParts): a checking pass over the triples
+// (bounds, zero runs skipped, no bytes moved) records the patcher's state
+// where each part starts; the parts then write disjoint ranges.
+constexpr uint64_t kApplyPartBytes = 2 << 20;
+constexpr uint64_t kMaxApplyParts = 16;
+
+// The listed triples checked (bounds and zero runs, as Apply checks them,
+// no bytes moved) and the patcher's state where each part of the target
+// starts; no parts for targets under two part sizes (one serial pass then).
+struct ApplyPlan {
+  struct Part {
+    size_t first;  // triple
+    Patcher::State start;
+  };
+  std::vector<Part> parts;
+  std::optional<Patcher::State> end;  // after the last triple
+};
+
+absl::StatusOr<ApplyPlan> PlanApply(const Triples& triples, const Patcher& start, uint64_t target_size) {
+  ApplyPlan plan;
+  uint64_t n = std::min<uint64_t>(kMaxApplyParts, target_size / kApplyPartBytes);
+  if (n < 2) return plan;
+  const std::vector<BsdiffTriple>& list = triples.list;
+  Patcher check = start;
+  for (size_t k = 0; k < list.size(); ++k) {
+    if (plan.parts.empty() || check.newpos() >= target_size / n * plan.parts.size())
+      plan.parts.push_back({k, check.state()});
+    if (auto s = check.Apply(list[k], false); !s.ok()) return s;
+  }
+  plan.end = check.state();
+  return plan;
+}
+
+// Rebuilds the target from the listed triples as `plan` (made with a
+// patcher of the same streams, at the same start) says, the parts on
+// `helpers`; `patcher` ends after the last triple.
+absl::Status ApplyList(const Triples& triples, const ApplyPlan& plan, Patcher& patcher, Helpers& helpers) {
+  const std::vector<BsdiffTriple>& list = triples.list;
+  if (plan.parts.empty()) {
+    for (const BsdiffTriple& t : list)
+      if (auto s = patcher.Apply(t); !s.ok()) return s;
+  } else {
+    std::vector<absl::Status> done(plan.parts.size());
+    std::vector<std::function<void()>> tasks;
+    for (size_t p = 0; p < plan.parts.size(); ++p) {
+      size_t end = p + 1 < plan.parts.size() ? plan.parts[p + 1].first : list.size();
+      tasks.push_back([&, p, end] {
+        Patcher w = patcher;
+        w.Resume(plan.parts[p].start);
+        for (size_t k = plan.parts[p].first; k < end && done[p].ok(); ++k) done[p] = w.Apply(list[k]);
+      });
+    }
+    helpers.Run(tasks);
+    for (const absl::Status& s : done)
+      if (!s.ok()) return s;  // checked by PlanApply: cannot happen
+    patcher.Resume(*plan.end);
+  }
+  if (!triples.after.ok()) return triples.after;
+  if (!patcher.Complete()) return absl::DataLossError("bsdiff patch: streams do not cover target");
   return absl::OkStatus();
 }
 
@@ -547,13 +662,24 @@ struct Streams {
   Parsed parsed;
   DiffStream diff;
   std::string extra;
+  Triples triples;
 };
+
+// How many triples are read into memory: the adjusted form needs all of
+// them for its map (at most kMaxAdjustTriples, else the patch is refused);
+// the other forms at most ListCap (else they are streamed). Never more than
+// one per target byte plus one, as RunTriples allows.
+uint64_t TripleCap(const Parsed& p, uint64_t target_size) {
+  uint64_t per_target = target_size == std::numeric_limits<uint64_t>::max() ? target_size : target_size + 1;
+  return std::min<uint64_t>(per_target, p.adjusted ? kMaxAdjustTriples : ListCap(target_size));
+}
 
 // The diff and the extra section, each bounded by the target size (together
 // they must make exactly that, which Keep checks).
 struct Sections {
   absl::StatusOr<DiffStream> diff = absl::UnknownError("not decoded");
   absl::StatusOr<std::string> extra = absl::UnknownError("not decoded");
+  Triples triples;
 
   // Tasks for Helpers::Run, the slower first (alt sections decode at tens of
   // MB/s, zstd frames at GB/s).
@@ -562,8 +688,9 @@ struct Sections {
     std::function<void()> e = [this, &p, target_size] {
       extra = IsAltSection(p.extra) ? DecompressAltSection(p.extra, target_size) : DecompressStream(p.extra, target_size);
     };
-    if (IsAltSection(p.extra) && !IsAltSection(p.diff)) return {e, d};
-    return {d, e};
+    std::function<void()> c = [this, &p, target_size] { triples = ReadTriples(p.ctrl, TripleCap(p, target_size)); };
+    if (IsAltSection(p.extra) && !IsAltSection(p.diff)) return {e, d, c};
+    return {d, e, c};
   }
   // Moves the decoded sections into `st`; the diff's error first.
   absl::Status Keep(Streams& st, uint64_t target_size) {
@@ -574,6 +701,7 @@ struct Sections {
     }
     st.diff = std::move(*diff);
     st.extra = std::move(*extra);
+    st.triples = std::move(triples);
     return absl::OkStatus();
   }
 };
@@ -588,13 +716,28 @@ absl::Status CheckSpans(const Parsed& p, uint64_t base_size, uint64_t target_siz
 // The target from `base` (already in the x86 form if the patch is) and the
 // decoded streams.
 // `out`: a buffer of target_size bytes (AllocateBuffer), or its error.
+// `plan` (may be null): PlanApply's, already made for this base and `out`.
 absl::StatusOr<std::string> ApplyStreams(std::string_view base, const Streams& st, uint64_t target_size,
-                                         Helpers& helpers, absl::StatusOr<std::string> out) {
-  CtrlReader ctrl;
-  if (auto s = ctrl.Init(st.parsed.ctrl); !s.ok()) return s;
-  if (!out.ok()) return out.status();
-  Patcher patcher(base, st.diff, st.extra, &*out);
-  if (auto s = RunTriples(ctrl, patcher, target_size); !s.ok()) return s;
+                                         Helpers& helpers, absl::StatusOr<std::string> out,
+                                         const ApplyPlan* plan = nullptr) {
+  if (!st.triples.over) {
+    if (st.triples.list.empty() && !st.triples.after.ok()) return st.triples.after;  // before the buffer's error
+    if (!out.ok()) return out.status();
+    Patcher patcher(base, st.diff, st.extra, &*out);
+    absl::StatusOr<ApplyPlan> own;
+    if (!plan) {
+      own = PlanApply(st.triples, patcher, target_size);
+      if (!own.ok()) return own.status();
+      plan = &*own;
+    }
+    if (auto s = ApplyList(st.triples, *plan, patcher, helpers); !s.ok()) return s;
+  } else {
+    CtrlReader ctrl;
+    if (auto s = ctrl.Init(st.parsed.ctrl); !s.ok()) return s;
+    if (!out.ok()) return out.status();
+    Patcher patcher(base, st.diff, st.extra, &*out);
+    if (auto s = RunTriples(ctrl, patcher, target_size); !s.ok()) return s;
+  }
   if (st.parsed.x86_target) X86ToRelative(*out, *st.parsed.x86_target, helpers);
   if (Hash64(*out) != st.parsed.hash) {
     return absl::DataLossError("bsdiff patch: checksum mismatch (wrong base or corrupt patch)");
@@ -606,24 +749,15 @@ absl::StatusOr<std::string> ApplyStreams(std::string_view base, const Streams& s
 // rewritten operands) with its references moved along the map of the
 // patch's own control stream, as the encoder moved them.
 absl::Status AdjustForPatch(std::string& base_abs, const std::vector<X86Operand>& ops, const Parsed& p,
-                            uint64_t target_size, Helpers& helpers = NoHelpers()) {
+                            const Triples& triples, uint64_t target_size, Helpers& helpers = NoHelpers()) {
   auto la = ParseElfLayout(base_abs);
   if (!la) {
     return absl::DataLossError(
         "bsdiff patch: adjusted x86 form, but the base has no ELF program headers (wrong base or corrupt patch)");
   }
-  CtrlReader ctrl;
-  if (auto s = ctrl.Init(p.ctrl); !s.ok()) return s;
-  std::vector<BsdiffTriple> triples;
-  for (;;) {
-    auto t = ctrl.Next();
-    if (!t.ok()) return t.status();
-    if (!t->has_value()) break;
-    if (triples.size() > target_size || triples.size() >= kMaxAdjustTriples)
-      return absl::DataLossError("bsdiff patch: too many ctrl triples for the adjusted x86 form");
-    triples.push_back(**t);
-  }
-  auto map = MoveMap::FromCtrl(triples, base_abs.size(), target_size);
+  if (!triples.after.ok()) return triples.after;
+  if (triples.over) return absl::DataLossError("bsdiff patch: too many ctrl triples for the adjusted x86 form");
+  auto map = MoveMap::FromCtrl(triples.list, base_abs.size(), target_size);
   if (!map) return absl::DataLossError("bsdiff patch: ctrl triples outside the base or the target");
   AdjustBase(base_abs, ops, *p.x86_base, *la, p.adjust_target, *map, helpers);
   return absl::OkStatus();
@@ -646,7 +780,7 @@ absl::StatusOr<std::string> BsdiffCodec::Decode(std::string_view base, std::stri
     x86_base.assign(base);
     if (st.parsed.adjusted) {
       auto ops = X86ToAbsoluteOperands(x86_base, *st.parsed.x86_base);
-      if (auto s = AdjustForPatch(x86_base, ops, st.parsed, target_size); !s.ok()) return s;
+      if (auto s = AdjustForPatch(x86_base, ops, st.parsed, st.triples, target_size); !s.ok()) return s;
     } else {
       X86ToAbsolute(x86_base, *st.parsed.x86_base);
     }
@@ -686,8 +820,20 @@ absl::StatusOr<std::string> BsdiffCodec::DecodeWith(const BaseSource& base, std:
   if (!b.ok()) return b.status();
   if (auto s = sections.Keep(st, target_size); !s.ok()) return s;
   if (auto s = CheckSpans(st.parsed, b->size(), target_size); !s.ok()) return s;
+  if (st.parsed.adjusted && !st.triples.over && out.ok()) {
+    // The base's references moved while the triples are checked beside
+    // (the check reads no base bytes); the adjustment's errors first.
+    absl::Status adjusted;
+    absl::StatusOr<ApplyPlan> plan = absl::UnknownError("not planned");
+    Patcher start(*b, st.diff, st.extra, &*out);
+    helpers.Run({[&] { adjusted = AdjustForPatch(*b, ops, st.parsed, st.triples, target_size, helpers); },
+                 [&] { plan = PlanApply(st.triples, start, target_size); }});
+    if (!adjusted.ok()) return adjusted;  // the triples' read error among them
+    if (!plan.ok()) return plan.status();
+    return ApplyStreams(*b, st, target_size, helpers, std::move(out), &*plan);
+  }
   if (st.parsed.adjusted)
-    if (auto s = AdjustForPatch(*b, ops, st.parsed, target_size, helpers); !s.ok()) return s;
+    if (auto s = AdjustForPatch(*b, ops, st.parsed, st.triples, target_size, helpers); !s.ok()) return s;
   return ApplyStreams(*b, st, target_size, helpers, std::move(out));
 }
 
