@@ -281,10 +281,15 @@ struct ApplyPlan {
   std::optional<Patcher::State> end;  // after the last triple
 };
 
-absl::StatusOr<ApplyPlan> PlanApply(const Triples& triples, const Patcher& start, uint64_t target_size) {
+// True if `helpers` may run tasks side by side: without, a part plan would
+// only add its checking pass (di3fs reads without helpers).
+bool MayRunParts(Helpers& helpers) { return &helpers != &NoHelpers(); }
+
+absl::StatusOr<ApplyPlan> PlanApply(const Triples& triples, const Patcher& start, uint64_t target_size,
+                                    Helpers& helpers) {
   ApplyPlan plan;
   uint64_t n = std::min<uint64_t>(kMaxApplyParts, target_size / kApplyPartBytes);
-  if (n < 2) return plan;
+  if (n < 2 || !MayRunParts(helpers)) return plan;
   const std::vector<BsdiffTriple>& list = triples.list;
   Patcher check = start;
   for (size_t k = 0; k < list.size(); ++k) {
@@ -726,7 +731,7 @@ absl::StatusOr<std::string> ApplyStreams(std::string_view base, const Streams& s
     Patcher patcher(base, st.diff, st.extra, &*out);
     absl::StatusOr<ApplyPlan> own;
     if (!plan) {
-      own = PlanApply(st.triples, patcher, target_size);
+      own = PlanApply(st.triples, patcher, target_size, helpers);
       if (!own.ok()) return own.status();
       plan = &*own;
     }
@@ -820,14 +825,14 @@ absl::StatusOr<std::string> BsdiffCodec::DecodeWith(const BaseSource& base, std:
   if (!b.ok()) return b.status();
   if (auto s = sections.Keep(st, target_size); !s.ok()) return s;
   if (auto s = CheckSpans(st.parsed, b->size(), target_size); !s.ok()) return s;
-  if (st.parsed.adjusted && !st.triples.over && out.ok()) {
+  if (st.parsed.adjusted && !st.triples.over && out.ok() && MayRunParts(helpers)) {
     // The base's references moved while the triples are checked beside
     // (the check reads no base bytes); the adjustment's errors first.
     absl::Status adjusted;
     absl::StatusOr<ApplyPlan> plan = absl::UnknownError("not planned");
     Patcher start(*b, st.diff, st.extra, &*out);
     helpers.Run({[&] { adjusted = AdjustForPatch(*b, ops, st.parsed, st.triples, target_size, helpers); },
-                 [&] { plan = PlanApply(st.triples, start, target_size); }});
+                 [&] { plan = PlanApply(st.triples, start, target_size, helpers); }});
     if (!adjusted.ok()) return adjusted;  // the triples' read error among them
     if (!plan.ok()) return plan.status();
     return ApplyStreams(*b, st, target_size, helpers, std::move(out), &*plan);
