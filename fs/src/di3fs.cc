@@ -26,11 +26,13 @@
 #include <list>
 #include <memory>
 #include <optional>
+#include <thread>
 #include <unordered_map>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "d4c/chain.h"
+#include "d4c/codec.h"
 #include "d4c/content_cache.h"
 #include "d4c/fs_tree.h"
 #include "d4c/base/strcat.h"
@@ -181,6 +183,9 @@ struct Di3fs::State {
   std::unique_ptr<ContentCache> cache;
   ContentFds fds{1024};
   BadContents bad;
+  // Threads lent to the rebuild of a big file (one reader would otherwise
+  // rebuild it alone): one fewer than the CPUs, shared by all readers.
+  SpawningHelpers helpers{static_cast<int>(std::max(2u, std::thread::hardware_concurrency())) - 1};
   std::string private_cache_dir;  // removed with the object
   // Set at FUSE init: the kernel opens files / directories by itself.
   bool no_open = false;
@@ -330,6 +335,11 @@ void OnOpen(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 // else EIO (bad image bytes, I/O errors, a cache disk that is full).
 int ErrnoOf(const absl::Status& s) { return absl::IsResourceExhausted(s) ? ENOMEM : EIO; }
 
+// Files from this size are rebuilt with State::helpers (a codec splits the
+// work of a big file: bsdiff decodes its streams beside the base and
+// rebuilds in parts); smaller ones are not worth a thread's start.
+constexpr uint64_t kHelpedRebuildBytes = 4u << 20;
+
 // The cache file of regular entry i: rebuilt (and verified) on first use.
 absl::StatusOr<std::shared_ptr<const ContentFd>> ContentOf(State& s, size_t i) {
   const CdimgImage& img = s.t().image();
@@ -337,7 +347,9 @@ absl::StatusOr<std::shared_ptr<const ContentFd>> ContentOf(State& s, size_t i) {
   if (auto fd = s.fds.Get(digest)) return fd;
   if (auto known = s.bad.Get(digest)) return *known;
   const ImageChain& chain = *s.chain;
-  auto opened = s.cache->OpenContent(digest, img.SizeAt(i), [&] { return chain.ReadFile(i); });
+  auto opened = s.cache->OpenContent(digest, img.SizeAt(i), [&] {
+    return img.SizeAt(i) >= kHelpedRebuildBytes ? chain.ReadFile(i, s.helpers, {}) : chain.ReadFile(i);
+  });
   if (!opened.ok()) {
     Log(StrCat(std::strerror(ErrnoOf(opened.status())), " for ", PathOf(s, i), ": ",
                Msg(opened.status().message()),

@@ -183,6 +183,31 @@ elif [[ ${D4C_REQUIRE_E2E:-0} == 1 ]]; then
   bad "ctr-cli cdimg diff is not available: the delta chain check cannot run"
 fi
 
+# ---- 3b. a big changed executable: biome's 28.6 MB binary, a bsdiff patch in the
+# adjusted x86 form, rebuilt on first read with the daemon's helper threads (the
+# base read beside the patch's streams, the target in parts) ---------------------------
+btags=($(corpus_tags biome))
+if ((${#btags[@]} >= 2)); then
+  mkdir -p "$tmp/big"
+  if "$CTR_CLI" cdimg diff --oldCdimg "$(cdimg_for biome "${btags[0]}")" --newCdimg "$(cdimg_for biome "${btags[1]}")" \
+    --outCdimg "$tmp/big/d.cdimg" >/dev/null; then
+    if mount_di3fs "$tmp/mnt/big" "$tmp/big.log" --cdimg "$tmp/big/d.cdimg" --base "$(cdimg_for biome "${btags[0]}")"; then
+      if "$TREECMP" "$tmp/mnt/big" "$D4C_CORPUS/biome/rootfs/${btags[1]}/rootfs" >"$tmp/cmp.txt"; then
+        e2e_log "biome delta ${btags[0]}->${btags[1]} mounted: $(cat "$tmp/cmp.txt")"
+      else
+        bad "biome delta mount differs from ${btags[1]}:"; head -40 "$tmp/cmp.txt" >&2
+      fi
+      unmount_di3fs "$tmp/mnt/big"
+    else
+      fail=1
+    fi
+  else
+    bad "diff biome ${btags[0]} -> ${btags[1]} failed"
+  fi
+elif [[ ${D4C_REQUIRE_E2E:-0} == 1 ]]; then
+  bad "the corpus has no biome pair: the big-executable check cannot run"
+fi
+
 # ---- 4. overlayfs over the mount -----------------------------------------------------
 t=$(corpus_tags typescript | head -n1)
 rootfs=$D4C_CORPUS/typescript/rootfs/$t/rootfs

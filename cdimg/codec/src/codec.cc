@@ -1,6 +1,11 @@
 // Codec names and the registry of static codec instances.
 #include "d4c/codec.h"
 
+#include <algorithm>
+#include <atomic>
+#include <system_error>
+#include <thread>
+
 #include "bsdiff_codec.h"
 #include "chain_codec.h"
 #include "gzip_codec.h"
@@ -40,6 +45,39 @@ class SerialHelpers final : public Helpers {
 Helpers& NoHelpers() {
   static SerialHelpers* none = new SerialHelpers();
   return *none;
+}
+
+int SpawningHelpers::Borrow(int max) {
+  absl::MutexLock l(&mu_);
+  int n = std::min(std::max(max, 0), free_);
+  free_ -= n;
+  return n;
+}
+
+void SpawningHelpers::Release(int n) {
+  absl::MutexLock l(&mu_);
+  free_ += n;
+}
+
+void SpawningHelpers::Run(const std::vector<std::function<void()>>& tasks) {
+  if (tasks.empty()) return;
+  int lent = Borrow(static_cast<int>(std::min<size_t>(tasks.size() - 1, 1024)));
+  std::atomic<size_t> next{0};
+  auto work = [&] {
+    for (size_t k; (k = next.fetch_add(1)) < tasks.size();) tasks[k]();
+  };
+  std::vector<std::thread> threads;
+  threads.reserve(lent);
+  for (int t = 0; t < lent; ++t) {
+    try {
+      threads.emplace_back(work);
+    } catch (const std::system_error&) {
+      break;  // no thread: the caller does the rest
+    }
+  }
+  work();
+  for (std::thread& t : threads) t.join();
+  Release(lent);
 }
 
 const char* CodecName(CodecId id) {

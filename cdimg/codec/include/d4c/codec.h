@@ -9,7 +9,9 @@
 #include <string_view>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
 
 namespace d4c {
 
@@ -46,6 +48,25 @@ class Helpers {
 };
 // None: tasks run one after the other on the caller, Borrow gives 0.
 Helpers& NoHelpers();
+
+// Helpers with threads of their own, for a program without a job pool
+// (di3fs rebuilding one big file on a FUSE worker): each Run starts as many
+// threads as its tasks need beside the caller, at most `extra` in all at
+// any time (concurrent and nested Runs and Borrows share them; a Run that
+// finds none free runs its tasks on the caller, as does one whose thread
+// cannot be started). Thread-safe: Run, Borrow and Release may be called
+// from any threads at once.
+class SpawningHelpers final : public Helpers {
+ public:
+  explicit SpawningHelpers(int extra) : free_(extra > 0 ? extra : 0) {}
+  void Run(const std::vector<std::function<void()>>& tasks) override;
+  int Borrow(int max) override;
+  void Release(int n) override;
+
+ private:
+  absl::Mutex mu_;
+  int free_ ABSL_GUARDED_BY(mu_);
+};
 
 class DeltaCodec {
  public:
