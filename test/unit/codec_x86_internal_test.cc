@@ -334,6 +334,21 @@ TEST_CASE("x86 code: the adjusted form moves references along the patch's own bl
                                threads);
   REQUIRE(with.ok());
   CHECK(*with == target);
+  // Told the x86 form's patch, the adjusted form compresses its extra
+  // section only in the form that patch chose (its last `extra` bytes, the
+  // length at byte 8); it still decodes.
+  auto extra_form = [](const std::string& patch) -> char {
+    uint32_t n = static_cast<uint32_t>(GetLE(patch.data() + 8, 4));
+    if (n == 0) return 'e';
+    char c = patch[patch.size() - n];
+    return c == 0x02 || c == 0x03 ? c : 'z';
+  };
+  auto reusing = codec.EncodeAdjusted(base, target, *span, *target_span, NoHelpers(), UINT64_MAX, nullptr, *x86);
+  REQUIRE(reusing.ok());
+  CHECK(extra_form(*reusing) == extra_form(*x86));
+  back = GetCodec(CodecId::kBsdiff).Decode(base, *reusing, target.size());
+  REQUIRE(back.ok());
+  CHECK(*back == target);
   // A wrong base fails, and so does a base that is no ELF file any more.
   std::string other = base;
   other[span->start + 50] ^= 1;

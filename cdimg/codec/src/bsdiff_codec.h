@@ -66,9 +66,13 @@ class BsdiffCodec final : public DeltaCodec {
   // kOutOfRange if a file has no program headers or it exceeds `limit`.
   // `first_map` (may be null): the blocks of the x86 form's scan of this
   // pair, if already made (the same bytes either way).
+  // `forms_of` (may be empty): a patch of this pair (the x86 form's) whose
+  // extra section's form the adjusted form reuses, compressing that section
+  // only in the form that patch chose (zstd, LZMA2 or bzip2) instead of all.
   absl::StatusOr<std::string> EncodeAdjusted(std::string_view base, std::string_view target, X86Span base_span,
                                              X86Span target_span, Helpers& helpers, uint64_t limit,
-                                             const MoveMap* first_map = nullptr) const;
+                                             const MoveMap* first_map = nullptr,
+                                             std::string_view forms_of = {}) const;
   // Patches of the x86 form at least this big are tried in the adjusted form
   // too (two more scans); below it the gain is a few bytes at most.
   static constexpr uint64_t kAdjustMinPatch = 4096;
