@@ -84,5 +84,21 @@ TEST_CASE("SpawningHelpers: with nothing free the caller runs the tasks itself",
   CHECK(helpers.Borrow(5) == 1);
 }
 
+TEST_CASE("SpawningHelpers: a task's exception reaches the caller after every thread finished", "[helpers]") {
+  SpawningHelpers helpers(2);
+  std::atomic<int> started{0}, finished{0};
+  std::vector<std::function<void()>> tasks;
+  for (int k = 0; k < 3; ++k)
+    tasks.push_back([&] {
+      ++started;
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      ++finished;
+    });
+  tasks[1] = [] { throw std::bad_alloc(); };
+  CHECK_THROWS_AS(helpers.Run(tasks), std::bad_alloc);
+  CHECK(finished == started);       // every task started ran to its end first
+  CHECK(helpers.Borrow(100) == 2);  // and the threads were given back
+}
+
 }  // namespace
 }  // namespace d4c

@@ -3,6 +3,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <exception>
+#include <mutex>
 #include <system_error>
 #include <thread>
 
@@ -63,8 +65,21 @@ void SpawningHelpers::Run(const std::vector<std::function<void()>>& tasks) {
   if (tasks.empty()) return;
   int lent = Borrow(static_cast<int>(std::min<size_t>(tasks.size() - 1, 1024)));
   std::atomic<size_t> next{0};
+  // A task that throws (std::bad_alloc) on a lent thread must not end the
+  // process: the first exception is thrown again on the caller, once every
+  // thread has finished, as if the caller had run that task.
+  std::mutex thrown_mu;
+  std::exception_ptr thrown;
   auto work = [&] {
-    for (size_t k; (k = next.fetch_add(1)) < tasks.size();) tasks[k]();
+    for (size_t k; (k = next.fetch_add(1)) < tasks.size();) {
+      try {
+        tasks[k]();
+      } catch (...) {
+        std::lock_guard<std::mutex> l(thrown_mu);
+        if (!thrown) thrown = std::current_exception();
+        next = tasks.size();  // the rest is not started
+      }
+    }
   };
   std::vector<std::thread> threads;
   threads.reserve(lent);
@@ -78,6 +93,7 @@ void SpawningHelpers::Run(const std::vector<std::function<void()>>& tasks) {
   work();
   for (std::thread& t : threads) t.join();
   Release(lent);
+  if (thrown) std::rethrow_exception(thrown);
 }
 
 const char* CodecName(CodecId id) {

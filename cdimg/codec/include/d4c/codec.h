@@ -54,8 +54,10 @@ Helpers& NoHelpers();
 // threads as its tasks need beside the caller, at most `extra` in all at
 // any time (concurrent and nested Runs and Borrows share them; a Run that
 // finds none free runs its tasks on the caller, as does one whose thread
-// cannot be started). Thread-safe: Run, Borrow and Release may be called
-// from any threads at once.
+// cannot be started). A task that throws stops the Run from starting more;
+// the exception is thrown again on the caller after every thread finished.
+// Thread-safe: Run, Borrow and Release may be called from any threads at
+// once.
 class SpawningHelpers final : public Helpers {
  public:
   explicit SpawningHelpers(int extra) : free_(extra > 0 ? extra : 0) {}
