@@ -72,3 +72,37 @@ TEST_CASE("jobs get help from idle workers, within the thread count", "[delta]")
   CHECK(borrowed_max <= threads - 1);
   if (threads > 1) CHECK(busy.peak >= 2);  // helpers did run
 }
+
+// A job or a task lent to a pool thread that throws (std::bad_alloc, where a
+// library allocates without a Status) is that job's error, naming its file;
+// the process and the other jobs go on as for any failed job.
+TEST_CASE("a job whose task throws fails with an error naming its file", "[delta]") {
+  oci_test::ScratchDir tmp;
+  auto spool = Spool::Create(tmp.path() + "/out");
+  REQUIRE(spool.ok());
+  int threads = GENERATE(1, 2);
+  bool in_task = GENERATE(false, true);
+  INFO(threads << " threads, thrown " << (in_task ? "by a lent task" : "by the job"));
+  std::vector<Entry> entries(3);
+  for (size_t i = 0; i < entries.size(); ++i) entries[i].path = StrCat("usr/lib/file", i);
+  std::vector<BlobJob> jobs;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    jobs.push_back({i, 100 - i, 1, [&, i](Helpers& h) -> absl::StatusOr<BlobResult> {
+                      std::vector<std::function<void()>> tasks(4, [] {
+                        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+                      });
+                      if (i == 1 && in_task) tasks[2] = [] { throw std::bad_alloc(); };
+                      if (i == 1 && !in_task) throw std::bad_alloc();
+                      h.Run(tasks);
+                      BlobResult r;
+                      r.recipe.kind = Recipe::Kind::kFull;
+                      r.blob = "blob";
+                      return r;
+                    }});
+  }
+  auto out = RunJobs(std::move(jobs), **spool, {threads, 1ull << 30, nullptr, &entries});
+  REQUIRE_FALSE(out.ok());
+  CHECK(out.status().code() == absl::StatusCode::kResourceExhausted);
+  CHECK_THAT(std::string(out.status().message()),
+             Catch::Contains("/usr/lib/file1: out of memory") && Catch::Contains("--threadNum"));
+}

@@ -8,6 +8,8 @@
 #include <atomic>
 #include <cerrno>
 #include <deque>
+#include <exception>
+#include <new>
 #include <cstring>
 #include <filesystem>
 #include <thread>
@@ -72,12 +74,27 @@ absl::StatusOr<std::string> Spool::Get(const BlobRef& ref) const {
 namespace {
 
 // One Helpers::Run call: its tasks, the next one nobody has claimed yet, and
-// how many have finished. `next` and `done` are guarded by RunState::mu.
+// how many have finished. `next`, `done` and `thrown` are guarded by
+// RunState::mu.
 struct TaskGroup {
-  const std::vector<std::function<void()>>* tasks;
+  const std::vector<std::function<void()>>* tasks = nullptr;
   size_t next = 0;
   size_t done = 0;
+  // The first exception a task threw (std::bad_alloc), thrown again on the
+  // Run's caller once every claimed task finished: an exception must not
+  // end the process from a pool thread (the snapshotter compacts in-process).
+  std::exception_ptr thrown;
 };
+
+// Runs one task of `g`, keeping what it throws. Called without RunState::mu.
+std::exception_ptr RunTask(const std::function<void()>& task) {
+  try {
+    task();
+  } catch (...) {
+    return std::current_exception();
+  }
+  return nullptr;
+}
 
 // State shared between the dispatcher and the workers of one RunJobs call.
 // Thread-safety: everything is guarded by `mu`, which is never held while a
@@ -124,7 +141,8 @@ class PoolHelpers final : public Helpers {
 
   void Run(const std::vector<std::function<void()>>& tasks) override {
     if (tasks.empty()) return;
-    TaskGroup g{&tasks};
+    TaskGroup g;
+    g.tasks = &tasks;
     st_.mu.Lock();
     st_.groups.push_back(&g);
     st_.cv.SignalAll();
@@ -132,12 +150,15 @@ class PoolHelpers final : public Helpers {
       size_t k = g.next++;
       if (g.next == tasks.size()) st_.groups.erase(std::find(st_.groups.begin(), st_.groups.end(), &g));
       st_.mu.Unlock();
-      tasks[k]();
+      std::exception_ptr e = RunTask(tasks[k]);
       st_.mu.Lock();
+      if (e && !g.thrown) g.thrown = e;
       ++g.done;
     }
     while (g.done != tasks.size()) st_.cv.Wait(&st_.mu);
+    std::exception_ptr thrown = g.thrown;
     st_.mu.Unlock();
+    if (thrown) std::rethrow_exception(thrown);
   }
 
   int Borrow(int max) override {
@@ -157,8 +178,21 @@ class PoolHelpers final : public Helpers {
   RunState& st_;
 };
 
+std::string JobName(const BlobJob& job, const RunOptions& o) {
+  if (o.entries && job.entry < o.entries->size()) return StrCat("/", (*o.entries)[job.entry].path);
+  return StrCat("entry ", job.entry);
+}
+
 void RunOne(const BlobJob& job, Spool& spool, Helpers& helpers, const RunOptions& o, RunState& st) {
-  auto r = job.run(helpers);
+  absl::StatusOr<BlobResult> r = absl::UnknownError("not run");
+  try {
+    r = job.run(helpers);
+  } catch (const std::bad_alloc&) {
+    r = absl::ResourceExhaustedError(StrCat(JobName(job, o), ": out of memory (std::bad_alloc) while making its blob; ",
+                                            "free memory or use fewer threads (--threadNum)"));
+  } catch (const std::exception& e) {
+    r = absl::InternalError(StrCat(JobName(job, o), ": ", e.what(), " while making its blob"));
+  }
   absl::StatusOr<BlobRef> ref = !r.ok() ? r.status() : r->spooled ? *r->spooled : spool.Put(r->blob);
   absl::MutexLock l(&st.mu);
   if (!ref.ok()) {
@@ -183,8 +217,9 @@ void RunHelper(RunState& st) {
   TaskGroup* g = nullptr;
   while (const std::function<void()>* t = st.Claim(&g)) {
     st.mu.Unlock();
-    (*t)();
+    std::exception_ptr e = RunTask(*t);
     st.mu.Lock();
+    if (e && !g->thrown) g->thrown = e;
     ++g->done;
     st.cv.SignalAll();
   }

@@ -157,7 +157,7 @@ absl::StatusOr<DeltaStats> DiffImages(const ImageChain& old_chain, const ImageCh
   if (!spool.ok()) return spool.status();
   std::vector<BlobJob> jobs = PlanDiff(old_chain, new_chain, old, entries, options, **spool, &recipes);
   auto blobs = delta_internal::RunJobs(std::move(jobs), **spool,
-                                       {options.threads, options.memory_budget, options.progress});
+                                       {options.threads, options.memory_budget, options.progress, &entries});
   if (!blobs.ok()) return blobs.status();
   return delta_internal::WriteDelta(out_path, a, b.config(), entries, std::move(recipes), *blobs, **spool,
                                     nullptr, options.threads);

@@ -85,6 +85,9 @@ struct RunOptions {
   int threads = 0;
   uint64_t memory_budget = 1ull << 30;
   DeltaProgress progress;
+  // The output's entries (may be null): names a job's file in errors the
+  // job could not name itself (an exception it threw).
+  const std::vector<Entry>* entries = nullptr;
 };
 
 // Runs every job, largest first, with at most `memory_budget` estimated bytes

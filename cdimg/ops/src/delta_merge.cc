@@ -500,7 +500,7 @@ absl::StatusOr<DeltaStats> ComposeDeltas(const ImageChain& base_chain, const std
         !s.ok())
       return s;
   auto blobs = delta_internal::RunJobs(std::move(jobs), **spool,
-                                       {options.threads, options.memory_budget, options.progress});
+                                       {options.threads, options.memory_budget, options.progress, &entries});
   if (!blobs.ok()) return blobs.status();
   blobs->merge(copied);
   // Packs whose members all survive unchanged are copied as they are stored.
@@ -532,7 +532,7 @@ absl::StatusOr<DeltaStats> MergeDeltas(const ImageChain& base_chain, const std::
   auto spool = delta_internal::Spool::Create(out_path);
   if (!spool.ok()) return spool.status();
   auto blobs = delta_internal::RunJobs(std::move(jobs), **spool,
-                                       {options.threads, options.memory_budget, options.progress});
+                                       {options.threads, options.memory_budget, options.progress, &entries});
   if (!blobs.ok()) return blobs.status();
   return delta_internal::WriteDelta(out_path, a, c.top().config(), entries, std::move(recipes), *blobs, **spool,
                                     nullptr, options.threads);

@@ -120,7 +120,7 @@ absl::StatusOr<DeltaStats> PatchImage(const ImageChain& base_chain, const std::s
   auto spool = delta_internal::Spool::Create(out_path);
   if (!spool.ok()) return spool.status();
   auto blobs = delta_internal::RunJobs(std::move(jobs), **spool,
-                                       {options.threads, options.memory_budget, options.progress});
+                                       {options.threads, options.memory_budget, options.progress, &entries});
   if (!blobs.ok()) return blobs.status();
   const Spool& sp = **spool;
   auto written = internal::WriteFullImage(
