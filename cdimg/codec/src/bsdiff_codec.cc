@@ -708,7 +708,7 @@ uint64_t TripleCap(const Parsed& p, uint64_t target_size) {
 }
 
 // The diff and the extra section, each bounded by the target size (together
-// they must make exactly that, which Keep checks).
+// they must make exactly that, which Keep checks), and the control triples.
 struct Sections {
   absl::StatusOr<DiffStream> diff = absl::UnknownError("not decoded");
   absl::StatusOr<std::string> extra = absl::UnknownError("not decoded");
@@ -833,8 +833,9 @@ absl::StatusOr<std::string> BsdiffCodec::DecodeWith(const BaseSource& base, std:
     return parsed.status();
   }
   st.parsed = *parsed;
-  // The base is made (read, verified) and put in the x86 form in place,
-  // while the sections decode beside it.
+  // The base is made (read; the chain checks what is built on it) and put
+  // in the x86 form in place, while the sections and the control triples
+  // decode beside it.
   absl::StatusOr<std::string> b = absl::UnknownError("not run");
   std::vector<X86Operand> ops;  // the adjusted form's
   Sections sections;
