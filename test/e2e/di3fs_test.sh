@@ -148,6 +148,23 @@ elif [[ ${D4C_REQUIRE_E2E:-0} == 1 ]]; then
   bad "umoci, setcap or setfattr missing: the xattr/capability check cannot run"
 fi
 
+# mount_compare NAME TRUTH LABEL DI3FS_ARGS...: mounts at $tmp/mnt/NAME,
+# compares the tree with TRUTH (a rootfs), unmounts.
+mount_compare() {
+  local name=$1 truth=$2 label=$3
+  shift 3
+  if ! mount_di3fs "$tmp/mnt/$name" "$tmp/$name.log" "$@"; then
+    fail=1
+    return
+  fi
+  if "$TREECMP" "$tmp/mnt/$name" "$truth" >"$tmp/cmp.txt"; then
+    e2e_log "$label: $(cat "$tmp/cmp.txt")"
+  else
+    bad "$label: mounted tree differs from $truth:"; head -40 "$tmp/cmp.txt" >&2
+  fi
+  unmount_di3fs "$tmp/mnt/$name"
+}
+
 # ---- 3. a delta chain of depth 4 ---------------------------------------------------
 tags=($(corpus_tags typescript))
 if "$CTR_CLI" cdimg diff --help >/dev/null 2>&1 && ((${#tags[@]} >= 4)); then
@@ -161,16 +178,8 @@ if "$CTR_CLI" cdimg diff --help >/dev/null 2>&1 && ((${#tags[@]} >= 4)); then
   done
   top=${chain[3]}
   bases=(--base "${chain[2]}" --base "${chain[0]}" --base "${chain[1]}")  # any order
-  if mount_di3fs "$tmp/mnt/chain" "$tmp/chain.log" --cdimg "$top" "${bases[@]}"; then
-    if "$TREECMP" "$tmp/mnt/chain" "$D4C_CORPUS/typescript/rootfs/${tags[3]}/rootfs" >"$tmp/cmp.txt"; then
-      e2e_log "delta chain ${tags[0]}->${tags[1]}->${tags[2]}->${tags[3]} (depth 4): $(cat "$tmp/cmp.txt")"
-    else
-      bad "delta chain mount differs from ${tags[3]}:"; head -40 "$tmp/cmp.txt" >&2
-    fi
-    unmount_di3fs "$tmp/mnt/chain"
-  else
-    fail=1
-  fi
+  mount_compare chain "$D4C_CORPUS/typescript/rootfs/${tags[3]}/rootfs" \
+    "delta chain ${tags[0]}->${tags[1]}->${tags[2]}->${tags[3]} (depth 4)" --cdimg "$top" "${bases[@]}"
   # a missing base: no mount, a message naming the missing parent and --base
   mkdir -p "$tmp/mnt/nobase"
   if "$DI3FS" --cdimg "$top" --base "${chain[2]}" "$tmp/mnt/nobase" 2>"$tmp/nobase.log"; then
@@ -191,16 +200,8 @@ if ((${#btags[@]} >= 2)); then
   mkdir -p "$tmp/big"
   if "$CTR_CLI" cdimg diff --oldCdimg "$(cdimg_for biome "${btags[0]}")" --newCdimg "$(cdimg_for biome "${btags[1]}")" \
     --outCdimg "$tmp/big/d.cdimg" >/dev/null; then
-    if mount_di3fs "$tmp/mnt/big" "$tmp/big.log" --cdimg "$tmp/big/d.cdimg" --base "$(cdimg_for biome "${btags[0]}")"; then
-      if "$TREECMP" "$tmp/mnt/big" "$D4C_CORPUS/biome/rootfs/${btags[1]}/rootfs" >"$tmp/cmp.txt"; then
-        e2e_log "biome delta ${btags[0]}->${btags[1]} mounted: $(cat "$tmp/cmp.txt")"
-      else
-        bad "biome delta mount differs from ${btags[1]}:"; head -40 "$tmp/cmp.txt" >&2
-      fi
-      unmount_di3fs "$tmp/mnt/big"
-    else
-      fail=1
-    fi
+    mount_compare big "$D4C_CORPUS/biome/rootfs/${btags[1]}/rootfs" "biome delta ${btags[0]}->${btags[1]}" \
+      --cdimg "$tmp/big/d.cdimg" --base "$(cdimg_for biome "${btags[0]}")"
   else
     bad "diff biome ${btags[0]} -> ${btags[1]} failed"
   fi

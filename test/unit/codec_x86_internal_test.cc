@@ -55,6 +55,14 @@ std::string CorpusRoot() {
   return env && *env ? env : "/var/cache/d4c-corpus";
 }
 
+// `file` with 777 bytes of code inserted a third into its code span and 777
+// removed two thirds in: everything between moves, as in a rebuild.
+std::string CodeMoved(std::string file, X86Span span) {
+  file.insert(span.start + span.size / 3, Codeish(777, 4));
+  file.erase(span.start + span.size * 2 / 3, 777);
+  return file;
+}
+
 TEST_CASE("x86 code: the transform is its own inverse's inverse, on any bytes and spans", "[codec][bsdiff]") {
   for (uint64_t seed = 1; seed <= 40; ++seed) {
     std::string x = Codeish(3000 + seed * 7, seed);
@@ -277,9 +285,7 @@ TEST_CASE("x86 code: the x86 form of an edited executable decodes", "[codec][bsd
   auto span = LsCodeSpan(&base);
   if (!span) return;
   // Bytes inserted into the code: everything after them moves.
-  std::string target = base;
-  target.insert(span->start + span->size / 3, Codeish(777, 4));
-  target.erase(span->start + span->size * 2 / 3, 777);
+  std::string target = CodeMoved(base, *span);
   auto target_span = X86_64CodeSpan(target);
   REQUIRE(target_span);
   auto patch = BsdiffCodec().EncodeX86(base, target, *span, *target_span, NoHelpers(), UINT64_MAX);
@@ -312,9 +318,7 @@ TEST_CASE("x86 code: the adjusted form moves references along the patch's own bl
   if (!span) return;
   // Code inserted and removed: calls and RIP-relative operands into the
   // moved part change in the target, which the adjustment predicts.
-  std::string target = base;
-  target.insert(span->start + span->size / 3, Codeish(777, 4));
-  target.erase(span->start + span->size * 2 / 3, 777);
+  std::string target = CodeMoved(base, *span);
   auto target_span = X86_64CodeSpan(target);
   REQUIRE(target_span);
   const BsdiffCodec codec;
@@ -483,9 +487,7 @@ TEST_CASE("x86 code: both forms computed side by side give the serial result", "
   // Code moved and an edit outside the code (the plain form wins), and where
   // the corpus is there, libapt-pkg rebuilt (the x86 form wins, then the
   // adjusted one).
-  std::string moved = base;
-  moved.insert(span->start + span->size / 3, Codeish(777, 4));
-  moved.erase(span->start + span->size * 2 / 3, 777);
+  std::string moved = CodeMoved(base, *span);
   std::string outside = base;
   outside[span->start - 1] ^= 1;
   struct Pair {

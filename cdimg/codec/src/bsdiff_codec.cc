@@ -517,6 +517,18 @@ absl::StatusOr<std::string> FormEncoder::Assemble() {
   return out;
 }
 
+// Copies of base and target to transform in place; ResourceExhausted if
+// they do not fit in memory.
+absl::Status CopyPair(std::string_view base, std::string_view target, std::string* b, std::string* t) {
+  try {
+    b->assign(base);
+    t->assign(target);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("bsdiff: out of memory");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::string> Finish(FormEncoder& form, Helpers& helpers, uint64_t limit) {
   if (form.ClearlyOver(limit)) return absl::OutOfRangeError("bsdiff: patch would exceed the limit");
   helpers.Run(form.Tasks());
@@ -553,12 +565,7 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeAdjusted(std::string_view base, s
   auto lt = ParseElfLayout(target);
   if (!lt) return absl::OutOfRangeError("bsdiff: the target has no program headers");
   std::string a, t;
-  try {
-    a.assign(base);
-    t.assign(target);
-  } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError("bsdiff: out of memory");
-  }
+  if (auto s = CopyPair(base, target, &a, &t); !s.ok()) return s;
   std::vector<X86Operand> ops = X86ToAbsoluteOperands(a, base_span, helpers);
   auto la = ParseElfLayout(a);
   if (!la) return absl::OutOfRangeError("bsdiff: the base has no program headers");
@@ -619,12 +626,7 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBothForms(std::string_view base, 
                                                          Helpers& helpers, uint64_t limit,
                                                          std::optional<MoveMap>* x86_map) const {
   std::string b, t;
-  try {
-    b.assign(base);
-    t.assign(target);
-  } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError("bsdiff: out of memory");
-  }
+  if (auto s = CopyPair(base, target, &b, &t); !s.ok()) return s;
   std::vector<BsdiffInput> inputs = {{base, target, nullptr, nullptr},
                                      {b, t, [&] { X86ToAbsolute(b, base_span); },
                                       [&] { X86ToAbsolute(t, target_span); }}};
