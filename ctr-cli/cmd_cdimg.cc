@@ -50,6 +50,7 @@ nlohmann::json HeaderJson(const std::string& path, const ImageHeader& h) {
                       {"blob_bytes", h.blobs_length},
                       {"meta_bytes", h.meta_length},
                       {"compact_meta", h.compact_meta},
+                      {"placed_packs", h.placed_packs},
                       {"config_raw_bytes", h.config_length},
                       {"index_raw_bytes", h.index_raw_length}};
   if (h.is_delta) j["parent_id"] = DigestString(h.parent_id);
@@ -58,8 +59,9 @@ nlohmann::json HeaderJson(const std::string& path, const ImageHeader& h) {
 
 void PrintText(const nlohmann::json& j) {
   std::printf("file:         %s\n", j["file"].get<std::string>().c_str());
-  std::printf("format:       cdimg v%u, %s image\n", j["format_version"].get<unsigned>(),
-              j["kind"].get<std::string>().c_str());
+  std::printf("format:       cdimg v%u, %s image%s\n", j["format_version"].get<unsigned>(),
+              j["kind"].get<std::string>().c_str(),
+              j["placed_packs"].get<bool>() ? ", placed packs (merge --compose)" : "");
   std::printf("image id:     %s\n", j["image_id"].get<std::string>().c_str());
   if (j.contains("parent_id")) std::printf("parent id:    %s\n", j["parent_id"].get<std::string>().c_str());
   bool compact = j["compact_meta"].get<bool>();

@@ -6,8 +6,11 @@
 //            its first half replaced by the base's), one byte flipped.
 // Flag bit 1 picks the pack form; bits 2-3 the first step's codec, bits 4-5
 // the second's (zstd, xdelta3, bsdiff, relcopy; steps in the pack form when
-// bit 1 is set). A decode must fail or return exactly target_size bytes; an
-// unmodified patch must reproduce the target.
+// bit 1 is set); bit 6 makes the first step a stored one (mid itself); bit
+// 7 leaves the second step in a pack of an image (located), which only an
+// image reader resolves: the codec must refuse it. A decode must fail or
+// return exactly target_size bytes; an unmodified patch must reproduce the
+// target.
 #include <string>
 #include <vector>
 
@@ -55,11 +58,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Check(p1.ok() && p2.ok());
   std::vector<d4c::ChainStep> steps{{c1, pack, mid.size(), *p1, p1->size()},
                                     {c2, pack, target.size(), *p2, p2->size()}};
+  if (data[0] & 0x40) {
+    steps[0] = {d4c::CodecId::kZstd, false, mid.size(), mid, mid.size()};
+    steps[0].stored = true;
+  }
+  const bool located = data[0] & 0x80;
+  if (located) {
+    steps[1].located = true;
+    steps[1].pack = data[3];
+    steps[1].offset = data[2];
+  }
   std::string patch = d4c::MakeChainPatch(steps, pack);
   uint8_t x = data[3];
   if (x != 0) patch[Le(data + 1, 2) % patch.size()] ^= static_cast<char>(x);
   auto out = codec.DecodeForm(base, patch, target.size(), pack);
-  if (x == 0) Check(out.ok() && *out == target);
+  if (x == 0) Check(located ? !out.ok() : out.ok() && *out == target);
   if (out.ok()) Check(out->size() == target.size());
   return 0;
 }

@@ -511,3 +511,142 @@ TEST_CASE("a pack copied as stored (AppendStoredPack) gives the image AppendPack
   REQUIRE(back.ok());
   CHECK(*(*back)->ReadPayload((*back)->RecipeAt(2)) == two);
 }
+
+// Placed packs (flag bit 2, written by merge --compose): a packed entry names
+// its pack and offset, a pack may hold bytes no entry owns, and a chained
+// patch may leave its steps in packs; the reader copies them in.
+TEST_CASE("placed packs: members anywhere in their pack, chained patch steps left in packs") {
+  Built b = SampleTree();
+  std::string parent_path = WriteSample(b, "pparent.cdimg");
+  auto parent = CdimgImage::Open(parent_path);
+  REQUIRE(parent.ok());
+  const std::string app2 = std::string(3000, 'y') + "second version of app",
+                    app3 = std::string(3000, 'y') + "third version of the app", latin2 = "latin1 v2",
+                    new_a = "a new file", new_b = "another new file";
+  auto step2 = GetCodec(CodecId::kRelcopy).EncodeForPack(app2, app3);
+  REQUIRE(step2.ok());
+  // pack 0 (stored): dead bytes, app2 (a stored step), etc/a, etc/b, dead
+  // bytes; pack 1 (inline): the relcopy step, then tmp/<latin1>.
+  const std::string pack0 = "dead" + app2 + new_a + new_b + "more dead bytes", pack1 = *step2 + latin2;
+  auto chain = [&](uint64_t offset) {
+    std::vector<ChainStep> steps(2);
+    steps[0].stored = steps[0].located = true;
+    steps[0].out_size = steps[0].patch_length = app2.size();
+    steps[0].offset = offset;
+    steps[1] = {CodecId::kRelcopy, true, app3.size(), {}, step2->size()};
+    steps[1].located = true;
+    steps[1].pack = 1;
+    return MakeChainPatch(steps, false);
+  };
+  Built c = b;
+  c.entries.push_back(Dir("etc"));
+  c.entries.push_back(File("etc/a", new_a));
+  c.entries.push_back(File("etc/b", new_b));
+  std::sort(c.entries.begin(), c.entries.end(), [](const Entry& x, const Entry& y) { return PathLess(x.path, y.path); });
+  std::map<std::string, std::string> content = {{"bin/app", app3}, {"tmp/\xff\xfe-latin1", latin2},
+                                                {"etc/a", new_a}, {"etc/b", new_b}};
+  std::vector<Recipe> recipes(c.entries.size());
+  size_t app = 0;
+  for (size_t i = 0; i < c.entries.size(); ++i) {
+    Entry& e = c.entries[i];
+    if (e.type != EntryType::kRegular) continue;
+    if (e.size == 0) {
+      recipes[i].kind = Recipe::Kind::kEmpty;
+      continue;
+    }
+    const std::string& now = content.at(e.path);
+    Digest old = e.digest;
+    e.size = now.size();
+    e.digest = Sha256(now);
+    Recipe& r = recipes[i];
+    r.kind = Recipe::Kind::kFull;
+    r.packed = true;
+    if (e.path == "bin/app") {
+      app = i;
+      r = {Recipe::Kind::kDelta, CodecId::kChain, old, {}};  // the blob is set below
+    } else if (e.path == "etc/a") {
+      r.blob = {4 + app2.size(), new_a.size()};
+    } else if (e.path == "etc/b") {
+      r.blob = {4 + app2.size() + new_a.size(), new_b.size()};  // right after etc/a
+    } else {
+      r.pack = 1;
+      r.blob = {step2->size(), latin2.size()};
+    }
+  }
+  auto write = [&](const std::string& name, std::vector<Recipe> rs, uint64_t step_offset, bool placed) {
+    std::string path = TempPath(name);
+    auto w = CdimgWriter::Create(path, {.parent = parent->get(), .placed_packs = placed});
+    REQUIRE(w.ok());
+    auto ref = (*w)->AppendBlob(chain(step_offset));
+    REQUIRE(ref.ok());
+    rs[app].blob = *ref;
+    REQUIRE((*w)->AppendPack(pack0).ok());
+    return std::pair{path, (*w)->Finish("{}", c.entries, rs, pack1)};
+  };
+  auto [path, st] = write("placed.cdimg", recipes, 4, true);
+  INFO(st.ToString());
+  REQUIRE(st.ok());
+  auto img = CdimgImage::Open(path, parent->get());
+  INFO(img.status().ToString());
+  REQUIRE(img.ok());
+  const CdimgImage& out = **img;
+  CHECK(out.header().placed_packs);
+  recipes[app].blob = {0, chain(4).size()};  // the first standalone blob
+  REQUIRE(out.pack_count() == 2);
+  CHECK(out.PackRawLength(0) == pack0.size());
+  CHECK(out.PackRawLength(1) == pack1.size());
+  for (size_t i = 0; i < c.entries.size(); ++i) {
+    if (c.entries[i].type != EntryType::kRegular || c.entries[i].size == 0) continue;
+    INFO(c.entries[i].path);
+    Recipe r = out.RecipeAt(i);
+    CHECK(r == recipes[i]);
+    auto payload = out.ReadPayload(r);
+    INFO(payload.status().ToString());
+    REQUIRE(payload.ok());
+    std::string bytes = *payload;
+    if (r.kind == Recipe::Kind::kDelta) {
+      // The steps come copied in; the codec then needs no image.
+      auto steps = ParseChainPatch(bytes, false);
+      REQUIRE(steps.ok());
+      CHECK_FALSE((*steps)[0].located);
+      CHECK_FALSE((*steps)[1].located);
+      CHECK((*steps)[0].stored);
+      auto rebuilt = GetCodec(CodecId::kChain).DecodeForm("unused base", bytes, app3.size(), false);
+      INFO(rebuilt.status().ToString());
+      REQUIRE(rebuilt.ok());
+      bytes = *rebuilt;
+    }
+    CHECK(bytes == content.at(c.entries[i].path));
+  }
+  // The codec itself refuses a step it cannot read.
+  auto raw = GetCodec(CodecId::kChain).DecodeForm("base", chain(4), app3.size(), false);
+  CHECK(raw.status().code() == absl::StatusCode::kDataLoss);
+  CHECK(raw.status().message().find("only the image reader") != std::string::npos);
+
+  SECTION("a step outside its pack is an error naming the step") {
+    auto [bad_path, bad_st] = write("placed-bad-step.cdimg", recipes, pack0.size() - 10, true);
+    REQUIRE(bad_st.ok());  // the index does not know where steps lie
+    auto bad = CdimgImage::Open(bad_path, parent->get());
+    REQUIRE(bad.ok());
+    auto p = (*bad)->ReadPayload((*bad)->RecipeAt(app));
+    CHECK(p.status().code() == absl::StatusCode::kDataLoss);
+    CHECK(p.status().message().find("chained patch step 1") != std::string::npos);
+  }
+  SECTION("the writer refuses a member outside its pack") {
+    std::vector<Recipe> rs = recipes;
+    for (size_t i = 0; i < c.entries.size(); ++i)
+      if (c.entries[i].path == "etc/b") rs[i].blob.offset = pack0.size() - 3;
+    auto [p, s] = write("placed-bad-member.cdimg", rs, 4, true);
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(s.message().find("outside pack 0") != std::string::npos);
+  }
+  SECTION("without the flag, members must fill packs in entry order") {
+    auto [p, s] = write("unplaced.cdimg", recipes, 4, false);
+    CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+    CHECK(s.message().find("entry order") != std::string::npos);
+  }
+  SECTION("a full image cannot have placed packs") {
+    auto w = CdimgWriter::Create(TempPath("placed-full.cdimg"), {.placed_packs = true});
+    CHECK(w.status().code() == absl::StatusCode::kInvalidArgument);
+  }
+}

@@ -5,13 +5,18 @@
 //
 //   byte form          1 standalone, 2 pack (must match where it is stored)
 //   varint step_count  2..kMaxChainSteps
-//   per step:  byte codec (1..5), byte step form (1 standalone, 2 pack),
+//   per step:  byte codec (1..5; 0 = stored, first step only), byte step
+//              form (1 standalone, 2 pack; bit 7 = located),
 //              varint out_size (<= 1 GiB; the last one = the target size),
-//              varint patch_length
-//   the step patches, back to back, ending exactly at the end
+//              varint patch_length, located: varint pack, varint offset
+//   the patches of the steps not located, back to back, ending exactly at
+//   the end
 //
 // Step k decodes its patch (that codec, that form) against step k-1's
-// output (step 1: the base) into out_size bytes.
+// output (step 1: the base) into out_size bytes; a stored step's patch is
+// its output. A located step's bytes lie in a pack of the image: only the
+// image reader resolves them (CdimgImage::ReadPayload), this codec refuses
+// them.
 #pragma once
 
 #include "d4c/codec.h"

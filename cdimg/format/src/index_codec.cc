@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cstring>
 #include <map>
+#include <optional>
 
 #include "d4c/base/zstd.h"
 #include "d4c/base/strcat.h"
@@ -41,19 +42,23 @@ absl::StatusOr<EncodedIndex> EncodeIndex(const std::vector<Entry>& entries,
                                          const std::vector<Recipe>& recipes,
                                          uint64_t blob_section_length,
                                          const std::vector<uint64_t>& pack_lengths,
-                                         const SamePathBase* compact) {
+                                         const SamePathBase* compact,
+                                         const std::vector<uint64_t>* placed_raw) {
   if (auto s = ValidateTree(entries); !s.ok()) return s;
+  if (placed_raw && (!compact || placed_raw->size() != pack_lengths.size()))
+    return absl::InvalidArgumentError("placed packs need a delta image and one size per pack");
   if (recipes.size() != entries.size())
     return absl::InvalidArgumentError("recipe count differs from entry count");
   if (entries.size() > kMaxEntries) return absl::InvalidArgumentError("too many entries");
   std::string meta;
   for (const Entry& e : entries) AppendRecord(e, &meta);
 
-  std::string kinds, lengths, base_refs, bases;
+  std::string kinds, lengths, base_refs, bases, placements;
   std::map<Digest, uint32_t> base_ids;
   uint64_t next_offset = 0;
   std::vector<uint64_t> members(pack_lengths.size(), 0), pack_raw(pack_lengths.size(), 0);
   uint32_t cur_pack = 0;
+  std::optional<std::pair<uint32_t, uint64_t>> placed_end;  // pack and end of the last placed member
   for (size_t i = 0; i < entries.size(); ++i) {
     const Recipe& r = recipes[i];
     if (auto s = CheckRecipeKind(entries[i].path, entries[i].type, entries[i].size, r); !s.ok()) return s;
@@ -65,7 +70,21 @@ absl::StatusOr<EncodedIndex> EncodeIndex(const std::vector<Entry>& entries,
       return absl::InvalidArgumentError(StrCat("entry \"", entries[i].path,
                                                "\": blobs and pack members must be appended in entry order"));
     };
-    if (packed) {
+    if (packed && placed_raw) {
+      // anywhere inside its pack: 0 = right after the previous packed entry's member
+      if (r.pack >= pack_lengths.size() || r.blob.offset > (*placed_raw)[r.pack] ||
+          r.blob.length > (*placed_raw)[r.pack] - r.blob.offset)
+        return absl::InvalidArgumentError(StrCat("entry \"", entries[i].path, "\": member [", r.blob.offset,
+                                                 ", +", r.blob.length, ") outside pack ", r.pack));
+      if (placed_end && placed_end->first == r.pack && placed_end->second == r.blob.offset) {
+        PutVarint(&placements, 0);
+      } else {
+        PutVarint(&placements, uint64_t{r.pack} + 1);
+        PutVarint(&placements, r.blob.offset);
+      }
+      placed_end = {r.pack, r.blob.offset + r.blob.length};
+      members[r.pack]++;
+    } else if (packed) {
       // members fill pack 0, then pack 1, ... in entry order, back to back
       if (r.pack >= pack_lengths.size() || r.pack < cur_pack) return bad_order();
       cur_pack = r.pack;
@@ -89,11 +108,14 @@ absl::StatusOr<EncodedIndex> EncodeIndex(const std::vector<Entry>& entries,
   std::string pack_table;
   for (size_t p = 0; p < pack_lengths.size(); ++p) {
     bool inline_pack = compact && pack_lengths[p] == 0 && p + 1 == pack_lengths.size();
-    if (members[p] == 0 || (pack_lengths[p] == 0 && !inline_pack) || pack_raw[p] > kMaxPackRawBytes)
+    uint64_t raw = placed_raw ? (*placed_raw)[p] : pack_raw[p];
+    // Placed packs may hold no entry's member (only chained patches' steps).
+    if ((members[p] == 0 && !placed_raw) || raw == 0 || (pack_lengths[p] == 0 && !inline_pack) ||
+        raw > kMaxPackRawBytes)
       return absl::InvalidArgumentError(StrCat("pack ", p, " is empty or too large"));
     next_offset += pack_lengths[p];
     PutVarint(&pack_table, pack_lengths[p]);
-    PutVarint(&pack_table, members[p]);
+    PutVarint(&pack_table, placed_raw ? raw : members[p]);
   }
   if (next_offset != blob_section_length)
     return absl::InvalidArgumentError(StrCat("recipes and packs cover ", next_offset,
@@ -109,6 +131,7 @@ absl::StatusOr<EncodedIndex> EncodeIndex(const std::vector<Entry>& entries,
   out.bytes += kinds;
   out.bytes += lengths;
   out.bytes += base_refs;
+  out.bytes += placements;
   out.bytes += bases;
   out.bytes += pack_table;
   return out;
@@ -221,7 +244,7 @@ absl::Status DecodeRecords(DecodedIndex* idx, uint32_t count) {
 }
 
 absl::Status DecodeRecipes(DecodedIndex* idx, std::string_view rest, uint32_t base_count, uint64_t pack_count,
-                           uint64_t blob_section_length, const SamePathBase* compact) {
+                           uint64_t blob_section_length, const SamePathBase* compact, bool placed) {
   size_t n = idx->record_offsets.size();
   if (rest.size() < n) return Corrupt("recipe kinds truncated");
   idx->recipes.resize(n);
@@ -267,12 +290,54 @@ absl::Status DecodeRecipes(DecodedIndex* idx, std::string_view rest, uint32_t ba
       idx->same_path_bases.append(reinterpret_cast<const char*>(d->data()), 32);
     }
   }
+  // Unplaced, every pack has a member; placed, a pack may have none (only
+  // steps), but every pack has two varints in the table.
+  if (placed ? pack_count > (rest.size() - pos) / 2 : pack_count > n) return Corrupt("pack count out of range");
+  if (placed) {
+    // Each packed entry's pack and offset (bounds are checked against the pack table below).
+    RecipeSlot* prev = nullptr;
+    for (size_t i = 0; i < n; ++i) {
+      RecipeSlot& slot = idx->recipes[i];
+      if (!HasBlob(slot.kind) || !slot.packed) continue;
+      uint64_t p;
+      if (!GetVarint(rest, &pos, &p)) return Corrupt("pack placement truncated");
+      if (p == 0) {
+        if (!prev) return Corrupt("the first packed entry continues no member");
+        slot.pack = prev->pack;
+        slot.offset = prev->offset + prev->length;  // both ≤ 1 MiB: no overflow
+      } else {
+        if (p > pack_count || !GetVarint(rest, &pos, &slot.offset) || slot.offset > kMaxPackRawBytes)
+          return Corrupt("pack placement out of range");
+        slot.pack = static_cast<uint32_t>(p - 1);
+      }
+      prev = &slot;
+    }
+  }
   if (rest.size() - pos < static_cast<uint64_t>(base_count) * 32) return Corrupt("base table truncated");
   idx->bases = rest.substr(pos, static_cast<size_t>(base_count) * 32);
   pos += idx->bases.size();
-  // Pack table; packed members fill the packs in entry order.
-  if (pack_count > n) return Corrupt("pack count out of range");
+  // Pack table; packed members fill the packs in entry order (placed: they
+  // lie where the placement column says, inside their pack).
   idx->packs.resize(pack_count);
+  if (placed) {
+    for (uint64_t p = 0; p < pack_count; ++p) {
+      PackSlot& pk = idx->packs[p];
+      if (!GetVarint(rest, &pos, &pk.length) || !GetVarint(rest, &pos, &pk.raw_length) || pk.raw_length == 0 ||
+          pk.raw_length > kMaxPackRawBytes || pk.length > blob_section_length - offset)
+        return Corrupt("pack table out of bounds");
+      if (pk.length == 0 && !(compact && p + 1 == pack_count)) return Corrupt("empty pack");
+      pk.offset = offset;
+      offset += pk.length;
+    }
+    for (const RecipeSlot& slot : idx->recipes)
+      if (HasBlob(slot.kind) && slot.packed &&
+          (slot.offset > idx->packs[slot.pack].raw_length ||
+           slot.length > idx->packs[slot.pack].raw_length - slot.offset))
+        return Corrupt("pack member outside its pack");
+    if (pos != rest.size()) return Corrupt("trailing bytes after the pack table");
+    if (offset != blob_section_length) return Corrupt("blob lengths do not add up to the blob section");
+    return absl::OkStatus();
+  }
   size_t member = 0;  // next entry to look at for pack members
   for (uint64_t p = 0; p < pack_count; ++p) {
     PackSlot& pk = idx->packs[p];
@@ -327,7 +392,8 @@ absl::Status CheckConsistency(const DecodedIndex& idx) {
 }  // namespace
 
 absl::StatusOr<DecodedIndex> DecodeIndex(std::string raw, uint64_t blob_section_length,
-                                         const Digest& image_id, const SamePathBase* compact) {
+                                         const Digest& image_id, const SamePathBase* compact, bool placed) {
+  if (placed && !compact) return Corrupt("placed packs outside the compact meta form");
   DecodedIndex idx;
   idx.raw = std::move(raw);
   std::string_view v = idx.raw;
@@ -344,7 +410,7 @@ absl::StatusOr<DecodedIndex> DecodeIndex(std::string raw, uint64_t blob_section_
   std::string_view rest = v.substr(pos + meta_len);
   if (base_count > rest.size() / 32) return Corrupt("base count out of range");
   if (auto s = DecodeRecipes(&idx, rest, static_cast<uint32_t>(base_count), pack_count, blob_section_length,
-                             compact);
+                             compact, placed);
       !s.ok())
     return s;
   if (auto s = CheckConsistency(idx); !s.ok()) return s;

@@ -32,11 +32,16 @@ struct EncodedIndex {
 // lengths `pack_lengths`) in order. A stored length of 0 marks an inline pack
 // (compact meta only, and only the last pack): its members follow the index
 // in the meta frame.
+// `placed_raw` (placed packs, compact only): the decompressed size of each
+// pack; packed recipes then name their pack and offset freely (members in
+// bounds, in any order, bytes of a pack may belong to no entry) and the
+// index stores that placement.
 absl::StatusOr<EncodedIndex> EncodeIndex(const std::vector<Entry>& entries,
                                          const std::vector<Recipe>& recipes,
                                          uint64_t blob_section_length,
                                          const std::vector<uint64_t>& pack_lengths = {},
-                                         const SamePathBase* compact = nullptr);
+                                         const SamePathBase* compact = nullptr,
+                                         const std::vector<uint64_t>* placed_raw = nullptr);
 
 // Packs: one magicless zstd frame (content size recorded, no checksum: every
 // member's file is checked against its digest).
@@ -94,7 +99,9 @@ struct DecodedIndex {
 // hardlinks, recipe consistency, blob bounds, and that sha256(metadata) ==
 // `image_id`. Builds no per-entry heap objects beyond the two offset tables.
 // `compact`: a compact meta index (base reference 0, an inline last pack).
+// `placed`: the index of an image with placed packs (flag bit 2).
 absl::StatusOr<DecodedIndex> DecodeIndex(std::string raw, uint64_t blob_section_length,
-                                         const Digest& image_id, const SamePathBase* compact = nullptr);
+                                         const Digest& image_id, const SamePathBase* compact = nullptr,
+                                         bool placed = false);
 
 }  // namespace d4c::internal

@@ -12,6 +12,11 @@ inline constexpr uint8_t kFlagDelta = 1;
 // Compact meta (docs/format.md): packed config digests, predicted recipe
 // kinds in a delta's prefix, the last pack inline in the meta frame.
 inline constexpr uint8_t kFlagCompactMeta = 2;
+// Placed packs (docs/format.md; compact meta only): every packed entry names
+// its pack and offset, packs record their decompressed size, and a pack may
+// hold bytes no entry owns (steps of chained patches, members dropped by a
+// merge): merge --compose copies its inputs' packs as they are stored.
+inline constexpr uint8_t kFlagPlacedPacks = 4;
 
 // Lead: magic, u8 version, u8 flags. The blob section follows at once.
 inline constexpr size_t kOffVersion = 8;

@@ -9,6 +9,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
 #include "d4c/base/io.h"
+#include "d4c/base/status.h"
 #include "d4c/base/strcat.h"
 #include "d4c/cdimg.h"
 #include "compact_meta.h"
@@ -70,10 +71,13 @@ absl::StatusOr<ImageHeader> ParseHeader(std::string_view path, std::string_view 
                                            static_cast<unsigned>(internal::kFormatVersion),
                                            "; convert the image again)"));
   uint8_t flags = static_cast<uint8_t>(lead[internal::kOffFlags]);
-  if (flags & ~(internal::kFlagDelta | internal::kFlagCompactMeta)) return Bad(path, "unknown header flags");
+  if (flags & ~(internal::kFlagDelta | internal::kFlagCompactMeta | internal::kFlagPlacedPacks))
+    return Bad(path, "unknown header flags (written by a newer build? update this one)");
   h.is_delta = flags & internal::kFlagDelta;
   h.compact_meta = flags & internal::kFlagCompactMeta;
+  h.placed_packs = flags & internal::kFlagPlacedPacks;
   if (h.compact_meta && !h.is_delta) return Bad(path, "compact meta on a full image");
+  if (h.placed_packs && !h.compact_meta) return Bad(path, "placed packs without compact meta");
   // `end` holds the last bytes of the file; its last byte is the tail length.
   size_t tail_len = end.empty() ? 0 : static_cast<uint8_t>(end.back());
   if (tail_len < internal::kMinTailSize + (h.is_delta ? 32 : 0) || tail_len + 1 > end.size() ||
@@ -178,7 +182,8 @@ absl::StatusOr<std::unique_ptr<CdimgImage>> CdimgImage::Open(const std::string& 
   internal::SamePathBase same_path;
   if (compact) same_path = internal::SamePathIn(*parent);
   auto idx = internal::DecodeIndex(meta->substr(s.header.config_length, s.header.index_raw_length),
-                                   s.header.blobs_length, s.header.image_id, compact ? &same_path : nullptr);
+                                   s.header.blobs_length, s.header.image_id, compact ? &same_path : nullptr,
+                                   s.header.placed_packs);
   if (!idx.ok()) return Bad(path, Msg(idx.status().message()));
   s.index = std::move(*idx);
   uint64_t inline_length = 0;
@@ -283,6 +288,30 @@ BlobRef CdimgImage::PackBlob(uint32_t pack) const {
 uint64_t CdimgImage::PackRawLength(uint32_t pack) const { return s_->index.packs.at(pack).raw_length; }
 
 absl::StatusOr<std::string> CdimgImage::ReadPayload(const Recipe& r) const {
+  auto bytes = ReadStoredPayload(r);
+  if (!bytes.ok() || !s_->header.placed_packs || r.kind != Recipe::Kind::kDelta || r.codec != CodecId::kChain)
+    return bytes;
+  // A chained patch of a placed image may leave steps in packs: copy them in.
+  auto steps = ParseChainPatch(*bytes, r.packed);
+  if (!steps.ok()) return Annotate(steps.status(), s_->path);
+  std::vector<std::string> located(steps->size());
+  bool any = false;
+  for (size_t k = 0; k < steps->size(); ++k) {
+    ChainStep& st = (*steps)[k];
+    if (!st.located) continue;
+    any = true;
+    auto b = ReadStoredPayload(Recipe{Recipe::Kind::kFull, CodecId::kZstd, {}, {st.offset, st.patch_length}, true, st.pack});
+    if (!b.ok())
+      return absl::DataLossError(StrCat(s_->path, ": chained patch step ", k + 1, ": ", b.status().message()));
+    located[k] = std::move(*b);
+    st.patch = located[k];
+    st.located = false;
+  }
+  if (!any) return bytes;
+  return MakeChainPatch(*steps, r.packed);
+}
+
+absl::StatusOr<std::string> CdimgImage::ReadStoredPayload(const Recipe& r) const {
   if (!r.packed) return ReadBlob(r.blob);
   if (r.pack >= s_->index.packs.size())
     return absl::OutOfRangeError(StrCat(s_->path, ": pack ", r.pack, " does not exist"));

@@ -23,6 +23,7 @@ struct CdimgWriter::State {
   int fd = -1;
   uint64_t blob_bytes = 0;
   std::vector<uint64_t> packs;  // stored lengths
+  std::vector<uint64_t> packs_raw;  // decompressed lengths
   bool finished = false;
 };
 
@@ -30,10 +31,11 @@ namespace {
 
 // Delta images use the compact meta form; full images keep the plain one
 // (there it would save a few bytes of megabytes).
-std::string Lead(bool is_delta) {
+std::string Lead(bool is_delta, bool placed) {
   std::string out(internal::kMagic, 8);
   out.push_back(static_cast<char>(internal::kFormatVersion));
-  out.push_back(static_cast<char>(is_delta ? internal::kFlagDelta | internal::kFlagCompactMeta : 0));
+  out.push_back(static_cast<char>((is_delta ? internal::kFlagDelta | internal::kFlagCompactMeta : 0) |
+                                  (placed ? internal::kFlagPlacedPacks : 0)));
   return out;
 }
 
@@ -44,12 +46,14 @@ absl::StatusOr<std::unique_ptr<CdimgWriter>> CdimgWriter::Create(const std::stri
   std::unique_ptr<CdimgWriter> w(new CdimgWriter());
   w->s_ = std::make_unique<State>();
   State& s = *w->s_;
+  if (options.placed_packs && !options.parent)
+    return absl::InvalidArgumentError(StrCat(path, ": placed packs need a delta image"));
   s.path = path;
   s.options = options;
   s.tmp_path = StrCat(path, ".tmp.", getpid(), ".", std::random_device{}());
   s.fd = open(s.tmp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (s.fd < 0) return ErrnoStatus(errno, "create", s.tmp_path);
-  if (auto st = WriteAll(s.fd, Lead(options.parent != nullptr), s.tmp_path); !st.ok()) return st;
+  if (auto st = WriteAll(s.fd, Lead(options.parent != nullptr, options.placed_packs), s.tmp_path); !st.ok()) return st;
   return w;
 }
 
@@ -78,6 +82,7 @@ absl::StatusOr<uint32_t> CdimgWriter::AppendPack(std::string_view raw, int zstd_
   if (auto st = WriteAll(s_->fd, *stored, s_->tmp_path); !st.ok()) return st;
   s_->blob_bytes += stored->size();
   s_->packs.push_back(stored->size());
+  s_->packs_raw.push_back(raw.size());
   return static_cast<uint32_t>(s_->packs.size() - 1);
 }
 
@@ -95,6 +100,7 @@ absl::StatusOr<uint32_t> CdimgWriter::AppendStoredPack(std::string_view stored, 
   if (auto st = WriteAll(s_->fd, stored, s_->tmp_path); !st.ok()) return st;
   s_->blob_bytes += stored.size();
   s_->packs.push_back(stored.size());
+  s_->packs_raw.push_back(raw_length);
   return static_cast<uint32_t>(s_->packs.size() - 1);
 }
 
@@ -109,13 +115,15 @@ absl::Status CdimgWriter::Finish(std::string_view config_json, const std::vector
     if (inline_pack.size() > kMaxPackRawBytes)
       return absl::InvalidArgumentError(StrCat(s.path, ": pack of ", inline_pack.size(), " bytes"));
     s.packs.push_back(0);
+    s.packs_raw.push_back(inline_pack.size());
   }
   if (config_json.size() > kMaxConfigBytes)
     return absl::InvalidArgumentError(StrCat(s.path, ": OCI config of ", config_json.size(),
                                              " bytes exceeds the limit of ", kMaxConfigBytes));
   internal::SamePathBase same_path;
   if (compact) same_path = internal::SamePathIn(*parent);
-  auto raw = internal::EncodeIndex(entries, recipes, s.blob_bytes, s.packs, compact ? &same_path : nullptr);
+  auto raw = internal::EncodeIndex(entries, recipes, s.blob_bytes, s.packs, compact ? &same_path : nullptr,
+                                   s.options.placed_packs ? &s.packs_raw : nullptr);
   if (!raw.ok()) return Annotate(raw.status(), s.path);
   std::string dict;
   if (parent) dict = internal::MetaPrefix(*parent, compact);
@@ -132,7 +140,7 @@ absl::Status CdimgWriter::Finish(std::string_view config_json, const std::vector
   internal::PutVarint(&tail, stored->size());
   internal::PutVarint(&tail, stored_config_length);
   internal::PutVarint(&tail, raw->bytes.size());
-  Digest sum = Sha256(Lead(parent != nullptr) + tail);
+  Digest sum = Sha256(Lead(parent != nullptr, s.options.placed_packs) + tail);
   tail.append(reinterpret_cast<const char*>(sum.data()), internal::kChecksumSize);
   tail.push_back(static_cast<char>(tail.size()));
   std::string end = std::move(*stored);

@@ -138,12 +138,22 @@ struct ChainStep {
   uint64_t out_size = 0;
   std::string_view patch;  // into the buffer parsed or to be written
   uint64_t patch_length = 0;  // set by ParseChainPatch (= patch.size())
+  // First step only (codec byte 0): `patch` is the step's output itself.
+  bool stored = false;
+  // In an image with placed packs: the step's bytes are not in the chained
+  // patch but `patch_length` bytes at `offset` of the image's pack `pack`.
+  // Only the image reader resolves them (CdimgImage::ReadPayload copies them
+  // in); the codec refuses a patch with such a step.
+  bool located = false;
+  uint32_t pack = 0;
+  uint64_t offset = 0;
 };
 inline constexpr uint64_t kMaxChainSteps = 64;
 // The steps of a chained patch stored in form `packed`; checks the layout
 // and bounds only (the steps' patches are checked when decoded).
 absl::StatusOr<std::vector<ChainStep>> ParseChainPatch(std::string_view patch, bool packed);
-// A chained patch of 2..kMaxChainSteps steps, in the form `packed`.
+// A chained patch of 2..kMaxChainSteps steps, in the form `packed`; a
+// located step's bytes are left out (its pack and offset are written).
 std::string MakeChainPatch(const std::vector<ChainStep>& steps, bool packed);
 
 }  // namespace d4c

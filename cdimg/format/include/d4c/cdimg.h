@@ -60,6 +60,7 @@ struct ImageHeader {
   uint64_t blobs_length = 0;
   uint64_t meta_length = 0;       // stored config + index (one zstd frame)
   bool compact_meta = false;      // lead flag bit 1 (docs/format.md)
+  bool placed_packs = false;      // lead flag bit 2: packed entries name pack and offset
   uint64_t config_length = 0;     // decompressed OCI config bytes (compact meta: in packed form)
   uint64_t index_raw_length = 0;  // decompressed index bytes
 };
@@ -84,6 +85,10 @@ class CdimgWriter {
     // images are written in the compact meta form (docs/format.md).
     const CdimgImage* parent = nullptr;
     int index_zstd_level = 19;
+    // Placed packs (delta images only, docs/format.md): packed recipes name
+    // their pack and offset freely, so a merge copies its inputs' packs as
+    // they are stored, members it drops included.
+    bool placed_packs = false;
   };
   static absl::StatusOr<std::unique_ptr<CdimgWriter>> Create(const std::string& path, Options options);
   ~CdimgWriter();  // removes the temp file unless Finish succeeded
@@ -147,8 +152,13 @@ class CdimgImage {
   absl::StatusOr<std::string> ReadBlob(const BlobRef& ref) const;
   // The bytes a kFull/kDelta recipe stores (see Recipe): its blob, or its
   // member of a pack (the pack is read and decompressed whole; the last one is
-  // cached). Thread-safe.
+  // cached). A chained patch (codec 6) whose steps lie in packs of this image
+  // is returned with those steps copied in, so codecs never see pack
+  // references. Thread-safe.
   absl::StatusOr<std::string> ReadPayload(const Recipe& r) const;
+  // The bytes as stored: a chained patch's steps in packs are left there
+  // (merge --compose copies them with their packs).
+  absl::StatusOr<std::string> ReadStoredPayload(const Recipe& r) const;
   size_t pack_count() const;
   BlobRef PackBlob(uint32_t pack) const;       // stored pack in the blob section (length 0: inline)
   uint64_t PackRawLength(uint32_t pack) const;  // decompressed
