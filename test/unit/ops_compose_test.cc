@@ -128,20 +128,25 @@ TEST_CASE("compose: merge without A's files equals A→C and is not larger than 
       REQUIRE(st.ok());
       CHECK(st->header.parent_id == CdimgImage::ReadHeader(t.a)->image_id);
       CHECK(st->header.image_id == CdimgImage::ReadHeader(t.c)->image_id);
-      // twice.js; added-in-b.txt (full in D1, a delta in D2): a packed
-      // member is rebuilt, a standalone blob becomes the chain's first step.
-      CHECK(Files(*st, "delta/chain") == (pack ? 1 : 2));
-      CHECK(st->reencoded == (pack ? 1 : 0));
-      if (!pack) {
+      // twice.js; added-in-b.txt (full in D1, a delta in D2): its full blob
+      // becomes the chain's first step, a packed member (raw content) as a
+      // stored step left in its pack, a standalone blob as a zstd patch.
+      CHECK(Files(*st, "delta/chain") == 2);
+      CHECK(st->reencoded == 0);
+      {
         auto img2 = Open(d, {t.a});
+        CHECK(img2->top().header().placed_packs);
         Recipe rb = img2->top().RecipeAt(*img2->top().Find("added-in-b.txt"));
         REQUIRE(rb.codec == CodecId::kChain);
-        auto payload = img2->top().ReadPayload(rb);
-        REQUIRE(payload.ok());
-        auto steps = ParseChainPatch(*payload, rb.packed);
+        auto stored = img2->top().ReadStoredPayload(rb);
+        REQUIRE(stored.ok());
+        auto steps = ParseChainPatch(*stored, rb.packed);
         REQUIRE(steps.ok());
         REQUIRE(steps->size() == 2);
-        CHECK((*steps)[0].codec == CodecId::kZstd);
+        CHECK((*steps)[0].stored == pack);
+        CHECK((*steps)[0].located == pack);
+        CHECK((*steps)[1].located == pack);  // D2's packed patch, in D2's copied pack
+        if (!pack) CHECK((*steps)[0].codec == CodecId::kZstd);
       }
       CHECK(FileSize(d) <= FileSize(d1) + FileSize(d2));
       auto img = Open(d, {t.a});
@@ -194,7 +199,8 @@ TEST_CASE("compose: merge without A's files equals A→C and is not larger than 
   }
 }
 
-TEST_CASE("compose: packs whose members all survive are copied byte for byte", "[delta][compose]") {
+TEST_CASE("compose: the packs of both deltas are copied as stored and members and steps keep their place",
+          "[delta][compose]") {
   // B adds 80 + 40 small files (8000 bytes each): D1 stores them as packed
   // members, 32 to a 256 KiB pack, in path order: packs 0 and 1 hold only
   // new/ files, pack 2 new/ and part/ files, pack 3 (inline) part/ files. C
@@ -222,12 +228,15 @@ TEST_CASE("compose: packs whose members all survive are copied byte for byte", "
   auto st = Compose(a, d1, d2, d);
   INFO(Msg(st.status().message()));
   REQUIRE(st.ok());
-  CHECK(st->reencoded == 2);  // part/03 and part/20, rebuilt from their packed members
+  CHECK(st->reencoded == 0);  // nothing rebuilt, nothing compressed again but small packs
 
   auto i1 = Open(d1, {a});
+  auto i2 = Open(d2, {b});
   auto io = Open(d, {a});
   const CdimgImage& p1 = i1->top();
+  const CdimgImage& p2 = i2->top();
   const CdimgImage& out = io->top();
+  CHECK(out.header().placed_packs);
   REQUIRE(p1.pack_count() == 4);
   REQUIRE(p1.PackBlob(3).length == 0);  // inline
   auto stored = [](const CdimgImage& img, uint32_t p) {
@@ -235,21 +244,36 @@ TEST_CASE("compose: packs whose members all survive are copied byte for byte", "
     REQUIRE(bytes.ok());
     return *bytes;
   };
-  // Packs 0 and 1 are D1's stored bytes; pack 2 is not (part/03 changed).
-  REQUIRE(out.pack_count() >= 3);
-  CHECK(stored(out, 0) == stored(p1, 0));
-  CHECK(stored(out, 1) == stored(p1, 1));
-  for (uint32_t p = 2; p < out.pack_count(); ++p)
-    if (out.PackBlob(p).length > 0) CHECK(stored(out, p) != stored(p1, 2));
-  for (const char* path : {"new/f00.txt", "new/f63.txt", "new/f64.txt", "part/f02.txt", "part/f39.txt"}) {
+  // D1's stored packs first, in order, as they are stored; then D2's.
+  for (uint32_t p = 0; p < 3; ++p) CHECK(stored(out, p) == stored(p1, p));
+  uint32_t next = 3;
+  for (uint32_t p = 0; p < p2.pack_count(); ++p)
+    if (p2.PackBlob(p).length > 0) CHECK(stored(out, next++) == stored(p2, p));
+  // Unchanged members keep their pack number and range.
+  for (const char* path : {"new/f00.txt", "new/f63.txt", "new/f64.txt", "part/f02.txt"}) {
     INFO(path);
     Recipe r = out.RecipeAt(*out.Find(path));
+    CHECK(r == p1.RecipeAt(*p1.Find(path)));
+  }
+  // A changed file is a chain of steps left where they are: D1's member as a
+  // stored step, D2's packed patch.
+  for (const char* path : {"part/f03.txt", "part/f20.txt"}) {
+    INFO(path);
+    Recipe r = out.RecipeAt(*out.Find(path));
+    REQUIRE(r.codec == CodecId::kChain);
+    auto chain = out.ReadStoredPayload(r);
+    REQUIRE(chain.ok());
+    CHECK(chain->size() < 40);  // headers and places only
+    auto steps = ParseChainPatch(*chain, r.packed);
+    REQUIRE(steps.ok());
+    REQUIRE(steps->size() == 2);
     Recipe r1 = p1.RecipeAt(*p1.Find(path));
-    CHECK(r.kind == Recipe::Kind::kFull);
-    CHECK(r.packed);
-    CHECK(r.blob.length == 8000);
-    if (r1.pack < 2) CHECK(r == r1);  // same pack number, same member range
-    else CHECK(r.pack >= 2);
+    CHECK((*steps)[0].stored);
+    CHECK((*steps)[0].located);
+    CHECK((*steps)[0].offset == r1.blob.offset);
+    if (r1.pack < 3) CHECK((*steps)[0].pack == r1.pack);
+    CHECK((*steps)[1].located);
+    CHECK((*steps)[1].codec == p2.RecipeAt(*p2.Find(path)).codec);
   }
   CHECK(FileSize(d) <= FileSize(d1) + FileSize(d2));
 

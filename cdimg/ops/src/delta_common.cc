@@ -476,33 +476,13 @@ absl::Status AtEntry(const absl::Status& s, std::string_view image_path, std::st
   return Annotate(s, StrCat(image_path, ": /", entry_path));
 }
 
-namespace {
-
-// How many of `packed[k..]` are, in order, all the members of one stored
-// pack of a source image (0: none).
-size_t WholePackRun(const std::vector<std::pair<size_t, const SpooledBlob*>>& packed, size_t k,
-                    const std::vector<MemberSource>* sources) {
-  if (!sources) return 0;
-  const MemberSource& first = (*sources)[packed[k].first];
-  if (!first.img || first.member.offset != 0 || first.img->PackBlob(first.pack).length == 0) return 0;
-  uint64_t end = 0;
-  size_t q = k;
-  for (; q < packed.size(); ++q) {
-    const MemberSource& s = (*sources)[packed[q].first];
-    if (s.img != first.img || s.pack != first.pack || s.member.offset != end) break;
-    end += s.member.length;
-  }
-  return end == first.img->PackRawLength(first.pack) ? q - k : 0;
-}
-
-}  // namespace
-
 absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgImage& parent,
                                       std::string_view config, const std::vector<Entry>& entries,
                                       std::vector<Recipe> recipes,
                                       const std::map<size_t, SpooledBlob>& blobs, const Spool& spool,
-                                      const std::vector<MemberSource>* sources, int threads) {
-  auto writer = CdimgWriter::Create(out_path, {.parent = &parent});
+                                      int threads, const PlacedPacks* placed, int index_level) {
+  auto writer = CdimgWriter::Create(
+      out_path, {.parent = &parent, .index_zstd_level = index_level, .placed_packs = placed != nullptr});
   if (!writer.ok()) return writer.status();
   DeltaStats stats;
   // Standalone blobs first, in entry order (std::map), then the packs.
@@ -587,30 +567,29 @@ absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgIm
     pack.clear();
     return plan(std::move(pp));
   };
+  if (placed) {
+    // Placed packs: the copied ones first, as they are stored; the inline
+    // ones (no stored frame) start the first new pack, whatever joins them.
+    for (const CopiedPack& c : placed->stored) {
+      PlannedPack pp;
+      pp.raw_length = c.img->PackRawLength(c.pack);
+      pp.source = c.img->path();
+      auto stored = c.img->ReadBlob(c.img->PackBlob(c.pack));
+      if (!stored.ok()) return stored.status();
+      pp.stored = std::move(*stored);
+      if (auto s = plan(std::move(pp)); !s.ok()) return s;
+    }
+    for (const CopiedPack& c : placed->lead) {
+      Recipe whole{Recipe::Kind::kFull, CodecId::kZstd, {}, {0, c.img->PackRawLength(c.pack)}, true, c.pack};
+      auto raw = c.img->ReadPayload(whole);
+      if (!raw.ok()) return Annotate(raw.status(), c.img->path());
+      pack += *raw;
+    }
+  }
   std::vector<std::pair<size_t, const SpooledBlob*>> packed;
   for (const auto& [i, b] : blobs)
     if (b.recipe.packed) packed.emplace_back(i, &b);
   for (size_t k = 0; k < packed.size(); ++k) {
-    if (size_t n = WholePackRun(packed, k, sources); n > 0) {  // the source's pack, as it is
-      if (auto s = flush(); !s.ok()) return s;
-      const MemberSource& src = (*sources)[packed[k].first];
-      auto stored = src.img->ReadBlob(src.img->PackBlob(src.pack));
-      if (!stored.ok()) return stored.status();
-      for (size_t q = k; q < k + n; ++q) {
-        size_t i = packed[q].first;
-        recipes[i] = packed[q].second->recipe;
-        recipes[i].blob = (*sources)[i].member;
-        recipes[i].pack = next_pack;
-      }
-      PlannedPack pp;
-      pp.stored = std::move(*stored);
-      pp.raw_length = src.img->PackRawLength(src.pack);
-      pp.source = src.img->path();
-      packs.files += n;
-      k += n - 1;
-      if (auto s = plan(std::move(pp)); !s.ok()) return s;
-      continue;
-    }
     size_t i = packed[k].first;
     const SpooledBlob& b = *packed[k].second;
     auto bytes = spool.Get(b.recipe.blob);

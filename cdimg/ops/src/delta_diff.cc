@@ -160,7 +160,7 @@ absl::StatusOr<DeltaStats> DiffImages(const ImageChain& old_chain, const ImageCh
                                        {options.threads, options.memory_budget, options.progress, &entries});
   if (!blobs.ok()) return blobs.status();
   return delta_internal::WriteDelta(out_path, a, b.config(), entries, std::move(recipes), *blobs, **spool,
-                                    nullptr, options.threads);
+                                    options.threads);
 }
 
 }  // namespace d4c

@@ -27,6 +27,9 @@ namespace d4c::delta_internal {
 // bytes) of at most kPackMemberMax bytes; packs of at most kPackRawMax bytes,
 // so a lazy read of one file decompresses little.
 inline constexpr uint64_t kPackMemberMax = 64 << 10;
+// merge --compose: a chained patch without raw pack-form steps is packed
+// only when it is this small (its steps lie in packs, or are tiny).
+inline constexpr uint64_t kComposeChainPackMax = 4 << 10;
 inline constexpr uint64_t kPackRawMax = 256 << 10;
 
 // What a job produces for one entry: kind kFull or kDelta (codec, base) and
@@ -202,26 +205,33 @@ absl::Status FillStats(const std::string& path, const std::vector<Entry>& entrie
                        const std::vector<Recipe>& recipes, const CdimgImage* parent,
                        DeltaStats* stats);
 
-// Merge: the pack member a packed blob was copied from, unchanged: range
-// `member` of the decompressed pack `pack` of `img` (img null: none).
-struct MemberSource {
+// merge --compose: the packs of D1 and D2 that the merged delta copies.
+struct CopiedPack {
   const CdimgImage* img = nullptr;
   uint32_t pack = 0;
-  BlobRef member;
+};
+struct PlacedPacks {
+  std::vector<CopiedPack> stored;  // copied as stored, numbered 0, 1, ...
+  // Inline packs (no stored frame): their members, back to back, start the
+  // first pack formed anew (number stored.size()).
+  std::vector<CopiedPack> lead;
 };
 
 // Writes a delta image: entries with a spooled blob get it (in entry order),
 // the others keep their recipe from `recipes`. Returns its stats.
-// `sources` (optional, by entry): when consecutive packed blobs are all the
-// members of one stored pack of a source image, in its order, that pack's
-// stored bytes are copied as they are instead of compressing them again.
 // `threads` (0: one per CPU) compress the packs, a few at a time; the bytes
 // do not depend on it.
+// `placed` (optional): the image gets placed packs (docs/format.md): the
+// stored packs come first, numbered in their order, then the lead packs'
+// members and after them the spooled packed blobs fill new packs; `recipes`
+// may name any of these.
+// `index_level`: zstd level of the meta frame (config, index, last pack).
 absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgImage& parent,
                                       std::string_view config, const std::vector<Entry>& entries,
                                       std::vector<Recipe> recipes,
                                       const std::map<size_t, SpooledBlob>& blobs, const Spool& spool,
-                                      const std::vector<MemberSource>* sources = nullptr, int threads = 1);
+                                      int threads = 1, const PlacedPacks* placed = nullptr,
+                                      int index_level = CdimgWriter::Options{}.index_zstd_level);
 
 // "<image file>: /<path>: <cause>", keeping the status code.
 absl::Status AtEntry(const absl::Status& s, std::string_view image_path, std::string_view entry_path);

@@ -9,21 +9,23 @@
 // Every copied blob is decoded and checked against its digest first.
 //
 // ComposeDeltas: the same result without any file content of A (its index
-// only). Per file of C: content A has -> base; else the chain of blobs that
-// produces it is followed down D2 then D1 to a full blob or to a base A has:
-// one blob -> copied as it is; several deltas down to A -> one chained patch
-// (codec 6) of their patches; a standalone full blob with deltas on it (new
-// in B, changed again) -> a chained patch whose first step is that blob as a
-// zstd patch (a zstd frame that uses no prefix decodes against any base; the
-// entry names A's smallest file as its base, so reading it costs nothing); a
-// packed full member with deltas on it -> rebuilt and stored packed.
-// Members copied as they are (a packed full member, or a packed patch
-// against A) are read pack by pack, each pack decompressed once; when the
-// merged delta keeps every member of a stored pack of D1 or D2, in order and
-// next to each other, WriteDelta copies that pack's stored bytes instead of
-// compressing its members again.
+// only), in an image with placed packs (docs/format.md). Per file of C:
+// content A has -> base; else the chain of blobs that produces it is
+// followed down D2 then D1 to a full blob or to a base the merged delta
+// resolves (A's content, or C's carried by an earlier entry): one blob ->
+// copied as it is; several -> one chained patch (codec 6) of their patches.
+// A full blob at the bottom (new in B, changed again) is the chain's first
+// step and the entry names A's smallest file as its base (reading it costs
+// nothing): a standalone zstd frame as a zstd patch that uses no prefix, a
+// packed member as a stored step. Every pack of D1 and D2 that a kept
+// member or a step lies in is copied as stored; members and packed steps
+// stay where they are (the chain names their place: located steps), so only
+// small new packs (chain headers, D1's and D2's inline packs) are
+// compressed. Full members kept are checked against their digests, pack by
+// pack, each pack decompressed once.
 #include <algorithm>
 #include <map>
+#include <set>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -32,6 +34,7 @@
 #include "d4c/base/status.h"
 #include "d4c/base/strcat.h"
 #include "delta_internal.h"
+#include "thread_pool.h"
 
 namespace d4c {
 
@@ -215,6 +218,49 @@ std::vector<std::string> ChainPaths(const ImageChain& chain) {
 
 // ---------------------------------------------------------------- compose
 
+// The packs of D1 and D2 that the merged delta copies, and where their
+// bytes are there: D1's stored packs, then D2's, as stored, numbered in
+// that order; then D1's and D2's inline packs (which have no stored frame),
+// back to back at the start of the first pack the merged delta forms, the
+// one after them (for a small delta, its inline pack: one frame for all).
+// Thread-safety: filled by one thread (Use, Assign), then read-only.
+class CopiedPacks {
+ public:
+  struct Place {
+    uint32_t pack = 0;   // in the merged delta
+    uint64_t shift = 0;  // added to offsets inside the source pack
+  };
+  void Use(const CdimgImage* img, uint32_t pack) { used_.insert({img, pack}); }
+  void Assign(const CdimgImage& d1, const CdimgImage& d2) {
+    for (const CdimgImage* img : {&d1, &d2})
+      for (uint32_t p = 0; p < img->pack_count(); ++p)
+        if (img->PackBlob(p).length > 0 && used_.count({img, p})) {
+          place_[{img, p}] = {static_cast<uint32_t>(layout_.stored.size()), 0};
+          layout_.stored.push_back({img, p});
+        }
+    uint64_t lead = 0;
+    for (const CdimgImage* img : {&d1, &d2})
+      for (uint32_t p = 0; p < img->pack_count(); ++p)
+        if (img->PackBlob(p).length == 0 && used_.count({img, p})) {
+          place_[{img, p}] = {static_cast<uint32_t>(layout_.stored.size()), lead};
+          layout_.lead.push_back({img, p});
+          lead += img->PackRawLength(p);
+        }
+  }
+  // Where pack `pack` of `img` is in the merged delta (nullopt: a pack not
+  // marked by Use).
+  std::optional<Place> Map(const CdimgImage* img, uint32_t pack) const {
+    auto it = place_.find({img, pack});
+    return it == place_.end() ? std::nullopt : std::optional<Place>(it->second);
+  }
+  const delta_internal::PlacedPacks& layout() const { return layout_; }
+
+ private:
+  std::set<std::pair<const CdimgImage*, uint32_t>> used_;
+  std::map<std::pair<const CdimgImage*, uint32_t>, Place> place_;
+  delta_internal::PlacedPacks layout_;
+};
+
 struct ComposeContext {
   const CdimgImage& a;
   const CdimgImage& d1;
@@ -223,6 +269,9 @@ struct ComposeContext {
   BlobIndex blobs1, blobs2;
   const DiffOptions& options;
   std::optional<size_t> smallest;  // A's smallest non-empty regular file
+  const CopiedPacks* packs = nullptr;
+  // C's content -> its first entry, which carries it unless A has it.
+  std::unordered_map<Digest, size_t, DigestHash> first_in_c;
 };
 
 std::optional<size_t> SmallestFile(const CdimgImage& a) {
@@ -238,24 +287,35 @@ struct Link {
   Recipe recipe;
 };
 
+// A packed patch of D1 or D2 that the merged delta leaves in its copied pack
+// (a chained one is read: its steps may name packs of its own image).
+bool Located(const Link& l) {
+  return l.recipe.kind == Recipe::Kind::kDelta && l.recipe.packed && l.recipe.codec != CodecId::kChain;
+}
+
 // How C's content `d` is produced: deltas (nearest the base first) on top
-// of either a base A has (`from_a`) or a full blob.
+// of either a base the merged delta resolves (`on_base`: A's content, or
+// C's carried by an earlier entry of C, as for a twin) or a full blob.
 struct Resolution {
-  bool from_a = false;
+  bool on_base = false;
   Digest base{};
   std::optional<Link> full;
   std::vector<Link> deltas;
 };
 
-absl::StatusOr<Resolution> Resolve(const ComposeContext& m, Digest d, std::string_view path) {
+absl::StatusOr<Resolution> Resolve(const ComposeContext& m, Digest d, size_t entry) {
+  std::string_view path = m.d2.PathAt(entry);
   Resolution res;
   bool in_d2 = true;  // a blob of D2 may rest on D2, D1 or A; one of D1 on D1 or A
   for (size_t depth = 0;; ++depth) {
     if (depth > kMaxChainSteps)
       return absl::DataLossError(StrCat(m.d2.path(), ": /", path, ": more than ", kMaxChainSteps,
                                         " delta blobs on top of each other (corrupt or cyclic deltas)"));
-    if (m.old.Has(d)) {
-      res.from_a = true;
+    // C's own content at an earlier entry: that entry carries it (the
+    // writer rule of docs/format.md), so it is a base like A's.
+    auto carried = m.first_in_c.find(d);
+    if (m.old.Has(d) || (carried != m.first_in_c.end() && carried->second < entry)) {
+      res.on_base = true;
       res.base = d;
       break;
     }
@@ -301,7 +361,7 @@ absl::StatusOr<std::string> ReadFull(const Link& l, std::string* blob) {
 
 absl::StatusOr<BlobResult> ComposeOne(const ComposeContext& m, size_t i) {
   std::string_view path = m.d2.PathAt(i);
-  auto res = Resolve(m, m.d2.DigestAt(i), path);
+  auto res = Resolve(m, m.d2.DigestAt(i), i);
   if (!res.ok()) return res.status();
   BlobResult out;
   if (res->full && res->deltas.empty()) {  // stored whole: copied after its check
@@ -310,62 +370,91 @@ absl::StatusOr<BlobResult> ComposeOne(const ComposeContext& m, size_t i) {
     out.recipe = res->full->recipe;
     return out;
   }
-  // The patches, with their forms and output sizes; chained ones flattened.
-  std::vector<std::string> payloads;
-  payloads.reserve(res->deltas.size());
+  // Without a file of A to name as the base of a chain, a full blob with
+  // patches on top is rebuilt here: its steps are read, not located.
+  const bool rebuild = res->full && !m.smallest;
+  // The steps, with their forms and output sizes; chained ones flattened. A
+  // packed patch of D1 or D2 stays in its pack (copied as it is stored) and
+  // the step names its place; other steps' bytes are held here.
+  std::vector<std::string> held;
+  held.reserve(res->deltas.size() + 1);  // `steps` keep views into it
   std::vector<ChainStep> steps;
-  for (const Link& l : res->deltas) {
-    auto p = l.img->ReadPayload(l.recipe);
-    if (!p.ok()) return AtEntry(p.status(), l.img->path(), l.img->PathAt(l.entry));
-    payloads.push_back(std::move(*p));
-  }
-  // Steps of res->deltas[k], whose payload is payloads[k + first]; views
-  // into `payloads`, so made again whenever it changes.
-  auto flatten = [&](size_t first) -> absl::Status {
-    steps.clear();
-    for (size_t k = 0; k < res->deltas.size(); ++k) {
-      const Link& l = res->deltas[k];
-      std::string_view p = payloads[k + first];
-      if (l.recipe.codec != CodecId::kChain) {
-        steps.push_back({l.recipe.codec, l.recipe.packed, l.img->SizeAt(l.entry), p, p.size()});
-        continue;
-      }
-      auto inner = ParseChainPatch(p, l.recipe.packed);
-      if (!inner.ok()) return AtEntry(inner.status(), l.img->path(), l.img->PathAt(l.entry));
-      if (inner->back().out_size != l.img->SizeAt(l.entry))
-        return AtEntry(absl::DataLossError("chained patch: last step's size is not the file's"), l.img->path(),
-                       l.img->PathAt(l.entry));
-      steps.insert(steps.end(), inner->begin(), inner->end());
+  auto add = [&](const Link& l) -> absl::Status {
+    if (!rebuild && Located(l)) {
+      ChainStep st{l.recipe.codec, true, l.img->SizeAt(l.entry), {}, l.recipe.blob.length};
+      st.located = true;
+      CopiedPacks::Place to = *m.packs->Map(l.img, l.recipe.pack);  // marked by UsePacks
+      st.pack = to.pack;
+      st.offset = l.recipe.blob.offset + to.shift;
+      steps.push_back(st);
+      return absl::OkStatus();
     }
+    // A chained patch's steps that lie in packs stay there (rebuilding
+    // reads them copied in).
+    auto p = rebuild ? l.img->ReadPayload(l.recipe) : l.img->ReadStoredPayload(l.recipe);
+    if (!p.ok()) return AtEntry(p.status(), l.img->path(), l.img->PathAt(l.entry));
+    std::string_view v = held.emplace_back(std::move(*p));
+    if (l.recipe.codec != CodecId::kChain) {
+      steps.push_back({l.recipe.codec, l.recipe.packed, l.img->SizeAt(l.entry), v, v.size()});
+      return absl::OkStatus();
+    }
+    auto inner = ParseChainPatch(v, l.recipe.packed);
+    if (!inner.ok()) return AtEntry(inner.status(), l.img->path(), l.img->PathAt(l.entry));
+    if (inner->back().out_size != l.img->SizeAt(l.entry))
+      return AtEntry(absl::DataLossError("chained patch: last step's size is not the file's"), l.img->path(),
+                     l.img->PathAt(l.entry));
+    if (inner->front().stored) steps.clear();  // it ignores what came before
+    for (ChainStep& st : *inner) {
+      if (!st.located) continue;
+      std::optional<CopiedPacks::Place> to = m.packs->Map(l.img, st.pack);  // UsePacks marked them, if placed
+      if (!to)
+        return AtEntry(absl::DataLossError(StrCat("chained patch: a step in pack ", st.pack,
+                                                  ", but the image has no placed packs")),
+                       l.img->path(), l.img->PathAt(l.entry));
+      st.pack = to->pack;
+      st.offset += to->shift;
+    }
+    steps.insert(steps.end(), inner->begin(), inner->end());
     return absl::OkStatus();
   };
-  if (auto s = flatten(0); !s.ok()) return s;
   Digest chain_base = res->base;
-  if (res->full && !res->full->recipe.packed && m.smallest) {
-    // The full blob (one zstd frame with its content size) is step 1, a zstd
-    // patch that uses no byte of its base: checked here by decoding it
-    // against zeros of the base's size (the window the decoder allows
-    // depends on the sizes only) and comparing with its digest.
+  if (res->full && !rebuild) {
+    // The full blob is step 1 and the entry names A's smallest file as its
+    // base, whose content no step uses. A packed member (raw content) is a
+    // stored step left in its pack. A standalone blob (one zstd frame with
+    // its content size) is a zstd patch that uses no byte of its base:
+    // checked here by decoding it against zeros of the base's size (the
+    // window the decoder allows depends on the sizes only) and comparing
+    // with its digest.
     const Link& f = *res->full;
-    auto blob = f.img->ReadPayload(f.recipe);
-    if (!blob.ok()) return AtEntry(blob.status(), f.img->path(), f.img->PathAt(f.entry));
-    std::string zeros(m.a.SizeAt(*m.smallest), '\0');
-    auto content = GetCodec(CodecId::kZstd).Decode(zeros, *blob, f.img->SizeAt(f.entry));
-    if (!content.ok()) return AtEntry(content.status(), f.img->path(), f.img->PathAt(f.entry));
-    if (Sha256(*content) != f.img->DigestAt(f.entry))
-      return absl::DataLossError(StrCat(f.img->path(), ": /", f.img->PathAt(f.entry),
-                                        ": content does not match its sha256 (corrupt image)"));
-    payloads.insert(payloads.begin(), std::move(*blob));
-    if (auto s = flatten(1); !s.ok()) return s;
-    steps.insert(steps.begin(), ChainStep{CodecId::kZstd, false, f.img->SizeAt(f.entry), payloads[0], payloads[0].size()});
+    if (f.recipe.packed) {
+      ChainStep st{CodecId::kZstd, false, f.img->SizeAt(f.entry), {}, f.recipe.blob.length};
+      st.stored = st.located = true;
+      CopiedPacks::Place to = *m.packs->Map(f.img, f.recipe.pack);  // marked when planned
+      st.pack = to.pack;
+      st.offset = f.recipe.blob.offset + to.shift;
+      steps.push_back(st);
+    } else {
+      auto blob = f.img->ReadPayload(f.recipe);
+      if (!blob.ok()) return AtEntry(blob.status(), f.img->path(), f.img->PathAt(f.entry));
+      std::string zeros(m.a.SizeAt(*m.smallest), '\0');
+      auto content = GetCodec(CodecId::kZstd).Decode(zeros, *blob, f.img->SizeAt(f.entry));
+      if (!content.ok()) return AtEntry(content.status(), f.img->path(), f.img->PathAt(f.entry));
+      if (Sha256(*content) != f.img->DigestAt(f.entry))
+        return absl::DataLossError(StrCat(f.img->path(), ": /", f.img->PathAt(f.entry),
+                                          ": content does not match its sha256 (corrupt image)"));
+      std::string_view v = held.emplace_back(std::move(*blob));
+      steps.push_back({CodecId::kZstd, false, f.img->SizeAt(f.entry), v, v.size()});
+    }
     chain_base = m.a.DigestAt(*m.smallest);
-    res->from_a = true;
-    res->deltas.insert(res->deltas.begin(), f);  // two or more steps: never copied as one blob
+    res->on_base = true;
   }
-  if (res->from_a) {
-    if (res->deltas.size() == 1) {  // decodes against A as it is
+  for (const Link& l : res->deltas)
+    if (auto s = add(l); !s.ok()) return s;
+  if (res->on_base) {
+    if (steps.size() == 1 && !steps[0].located && res->deltas.size() == 1) {  // decodes against A as it is
       out.recipe = res->deltas[0].recipe;
-      out.blob = std::move(payloads[0]);
+      out.blob = std::move(held[0]);
       return out;
     }
     if (steps.size() > kMaxChainSteps)
@@ -374,21 +463,28 @@ absl::StatusOr<BlobResult> ComposeOne(const ComposeContext& m, size_t i) {
                  kMaxChainSteps, "); merge with A's content instead (without --compose)"));
     uint64_t bytes = 0;
     bool any_packed = false;
-    for (const ChainStep& s : steps) bytes += s.patch.size() + 12, any_packed |= s.packed;
-    // Small chains go to a pack like diff's small patches; raw pack-form
-    // steps keep the pack's compression as long as the member fits a pack.
+    for (const ChainStep& s : steps) bytes += s.patch.size() + 12, any_packed |= s.packed && !s.located;
+    // Raw pack-form steps keep a pack's compression as long as the member
+    // fits a pack. Other steps are compressed already: only a chain of a few
+    // bytes (steps left in packs) is packed, with its neighbours; compressing
+    // the others again gains nothing (debian: a 64 KiB limit cost 0.1 s of
+    // level-19 compression and 1.5 KB more).
     bool packed = m.options.pack_small_blobs &&
-                  (bytes <= kPackMemberMax || (any_packed && bytes <= kPackRawMax));
+                  (bytes <= kComposeChainPackMax || (any_packed && bytes <= kPackRawMax));
     out.recipe = Recipe{Recipe::Kind::kDelta, CodecId::kChain, chain_base, {}};
     out.recipe.packed = packed;
     out.blob = MakeChainPatch(steps, packed);
     return out;
   }
-  // A packed full member (raw content, at most 64 KiB) with patches on top:
-  // rebuild C's content and store it whole, packed (no compression to wait for).
+  // A full blob with patches on top and no file in A to name as a chain's
+  // base: rebuild C's content and store it whole.
   auto cur = ReadFull(*res->full, nullptr);
   if (!cur.ok()) return cur.status();
   for (size_t k = 0; k < steps.size(); ++k) {
+    if (steps[k].stored) {
+      *cur = std::string(steps[k].patch);
+      continue;
+    }
     auto next = GetCodec(steps[k].codec).DecodeForm(*cur, steps[k].patch, steps[k].out_size, steps[k].packed);
     if (!next.ok()) {
       const Link& l = res->deltas.back();
@@ -416,8 +512,28 @@ absl::StatusOr<BlobResult> ComposeOne(const ComposeContext& m, size_t i) {
 // (a packed full member, or a packed patch against A's content), if any.
 std::optional<Link> CopiedMember(const Resolution& res) {
   if (res.full && res.deltas.empty() && res.full->recipe.packed) return res.full;
-  if (res.from_a && !res.full && res.deltas.size() == 1 && res.deltas[0].recipe.packed) return res.deltas[0];
+  if (res.on_base && !res.full && res.deltas.size() == 1 && Located(res.deltas[0])) return res.deltas[0];
   return std::nullopt;
+}
+
+// Marks the packs of D1 or D2 that link `l`'s steps lie in: its own member,
+// or the steps a chained patch of a merged delta left in packs.
+absl::Status UsePacks(const Link& l, CopiedPacks* packs) {
+  if (Located(l)) packs->Use(l.img, l.recipe.pack);
+  if (l.recipe.codec != CodecId::kChain || !l.img->header().placed_packs) return absl::OkStatus();
+  auto p = l.img->ReadStoredPayload(l.recipe);
+  if (!p.ok()) return AtEntry(p.status(), l.img->path(), l.img->PathAt(l.entry));
+  auto steps = ParseChainPatch(*p, l.recipe.packed);
+  if (!steps.ok()) return AtEntry(steps.status(), l.img->path(), l.img->PathAt(l.entry));
+  for (const ChainStep& st : *steps) {
+    if (!st.located) continue;
+    if (st.pack >= l.img->pack_count())
+      return AtEntry(absl::DataLossError(StrCat("chained patch: a step in pack ", st.pack, " of ",
+                                                l.img->pack_count())),
+                     l.img->path(), l.img->PathAt(l.entry));
+    packs->Use(l.img, st.pack);
+  }
+  return absl::OkStatus();
 }
 
 // A copied member's content and the output entry it is for.
@@ -426,11 +542,10 @@ struct MemberCopy {
   Link link;
 };
 
-// Spools the copied members of one pack of D1 or D2 (decompressed once,
-// not once per member), each full member checked against its digest.
-absl::Status CopyMembers(const CdimgImage& img, uint32_t pack, const std::vector<MemberCopy>& copies,
-                         delta_internal::Spool& spool, std::map<size_t, SpooledBlob>* out,
-                         std::vector<MemberSource>* sources) {
+// Checks the members of one pack of D1 or D2 that the merged delta keeps
+// where they are (the pack decompressed once, not once per member): each in
+// bounds, each full member against its digest.
+absl::Status CheckMembers(const CdimgImage& img, uint32_t pack, const std::vector<MemberCopy>& copies) {
   Recipe whole{Recipe::Kind::kFull, CodecId::kZstd, {}, {0, img.PackRawLength(pack)}, true, pack};
   auto raw = img.ReadPayload(whole);
   if (!raw.ok()) return Annotate(raw.status(), img.path());
@@ -444,14 +559,43 @@ absl::Status CopyMembers(const CdimgImage& img, uint32_t pack, const std::vector
     if (r.kind == Recipe::Kind::kFull && Sha256(member) != img.DigestAt(c.link.entry))
       return absl::DataLossError(StrCat(img.path(), ": /", img.PathAt(c.link.entry),
                                         ": content does not match its sha256 (corrupt image)"));
-    auto ref = spool.Put(member);
-    if (!ref.ok()) return ref.status();
-    SpooledBlob b{r, false, false};
-    b.recipe.blob = *ref;
-    out->emplace(c.entry, b);
-    (*sources)[c.entry] = {&img, pack, r.blob};
   }
   return absl::OkStatus();
+}
+
+using MembersByPack = std::map<std::pair<const CdimgImage*, uint32_t>, std::vector<MemberCopy>>;
+
+// CheckMembers for every pack, on `threads` threads (0: one per CPU); the
+// first failure in pack order.
+absl::Status CheckAllMembers(const MembersByPack& members, int threads) {
+  std::vector<absl::Status> status(members.size());
+  {
+    internal::ThreadPool pool(std::min<int>(threads > 0 ? threads : 0, static_cast<int>(members.size())));
+    size_t k = 0;
+    for (const auto& [pack, copies] : members) {
+      pool.Submit([&status, k, img = pack.first, p = pack.second, c = &copies] {
+        try {
+          status[k] = CheckMembers(*img, p, *c);
+        } catch (const std::exception& e) {  // bad_alloc: never out of a pool thread
+          status[k] = absl::ResourceExhaustedError(StrCat(img->path(), ": pack ", p, ": ", e.what(),
+                                                          " while checking it; free memory or use fewer threads"));
+        }
+      });
+      ++k;
+    }
+  }  // joins
+  for (const absl::Status& s : status)
+    if (!s.ok()) return s;
+  return absl::OkStatus();
+}
+
+// The meta frame (config, index, inline pack) of a composed delta whose
+// index is big is written at level 16 instead of 19: debian v1 ->
+// debian-python v1 -> v2 (an 860 KB index): 0.15 s instead of 0.32 s of the
+// whole merge's ~0.5 s, for ~1 KB of 15.3 MB (docs/benchmarks.md). A small
+// one costs little time at 19, and there the bytes matter most.
+int ComposeMetaLevel(const CdimgImage& d2) {
+  return d2.header().index_raw_length >= (256u << 10) ? 16 : CdimgWriter::Options{}.index_zstd_level;
 }
 
 }  // namespace
@@ -469,13 +613,16 @@ absl::StatusOr<DeltaStats> ComposeDeltas(const ImageChain& base_chain, const std
   if (!d2.ok()) return d2.status();
   OldTree old(a);
   std::vector<Entry> entries = delta_internal::AllEntries(**d2);
-  std::vector<MemberSource> sources(entries.size());
-  ComposeContext m{a, **d1, **d2, old, IndexBlobs(**d1), IndexBlobs(**d2), options, SmallestFile(a)};
+  ComposeContext m{a, **d1, **d2, old, IndexBlobs(**d1), IndexBlobs(**d2), options, SmallestFile(a), nullptr, {}};
+  for (size_t i = 0; i < entries.size(); ++i)
+    if (entries[i].type == EntryType::kRegular && entries[i].size > 0) m.first_in_c.emplace(entries[i].digest, i);
   std::vector<Recipe> recipes(entries.size());
   std::vector<BlobJob> jobs;
-  // Packed members C keeps as they are, by source pack: copied pack by pack
-  // below (as jobs, largest first, they would decompress a pack per member).
-  std::map<std::pair<int, uint32_t>, std::vector<MemberCopy>> members;  // (1: D1, 2: D2; pack)
+  // Packed members C keeps as they are, by source pack: they stay where they
+  // are in the copied packs, each full member checked once its pack is read.
+  MembersByPack members;
+  CopiedPacks packs;
+  m.packs = &packs;
   std::unordered_set<Digest, DigestHash> seen;
   for (size_t i = 0; i < entries.size(); ++i) {
     const Entry& e = entries[i];
@@ -486,26 +633,39 @@ absl::StatusOr<DeltaStats> ComposeDeltas(const ImageChain& base_chain, const std
     } else if (!seen.insert(e.digest).second || old.Has(e.digest)) {
       r.kind = Recipe::Kind::kBase;
     } else {
-      auto res = Resolve(m, e.digest, e.path);
+      auto res = Resolve(m, e.digest, i);
       if (!res.ok()) return res.status();
-      if (auto l = CopiedMember(*res)) members[{l->img == &m.d1 ? 1 : 2, l->recipe.pack}].push_back({i, *l});
-      else jobs.push_back({i, e.size, 3 * e.size + (64ull << 20), [&m, i](Helpers&) { return ComposeOne(m, i); }});
+      if (auto l = CopiedMember(*res)) {
+        members[{l->img, l->recipe.pack}].push_back({i, *l});
+        packs.Use(l->img, l->recipe.pack);
+        continue;
+      }
+      // The packs ComposeOne's steps will name (see there).
+      if (!(res->full && !m.smallest)) {
+        if (res->full && res->full->recipe.packed) packs.Use(res->full->img, res->full->recipe.pack);
+        for (const Link& l : res->deltas)
+          if (auto s = UsePacks(l, &packs); !s.ok()) return s;
+      }
+      jobs.push_back({i, e.size, 3 * e.size + (64ull << 20), [&m, i](Helpers&) { return ComposeOne(m, i); }});
+    }
+  }
+  packs.Assign(m.d1, m.d2);
+  if (auto s = CheckAllMembers(members, options.threads); !s.ok()) return s;
+  for (const auto& [pack, copies] : members) {
+    for (const MemberCopy& c : copies) {
+      CopiedPacks::Place to = *packs.Map(pack.first, pack.second);
+      recipes[c.entry] = c.link.recipe;
+      recipes[c.entry].pack = to.pack;
+      recipes[c.entry].blob.offset += to.shift;
     }
   }
   auto spool = delta_internal::Spool::Create(out_path);
   if (!spool.ok()) return spool.status();
-  std::map<size_t, SpooledBlob> copied;
-  for (const auto& [pack, copies] : members)
-    if (auto s = CopyMembers(pack.first == 1 ? m.d1 : m.d2, pack.second, copies, **spool, &copied, &sources);
-        !s.ok())
-      return s;
   auto blobs = delta_internal::RunJobs(std::move(jobs), **spool,
                                        {options.threads, options.memory_budget, options.progress, &entries});
   if (!blobs.ok()) return blobs.status();
-  blobs->merge(copied);
-  // Packs whose members all survive unchanged are copied as they are stored.
   return delta_internal::WriteDelta(out_path, a, m.d2.config(), entries, std::move(recipes), *blobs, **spool,
-                                    &sources, options.threads);
+                                    options.threads, &packs.layout(), ComposeMetaLevel(m.d2));
 }
 
 absl::StatusOr<DeltaStats> MergeDeltas(const ImageChain& base_chain, const std::string& d1_path,
@@ -535,7 +695,7 @@ absl::StatusOr<DeltaStats> MergeDeltas(const ImageChain& base_chain, const std::
                                        {options.threads, options.memory_budget, options.progress, &entries});
   if (!blobs.ok()) return blobs.status();
   return delta_internal::WriteDelta(out_path, a, c.top().config(), entries, std::move(recipes), *blobs, **spool,
-                                    nullptr, options.threads);
+                                    options.threads);
 }
 
 }  // namespace d4c

@@ -144,16 +144,20 @@ absl::StatusOr<DeltaStats> MergeDeltas(const ImageChain& base_chain, const std::
 // D1 = A→B, D2 = B→C  ->  A→C from the two deltas alone: of A's chain only
 // the index is read (to open D1 and to write the result against A), never a
 // file's content, so it takes about as long as copying the deltas. Per file
-// of C: content A has -> base; a blob of D2 or D1 that decodes against A as it
-// is -> copied; deltas on deltas down to A's content -> one chained patch
-// (codec 6, docs/format.md); a standalone full blob with deltas on top (new
-// in B, changed again) -> a chained patch whose first step is that blob (a
-// zstd patch using none of its base, A's smallest file); a packed one ->
-// rebuilt and stored packed. Full blobs are checked against their digests;
-// patches are checked where they are applied (patch, di3fs, extract check
-// every file's sha256).
+// of C: content A has -> base; a blob of D2 or D1 that decodes against A's
+// content (or C's at an earlier entry) as it is -> copied; deltas on deltas
+// -> one chained patch (codec 6, docs/format.md); a full blob with deltas on
+// top (new in B, changed again) -> a chained patch whose first step is that
+// blob (a standalone zstd frame as a zstd patch using none of its base, A's
+// smallest file; a packed member as a stored step). The result has placed
+// packs: D1's and D2's packs are copied as stored and packed members and
+// patches stay in them (chained patches name their place), so little is
+// compressed anew. Full blobs are checked against their digests; patches
+// are checked where they are applied (patch, di3fs, extract check every
+// file's sha256).
 // The result is at most about D1 + D2 (a few bytes per chained patch more
-// than the patches it holds, plus C's metadata against A).
+// than the patches it holds, and C's metadata against A instead of two
+// indexes).
 absl::StatusOr<DeltaStats> ComposeDeltas(const ImageChain& base_chain, const std::string& d1_path,
                                          const std::string& d2_path, const std::string& out_path,
                                          const DiffOptions& options);
