@@ -9,7 +9,13 @@
 # before, untimed); bytes are whole cdimg files. Every merged delta is patched
 # onto A and must give C's exact bytes.
 #
-# Usage: merge_bench.sh [--cli PATH] [--threads N] [--triple SERIES_A:TAG_A,SERIES_B:TAG_B,SERIES_C:TAG_C]...
+# With --compose-ab OLD_CLI, a second table: merge --compose of OLD_CLI and of
+# the --cli build side by side on the same D1 and D2, alternating, --reps N
+# times each (default 5), medians; both results are patched onto A and must
+# give C.
+#
+# Usage: merge_bench.sh [--cli PATH] [--threads N] [--compose-ab OLD_CLI [--reps N]]
+#                       [--triple SERIES_A:TAG_A,SERIES_B:TAG_B,SERIES_C:TAG_C]...
 #   default triples: typescript 5.4.2 5.4.3 5.4.4; biome 1.9.2 1.9.3 1.9.4;
 #   debian v1 -> debian-python v1 -> debian-python v2 (a base system, then
 #   python3 installed on it, then apt-get upgrade: the corpus has no third
@@ -26,10 +32,12 @@ src=$(cd "$here/../.." && pwd)
 source "$here/lib.sh"
 die() { echo "merge_bench.sh: $*" >&2; exit 2; }
 
-CLI=${D4C_CLI:-} THREADS=2 TRIPLES=()
+CLI=${D4C_CLI:-} THREADS=2 TRIPLES=() OLD_CLI= REPS=5
 while (($#)); do
   case $1 in
     --cli) CLI=$2; shift 2 ;;
+    --compose-ab) OLD_CLI=$2; shift 2 ;;
+    --reps) REPS=$2; shift 2 ;;
     --threads) THREADS=$2; shift 2 ;;
     --triple) TRIPLES+=("$2"); shift 2 ;;
     -h|--help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -43,6 +51,7 @@ if [[ -z $CLI ]]; then
   for c in "$src/build-bench/ctr-cli/ctr-cli" "$src/build/ctr-cli/ctr-cli"; do [[ -x $c ]] && { CLI=$c; break; }; done
 fi
 [[ -x $CLI ]] || die "no ctr-cli binary (--cli PATH)"
+[[ -z $OLD_CLI || -x $OLD_CLI ]] || die "--compose-ab: $OLD_CLI is not an executable"
 "$CLI" cdimg merge --help 2>&1 | grep -q -- --compose || die "$CLI has no 'cdimg merge --compose'"
 CORPUS=${D4C_CORPUS:-/var/cache/d4c-corpus}
 WORK=${D4C_WORK:-/var/cache/d4c-work}
@@ -62,6 +71,7 @@ run() {  # run CMD... : "wall cpu" seconds (cpu = user + sys)
 }
 cell() { printf '%s s (cpu %s s), %s B' "${1% *}" "${1#* }" "$2"; }
 
+AB=()
 printf '| A → B → C | D1 + D2 | diff A→C | merge (with A) | merge --compose | compose vs diff |\n'
 printf '|---|---:|---:|---:|---:|---:|\n'
 for t in "${TRIPLES[@]}"; do
@@ -88,8 +98,31 @@ for t in "${TRIPLES[@]}"; do
   printf '| %s → %s → %s | %s B | %s | %s | %s | %s× (cpu %s×) faster, %s of D1+D2 |\n' \
     "$sa" "${sb}" "${sc}" "$sum" "$(cell "$s_diff" "$(fsize "$d/ac.cdimg")")" \
     "$(cell "$s_old" "$(fsize "$d/m.cdimg")")" "$(cell "$s_new" "$(fsize "$d/c.cdimg")")" \
-    "$(awk -v a="${s_diff% *}" -v b="${s_new% *}" 'BEGIN{printf "%.0f", (b > 0) ? a / b : 0}')" \
-    "$(awk -v a="${s_diff#* }" -v b="${s_new#* }" 'BEGIN{printf "%.0f", (b > 0) ? a / b : 0}')" \
+    "$(awk -v a="${s_diff% *}" -v b="${s_new% *}" 'BEGIN{if (b > 0) printf "%.0f", a / b; else printf "n/a"}')" \
+    "$(awk -v a="${s_diff#* }" -v b="${s_new#* }" 'BEGIN{if (b > 0) printf "%.0f", a / b; else printf "n/a"}')" \
     "$(awk -v a="$(fsize "$d/c.cdimg")" -v b="$sum" 'BEGIN{printf "%.3f", a / b}')"
+  if [[ -n $OLD_CLI ]]; then
+    # old and new compose alternating on the same D1 and D2; medians
+    for k in $(seq "$REPS"); do
+      for v in old new; do
+        cli=$CLI; [[ $v == old ]] && cli=$OLD_CLI
+        run "$cli" cdimg merge --compose --lowerCdimg "$d/d1.cdimg" --upperCdimg "$d/d2.cdimg" \
+          --outCdimg "$d/$v.cdimg" --threadNum "$THREADS" >>"$d/times.$v"
+      done
+    done
+    for v in old new; do
+      "$CLI" cdimg patch --baseCdimg "$A" --diffCdimg "$d/$v.cdimg" --outCdimg "$d/p.cdimg" --threadNum "$THREADS" \
+        --level 19 >>"$BENCH_TMP/log" || die "$t: patch of the $v compose failed (log: $BENCH_TMP/log)"
+      cmp -s "$d/p.cdimg" "$C" || die "$t: the $v compose patched differs from C"
+    done
+    AB+=("$(printf '| %s → %s → %s | %s B | %s s (cpu %s s), %s B | %s s (cpu %s s), %s B | %s s |' \
+      "$sa" "$sb" "$sc" "$sum" "$(median "$d/times.old" 1)" "$(median "$d/times.old" 2)" "$(fsize "$d/old.cdimg")" \
+      "$(median "$d/times.new" 1)" "$(median "$d/times.new" 2)" "$(fsize "$d/new.cdimg")" "${s_diff% *}")")
+  fi
   rm -rf "$d"
 done
+if [[ -n $OLD_CLI ]]; then
+  printf '\nmerge --compose, %s alternating runs each, medians (old: %s)\n\n' "$REPS" "$OLD_CLI"
+  printf '| A → B → C | D1 + D2 | compose old | compose new | diff A→C (above) |\n|---|---:|---:|---:|---:|\n'
+  printf '%s\n' "${AB[@]}"
+fi
