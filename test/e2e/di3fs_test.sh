@@ -7,7 +7,8 @@
 #  2. a synthetic image with security.capability, user xattrs, setuid,
 #     hardlinks, devices, a fifo, a sticky dir and ns mtimes (umoci-made)
 #  3. a delta chain of depth 4 (typescript 5.4.2 -> .3 -> .4 -> .5); a missing
-#     base fails the mount with a message naming --base
+#     base fails the mount with a message naming --base; deltas merged by
+#     merge --compose (once, and a composed one again) mount as the same trees
 #  4. overlayfs with the mount as lowerdir takes writes into upperdir only
 #  5. 16 parallel readers of random files on a cold cache get the right bytes
 #  6. corrupt blobs give EIO on their files only; the mount keeps serving
@@ -180,6 +181,17 @@ if "$CTR_CLI" cdimg diff --help >/dev/null 2>&1 && ((${#tags[@]} >= 4)); then
   bases=(--base "${chain[2]}" --base "${chain[0]}" --base "${chain[1]}")  # any order
   mount_compare chain "$D4C_CORPUS/typescript/rootfs/${tags[3]}/rootfs" \
     "delta chain ${tags[0]}->${tags[1]}->${tags[2]}->${tags[3]} (depth 4)" --cdimg "$top" "${bases[@]}"
+  # merge --compose of the first two deltas, then of that and the third: placed
+  # packs, chained patches whose steps lie in the copied packs
+  "$CTR_CLI" cdimg merge --compose --lowerCdimg "${chain[1]}" --upperCdimg "${chain[2]}" \
+    --outCdimg "$tmp/chain/m13.cdimg" --base "${chain[0]}" >/dev/null || bad "merge --compose d1 d2 failed"
+  "$CTR_CLI" cdimg merge --compose --lowerCdimg "$tmp/chain/m13.cdimg" --upperCdimg "${chain[3]}" \
+    --outCdimg "$tmp/chain/m14.cdimg" --base "${chain[0]}" --base "${chain[2]}" >/dev/null ||
+    bad "merge --compose of a composed delta failed"
+  mount_compare composed "$D4C_CORPUS/typescript/rootfs/${tags[2]}/rootfs" \
+    "composed delta ${tags[0]}->${tags[2]}" --cdimg "$tmp/chain/m13.cdimg" --base "${chain[0]}"
+  mount_compare composed2 "$D4C_CORPUS/typescript/rootfs/${tags[3]}/rootfs" \
+    "composed delta ${tags[0]}->${tags[3]} (composed twice)" --cdimg "$tmp/chain/m14.cdimg" --base "${chain[0]}"
   # a missing base: no mount, a message naming the missing parent and --base
   mkdir -p "$tmp/mnt/nobase"
   if "$DI3FS" --cdimg "$top" --base "${chain[2]}" "$tmp/mnt/nobase" 2>"$tmp/nobase.log"; then
