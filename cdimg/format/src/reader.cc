@@ -31,7 +31,7 @@ const char* RecipeKindName(Recipe::Kind k) {
   return "unknown";
 }
 
-// Thread-safety: immutable after Open, except the one-pack cache below
+// Thread-safety: immutable after Open, except the pack cache below
 // (pack_mu, never held while reading or decompressing); reads use pread on
 // the shared fd, so every const method may be called from several threads.
 struct CdimgImage::State {
@@ -42,10 +42,12 @@ struct CdimgImage::State {
   std::string config;
   internal::DecodedIndex index;
   std::shared_ptr<const std::string> inline_pack;  // compact meta: the last pack, raw
-  // The last pack read, decompressed (packs are small; neighbours are read together).
+  // The last packs read, decompressed, most recent first (packs are small;
+  // neighbours are read together, and a chained patch of a composed delta
+  // reads its steps from two or three packs per file).
+  static constexpr size_t kCachedPacks = 4;
   absl::Mutex pack_mu;
-  uint32_t cached_pack ABSL_GUARDED_BY(pack_mu) = UINT32_MAX;
-  std::shared_ptr<const std::string> cached_raw ABSL_GUARDED_BY(pack_mu);
+  std::vector<std::pair<uint32_t, std::shared_ptr<const std::string>>> cached_packs ABSL_GUARDED_BY(pack_mu);
   ~State() {
     if (fd >= 0) close(fd);
   }
@@ -318,7 +320,13 @@ absl::StatusOr<std::string> CdimgImage::ReadStoredPayload(const Recipe& r) const
   std::shared_ptr<const std::string> raw;
   {
     absl::MutexLock l(&s_->pack_mu);
-    if (s_->cached_pack == r.pack) raw = s_->cached_raw;
+    auto& cache = s_->cached_packs;
+    for (size_t k = 0; k < cache.size(); ++k)
+      if (cache[k].first == r.pack) {
+        raw = cache[k].second;
+        std::rotate(cache.begin(), cache.begin() + k, cache.begin() + k + 1);  // to the front
+        break;
+      }
   }
   if (!raw && s_->index.packs[r.pack].length == 0) raw = s_->inline_pack;
   if (!raw) {
@@ -330,8 +338,9 @@ absl::StatusOr<std::string> CdimgImage::ReadStoredPayload(const Recipe& r) const
       return absl::DataLossError(StrCat(s_->path, ": pack ", r.pack, ": ", dec.status().message()));
     raw = std::make_shared<const std::string>(std::move(*dec));
     absl::MutexLock l(&s_->pack_mu);
-    s_->cached_pack = r.pack;
-    s_->cached_raw = raw;
+    auto& cache = s_->cached_packs;
+    cache.insert(cache.begin(), {r.pack, raw});
+    if (cache.size() > State::kCachedPacks) cache.pop_back();
   }
   if (r.blob.offset > raw->size() || r.blob.length > raw->size() - r.blob.offset)
     return absl::OutOfRangeError(StrCat(s_->path, ": member [", r.blob.offset, ", +", r.blob.length,

@@ -151,7 +151,7 @@ class CdimgImage {
   // Reads a blob with bounds checks against the blob section.
   absl::StatusOr<std::string> ReadBlob(const BlobRef& ref) const;
   // The bytes a kFull/kDelta recipe stores (see Recipe): its blob, or its
-  // member of a pack (the pack is read and decompressed whole; the last one is
+  // member of a pack (the pack is read and decompressed whole; the last four are
   // cached). A chained patch (codec 6) whose steps lie in packs of this image
   // is returned with those steps copied in, so codecs never see pack
   // references. Thread-safe.
