@@ -119,7 +119,11 @@ unpack_npm() {
 }
 
 stamp() { find "$@" -exec touch -h -d "@$EPOCH" {} +; }
-tag_exists() { [[ -d $1 ]] && umoci ls --layout "$1" 2>/dev/null | grep -qx -- "$2"; }
+# grep reads all of umoci's output: `grep -q` would exit at the match, umoci
+# could die of SIGPIPE writing the next tag, and pipefail would then call an
+# existing tag missing and rebuild it (new mtimes: the corpus no longer
+# matches its exports; seen in a CI rehearsal).
+tag_exists() { [[ -d $1 ]] && umoci ls --layout "$1" 2>/dev/null | grep -x -- "$2" >/dev/null; }
 
 # ------------------------------------------------------------- base layer
 # A small busybox userland shared by the npm series: one layer, fixed mtimes.

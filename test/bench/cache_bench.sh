@@ -153,7 +153,7 @@ for entry in "${bins[@]}"; do
   # part 2: two images, one cache root (the new layout) or one dir each (the old)
   run=$tmp/$name-2
   mkdir -p "$run"
-  if "$bin" --help 2>&1 | grep -q -- --cache-root; then
+  if "$bin" --help 2>&1 | grep -- --cache-root >/dev/null; then
     root_args=(--cache-root "$run/cache")
   else
     root_args=()

@@ -52,7 +52,7 @@ if [[ -z $CLI ]]; then
 fi
 [[ -x $CLI ]] || die "no ctr-cli binary (--cli PATH)"
 [[ -z $OLD_CLI || -x $OLD_CLI ]] || die "--compose-ab: $OLD_CLI is not an executable"
-"$CLI" cdimg merge --help 2>&1 | grep -q -- --compose || die "$CLI has no 'cdimg merge --compose'"
+"$CLI" cdimg merge --help 2>&1 | grep -- --compose >/dev/null || die "$CLI has no 'cdimg merge --compose'"
 CORPUS=${D4C_CORPUS:-/var/cache/d4c-corpus}
 WORK=${D4C_WORK:-/var/cache/d4c-work}
 BENCH_TMP=$(mktemp -d "${D4C_BENCH_TMP:-/var/tmp}/d4c-merge-bench.XXXXXX")

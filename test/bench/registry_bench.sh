@@ -44,7 +44,7 @@ if (($# > 0)); then
   SERIES=("$@")
 else
   SERIES=(typescript)
-  corpus_series | grep -qx biome && SERIES+=(biome)
+  corpus_series | grep -x biome >/dev/null && SERIES+=(biome)
 fi
 OURS=1
 for c in push pull; do

@@ -62,7 +62,7 @@ our_pids() {
   local p
   for p in /proc/[0-9]*; do
     [[ ${p#/proc/} == "$$" ]] && continue
-    tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -qF "$T/" && echo "${p#/proc/}"
+    tr '\0' ' ' 2>/dev/null <"$p/cmdline" | grep -F "$T/" >/dev/null && echo "${p#/proc/}"
   done
   true
 }

@@ -18,7 +18,7 @@ for t in umoci gcc setpriv; do
   command -v "$t" >/dev/null || skip_or_fail "$t is not installed (apt-get install umoci gcc util-linux)"
 done
 BUSYBOX=$(command -v busybox || true)
-[[ -n $BUSYBOX ]] && file -L "$BUSYBOX" 2>/dev/null | grep -q 'statically linked' ||
+[[ -n $BUSYBOX ]] && file -L "$BUSYBOX" 2>/dev/null | grep 'statically linked' >/dev/null ||
   skip_or_fail "no static busybox (apt-get install busybox-static)"
 
 # --- the synthetic image ------------------------------------------------------------

@@ -71,7 +71,7 @@ if LOAD --image "d4c.test/ts:${TAGS[1]}" --cdimg "$D12" >"$T/load-bad.log" 2>&1;
 else
   grep -q "${ID[$v1]#sha256:}" "$T/load-bad.log" || bad "load without parent: message does not name the parent: $(cat "$T/load-bad.log")"
   [[ -z $(ls -A "$SNAP_ROOT/store") ]] || bad "failed load left files in the store: $(ls "$SNAP_ROOT/store")"
-  CTR image ls -q | grep -q "d4c.test/ts:${TAGS[1]}" && bad "failed load created an image record"
+  CTR image ls -q | grep "d4c.test/ts:${TAGS[1]}" >/dev/null && bad "failed load created an image record"
 fi
 # A --snapshotter-root that is not the running snapshotter's is refused,
 # naming the right one, and nothing is written there (operations.md).
@@ -89,7 +89,7 @@ LOAD --image "d4c.test/ts:$v1" --cdimg "${CD[$v1]}" --snapshotter-root "$SNAP_RO
 LOAD --image "d4c.test/ts:${TAGS[1]}" --cdimg "$D12" || bad "load delta ts:${TAGS[1]}"
 LOAD --image "d4c.test/ts:${TAGS[2]}" --cdimg "$D23" || bad "load delta ts:${TAGS[2]}"
 [[ $(ls "$SNAP_ROOT/store" | wc -l) == 3 ]] || bad "store holds $(ls "$SNAP_ROOT/store" | wc -l) files, want 3"
-CTR image check 2>&1 | grep "d4c.test/ts:" | grep -qv complete && bad "ctr image check: $(CTR image check)"
+CTR image check 2>&1 | grep "d4c.test/ts:" | grep -v complete >/dev/null && bad "ctr image check: $(CTR image check)"
 # kill -9 of a load at several moments: the next load ends the dead loads'
 # leases, and nothing of them stays (no stray file in the store)
 for d in 0.02 0.1 0.3; do
@@ -137,7 +137,7 @@ opts=$(awk -v m="$MNT_V1" '$2 == m {print $4}' /proc/mounts)
 [[ ,$opts, == *,nosuid,* && ,$opts, == *,nodev,* && ,$opts, == *,ro,* ]] ||
   bad "di3fs mount options on the host are '$opts', want ro,nosuid,nodev (docs/operations.md)"
 [[ -e $MNT_V1/app/new-file ]] && bad "a write inside the container reached the di3fs mount"
-tail -c 20 "$MNT_V1/app/node_modules/typescript/package.json" | grep -q more && bad "an append inside reached the lower file"
+tail -c 20 "$MNT_V1/app/node_modules/typescript/package.json" | grep more >/dev/null && bad "an append inside reached the lower file"
 upper=$(grep -l written-inside "$SNAP_ROOT"/snapshots/*/fs/app/new-file 2>/dev/null | head -1) || true
 [[ -n $upper ]] || bad "the written file is not in an upper dir under $SNAP_ROOT/snapshots"
 CTR snapshots --snapshotter di3fs info long >"$T/info.json" || bad "ctr snapshots info long"
@@ -145,7 +145,7 @@ CTR snapshots --snapshotter di3fs info long >"$T/info.json" || bad "ctr snapshot
   bad "info long: $(cat "$T/info.json")"
 CTR snapshots --snapshotter di3fs info "${ID[$v1]}" | jq -e '.Kind == "Committed" and
   .Labels["containerd.io/snapshot/di3fs.image-id"] != null' >/dev/null || bad "info of the image snapshot"
-CTR snapshots --snapshotter di3fs usage long | grep -q long || bad "ctr snapshots usage long"
+CTR snapshots --snapshotter di3fs usage long | grep long >/dev/null || bad "ctr snapshots usage long"
 
 # --- 5. crash and restart ----------------------------------------------------
 di3fs_pids_before=$(cat "$SNAP_ROOT"/run/*.pid 2>/dev/null | sort | tr '\n' ' ') || true
@@ -184,7 +184,7 @@ fi
 
 # --- 6. ctr snapshots behaves as with overlayfs --------------------------------
 CTR snapshots --snapshotter di3fs prepare scratch "${ID[$v1]}" >/dev/null || bad "ctr snapshots prepare"
-CTR snapshots --snapshotter di3fs mounts /mnt scratch | grep -q "lowerdir=$MNT_V1" || bad "mounts of scratch: $(CTR snapshots --snapshotter di3fs mounts /mnt scratch)"
+CTR snapshots --snapshotter di3fs mounts /mnt scratch | grep "lowerdir=$MNT_V1" >/dev/null || bad "mounts of scratch: $(CTR snapshots --snapshotter di3fs mounts /mnt scratch)"
 # the mounts come from the View reply itself: the view has no gc.root label,
 # so containerd may collect it before a second `ctr snapshots mounts` call
 out=$(CTR snapshots --snapshotter di3fs view --target /mnt scratch-view "${ID[$v1]}" 2>&1) || bad "ctr snapshots view: $out"
@@ -205,7 +205,7 @@ out=$(CTR snapshots --snapshotter di3fs info nonexistent 2>&1) && bad "info of a
 # removing an unused image lets containerd's GC remove its snapshot; we unmount it
 CTR image rm --sync "d4c.test/ts:$v3" >/dev/null || bad "ctr image rm ts:$v3"
 wait_for 20 sh -c "! grep -q ' $MNT_V3 ' /proc/mounts" || bad "di3fs of removed image ts:$v3 is still mounted"
-CTR snapshots --snapshotter di3fs ls | grep -q "^${ID[$v3]} " && bad "snapshot of removed image ts:$v3 still listed"
+CTR snapshots --snapshotter di3fs ls | grep "^${ID[$v3]} " >/dev/null && bad "snapshot of removed image ts:$v3 still listed"
 in_store() { [[ -f $SNAP_ROOT/store/${1#sha256:}.cdimg ]]; }
 in_store "${ID[$v3]}" && bad "removed image ts:$v3 is still in the store: $(ls "$SNAP_ROOT/store")"
 in_store "${ID[$v1]}" && in_store "${ID[${TAGS[1]}]}" || bad "images still in use left the store: $(ls "$SNAP_ROOT/store")"
