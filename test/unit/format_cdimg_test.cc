@@ -50,6 +50,24 @@ std::string Zstd(const std::string& s) {
   return out;
 }
 
+void SortByPath(std::vector<Entry>* entries) {
+  std::sort(entries->begin(), entries->end(), [](const Entry& x, const Entry& y) { return PathLess(x.path, y.path); });
+}
+
+// Recipes for `entries`: the empty recipe for an empty regular file, `f(e)`
+// for every other regular file (f may change the entry).
+template <class F>
+std::vector<Recipe> RegularRecipes(std::vector<Entry>* entries, F f) {
+  std::vector<Recipe> recipes(entries->size());
+  for (size_t i = 0; i < entries->size(); ++i) {
+    Entry& e = (*entries)[i];
+    if (e.type != EntryType::kRegular) continue;
+    if (e.size == 0) recipes[i].kind = Recipe::Kind::kEmpty;
+    else recipes[i] = f(e);
+  }
+  return recipes;
+}
+
 struct Built {
   std::vector<Entry> entries;
   std::map<std::string, std::string> content;
@@ -94,7 +112,7 @@ Built SampleTree() {
   b.entries.push_back(Dir("tmp", 01777));
   b.content["tmp/\xff\xfe-latin1"] = "non-utf8 name";
   b.entries.push_back(File("tmp/\xff\xfe-latin1", b.content["tmp/\xff\xfe-latin1"]));
-  std::sort(b.entries.begin(), b.entries.end(), [](const Entry& x, const Entry& y) { return PathLess(x.path, y.path); });
+  SortByPath(&b.entries);
   return b;
 }
 
@@ -383,24 +401,18 @@ TEST_CASE("compact meta delta round trips config, bases and the inline pack") {
   // The child: bin/app and tmp/<latin1> changed, as packed deltas; one against
   // the same path (reference 0), one against some other content (the table).
   Built c = b;
-  std::vector<Recipe> recipes(c.entries.size());
   std::string members;
   Digest other = Sha256("other base");
-  for (size_t i = 0; i < c.entries.size(); ++i) {
-    Entry& e = c.entries[i];
-    if (e.type != EntryType::kRegular) continue;
-    if (e.size == 0) {
-      recipes[i].kind = Recipe::Kind::kEmpty;
-      continue;
-    }
+  std::vector<Recipe> recipes = RegularRecipes(&c.entries, [&](Entry& e) {
     Digest old = e.digest;
     e.digest = Sha256(e.path + " v2");
     std::string patch = StrCat("patch of ", e.path);
-    recipes[i] = {Recipe::Kind::kDelta, CodecId::kRelcopy, e.path == "bin/app" ? old : other,
-                  {members.size(), patch.size()}};
-    recipes[i].packed = true;
+    Recipe r{Recipe::Kind::kDelta, CodecId::kRelcopy, e.path == "bin/app" ? old : other,
+             {members.size(), patch.size()}};
+    r.packed = true;
     members += patch;
-  }
+    return r;
+  });
   const std::string child_config = StrCat("\x01{\"a\":\"sha256:", std::string(64, 'b'), "\",\"b\":\"sha256:",
                                           std::string(63, 'c'), "g\",\"c\":\"sha256:", std::string(64, 'D'),
                                           "\",\"d\":\"\x01\x01sha256:", std::string(65, 'e'), "\",\"e\":\"sha256:");
@@ -542,27 +554,16 @@ TEST_CASE("placed packs: members anywhere in their pack, chained patch steps lef
   c.entries.push_back(Dir("etc"));
   c.entries.push_back(File("etc/a", new_a));
   c.entries.push_back(File("etc/b", new_b));
-  std::sort(c.entries.begin(), c.entries.end(), [](const Entry& x, const Entry& y) { return PathLess(x.path, y.path); });
+  SortByPath(&c.entries);
   std::map<std::string, std::string> content = {{"bin/app", app3}, {"tmp/\xff\xfe-latin1", latin2},
                                                 {"etc/a", new_a}, {"etc/b", new_b}};
-  std::vector<Recipe> recipes(c.entries.size());
-  size_t app = 0;
-  for (size_t i = 0; i < c.entries.size(); ++i) {
-    Entry& e = c.entries[i];
-    if (e.type != EntryType::kRegular) continue;
-    if (e.size == 0) {
-      recipes[i].kind = Recipe::Kind::kEmpty;
-      continue;
-    }
+  std::vector<Recipe> recipes = RegularRecipes(&c.entries, [&](Entry& e) {
     const std::string& now = content.at(e.path);
     Digest old = e.digest;
     e.size = now.size();
     e.digest = Sha256(now);
-    Recipe& r = recipes[i];
-    r.kind = Recipe::Kind::kFull;
-    r.packed = true;
+    Recipe r{Recipe::Kind::kFull, CodecId::kZstd, {}, {}, true, 0};
     if (e.path == "bin/app") {
-      app = i;
       r = {Recipe::Kind::kDelta, CodecId::kChain, old, {}};  // the blob is set below
     } else if (e.path == "etc/a") {
       r.blob = {4 + app2.size(), new_a.size()};
@@ -572,7 +573,11 @@ TEST_CASE("placed packs: members anywhere in their pack, chained patch steps lef
       r.pack = 1;
       r.blob = {step2->size(), latin2.size()};
     }
-  }
+    return r;
+  });
+  const size_t app = static_cast<size_t>(
+      std::find_if(c.entries.begin(), c.entries.end(), [](const Entry& e) { return e.path == "bin/app"; }) -
+      c.entries.begin());
   auto write = [&](const std::string& name, std::vector<Recipe> rs, uint64_t step_offset, bool placed) {
     std::string path = TempPath(name);
     auto w = CdimgWriter::Create(path, {.parent = parent->get(), .placed_packs = placed});

@@ -289,6 +289,13 @@ BlobRef CdimgImage::PackBlob(uint32_t pack) const {
 
 uint64_t CdimgImage::PackRawLength(uint32_t pack) const { return s_->index.packs.at(pack).raw_length; }
 
+absl::StatusOr<std::string> CdimgImage::ReadPack(uint32_t pack) const {
+  if (pack >= s_->index.packs.size())
+    return absl::OutOfRangeError(StrCat(s_->path, ": pack ", pack, " does not exist"));
+  return ReadStoredPayload(
+      Recipe{Recipe::Kind::kFull, CodecId::kZstd, {}, {0, s_->index.packs[pack].raw_length}, true, pack});
+}
+
 absl::StatusOr<std::string> CdimgImage::ReadPayload(const Recipe& r) const {
   auto bytes = ReadStoredPayload(r);
   if (!bytes.ok() || !s_->header.placed_packs || r.kind != Recipe::Kind::kDelta || r.codec != CodecId::kChain)

@@ -580,8 +580,7 @@ absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgIm
       if (auto s = plan(std::move(pp)); !s.ok()) return s;
     }
     for (const CopiedPack& c : placed->lead) {
-      Recipe whole{Recipe::Kind::kFull, CodecId::kZstd, {}, {0, c.img->PackRawLength(c.pack)}, true, c.pack};
-      auto raw = c.img->ReadPayload(whole);
+      auto raw = c.img->ReadPack(c.pack);
       if (!raw.ok()) return Annotate(raw.status(), c.img->path());
       pack += *raw;
     }

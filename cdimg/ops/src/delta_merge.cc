@@ -303,6 +303,10 @@ struct Resolution {
   std::vector<Link> deltas;
 };
 
+// Without a file of A to name as the base of a chain, a full blob with
+// patches on top is rebuilt (ComposeOne): its steps are read, not located.
+bool Rebuilds(const ComposeContext& m, const Resolution& res) { return res.full && !m.smallest; }
+
 absl::StatusOr<Resolution> Resolve(const ComposeContext& m, Digest d, size_t entry) {
   std::string_view path = m.d2.PathAt(entry);
   Resolution res;
@@ -370,9 +374,7 @@ absl::StatusOr<BlobResult> ComposeOne(const ComposeContext& m, size_t i) {
     out.recipe = res->full->recipe;
     return out;
   }
-  // Without a file of A to name as the base of a chain, a full blob with
-  // patches on top is rebuilt here: its steps are read, not located.
-  const bool rebuild = res->full && !m.smallest;
+  const bool rebuild = Rebuilds(m, *res);
   // The steps, with their forms and output sizes; chained ones flattened. A
   // packed patch of D1 or D2 stays in its pack (copied as it is stored) and
   // the step names its place; other steps' bytes are held here.
@@ -546,8 +548,7 @@ struct MemberCopy {
 // where they are (the pack decompressed once, not once per member): each in
 // bounds, each full member against its digest.
 absl::Status CheckMembers(const CdimgImage& img, uint32_t pack, const std::vector<MemberCopy>& copies) {
-  Recipe whole{Recipe::Kind::kFull, CodecId::kZstd, {}, {0, img.PackRawLength(pack)}, true, pack};
-  auto raw = img.ReadPayload(whole);
+  auto raw = img.ReadPack(pack);
   if (!raw.ok()) return Annotate(raw.status(), img.path());
   for (const MemberCopy& c : copies) {
     const Recipe& r = c.link.recipe;
@@ -641,7 +642,7 @@ absl::StatusOr<DeltaStats> ComposeDeltas(const ImageChain& base_chain, const std
         continue;
       }
       // The packs ComposeOne's steps will name (see there).
-      if (!(res->full && !m.smallest)) {
+      if (!Rebuilds(m, *res)) {
         if (res->full && res->full->recipe.packed) packs.Use(res->full->img, res->full->recipe.pack);
         for (const Link& l : res->deltas)
           if (auto s = UsePacks(l, &packs); !s.ok()) return s;

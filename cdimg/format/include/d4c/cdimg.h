@@ -162,6 +162,8 @@ class CdimgImage {
   size_t pack_count() const;
   BlobRef PackBlob(uint32_t pack) const;       // stored pack in the blob section (length 0: inline)
   uint64_t PackRawLength(uint32_t pack) const;  // decompressed
+  // The whole decompressed pack (through the same cache as ReadPayload).
+  absl::StatusOr<std::string> ReadPack(uint32_t pack) const;
 
  private:
   CdimgImage() = default;
