@@ -333,6 +333,47 @@ TEST_CASE("a file renamed and changed at once is diffed against the file B dropp
   }
 }
 
+TEST_CASE("a new file no name leads to is diffed against the file of A that holds its content", "[delta]") {
+  ScratchDir tmp;
+  // A module split out of a bundle that B keeps (edited), in another
+  // directory with another name; a notices file cut from a licence with
+  // another extension; a new file that shares nothing is stored whole.
+  std::string bundle = Text(70, 6000), license = Text(71, 3000), other = Text(72, 3000);
+  std::string split = Edit(bundle.substr(bundle.size() / 4, bundle.size() / 3), 60, "//") + Text(73, 100);
+  LayerBuilder la, lb;
+  la.File("dist/index.mjs", bundle).File("LICENSE", license).File("lib/other.js", other);
+  lb.File("dist/index.mjs", Edit(bundle, 80, ";"))
+      .File("LICENSE", "MIT\n")
+      .File("internal/experimental-cli-9f3a.mjs", split)
+      .File("THIRD-PARTY-NOTICES.md", Edit(license, 50, "#"))
+      .File("lib/other.js", other)
+      .File("misc/new.txt", Text(74, 3000));
+  std::string a = Convert(tmp, "a", la), b = Convert(tmp, "b", lb);
+  std::string d = tmp.path() + "/d.cdimg";
+  DeltaStats s = Diff(a, b, d, Threads(2));
+  auto chain = Open(d, {a});
+  auto old_img = Open(a);
+  const CdimgImage& top = chain->top();
+  for (auto [np, op] : std::vector<std::pair<std::string, std::string>>{
+           {"internal/experimental-cli-9f3a.mjs", "dist/index.mjs"}, {"THIRD-PARTY-NOTICES.md", "LICENSE"}}) {
+    INFO(np);
+    Recipe r = top.RecipeAt(*top.Find(np));
+    REQUIRE(r.kind == Recipe::Kind::kDelta);
+    CHECK(r.base == old_img->top().DigestAt(*old_img->top().Find(op)));
+    CHECK(r.blob.length * 20 < top.SizeAt(*top.Find(np)));  // a few edits and 100 new lines
+  }
+  CHECK(top.RecipeAt(*top.Find("misc/new.txt")).kind == Recipe::Kind::kFull);
+  CHECK(s.rename_bases == 2);
+  RequireSameTree(*chain, b);
+  std::string out = tmp.path() + "/b2.cdimg";
+  REQUIRE(TryPatch(a, d, out).ok());
+  CHECK(ReadAll(out) == ReadAll(b));
+  // The same bytes on one thread.
+  std::string d1 = tmp.path() + "/d1.cdimg";
+  Diff(a, b, d1, Threads(1));
+  CHECK(ReadAll(d1) == ReadAll(d));
+}
+
 TEST_CASE("moved and duplicated files cost no bytes", "[delta]") {
   ScratchDir tmp;
   std::string big = Text(20, 20000), other = Text(21, 100);

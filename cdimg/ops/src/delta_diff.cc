@@ -105,13 +105,16 @@ absl::StatusOr<BlobResult> CopyFull(const CdimgImage& b, size_t i, Spool& spool)
 }
 
 // Recipes that need no bytes are decided here; every other file becomes a job.
-std::vector<BlobJob> PlanDiff(const ImageChain& old_chain, const ImageChain& new_chain,
-                              const OldTree& old, const std::vector<Entry>& entries,
-                              const DiffOptions& o, Spool& spool, std::vector<Recipe>* recipes) {
+absl::StatusOr<std::vector<BlobJob>> PlanDiff(const ImageChain& old_chain, const ImageChain& new_chain,
+                                              const OldTree& old, const std::vector<Entry>& entries,
+                                              const DiffOptions& o, Spool& spool, std::vector<Recipe>* recipes) {
   std::vector<BlobJob> jobs;
   Twins twins(entries, old);
   std::unordered_set<Digest, DigestHash> seen;  // content already placed in B
   recipes->assign(entries.size(), Recipe{});
+  // Files to diff, each with its base by name, if any.
+  std::vector<std::pair<size_t, std::optional<size_t>>> to_diff;
+  std::vector<size_t> orphans;  // no base by name: SimilarBases looks for one by content
   for (size_t i = 0; i < entries.size(); ++i) {
     const Entry& e = entries[i];
     if (e.type != EntryType::kRegular) continue;
@@ -126,20 +129,31 @@ std::vector<BlobJob> PlanDiff(const ImageChain& old_chain, const ImageChain& new
                       }});
     } else {
       std::optional<size_t> base = old.BaseFor(e.path, e.size);
-      std::vector<size_t> neighbors;
-      if (!base) neighbors = old.NeighborsFor(e.path, e.size, new_chain.top());
-      std::optional<size_t> twin = twins.For(i);
-      uint64_t base_size = base ? old.image().SizeAt(*base) : 0;
-      // A neighbor is held while the next one is measured.
-      for (size_t j : neighbors) base_size = std::max(base_size, 2 * old.image().SizeAt(j));
-      uint64_t memory = delta_internal::EncodeMemory(base_size, e.size);
-      if (twin)  // its content is held too, and may be the base the codecs run on
-        memory = delta_internal::EncodeMemory(std::max(base_size, entries[*twin].size), e.size) + entries[*twin].size;
-      jobs.push_back({i, e.size, memory,
-                      [&old_chain, &new_chain, &o, i, base, neighbors = std::move(neighbors), twin](Helpers& h) {
-                        return DiffOne(old_chain, new_chain, i, base, neighbors, twin, o, h);
-                      }});
+      if (!base && e.size >= std::max(kSimilarMinFile, o.min_delta_size)) orphans.push_back(i);
+      to_diff.emplace_back(i, base);
     }
+  }
+  auto similar = SimilarBases(old_chain, new_chain, orphans, o.threads);
+  if (!similar.ok()) return similar.status();
+  for (const auto& [i, base] : to_diff) {
+    const Entry& e = entries[i];
+    std::vector<size_t> neighbors;
+    if (!base) neighbors = old.NeighborsFor(e.path, e.size, new_chain.top());
+    // The file found by content is measured beside the neighbors (PickNeighbor).
+    if (auto s = similar->find(i);
+        s != similar->end() && std::find(neighbors.begin(), neighbors.end(), s->second) == neighbors.end())
+      neighbors.push_back(s->second);
+    std::optional<size_t> twin = twins.For(i);
+    uint64_t base_size = base ? old.image().SizeAt(*base) : 0;
+    // A neighbor is held while the next one is measured.
+    for (size_t j : neighbors) base_size = std::max(base_size, 2 * old.image().SizeAt(j));
+    uint64_t memory = delta_internal::EncodeMemory(base_size, e.size);
+    if (twin)  // its content is held too, and may be the base the codecs run on
+      memory = delta_internal::EncodeMemory(std::max(base_size, entries[*twin].size), e.size) + entries[*twin].size;
+    jobs.push_back({i, e.size, memory,
+                    [&old_chain, &new_chain, &o, i, base, neighbors = std::move(neighbors), twin](Helpers& h) {
+                      return DiffOne(old_chain, new_chain, i, base, neighbors, twin, o, h);
+                    }});
   }
   return jobs;
 }
@@ -155,8 +169,9 @@ absl::StatusOr<DeltaStats> DiffImages(const ImageChain& old_chain, const ImageCh
   std::vector<Recipe> recipes;
   auto spool = delta_internal::Spool::Create(out_path);
   if (!spool.ok()) return spool.status();
-  std::vector<BlobJob> jobs = PlanDiff(old_chain, new_chain, old, entries, options, **spool, &recipes);
-  auto blobs = delta_internal::RunJobs(std::move(jobs), **spool,
+  auto jobs = PlanDiff(old_chain, new_chain, old, entries, options, **spool, &recipes);
+  if (!jobs.ok()) return jobs.status();
+  auto blobs = delta_internal::RunJobs(std::move(*jobs), **spool,
                                        {options.threads, options.memory_budget, options.progress, &entries});
   if (!blobs.ok()) return blobs.status();
   return delta_internal::WriteDelta(out_path, a, b.config(), entries, std::move(recipes), *blobs, **spool,

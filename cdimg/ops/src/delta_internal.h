@@ -126,6 +126,10 @@ struct Novelty {
 };
 Novelty MeasureNovelty(std::string_view base, std::string_view target);
 
+// A sparse sample of the same anchors (~1 per 128 bytes), sorted, without
+// repeats: what SimilarBases compares between files.
+std::vector<uint64_t> SampleAnchors(std::string_view s);
+
 // Upper bound of the working memory EncodeFile needs for these sizes.
 uint64_t EncodeMemory(uint64_t base_size, uint64_t target_size);
 
@@ -192,6 +196,31 @@ class Twins {
 // fewer of the target's anchors (MeasureNovelty) than bases[0]; appended, so
 // the parent's base wins ties.
 void OfferTwin(std::vector<Base>* bases, const Digest& digest, std::string content, std::string_view target);
+
+// Bases found by content for new files that no name leads to (BaseFor finds
+// nothing): a module split out of a bundle, a chunk with a hashed name, a
+// notices file cut from a LICENSE. Each orphan (an entry of the new image,
+// kSimilarMinFile bytes or more) gets the file of the parent that shares
+// most of its sampled anchors (SampleAnchors), if that is at least a tenth of
+// them. Candidates: the parent's regular files from an eighth of the
+// smallest orphan's size up to 8x the largest's (at least 1 MiB), each
+// content once, those with an orphan's extension first, in entry order, up
+// to kSimilarScanPerByte times the orphans' bytes (at least
+// kSimilarScanFloor, at most kSimilarScanMax) in all; read and sampled on
+// `threads` threads, orphans too. Anchors that more than
+// kSimilarCommonAnchor candidates share (licence headers, boilerplate) do not
+// vote. Returns orphan -> parent entry; read errors name the image and path.
+inline constexpr uint64_t kSimilarMinFile = 4 << 10;
+inline constexpr uint64_t kSimilarScanFloor = 8 << 20;
+inline constexpr uint64_t kSimilarScanPerByte = 16;
+inline constexpr uint64_t kSimilarScanMax = 64 << 20;
+inline constexpr size_t kSimilarCommonAnchor = 8;
+absl::StatusOr<std::unordered_map<size_t, size_t>> SimilarBases(const ImageChain& old_chain,
+                                                                const ImageChain& new_chain,
+                                                                const std::vector<size_t>& orphans, int threads);
+
+// "legacy-cli.mjs" -> ".mjs"; "" without a '.' after the first character.
+std::string_view Extension(std::string_view name);
 
 // "python3.11/x.py" -> "python#.#/x.py"
 std::string FoldDigits(std::string_view s);

@@ -1,4 +1,6 @@
-// A cheap look at how much of a file its delta base lacks (MeasureNovelty).
+// A cheap look at how much of a file its delta base lacks (MeasureNovelty),
+// and the sparse anchors the search for similar files compares (SampleAnchors).
+#include <algorithm>
 #include <array>
 #include <vector>
 
@@ -16,6 +18,8 @@ namespace {
 constexpr int kWindow = 64;
 constexpr int kAnchorBits = 5;  // an anchor every ~32 bytes
 constexpr uint64_t kAnchorMask = ((uint64_t{1} << kAnchorBits) - 1) << (64 - kAnchorBits);
+// SampleAnchors keeps the anchors with two more top bits clear: ~1 per 128 bytes.
+constexpr uint64_t kSampleMask = ((uint64_t{1} << (kAnchorBits + 2)) - 1) << (64 - kAnchorBits - 2);
 
 constexpr std::array<uint64_t, 256> MakeGear() {
   std::array<uint64_t, 256> g{};
@@ -89,6 +93,16 @@ Novelty MeasureNovelty(std::string_view base, std::string_view target) {
     n.missing += !(known[i / 64] >> (i % 64) & 1);
   });
   return n;
+}
+
+std::vector<uint64_t> SampleAnchors(std::string_view s) {
+  std::vector<uint64_t> out;
+  ForEachAnchor(s, [&](uint64_t h) {
+    if ((h & kSampleMask) == 0) out.push_back(h);
+  });
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
 }
 
 }  // namespace d4c::delta_internal

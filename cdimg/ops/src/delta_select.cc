@@ -131,15 +131,10 @@ std::optional<size_t> OldTree::RenameFor(std::string_view path, uint64_t size) c
   return best;
 }
 
-namespace {
-
-// "legacy-cli.mjs" -> ".mjs"; "" without a '.' after the first character.
 std::string_view Extension(std::string_view name) {
   size_t dot = name.rfind('.');
   return dot == std::string_view::npos || dot == 0 ? std::string_view() : name.substr(dot);
 }
-
-}  // namespace
 
 std::vector<size_t> OldTree::NeighborsFor(std::string_view path, uint64_t size, const CdimgImage& next) const {
   std::vector<size_t> out;
