@@ -31,12 +31,29 @@ corpus_tags() { awk -F'\t' -v s="$1" 'NR>1 && $1==s {print $2}' "$D4C_CORPUS/cor
 corpus_series() { awk -F'\t' 'NR>1 {print $1}' "$D4C_CORPUS/corpus-stats.tsv" | uniq; }
 
 # Converted images are cached per ctr-cli build (keyed by the binary's hash),
-# so a changed converter never reuses stale files.
+# so a changed converter never reuses stale files, and per source image
+# (tag_key), so a corpus tag rebuilt with other bytes is converted again.
 cli_key() { sha256sum "$CTR_CLI" | cut -c1-16; }
+
+# tag_key SERIES TAG: "TAG@<first 12 hex digits of the tag's manifest digest>"
+# in the corpus's OCI layout; fails naming the layout when the tag is absent.
+tag_key() {
+  local d
+  d=$(jq -r --arg t "$2" \
+        '[.manifests[] | select(.annotations["org.opencontainers.image.ref.name"] == $t) | .digest][0] // empty' \
+        "$D4C_CORPUS/$1/oci/index.json") || return 1
+  [[ $d == sha256:* ]] || {
+    echo "tag $2 not found in $D4C_CORPUS/$1/oci/index.json (rebuild the corpus: sudo bash scripts/corpus.sh)" >&2
+    return 1
+  }
+  echo "$2@${d:7:12}"
+}
 
 # cdimg_for SERIES TAG: prints the path of the converted full cdimg
 cdimg_for() {
-  local dir=$D4C_WORK/cdimg/$(cli_key)/$1/$2
+  local key
+  key=$(tag_key "$1" "$2") || return 1
+  local dir=$D4C_WORK/cdimg/$(cli_key)/$1/$key
   if [[ ! -f $dir/image.cdimg ]]; then
     mkdir -p "$dir"
     "$CTR_CLI" convert --image "oci:$D4C_CORPUS/$1/oci:$2" --output "$dir" --cdimg >&2
@@ -71,8 +88,10 @@ our_pids() {
 # default codec), cached like cdimg_for
 delta_for() {
   local dir f tmp
+  local ka kb
+  ka=$(tag_key "$1" "$2") && kb=$(tag_key "$1" "$3") || return 1
   dir=$D4C_WORK/cdimg/$(cli_key)/$1/delta
-  f=$dir/$2_$3.cdimg
+  f=$dir/${ka}_$kb.cdimg
   if [[ ! -f $f ]]; then
     mkdir -p "$dir"
     tmp=$dir/.tmp.$$.$2_$3.cdimg
@@ -91,8 +110,10 @@ delta_for() {
 # `cdimg merge` of A->B and B->C, cached like cdimg_for
 merged_for() {
   local dir f tmp
+  local ka kb kc
+  ka=$(tag_key "$1" "$2") && kb=$(tag_key "$1" "$3") && kc=$(tag_key "$1" "$4") || return 1
   dir=$D4C_WORK/cdimg/$(cli_key)/$1/delta
-  f=$dir/$2_$4.via-$3.cdimg
+  f=$dir/${ka}_$kc.via-$kb.cdimg
   if [[ ! -f $f ]]; then
     mkdir -p "$dir"
     tmp=$dir/.tmp.$$.$2_$4.cdimg
