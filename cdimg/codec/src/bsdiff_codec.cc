@@ -367,6 +367,8 @@ namespace {
 constexpr uint64_t kFinalToQuickFloorInverse = 2;
 constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
 
+}  // namespace
+
 // The streams of a patch before compression, in section order.
 struct RawStreams {
   CtrlColumns ctrl;
@@ -381,10 +383,12 @@ struct RawStreams {
 // compression tasks, which may run beside another form's, then Assemble.
 // `extra_form` (if set): the extra section is compressed in that form alone
 // (0 zstd, else kLzma2Form or kBzip2Form). The adjusted form takes the x86
-// form's: on the four corpus pairs where it runs the same bytes, ~1.4 CPU s
-// less of biome's ~29 (one alternating perf count); the diff section's
-// choice does differ between the two forms (debian-python +1.9 KB if
-// reused), so the diff is still tried in every form.
+// form's when that form was compressed first: on the four corpus pairs where
+// it runs the same bytes, ~1.4 CPU s less of biome's ~29 (one alternating
+// perf count); the diff section's choice does differ between the two forms
+// (debian-python +1.9 KB if reused), so the diff is still tried in every
+// form. (Where level-1 sizes decide, EncodeX86OrAdjusted, the x86 form is
+// not compressed and the adjusted one tries every form.)
 // Not thread-safe: its tasks write disjoint members, Assemble reads them
 // after they have all finished.
 class FormEncoder {
@@ -404,8 +408,13 @@ class FormEncoder {
   // patch cannot come in under it); false when no limit is set.
   bool ClearlyOver(uint64_t limit) const {
     if (limit == kNoLimit) return false;
+    return Quick() > kFinalToQuickFloorInverse * limit;
+  }
+  // The level-1 size of the streams (0 if a compression failed), computed
+  // once. Not thread-safe: call it from one thread before sharing the object.
+  uint64_t Quick() const {
     if (!quick_) quick_ = QuickSize();
-    return *quick_ > kFinalToQuickFloorInverse * limit;
+    return *quick_;
   }
   // Appends the compression tasks: the other forms of the diff and extra
   // sections (alt_section.h), slowest first: bzip2 of the whole diff, then
@@ -517,6 +526,8 @@ absl::StatusOr<std::string> FormEncoder::Assemble() {
   return out;
 }
 
+namespace {
+
 // Copies of base and target to transform in place; ResourceExhausted if
 // they do not fit in memory.
 absl::Status CopyPair(std::string_view base, std::string_view target, std::string* b, std::string* t) {
@@ -535,33 +546,46 @@ absl::StatusOr<std::string> Finish(FormEncoder& form, Helpers& helpers, uint64_t
   return form.Assemble();
 }
 
-}  // namespace
-
-absl::StatusOr<std::string> BsdiffCodec::EncodeWithin(std::string_view base, std::string_view target,
-                                                      Helpers& helpers, uint64_t limit) const {
-  auto base_span = X86_64CodeSpan(base), target_span = X86_64CodeSpan(target);
-  if (!base_span || !target_span) return EncodePlain(base, target, helpers, limit);
-  std::optional<MoveMap> x86_map;  // the x86 form's scan, when side by side
-  auto best = base.size() <= side_by_side_max_base_
-                  ? EncodeBothForms(base, target, *base_span, *target_span, helpers, limit, &x86_map)
-                  : EncodeFormsInTurn(base, target, *base_span, *target_span, helpers, limit);
-  // Where the x86 form won by enough to matter, the adjusted form may do
-  // better still (references moved to where their targets went).
-  if (!best.ok() || best->size() < kAdjustMinPatch || !(static_cast<uint8_t>((*best)[3]) & 0x80)) return best;
-  auto adjusted = EncodeAdjusted(base, target, *base_span, *target_span, helpers, best->size(),
-                                 x86_map ? &*x86_map : nullptr, *best);
-  if (!adjusted.ok()) return absl::IsResourceExhausted(adjusted.status()) ? adjusted.status() : best;
-  return adjusted->size() < best->size() ? std::move(*adjusted) : std::move(*best);
+// Both forms compressed as one set of tasks (interleaved, so that the
+// slowest of each start first); each result is that of Finish.
+void FinishBoth(FormEncoder& a, FormEncoder& b, Helpers& helpers, uint64_t limit, absl::StatusOr<std::string>* out_a,
+                absl::StatusOr<std::string>* out_b) {
+  bool run_a = !a.ClearlyOver(limit), run_b = !b.ClearlyOver(limit);
+  std::vector<std::function<void()>> ta, tb, all;
+  if (run_a) ta = a.Tasks();
+  if (run_b) tb = b.Tasks();
+  for (size_t k = 0; k < std::max(ta.size(), tb.size()); ++k) {
+    if (k < ta.size()) all.push_back(std::move(ta[k]));
+    if (k < tb.size()) all.push_back(std::move(tb[k]));
+  }
+  helpers.Run(all);
+  auto over = [] { return absl::OutOfRangeError("bsdiff: patch would exceed the limit"); };
+  *out_a = run_a ? a.Assemble() : over();
+  *out_b = run_b ? b.Assemble() : over();
 }
 
-// Scan the x86 forms, move the base's references along that scan's blocks,
-// scan again, then move the original base's references along the second
-// scan's own blocks (what a decoder rebuilds from the stored control stream)
-// and store the second scan's blocks with the diff against that base.
-absl::StatusOr<std::string> BsdiffCodec::EncodeAdjusted(std::string_view base, std::string_view target,
-                                                        X86Span base_span, X86Span target_span, Helpers& helpers,
-                                                        uint64_t limit, const MoveMap* first_map,
-                                                        std::string_view forms_of) const {
+// Level-1 sizes decide between forms of a big pair when they differ by more
+// than this (percent), so that only the winner is compressed at level 19
+// and in the bzip2 and LZMA2 forms, most of the encode's time after the
+// scans. On the corpus (158 x86-64 ELF pairs of debian, debian-python and
+// biome, forms plain / x86 / adjusted) the final sizes never ranked two
+// forms the other way round at 5% or more apart at level 1 (at 3%: once,
+// by 1%); biome's binary: plain 1.107x the x86 form at level 1 (1.126x
+// final), the adjusted form 0.909x (0.912x). Closer forms are all
+// compressed and the smaller kept, as for small pairs.
+constexpr uint64_t kQuickMarginPercent = 5;
+bool ClearlySmaller(uint64_t a, uint64_t b) {
+  return a > 0 && b > 0 && a * (100 + kQuickMarginPercent) < b * 100;
+}
+
+// The adjusted form's streams ready to compress (see EncodeAdjusted):
+// scan the x86 forms (or take `first_map`, that scan's blocks), move the
+// base's references along them, scan again, and diff the second scan's
+// blocks against the original base moved along that scan's own blocks.
+absl::StatusOr<std::unique_ptr<FormEncoder>> AdjustedForm(std::string_view base, std::string_view target,
+                                                          X86Span base_span, X86Span target_span, int level,
+                                                          Helpers& helpers, const MoveMap* first_map,
+                                                          std::optional<char> extra_form) {
   auto lt = ParseElfLayout(target);
   if (!lt) return absl::OutOfRangeError("bsdiff: the target has no program headers");
   std::string a, t;
@@ -588,14 +612,85 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeAdjusted(std::string_view base, s
   if (!map2) return absl::InternalError("bsdiff: a scan's blocks leave the files");
   AdjustBase(a, ops, base_span, *la, *lt, *map2, helpers);
   second->diff = BsdiffDiffStream(second->ctrl, a, t);
+  try {
+    return std::make_unique<FormEncoder>(std::move(*second), level, Hash64(target),
+                                         X86Record(base_span, target_span, &*lt), extra_form);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("bsdiff: out of memory");
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> BsdiffCodec::EncodeWithin(std::string_view base, std::string_view target,
+                                                      Helpers& helpers, uint64_t limit) const {
+  auto base_span = X86_64CodeSpan(base), target_span = X86_64CodeSpan(target);
+  if (!base_span || !target_span) return EncodePlain(base, target, helpers, limit);
+  std::optional<MoveMap> x86_map;  // the x86 form's scan, when side by side
+  std::unique_ptr<FormEncoder> x86_won;  // the x86 form, not compressed: the plain one lost at level 1
+  auto best = base.size() <= side_by_side_max_base_
+                  ? EncodeBothForms(base, target, *base_span, *target_span, helpers, limit, &x86_map, &x86_won)
+                  : EncodeFormsInTurn(base, target, *base_span, *target_span, helpers, limit);
+  if (x86_won) return EncodeX86OrAdjusted(base, target, *base_span, *target_span, helpers, limit, *x86_map, *x86_won);
+  // Where the x86 form won by enough to matter, the adjusted form may do
+  // better still (references moved to where their targets went).
+  if (!best.ok() || best->size() < kAdjustMinPatch || !(static_cast<uint8_t>((*best)[3]) & 0x80)) return best;
+  auto adjusted = EncodeAdjusted(base, target, *base_span, *target_span, helpers, best->size(),
+                                 x86_map ? &*x86_map : nullptr, *best);
+  if (!adjusted.ok()) return absl::IsResourceExhausted(adjusted.status()) ? adjusted.status() : best;
+  return adjusted->size() < best->size() ? std::move(*adjusted) : std::move(*best);
+}
+
+// Scan the x86 forms, move the base's references along that scan's blocks,
+// scan again, then move the original base's references along the second
+// scan's own blocks (what a decoder rebuilds from the stored control stream)
+// and store the second scan's blocks with the diff against that base.
+absl::StatusOr<std::string> BsdiffCodec::EncodeAdjusted(std::string_view base, std::string_view target,
+                                                        X86Span base_span, X86Span target_span, Helpers& helpers,
+                                                        uint64_t limit, const MoveMap* first_map,
+                                                        std::string_view forms_of) const {
   std::optional<char> extra_form;
   if (!forms_of.empty()) {
     auto p = ParseHeader(forms_of);
     if (!p.ok()) return p.status();
     extra_form = IsAltSection(p->extra) ? p->extra[0] : char{0};
   }
-  FormEncoder form(std::move(*second), level_, Hash64(target), X86Record(base_span, target_span, &*lt), extra_form);
-  return Finish(form, helpers, limit);
+  auto form = AdjustedForm(base, target, base_span, target_span, level_, helpers, first_map, extra_form);
+  if (!form.ok()) return form.status();
+  return Finish(**form, helpers, limit);
+}
+
+// A big pair whose x86 form beat the plain one at level 1 (EncodeBothForms
+// left `x86` uncompressed): the adjusted form is made when the x86 form's
+// level-1 size reaches kAdjustMinPatch, and of the two only the one clearly
+// smaller at level 1 is compressed (each section in every form); when
+// neither is, both are and the smaller is kept (ties keep the x86 form).
+absl::StatusOr<std::string> BsdiffCodec::EncodeX86OrAdjusted(std::string_view base, std::string_view target,
+                                                             X86Span base_span, X86Span target_span,
+                                                             Helpers& helpers, uint64_t limit,
+                                                             const MoveMap& x86_map, FormEncoder& x86) const {
+  // As in turn: an x86 form over the limit (the plain one, bigger, is too)
+  // or too small to gain from adjusting is the result.
+  if (x86.ClearlyOver(limit) || x86.Quick() < kAdjustMinPatch) return Finish(x86, helpers, limit);
+  auto adjusted = AdjustedForm(base, target, base_span, target_span, level_, helpers, &x86_map, std::nullopt);
+  if (!adjusted.ok()) {
+    if (absl::IsResourceExhausted(adjusted.status())) return adjusted.status();
+    return Finish(x86, helpers, limit);
+  }
+  FormEncoder& adj = **adjusted;
+  helpers.Run({[&] { adj.Quick(); }});
+  if (ClearlySmaller(x86.Quick(), adj.Quick())) return Finish(x86, helpers, limit);
+  if (ClearlySmaller(adj.Quick(), x86.Quick())) {
+    auto r = Finish(adj, helpers, limit);
+    if (r.ok() || absl::IsResourceExhausted(r.status())) return r;
+    return Finish(x86, helpers, limit);
+  }
+  absl::StatusOr<std::string> a = absl::UnknownError("not run"), b = a;
+  FinishBoth(x86, adj, helpers, limit, &a, &b);
+  if (!a.ok() && !absl::IsOutOfRange(a.status())) return a;
+  if (!b.ok()) return absl::IsOutOfRange(b.status()) ? a : b.status();
+  if (a.ok() && a->size() <= b->size()) return a;
+  return b;
 }
 
 // The plain form within `limit`, then the x86 form within the plain patch's
@@ -624,7 +719,8 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeFormsInTurn(std::string_view base
 absl::StatusOr<std::string> BsdiffCodec::EncodeBothForms(std::string_view base, std::string_view target,
                                                          X86Span base_span, X86Span target_span,
                                                          Helpers& helpers, uint64_t limit,
-                                                         std::optional<MoveMap>* x86_map) const {
+                                                         std::optional<MoveMap>* x86_map,
+                                                         std::unique_ptr<FormEncoder>* x86_won) const {
   std::string b, t;
   if (auto s = CopyPair(base, target, &b, &t); !s.ok()) return s;
   std::vector<BsdiffInput> inputs = {{base, target, nullptr, nullptr},
@@ -643,7 +739,16 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBothForms(std::string_view base, 
     return streams[1].status();
   }
   if (x86_map) *x86_map = MoveMap::FromCtrl(streams[1]->ctrl, base.size(), target.size());
-  FormEncoder x86_form(std::move(*streams[1]), level_, hash, X86Record(base_span, target_span));
+  auto x86_owned = std::make_unique<FormEncoder>(std::move(*streams[1]), level_, hash, X86Record(base_span, target_span));
+  FormEncoder& x86_form = *x86_owned;
+  if (x86_won && x86_map && *x86_map && target.size() >= kQuickChoiceMinTarget) {
+    helpers.Run({[&] { plain_form.Quick(); }, [&] { x86_form.Quick(); }});
+    if (ClearlySmaller(plain_form.Quick(), x86_form.Quick())) return Finish(plain_form, helpers, limit);
+    if (ClearlySmaller(x86_form.Quick(), plain_form.Quick())) {
+      *x86_won = std::move(x86_owned);
+      return std::string();
+    }
+  }
   absl::StatusOr<std::string> x86 = absl::OutOfRangeError("bsdiff: patch would exceed the limit");
   if (plain_form.ClearlyOver(limit)) {
     // The plain form gave up: the x86 form runs within `limit` alone.
