@@ -129,7 +129,8 @@ absl::StatusOr<std::vector<BlobJob>> PlanDiff(const ImageChain& old_chain, const
                       }});
     } else {
       std::optional<size_t> base = old.BaseFor(e.path, e.size);
-      if (!base && e.size >= std::max(kSimilarMinFile, o.min_delta_size)) orphans.push_back(i);
+      if (!base && e.size >= std::max(kSimilarMinFile, o.min_delta_size) && e.size <= kSimilarScanMax)
+        orphans.push_back(i);
       to_diff.emplace_back(i, base);
     }
   }

@@ -200,7 +200,7 @@ void OfferTwin(std::vector<Base>* bases, const Digest& digest, std::string conte
 // Bases found by content for new files that no name leads to (BaseFor finds
 // nothing): a module split out of a bundle, a chunk with a hashed name, a
 // notices file cut from a LICENSE. Each orphan (an entry of the new image,
-// kSimilarMinFile bytes or more) gets the file of the parent that shares
+// kSimilarMinFile to kSimilarScanMax bytes) gets the file of the parent that shares
 // most of its sampled anchors (SampleAnchors), if that is at least a tenth of
 // them. Candidates: the parent's regular files from an eighth of the
 // smallest orphan's size up to 8x the largest's (at least 1 MiB), each
@@ -209,7 +209,9 @@ void OfferTwin(std::vector<Base>* bases, const Digest& digest, std::string conte
 // kSimilarScanFloor, at most kSimilarScanMax) in all; read and sampled on
 // `threads` threads, orphans too. Anchors that more than
 // kSimilarCommonAnchor candidates share (licence headers, boilerplate) do not
-// vote. Returns orphan -> parent entry; read errors name the image and path.
+// vote. Memory: one orphan or candidate per thread, each at most
+// kSimilarScanMax bytes, plus 16 bytes per sampled anchor.
+// Returns orphan -> parent entry; read errors name the image and path.
 inline constexpr uint64_t kSimilarMinFile = 4 << 10;
 inline constexpr uint64_t kSimilarScanFloor = 8 << 20;
 inline constexpr uint64_t kSimilarScanPerByte = 16;
