@@ -546,19 +546,24 @@ absl::StatusOr<std::string> Finish(FormEncoder& form, Helpers& helpers, uint64_t
   return form.Assemble();
 }
 
-// Both forms compressed as one set of tasks (interleaved, so that the
-// slowest of each start first); each result is that of Finish.
+// Two forms' compression tasks as one set, interleaved so that the slowest
+// of each start first.
+std::vector<std::function<void()>> Interleave(std::vector<std::function<void()>> a,
+                                              std::vector<std::function<void()>> b) {
+  std::vector<std::function<void()>> all;
+  for (size_t k = 0; k < std::max(a.size(), b.size()); ++k) {
+    if (k < a.size()) all.push_back(std::move(a[k]));
+    if (k < b.size()) all.push_back(std::move(b[k]));
+  }
+  return all;
+}
+
+// Both forms compressed as one set of tasks; each result is that of Finish.
 void FinishBoth(FormEncoder& a, FormEncoder& b, Helpers& helpers, uint64_t limit, absl::StatusOr<std::string>* out_a,
                 absl::StatusOr<std::string>* out_b) {
   bool run_a = !a.ClearlyOver(limit), run_b = !b.ClearlyOver(limit);
-  std::vector<std::function<void()>> ta, tb, all;
-  if (run_a) ta = a.Tasks();
-  if (run_b) tb = b.Tasks();
-  for (size_t k = 0; k < std::max(ta.size(), tb.size()); ++k) {
-    if (k < ta.size()) all.push_back(std::move(ta[k]));
-    if (k < tb.size()) all.push_back(std::move(tb[k]));
-  }
-  helpers.Run(all);
+  helpers.Run(Interleave(run_a ? a.Tasks() : std::vector<std::function<void()>>(),
+                         run_b ? b.Tasks() : std::vector<std::function<void()>>()));
   auto over = [] { return absl::OutOfRangeError("bsdiff: patch would exceed the limit"); };
   *out_a = run_a ? a.Assemble() : over();
   *out_b = run_b ? b.Assemble() : over();
@@ -754,15 +759,7 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBothForms(std::string_view base, 
     // The plain form gave up: the x86 form runs within `limit` alone.
     x86 = Finish(x86_form, helpers, limit);
   } else {
-    std::vector<std::function<void()>> tasks = plain_form.Tasks();
-    std::vector<std::function<void()>> x86_tasks = x86_form.Tasks();
-    // Interleaved, so that the slowest of each form start first.
-    std::vector<std::function<void()>> all;
-    for (size_t k = 0; k < std::max(tasks.size(), x86_tasks.size()); ++k) {
-      if (k < tasks.size()) all.push_back(std::move(tasks[k]));
-      if (k < x86_tasks.size()) all.push_back(std::move(x86_tasks[k]));
-    }
-    helpers.Run(all);
+    helpers.Run(Interleave(plain_form.Tasks(), x86_form.Tasks()));
     plain = plain_form.Assemble();
     if (!plain.ok()) return plain;
     if (!x86_form.ClearlyOver(plain->size())) x86 = x86_form.Assemble();
