@@ -119,7 +119,7 @@ TEST_CASE("bsdiff: linked searches find the same matches as bucket searches", "[
   }
 }
 
-TEST_CASE("bsdiff: diffs computed side by side are each the diff computed alone", "[codec][bsdiff]") {
+TEST_CASE("bsdiff: diffs computed side by side or in steps are each the diff computed alone", "[codec][bsdiff]") {
   std::string code = Binaryish(300000, 7), rebuilt = Rebuilt(code);
   std::string big = Binaryish(9 << 20, 8);  // three scan segments
   std::string big_target = big.substr(0, 5 << 20) + Binaryish(70000, 9) + big.substr(5 << 20);
@@ -144,14 +144,25 @@ TEST_CASE("bsdiff: diffs computed side by side are each the diff computed alone"
     inputs[2].target = prepared_target;
     auto many = BsdiffComputeMany(inputs, *h);
     REQUIRE(many.size() == inputs.size());
+    // The same in steps: scanned last input first, each with a task beside.
+    prepared_base = code;
+    prepared_target = rebuilt;
+    BsdiffBatch batch(inputs);
+    batch.Build(*h);
+    std::vector<absl::StatusOr<BsdiffStreams>> stepped(inputs.size(), absl::UnknownError("not scanned"));
+    int beside_ran = 0;
+    for (size_t j = inputs.size(); j-- > 0;) stepped[j] = batch.Scan(j, *h, {[&] { ++beside_ran; }});
+    CHECK(beside_ran == static_cast<int>(inputs.size()));
     for (size_t j = 0; j < inputs.size(); ++j) {
       INFO("input " << j);
       auto one = BsdiffCompute(alone[j].first, alone[j].second);
       REQUIRE(one.ok());
-      REQUIRE(many[j].ok());
-      CHECK(many[j]->ctrl == one->ctrl);
-      CHECK(many[j]->diff == one->diff);
-      CHECK(many[j]->extra == one->extra);
+      for (const auto* got : {&many[j], &stepped[j]}) {
+        REQUIRE(got->ok());
+        CHECK((*got)->ctrl == one->ctrl);
+        CHECK((*got)->diff == one->diff);
+        CHECK((*got)->extra == one->extra);
+      }
     }
   }
 }

@@ -387,8 +387,8 @@ struct RawStreams {
 // it runs the same bytes, ~1.4 CPU s less of biome's ~29 (one alternating
 // perf count); the diff section's choice does differ between the two forms
 // (debian-python +1.9 KB if reused), so the diff is still tried in every
-// form. (Where level-1 sizes decide, EncodeX86OrAdjusted, the x86 form is
-// not compressed and the adjusted one tries every form.)
+// form. (Where level-1 sizes decide, EncodeBigPair, the x86 form may not be
+// compressed at all and the adjusted one then tries every form.)
 // Not thread-safe: its tasks write disjoint members, Assemble reads them
 // after they have all finished.
 class FormEncoder {
@@ -583,10 +583,57 @@ bool ClearlySmaller(uint64_t a, uint64_t b) {
   return a > 0 && b > 0 && a * (100 + kQuickMarginPercent) < b * 100;
 }
 
-// The adjusted form's streams ready to compress (see EncodeAdjusted):
-// scan the x86 forms (or take `first_map`, that scan's blocks), move the
-// base's references along them, scan again, and diff the second scan's
-// blocks against the original base moved along that scan's own blocks.
+// What the adjusted form is made from: base and target in the x86 form
+// (`a` is changed in place at the end), the base's rewritten operands and
+// both layouts.
+struct AdjustInputs {
+  std::string& a;
+  std::string_view t;
+  const std::vector<X86Operand>& ops;
+  X86Span base_span, target_span;
+  const ElfLayout& la;
+  const ElfLayout& lt;
+};
+
+// The base moved along `map1` (the x86 form's scan) and its suffix index,
+// built on `helpers`; `moved` must outlive the batch.
+absl::StatusOr<std::unique_ptr<BsdiffBatch>> AdjustedIndex(const AdjustInputs& in, const MoveMap& map1,
+                                                           std::string* moved, Helpers& helpers) {
+  try {
+    *moved = in.a;
+    AdjustBase(*moved, in.ops, in.base_span, in.la, in.lt, map1, helpers);
+    auto batch = std::make_unique<BsdiffBatch>(std::vector<BsdiffInput>{{*moved, in.t, nullptr, nullptr}});
+    batch->Build(helpers);
+    return batch;
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("bsdiff: out of memory");
+  }
+}
+
+// The adjusted form's streams ready to compress, from the moved base's
+// index: scan the target against it, then diff the scan's blocks against
+// the x86 base moved along that scan's own blocks (what a decoder rebuilds
+// from the stored control stream).
+absl::StatusOr<std::unique_ptr<FormEncoder>> AdjustedFromIndex(const AdjustInputs& in, BsdiffBatch& index,
+                                                               int level, uint64_t hash, Helpers& helpers,
+                                                               std::optional<char> extra_form) {
+  auto second = index.Scan(0, helpers);
+  if (!second.ok()) return second.status();
+  auto map2 = MoveMap::FromCtrl(second->ctrl, in.a.size(), in.t.size());
+  if (!map2) return absl::InternalError("bsdiff: a scan's blocks leave the files");
+  AdjustBase(in.a, in.ops, in.base_span, in.la, in.lt, *map2, helpers);
+  second->diff = BsdiffDiffStream(second->ctrl, in.a, in.t);
+  try {
+    return std::make_unique<FormEncoder>(std::move(*second), level, hash,
+                                         X86Record(in.base_span, in.target_span, &in.lt), extra_form);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("bsdiff: out of memory");
+  }
+}
+
+// The adjusted form from scratch (see EncodeAdjusted): the x86 forms made,
+// scanned (or `first_map` taken, that scan's blocks), the base moved along
+// them, indexed and scanned again.
 absl::StatusOr<std::unique_ptr<FormEncoder>> AdjustedForm(std::string_view base, std::string_view target,
                                                           X86Span base_span, X86Span target_span, int level,
                                                           Helpers& helpers, const MoveMap* first_map,
@@ -608,21 +655,20 @@ absl::StatusOr<std::unique_ptr<FormEncoder>> AdjustedForm(std::string_view base,
     map1 = MoveMap::FromCtrl(first->ctrl, a.size(), t.size());
   }
   if (!map1) return absl::InternalError("bsdiff: a scan's blocks leave the files");
-  std::string moved = a;
-  AdjustBase(moved, ops, base_span, *la, *lt, *map1, helpers);
-  auto second = BsdiffCompute(moved, t, helpers);
-  if (!second.ok()) return second.status();
-  moved = std::string();
-  auto map2 = MoveMap::FromCtrl(second->ctrl, a.size(), t.size());
-  if (!map2) return absl::InternalError("bsdiff: a scan's blocks leave the files");
-  AdjustBase(a, ops, base_span, *la, *lt, *map2, helpers);
-  second->diff = BsdiffDiffStream(second->ctrl, a, t);
-  try {
-    return std::make_unique<FormEncoder>(std::move(*second), level, Hash64(target),
-                                         X86Record(base_span, target_span, &*lt), extra_form);
-  } catch (const std::bad_alloc&) {
-    return absl::ResourceExhaustedError("bsdiff: out of memory");
-  }
+  AdjustInputs in{a, t, ops, base_span, target_span, *la, *lt};
+  std::string moved;
+  auto index = AdjustedIndex(in, *map1, &moved, helpers);
+  if (!index.ok()) return index.status();
+  return AdjustedFromIndex(in, **index, level, Hash64(target), helpers, extra_form);
+}
+
+// Of two forms, the smaller patch (ties keep `a`); OutOfRange results count
+// as absent, other errors are returned (`a`'s first).
+absl::StatusOr<std::string> Smaller(absl::StatusOr<std::string> a, absl::StatusOr<std::string> b) {
+  if (!a.ok() && !absl::IsOutOfRange(a.status())) return a;
+  if (!b.ok()) return absl::IsOutOfRange(b.status()) ? a : b.status();
+  if (a.ok() && a->size() <= b->size()) return a;
+  return b;
 }
 
 }  // namespace
@@ -631,12 +677,12 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeWithin(std::string_view base, std
                                                       Helpers& helpers, uint64_t limit) const {
   auto base_span = X86_64CodeSpan(base), target_span = X86_64CodeSpan(target);
   if (!base_span || !target_span) return EncodePlain(base, target, helpers, limit);
+  if (target.size() >= kQuickChoiceMinTarget && base.size() <= side_by_side_max_base_)
+    return EncodeBigPair(base, target, *base_span, *target_span, helpers, limit);
   std::optional<MoveMap> x86_map;  // the x86 form's scan, when side by side
-  std::unique_ptr<FormEncoder> x86_won;  // the x86 form, not compressed: the plain one lost at level 1
   auto best = base.size() <= side_by_side_max_base_
-                  ? EncodeBothForms(base, target, *base_span, *target_span, helpers, limit, &x86_map, &x86_won)
+                  ? EncodeBothForms(base, target, *base_span, *target_span, helpers, limit, &x86_map)
                   : EncodeFormsInTurn(base, target, *base_span, *target_span, helpers, limit);
-  if (x86_won) return EncodeX86OrAdjusted(base, target, *base_span, *target_span, helpers, limit, *x86_map, *x86_won);
   // Where the x86 form won by enough to matter, the adjusted form may do
   // better still (references moved to where their targets went).
   if (!best.ok() || best->size() < kAdjustMinPatch || !(static_cast<uint8_t>((*best)[3]) & 0x80)) return best;
@@ -665,37 +711,104 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeAdjusted(std::string_view base, s
   return Finish(**form, helpers, limit);
 }
 
-// A big pair whose x86 form beat the plain one at level 1 (EncodeBothForms
-// left `x86` uncompressed): the adjusted form is made when the x86 form's
-// level-1 size reaches kAdjustMinPatch, and of the two only the one clearly
-// smaller at level 1 is compressed (each section in every form); when
-// neither is, both are and the smaller is kept (ties keep the x86 form).
-absl::StatusOr<std::string> BsdiffCodec::EncodeX86OrAdjusted(std::string_view base, std::string_view target,
-                                                             X86Span base_span, X86Span target_span,
-                                                             Helpers& helpers, uint64_t limit,
-                                                             const MoveMap& x86_map, FormEncoder& x86) const {
-  // As in turn: an x86 form over the limit (the plain one, bigger, is too)
-  // or too small to gain from adjusting is the result.
-  if (x86.ClearlyOver(limit) || x86.Quick() < kAdjustMinPatch) return Finish(x86, helpers, limit);
-  auto adjusted = AdjustedForm(base, target, base_span, target_span, level_, helpers, &x86_map, std::nullopt);
-  if (!adjusted.ok()) {
-    if (absl::IsResourceExhausted(adjusted.status())) return adjusted.status();
-    return Finish(x86, helpers, limit);
+// A big x86-64 ELF pair (kQuickChoiceMinTarget), side by side: both bases
+// sorted at once, the x86 form scanned first, then the plain form scanned
+// while the base moved along the x86 scan is sorted beside it (one thread's
+// work, the adjusted form's), when the x86 form may be adjusted (within
+// `limit`, kAdjustMinPatch or more at level 1). Level-1 sizes then choose
+// what is compressed (ClearlySmaller): a plain form clearly smaller alone;
+// an x86 form clearly smaller against the adjusted one, the clearly smaller
+// of those two alone (each section in every form); forms closer than that
+// are all compressed, in the order and within the limits of the small pairs'
+// path (EncodeBothForms, then EncodeAdjusted), so the result is the same.
+absl::StatusOr<std::string> BsdiffCodec::EncodeBigPair(std::string_view base, std::string_view target,
+                                                       X86Span base_span, X86Span target_span, Helpers& helpers,
+                                                       uint64_t limit) const {
+  std::string b, t;
+  if (auto s = CopyPair(base, target, &b, &t); !s.ok()) return s;
+  std::vector<X86Operand> ops;
+  BsdiffBatch forms({{base, target, nullptr, nullptr},
+                     {b, t, [&] { ops = X86ToAbsoluteOperands(b, base_span); }, [&] { X86ToAbsolute(t, target_span); }}});
+  forms.Build(helpers);
+  const uint64_t hash = Hash64(target);
+  auto x86_streams = forms.Scan(1, helpers);
+  std::optional<MoveMap> map1;
+  std::unique_ptr<FormEncoder> x86;
+  if (x86_streams.ok()) {
+    map1 = MoveMap::FromCtrl(x86_streams->ctrl, base.size(), target.size());
+    x86 = std::make_unique<FormEncoder>(std::move(*x86_streams), level_, hash, X86Record(base_span, target_span));
   }
-  FormEncoder& adj = **adjusted;
-  helpers.Run({[&] { adj.Quick(); }});
-  if (ClearlySmaller(x86.Quick(), adj.Quick())) return Finish(x86, helpers, limit);
-  if (ClearlySmaller(adj.Quick(), x86.Quick())) {
-    auto r = Finish(adj, helpers, limit);
-    if (r.ok() || absl::IsResourceExhausted(r.status())) return r;
-    return Finish(x86, helpers, limit);
+  std::optional<ElfLayout> la, lt;
+  std::optional<AdjustInputs> adjust;
+  std::string moved;
+  absl::StatusOr<std::unique_ptr<BsdiffBatch>> adjusted_index = absl::UnknownError("not built");
+  auto prepare_adjusted = [&] {
+    if (!x86 || !map1 || x86->ClearlyOver(limit) || x86->Quick() < kAdjustMinPatch) return;
+    la = ParseElfLayout(b);
+    lt = ParseElfLayout(target);
+    if (!la || !lt) return;
+    adjust.emplace(AdjustInputs{b, t, ops, base_span, target_span, *la, *lt});
+    adjusted_index = AdjustedIndex(*adjust, *map1, &moved, NoHelpers());
+  };
+  auto plain_streams = forms.Scan(0, helpers, {prepare_adjusted});
+  if (!plain_streams.ok()) return plain_streams.status();
+  FormEncoder plain(std::move(*plain_streams), level_, hash, "");
+  if (!x86) {  // as when the x86 form ran after the plain one
+    auto p = Finish(plain, helpers, limit);
+    if (!p.ok() && !absl::IsOutOfRange(p.status())) return p;
+    return x86_streams.status();
   }
-  absl::StatusOr<std::string> a = absl::UnknownError("not run"), b = a;
-  FinishBoth(x86, adj, helpers, limit, &a, &b);
-  if (!a.ok() && !absl::IsOutOfRange(a.status())) return a;
-  if (!b.ok()) return absl::IsOutOfRange(b.status()) ? a : b.status();
-  if (a.ok() && a->size() <= b->size()) return a;
-  return b;
+  // Out of memory for the adjusted index counts only where it is needed.
+  auto no_index = [&]() -> std::optional<absl::Status> {
+    if (absl::IsResourceExhausted(adjusted_index.status())) return adjusted_index.status();
+    return std::nullopt;
+  };
+  helpers.Run({[&] { plain.Quick(); }, [&] { x86->Quick(); }});
+  if (ClearlySmaller(plain.Quick(), x86->Quick())) return Finish(plain, helpers, limit);
+  if (ClearlySmaller(x86->Quick(), plain.Quick())) {
+    // As in turn: an x86 form over the limit (the plain one, bigger, is
+    // too) or too small to gain from adjusting is the result.
+    if (auto e = no_index()) return *e;
+    if (!adjusted_index.ok()) return Finish(*x86, helpers, limit);
+    auto adj = AdjustedFromIndex(*adjust, **adjusted_index, level_, hash, helpers, std::nullopt);
+    if (!adj.ok()) return absl::IsResourceExhausted(adj.status()) ? adj.status() : Finish(*x86, helpers, limit);
+    helpers.Run({[&] { (*adj)->Quick(); }});
+    if (ClearlySmaller(x86->Quick(), (*adj)->Quick())) return Finish(*x86, helpers, limit);
+    if (ClearlySmaller((*adj)->Quick(), x86->Quick())) {
+      auto r = Finish(**adj, helpers, limit);
+      if (r.ok() || absl::IsResourceExhausted(r.status())) return r;
+      return Finish(*x86, helpers, limit);
+    }
+    absl::StatusOr<std::string> xr = absl::UnknownError("not run"), ar = xr;
+    FinishBoth(*x86, **adj, helpers, limit, &xr, &ar);
+    return Smaller(std::move(xr), std::move(ar));
+  }
+  // Close at level 1: every form, as EncodeBothForms then EncodeAdjusted.
+  absl::StatusOr<std::string> p = absl::OutOfRangeError("bsdiff: patch would exceed the limit"), x = p;
+  if (plain.ClearlyOver(limit)) {
+    x = Finish(*x86, helpers, limit);
+  } else {
+    helpers.Run(Interleave(plain.Tasks(), x86->Tasks()));
+    p = plain.Assemble();
+    if (!p.ok()) return p;
+    if (!x86->ClearlyOver(p->size())) x = x86->Assemble();
+  }
+  auto best = Smaller(std::move(p), std::move(x));
+  if (!best.ok() || best->size() < kAdjustMinPatch || !(static_cast<uint8_t>((*best)[3]) & 0x80)) return best;
+  auto parsed = ParseHeader(*best);
+  if (!parsed.ok()) return parsed.status();
+  std::optional<char> extra_form = IsAltSection(parsed->extra) ? parsed->extra[0] : char{0};
+  if (auto e = no_index()) return *e;
+  absl::StatusOr<std::unique_ptr<FormEncoder>> adj = absl::UnknownError("not made");
+  if (adjusted_index.ok()) {
+    adj = AdjustedFromIndex(*adjust, **adjusted_index, level_, hash, helpers, extra_form);
+  } else {
+    adj = AdjustedForm(base, target, base_span, target_span, level_, helpers, &*map1, extra_form);
+  }
+  if (!adj.ok()) return absl::IsResourceExhausted(adj.status()) ? adj.status() : best;
+  auto adjusted = Finish(**adj, helpers, best->size());
+  if (!adjusted.ok()) return absl::IsResourceExhausted(adjusted.status()) ? adjusted.status() : best;
+  return adjusted->size() < best->size() ? std::move(*adjusted) : std::move(*best);
 }
 
 // The plain form within `limit`, then the x86 form within the plain patch's
@@ -724,8 +837,7 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeFormsInTurn(std::string_view base
 absl::StatusOr<std::string> BsdiffCodec::EncodeBothForms(std::string_view base, std::string_view target,
                                                          X86Span base_span, X86Span target_span,
                                                          Helpers& helpers, uint64_t limit,
-                                                         std::optional<MoveMap>* x86_map,
-                                                         std::unique_ptr<FormEncoder>* x86_won) const {
+                                                         std::optional<MoveMap>* x86_map) const {
   std::string b, t;
   if (auto s = CopyPair(base, target, &b, &t); !s.ok()) return s;
   std::vector<BsdiffInput> inputs = {{base, target, nullptr, nullptr},
@@ -744,16 +856,7 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBothForms(std::string_view base, 
     return streams[1].status();
   }
   if (x86_map) *x86_map = MoveMap::FromCtrl(streams[1]->ctrl, base.size(), target.size());
-  auto x86_owned = std::make_unique<FormEncoder>(std::move(*streams[1]), level_, hash, X86Record(base_span, target_span));
-  FormEncoder& x86_form = *x86_owned;
-  if (x86_won && x86_map && *x86_map && target.size() >= kQuickChoiceMinTarget) {
-    helpers.Run({[&] { plain_form.Quick(); }, [&] { x86_form.Quick(); }});
-    if (ClearlySmaller(plain_form.Quick(), x86_form.Quick())) return Finish(plain_form, helpers, limit);
-    if (ClearlySmaller(x86_form.Quick(), plain_form.Quick())) {
-      *x86_won = std::move(x86_owned);
-      return std::string();
-    }
-  }
+  FormEncoder x86_form(std::move(*streams[1]), level_, hash, X86Record(base_span, target_span));
   absl::StatusOr<std::string> x86 = absl::OutOfRangeError("bsdiff: patch would exceed the limit");
   if (plain_form.ClearlyOver(limit)) {
     // The plain form gave up: the x86 form runs within `limit` alone.

@@ -33,8 +33,6 @@
 
 namespace d4c::codec_internal {
 
-class FormEncoder;  // one form's streams and their compression (bsdiff_codec.cc)
-
 class BsdiffCodec final : public DeltaCodec {
  public:
   // Both forms of an x86-64 ELF pair are computed side by side only for a
@@ -81,7 +79,7 @@ class BsdiffCodec final : public DeltaCodec {
   // too (two more scans); below it the gain is a few bytes at most.
   static constexpr uint64_t kAdjustMinPatch = 4096;
   // From this target size on, the forms' level-1 sizes choose which forms
-  // are compressed at all (EncodeBothForms); below it compression is cheap
+  // are compressed at all (EncodeBigPair); below it compression is cheap
   // and every form is compressed.
   static constexpr uint64_t kQuickChoiceMinTarget = 1 << 20;
 
@@ -89,18 +87,12 @@ class BsdiffCodec final : public DeltaCodec {
   absl::StatusOr<std::string> EncodeFormsInTurn(std::string_view base, std::string_view target, X86Span base_span,
                                                 X86Span target_span, Helpers& helpers, uint64_t limit) const;
   // `x86_map` (may be null): receives the blocks of the x86 form's scan.
-  // `x86_won` (may be null): for a target of kQuickChoiceMinTarget bytes or
-  // more whose x86 form is clearly smaller at level 1 (ClearlySmaller in the
-  // .cc), receives that form uncompressed (the plain one is dropped), and
-  // the result is then an empty string, not a patch: EncodeX86OrAdjusted
-  // finishes it. A plain form clearly smaller is compressed alone.
   absl::StatusOr<std::string> EncodeBothForms(std::string_view base, std::string_view target, X86Span base_span,
                                               X86Span target_span, Helpers& helpers, uint64_t limit,
-                                              std::optional<MoveMap>* x86_map = nullptr,
-                                              std::unique_ptr<FormEncoder>* x86_won = nullptr) const;
-  absl::StatusOr<std::string> EncodeX86OrAdjusted(std::string_view base, std::string_view target,
-                                                  X86Span base_span, X86Span target_span, Helpers& helpers,
-                                                  uint64_t limit, const MoveMap& x86_map, FormEncoder& x86) const;
+                                              std::optional<MoveMap>* x86_map = nullptr) const;
+  // Pairs of kQuickChoiceMinTarget bytes or more (see the .cc).
+  absl::StatusOr<std::string> EncodeBigPair(std::string_view base, std::string_view target, X86Span base_span,
+                                            X86Span target_span, Helpers& helpers, uint64_t limit) const;
   absl::StatusOr<std::string> EncodeStreams(std::string_view base, std::string_view target, Helpers& helpers,
                                             uint64_t limit, uint64_t hash, std::string_view x86_record) const;
   int level_;

@@ -401,29 +401,59 @@ absl::StatusOr<BsdiffStreams> BsdiffCompute(std::string_view base, std::string_v
   return std::move(BsdiffComputeMany({{base, target, nullptr, nullptr}}, helpers, start)[0]);
 }
 
+// The target's segments and their scans, for one input.
+struct BsdiffBatch::Part {
+  struct Segment {
+    BsdiffStreams streams;
+    int64_t end = 0;
+    bool failed = false;
+  };
+  std::vector<Segment> segments;
+};
+
+struct BsdiffBatch::State {
+  std::vector<BsdiffInput> inputs;
+  SearchStart start;
+  std::vector<absl::StatusOr<BsdiffStreams>> out;
+  std::vector<std::unique_ptr<SuffixIndex>> index;
+  std::vector<Part> parts;
+};
+
 namespace {
 
-std::vector<absl::StatusOr<BsdiffStreams>> ComputeMany(const std::vector<BsdiffInput>& inputs, Helpers& helpers,
-                                                       SearchStart start) {
+absl::Status OutOfMemory() { return absl::ResourceExhaustedError("bsdiff: out of memory"); }
+
+}  // namespace
+
+BsdiffBatch::BsdiffBatch(std::vector<BsdiffInput> inputs, SearchStart start) : s_(std::make_unique<State>()) {
+  s_->inputs = std::move(inputs);
+  s_->start = start;
+  const size_t n = s_->inputs.size();
+  s_->out.assign(n, BsdiffStreams());
+  s_->index.resize(n);
+  s_->parts.resize(n);
+}
+
+BsdiffBatch::~BsdiffBatch() = default;
+
+void BsdiffBatch::Build(Helpers& helpers) {
   constexpr uint64_t kMax = std::numeric_limits<saidx_t>::max();
-  const size_t n = inputs.size();
-  std::vector<absl::StatusOr<BsdiffStreams>> out(n, BsdiffStreams());
+  State& st = *s_;
+  const size_t n = st.inputs.size();
   for (size_t j = 0; j < n; ++j) {
-    if (inputs[j].base.size() > kMax || inputs[j].target.size() > kMax) {
-      out[j] = absl::InvalidArgumentError("bsdiff: inputs of 2 GiB or more are not supported");
+    if (st.inputs[j].base.size() > kMax || st.inputs[j].target.size() > kMax) {
+      st.out[j] = absl::InvalidArgumentError("bsdiff: inputs of 2 GiB or more are not supported");
     }
   }
-  auto oom = [] { return absl::ResourceExhaustedError("bsdiff: out of memory"); };
   // Everything is allocated here on the caller, where bad_alloc is caught.
-  std::vector<std::unique_ptr<SuffixIndex>> index(n);
   for (size_t j = 0; j < n; ++j) {
-    if (!out[j].ok()) continue;
+    if (!st.out[j].ok()) continue;
     try {
-      index[j] = std::make_unique<SuffixIndex>(inputs[j].base, start);
-      index[j]->Allocate();
+      st.index[j] = std::make_unique<SuffixIndex>(st.inputs[j].base, st.start);
+      st.index[j]->Allocate();
     } catch (const std::bad_alloc&) {
-      index[j].reset();
-      out[j] = oom();
+      st.index[j].reset();
+      st.out[j] = OutOfMemory();
     }
   }
   // The sorts side by side (first, the longest tasks); beside them the
@@ -431,108 +461,111 @@ std::vector<absl::StatusOr<BsdiffStreams>> ComputeMany(const std::vector<BsdiffI
   // the other buckets.
   std::vector<std::function<void()>> tasks, beside_sort, after_sort;
   for (size_t j = 0; j < n; ++j) {
-    if (!index[j]) continue;
-    SuffixIndex* x = index[j].get();
-    const std::function<void()>* prepare = inputs[j].prepare_base ? &inputs[j].prepare_base : nullptr;
+    if (!st.index[j]) continue;
+    SuffixIndex* x = st.index[j].get();
+    const std::function<void()>* prepare = st.inputs[j].prepare_base ? &st.inputs[j].prepare_base : nullptr;
     tasks.push_back([x, prepare] {
       if (prepare) (*prepare)();
       x->Sort();
     });
     (prepare ? after_sort : beside_sort).push_back([x] { x->PlaceBuckets(); });
-    if (inputs[j].prepare_target) beside_sort.push_back(inputs[j].prepare_target);
+    if (st.inputs[j].prepare_target) beside_sort.push_back(st.inputs[j].prepare_target);
   }
   for (auto& t : beside_sort) tasks.push_back(std::move(t));
   helpers.Run(tasks);
   tasks = std::move(after_sort);
   for (size_t j = 0; j < n; ++j) {
-    if (!index[j]) continue;
-    if (!index[j]->sorted) {
-      out[j] = absl::InternalError("bsdiff: divsufsort failed");
-      index[j].reset();
+    if (!st.index[j]) continue;
+    if (!st.index[j]->sorted) {
+      st.out[j] = absl::InternalError("bsdiff: divsufsort failed");
+      st.index[j].reset();
       continue;
     }
-    index[j]->RankTasks(&tasks);
+    st.index[j]->RankTasks(&tasks);
   }
   helpers.Run(tasks);
-  // Every input's segments, as one set of tasks.
-  struct Segment {
-    size_t input;
-    uint64_t first;
-    BsdiffStreams streams;
-    int64_t end = 0;
-    bool failed = false;
-  };
-  std::vector<std::vector<Segment>> parts(n);
-  tasks.clear();
-  for (size_t j = 0; j < n; ++j) {
-    if (!index[j]) continue;
-    std::string_view target = inputs[j].target;
-    size_t count = (target.size() + kBsdiffSegment - 1) / kBsdiffSegment;
-    try {
-      parts[j].resize(count);
-    } catch (const std::bad_alloc&) {
-      out[j] = oom();
-      index[j].reset();
-      continue;
-    }
-    for (size_t k = 0; k < count; ++k) {
-      Segment* seg = &parts[j][k];
-      const SuffixIndex* x = index[j].get();
-      uint64_t base_size = inputs[j].base.size();
-      tasks.push_back([seg, x, target, k, base_size] {
-        std::string_view piece = target.substr(k * kBsdiffSegment, kBsdiffSegment);
-        // The work budget is shared out by segment length.
-        uint64_t budget = (kWorkBase * piece.size() + kWorkPerByte * (base_size + target.size()) * piece.size()) /
-                          target.size();
-        try {
-          seg->end = Differ(*x, piece, budget).Run(&seg->streams);
-        } catch (const std::bad_alloc&) {
-          seg->failed = true;
-        }
-      });
-    }
-  }
-  helpers.Run(tasks);
-  for (size_t j = 0; j < n; ++j) {
-    if (!index[j]) continue;
-    index[j].reset();  // the index is no longer needed: free it before joining
-    std::vector<Segment>& segs = parts[j];
-    if (std::any_of(segs.begin(), segs.end(), [](const Segment& s) { return s.failed; })) {
-      out[j] = oom();
-      continue;
-    }
-    if (segs.size() <= 1) {
-      out[j] = segs.empty() ? BsdiffStreams() : std::move(segs[0].streams);
-      continue;
-    }
-    try {
-      BsdiffStreams joined;
-      joined.diff.reserve(inputs[j].target.size());
-      for (size_t k = 0; k < segs.size(); ++k) {
-        if (k > 0) SeekBackToStart(&joined.ctrl, segs[k - 1].end);  // every segment has a triple
-        joined.ctrl.insert(joined.ctrl.end(), segs[k].streams.ctrl.begin(), segs[k].streams.ctrl.end());
-        joined.diff += segs[k].streams.diff;
-        joined.extra += segs[k].streams.extra;
-        segs[k].streams = BsdiffStreams();
-      }
-      out[j] = std::move(joined);
-    } catch (const std::bad_alloc&) {
-      out[j] = oom();
-    }
-    segs.clear();
-  }
-  return out;
 }
 
-}  // namespace
+void BsdiffBatch::ScanTasks(size_t j, std::vector<std::function<void()>>* tasks) {
+  State& st = *s_;
+  if (!st.index[j]) return;
+  std::string_view target = st.inputs[j].target;
+  size_t count = (target.size() + kBsdiffSegment - 1) / kBsdiffSegment;
+  try {
+    st.parts[j].segments.resize(count);
+  } catch (const std::bad_alloc&) {
+    st.out[j] = OutOfMemory();
+    st.index[j].reset();
+    return;
+  }
+  for (size_t k = 0; k < count; ++k) {
+    Part::Segment* seg = &st.parts[j].segments[k];
+    const SuffixIndex* x = st.index[j].get();
+    uint64_t base_size = st.inputs[j].base.size();
+    tasks->push_back([seg, x, target, k, base_size] {
+      std::string_view piece = target.substr(k * kBsdiffSegment, kBsdiffSegment);
+      // The work budget is shared out by segment length.
+      uint64_t budget =
+          (kWorkBase * piece.size() + kWorkPerByte * (base_size + target.size()) * piece.size()) / target.size();
+      try {
+        seg->end = Differ(*x, piece, budget).Run(&seg->streams);
+      } catch (const std::bad_alloc&) {
+        seg->failed = true;
+      }
+    });
+  }
+}
+
+absl::StatusOr<BsdiffStreams> BsdiffBatch::Join(size_t j) {
+  State& st = *s_;
+  if (!st.index[j]) return std::move(st.out[j]);
+  st.index[j].reset();  // the index is no longer needed: free it before joining
+  std::vector<Part::Segment>& segs = st.parts[j].segments;
+  if (std::any_of(segs.begin(), segs.end(), [](const Part::Segment& s) { return s.failed; })) return OutOfMemory();
+  if (segs.size() <= 1) return segs.empty() ? BsdiffStreams() : std::move(segs[0].streams);
+  try {
+    BsdiffStreams joined;
+    joined.diff.reserve(st.inputs[j].target.size());
+    for (size_t k = 0; k < segs.size(); ++k) {
+      if (k > 0) SeekBackToStart(&joined.ctrl, segs[k - 1].end);  // every segment has a triple
+      joined.ctrl.insert(joined.ctrl.end(), segs[k].streams.ctrl.begin(), segs[k].streams.ctrl.end());
+      joined.diff += segs[k].streams.diff;
+      joined.extra += segs[k].streams.extra;
+      segs[k].streams = BsdiffStreams();
+    }
+    segs.clear();
+    return joined;
+  } catch (const std::bad_alloc&) {
+    return OutOfMemory();
+  }
+}
+
+absl::StatusOr<BsdiffStreams> BsdiffBatch::Scan(size_t j, Helpers& helpers,
+                                                std::vector<std::function<void()>> beside) {
+  try {
+    std::vector<std::function<void()>> tasks = std::move(beside);
+    ScanTasks(j, &tasks);
+    helpers.Run(tasks);
+    return Join(j);
+  } catch (const std::bad_alloc&) {
+    return OutOfMemory();
+  }
+}
 
 std::vector<absl::StatusOr<BsdiffStreams>> BsdiffComputeMany(const std::vector<BsdiffInput>& inputs,
                                                              Helpers& helpers, SearchStart start) {
   try {
-    return ComputeMany(inputs, helpers, start);
+    BsdiffBatch batch(inputs, start);
+    batch.Build(helpers);
+    // Every input's segments, as one set of tasks.
+    std::vector<std::function<void()>> tasks;
+    for (size_t j = 0; j < inputs.size(); ++j) batch.ScanTasks(j, &tasks);
+    helpers.Run(tasks);
+    std::vector<absl::StatusOr<BsdiffStreams>> out;
+    for (size_t j = 0; j < inputs.size(); ++j) out.push_back(batch.Join(j));
+    return out;
   } catch (const std::bad_alloc&) {
-    return std::vector<absl::StatusOr<BsdiffStreams>>(inputs.size(),
-                                                      absl::ResourceExhaustedError("bsdiff: out of memory"));
+    return std::vector<absl::StatusOr<BsdiffStreams>>(inputs.size(), OutOfMemory());
   }
 }
 

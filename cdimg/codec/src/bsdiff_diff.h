@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -70,5 +71,35 @@ struct BsdiffInput {
 std::vector<absl::StatusOr<BsdiffStreams>> BsdiffComputeMany(const std::vector<BsdiffInput>& inputs,
                                                              Helpers& helpers = NoHelpers(),
                                                              SearchStart start = SearchStart::kLinked);
+
+// BsdiffComputeMany in steps, for a caller that runs other work beside one
+// input's scan (the adjusted x86 form's suffix sort beside the plain form's
+// scan): Build sorts every base side by side, then each input is scanned
+// (Scan, or ScanTasks run by the caller and then Join), in any order. Each
+// input's streams are BsdiffCompute's. An input's index is freed when it is
+// joined. Not thread-safe: one thread drives it (its tasks run on helpers).
+class BsdiffBatch {
+ public:
+  explicit BsdiffBatch(std::vector<BsdiffInput> inputs, SearchStart start = SearchStart::kLinked);
+  ~BsdiffBatch();
+  BsdiffBatch(const BsdiffBatch&) = delete;
+  BsdiffBatch& operator=(const BsdiffBatch&) = delete;
+
+  // Allocates (on the caller) and sorts every base, preparing bases and
+  // targets first (BsdiffInput), as tasks on `helpers`. Once.
+  void Build(Helpers& helpers);
+  // Input j's scan: its segments' tasks appended to `tasks`.
+  void ScanTasks(size_t j, std::vector<std::function<void()>>* tasks);
+  // Input j's streams, once its scan tasks have run (or its error).
+  absl::StatusOr<BsdiffStreams> Join(size_t j);
+  // ScanTasks, run on `helpers` after `beside` (started first: put long
+  // tasks there), then Join.
+  absl::StatusOr<BsdiffStreams> Scan(size_t j, Helpers& helpers, std::vector<std::function<void()>> beside = {});
+
+ private:
+  struct Part;
+  struct State;
+  std::unique_ptr<State> s_;
+};
 
 }  // namespace d4c::codec_internal
