@@ -803,7 +803,7 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBigPair(std::string_view base, st
   if (adjusted_index.ok()) {
     adj = AdjustedFromIndex(*adjust, **adjusted_index, level_, hash, helpers, extra_form);
   } else {
-    adj = AdjustedForm(base, target, base_span, target_span, level_, helpers, &*map1, extra_form);
+    adj = AdjustedForm(base, target, base_span, target_span, level_, helpers, map1 ? &*map1 : nullptr, extra_form);
   }
   if (!adj.ok()) return absl::IsResourceExhausted(adj.status()) ? adj.status() : best;
   auto adjusted = Finish(**adj, helpers, best->size());

@@ -13,9 +13,9 @@ namespace {
 
 // The sizes a base may have for a target of `size` bytes: a base much
 // smaller lacks most of it, a much bigger one costs its suffix sort.
-bool SizeFits(uint64_t base, uint64_t size) {
-  return base >= size / 8 && base <= std::max<uint64_t>(8 * size, 1 << 20);
-}
+uint64_t MinBaseFor(uint64_t size) { return size / 8; }
+uint64_t MaxBaseFor(uint64_t size) { return std::max<uint64_t>(8 * size, 1 << 20); }
+bool SizeFits(uint64_t base, uint64_t size) { return base >= MinBaseFor(size) && base <= MaxBaseFor(size); }
 
 // Runs f(k) for k in [0, n) on `threads` threads; the first error wins.
 // f must be safe to call from several threads at once.
@@ -69,7 +69,7 @@ absl::StatusOr<std::unordered_map<size_t, size_t>> SimilarBases(const ImageChain
     for (size_t j = 0; j < a.size(); ++j) {
       uint64_t size = a.SizeAt(j);
       if (a.TypeAt(j) != EntryType::kRegular || size < kSimilarMinFile) continue;
-      if (size < smallest / 8 || size > std::max<uint64_t>(8 * largest, 1 << 20)) continue;
+      if (size < MinBaseFor(smallest) || size > MaxBaseFor(largest)) continue;
       if (extensions.count(Extension(BaseName(a.PathAt(j)))) != static_cast<size_t>(same_extension)) continue;
       if (scanned + size > budget || !seen.insert(a.DigestAt(j)).second) continue;
       cand.push_back(j);
@@ -106,7 +106,7 @@ absl::StatusOr<std::unordered_map<size_t, size_t>> SimilarBases(const ImageChain
       if (hi - lo > static_cast<ptrdiff_t>(kSimilarCommonAnchor)) continue;
       for (auto it = lo; it != hi; ++it) ++votes[it->second];
     }
-    // Most votes; ties to the size nearest the target's, then entry order.
+    // Most votes; ties to the size nearest the target's, then the first candidate.
     uint64_t size = content->size();
     auto gap = [&](size_t k) {
       uint64_t s = a.SizeAt(cand[k]);
