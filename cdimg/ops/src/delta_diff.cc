@@ -136,7 +136,10 @@ absl::StatusOr<std::vector<BlobJob>> PlanDiff(const ImageChain& old_chain, const
   }
   auto similar = SimilarBases(old_chain, new_chain, orphans, o.threads);
   if (!similar.ok()) return similar.status();
-  for (const auto& [i, base] : to_diff) {
+  for (const auto& planned : to_diff) {
+    // Copies, not structured bindings: the job's lambda captures them (clang 14 cannot capture bindings).
+    const size_t i = planned.first;
+    const std::optional<size_t> base = planned.second;
     const Entry& e = entries[i];
     std::vector<size_t> neighbors;
     if (!base) neighbors = old.NeighborsFor(e.path, e.size, new_chain.top());
