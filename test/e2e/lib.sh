@@ -49,10 +49,31 @@ tag_key() {
   echo "$2@${d:7:12}"
 }
 
+# prune_cdimg_cache: the cache holds one directory per ctr-cli build (~250 MB
+# on the corpus); all but the D4C_CDIMG_CACHE_KEEP (default 3) most recently
+# used are deleted, so a machine that runs CI for every change does not fill
+# its disk. Only directories named by a build key (16 hex digits) are touched.
+prune_cdimg_cache() {
+  local root=$D4C_WORK/cdimg keep=${D4C_CDIMG_CACHE_KEEP:-3} d
+  [[ -d $root ]] || return 0
+  local -a keys=()
+  while IFS= read -r d; do
+    [[ ${d##*/} =~ ^[0-9a-f]{16}$ ]] && keys+=("$d")
+  done < <(ls -1dt "$root"/*/ 2>/dev/null | sed 's:/$::')
+  local n=0
+  for d in "${keys[@]}"; do
+    n=$((n + 1))
+    ((n > keep)) && rm -rf -- "$d"
+  done
+  return 0
+}
+
 # cdimg_for SERIES TAG: prints the path of the converted full cdimg
 cdimg_for() {
   local key
   key=$(tag_key "$1" "$2") || return 1
+  # This build's entries are the most recently used: the others may go.
+  mkdir -p "$D4C_WORK/cdimg/$(cli_key)" && touch "$D4C_WORK/cdimg/$(cli_key)" && prune_cdimg_cache
   local dir=$D4C_WORK/cdimg/$(cli_key)/$1/$key
   if [[ ! -f $dir/image.cdimg ]]; then
     mkdir -p "$dir"
