@@ -569,25 +569,18 @@ using MembersByPack = std::map<std::pair<const CdimgImage*, uint32_t>, std::vect
 // CheckMembers for every pack, on `threads` threads (0: one per CPU); the
 // first failure in pack order.
 absl::Status CheckAllMembers(const MembersByPack& members, int threads) {
-  std::vector<absl::Status> status(members.size());
-  {
-    internal::ThreadPool pool(std::min<int>(threads > 0 ? threads : 0, static_cast<int>(members.size())));
-    size_t k = 0;
-    for (const auto& [pack, copies] : members) {
-      pool.Submit([&status, k, img = pack.first, p = pack.second, c = &copies] {
-        try {
-          status[k] = CheckMembers(*img, p, *c);
-        } catch (const std::exception& e) {  // bad_alloc: never out of a pool thread
-          status[k] = absl::ResourceExhaustedError(StrCat(img->path(), ": pack ", p, ": ", e.what(),
-                                                          " while checking it; free memory or use fewer threads"));
-        }
-      });
-      ++k;
+  std::vector<const MembersByPack::value_type*> packs;
+  for (const auto& m : members) packs.push_back(&m);
+  return internal::ParallelFor(packs.size(), threads, [&packs](size_t k) {
+    const CdimgImage* img = packs[k]->first.first;
+    uint32_t p = packs[k]->first.second;
+    try {
+      return CheckMembers(*img, p, packs[k]->second);
+    } catch (const std::exception& e) {  // bad_alloc: never out of a pool thread
+      return absl::ResourceExhaustedError(
+          StrCat(img->path(), ": pack ", p, ": ", e.what(), " while checking it; free memory or use fewer threads"));
     }
-  }  // joins
-  for (const absl::Status& s : status)
-    if (!s.ok()) return s;
-  return absl::OkStatus();
+  });
 }
 
 // The meta frame (config, index, inline pack) of a composed delta whose

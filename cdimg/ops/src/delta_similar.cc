@@ -1,9 +1,8 @@
 // Bases found by content for new files that no name leads to (SimilarBases).
 #include <algorithm>
-#include <atomic>
+#include <new>
 #include <unordered_set>
 
-#include "absl/synchronization/mutex.h"
 #include "delta_internal.h"
 #include "thread_pool.h"
 
@@ -17,26 +16,18 @@ uint64_t MinBaseFor(uint64_t size) { return size / 8; }
 uint64_t MaxBaseFor(uint64_t size) { return std::max<uint64_t>(8 * size, 1 << 20); }
 bool SizeFits(uint64_t base, uint64_t size) { return base >= MinBaseFor(size) && base <= MaxBaseFor(size); }
 
-// Runs f(k) for k in [0, n) on `threads` threads; the first error wins.
-// f must be safe to call from several threads at once.
-absl::Status ForEachParallel(size_t n, int threads, const std::function<absl::Status(size_t)>& f) {
-  absl::Mutex mu;
-  absl::Status first;
-  std::atomic<bool> failed{false};
-  {
-    internal::ThreadPool pool(threads > 0 ? static_cast<int>(std::min<size_t>(n, threads)) : 0);  // 0: all CPUs
-    for (size_t k = 0; k < n; ++k) {
-      pool.Submit([&, k] {
-        if (failed.load(std::memory_order_relaxed)) return;
-        absl::Status s = f(k);
-        if (s.ok()) return;
-        absl::MutexLock l(&mu);
-        if (first.ok()) first = s;
-        failed = true;
-      });
+// f(k) for every k on `threads` threads (ParallelFor); out of memory in a
+// read or a sample is that file's error, naming it.
+absl::Status ForEachFile(size_t n, int threads, const CdimgImage& img, const std::vector<size_t>& entries,
+                         const std::function<absl::Status(size_t)>& f) {
+  return internal::ParallelFor(n, threads, [&](size_t k) {
+    try {
+      return f(k);
+    } catch (const std::bad_alloc&) {
+      return AtEntry(absl::ResourceExhaustedError("out of memory sampling the file; free memory or use fewer threads"),
+                     img.path(), img.PathAt(entries[k]));
     }
-  }  // the pool's destructor waits for every task
-  return first;
+  });
 }
 
 }  // namespace
@@ -78,7 +69,7 @@ absl::StatusOr<std::unordered_map<size_t, size_t>> SimilarBases(const ImageChain
   }
   if (cand.empty()) return out;
   std::vector<std::vector<uint64_t>> cand_anchors(cand.size());
-  absl::Status st = ForEachParallel(cand.size(), threads, [&](size_t k) -> absl::Status {
+  absl::Status st = ForEachFile(cand.size(), threads, a, cand, [&](size_t k) -> absl::Status {
     auto content = old_chain.ReadFile(cand[k]);
     if (!content.ok()) return AtEntry(content.status(), a.path(), a.PathAt(cand[k]));
     cand_anchors[k] = SampleAnchors(*content);
@@ -93,7 +84,7 @@ absl::StatusOr<std::unordered_map<size_t, size_t>> SimilarBases(const ImageChain
   }
   std::sort(where.begin(), where.end());
   std::vector<std::optional<size_t>> picked(orphans.size());
-  st = ForEachParallel(orphans.size(), threads, [&](size_t o) -> absl::Status {
+  st = ForEachFile(orphans.size(), threads, b, orphans, [&](size_t o) -> absl::Status {
     size_t i = orphans[o];
     auto content = new_chain.ReadFile(i);
     if (!content.ok()) return AtEntry(content.status(), b.path(), b.PathAt(i));

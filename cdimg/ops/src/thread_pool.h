@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 
 namespace d4c::internal {
@@ -56,5 +57,21 @@ class ThreadPool {
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;  // set in the constructor, immutable after
 };
+
+// Runs f(k) for every k in [0, n) on a pool of up to `threads` threads (0:
+// all CPUs) and returns the first error in index order, once all have run.
+// f is called from several threads at once and must not throw: a pool
+// thread has no caller to catch it (catch bad_alloc inside f).
+inline absl::Status ParallelFor(size_t n, int threads, const std::function<absl::Status(size_t)>& f) {
+  if (n == 0) return absl::OkStatus();
+  std::vector<absl::Status> status(n);
+  {
+    ThreadPool pool(threads > 0 ? static_cast<int>(std::min<size_t>(n, threads)) : 0);
+    for (size_t k = 0; k < n; ++k) pool.Submit([&status, &f, k] { status[k] = f(k); });
+  }  // the destructor waits for every task
+  for (const absl::Status& s : status)
+    if (!s.ok()) return s;
+  return absl::OkStatus();
+}
 
 }  // namespace d4c::internal
