@@ -671,6 +671,46 @@ absl::StatusOr<std::string> Smaller(absl::StatusOr<std::string> a, absl::StatusO
   return b;
 }
 
+// The plain form within `limit`, then the x86 form within the plain patch's
+// size (or `limit` if the plain form gave up), the smaller kept: compressed
+// as one set of tasks, the x86 form's result dropped where it was clearly
+// over the plain patch's size, as the serial order would have skipped it.
+absl::StatusOr<std::string> FinishPlainThenX86(FormEncoder& plain, FormEncoder& x86, Helpers& helpers,
+                                               uint64_t limit) {
+  absl::StatusOr<std::string> p = absl::OutOfRangeError("bsdiff: patch would exceed the limit"), x = p;
+  if (plain.ClearlyOver(limit)) {
+    // The plain form gave up: the x86 form runs within `limit` alone.
+    x = Finish(x86, helpers, limit);
+  } else {
+    helpers.Run(Interleave(plain.Tasks(), x86.Tasks()));
+    p = plain.Assemble();
+    if (!p.ok()) return p;
+    if (!x86.ClearlyOver(p->size())) x = x86.Assemble();
+  }
+  return Smaller(std::move(p), std::move(x));
+}
+
+// Where the x86 form won by enough to matter, the adjusted form may do
+// better still (references moved to where their targets went).
+bool AdjustedMayWin(const absl::StatusOr<std::string>& best) {
+  return best.ok() && best->size() >= BsdiffCodec::kAdjustMinPatch && (static_cast<uint8_t>((*best)[3]) & 0x80);
+}
+
+// The form of a patch's extra section (0: zstd), which the adjusted form
+// reuses.
+absl::StatusOr<char> ExtraFormOf(std::string_view patch) {
+  auto p = ParseHeader(patch);
+  if (!p.ok()) return p.status();
+  return IsAltSection(p->extra) ? p->extra[0] : char{0};
+}
+
+// `best`, or the adjusted form's patch if smaller; running out of memory
+// for the adjusted form is an error, any other failure keeps `best`.
+absl::StatusOr<std::string> BestOrAdjusted(absl::StatusOr<std::string> best, absl::StatusOr<std::string> adjusted) {
+  if (!adjusted.ok()) return absl::IsResourceExhausted(adjusted.status()) ? adjusted.status() : best;
+  return adjusted->size() < best->size() ? std::move(*adjusted) : std::move(*best);
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> BsdiffCodec::EncodeWithin(std::string_view base, std::string_view target,
@@ -683,13 +723,10 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeWithin(std::string_view base, std
   auto best = base.size() <= side_by_side_max_base_
                   ? EncodeBothForms(base, target, *base_span, *target_span, helpers, limit, &x86_map)
                   : EncodeFormsInTurn(base, target, *base_span, *target_span, helpers, limit);
-  // Where the x86 form won by enough to matter, the adjusted form may do
-  // better still (references moved to where their targets went).
-  if (!best.ok() || best->size() < kAdjustMinPatch || !(static_cast<uint8_t>((*best)[3]) & 0x80)) return best;
+  if (!AdjustedMayWin(best)) return best;
   auto adjusted = EncodeAdjusted(base, target, *base_span, *target_span, helpers, best->size(),
                                  x86_map ? &*x86_map : nullptr, *best);
-  if (!adjusted.ok()) return absl::IsResourceExhausted(adjusted.status()) ? adjusted.status() : best;
-  return adjusted->size() < best->size() ? std::move(*adjusted) : std::move(*best);
+  return BestOrAdjusted(std::move(best), std::move(adjusted));
 }
 
 // Scan the x86 forms, move the base's references along that scan's blocks,
@@ -702,9 +739,9 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeAdjusted(std::string_view base, s
                                                         std::string_view forms_of) const {
   std::optional<char> extra_form;
   if (!forms_of.empty()) {
-    auto p = ParseHeader(forms_of);
-    if (!p.ok()) return p.status();
-    extra_form = IsAltSection(p->extra) ? p->extra[0] : char{0};
+    auto f = ExtraFormOf(forms_of);
+    if (!f.ok()) return f.status();
+    extra_form = *f;
   }
   auto form = AdjustedForm(base, target, base_span, target_span, level_, helpers, first_map, extra_form);
   if (!form.ok()) return form.status();
@@ -784,31 +821,20 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBigPair(std::string_view base, st
     return Smaller(std::move(xr), std::move(ar));
   }
   // Close at level 1: every form, as EncodeBothForms then EncodeAdjusted.
-  absl::StatusOr<std::string> p = absl::OutOfRangeError("bsdiff: patch would exceed the limit"), x = p;
-  if (plain.ClearlyOver(limit)) {
-    x = Finish(*x86, helpers, limit);
-  } else {
-    helpers.Run(Interleave(plain.Tasks(), x86->Tasks()));
-    p = plain.Assemble();
-    if (!p.ok()) return p;
-    if (!x86->ClearlyOver(p->size())) x = x86->Assemble();
-  }
-  auto best = Smaller(std::move(p), std::move(x));
-  if (!best.ok() || best->size() < kAdjustMinPatch || !(static_cast<uint8_t>((*best)[3]) & 0x80)) return best;
-  auto parsed = ParseHeader(*best);
-  if (!parsed.ok()) return parsed.status();
-  std::optional<char> extra_form = IsAltSection(parsed->extra) ? parsed->extra[0] : char{0};
+  auto best = FinishPlainThenX86(plain, *x86, helpers, limit);
+  if (!AdjustedMayWin(best)) return best;
+  auto extra_form = ExtraFormOf(*best);
+  if (!extra_form.ok()) return extra_form.status();
   if (auto e = no_index()) return *e;
   absl::StatusOr<std::unique_ptr<FormEncoder>> adj = absl::UnknownError("not made");
   if (adjusted_index.ok()) {
-    adj = AdjustedFromIndex(*adjust, **adjusted_index, level_, hash, helpers, extra_form);
+    adj = AdjustedFromIndex(*adjust, **adjusted_index, level_, hash, helpers, *extra_form);
   } else {
-    adj = AdjustedForm(base, target, base_span, target_span, level_, helpers, map1 ? &*map1 : nullptr, extra_form);
+    adj = AdjustedForm(base, target, base_span, target_span, level_, helpers, map1 ? &*map1 : nullptr, *extra_form);
   }
-  if (!adj.ok()) return absl::IsResourceExhausted(adj.status()) ? adj.status() : best;
-  auto adjusted = Finish(**adj, helpers, best->size());
-  if (!adjusted.ok()) return absl::IsResourceExhausted(adjusted.status()) ? adjusted.status() : best;
-  return adjusted->size() < best->size() ? std::move(*adjusted) : std::move(*best);
+  if (!adj.ok()) return BestOrAdjusted(std::move(best), adj.status());
+  uint64_t within = best->size();
+  return BestOrAdjusted(std::move(best), Finish(**adj, helpers, within));
 }
 
 // The plain form within `limit`, then the x86 form within the plain patch's
@@ -820,9 +846,7 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeFormsInTurn(std::string_view base
   auto plain = EncodePlain(base, target, helpers, limit);
   if (!plain.ok() && !absl::IsOutOfRange(plain.status())) return plain;
   auto x86 = EncodeX86(base, target, base_span, target_span, helpers, plain.ok() ? plain->size() : limit);
-  if (!x86.ok()) return absl::IsOutOfRange(x86.status()) ? plain : x86.status();
-  if (plain.ok() && plain->size() <= x86->size()) return plain;
-  return x86;
+  return Smaller(std::move(plain), std::move(x86));
 }
 
 // An x86-64 ELF pair: the plain form and the x86 code form (the code with
@@ -849,27 +873,14 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBothForms(std::string_view base, 
   if (!streams[0].ok()) return streams[0].status();
   const uint64_t hash = Hash64(target);
   FormEncoder plain_form(std::move(*streams[0]), level_, hash, "");
-  absl::StatusOr<std::string> plain = absl::OutOfRangeError("bsdiff: patch would exceed the limit");
   if (!streams[1].ok()) {  // as when the x86 form ran after the plain one
-    plain = Finish(plain_form, helpers, limit);
+    auto plain = Finish(plain_form, helpers, limit);
     if (!plain.ok() && !absl::IsOutOfRange(plain.status())) return plain;
     return streams[1].status();
   }
   if (x86_map) *x86_map = MoveMap::FromCtrl(streams[1]->ctrl, base.size(), target.size());
   FormEncoder x86_form(std::move(*streams[1]), level_, hash, X86Record(base_span, target_span));
-  absl::StatusOr<std::string> x86 = absl::OutOfRangeError("bsdiff: patch would exceed the limit");
-  if (plain_form.ClearlyOver(limit)) {
-    // The plain form gave up: the x86 form runs within `limit` alone.
-    x86 = Finish(x86_form, helpers, limit);
-  } else {
-    helpers.Run(Interleave(plain_form.Tasks(), x86_form.Tasks()));
-    plain = plain_form.Assemble();
-    if (!plain.ok()) return plain;
-    if (!x86_form.ClearlyOver(plain->size())) x86 = x86_form.Assemble();
-  }
-  if (!x86.ok()) return absl::IsOutOfRange(x86.status()) ? plain : x86.status();
-  if (plain.ok() && plain->size() <= x86->size()) return plain;
-  return x86;
+  return FinishPlainThenX86(plain_form, x86_form, helpers, limit);
 }
 
 absl::StatusOr<std::string> BsdiffCodec::EncodePlain(std::string_view base, std::string_view target,
