@@ -70,11 +70,12 @@ prune_cdimg_cache() {
 
 # cdimg_for SERIES TAG: prints the path of the converted full cdimg
 cdimg_for() {
-  local key
+  local key build
   key=$(tag_key "$1" "$2") || return 1
+  build=$D4C_WORK/cdimg/$(cli_key)  # hashes the 90 MB binary: once
   # This build's entries are the most recently used: the others may go.
-  mkdir -p "$D4C_WORK/cdimg/$(cli_key)" && touch "$D4C_WORK/cdimg/$(cli_key)" && prune_cdimg_cache
-  local dir=$D4C_WORK/cdimg/$(cli_key)/$1/$key
+  mkdir -p "$build" && touch "$build" && prune_cdimg_cache
+  local dir=$build/$1/$key
   if [[ ! -f $dir/image.cdimg ]]; then
     mkdir -p "$dir"
     "$CTR_CLI" convert --image "oci:$D4C_CORPUS/$1/oci:$2" --output "$dir" --cdimg >&2
