@@ -31,7 +31,9 @@ class Sha256Hasher {
   Digest Finish();
 
  private:
-  void* ctx_;  // EVP_MD_CTX, kept opaque so callers need no OpenSSL headers
+  // OpenSSL's SHA256_CTX (112 bytes), kept opaque so callers need no OpenSSL
+  // headers; sha256.cc checks that it fits.
+  alignas(8) unsigned char ctx_[128];
 };
 
 // sha256 of `bytes` in one call.
