@@ -11,8 +11,8 @@
 #
 # With --compose-ab OLD_CLI, a second table: merge --compose of OLD_CLI and of
 # the --cli build side by side on the same D1 and D2, alternating, --reps N
-# times each (default 5), medians; both results are patched onto A and must
-# give C.
+# times each (default 5), each followed by the same build's diff A→C, medians
+# and their ratio; both composed deltas are patched onto A and must give C.
 #
 # Usage: merge_bench.sh [--cli PATH] [--threads N] [--compose-ab OLD_CLI [--reps N]]
 #                       [--triple SERIES_A:TAG_A,SERIES_B:TAG_B,SERIES_C:TAG_C]...
@@ -64,10 +64,12 @@ full() {  # full SERIES TAG : cached full cdimg path
   ours_convert "$CLI" "$CORPUS/$1/oci" "$2" "$out" >/dev/null || die "convert $1:$2 failed"
   echo "$out/image.cdimg"
 }
-run() {  # run CMD... : "wall cpu" seconds (cpu = user + sys)
-  local tf=$BENCH_TMP/time
-  /usr/bin/time -f '%e %U %S' -o "$tf" "$@" >>"$BENCH_TMP/log" 2>&1 || die "failed: $* (log: $BENCH_TMP/log)"
-  awk '{printf "%s %.2f\n", $1, $2 + $3}' "$tf"
+run() {  # run CMD... : "wall cpu" seconds (cpu = user + sys), to the millisecond
+  # bash's own `time` (no /usr/bin/time process in the measurement, which would
+  # add its start-up to commands that take ~10 ms, and keeps only 10 ms steps)
+  local tf=$BENCH_TMP/time TIMEFORMAT='%3R %3U %3S'
+  { time "$@" >>"$BENCH_TMP/log" 2>&1 || die "failed: $* (log: $BENCH_TMP/log)"; } 2>"$tf"
+  awk '{printf "%s %.3f\n", $1, $2 + $3}' "$tf"
 }
 cell() { printf '%s s (cpu %s s), %s B' "${1% *}" "${1#* }" "$2"; }
 
@@ -98,16 +100,19 @@ for t in "${TRIPLES[@]}"; do
   printf '| %s → %s → %s | %s B | %s | %s | %s | %s× (cpu %s×) faster, %s of D1+D2 |\n' \
     "$sa" "${sb}" "${sc}" "$sum" "$(cell "$s_diff" "$(fsize "$d/ac.cdimg")")" \
     "$(cell "$s_old" "$(fsize "$d/m.cdimg")")" "$(cell "$s_new" "$(fsize "$d/c.cdimg")")" \
-    "$(awk -v a="${s_diff% *}" -v b="${s_new% *}" 'BEGIN{if (b > 0) printf "%.0f", a / b; else printf "n/a"}')" \
-    "$(awk -v a="${s_diff#* }" -v b="${s_new#* }" 'BEGIN{if (b > 0) printf "%.0f", a / b; else printf "n/a"}')" \
+    "$(awk -v a="${s_diff% *}" -v b="${s_new% *}" 'BEGIN{if (b > 0) printf "%.1f", a / b; else printf "n/a"}')" \
+    "$(awk -v a="${s_diff#* }" -v b="${s_new#* }" 'BEGIN{if (b > 0) printf "%.1f", a / b; else printf "n/a"}')" \
     "$(awk -v a="$(fsize "$d/c.cdimg")" -v b="$sum" 'BEGIN{printf "%.3f", a / b}')"
   if [[ -n $OLD_CLI ]]; then
-    # old and new compose alternating on the same D1 and D2; medians
+    # old and new compose alternating on the same D1 and D2, and diff A→C of
+    # each build between them; medians
     for k in $(seq "$REPS"); do
       for v in old new; do
         cli=$CLI; [[ $v == old ]] && cli=$OLD_CLI
         run "$cli" cdimg merge --compose --lowerCdimg "$d/d1.cdimg" --upperCdimg "$d/d2.cdimg" \
           --outCdimg "$d/$v.cdimg" --threadNum "$THREADS" >>"$d/times.$v"
+        run "$cli" cdimg diff --oldCdimg "$A" --newCdimg "$C" --outCdimg "$d/ac.$v.cdimg" \
+          --threadNum "$THREADS" >>"$d/diff.$v"
       done
     done
     for v in old new; do
@@ -115,14 +120,16 @@ for t in "${TRIPLES[@]}"; do
         --level 19 >>"$BENCH_TMP/log" || die "$t: patch of the $v compose failed (log: $BENCH_TMP/log)"
       cmp -s "$d/p.cdimg" "$C" || die "$t: the $v compose patched differs from C"
     done
-    AB+=("$(printf '| %s → %s → %s | %s B | %s s (cpu %s s), %s B | %s s (cpu %s s), %s B | %s s |' \
+    ratio() { awk -v a="$(median "$d/diff.$1" 1)" -v b="$(median "$d/times.$1" 1)" 'BEGIN{printf "%.1f", a / b}'; }
+    AB+=("$(printf '| %s → %s → %s | %s B | %s s (cpu %s s), %s B | %s s (cpu %s s), %s B | %s s · %s s | %s× · **%s×** |' \
       "$sa" "$sb" "$sc" "$sum" "$(median "$d/times.old" 1)" "$(median "$d/times.old" 2)" "$(fsize "$d/old.cdimg")" \
-      "$(median "$d/times.new" 1)" "$(median "$d/times.new" 2)" "$(fsize "$d/new.cdimg")" "${s_diff% *}")")
+      "$(median "$d/times.new" 1)" "$(median "$d/times.new" 2)" "$(fsize "$d/new.cdimg")" \
+      "$(median "$d/diff.old" 1)" "$(median "$d/diff.new" 1)" "$(ratio old)" "$(ratio new)")")
   fi
   rm -rf "$d"
 done
 if [[ -n $OLD_CLI ]]; then
   printf '\nmerge --compose, %s alternating runs each, medians (old: %s)\n\n' "$REPS" "$OLD_CLI"
-  printf '| A → B → C | D1 + D2 | compose old | compose new | diff A→C (above) |\n|---|---:|---:|---:|---:|\n'
+  printf '| A → B → C | D1 + D2 | compose old | compose new | diff A→C old · new | diff ÷ compose old · new |\n|---|---:|---:|---:|---:|---:|\n'
   printf '%s\n' "${AB[@]}"
 fi
