@@ -1,22 +1,26 @@
 # Links abseil, gRPC, protobuf and gRPC's own dependencies (re2, c-ares, upb,
-# address_sorting, gpr) from Debian's static archives instead of their shared
-# objects. Why: process start-up. Every ctr-cli command is a short process,
-# and with these as shared objects the dynamic loader maps ~50 more of them
-# and resolves their symbols before main() runs: `ctr-cli --help` took
-# 11.2 ms, 6.0 ms with them static (docs/architecture.md "Start-up").
-# Only this cluster can be static: nothing else loaded into our processes
-# depends on abseil or gRPC, so there is one copy of each. The other
-# libraries stay shared (libcurl is loaded only when a registry is used,
-# registry/src/curl_api.cc).
+# address_sorting, gpr), and libarchive, from Debian's static archives
+# instead of their shared objects. Why: process start-up. Every ctr-cli
+# command is a short process, and with these as shared objects the dynamic
+# loader maps ~55 more of them and resolves their symbols before main() runs:
+# `ctr-cli --help` took 11.2 ms, 6.0 ms with abseil/gRPC/protobuf static and
+# 3.0 ms with libcurl loaded on demand and libarchive static
+# (docs/architecture.md "Start-up").
+# Only these can be static: nothing else loaded into our processes depends on
+# abseil, gRPC or libarchive, so there is one copy of each. Their own
+# dependencies that we also use (zstd, xz, bzip2, zlib, OpenSSL) stay shared.
+# libarchive's archive is linked with the shared objects of the libraries its
+# tar reader and filters call; the XAR reader (libxml2, ICU), disk ACLs (libacl)
+# and encrypted zip (nettle) are not pulled in, since we do not call them.
 #
-# -DD4C_STATIC_GRPC=OFF links the shared objects, as before.
-option(D4C_STATIC_GRPC "Link abseil, gRPC and protobuf from their static archives (start-up time)" ON)
+# -DD4C_STATIC_DEPS=OFF links the shared objects, as before.
+option(D4C_STATIC_DEPS "Link abseil, gRPC, protobuf and libarchive from their static archives (start-up time)" ON)
 
 # The static archive for a shared-object path of the cluster, or the path as it is.
 function(d4c_static_archive_for path out)
   set(result "${path}")
-  if(D4C_STATIC_GRPC AND path MATCHES
-     "^(.*/lib(absl_[a-z0-9_]+|grpc\\+\\+|grpc|gpr|upb|re2|cares|address_sorting|protobuf))\\.so(\\.[0-9.]+)?$")
+  if(D4C_STATIC_DEPS AND path MATCHES
+     "^(.*/lib(absl_[a-z0-9_]+|grpc\\+\\+|grpc|gpr|upb|re2|cares|address_sorting|protobuf|archive))\\.so(\\.[0-9.]+)?$")
     if(EXISTS "${CMAKE_MATCH_1}.a")
       set(result "${CMAKE_MATCH_1}.a")
     endif()
@@ -26,7 +30,7 @@ endfunction()
 
 # abseil's imported targets (find_package(absl), Debian's abslTargets-none.cmake).
 function(d4c_static_absl)
-  if(NOT D4C_STATIC_GRPC)
+  if(NOT D4C_STATIC_DEPS)
     return()
   endif()
   get_directory_property(targets IMPORTED_TARGETS)
@@ -50,9 +54,12 @@ function(d4c_static_absl)
   endforeach()
 endfunction()
 
-# A pkg_check_modules(... IMPORTED_TARGET) target whose libraries are full paths.
+# A pkg_check_modules(... IMPORTED_TARGET) target whose libraries are full
+# paths; SHARED_DEPS names libraries (as for find_library) the archives need,
+# linked as shared objects after them.
 function(d4c_static_pkgconfig target)
-  if(NOT D4C_STATIC_GRPC)
+  cmake_parse_arguments(ARG "" "" "SHARED_DEPS" ${ARGN})
+  if(NOT D4C_STATIC_DEPS)
     return()
   endif()
   get_target_property(libs ${target} INTERFACE_LINK_LIBRARIES)
@@ -60,6 +67,10 @@ function(d4c_static_pkgconfig target)
   foreach(l ${libs})
     d4c_static_archive_for("${l}" a)
     list(APPEND out "${a}")
+  endforeach()
+  foreach(d ${ARG_SHARED_DEPS})
+    find_library(D4C_SHARED_${d} ${d} REQUIRED)
+    list(APPEND out "${D4C_SHARED_${d}}")
   endforeach()
   set_target_properties(${target} PROPERTIES INTERFACE_LINK_LIBRARIES "${out}")
 endfunction()

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# expect_needed.sh STATIC_GRPC BINARY...: passes when no BINARY names libcurl
+# expect_needed.sh STATIC_DEPS BINARY...: passes when no BINARY names libcurl
 # as a shared library it needs (it is loaded at first use, registry/src/curl_api.h)
-# and, with STATIC_GRPC on, none names abseil, gRPC or protobuf (linked from
-# their archives, cmake/StaticDeps.cmake). docs/architecture.md "Start-up".
+# and, with STATIC_DEPS on, none names abseil, gRPC, protobuf or libarchive
+# (linked from their archives, cmake/StaticDeps.cmake) or what only
+# libarchive's shared object brings (libxml2, ICU). docs/architecture.md "Start-up".
 set -u
 static=$1; shift
 bad='libcurl'
-[[ $static == ON || $static == 1 || $static == TRUE ]] && bad+='|libabsl_|libgrpc|libgpr|libprotobuf|libupb|libre2|libcares'
+[[ $static == ON || $static == 1 || $static == TRUE ]] && bad+='|libabsl_|libgrpc|libgpr|libprotobuf|libupb|libre2|libcares|libarchive|libxml2|libicu'
 rc=0
 for bin in "$@"; do
   needed=$(readelf -d "$bin" | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p') || { echo "FAIL: readelf $bin" >&2; exit 1; }
