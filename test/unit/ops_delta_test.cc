@@ -374,6 +374,45 @@ TEST_CASE("a new file no name leads to is diffed against the file of A that hold
   CHECK(ReadAll(d1) == ReadAll(d));
 }
 
+TEST_CASE("a file whose new version follows its old twin is diffed against that twin", "[delta]") {
+  ScratchDir tmp;
+  // A bundle ships one module in two wrappers minified apart (flow.js,
+  // flow.mjs). B's flow.js took the names A's flow.mjs had: A's flow.mjs
+  // holds it, A's flow.js does not. lib/util.js changed on its own: its
+  // base stays the file of its path, though util.cjs sits beside it.
+  std::string js = Text(90, 4000), mjs = Text(91, 4000), util = Text(92, 3000), cjs = Text(93, 3000);
+  LayerBuilder la, lb;
+  la.File("plugins/flow.js", js).File("plugins/flow.mjs", mjs).File("lib/util.js", util).File("lib/util.cjs", cjs);
+  lb.File("plugins/flow.js", Edit(mjs, 70, "//"))
+      .File("plugins/flow.mjs", Edit(mjs, 90, ";"))
+      .File("lib/util.js", Edit(util, 60, "#"))
+      .File("lib/util.cjs", cjs);
+  std::string a = Convert(tmp, "a", la), b = Convert(tmp, "b", lb);
+  std::string d = tmp.path() + "/d.cdimg";
+  Diff(a, b, d, Threads(2));
+  auto chain = Open(d, {a});
+  auto old_img = Open(a);
+  const CdimgImage& top = chain->top();
+  const CdimgImage& old_top = old_img->top();
+  for (auto [np, op] : std::vector<std::pair<std::string, std::string>>{{"plugins/flow.js", "plugins/flow.mjs"},
+                                                                       {"plugins/flow.mjs", "plugins/flow.mjs"},
+                                                                       {"lib/util.js", "lib/util.js"}}) {
+    INFO(np);
+    Recipe r = top.RecipeAt(*top.Find(np));
+    REQUIRE(r.kind == Recipe::Kind::kDelta);
+    CHECK(r.base == old_top.DigestAt(*old_top.Find(op)));
+    CHECK(r.blob.length * 20 < top.SizeAt(*top.Find(np)));  // a few edits
+  }
+  RequireSameTree(*chain, b);
+  std::string out = tmp.path() + "/b2.cdimg";
+  REQUIRE(TryPatch(a, d, out).ok());
+  CHECK(ReadAll(out) == ReadAll(b));
+  // The same bytes on one thread.
+  std::string d1 = tmp.path() + "/d1.cdimg";
+  Diff(a, b, d1, Threads(1));
+  CHECK(ReadAll(d1) == ReadAll(d));
+}
+
 TEST_CASE("moved and duplicated files cost no bytes", "[delta]") {
   ScratchDir tmp;
   std::string big = Text(20, 20000), other = Text(21, 100);

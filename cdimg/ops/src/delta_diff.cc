@@ -40,15 +40,17 @@ absl::StatusOr<std::optional<Base>> PickNeighbor(const ImageChain& old_chain, co
 }
 
 // Reads the target and its base (one file of each image at a time) and
-// encodes it. `twin` (see Twins): an earlier entry of B itself, offered as a
-// second base when it lacks less of the target than A's base does (OfferTwin).
+// encodes it. `sibling` (OldTree::SiblingFor): A's twin of the target's path,
+// offered beside the base by name when it lacks less of the target (OfferTwin).
+// `twin` (see Twins): an earlier entry of B itself, offered the same way.
 // B's own full blob of the target, when it has one, is the `full`
 // alternative: compressing the file again at the same level would only
 // reproduce it (seconds per MB at level 19). Files that fit a pack member are
 // compressed anew, since a full one of them goes into a pack raw.
 absl::StatusOr<BlobResult> DiffOne(const ImageChain& old_chain, const ImageChain& new_chain, size_t i,
                                    std::optional<size_t> base, const std::vector<size_t>& neighbors,
-                                   std::optional<size_t> twin, const DiffOptions& o, Helpers& helpers) {
+                                   std::optional<size_t> sibling, std::optional<size_t> twin,
+                                   const DiffOptions& o, Helpers& helpers) {
   const CdimgImage& a = old_chain.top();
   const CdimgImage& b = new_chain.top();
   std::optional<std::string> full;
@@ -71,6 +73,11 @@ absl::StatusOr<BlobResult> DiffOne(const ImageChain& old_chain, const ImageChain
     auto picked = PickNeighbor(old_chain, neighbors, *target);
     if (!picked.ok()) return picked.status();
     if (*picked) bases.push_back(std::move(**picked));
+  }
+  if (sibling && !bases.empty() && bases[0].digest != a.DigestAt(*sibling) && target->size() >= o.min_delta_size) {
+    auto sibling_content = old_chain.ReadFile(*sibling);
+    if (!sibling_content.ok()) return sibling_content.status();
+    OfferTwin(&bases, a.DigestAt(*sibling), std::move(*sibling_content), *target);
   }
   if (twin && target->size() >= o.min_delta_size) {
     auto twin_content = new_chain.ReadFile(*twin);
@@ -148,15 +155,21 @@ absl::StatusOr<std::vector<BlobJob>> PlanDiff(const ImageChain& old_chain, const
         s != similar->end() && std::find(neighbors.begin(), neighbors.end(), s->second) == neighbors.end())
       neighbors.push_back(s->second);
     std::optional<size_t> twin = twins.For(i);
+    std::optional<size_t> sibling = base ? old.SiblingFor(e.path, e.size) : std::nullopt;
     uint64_t base_size = base ? old.image().SizeAt(*base) : 0;
     // A neighbor is held while the next one is measured.
     for (size_t j : neighbors) base_size = std::max(base_size, 2 * old.image().SizeAt(j));
-    uint64_t memory = delta_internal::EncodeMemory(base_size, e.size);
-    if (twin)  // its content is held too, and may be the base the codecs run on
-      memory = delta_internal::EncodeMemory(std::max(base_size, entries[*twin].size), e.size) + entries[*twin].size;
+    // A sibling's and a twin's contents are held too, and either may be the
+    // base the codecs run on.
+    uint64_t held = 0;
+    for (uint64_t extra : {sibling ? old.image().SizeAt(*sibling) : 0, twin ? entries[*twin].size : 0}) {
+      base_size = std::max(base_size, extra);
+      held += extra;
+    }
+    uint64_t memory = delta_internal::EncodeMemory(base_size, e.size) + held;
     jobs.push_back({i, e.size, memory,
-                    [&old_chain, &new_chain, &o, i, base, neighbors = std::move(neighbors), twin](Helpers& h) {
-                      return DiffOne(old_chain, new_chain, i, base, neighbors, twin, o, h);
+                    [&old_chain, &new_chain, &o, i, base, neighbors = std::move(neighbors), sibling, twin](Helpers& h) {
+                      return DiffOne(old_chain, new_chain, i, base, neighbors, sibling, twin, o, h);
                     }});
   }
   return jobs;

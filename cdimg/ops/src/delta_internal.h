@@ -157,6 +157,14 @@ class OldTree {
   // lacks the fewest of the target's anchors (PickNeighbor).
   static constexpr size_t kMaxNeighbors = 3;
   std::vector<size_t> NeighborsFor(std::string_view path, uint64_t size, const CdimgImage& next) const;
+  // The parent's twin of `path` (see Twins: same directory, same name up to
+  // the first '.', another path; within 2x of `size`, nearest in size):
+  // babel.mjs for babel.js. A bundle's wrappers are minified apart, and a
+  // new version's mangled names often follow the other wrapper's old ones
+  // (prettier 3.2.3's flow.js: zstd --patch-from old flow.js 14,587 B, old
+  // flow.mjs 9,518 B). Diff and merge offer it beside the same-path base
+  // (OfferTwin).
+  std::optional<size_t> SiblingFor(std::string_view path, uint64_t size) const;
   const CdimgImage& image() const { return img_; }
 
  private:

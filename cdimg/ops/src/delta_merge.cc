@@ -147,6 +147,14 @@ absl::StatusOr<BlobResult> Reencode(const MergeContext& m, size_t i, std::option
     if (!content.ok()) return content.status();
     bases.push_back({m.old.image().DigestAt(j), std::move(*content), m.old.image().PathAt(j) != c.PathAt(i)});
   }
+  // A's twin of the path, as diff offers it (OldTree::SiblingFor).
+  if (std::optional<size_t> s = m.old.SiblingFor(c.PathAt(i), c.SizeAt(i));
+      s && !bases.empty() && target->size() >= m.options.min_delta_size &&
+      std::none_of(bases.begin(), bases.end(), [&](const Base& b) { return b.digest == m.old.image().DigestAt(*s); })) {
+    auto content = m.a_chain.ReadFile(*s);
+    if (!content.ok()) return content.status();
+    OfferTwin(&bases, m.old.image().DigestAt(*s), std::move(*content), *target);
+  }
   if (std::optional<size_t> twin = m.twins->For(i); twin && target->size() >= m.options.min_delta_size) {
     auto content = m.chain.ReadFile(*twin);
     if (!content.ok()) return content.status();

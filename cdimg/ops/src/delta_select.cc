@@ -154,4 +154,17 @@ std::vector<size_t> OldTree::NeighborsFor(std::string_view path, uint64_t size, 
   return out;
 }
 
+std::optional<size_t> OldTree::SiblingFor(std::string_view path, uint64_t size) const {
+  auto it = by_dir_.find(ParentPath(path));
+  if (it == by_dir_.end()) return std::nullopt;
+  std::string_view key = TwinKey(path);
+  std::optional<size_t> best;
+  for (size_t j : it->second) {
+    std::string_view old_path = img_.PathAt(j);
+    if (old_path == path || TwinKey(old_path) != key || SizeRatio(img_.SizeAt(j), size) > 2.0) continue;
+    if (!best || SizeRatio(img_.SizeAt(j), size) < SizeRatio(img_.SizeAt(*best), size)) best = j;
+  }
+  return best;
+}
+
 }  // namespace d4c::delta_internal
