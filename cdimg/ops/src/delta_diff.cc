@@ -41,7 +41,8 @@ absl::StatusOr<std::optional<Base>> PickNeighbor(const ImageChain& old_chain, co
 
 // Reads the target and its base (one file of each image at a time) and
 // encodes it. `sibling` (OldTree::SiblingFor): A's twin of the target's path,
-// offered beside the base by name when it lacks less of the target (OfferTwin).
+// offered beside the base by name when it lacks clearly less of the target
+// (OfferSibling).
 // `twin` (see Twins): an earlier entry of B itself, offered the same way.
 // B's own full blob of the target, when it has one, is the `full`
 // alternative: compressing the file again at the same level would only
@@ -77,7 +78,7 @@ absl::StatusOr<BlobResult> DiffOne(const ImageChain& old_chain, const ImageChain
   if (sibling && !bases.empty() && bases[0].digest != a.DigestAt(*sibling) && target->size() >= o.min_delta_size) {
     auto sibling_content = old_chain.ReadFile(*sibling);
     if (!sibling_content.ok()) return sibling_content.status();
-    OfferTwin(&bases, a.DigestAt(*sibling), std::move(*sibling_content), *target);
+    OfferSibling(&bases, a.DigestAt(*sibling), std::move(*sibling_content), *target);
   }
   if (twin && target->size() >= o.min_delta_size) {
     auto twin_content = new_chain.ReadFile(*twin);

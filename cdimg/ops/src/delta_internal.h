@@ -163,7 +163,7 @@ class OldTree {
   // new version's mangled names often follow the other wrapper's old ones
   // (prettier 3.2.3's flow.js: zstd --patch-from old flow.js 14,587 B, old
   // flow.mjs 9,518 B). Diff and merge offer it beside the same-path base
-  // (OfferTwin).
+  // (OfferSibling).
   std::optional<size_t> SiblingFor(std::string_view path, uint64_t size) const;
   const CdimgImage& image() const { return img_; }
 
@@ -204,6 +204,11 @@ class Twins {
 // fewer of the target's anchors (MeasureNovelty) than bases[0]; appended, so
 // the parent's base wins ties.
 void OfferTwin(std::vector<Base>* bases, const Digest& digest, std::string content, std::string_view target);
+// Adds the parent's twin of the target's path (OldTree::SiblingFor) as a base
+// when it lacks at least 2% of the target's anchors fewer than bases[0] (the
+// base by name). A near-tie costs a codec run on a second base and seldom
+// wins: only the winner of the first codec gets the others (BestDelta).
+void OfferSibling(std::vector<Base>* bases, const Digest& digest, std::string content, std::string_view target);
 
 // Bases found by content for new files that no name leads to (BaseFor finds
 // nothing): a module split out of a bundle, a chunk with a hashed name, a

@@ -153,7 +153,7 @@ absl::StatusOr<BlobResult> Reencode(const MergeContext& m, size_t i, std::option
       std::none_of(bases.begin(), bases.end(), [&](const Base& b) { return b.digest == m.old.image().DigestAt(*s); })) {
     auto content = m.a_chain.ReadFile(*s);
     if (!content.ok()) return content.status();
-    OfferTwin(&bases, m.old.image().DigestAt(*s), std::move(*content), *target);
+    OfferSibling(&bases, m.old.image().DigestAt(*s), std::move(*content), *target);
   }
   if (std::optional<size_t> twin = m.twins->For(i); twin && target->size() >= m.options.min_delta_size) {
     auto content = m.chain.ReadFile(*twin);

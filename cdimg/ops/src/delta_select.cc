@@ -49,6 +49,13 @@ void OfferTwin(std::vector<Base>* bases, const Digest& digest, std::string conte
     bases->push_back({digest, std::move(content), true});
 }
 
+void OfferSibling(std::vector<Base>* bases, const Digest& digest, std::string content, std::string_view target) {
+  if (bases->empty()) return;
+  Novelty by_name = MeasureNovelty((*bases)[0].content, target);
+  Novelty sibling = MeasureNovelty(content, target);
+  if (sibling.missing + by_name.anchors / 50 <= by_name.missing) bases->push_back({digest, std::move(content), true});
+}
+
 std::string FoldDigits(std::string_view s) {
   auto digit = [](char c) { return c >= '0' && c <= '9'; };
   std::string out;
