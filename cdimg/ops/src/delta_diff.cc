@@ -42,8 +42,8 @@ absl::StatusOr<std::optional<Base>> PickNeighbor(const ImageChain& old_chain, co
 // Reads the target and its base (one file of each image at a time) and
 // encodes it. `sibling` (OldTree::SiblingFor): A's twin of the target's path,
 // offered beside the base by name when it lacks clearly less of the target
-// (OfferSibling).
-// `twin` (see Twins): an earlier entry of B itself, offered the same way.
+// (OfferSibling). `twin` (see Twins): an earlier entry of B itself, offered
+// when it lacks less of the target than the first base does (OfferTwin).
 // B's own full blob of the target, when it has one, is the `full`
 // alternative: compressing the file again at the same level would only
 // reproduce it (seconds per MB at level 19). Files that fit a pack member are
