@@ -144,6 +144,18 @@ uint64_t DeltaFiles(const DeltaStats& s) {
   return n;
 }
 
+// D (a delta A -> B made on two threads) patched onto A gives B's cdimg, and
+// a diff on one thread gives D's bytes.
+void RequirePatchesToAndSameOnOneThread(const ScratchDir& tmp, const std::string& a, const std::string& b,
+                                        const std::string& d) {
+  std::string out = tmp.path() + "/b2.cdimg";
+  REQUIRE(TryPatch(a, d, out).ok());
+  CHECK(ReadAll(out) == ReadAll(b));
+  std::string d1 = tmp.path() + "/d1.cdimg";
+  Diff(a, b, d1, Threads(1));
+  CHECK(ReadAll(d1) == ReadAll(d));
+}
+
 }  // namespace
 
 TEST_CASE("diff then patch gives convert's exact bytes, for every codec", "[delta]") {
@@ -365,13 +377,7 @@ TEST_CASE("a new file no name leads to is diffed against the file of A that hold
   CHECK(top.RecipeAt(*top.Find("misc/new.txt")).kind == Recipe::Kind::kFull);
   CHECK(s.rename_bases == 2);
   RequireSameTree(*chain, b);
-  std::string out = tmp.path() + "/b2.cdimg";
-  REQUIRE(TryPatch(a, d, out).ok());
-  CHECK(ReadAll(out) == ReadAll(b));
-  // The same bytes on one thread.
-  std::string d1 = tmp.path() + "/d1.cdimg";
-  Diff(a, b, d1, Threads(1));
-  CHECK(ReadAll(d1) == ReadAll(d));
+  RequirePatchesToAndSameOnOneThread(tmp, a, b, d);
 }
 
 TEST_CASE("a file whose new version follows its old twin is diffed against that twin", "[delta]") {
@@ -404,13 +410,7 @@ TEST_CASE("a file whose new version follows its old twin is diffed against that 
     CHECK(r.blob.length * 20 < top.SizeAt(*top.Find(np)));  // a few edits
   }
   RequireSameTree(*chain, b);
-  std::string out = tmp.path() + "/b2.cdimg";
-  REQUIRE(TryPatch(a, d, out).ok());
-  CHECK(ReadAll(out) == ReadAll(b));
-  // The same bytes on one thread.
-  std::string d1 = tmp.path() + "/d1.cdimg";
-  Diff(a, b, d1, Threads(1));
-  CHECK(ReadAll(d1) == ReadAll(d));
+  RequirePatchesToAndSameOnOneThread(tmp, a, b, d);
 }
 
 TEST_CASE("moved and duplicated files cost no bytes", "[delta]") {
