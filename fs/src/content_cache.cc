@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "d4c/base/mutex.h"
 #include "absl/time/time.h"
 #include "d4c/base/io.h"
 #include "d4c/base/strcat.h"
@@ -205,20 +205,21 @@ struct ContentCache::State {
     bool done = false;
     absl::Status status;
     int memory_fd = -1;  // an uncached result, dup()ed for each waiter; closed with the Flight
-    absl::CondVar cv;    // signalled, with mu held, when done turns true
+    CondVar cv;    // signalled, with mu held, when done turns true
     ~Flight() {
       if (memory_fd >= 0) close(memory_fd);
     }
   };
 
-  mutable absl::Mutex mu;
+  mutable Mutex mu;
   std::unordered_map<Digest, std::shared_ptr<Flight>, DigestHash> inflight ABSL_GUARDED_BY(mu);
   std::unordered_set<Digest, DigestHash> verified ABSL_GUARDED_BY(mu);  // written or hashed by us
   Stats stats ABSL_GUARDED_BY(mu);
 
   // Sweep thread.
-  absl::Mutex stop_mu;
+  Mutex stop_mu;
   bool stopping ABSL_GUARDED_BY(stop_mu) = false;
+  CondVar stop_cv;  // signalled when stopping turns true
   std::thread sweeper;
 
   std::string PathOf(const Digest& d) const { return StrCat(dir, "/", DigestHex(d)); }
@@ -316,7 +317,7 @@ uint64_t ContentCache::State::EvictTo(ScanResult& scan, uint64_t target, bool ho
   }
   scan.files = std::move(kept);
   if (evicted) {
-    absl::MutexLock lk(&mu);
+    MutexLock lk(&mu);
     stats.evictions += evicted;
   }
   return scan.bytes;
@@ -359,7 +360,7 @@ void ContentCache::State::Reject(const Digest& d) {
     unlink(PathOf(d).c_str());
     if (on_evict) on_evict(d);
   }
-  absl::MutexLock lk(&mu);
+  MutexLock lk(&mu);
   ++stats.rejected;
   verified.erase(d);
 }
@@ -396,7 +397,7 @@ absl::StatusOr<int> ContentCache::State::Admit(const Digest& d, const std::strin
     } else {
       ScanResult scan = Scan(/*cleanup=*/true);
       {
-        absl::MutexLock mlk(&mu);
+        MutexLock mlk(&mu);
         ++stats.scans;
       }
       // Make room for at least 1/64 of the budget, so that the admissions
@@ -441,9 +442,10 @@ ContentCache::ContentCache() : s_(std::make_unique<State>()) {}
 ContentCache::~ContentCache() {
   if (s_->sweeper.joinable()) {
     {
-      absl::MutexLock lk(&s_->stop_mu);
+      MutexLock lk(&s_->stop_mu);
       s_->stopping = true;
     }
+    s_->stop_cv.SignalAll();
     s_->sweeper.join();
   }
 }
@@ -480,8 +482,10 @@ absl::StatusOr<std::unique_ptr<ContentCache>> ContentCache::Open(Options options
       State& s = *c->s_;
       for (;;) {
         {
-          absl::MutexLock lk(&s.stop_mu);
-          s.stop_mu.AwaitWithTimeout(absl::Condition(&s.stopping), absl::Seconds(s.sweep_seconds));
+          MutexLock lk(&s.stop_mu);
+          const absl::Time next = absl::Now() + absl::Seconds(s.sweep_seconds);
+          for (absl::Time now = absl::Now(); !s.stopping && now < next; now = absl::Now())
+            s.stop_cv.WaitWithTimeout(&s.stop_mu, next - now);
           if (s.stopping) return;
         }
         c->Sweep();
@@ -525,7 +529,7 @@ absl::StatusOr<int> ContentCache::OpenContent(const Digest& digest, uint64_t siz
     if (fd >= 0) {
       bool verified;
       {
-        absl::MutexLock lk(&s.mu);
+        MutexLock lk(&s.mu);
         verified = s.verified.count(digest) != 0;
       }
       struct stat st;
@@ -533,7 +537,7 @@ absl::StatusOr<int> ContentCache::OpenContent(const Digest& digest, uint64_t siz
                   (verified || FileHolds(fd, digest, size));
       if (good) {
         SetUsedNow(fd);
-        absl::MutexLock lk(&s.mu);
+        MutexLock lk(&s.mu);
         s.verified.insert(digest);
         ++s.stats.hits;
         return fd;
@@ -547,7 +551,7 @@ absl::StatusOr<int> ContentCache::OpenContent(const Digest& digest, uint64_t siz
     // A miss: one producer run per digest in this process.
     std::shared_ptr<State::Flight> flight;
     {
-      absl::MutexLock lk(&s.mu);
+      MutexLock lk(&s.mu);
       if (auto f = s.inflight.find(digest); f != s.inflight.end()) {
         std::shared_ptr<State::Flight> other = f->second;
         while (!other->done) other->cv.Wait(&s.mu);
@@ -578,7 +582,7 @@ absl::StatusOr<int> ContentCache::OpenContent(const Digest& digest, uint64_t siz
       result = absl::InternalError(StrCat("content cache: producer failed: ", e.what()));
     } catch (...) {
     }
-    absl::MutexLock lk(&s.mu);
+    MutexLock lk(&s.mu);
     if (result.ok()) {
       ++s.stats.builds;
       if (uncached) {
@@ -605,7 +609,7 @@ bool ContentCache::Contains(const Digest& digest) const {
 
 ContentCache::Stats ContentCache::stats() const {
   State::ScanResult scan = s_->Scan(/*cleanup=*/false);
-  absl::MutexLock lk(&s_->mu);
+  MutexLock lk(&s_->mu);
   Stats st = s_->stats;
   st.bytes = scan.bytes;
   st.files = 0;

@@ -30,7 +30,7 @@
 #include <unordered_map>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "d4c/base/mutex.h"
 #include "d4c/chain.h"
 #include "d4c/codec.h"
 #include "d4c/content_cache.h"
@@ -75,7 +75,7 @@ class ContentFds {
     std::shared_ptr<const ContentFd> fd;
     double now = NowSeconds();
     {
-      absl::MutexLock lk(&mu_);
+      MutexLock lk(&mu_);
       auto it = map_.find(d);
       if (it == map_.end()) return nullptr;
       lru_.splice(lru_.begin(), lru_, it->second.lru);
@@ -90,7 +90,7 @@ class ContentFds {
   }
   void Put(const Digest& d, std::shared_ptr<const ContentFd> fd) {
     double now = NowSeconds();
-    absl::MutexLock lk(&mu_);
+    MutexLock lk(&mu_);
     if (auto it = map_.find(d); it != map_.end()) {
       it->second.fd = std::move(fd);
       it->second.last_read = it->second.last_touch = now;
@@ -104,7 +104,7 @@ class ContentFds {
     }
   }
   void Drop(const Digest& d) {
-    absl::MutexLock lk(&mu_);
+    MutexLock lk(&mu_);
     auto it = map_.find(d);
     if (it == map_.end()) return;
     lru_.erase(it->second.lru);
@@ -113,7 +113,7 @@ class ContentFds {
   // Closes descriptors not read for kIdleSeconds (reads in flight keep theirs).
   void Expire() {
     double now = NowSeconds();
-    absl::MutexLock lk(&mu_);
+    MutexLock lk(&mu_);
     while (!lru_.empty()) {
       auto it = map_.find(lru_.back());
       if (now - it->second.last_read < kIdleSeconds) break;
@@ -132,7 +132,7 @@ class ContentFds {
     double last_read;   // steady clock seconds
     double last_touch;
   };
-  absl::Mutex mu_;
+  Mutex mu_;
   std::unordered_map<Digest, Slot, DigestHash> map_ ABSL_GUARDED_BY(mu_);
   std::list<Digest> lru_ ABSL_GUARDED_BY(mu_);  // most recently read first
   const size_t max_;
@@ -151,18 +151,18 @@ class BadContents {
  public:
   static bool Permanent(const absl::Status& s) { return absl::IsDataLoss(s); }
   std::optional<absl::Status> Get(const Digest& d) {
-    absl::MutexLock lk(&mu_);
+    MutexLock lk(&mu_);
     auto it = map_.find(d);
     if (it == map_.end()) return std::nullopt;
     return it->second;
   }
   void Put(const Digest& d, const absl::Status& s) {
-    absl::MutexLock lk(&mu_);
+    MutexLock lk(&mu_);
     map_.emplace(d, s);
   }
 
  private:
-  absl::Mutex mu_;
+  Mutex mu_;
   std::unordered_map<Digest, absl::Status, DigestHash> map_ ABSL_GUARDED_BY(mu_);
 };
 
@@ -193,7 +193,7 @@ struct Di3fs::State {
   bool inited = false;  // OnInit ran (a takeover checks its synthetic FUSE_INIT)
   double open_ms = 0;
 
-  absl::Mutex mu;  // session lifecycle
+  Mutex mu;  // session lifecycle
   fuse_session* se ABSL_GUARDED_BY(mu) = nullptr;
   std::string mountpoint ABSL_GUARDED_BY(mu);
   bool mounted ABSL_GUARDED_BY(mu) = false;
@@ -551,7 +551,7 @@ Di3fs::Di3fs() : s_(std::make_unique<State>()) {}
 
 Di3fs::~Di3fs() {
   {
-    absl::MutexLock lk(&s_->mu);
+    MutexLock lk(&s_->mu);
     if (s_->se) {
       if (s_->mounted) fuse_session_unmount(s_->se);
       fuse_session_destroy(s_->se);
@@ -652,7 +652,7 @@ std::vector<char> SyntheticInit() {
 
 absl::Status Di3fs::Mount(const std::string& mountpoint) {
   State& s = *s_;
-  absl::MutexLock lk(&s.mu);
+  MutexLock lk(&s.mu);
   if (s.se) return absl::FailedPreconditionError(StrCat("already mounted at ", s.mountpoint));
   auto se = NewSession(s);
   if (!se.ok()) return se.status();
@@ -670,7 +670,7 @@ absl::Status Di3fs::Mount(const std::string& mountpoint) {
 
 absl::StatusOr<bool> Di3fs::TakeOver(const std::string& mountpoint, int fuse_fd) {
   State& s = *s_;
-  absl::MutexLock lk(&s.mu);
+  MutexLock lk(&s.mu);
   if (s.se) return absl::FailedPreconditionError(StrCat("already mounted at ", s.mountpoint));
   if (fcntl(fuse_fd, F_GETFD) == -1)
     return absl::InvalidArgumentError(StrCat("takeover of ", mountpoint, ": descriptor ", fuse_fd,
@@ -715,7 +715,7 @@ absl::Status Di3fs::Serve() {
   State& s = *s_;
   fuse_session* se;
   {
-    absl::MutexLock lk(&s.mu);
+    MutexLock lk(&s.mu);
     if (!s.se || !s.mounted) return absl::FailedPreconditionError("not mounted");
     se = s.se;
   }
@@ -729,7 +729,7 @@ absl::Status Di3fs::Serve() {
   cfg.clone_fd = 0;
   cfg.max_idle_threads = s.opt.max_idle_threads;
   int rc = fuse_session_loop_mt(se, &cfg);
-  absl::MutexLock lk(&s.mu);
+  MutexLock lk(&s.mu);
   if (s.taken_over) {
     // libfuse never knew the mountpoint. Ended by a signal, not by an
     // unmount (which ends the connection: POLLERR, as libfuse checks before
@@ -751,7 +751,7 @@ absl::Status Di3fs::Serve() {
 
 void Di3fs::Stop() {
   State& s = *s_;
-  absl::MutexLock lk(&s.mu);
+  MutexLock lk(&s.mu);
   if (!s.se || !s.mounted) return;
   fuse_session_exit(s.se);
   // Detaching the mount ends the connection once the last user is gone;
@@ -817,7 +817,7 @@ absl::Status RunDi3fs(const Di3fsOptions& options, const std::string& mountpoint
   double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   fuse_session* se;
   {
-    absl::MutexLock lk(&(*fs)->s_->mu);
+    MutexLock lk(&(*fs)->s_->mu);
     se = (*fs)->s_->se;
   }
   if (auto st = SetExitSignals(se); !st.ok()) return st;

@@ -50,14 +50,14 @@ Helpers& NoHelpers() {
 }
 
 int SpawningHelpers::Borrow(int max) {
-  absl::MutexLock l(&mu_);
+  MutexLock l(&mu_);
   int n = std::min(std::max(max, 0), free_);
   free_ -= n;
   return n;
 }
 
 void SpawningHelpers::Release(int n) {
-  absl::MutexLock l(&mu_);
+  MutexLock l(&mu_);
   free_ += n;
 }
 

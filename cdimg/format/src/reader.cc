@@ -7,7 +7,7 @@
 #include <cstring>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "d4c/base/mutex.h"
 #include "d4c/base/io.h"
 #include "d4c/base/status.h"
 #include "d4c/base/strcat.h"
@@ -46,7 +46,7 @@ struct CdimgImage::State {
   // neighbours are read together, and a chained patch of a composed delta
   // reads its steps from two or three packs per file).
   static constexpr size_t kCachedPacks = 4;
-  absl::Mutex pack_mu;
+  Mutex pack_mu;
   std::vector<std::pair<uint32_t, std::shared_ptr<const std::string>>> cached_packs ABSL_GUARDED_BY(pack_mu);
   ~State() {
     if (fd >= 0) close(fd);
@@ -326,7 +326,7 @@ absl::StatusOr<std::string> CdimgImage::ReadStoredPayload(const Recipe& r) const
     return absl::OutOfRangeError(StrCat(s_->path, ": pack ", r.pack, " does not exist"));
   std::shared_ptr<const std::string> raw;
   {
-    absl::MutexLock l(&s_->pack_mu);
+    MutexLock l(&s_->pack_mu);
     auto& cache = s_->cached_packs;
     for (size_t k = 0; k < cache.size(); ++k)
       if (cache[k].first == r.pack) {
@@ -344,7 +344,7 @@ absl::StatusOr<std::string> CdimgImage::ReadStoredPayload(const Recipe& r) const
     if (!dec.ok())
       return absl::DataLossError(StrCat(s_->path, ": pack ", r.pack, ": ", dec.status().message()));
     raw = std::make_shared<const std::string>(std::move(*dec));
-    absl::MutexLock l(&s_->pack_mu);
+    MutexLock l(&s_->pack_mu);
     auto& cache = s_->cached_packs;
     cache.insert(cache.begin(), {r.pack, raw});
     if (cache.size() > State::kCachedPacks) cache.pop_back();

@@ -11,7 +11,7 @@
 #include <unordered_map>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
+#include "d4c/base/mutex.h"
 #include "d4c/base/zstd.h"
 #include "d4c/base/io.h"
 #include "d4c/base/strcat.h"
@@ -67,7 +67,7 @@ class CompressingSpool : public ContentSink {
 
   absl::Status Put(const Digest& digest, std::string content) override {
     if (content.empty()) return absl::OkStatus();
-    absl::MutexLock l(&mu_);
+    MutexLock l(&mu_);
     if (!error_.ok()) return error_;
     if (!slots_.emplace(digest, Slot{}).second) return absl::OkStatus();
     // Bound memory: at most ~kMaxInflight bytes of raw content queued.
@@ -82,7 +82,7 @@ class CompressingSpool : public ContentSink {
   absl::StatusOr<std::unique_ptr<LargeContent>> BeginLarge(uint64_t size) override;
 
   absl::Status Wait() {
-    absl::MutexLock l(&mu_);
+    MutexLock l(&mu_);
     while (pending_ != 0) cv_.Wait(&mu_);
     return error_;
   }
@@ -92,7 +92,7 @@ class CompressingSpool : public ContentSink {
   absl::Status CopyBlob(const Digest& d, const std::function<absl::Status(std::string_view)>& append) {
     Slot slot;
     {
-      absl::MutexLock l(&mu_);
+      MutexLock l(&mu_);
       auto it = slots_.find(d);
       if (it == slots_.end()) return absl::InternalError("content missing from spool");
       slot = it->second;
@@ -120,7 +120,7 @@ class CompressingSpool : public ContentSink {
 
   void Compress(const Digest& digest, const std::string& content) {
     auto blob = CompressFullBlob(content, level_);
-    absl::MutexLock l(&mu_);
+    MutexLock l(&mu_);
     if (!blob.ok()) {
       if (error_.ok()) error_ = blob.status();
     } else if (absl::Status st = PWriteAll(fd_, *blob, end_, "conversion spool"); !st.ok()) {
@@ -140,8 +140,8 @@ class CompressingSpool : public ContentSink {
   int large_fd_;  // streamed blobs; written by the squashing thread only
   int level_;
   std::function<void(uint64_t, uint64_t)> progress_;
-  absl::Mutex mu_;
-  absl::CondVar cv_;  // signalled when a compression finishes
+  Mutex mu_;
+  CondVar cv_;  // signalled when a compression finishes
   std::unordered_map<Digest, Slot, DigestHash> slots_ ABSL_GUARDED_BY(mu_);
   uint64_t end_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t large_end_ ABSL_GUARDED_BY(mu_) = 0;
@@ -175,7 +175,7 @@ class StreamedBlob : public LargeContent {
       return absl::InternalError(StrCat("streamed file of ", size_, " bytes got ", fed_));  // reader checks
     if (absl::Status st = Feed({}, ZSTD_e_end); !st.ok()) return st;
     CompressingSpool& s = spool_;
-    absl::MutexLock l(&s.mu_);
+    MutexLock l(&s.mu_);
     s.known_ += size_;
     s.done_ += size_;
     if (s.progress_) s.progress_(s.done_, s.known_);
@@ -213,7 +213,7 @@ class StreamedBlob : public LargeContent {
 absl::StatusOr<std::unique_ptr<LargeContent>> CompressingSpool::BeginLarge(uint64_t size) {
   uint64_t offset;
   {
-    absl::MutexLock l(&mu_);
+    MutexLock l(&mu_);
     if (!error_.ok()) return error_;
     offset = large_end_;
   }

@@ -53,7 +53,7 @@ absl::StatusOr<BlobRef> Spool::Put(std::string_view bytes) {
 }
 
 BlobRef Spool::Reserve(uint64_t length) {
-  absl::MutexLock l(&mu_);
+  MutexLock l(&mu_);
   BlobRef ref{end_, length};
   end_ += length;
   return ref;
@@ -101,8 +101,8 @@ std::exception_ptr RunTask(const std::function<void()>& task) {
 // job or a task runs; `cv` is signalled whenever a job, a task or a helper
 // finishes, a group is added, or borrowed threads are released.
 struct RunState {
-  absl::Mutex mu;
-  absl::CondVar cv;
+  Mutex mu;
+  CondVar cv;
   uint64_t inflight ABSL_GUARDED_BY(mu) = 0;
   uint64_t done ABSL_GUARDED_BY(mu) = 0;
   uint64_t total ABSL_GUARDED_BY(mu) = 0;
@@ -162,14 +162,14 @@ class PoolHelpers final : public Helpers {
   }
 
   int Borrow(int max) override {
-    absl::MutexLock l(&st_.mu);
+    MutexLock l(&st_.mu);
     int n = static_cast<int>(std::min<size_t>(std::max(max, 0), st_.width - st_.running));
     st_.running += n;
     return n;
   }
 
   void Release(int n) override {
-    absl::MutexLock l(&st_.mu);
+    MutexLock l(&st_.mu);
     st_.running -= n;
     st_.cv.SignalAll();
   }
@@ -194,7 +194,7 @@ void RunOne(const BlobJob& job, Spool& spool, Helpers& helpers, const RunOptions
     r = absl::InternalError(StrCat(JobName(job, o), ": ", e.what(), " while making its blob"));
   }
   absl::StatusOr<BlobRef> ref = !r.ok() ? r.status() : r->spooled ? *r->spooled : spool.Put(r->blob);
-  absl::MutexLock l(&st.mu);
+  MutexLock l(&st.mu);
   if (!ref.ok()) {
     st.errors.emplace(job.entry, ref.status());
   } else {
@@ -274,7 +274,7 @@ absl::StatusOr<std::map<size_t, SpooledBlob>> RunJobs(std::vector<BlobJob> jobs,
     }
     st.mu.Unlock();
   }  // the pool joins here: every submitted job and helper has finished
-  absl::MutexLock l(&st.mu);
+  MutexLock l(&st.mu);
   if (!st.errors.empty()) return st.errors.begin()->second;
   return std::move(st.out);
 }

@@ -17,7 +17,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "d4c/base/mutex.h"
 #include "d4c/cdimg.h"
 #include "d4c/delta.h"
 
@@ -80,7 +80,7 @@ class Spool {
  private:
   explicit Spool(int fd) : fd_(fd) {}
   const int fd_;
-  absl::Mutex mu_;
+  Mutex mu_;
   uint64_t end_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

@@ -14,7 +14,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
+#include "d4c/base/mutex.h"
 
 namespace d4c::internal {
 
@@ -26,25 +26,28 @@ class ThreadPool {
   }
   ~ThreadPool() {
     {
-      absl::MutexLock l(&mu_);
+      MutexLock l(&mu_);
       stop_ = true;
     }
+    cv_.SignalAll();
     for (auto& t : workers_) t.join();
   }
   void Submit(std::function<void()> task) {
-    absl::MutexLock l(&mu_);
-    tasks_.push_back(std::move(task));
+    {
+      MutexLock l(&mu_);
+      tasks_.push_back(std::move(task));
+    }
+    cv_.Signal();
   }
   size_t size() const { return workers_.size(); }
 
  private:
-  bool HasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return stop_ || !tasks_.empty(); }
-
   void Run() {
     for (;;) {
       std::function<void()> task;
       {
-        absl::MutexLock l(&mu_, absl::Condition(this, &ThreadPool::HasWork));
+        MutexLock l(&mu_);
+        while (!stop_ && tasks_.empty()) cv_.Wait(&mu_);
         if (tasks_.empty()) return;  // stopping, and the queue is drained
         task = std::move(tasks_.front());
         tasks_.pop_front();
@@ -52,7 +55,8 @@ class ThreadPool {
       task();
     }
   }
-  absl::Mutex mu_;
+  Mutex mu_;
+  CondVar cv_;  // signalled when a task is queued or stop_ is set
   std::deque<std::function<void()>> tasks_ ABSL_GUARDED_BY(mu_);
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<std::thread> workers_;  // set in the constructor, immutable after

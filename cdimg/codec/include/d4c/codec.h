@@ -11,7 +11,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "d4c/base/mutex.h"
 
 namespace d4c {
 
@@ -66,7 +66,7 @@ class SpawningHelpers final : public Helpers {
   void Release(int n) override;
 
  private:
-  absl::Mutex mu_;
+  Mutex mu_;
   int free_ ABSL_GUARDED_BY(mu_);
 };
 
