@@ -1,6 +1,9 @@
+#define ZSTD_STATIC_LINKING_ONLY  // ZSTD_customMem, ZSTD_createCCtx_advanced (exported by libzstd.so)
 #include "d4c/base/zstd.h"
 
 #include <sys/mman.h>
+
+#include <cstdlib>
 
 #include <algorithm>
 #include <cstdint>
@@ -49,7 +52,69 @@ void AdviseHugePages(char* p, uint64_t size) {
 #endif
 }
 
+// zstd's workspaces (a context's tables, a streaming window, the
+// multi-threaded compressor's buffers) of kHugeWorkspaceFrom bytes and more
+// are their own 2 MiB-aligned mappings advised huge: zstd zeroes its tables
+// at every frame, so each 4 KiB page of them is a page fault the first time.
+// The level-19 context for a 25 KB index with an 18 KB prefix is 1.6 MB:
+// ~340 faults, ~3.5 ms of a 9 ms compression on the reference VM, where a
+// fault costs ~25 us (docs/benchmarks.md, "2026-12-06"); one huge page
+// instead. Smaller blocks come from malloc. Every block starts kWorkspaceHeader
+// bytes after a header saying which it is (the alignment malloc and zstd
+// need is kept).
+constexpr size_t kHugeWorkspaceFrom = 1 << 20;
+constexpr size_t kWorkspaceHeader = 64;
+struct WorkspaceHeader {
+  void* mapping;   // null: malloc'ed at the header's address
+  size_t length;   // of the mapping
+};
+static_assert(sizeof(WorkspaceHeader) <= kWorkspaceHeader);
+
+void* MapHuge(size_t size) {
+  const size_t length = (size + kHugePageBytes - 1) & ~(kHugePageBytes - 1);
+  void* m = mmap(nullptr, length + kHugePageBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) return nullptr;
+  uintptr_t begin = reinterpret_cast<uintptr_t>(m);
+  uintptr_t aligned = (begin + kHugePageBytes - 1) & ~(kHugePageBytes - 1);
+  if (aligned > begin) munmap(m, aligned - begin);
+  if (size_t tail = begin + length + kHugePageBytes - (aligned + length))
+    munmap(reinterpret_cast<void*>(aligned + length), tail);
+  void* p = reinterpret_cast<void*>(aligned);
+#ifdef MADV_HUGEPAGE
+  madvise(p, length, MADV_HUGEPAGE);  // advice only: errors ignored
+#endif
+  *static_cast<WorkspaceHeader*>(p) = {p, length};
+  return p;
+}
+
+void* ZstdAlloc(void* /*opaque*/, size_t size) {
+  if (size > SIZE_MAX - kHugePageBytes * 2) return nullptr;
+  void* block = size >= kHugeWorkspaceFrom ? MapHuge(size + kWorkspaceHeader) : nullptr;
+  if (block == nullptr) {
+    block = std::malloc(size + kWorkspaceHeader);
+    if (block == nullptr) return nullptr;
+    *static_cast<WorkspaceHeader*>(block) = {nullptr, 0};
+  }
+  return static_cast<char*>(block) + kWorkspaceHeader;
+}
+
+void ZstdFree(void* /*opaque*/, void* address) {
+  if (address == nullptr) return;
+  void* block = static_cast<char*>(address) - kWorkspaceHeader;
+  WorkspaceHeader h = *static_cast<WorkspaceHeader*>(block);
+  if (h.mapping != nullptr) {
+    munmap(h.mapping, h.length);
+  } else {
+    std::free(block);
+  }
+}
+
+constexpr ZSTD_customMem kWorkspaceMem{ZstdAlloc, ZstdFree, nullptr};
+
 }  // namespace
+
+ZstdCCtxPtr NewZstdCCtx() { return ZstdCCtxPtr(ZSTD_createCCtx_advanced(kWorkspaceMem)); }
+ZstdDCtxPtr NewZstdDCtx() { return ZstdDCtxPtr(ZSTD_createDCtx_advanced(kWorkspaceMem)); }
 
 absl::StatusOr<std::string> AllocateBuffer(uint64_t size) {
   try {
@@ -84,7 +149,7 @@ absl::StatusOr<std::string> ZstdCompressWith(ZSTD_CCtx* cctx, std::string_view s
 namespace {
 
 absl::StatusOr<std::string> Compress(std::string_view src, int level, int window_log) {
-  ZstdCCtxPtr cctx(ZSTD_createCCtx());
+  ZstdCCtxPtr cctx = NewZstdCCtx();
   if (!cctx) return absl::ResourceExhaustedError("ZSTD_createCCtx failed");
   if (auto s = ZstdSet(cctx.get(), ZSTD_c_compressionLevel, level); !s.ok()) return s;
   if (window_log != 0) {
@@ -114,7 +179,7 @@ absl::StatusOr<std::string> ZstdDecompressFrame(std::string_view frame, uint64_t
   }
   auto out = AllocateBuffer(content);
   if (!out.ok()) return out.status();
-  ZstdDCtxPtr dctx(ZSTD_createDCtx());
+  ZstdDCtxPtr dctx = NewZstdDCtx();
   if (!dctx) return absl::ResourceExhaustedError("ZSTD_createDCtx failed");
   // One-shot decoding writes straight into `out`: no window buffer is allocated.
   size_t n = ZSTD_decompressDCtx(dctx.get(), out->data(), out->size(), frame.data(), frame.size());

@@ -41,7 +41,7 @@ std::string FixedCtrl(const std::vector<BsdiffTriple>& triples) {
 
 absl::Status FrameReader::Init(std::string_view frame) {
   if (frame.empty()) return absl::OkStatus();
-  dctx_.reset(ZSTD_createDCtx());
+  dctx_ = NewZstdDCtx();
   if (!dctx_) return absl::ResourceExhaustedError("ZSTD_createDCtx failed");
   size_t rc = ZSTD_DCtx_setParameter(dctx_.get(), ZSTD_d_windowLogMax, kCtrlWindowLog);
   if (ZSTD_isError(rc)) return ZstdError("bsdiff ctrl windowLogMax", rc);

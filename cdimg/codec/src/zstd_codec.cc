@@ -33,7 +33,7 @@ bool Overlaps(std::string_view a, std::string_view b) {
 
 absl::StatusOr<std::string> EncodeSeparate(int level, std::string_view base,
                                            std::string_view target) {
-  ZstdCCtxPtr cctx(ZSTD_createCCtx());
+  ZstdCCtxPtr cctx = NewZstdCCtx();
   if (!cctx) return absl::ResourceExhaustedError("ZSTD_createCCtx failed");
   auto s = ConfigureEncoder(cctx.get(), level, PatchWindowLog(base.size(), target.size()));
   if (!s.ok()) return s;
@@ -73,7 +73,7 @@ absl::StatusOr<std::string> ZstdCodec::Decode(std::string_view base, std::string
   if (ZSTD_isError(frame_len) || frame_len != patch.size()) {
     return absl::DataLossError("zstd patch: truncated or trailing bytes");
   }
-  ZstdDCtxPtr dctx(ZSTD_createDCtx());
+  ZstdDCtxPtr dctx = NewZstdDCtx();
   if (!dctx) return absl::ResourceExhaustedError("ZSTD_createDCtx failed");
   // Never accept a window wider than the encoder could have chosen for these sizes.
   size_t rc = ZSTD_DCtx_setParameter(dctx.get(), ZSTD_d_windowLogMax,

@@ -138,7 +138,7 @@ absl::StatusOr<EncodedIndex> EncodeIndex(const std::vector<Entry>& entries,
 }
 
 absl::StatusOr<std::string> CompressPack(std::string_view raw, int level) {
-  ZstdCCtxPtr cctx(ZSTD_createCCtx());
+  ZstdCCtxPtr cctx = NewZstdCCtx();
   if (!cctx) return absl::ResourceExhaustedError("zstd: out of memory");
   ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
   ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_format, ZSTD_f_zstd1_magicless);
@@ -156,7 +156,7 @@ absl::Status CheckPackHeader(std::string_view stored, uint64_t raw_length) {
 absl::StatusOr<std::string> DecompressPack(std::string_view stored, uint64_t raw_length) {
   // Exactly one frame recording exactly raw_length bytes (bounded by the index).
   if (auto s = CheckPackHeader(stored, raw_length); !s.ok()) return s;
-  ZstdDCtxPtr dctx(ZSTD_createDCtx());
+  ZstdDCtxPtr dctx = NewZstdDCtx();
   if (!dctx) return absl::ResourceExhaustedError("zstd: out of memory");
   ZSTD_DCtx_setParameter(dctx.get(), ZSTD_d_format, ZSTD_f_zstd1_magicless);
   std::string out(raw_length, '\0');
@@ -167,7 +167,7 @@ absl::StatusOr<std::string> DecompressPack(std::string_view stored, uint64_t raw
 }
 
 absl::StatusOr<std::string> CompressMeta(std::string_view raw, std::string_view dict, int level) {
-  ZstdCCtxPtr cctx(ZSTD_createCCtx());
+  ZstdCCtxPtr cctx = NewZstdCCtx();
   if (!cctx) return absl::ResourceExhaustedError("zstd: out of memory");
   ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
   // No magic (the cdimg lead identifies the file), a content checksum (it
@@ -187,7 +187,7 @@ absl::StatusOr<std::string> CompressMeta(std::string_view raw, std::string_view 
 
 absl::StatusOr<std::string> DecompressMeta(std::string_view stored, std::string_view dict,
                                            uint64_t raw_length) {
-  ZstdDCtxPtr dctx(ZSTD_createDCtx());
+  ZstdDCtxPtr dctx = NewZstdDCtx();
   if (!dctx) return absl::ResourceExhaustedError("zstd: out of memory");
   ZSTD_DCtx_setParameter(dctx.get(), ZSTD_d_windowLogMax, 31);
   ZSTD_DCtx_setParameter(dctx.get(), ZSTD_d_format, ZSTD_f_zstd1_magicless);

@@ -28,7 +28,7 @@ constexpr uint64_t kZstdWorkersAbove = 8u << 20;
 
 // The parameters of every `full` blob, one-shot or streamed.
 absl::StatusOr<ZstdCCtxPtr> FullBlobContext(int level, uint64_t size) {
-  ZstdCCtxPtr cctx(ZSTD_createCCtx());
+  ZstdCCtxPtr cctx = NewZstdCCtx();
   if (!cctx) return absl::ResourceExhaustedError("zstd: out of memory");
   ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
   ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_contentSizeFlag, 1);

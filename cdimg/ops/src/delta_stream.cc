@@ -19,7 +19,7 @@ absl::Status CheckFullBlob(const CdimgImage& img, size_t entry, uint64_t size, c
   // One context per pool thread: creating one costs more than checking a
   // small file.
   thread_local ZstdDCtxPtr dctx;
-  if (!dctx) dctx.reset(ZSTD_createDCtx());
+  if (!dctx) dctx = NewZstdDCtx();
   if (!dctx) return at(absl::ResourceExhaustedError("zstd: out of memory"));
   ZSTD_DCtx_reset(dctx.get(), ZSTD_reset_session_and_parameters);
   ZSTD_DCtx_setParameter(dctx.get(), ZSTD_d_windowLogMax, kMaxWindowLog);

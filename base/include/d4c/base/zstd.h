@@ -23,6 +23,12 @@ struct ZstdDCtxDeleter {
 using ZstdCCtxPtr = std::unique_ptr<ZSTD_CCtx, ZstdCCtxDeleter>;
 using ZstdDCtxPtr = std::unique_ptr<ZSTD_DCtx, ZstdDCtxDeleter>;
 
+// Contexts whose big workspaces (1 MiB and more) are mapped in huge pages
+// (base/src/zstd.cc says why); null when out of memory. Use these instead of
+// ZSTD_createCCtx / ZSTD_createDCtx.
+ZstdCCtxPtr NewZstdCCtx();
+ZstdDCtxPtr NewZstdDCtx();
+
 // Turns a zstd return code into a Status: `code` is the failed operation's result.
 absl::Status ZstdError(std::string_view what, size_t code);
 // Sets a parameter, mapping failure to a Status (parameters can be out of range).
