@@ -8,7 +8,9 @@
 # (docs/architecture.md "Start-up").
 # Only these can be static: nothing else loaded into our processes depends on
 # abseil, gRPC or libarchive, so there is one copy of each. Their own
-# dependencies that we also use (zstd, xz, bzip2, zlib, OpenSSL) stay shared.
+# dependencies that we also use (zstd, xz, bzip2, zlib) stay shared. gRPC is
+# its build without TLS (grpc++_unsecure, proto/CMakeLists.txt), so OpenSSL
+# is not loaded at all (libcurl brings it when a registry is contacted).
 # libarchive's archive is linked with the shared objects of the libraries its
 # tar reader and filters call; the XAR reader (libxml2, ICU), disk ACLs (libacl)
 # and encrypted zip (nettle) are not pulled in, since we do not call them.
@@ -20,7 +22,7 @@ option(D4C_STATIC_DEPS "Link abseil, gRPC, protobuf and libarchive from their st
 function(d4c_static_archive_for path out)
   set(result "${path}")
   if(D4C_STATIC_DEPS AND path MATCHES
-     "^(.*/lib(absl_[a-z0-9_]+|grpc\\+\\+|grpc|gpr|upb|re2|cares|address_sorting|protobuf|archive))\\.so(\\.[0-9.]+)?$")
+     "^(.*/lib(absl_[a-z0-9_]+|grpc\\+\\+(_unsecure)?|grpc(_unsecure)?|gpr|upb|re2|cares|address_sorting|protobuf|archive))\\.so(\\.[0-9.]+)?$")
     if(EXISTS "${CMAKE_MATCH_1}.a")
       set(result "${CMAKE_MATCH_1}.a")
     endif()
@@ -55,10 +57,13 @@ function(d4c_static_absl)
 endfunction()
 
 # A pkg_check_modules(... IMPORTED_TARGET) target whose libraries are full
-# paths; SHARED_DEPS names libraries (as for find_library) the archives need,
-# linked as shared objects after them.
+# paths; STATIC_DEPS names libraries whose archives the target's archives need
+# although its .pc file does not list them (its shared objects name them
+# themselves: grpc_unsecure's re2, upb, c-ares), linked after them; SHARED_DEPS
+# names libraries (as for find_library) the archives need, linked as shared
+# objects after those.
 function(d4c_static_pkgconfig target)
-  cmake_parse_arguments(ARG "" "" "SHARED_DEPS" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "STATIC_DEPS;SHARED_DEPS" ${ARGN})
   if(NOT D4C_STATIC_DEPS)
     return()
   endif()
@@ -67,6 +72,10 @@ function(d4c_static_pkgconfig target)
   foreach(l ${libs})
     d4c_static_archive_for("${l}" a)
     list(APPEND out "${a}")
+  endforeach()
+  foreach(d ${ARG_STATIC_DEPS})
+    find_library(D4C_STATIC_${d} lib${d}.a REQUIRED)
+    list(APPEND out "${D4C_STATIC_${d}}")
   endforeach()
   foreach(d ${ARG_SHARED_DEPS})
     find_library(D4C_SHARED_${d} ${d} REQUIRED)

@@ -19,7 +19,7 @@ PKGS=(
   # libraries
   libfuse3-dev fuse3 libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libzstd-dev zstd zlib1g-dev liblzma-dev libbz2-dev libarchive-dev liblz4-dev nlohmann-json3-dev libabsl-dev catch2
-  libcurl4-openssl-dev libssl-dev libsqlite3-dev libspdlog-dev libcli11-dev libdivsufsort-dev libtomlplusplus-dev
+  libcurl4-openssl-dev libssl-dev nettle-dev libsqlite3-dev libspdlog-dev libcli11-dev libdivsufsort-dev libtomlplusplus-dev
   # runtime peers for end-to-end tests (real containerd, runc, registry)
   containerd runc docker-registry golang-github-containerd-containerd-dev
   # corpus + comparison tools for tests and benchmarks

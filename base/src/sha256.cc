@@ -1,15 +1,15 @@
-// OpenSSL's SHA256_Init/Update/Final, deprecated since OpenSSL 3.0 in favour
-// of EVP, on purpose: the first EVP digest of a process loads openssl.cnf and
-// activates the default provider, ~1 ms of every short ctr-cli command
-// (docs/architecture.md "Start-up"), and each EVP call costs ~370 ns against
-// ~90 ns here for a 64-byte input. Both run the same SHA-NI/AVX2 code on large
-// inputs (1.5 GB/s on the bench machine). TLS, the only other OpenSSL user,
-// still goes through EVP and the configuration (libcurl, gRPC).
-#define OPENSSL_SUPPRESS_DEPRECATED 1
+// sha256 from nettle, not OpenSSL: libcrypto is the biggest shared object a
+// process of ours would load (98 pages of relocated data, each a page fault
+// at every start; with libssl ~145 faults, ~4 ms of a ctr-cli command on the
+// reference VM, docs/architecture.md "Start-up"), and after this and gRPC
+// without TLS (grpc++_unsecure) nothing else of ours needs it. nettle runs
+// SHA-NI too: 1.46 GB/s against OpenSSL's 1.64 GB/s on 64 MiB, the same
+// ~80 ns for 64 bytes (docs/benchmarks.md, "2026-12-06"). TLS stays with
+// libcurl, loaded when a registry is first contacted, and its OpenSSL.
 #include "d4c/base/sha256.h"
 
 #include <fcntl.h>
-#include <openssl/sha.h>
+#include <nettle/sha2.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -19,21 +19,23 @@
 namespace d4c {
 
 namespace {
-SHA256_CTX* Ctx(unsigned char* p) { return reinterpret_cast<SHA256_CTX*>(p); }
+sha256_ctx* Ctx(unsigned char* p) { return reinterpret_cast<sha256_ctx*>(p); }
 }  // namespace
 
 Sha256Hasher::Sha256Hasher() {
-  static_assert(sizeof(SHA256_CTX) <= sizeof(ctx_) && alignof(SHA256_CTX) <= 8, "SHA256_CTX does not fit Sha256Hasher");
-  SHA256_Init(Ctx(ctx_));
+  static_assert(sizeof(sha256_ctx) <= sizeof(ctx_) && alignof(sha256_ctx) <= 8, "sha256_ctx does not fit Sha256Hasher");
+  sha256_init(Ctx(ctx_));
 }
 
 Sha256Hasher::~Sha256Hasher() = default;
 
-void Sha256Hasher::Update(std::string_view bytes) { SHA256_Update(Ctx(ctx_), bytes.data(), bytes.size()); }
+void Sha256Hasher::Update(std::string_view bytes) {
+  sha256_update(Ctx(ctx_), bytes.size(), reinterpret_cast<const uint8_t*>(bytes.data()));
+}
 
 Digest Sha256Hasher::Finish() {
   Digest d;
-  SHA256_Final(d.data(), Ctx(ctx_));
+  sha256_digest(Ctx(ctx_), SHA256_DIGEST_SIZE, d.data());
   return d;
 }
 

@@ -1,7 +1,6 @@
 #include "d4c/registry/registry_client.h"
 
 #include <fcntl.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,6 +19,7 @@
 #include "d4c/registry/catalog.h"
 #include "d4c/base/sha256.h"
 #include "d4c/base/strcat.h"
+#include "absl/strings/escaping.h"
 #include "nlohmann/json.hpp"
 
 namespace d4c::registry {
@@ -39,22 +39,11 @@ std::string Trim(std::string s) {
   return s.substr(i);
 }
 
-std::string Base64(const std::string& in) {
-  std::string out(4 * ((in.size() + 2) / 3) + 1, '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
-  out.resize(static_cast<size_t>(n));
-  return out;
-}
+std::string Base64(const std::string& in) { return absl::Base64Escape(in); }
 
 std::optional<std::string> Unbase64(const std::string& in) {
-  if (in.empty() || in.size() % 4 != 0) return std::nullopt;
-  std::string out(in.size() / 4 * 3, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(in.data()), static_cast<int>(in.size()));
-  if (n < 0) return std::nullopt;
-  size_t pad = in.ends_with("==") ? 2 : in.ends_with("=") ? 1 : 0;
-  out.resize(static_cast<size_t>(n) - pad);
+  std::string out;
+  if (in.empty() || in.size() % 4 != 0 || !absl::Base64Unescape(in, &out)) return std::nullopt;
   return out;
 }
 

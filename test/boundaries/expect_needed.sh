@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # expect_needed.sh STATIC_DEPS BINARY...: passes when no BINARY names libcurl
 # as a shared library it needs (it is loaded at first use, registry/src/curl_api.h)
-# and, with STATIC_DEPS on, none names abseil, gRPC, protobuf or libarchive
+# nor OpenSSL's libssl or libcrypto (sha256 is nettle's, gRPC is built without
+# TLS; libcurl brings OpenSSL when it is loaded) and, with STATIC_DEPS on, none names abseil, gRPC, protobuf or libarchive
 # (linked from their archives, cmake/StaticDeps.cmake) or what only
 # libarchive's shared object brings (libxml2, ICU). docs/architecture.md "Start-up".
 set -u
 static=$1; shift
-bad='libcurl'
+bad='libcurl|libssl|libcrypto'
 [[ $static == ON || $static == 1 || $static == TRUE ]] && bad+='|libabsl_|libgrpc|libgpr|libprotobuf|libupb|libre2|libcares|libarchive|libxml2|libicu'
 rc=0
 for bin in "$@"; do

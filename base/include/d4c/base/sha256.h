@@ -31,7 +31,7 @@ class Sha256Hasher {
   Digest Finish();
 
  private:
-  // OpenSSL's SHA256_CTX (112 bytes), kept opaque so callers need no OpenSSL
+  // nettle's sha256_ctx (112 bytes), kept opaque so callers need no nettle
   // headers; sha256.cc checks that it fits.
   alignas(8) unsigned char ctx_[128];
 };
