@@ -3,8 +3,8 @@
 // at every start; with libssl ~145 faults, ~4 ms of a ctr-cli command on the
 // reference VM, docs/architecture.md "Start-up"), and after this and gRPC
 // without TLS (grpc++_unsecure) nothing else of ours needs it. nettle runs
-// SHA-NI too: 1.46 GB/s against OpenSSL's 1.64 GB/s on 64 MiB, the same
-// ~80 ns for 64 bytes (docs/benchmarks.md, "2026-12-06"). TLS stays with
+// SHA-NI too: 1.54 GB/s against OpenSSL's 1.74 GB/s on 64 MiB, ~79 ns for
+// 64 bytes (test/bench/sha256_bench; docs/benchmarks.md, "2026-12-06"). TLS stays with
 // libcurl, loaded when a registry is first contacted, and its OpenSSL.
 #include "d4c/base/sha256.h"
 
