@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <new>
 
+#include "d4c/base/memory.h"
 #include "d4c/base/strcat.h"
 
 namespace d4c {
@@ -35,79 +36,16 @@ absl::Status ZstdSet(ZSTD_CCtx* cctx, ZSTD_cParameter p, int value) {
 
 namespace {
 
-// Buffers this big ask for transparent huge pages (where the kernel gives
-// them on request, THP "madvise" mode, as on Debian): one page fault per
-// 2 MiB instead of per 4 KiB. Filling a rebuilt 28 MB file's buffers took
-// ~7,000 faults each, a tenth of patch's CPU time (docs/benchmarks.md).
-constexpr uint64_t kHugePageBytes = 2 << 20;
-constexpr uint64_t kAdviseHugeFrom = 4 * kHugePageBytes;
-
-void AdviseHugePages(char* p, uint64_t size) {
-#ifdef MADV_HUGEPAGE
-  uintptr_t begin = (reinterpret_cast<uintptr_t>(p) + kHugePageBytes - 1) & ~(kHugePageBytes - 1);
-  uintptr_t end = (reinterpret_cast<uintptr_t>(p) + size) & ~(kHugePageBytes - 1);
-  if (begin < end) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);  // advice only: errors ignored
-#else
-  (void)p, (void)size;
-#endif
-}
-
 // zstd's workspaces (a context's tables, a streaming window, the
-// multi-threaded compressor's buffers) of kHugeWorkspaceFrom bytes and more
-// are their own 2 MiB-aligned mappings advised huge: zstd zeroes its tables
-// at every frame, so each 4 KiB page of them is a page fault the first time.
-// The level-19 context for a 25 KB index with an 18 KB prefix is 1.6 MB:
-// ~340 faults, ~3.5 ms of a 9 ms compression on the reference VM, where a
-// fault costs ~25 us (docs/benchmarks.md, "2026-12-06"); one huge page
-// instead. Smaller blocks come from malloc. Every block starts kWorkspaceHeader
-// bytes after a header saying which it is (the alignment malloc and zstd
-// need is kept).
-constexpr size_t kHugeWorkspaceFrom = 1 << 20;
-constexpr size_t kWorkspaceHeader = 64;
-struct WorkspaceHeader {
-  void* mapping;   // null: malloc'ed at the header's address
-  size_t length;   // of the mapping
-};
-static_assert(sizeof(WorkspaceHeader) <= kWorkspaceHeader);
-
-void* MapHuge(size_t size) {
-  const size_t length = (size + kHugePageBytes - 1) & ~(kHugePageBytes - 1);
-  void* m = mmap(nullptr, length + kHugePageBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (m == MAP_FAILED) return nullptr;
-  uintptr_t begin = reinterpret_cast<uintptr_t>(m);
-  uintptr_t aligned = (begin + kHugePageBytes - 1) & ~(kHugePageBytes - 1);
-  if (aligned > begin) munmap(m, aligned - begin);
-  if (size_t tail = begin + length + kHugePageBytes - (aligned + length))
-    munmap(reinterpret_cast<void*>(aligned + length), tail);
-  void* p = reinterpret_cast<void*>(aligned);
-#ifdef MADV_HUGEPAGE
-  madvise(p, length, MADV_HUGEPAGE);  // advice only: errors ignored
-#endif
-  *static_cast<WorkspaceHeader*>(p) = {p, length};
-  return p;
-}
-
-void* ZstdAlloc(void* /*opaque*/, size_t size) {
-  if (size > SIZE_MAX - kHugePageBytes * 2) return nullptr;
-  void* block = size >= kHugeWorkspaceFrom ? MapHuge(size + kWorkspaceHeader) : nullptr;
-  if (block == nullptr) {
-    block = std::malloc(size + kWorkspaceHeader);
-    if (block == nullptr) return nullptr;
-    *static_cast<WorkspaceHeader*>(block) = {nullptr, 0};
-  }
-  return static_cast<char*>(block) + kWorkspaceHeader;
-}
-
-void ZstdFree(void* /*opaque*/, void* address) {
-  if (address == nullptr) return;
-  void* block = static_cast<char*>(address) - kWorkspaceHeader;
-  WorkspaceHeader h = *static_cast<WorkspaceHeader*>(block);
-  if (h.mapping != nullptr) {
-    munmap(h.mapping, h.length);
-  } else {
-    std::free(block);
-  }
-}
+// multi-threaded compressor's buffers) come from AllocateMaybeHuge: zstd
+// zeroes its tables at every frame, so each 4 KiB page of them is a page
+// fault the first time. The level-19 context for a 25 KB index with an 18 KB
+// prefix is 1.6 MB: ~340 faults, ~3.5 ms of a 9 ms compression on the
+// reference VM (docs/benchmarks.md, "2026-12-06"); one huge page instead.
+// Hence 1 MiB here rather than operator new's 4 MiB: a process has few
+// contexts, and they live long.
+void* ZstdAlloc(void* /*opaque*/, size_t size) { return AllocateMaybeHuge(size, size_t{1} << 20); }
+void ZstdFree(void* /*opaque*/, void* address) { std::free(address); }
 
 constexpr ZSTD_customMem kWorkspaceMem{ZstdAlloc, ZstdFree, nullptr};
 
@@ -119,11 +57,7 @@ ZstdDCtxPtr NewZstdDCtx() { return ZstdDCtxPtr(ZSTD_createDCtx_advanced(kWorkspa
 absl::StatusOr<std::string> AllocateBuffer(uint64_t size) {
   try {
     std::string s;
-    if (size >= kAdviseHugeFrom) {
-      s.reserve(size);  // allocated, not yet touched
-      AdviseHugePages(s.data(), size);
-    }
-    s.resize(size);
+    s.resize(size);  // big ones in huge pages (d4c/base/memory.h)
     return s;
   } catch (const std::bad_alloc&) {
   } catch (const std::length_error&) {

@@ -1,0 +1,23 @@
+// Big allocations in transparent huge pages: one page fault per 2 MiB
+// instead of per 4 KiB (base/src/memory.cc says why and how).
+#pragma once
+
+#include <cstddef>
+
+namespace d4c {
+
+// From this size on a C++ allocation (the global operator new in memory.cc)
+// is placed for huge pages. Lower thresholds cost more than they save where
+// many blocks of 1-4 MiB come and go: each becomes a whole 2 MiB page that
+// glibc's heap keeps once freed (patching debian-python: +60% peak memory at
+// 1 MiB, docs/benchmarks.md "2026-12-06").
+inline constexpr size_t kHugeAllocationFrom = size_t{4} << 20;
+
+// `size` bytes that free() releases; null when out of memory. From
+// `huge_from` on, 2 MiB-aligned, rounded up to whole 2 MiB and advised
+// MADV_HUGEPAGE; plain malloc below. Every C++ `new` of ours comes here with
+// kHugeAllocationFrom, except in sanitizer builds, whose own operator new
+// checks more.
+void* AllocateMaybeHuge(size_t size, size_t huge_from = kHugeAllocationFrom);
+
+}  // namespace d4c
