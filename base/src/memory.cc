@@ -47,16 +47,7 @@ void* AllocateMaybeHuge(size_t size, size_t huge_from) {
 
 }  // namespace d4c
 
-// Sanitizer builds keep the sanitizer's operator new (it checks more).
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define D4C_SANITIZER_NEW 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
-#define D4C_SANITIZER_NEW 1
-#endif
-#endif
-
-#ifndef D4C_SANITIZER_NEW
+#if D4C_OUR_OPERATOR_NEW
 void* operator new(std::size_t size) {
   for (;;) {
     if (void* p = d4c::AllocateMaybeHuge(size != 0 ? size : 1)) return p;

@@ -1,12 +1,9 @@
 #define ZSTD_STATIC_LINKING_ONLY  // ZSTD_customMem, ZSTD_createCCtx_advanced (exported by libzstd.so)
 #include "d4c/base/zstd.h"
 
-#include <sys/mman.h>
-
-#include <cstdlib>
-
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <new>
 
 #include "d4c/base/memory.h"

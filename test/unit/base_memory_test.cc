@@ -18,18 +18,6 @@ constexpr uintptr_t kHugePage = uintptr_t{2} << 20;
 
 bool OnHugeBoundary(const void* p) { return reinterpret_cast<uintptr_t>(p) % kHugePage == 0; }
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr bool kOurNew = false;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
-constexpr bool kOurNew = false;
-#else
-constexpr bool kOurNew = true;
-#endif
-#else
-constexpr bool kOurNew = true;
-#endif
-
 TEST_CASE("a big block is 2 MiB-aligned, whole huge pages long, and free() releases it", "[base][memory]") {
   for (size_t size : {d4c::kHugeAllocationFrom, size_t{5} << 20, (size_t{28} << 20) + 12345}) {
     void* p = d4c::AllocateMaybeHuge(size);
@@ -66,7 +54,7 @@ TEST_CASE("C++ allocations of 4 MiB and more go through it", "[base][memory]") {
   std::vector<char> big(size_t{5} << 20);
   std::string text(size_t{4} << 20, 'x');
   auto array = std::make_unique<uint64_t[]>(1 << 19);  // 4 MiB through new[]
-  if (!kOurNew) {
+  if (!d4c::kOurOperatorNew) {
     SUCCEED("sanitizer build: the sanitizer's operator new is kept");
     return;
   }

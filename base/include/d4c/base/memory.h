@@ -4,6 +4,17 @@
 
 #include <cstddef>
 
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define D4C_OUR_OPERATOR_NEW 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || __has_feature(memory_sanitizer)
+#define D4C_OUR_OPERATOR_NEW 0
+#endif
+#endif
+#ifndef D4C_OUR_OPERATOR_NEW
+#define D4C_OUR_OPERATOR_NEW 1
+#endif
+
 namespace d4c {
 
 // From this size on a C++ allocation (the global operator new in memory.cc)
@@ -19,5 +30,9 @@ inline constexpr size_t kHugeAllocationFrom = size_t{4} << 20;
 // kHugeAllocationFrom, except in sanitizer builds, whose own operator new
 // checks more.
 void* AllocateMaybeHuge(size_t size, size_t huge_from = kHugeAllocationFrom);
+
+// Whether this build's global operator new is memory.cc's (not in sanitizer
+// builds, which keep the sanitizer's: it checks more).
+inline constexpr bool kOurOperatorNew = D4C_OUR_OPERATOR_NEW;
 
 }  // namespace d4c
