@@ -45,6 +45,17 @@ void* AllocateMaybeHuge(size_t size, size_t huge_from) {
   return p;
 }
 
+void PrefaultForWrite(void* p, size_t size) {
+  if (size < kPrefaultFrom) return;
+  constexpr uintptr_t kPage = 4096;
+  uintptr_t from = (reinterpret_cast<uintptr_t>(p) + kPage - 1) & ~(kPage - 1);
+  uintptr_t to = (reinterpret_cast<uintptr_t>(p) + size) & ~(kPage - 1);
+#ifndef MADV_POPULATE_WRITE
+  constexpr int MADV_POPULATE_WRITE = 23;  // Linux 5.14; older kernels say EINVAL
+#endif
+  if (to > from) madvise(reinterpret_cast<void*>(from), to - from, MADV_POPULATE_WRITE);  // advice: errors ignored
+}
+
 }  // namespace d4c
 
 #if D4C_OUR_OPERATOR_NEW

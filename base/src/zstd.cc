@@ -54,7 +54,9 @@ ZstdDCtxPtr NewZstdDCtx() { return ZstdDCtxPtr(ZSTD_createDCtx_advanced(kWorkspa
 absl::StatusOr<std::string> AllocateBuffer(uint64_t size) {
   try {
     std::string s;
-    s.resize(size);  // big ones in huge pages (d4c/base/memory.h)
+    s.reserve(size);  // big ones in huge pages (d4c/base/memory.h)
+    PrefaultForWrite(s.data(), size);
+    s.resize(size);
     return s;
   } catch (const std::bad_alloc&) {
   } catch (const std::length_error&) {

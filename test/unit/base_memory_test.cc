@@ -1,6 +1,7 @@
 // d4c/base/memory.h: big blocks start on huge-page boundaries and are whole
 // huge pages; small ones are malloc's; every C++ new of ours goes through it.
 #include <malloc.h>
+#include <sys/mman.h>
 
 #include <catch2/catch.hpp>
 #include <cstdint>
@@ -66,3 +67,38 @@ TEST_CASE("C++ allocations of 4 MiB and more go through it", "[base][memory]") {
 }
 
 }  // namespace
+
+namespace {
+
+// Pages of [p, p + size) resident (mincore), p page-aligned.
+size_t ResidentPages(void* p, size_t size) {
+  std::vector<unsigned char> v((size + 4095) / 4096);
+  if (mincore(p, size, v.data()) != 0) return 0;
+  size_t n = 0;
+  for (unsigned char c : v) n += c & 1;
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("PrefaultForWrite makes a fresh buffer resident and changes no byte", "[base][memory]") {
+  const size_t size = size_t{3} << 20;  // small pages: below kHugeAllocationFrom
+  void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(p != MAP_FAILED);
+  auto* b = static_cast<unsigned char*>(p);
+  b[0] = 1;
+  b[size - 1] = 2;
+  REQUIRE(ResidentPages(p, size) == 2);
+  d4c::PrefaultForWrite(b + 10, size - 20);  // the whole pages inside: all but the first and last
+  CHECK(ResidentPages(p, size) == size / 4096);
+  CHECK(b[0] == 1);
+  CHECK(b[size - 1] == 2);
+  CHECK(b[4096] == 0);
+  // Below kPrefaultFrom nothing is done.
+  void* q = mmap(nullptr, d4c::kPrefaultFrom / 2, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  REQUIRE(q != MAP_FAILED);
+  d4c::PrefaultForWrite(q, d4c::kPrefaultFrom / 2);
+  CHECK(ResidentPages(q, d4c::kPrefaultFrom / 2) == 0);
+  munmap(p, size);
+  munmap(q, d4c::kPrefaultFrom / 2);
+}

@@ -11,6 +11,7 @@
 #include "d4c/base/io.h"
 #include "d4c/base/status.h"
 #include "d4c/base/strcat.h"
+#include "d4c/base/zstd.h"
 #include "d4c/cdimg.h"
 #include "compact_meta.h"
 #include "index_codec.h"
@@ -273,8 +274,9 @@ absl::StatusOr<std::string> CdimgImage::ReadBlob(const BlobRef& ref) const {
   if (ref.offset > s_->header.blobs_length || ref.length > s_->header.blobs_length - ref.offset)
     return absl::OutOfRangeError(StrCat(s_->path, ": blob [", ref.offset, ", +", ref.length,
                                               ") outside the blob section"));
-  std::string out(ref.length, '\0');
-  if (auto st = PReadAll(s_->fd, out.data(), out.size(), s_->blobs_offset + ref.offset, s_->path);
+  auto out = AllocateBuffer(ref.length);  // big ones prefaulted: read whole right away
+  if (!out.ok()) return out.status();
+  if (auto st = PReadAll(s_->fd, out->data(), out->size(), s_->blobs_offset + ref.offset, s_->path);
       !st.ok())
     return st;
   return out;
