@@ -240,6 +240,9 @@ struct Triples {
 
 Triples ReadTriples(std::string_view section, uint64_t cap) {
   Triples out;
+  // Room for the cap (up to 64 MiB of address space; touched only as it
+  // fills), not grown by doubling: each step is a fresh block faulted in.
+  out.list.reserve(std::min<uint64_t>(cap, (uint64_t{64} << 20) / sizeof(BsdiffTriple)));
   CtrlReader ctrl;
   if (out.after = ctrl.Init(section); !out.after.ok()) return out;
   for (;;) {

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <functional>
 
+#include "d4c/base/memory.h"
 #include "d4c/base/varint.h"
 
 namespace d4c::codec_internal {
@@ -14,9 +15,6 @@ namespace {
 // 135 k), low enough that a hostile control stream cannot make the decoder
 // allocate more than ~400 MB for it.
 constexpr size_t kMaxBlocks = size_t{1} << 24;
-// How many blocks before the one found a lookup checks for one covering the
-// position (blocks may overlap in the base: one old region copied twice).
-constexpr int kLookBack = 8;
 
 std::optional<uint64_t> VaddrToOffset(uint64_t v, const ElfLayout& l) {
   for (const LoadSegment& s : l.loads)
@@ -98,11 +96,16 @@ bool ParseLayoutRecord(std::string_view in, size_t* pos, ElfLayout* l) {
 std::optional<MoveMap> MoveMap::FromCtrl(const std::vector<BsdiffTriple>& ctrl, uint64_t base_size,
                                          uint64_t target_size) {
   MoveMap m;
+  // One block per triple with an add, written right away: allocated once and
+  // faulted in with one call (biome: 140 k blocks, 3.4 MB, ~840 page faults).
+  size_t adds = std::count_if(ctrl.begin(), ctrl.end(), [](const BsdiffTriple& t) { return t.add > 0; });
+  if (adds > kMaxBlocks) return std::nullopt;
+  m.blocks_.reserve(adds);
+  PrefaultForWrite(m.blocks_.data(), adds * sizeof(Block));
   uint64_t oldpos = 0, newpos = 0;
   for (const BsdiffTriple& t : ctrl) {
     if (t.add > base_size - oldpos || t.add > target_size - newpos) return std::nullopt;
     if (t.add > 0) {
-      if (m.blocks_.size() == kMaxBlocks) return std::nullopt;
       m.blocks_.push_back({oldpos, t.add, newpos});
       m.max_length_ = std::max(m.max_length_, t.add);
     }
@@ -114,8 +117,13 @@ std::optional<MoveMap> MoveMap::FromCtrl(const std::vector<BsdiffTriple>& ctrl, 
     if (t.seek < 0 ? mag > oldpos : mag > base_size - oldpos) return std::nullopt;
     oldpos = t.seek < 0 ? oldpos - mag : oldpos + mag;
   }
-  std::stable_sort(m.blocks_.begin(), m.blocks_.end(),
-                   [](const Block& x, const Block& y) { return x.old_start < y.old_start; });
+  // By old_start, blocks of equal old_start in control-stream order (the
+  // last one wins in Map). Their new_start grows with that order, so sorting
+  // by (old_start, new_start) is the same order, in place: std::stable_sort's
+  // buffer of half the blocks was ~400 more page faults on biome.
+  std::sort(m.blocks_.begin(), m.blocks_.end(), [](const Block& x, const Block& y) {
+    return x.old_start != y.old_start ? x.old_start < y.old_start : x.new_start < y.new_start;
+  });
   return m;
 }
 

@@ -50,6 +50,11 @@ std::optional<ElfLayout> ParseElfLayout(std::string_view file);
 void PutLayoutRecord(std::string* out, const ElfLayout& layout);
 bool ParseLayoutRecord(std::string_view in, size_t* pos, ElfLayout* layout);
 
+// How many blocks before the one found a MoveMap lookup checks for one
+// covering the position (blocks may overlap in the base: one old region
+// copied twice).
+inline constexpr int kLookBack = 8;
+
 // The add blocks of a control stream, as a map from old to new positions.
 class MoveMap {
  public:

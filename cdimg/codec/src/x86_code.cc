@@ -218,10 +218,20 @@ void TransformSpan(std::string& data, X86Span span, bool to_absolute, Helpers& h
   for (size_t k = 0; k < parts.size(); ++k) {
     std::vector<X86Operand>* out = ops ? &part_ops[k] : nullptr;
     tasks.push_back([&data, end, p = parts[k], to_absolute, out] {
+      // Room for every operand the part can hold (a rewrite takes 5 bytes):
+      // address space, touched only as it fills (in huge pages from
+      // kHugeAllocationFrom), instead of growing by doubling, each step a
+      // fresh block faulted in and copied: with the final vector below, a
+      // third of a patch's page faults on biome's 28 MB binary.
+      if (out) out->reserve((p.stop - p.from) / 5 + 1);
       Transform(data, end, p.from, p.stop, p.guard, to_absolute, out);
     });
   }
   helpers.Run(tasks);
+  if (!ops) return;
+  size_t total = ops->size();
+  for (const auto& v : part_ops) total += v.size();
+  ops->reserve(total);
   for (auto& v : part_ops) ops->insert(ops->end(), v.begin(), v.end());
 }
 
