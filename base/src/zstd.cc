@@ -51,11 +51,13 @@ constexpr ZSTD_customMem kWorkspaceMem{ZstdAlloc, ZstdFree, nullptr};
 ZstdCCtxPtr NewZstdCCtx() { return ZstdCCtxPtr(ZSTD_createCCtx_advanced(kWorkspaceMem)); }
 ZstdDCtxPtr NewZstdDCtx() { return ZstdDCtxPtr(ZSTD_createDCtx_advanced(kWorkspaceMem)); }
 
-absl::StatusOr<std::string> AllocateBuffer(uint64_t size) {
+namespace {
+
+absl::StatusOr<std::string> Allocate(uint64_t size, bool prefault) {
   try {
     std::string s;
     s.reserve(size);  // big ones in huge pages (d4c/base/memory.h)
-    PrefaultForWrite(s.data(), size);
+    if (prefault) PrefaultForWrite(s.data(), size);
     s.resize(size);
     return s;
   } catch (const std::bad_alloc&) {
@@ -63,6 +65,11 @@ absl::StatusOr<std::string> AllocateBuffer(uint64_t size) {
   }
   return absl::ResourceExhaustedError(StrCat("cannot allocate ", size, " bytes"));
 }
+
+}  // namespace
+
+absl::StatusOr<std::string> AllocateBuffer(uint64_t size) { return Allocate(size, false); }
+absl::StatusOr<std::string> AllocateWholeBuffer(uint64_t size) { return Allocate(size, true); }
 
 int WindowLogFor(uint64_t size) {
   int log = kMinWindowLog;
@@ -110,7 +117,7 @@ absl::StatusOr<std::string> ZstdDecompressFrame(std::string_view frame, uint64_t
   if (content > max_size) {
     return absl::DataLossError(StrCat("zstd frame content ", content, " exceeds bound ", max_size));
   }
-  auto out = AllocateBuffer(content);
+  auto out = AllocateWholeBuffer(content);
   if (!out.ok()) return out.status();
   ZstdDCtxPtr dctx = NewZstdDCtx();
   if (!dctx) return absl::ResourceExhaustedError("ZSTD_createDCtx failed");

@@ -33,7 +33,7 @@ absl::StatusOr<std::string> DecompressFullBlob(std::string_view blob, uint64_t s
   unsigned long long declared = ZSTD_getFrameContentSize(blob.data(), blob.size());
   if (declared != size)
     return absl::DataLossError(StrCat("full blob declares ", declared, " bytes, entry has ", size));
-  auto buffer = AllocateBuffer(size);  // declared size: at most the entry's, checked above
+  auto buffer = AllocateWholeBuffer(size);  // declared size: at most the entry's, checked above
   if (!buffer.ok()) return buffer.status();
   std::string& out = *buffer;
   size_t n = ZSTD_decompress(out.data(), out.size(), blob.data(), blob.size());

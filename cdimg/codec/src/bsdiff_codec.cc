@@ -1040,7 +1040,7 @@ absl::StatusOr<std::string> BsdiffCodec::Decode(std::string_view base, std::stri
     }
     base = x86_base;
   }
-  return ApplyStreams(base, st, target_size, NoHelpers(), AllocateBuffer(target_size));
+  return ApplyStreams(base, st, target_size, NoHelpers(), AllocateWholeBuffer(target_size));
 }
 
 absl::StatusOr<std::string> BsdiffCodec::DecodeWith(const BaseSource& base, std::string_view patch,
@@ -1070,7 +1070,7 @@ absl::StatusOr<std::string> BsdiffCodec::DecodeWith(const BaseSource& base, std:
   for (auto& t : sections.Tasks(st.parsed, target_size)) tasks.push_back(std::move(t));
   // The output buffer too: filling 28 MB of fresh pages costs ~10 ms.
   absl::StatusOr<std::string> out = absl::UnknownError("not allocated");
-  tasks.push_back([&] { out = AllocateBuffer(target_size); });
+  tasks.push_back([&] { out = AllocateWholeBuffer(target_size); });
   helpers.Run(tasks);
   if (!b.ok()) return b.status();
   if (auto s = sections.Keep(st, target_size); !s.ok()) return s;

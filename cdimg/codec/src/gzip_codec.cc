@@ -196,7 +196,7 @@ absl::StatusOr<std::string> GzipCodec::DecodeForm(std::string_view base, std::st
   auto stream = Deflate(r, *raw, target_size - hlen - 8);
   if (!stream.ok()) return Bad(StrCat("recompressing: ", Msg(stream.status().message())));
   if (stream->size() != target_size - hlen - 8) return Bad("recompressed size differs from the target's");
-  auto out = AllocateBuffer(target_size);
+  auto out = AllocateWholeBuffer(target_size);
   if (!out.ok()) return out.status();
   char* p = out->data();
   std::copy(header.begin(), header.end(), p);

@@ -47,7 +47,7 @@ absl::StatusOr<std::string> Apply(std::string_view base, std::string_view raw, u
   // A dry run first: a few copies of a big base could claim any size, and
   // nothing is allocated until the stream is known to make exactly target_size.
   if (auto s = relcopy::Apply(base, raw, target_size, nullptr); !s.ok()) return s;
-  auto out = AllocateBuffer(target_size);
+  auto out = AllocateWholeBuffer(target_size);
   if (!out.ok()) return out.status();
   if (auto s = relcopy::Apply(base, raw, target_size, out->data()); !s.ok()) return s;
   if (hash && Hash64(*out) != *hash) return Bad("checksum mismatch (wrong base or corrupt patch)");

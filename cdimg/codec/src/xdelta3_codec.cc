@@ -191,7 +191,7 @@ absl::StatusOr<std::string> Xdelta3Codec::Decode(std::string_view base, std::str
     return absl::InvalidArgumentError("xdelta3: inputs over 1 GiB are not supported");
   }
   if (patch.empty()) return absl::DataLossError("xdelta3 patch: empty");
-  auto out = AllocateBuffer(target_size);
+  auto out = AllocateWholeBuffer(target_size);
   if (!out.ok()) return out.status();
   Budget budget{0, DecodeBudget(target_size, patch.size())};
   Stream stream;  // after `budget`: its destructor frees through it

@@ -49,7 +49,7 @@ absl::StatusOr<std::string> ZstdCodec::Encode(std::string_view base,
   // zstd drops the part of a prefix that the input overlaps in memory (it
   // takes it for its own window), so an aliased target would not see the base.
   if (Overlaps(base, target)) {
-    auto copy = AllocateBuffer(target.size());
+    auto copy = AllocateWholeBuffer(target.size());
     if (!copy.ok()) return copy.status();
     target.copy(copy->data(), target.size());
     return EncodeSeparate(level_, base, *copy);
@@ -81,7 +81,7 @@ absl::StatusOr<std::string> ZstdCodec::Decode(std::string_view base, std::string
   if (ZSTD_isError(rc)) return ZstdError("zstd windowLogMax", rc);
   rc = ZSTD_DCtx_refPrefix(dctx.get(), base.data(), base.size());
   if (ZSTD_isError(rc)) return ZstdError("zstd refPrefix", rc);
-  auto out = AllocateBuffer(target_size);
+  auto out = AllocateWholeBuffer(target_size);
   if (!out.ok()) return out.status();
   // One-shot into the final buffer: no window allocation, output bounded by target_size.
   size_t n = ZSTD_decompressDCtx(dctx.get(), out->data(), out->size(), patch.data(), patch.size());

@@ -274,7 +274,7 @@ absl::StatusOr<std::string> CdimgImage::ReadBlob(const BlobRef& ref) const {
   if (ref.offset > s_->header.blobs_length || ref.length > s_->header.blobs_length - ref.offset)
     return absl::OutOfRangeError(StrCat(s_->path, ": blob [", ref.offset, ", +", ref.length,
                                               ") outside the blob section"));
-  auto out = AllocateBuffer(ref.length);  // big ones prefaulted: read whole right away
+  auto out = AllocateWholeBuffer(ref.length);
   if (!out.ok()) return out.status();
   if (auto st = PReadAll(s_->fd, out->data(), out->size(), s_->blobs_offset + ref.offset, s_->path);
       !st.ok())

@@ -308,7 +308,7 @@ absl::Status CheckRoundTrip(const Candidate& c, std::string_view target, Helpers
   // tail of a big binary's job); the base is copied, since it may be changed in place.
   auto back = GetCodec(c.codec).DecodeWith(
       [&]() -> absl::StatusOr<std::string> {
-        auto copy = AllocateBuffer(c.base->content.size());
+        auto copy = AllocateWholeBuffer(c.base->content.size());
         if (copy.ok()) copy->replace(0, copy->size(), c.base->content);
         return copy;
       },

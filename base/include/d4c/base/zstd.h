@@ -37,6 +37,11 @@ absl::Status ZstdSet(ZSTD_CCtx* cctx, ZSTD_cParameter p, int value);
 // std::string of `size` bytes; a huge size is ResourceExhausted instead of bad_alloc,
 // because no exception may leave the codecs.
 absl::StatusOr<std::string> AllocateBuffer(uint64_t size);
+// The same, for a buffer the caller writes from start to end right away (a
+// decoded file, a blob read whole): faulted in with one call from 1 MiB
+// (PrefaultForWrite, d4c/base/memory.h). Not for bounds that are only
+// partly written (a compressor's worst case).
+absl::StatusOr<std::string> AllocateWholeBuffer(uint64_t size);
 
 // Smallest log2 window covering `size` bytes, clamped to zstd's valid range.
 int WindowLogFor(uint64_t size);
