@@ -190,6 +190,9 @@ std::optional<uint64_t> SplitPoint(const uint8_t* d, uint64_t from, uint64_t lim
   return std::nullopt;
 }
 
+// Operand vectors are reserved for one operand per this many bytes of code.
+constexpr uint64_t kBytesPerOperandReserved = 24;
+
 // `ops` (may be null): receives the rewritten operands, in order.
 void TransformSpan(std::string& data, X86Span span, bool to_absolute, Helpers& helpers, uint64_t part_bytes,
                    std::vector<X86Operand>* ops = nullptr) {
@@ -218,12 +221,13 @@ void TransformSpan(std::string& data, X86Span span, bool to_absolute, Helpers& h
   for (size_t k = 0; k < parts.size(); ++k) {
     std::vector<X86Operand>* out = ops ? &part_ops[k] : nullptr;
     tasks.push_back([&data, end, p = parts[k], to_absolute, out] {
-      // Room for every operand the part can hold (a rewrite takes 5 bytes):
-      // address space, touched only as it fills (in huge pages from
-      // kHugeAllocationFrom), instead of growing by doubling, each step a
-      // fresh block faulted in and copied: with the final vector below, a
-      // third of a patch's page faults on biome's 28 MB binary.
-      if (out) out->reserve((p.stop - p.from) / 5 + 1);
+      // Room for twice the operands real code has (one per 36-48 bytes:
+      // python3.11, biome), so the vector does not grow by doubling, each
+      // step a fresh block faulted in and copied (with the final vector
+      // below, a third of a patch's page faults on biome's 28 MB binary).
+      // A 2 MiB part's room stays under kHugeAllocationFrom: a whole huge
+      // page per part would outlive the part in glibc's heap.
+      if (out) out->reserve((p.stop - p.from) / kBytesPerOperandReserved + 1);
       Transform(data, end, p.from, p.stop, p.guard, to_absolute, out);
     });
   }
