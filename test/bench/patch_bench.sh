@@ -7,6 +7,8 @@
 #                    files copied as stored, changed ones at zstd level 1)
 #   ours --level 19  the same delta with --level 19: convert's very bytes (the
 #                    old default, what the snapshotter's compaction runs)
+#   NAME fast        (--ab NAME=PATH) the fast patch of another ctr-cli build on
+#                    the same delta, in the same repetitions: before/after
 #   xdelta3 -d       xdelta3 -d on the whole rootfs tar (patch made with
 #                    -9 -S djw, as delta_bench.sh does)
 #   zstd -d          zstd -d --long=31 --patch-from on the whole rootfs tar
@@ -18,11 +20,13 @@
 # (user+sys) and the largest peak RSS of the reps.
 #
 # Usage: patch_bench.sh [--series NAME]... [--reps N] [--cli PATH]
-#                       [--cdimg-dir DIR] [--keep-tmp]
+#                       [--ab NAME=PATH]... [--cdimg-dir DIR] [--keep-tmp]
 #   --series NAME   repeatable or comma-separated (default: typescript biome
 #                   debian); the first two versions of each in release order
 #   --reps N        timed repetitions (default 3)
 #   --cli PATH      ctr-cli binary (default $D4C_CLI, else build-bench/ or build/)
+#   --ab NAME=PATH  repeatable: another ctr-cli build whose fast patch is timed
+#                   beside ours (its output must have B's image id too)
 #   --cdimg-dir DIR full images as DIR/<series>/<tag>/image.cdimg, reused when
 #                   readable, else converted there (default $D4C_WORK/cdimg)
 #   --keep-tmp      keep the scratch directory
@@ -40,12 +44,13 @@ source "$BENCH_LIB"
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 die() { echo "patch_bench.sh: $*" >&2; exit 2; }
 
-SERIES=() REPS=3 CLI=${D4C_CLI:-} KEEP=0 CDIR=""
+SERIES=() REPS=3 CLI=${D4C_CLI:-} KEEP=0 CDIR="" AB=()
 while (($#)); do
   case $1 in
     --series) [[ $# -ge 2 ]] || die "--series needs a value"; IFS=, read -ra s <<<"$2"; SERIES+=("${s[@]}"); shift 2 ;;
     --reps) [[ $# -ge 2 ]] || die "--reps needs a value"; REPS=$2; shift 2 ;;
     --cli) [[ $# -ge 2 ]] || die "--cli needs a value"; CLI=$2; shift 2 ;;
+    --ab) [[ $# -ge 2 && $2 == ?*=?* ]] || die "--ab needs NAME=PATH"; AB+=("$2"); shift 2 ;;
     --cdimg-dir) [[ $# -ge 2 ]] || die "--cdimg-dir needs a value"; CDIR=$2; shift 2 ;;
     --keep-tmp) KEEP=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -85,8 +90,15 @@ START=$(date +%s)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 DATE_HUMAN=$(date '+%F %T %Z')
 ROWS=()
-METHODS=(fast l19 xd zs)
+METHODS=(fast)
 declare -A MNAME=([fast]="ours fast (default)" [l19]="ours --level 19 (old default)" [xd]="xdelta3 -d, whole tar" [zs]="zstd -d --patch-from, whole tar")
+declare -A ABCLI=()
+for ((i = 0; i < ${#AB[@]}; i++)); do
+  name=${AB[i]%%=*} path=${AB[i]#*=}
+  [[ -x $path ]] || die "--ab $name: not an executable: $path"
+  METHODS+=("ab$i"); MNAME[ab$i]="$name fast"; ABCLI[ab$i]=$path
+done
+METHODS+=(l19 xd zs)
 
 for s in "${SERIES[@]}"; do
   mapfile -t tags < <(first_pair "$s")
@@ -112,11 +124,17 @@ for s in "${SERIES[@]}"; do
     blog "$s rep $r/$REPS"
     rm -f "$w"/out*
     timed "$s.fast" "$CLI" cdimg patch --baseCdimg "$ca" --diffCdimg "$w/d.cdimg" --outCdimg "$w/out-fast.cdimg" --threadNum 2
+    for m in "${!ABCLI[@]}"; do
+      timed "$s.$m" "${ABCLI[$m]}" cdimg patch --baseCdimg "$ca" --diffCdimg "$w/d.cdimg" --outCdimg "$w/out-$m.cdimg" --threadNum 2
+    done
     timed "$s.l19" "$CLI" cdimg patch --baseCdimg "$ca" --diffCdimg "$w/d.cdimg" --outCdimg "$w/out-19.cdimg" --threadNum 2 --level 19
     timed "$s.xd" xdelta3 -d -D -R -B "$win" -f -s "$w/a.tar" "$w/p.vcdiff" "$w/out-xd.tar"
     timed "$s.zs" zstd -q -d -f --long=31 -M"${mem}MB" --patch-from="$w/a.tar" "$w/p.zst" -o "$w/out-zs.tar"
     if ((r == 1)); then  # check every output once (untimed)
       [[ $(cdimg_id "$CLI" "$w/out-fast.cdimg") == "$idb" ]] || die "$s: fast patch output is not image $idb"
+      for m in "${!ABCLI[@]}"; do
+        [[ $(cdimg_id "$CLI" "$w/out-$m.cdimg") == "$idb" ]] || die "$s: ${MNAME[$m]} output is not image $idb"
+      done
       cmp -s "$w/out-19.cdimg" "$cb" || die "$s: --level 19 output differs from convert's $cb"
       cmp -s "$w/out-xd.tar" "$w/b.tar" || die "$s: xdelta3 output differs from B's tar"
       cmp -s "$w/out-zs.tar" "$w/b.tar" || die "$s: zstd output differs from B's tar"
@@ -144,7 +162,10 @@ report() {
   echo "- load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg); run time ${ELAPSED} s; $REPS reps, median"
   # The binary may be older or newer than the checkout: name it by its own bytes and time.
   echo "- ours: $CLI (sha256 $(sha256sum "$CLI" | cut -c1-12), built $(date -u -r "$CLI" '+%F %T') UTC; checkout at $(git -C "$src" rev-parse --short HEAD 2>/dev/null || echo "?"), which need not be what it was built from); zstd $(zstd -V | grep -o 'v[0-9.]*' | head -n1), xdelta3 $(xdelta3 -V 2>&1 | grep -o '[0-9]\.[0-9.a-z]*' | head -n1)"
-  echo "- command: test/bench/patch_bench.sh --reps $REPS --series $(IFS=,; echo "${SERIES[*]}")"
+  echo "- command: test/bench/patch_bench.sh --reps $REPS --series $(IFS=,; echo "${SERIES[*]}")$( ((${#AB[@]})) && printf ' --ab %s' "${AB[@]}")"
+  for m in "${!ABCLI[@]}"; do
+    echo "- ${MNAME[$m]}: ${ABCLI[$m]} (sha256 $(sha256sum "${ABCLI[$m]}" | cut -c1-12), built $(date -u -r "${ABCLI[$m]}" '+%F %T') UTC)"
+  done
   echo
   echo "Cells: MB/s of B's root filesystem (regular-file bytes) per median wall second · median wall · median CPU (user+sys) · largest peak RSS."
   echo
