@@ -66,10 +66,6 @@ TEST_CASE("C++ allocations of 4 MiB and more go through it", "[base][memory]") {
   CHECK(malloc_usable_size(small.data()) < d4c::kHugeAllocationFrom);
 }
 
-}  // namespace
-
-namespace {
-
 // Pages of [p, p + size) resident (mincore), p page-aligned.
 size_t ResidentPages(void* p, size_t size) {
   std::vector<unsigned char> v((size + 4095) / 4096);
@@ -78,8 +74,6 @@ size_t ResidentPages(void* p, size_t size) {
   for (unsigned char c : v) n += c & 1;
   return n;
 }
-
-}  // namespace
 
 TEST_CASE("PrefaultForWrite makes a fresh buffer resident and changes no byte", "[base][memory]") {
   const size_t size = size_t{3} << 20;  // small pages: below kHugeAllocationFrom
@@ -102,3 +96,5 @@ TEST_CASE("PrefaultForWrite makes a fresh buffer resident and changes no byte", 
   munmap(p, size);
   munmap(q, d4c::kPrefaultFrom / 2);
 }
+
+}  // namespace
