@@ -13,6 +13,7 @@ struct ShowArgs {
   std::string cdimg;
   std::vector<std::string> bases;
   bool json = false;
+  bool entries = false;
 };
 
 // Counts by entry type and by recipe kind (bytes of blobs per kind/codec).
@@ -38,6 +39,58 @@ nlohmann::json Summarize(const CdimgImage& img) {
   }
   return {{"entries", img.size()}, {"types", types}, {"recipes", recipes},
           {"recipe_blob_bytes", recipe_bytes}, {"rootfs_bytes", rootfs}};
+}
+
+// One row per file that stores bytes in the top image (full or delta blob,
+// or pack member), largest first: what an update pays for, file by file.
+// A delta's base is named by the first path carrying its digest, in the top
+// image (an in-image base, "twin") or else in the parent chain.
+nlohmann::json EntryRows(const ImageChain& chain) {
+  const CdimgImage& top = chain.top();
+  std::map<Digest, std::string> where;  // digest -> "path" or "parent:path"
+  for (size_t level = chain.depth(); level-- > 0;) {
+    const CdimgImage& img = chain.image(level);
+    bool is_top = level + 1 == chain.depth();
+    for (size_t i = 0; i < img.size(); ++i)
+      if (img.TypeAt(i) == EntryType::kRegular)
+        where.emplace(img.DigestAt(i), StrCat(is_top ? "" : "parent:", img.PathAt(i)));
+  }
+  nlohmann::json rows = nlohmann::json::array();
+  for (size_t i = 0; i < top.size(); ++i) {
+    if (top.TypeAt(i) != EntryType::kRegular) continue;
+    Recipe r = top.RecipeAt(i);
+    if (r.kind != Recipe::Kind::kFull && r.kind != Recipe::Kind::kDelta) continue;
+    nlohmann::json row = {{"path", std::string(top.PathAt(i))},
+                          {"size", top.SizeAt(i)},
+                          {"recipe", RecipeKindName(r.kind)},
+                          {"packed", r.packed},
+                          {"blob_bytes", r.blob.length}};
+    if (r.kind == Recipe::Kind::kDelta) {
+      row["codec"] = CodecName(r.codec);
+      auto it = where.find(r.base);
+      row["base"] = it == where.end() ? DigestString(r.base) : it->second;
+    }
+    rows.push_back(std::move(row));
+  }
+  std::stable_sort(rows.begin(), rows.end(), [](const nlohmann::json& a, const nlohmann::json& b) {
+    return a["blob_bytes"].get<uint64_t>() > b["blob_bytes"].get<uint64_t>();
+  });
+  return rows;
+}
+
+void PrintEntries(const nlohmann::json& rows) {
+  std::printf("files with bytes here (packed: the member before its pack's compression):\n");
+  for (const auto& r : rows) {
+    std::string how = r["recipe"].get<std::string>();
+    if (r.contains("codec")) how += "/" + r["codec"].get<std::string>();
+    if (r["packed"].get<bool>()) how = "packed " + how;
+    std::printf("  %10llu  %10llu  %-22s %s", r["blob_bytes"].get<unsigned long long>(),
+                r["size"].get<unsigned long long>(), how.c_str(), r["path"].get<std::string>().c_str());
+    if (r.contains("base") && r["base"].get<std::string>() != r["path"].get<std::string>() &&
+        r["base"].get<std::string>() != "parent:" + r["path"].get<std::string>())
+      std::printf("  <- %s", r["base"].get<std::string>().c_str());
+    std::printf("\n");
+  }
 }
 
 nlohmann::json HeaderJson(const std::string& path, const ImageHeader& h) {
@@ -88,13 +141,21 @@ int RunShow(const ShowArgs& a) {
   auto h = CdimgImage::ReadHeader(a.cdimg);
   if (!h.ok()) return Fail("cdimg show", h.status());
   nlohmann::json j = HeaderJson(a.cdimg, *h);
+  if (a.entries && h->is_delta && a.bases.empty())
+    return Fail("cdimg show", absl::InvalidArgumentError(StrCat(
+        a.cdimg, ": --entries of a delta needs its parent chain to read the index; pass --base PARENT.cdimg")));
   if (!h->is_delta || !a.bases.empty()) {
     auto chain = ImageChain::Open(a.cdimg, a.bases);
     if (!chain.ok()) return Fail("cdimg show", chain.status());
     j.update(Summarize((*chain)->top()));
+    if (a.entries) j["files"] = EntryRows(**chain);
   }
-  if (a.json) std::printf("%s\n", j.dump(2).c_str());
-  else PrintText(j);
+  if (a.json) {
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    PrintText(j);
+    if (a.entries) PrintEntries(j["files"]);
+  }
   return 0;
 }
 
@@ -121,6 +182,9 @@ void RegisterShow(CLI::App& cdimg) {
   c->add_option("--cdimg", args->cdimg, "cdimg file")->required();
   c->add_option("--base", args->bases, "Parent cdimg(s) of a delta, any order (repeatable)");
   c->add_flag("--json", args->json, "Machine-readable output");
+  c->add_flag("--entries", args->entries,
+              "Also list every file that stores bytes here, largest first: blob bytes, size, recipe, and a delta's base "
+              "when it is not the file's own path (a delta needs --base)");
   c->callback([args] { ExitCode() = RunShow(*args); });
 }
 

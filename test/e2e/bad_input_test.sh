@@ -26,6 +26,11 @@ if [[ -f $D4C_CORPUS/corpus-stats.tsv ]]; then
   img=$(cdimg_for typescript "$t")
   size=$(stat -c %s "$img")
   head -c $((size / 2)) "$img" >"$tmp/trunc.cdimg"
+  if [[ $(corpus_tags typescript | wc -l) -ge 2 ]]; then
+    b=$(cdimg_for typescript "$(corpus_tags typescript | sed -n 2p)")
+    "$CTR_CLI" cdimg diff --oldCdimg "$img" --newCdimg "$b" --outCdimg "$tmp/d.cdimg" >/dev/null
+    expect_error "show --entries of a delta without its parent" "pass --base" "$CTR_CLI" cdimg show --cdimg "$tmp/d.cdimg" --entries
+  fi
   expect_error "truncated cdimg" "truncated\|out of bounds" "$CTR_CLI" cdimg show --cdimg "$tmp/trunc.cdimg"
   # flip a byte inside the blob section: open works, extract names the broken file
   cp "$img" "$tmp/flip.cdimg"

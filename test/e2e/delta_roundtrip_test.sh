@@ -45,6 +45,12 @@ diff_pair() {
     --level 19 >/dev/null || { bad "$s $ta->$tb: patch --level 19 failed"; return; }
   cmp -s "$tmp/patched.cdimg" "$b" || bad "$s $ta->$tb: patched file (--level 19) differs from convert's bytes"
   rm -f "$tmp/patched.cdimg"
+  # show --entries: the standalone files' blobs and the stored packs are the whole blob section
+  "$CTR_CLI" cdimg show --cdimg "$d" --base "$a" --entries --json >"$tmp/show.json" ||
+    { bad "$s $ta->$tb: show --entries failed"; return; }
+  [[ $(jq '([.files[] | select(.packed | not) | .blob_bytes] | add // 0) + (.recipe_blob_bytes.packs // 0)
+           == .blob_bytes' "$tmp/show.json") == true ]] ||
+    bad "$s $ta->$tb: show --entries does not account for every blob byte"
   printf '%s\t%s\t%s\t%s\t-\t%s\t%s\n' "$s $ta->$tb" "$(fsize "$b")" "$(fsize "$d")" \
     "$(index_bytes --cdimg "$d" --base "$a")" "$(secs "$t0" "$t1")" "$(secs "$t1" "$t2")" >>"$table"
 }
