@@ -102,6 +102,23 @@ TEST_CASE("codec names parse and print", "[codec]") {
   CHECK_FALSE(ParseCodecName("ZSTD").ok());
 }
 
+TEST_CASE("LooksText: no NUL and under 1% control bytes in the first 64 KiB", "[codec]") {
+  CHECK(LooksText("var a = 1;\n\tb();\r\n\f\v\x1b[0m"));
+  CHECK(LooksText("caf\xc3\xa9 \xe2\x80\x94 UTF-8 and Latin-1 \xe9 bytes count as text"));
+  CHECK_FALSE(LooksText(""));
+  CHECK_FALSE(LooksText(std::string("text with a \0 NUL", 18)));
+  CHECK_FALSE(LooksText("\x7f" "ELF"));
+  // 99 text bytes per control byte is not text; 101 is.
+  std::string edge(99, 'x');
+  edge += '\x01';
+  CHECK_FALSE(LooksText(edge));
+  CHECK(LooksText(std::string(100, 'x') + '\x01'));
+  // Only the sample is read: a NUL after it does not count.
+  std::string long_text(kTextSample, 'y');
+  CHECK(LooksText(long_text + '\0'));
+  CHECK_FALSE(LooksText(long_text.substr(1) + '\0'));
+}
+
 TEST_CASE("unknown codec id fails when used, does not crash", "[codec]") {
   const DeltaCodec& c = GetCodec(static_cast<CodecId>(42));
   CHECK_FALSE(c.Encode("a", "b").ok());

@@ -255,7 +255,8 @@ const std::map<std::string, std::string> kPinned = {
     {"two big bases, the second closer", "delta/relcopy/packed 34 4469a79169a446ec"},
     // 124 bytes before bsdiff's LZMA2 and bzip2 section forms.
     {"forced bsdiff on near-identical", "delta/bsdiff/packed 121 3247400e7e94a3a6"},
-    {"forced zstd over 1 MiB", "delta/zstd/packed 1658 1e4b7aa54b694497"},
+    // 1658 bytes at level 15, before text got level 19.
+    {"forced zstd over 1 MiB", "delta/zstd/packed 1475 0cdf8e2b18b49253"},
     {"forced relcopy", "delta/relcopy/packed 18 a5603cec14eebf6f"},
 };
 
@@ -316,6 +317,10 @@ TEST_CASE("auto policy: the time budget and zstd's input limit", "[delta]") {
   CHECK(CodecsFor(o, 100000, 100000) == C{kZ, kB});
   CHECK(CodecsFor(o, 512 << 10, 512 << 10) == C{kZ, kB});        // 1 MiB: zstd still runs
   CHECK(CodecsFor(o, 512 << 10, (512 << 10) + 1) == C{kX, kB});  // one byte more: not, so xdelta3 does
+  // A text target gets zstd up to 2 MiB.
+  CHECK(CodecsFor(o, 512 << 10, (512 << 10) + 1, /*text=*/true) == C{kZ, kB});
+  CHECK(CodecsFor(o, 1 << 20, 1 << 20, /*text=*/true) == C{kZ, kB});
+  CHECK(CodecsFor(o, 1 << 20, (1 << 20) + 1, /*text=*/true) == C{kX, kB});
   CHECK(CodecsFor(o, 45000000, 45000000) == C{kX, kB});           // 60 s of bsdiff
   CHECK(CodecsFor(o, 45000000, 45000001) == C{kX});
   CHECK(CodecsFor(o, 500000000, 500000000) == C{kX});             // the cheapest always runs
@@ -332,6 +337,19 @@ TEST_CASE("auto policy: the time budget and zstd's input limit", "[delta]") {
   DiffOptions forced;
   forced.codec = kB;
   CHECK(CodecsFor(forced, 500000000, 500000000) == C{kB});
+}
+
+TEST_CASE("auto policy: PlanCodecs gives a text target zstd up to 2 MiB and a binary one up to 1 MiB", "[delta]") {
+  DiffOptions o;
+  std::string text_base(700 << 10, 'a'), text(700 << 10, 'b');
+  for (size_t i = 0; i < text.size(); i += 61) text_base[i] = text[i] = '\n';
+  std::string bin_base = text_base, bin = text;
+  bin[100] = '\0';
+  std::vector<Base> text_bases{{Digest{}, text_base, false}};
+  std::vector<Base> bin_bases{{Digest{}, bin_base, false}};
+  auto has_zstd = [](const Plan& p) { return std::find(p.codecs.begin(), p.codecs.end(), kZ) != p.codecs.end(); };
+  CHECK(has_zstd(PlanCodecs(text, text_bases, o)));
+  CHECK_FALSE(has_zstd(PlanCodecs(bin, bin_bases, o)));
 }
 
 TEST_CASE("auto policy: big files are planned from their novelty", "[delta]") {

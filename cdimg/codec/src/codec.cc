@@ -122,6 +122,17 @@ absl::StatusOr<CodecId> ParseCodecName(std::string_view name) {
       StrCat("unknown codec '", name, "' (valid: zstd, xdelta3, bsdiff, relcopy, gzip)"));
 }
 
+bool LooksText(std::string_view content) {
+  if (content.empty()) return false;
+  std::string_view sample = content.substr(0, kTextSample);
+  size_t control = 0;
+  for (unsigned char c : sample) {
+    if (c == 0) return false;
+    control += (c < 0x20 && (c < '\t' || c > '\r') && c != 0x1b) || c == 0x7f;
+  }
+  return control * 100 < sample.size();
+}
+
 const DeltaCodec& GetCodec(CodecId id) {
   // Function-local statics: built on first use, thread-safe, never destroyed
   // before other statics that might still decode.

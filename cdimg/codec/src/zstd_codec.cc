@@ -48,13 +48,14 @@ absl::StatusOr<std::string> ZstdCodec::Encode(std::string_view base,
                                               std::string_view target) const {
   // zstd drops the part of a prefix that the input overlaps in memory (it
   // takes it for its own window), so an aliased target would not see the base.
+  int level = LooksText(target) ? text_level_ : level_;
   if (Overlaps(base, target)) {
     auto copy = AllocateWholeBuffer(target.size());
     if (!copy.ok()) return copy.status();
     target.copy(copy->data(), target.size());
-    return EncodeSeparate(level_, base, *copy);
+    return EncodeSeparate(level, base, *copy);
   }
-  return EncodeSeparate(level_, base, target);
+  return EncodeSeparate(level, base, target);
 }
 
 absl::StatusOr<std::string> ZstdCodec::Decode(std::string_view base, std::string_view patch,

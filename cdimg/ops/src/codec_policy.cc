@@ -20,11 +20,16 @@ constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
 //
 // zstd with the whole base as prefix (level 19, long matching) costs ~0.5 s
 // per MB of base + target, and on the corpus it never beat xdelta3 or bsdiff
-// on a file over 130 KB (on big files: 4.14 MB against bsdiff's 3.70 MB for
+// on a binary over 130 KB (on big files: 4.14 MB against bsdiff's 3.70 MB for
 // biome's 28 MB binary, in 27 s): hence its 1 MiB input limit. It was 4 MiB
 // until the debian pair showed the cost: four files of 1.2-4.1 MB of base +
 // target took 4.0 s of zstd's 5.1 s there (of ~13 s of codec time, one
 // thread, loaded machine) and bsdiff won all four by far (5.6-52.8 KB).
+// Text is another matter (its codec level is 19, ZstdCodec): prettier's
+// 0.6-0.9 MB bundles, whose patches are mostly literals, got patches 5-12%
+// smaller than bsdiff's and 26% smaller than xdelta3's from zstd, so text
+// targets get it up to 2 MiB of base + target (4 MiB changed no prettier
+// delta by a byte; docs/benchmarks.md, "2026-12-06 (third session)").
 //
 // xdelta3 lost every big file with 10% or more new content of the corpus
 // (biome's binary, 74% new: 5.55 MB against bsdiff's 3.70 MB; perl 28%:
@@ -47,19 +52,19 @@ constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
 // targets that are gzip files (GzipNext), after the others; its rate is that
 // of its inner codecs on the inflated content, ~4x the file.
 const CodecTraits kCodecTraits[5] = {
-    {.id = CodecId::kXdelta3, .bytes_per_ms = 2400, .max_input = kNoLimit, .general = true,
+    {.id = CodecId::kXdelta3, .bytes_per_ms = 2400, .max_input = kNoLimit, .max_text_input = kNoLimit, .general = true,
      .first_when_near_identical = false, .skipped_when_novel = true, .skipped_where_zstd_runs = true,
      .two_forms = true},
-    {.id = CodecId::kZstd, .bytes_per_ms = 1500, .max_input = 1 << 20, .general = true,
+    {.id = CodecId::kZstd, .bytes_per_ms = 1500, .max_input = 1 << 20, .max_text_input = 2 << 20, .general = true,
      .first_when_near_identical = false, .skipped_when_novel = false, .skipped_where_zstd_runs = false,
      .two_forms = false},
-    {.id = CodecId::kBsdiff, .bytes_per_ms = 1500, .max_input = kNoLimit, .general = true,
+    {.id = CodecId::kBsdiff, .bytes_per_ms = 1500, .max_input = kNoLimit, .max_text_input = kNoLimit, .general = true,
      .first_when_near_identical = false, .skipped_when_novel = false, .skipped_where_zstd_runs = false,
      .two_forms = false},
-    {.id = CodecId::kRelcopy, .bytes_per_ms = 1500, .max_input = kNoLimit, .general = false,
+    {.id = CodecId::kRelcopy, .bytes_per_ms = 1500, .max_input = kNoLimit, .max_text_input = kNoLimit, .general = false,
      .first_when_near_identical = true, .skipped_when_novel = false, .skipped_where_zstd_runs = false,
      .two_forms = true},
-    {.id = CodecId::kGzip, .bytes_per_ms = 400, .max_input = kNoLimit, .general = false,
+    {.id = CodecId::kGzip, .bytes_per_ms = 400, .max_input = kNoLimit, .max_text_input = kNoLimit, .general = false,
      .first_when_near_identical = false, .skipped_when_novel = false, .skipped_where_zstd_runs = false,
      .two_forms = true},
 };
@@ -80,11 +85,11 @@ bool Fits(const CodecTraits& t, const DiffOptions& o, uint64_t base, uint64_t ta
 
 }  // namespace
 
-std::vector<CodecId> CodecsFor(const DiffOptions& o, uint64_t base, uint64_t target) {
+std::vector<CodecId> CodecsFor(const DiffOptions& o, uint64_t base, uint64_t target, bool text) {
   if (o.codec) return {*o.codec};
   std::vector<CodecId> out;
   for (const CodecTraits& t : kCodecTraits) {
-    if (!t.general || base + target > t.max_input) continue;
+    if (!t.general || base + target > (text ? t.max_text_input : t.max_input)) continue;
     if (out.empty() || Fits(t, o, base, target)) out.push_back(t.id);  // the cheapest always runs
   }
   if (o.pack_small_blobs && std::find(out.begin(), out.end(), CodecId::kZstd) != out.end())
@@ -97,8 +102,8 @@ bool RelcopyFits(const DiffOptions& o, uint64_t base, uint64_t target) {
 }
 
 Plan PlanFor(const DiffOptions& o, uint64_t base_max, uint64_t first_base, uint64_t target,
-             const std::optional<Novelty>& least) {
-  Plan p{CodecsFor(o, base_max, target)};
+             const std::optional<Novelty>& least, bool text) {
+  Plan p{CodecsFor(o, base_max, target, text)};
   if (o.codec || target < kStandaloneFirstMinFile || !least) return p;
   const Novelty& n = *least;
   uint64_t estimated_patch = n.missing * kBytesPerAnchor;
@@ -130,7 +135,7 @@ Plan PlanCodecs(std::string_view target, const std::vector<Base>& bases, const D
       if (!least || n.missing * least->anchors < least->missing * n.anchors) least = n;
     }
   }
-  return PlanFor(o, base_max, bases[0].content.size(), target.size(), least);
+  return PlanFor(o, base_max, bases[0].content.size(), target.size(), least, !o.codec && LooksText(target));
 }
 
 bool SkipRestAfterFirst(const DiffOptions& o, uint64_t target, uint64_t patch) {

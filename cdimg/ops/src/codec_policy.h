@@ -24,8 +24,10 @@ struct CodecTraits {
   // Cost class: bytes of base + target encoded per millisecond, the slowest
   // rate measured on the corpus. Predicts a run time for time_budget_ms.
   double bytes_per_ms;
-  // auto does not try it when base + target exceeds this (it never won there).
+  // auto does not try it when base + target exceeds this (it never won there),
+  // or max_text_input when the target is text (LooksText).
   uint64_t max_input;
+  uint64_t max_text_input;
   // In the general list (cheapest first). Not: relcopy, which auto runs only
   // for patches that go into a pack.
   bool general;
@@ -66,7 +68,7 @@ inline constexpr uint64_t kBytesPerAnchor = 32;
 
 // The codecs of the general list whose predicted time fits the budget (the
 // cheapest always does), or just the fixed codec.
-std::vector<CodecId> CodecsFor(const DiffOptions& o, uint64_t base, uint64_t target);
+std::vector<CodecId> CodecsFor(const DiffOptions& o, uint64_t base, uint64_t target, bool text = false);
 
 // Whether relcopy's predicted time for these sizes fits the budget.
 bool RelcopyFits(const DiffOptions& o, uint64_t base, uint64_t target);
@@ -84,7 +86,7 @@ struct Plan {
 // target (needed only under auto for big files, and for targets from
 // kStandaloneFirstMinFile up when packs are on; nullopt otherwise).
 Plan PlanFor(const DiffOptions& o, uint64_t base_max, uint64_t first_base, uint64_t target,
-             const std::optional<Novelty>& least);
+             const std::optional<Novelty>& least, bool text = false);
 // The same, measuring the novelty of the targets PlanFor needs it for
 // against `bases` (not empty).
 Plan PlanCodecs(std::string_view target, const std::vector<Base>& bases, const DiffOptions& o);

@@ -129,6 +129,16 @@ class DeltaCodec {
 // Codecs are stateless and thread-safe; the returned reference is static.
 const DeltaCodec& GetCodec(CodecId id);
 
+// Whether `content` looks like text: its first kTextSample bytes hold no NUL
+// and fewer than one control byte (other than tab, line feed, vertical tab,
+// form feed, carriage return, escape) in 100; bytes of 0x80 and up count as
+// text (UTF-8). Empty content is not text. The zstd codec compresses text
+// harder, and diff's auto gives it zstd on larger files (docs/architecture.md,
+// "The `auto` codec policy"): minified bundles and other text have patches
+// made mostly of literals, which zstd's entropy coding stores best.
+inline constexpr size_t kTextSample = 64 << 10;
+bool LooksText(std::string_view content);
+
 // One step of a chained patch (codec 6, docs/format.md): a patch of codec
 // `codec` (1..5) in its pack form or not, making `out_size` bytes from the
 // previous step's output (the first step: from the base).
