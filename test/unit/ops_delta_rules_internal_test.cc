@@ -433,3 +433,83 @@ TEST_CASE("auto policy: the tiny-patch rule, relcopy's turn and its candidates",
   forced_r.codec = kR;
   CHECK(KeepCandidate(forced_r, kR, 5000, 1000));
 }
+
+// ChooseAlternates (pack members with a relcopy alternate): the raw forms of
+// two files that got one edit are the same bytes, which the pack stores once.
+namespace {
+std::string Noise(size_t n, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (char& c : s) c = static_cast<char>(rng());
+  return s;
+}
+}  // namespace
+
+TEST_CASE("ChooseAlternates: twins take their shared raw form and others keep their primary", "[delta]") {
+  SpooledBlob with_alt, plain;
+  with_alt.alt.emplace(CodecId::kRelcopy, BlobRef{});
+  std::string shared = Noise(700, 1);  // one edit's raw instructions, the same in both files
+  auto member = [&](size_t entry, std::string bytes, std::string alt) {
+    PackMember m{entry, alt.empty() ? &plain : &with_alt};
+    m.bytes = std::move(bytes);
+    m.alt = std::move(alt);
+    return m;
+  };
+  std::vector<PackMember> ms;
+  ms.push_back(member(1, Noise(600, 2), shared));         // each primary smaller than the raw form alone
+  ms.push_back(member(2, Noise(600, 3), shared));
+  ms.push_back(member(3, Noise(300, 4), Noise(900, 5)));  // an alternate that only costs more
+  ms.push_back(member(4, Noise(200, 6), ""));
+  ChooseAlternates("", ms, 1 << 20);
+  CHECK(ms[0].use_alt);
+  CHECK(ms[1].use_alt);
+  CHECK_FALSE(ms[2].use_alt);
+  CHECK_FALSE(ms[3].use_alt);
+
+  // Without room in the pack for the raw forms, the primaries stay.
+  for (auto& m : ms) m.use_alt = false;
+  ChooseAlternates("", ms, 600 + 600 + 300 + 200 + 100);
+  for (auto& m : ms) CHECK_FALSE(m.use_alt);
+
+  // One file alone gains nothing from its raw form.
+  std::vector<PackMember> one;
+  one.push_back(member(1, Noise(600, 2), shared));
+  ChooseAlternates("", one, 1 << 20);
+  CHECK_FALSE(one[0].use_alt);
+
+  // The pack's earlier bytes count: a raw form matching them is taken.
+  std::vector<PackMember> after;
+  after.push_back(member(5, Noise(600, 7), shared));
+  ChooseAlternates(shared, after, 1 << 20);
+  CHECK(after[0].use_alt);
+}
+
+TEST_CASE("EncodeFile: a packed zstd winner carries relcopy's patch as its alternate", "[delta]") {
+  // Text with one edit: zstd's entropy-coded patch wins alone; relcopy ran
+  // on the same base since the patch fits a pack member.
+  std::string base;
+  std::mt19937_64 rng(11);
+  while (base.size() < (200 << 10)) base += StrCat("word", rng() % 5000, rng() % 3 ? " " : "\n");
+  std::string target = base;
+  target.replace(100000, 20, "an edit in the middle");
+  target.replace(150000, 0, "and another one here");
+  std::vector<Base> bases{{Sha256(base), base, false}};
+  auto r = EncodeFile(target, bases, DiffOptions{});
+  REQUIRE(r.ok());
+  REQUIRE(r->recipe.kind == Recipe::Kind::kDelta);
+  REQUIRE(r->recipe.packed);
+  if (r->recipe.codec != CodecId::kRelcopy) {
+    REQUIRE(r->alt);
+    CHECK(r->alt->codec == CodecId::kRelcopy);
+    auto back = GetCodec(CodecId::kRelcopy).DecodeFromPack(base, r->alt->blob, target.size());
+    REQUIRE(back.ok());
+    CHECK(*back == target);
+  } else {
+    CHECK_FALSE(r->alt);  // relcopy itself won: no alternate
+  }
+  DiffOptions forced;
+  forced.codec = CodecId::kZstd;
+  auto f = EncodeFile(target, bases, forced);
+  REQUIRE(f.ok());
+  CHECK_FALSE(f->alt);  // a fixed codec has no alternates
+}

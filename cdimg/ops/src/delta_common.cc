@@ -12,7 +12,9 @@
 #include <new>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <thread>
+#include <utility>
 
 #include "d4c/convert.h"
 #include "d4c/base/io.h"
@@ -194,11 +196,17 @@ void RunOne(const BlobJob& job, Spool& spool, Helpers& helpers, const RunOptions
     r = absl::InternalError(StrCat(JobName(job, o), ": ", e.what(), " while making its blob"));
   }
   absl::StatusOr<BlobRef> ref = !r.ok() ? r.status() : r->spooled ? *r->spooled : spool.Put(r->blob);
+  std::optional<std::pair<CodecId, BlobRef>> alt;
+  if (ref.ok() && r->alt) {
+    auto a = spool.Put(r->alt->blob);
+    if (a.ok()) alt.emplace(r->alt->codec, *a);
+    else ref = a.status();
+  }
   MutexLock l(&st.mu);
   if (!ref.ok()) {
     st.errors.emplace(job.entry, ref.status());
   } else {
-    SpooledBlob s{r->recipe, r->rename_base, r->reencoded};
+    SpooledBlob s{r->recipe, alt, r->rename_base, r->reencoded};
     s.recipe.blob = *ref;
     st.out.emplace(job.entry, s);
   }
@@ -358,8 +366,11 @@ absl::StatusOr<std::string> EncodeForm(const DeltaCodec& c, std::string_view bas
 }
 
 // Encodes with `codec`; in auto mode a failing codec is just not a candidate.
+// A packed relcopy patch is also kept in `raw` (the smallest), the
+// PackAlternate of whatever wins.
 absl::Status Try(CodecId codec, const Base& base, std::string_view target, const DiffOptions& o,
-                 const Plan& plan, Helpers& helpers, std::optional<Candidate>* best) {
+                 const Plan& plan, Helpers& helpers, std::optional<Candidate>* best,
+                 std::optional<Candidate>* raw) {
   bool packed = false;
   uint64_t limit = *best ? (*best)->cost : std::numeric_limits<uint64_t>::max();
   auto patch = EncodeForm(GetCodec(codec), base.content, target, o.pack_small_blobs, plan.standalone_first,
@@ -372,6 +383,8 @@ absl::Status Try(CodecId codec, const Base& base, std::string_view target, const
   }
   if (!KeepCandidate(o, codec, patch->size(), target.size())) return absl::OkStatus();
   uint64_t cost = PatchCost(*patch, packed);
+  bool is_raw = codec == CodecId::kRelcopy && packed && !o.codec;
+  if (is_raw && (!*raw || cost < (*raw)->cost)) *raw = Candidate{&base, codec, *patch, packed, cost};
   if (!*best || cost < (*best)->cost) *best = Candidate{&base, codec, std::move(*patch), packed, cost};
   return absl::OkStatus();
 }
@@ -379,12 +392,13 @@ absl::Status Try(CodecId codec, const Base& base, std::string_view target, const
 // The smallest patch: every base with the first codec, then the other codecs
 // on the best base only (bases rarely disagree with codecs about the winner).
 absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, const std::vector<Base>& bases,
-                                                   const DiffOptions& o, Helpers& helpers) {
-  std::optional<Candidate> best;
+                                                   const DiffOptions& o, Helpers& helpers,
+                                                   std::optional<Candidate>* alt) {
+  std::optional<Candidate> best, raw;
   if (target.size() < o.min_delta_size || bases.empty()) return best;
   Plan plan = PlanCodecs(target, bases, o);
   for (const Base& b : bases)
-    if (auto s = Try(plan.codecs[0], b, target, o, plan, helpers, &best); !s.ok()) return s;
+    if (auto s = Try(plan.codecs[0], b, target, o, plan, helpers, &best, &raw); !s.ok()) return s;
   if (!best) return best;
   if (SkipRestAfterFirst(o, target.size(), best->patch.size())) plan.codecs.resize(1);
   const Base* chosen = best->base;
@@ -395,17 +409,22 @@ absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, cons
     if (!RelcopyNext(o, relcopy_tried, best->patch.size(), chosen->content.size(), target.size()))
       return absl::OkStatus();
     relcopy_tried = true;
-    return Try(CodecId::kRelcopy, *chosen, target, o, plan, helpers, &best);
+    return Try(CodecId::kRelcopy, *chosen, target, o, plan, helpers, &best, &raw);
   };
   if (auto s = maybe_relcopy(); !s.ok()) return s;
   for (size_t c = 1; c < plan.codecs.size(); ++c)
-    if (auto s = Try(plan.codecs[c], *chosen, target, o, plan, helpers, &best); !s.ok()) return s;
+    if (auto s = Try(plan.codecs[c], *chosen, target, o, plan, helpers, &best, &raw); !s.ok()) return s;
   if (auto s = maybe_relcopy(); !s.ok()) return s;
   if (GzipNext(o, target))
-    if (auto s = Try(CodecId::kGzip, *chosen, target, o, plan, helpers, &best); !s.ok()) return s;
+    if (auto s = Try(CodecId::kGzip, *chosen, target, o, plan, helpers, &best, &raw); !s.ok()) return s;
   if (best) {
     if (auto s = CheckRoundTrip(*best, target, helpers); !s.ok())
       return absl::InternalError(StrCat(CodecName(best->codec), " round trip failed: ", s.message()));
+    if (best->packed && raw && raw->base == best->base && best->codec != raw->codec) {
+      if (auto s = CheckRoundTrip(*raw, target, helpers); !s.ok())
+        return absl::InternalError(StrCat(CodecName(raw->codec), " round trip failed: ", s.message()));
+      *alt = std::move(raw);
+    }
   }
   return best;
 }
@@ -424,15 +443,21 @@ BlobResult DeltaResult(Candidate& c) {
 absl::StatusOr<BlobResult> EncodeFile(std::string_view target, const std::vector<Base>& bases,
                                       const DiffOptions& options, std::optional<std::string> ready_full,
                                       Helpers& helpers) {
-  auto delta = BestDelta(target, bases, options, helpers);
+  std::optional<Candidate> alt;
+  auto delta = BestDelta(target, bases, options, helpers, &alt);
   if (!delta.ok()) return delta.status();
+  auto result = [&]() {
+    BlobResult r = DeltaResult(**delta);
+    if (alt) r.alt = PackAlternate{alt->codec, std::move(alt->patch)};
+    return r;
+  };
   if (*delta && !ready_full) {
     // A delta below a quarter of even a fast (level 1) compression cannot
     // lose to the slow one: skip the level-19 compression (seconds per MB)
     // that would only confirm it.
     auto quick = CompressFullBlob(target, 1);
     if (!quick.ok()) return quick.status();
-    if ((**delta).patch.size() * 4 <= quick->size()) return DeltaResult(**delta);
+    if ((**delta).patch.size() * 4 <= quick->size()) return result();
   }
   std::string full;
   if (ready_full) {
@@ -442,7 +467,7 @@ absl::StatusOr<BlobResult> EncodeFile(std::string_view target, const std::vector
     if (!z.ok()) return z.status();
     full = std::move(*z);
   }
-  if (*delta && (**delta).patch.size() < full.size()) return DeltaResult(**delta);
+  if (*delta && (**delta).patch.size() < full.size()) return result();
   BlobResult r;
   r.recipe = {Recipe::Kind::kFull, CodecId::kZstd, {}, {}};
   if (options.pack_small_blobs && !ready_full && target.size() <= kPackMemberMax) {
@@ -474,6 +499,47 @@ std::vector<Entry> AllEntries(const CdimgImage& img) {
 
 absl::Status AtEntry(const absl::Status& s, std::string_view image_path, std::string_view entry_path) {
   return Annotate(s, StrCat(image_path, ": /", entry_path));
+}
+
+void ChooseAlternates(std::string_view lead, std::vector<PackMember>& members, uint64_t max_raw) {
+  std::vector<size_t> with_alt;
+  for (size_t k = 0; k < members.size(); ++k)
+    if (members[k].blob->alt) with_alt.push_back(k);
+  if (with_alt.empty()) return;
+  std::string raw;
+  auto cost = [&](int level = kAlternateChoiceLevel) -> uint64_t {
+    raw.assign(lead);
+    for (const PackMember& m : members) raw += m.use_alt ? m.alt : m.bytes;
+    if (raw.size() > max_raw) return std::numeric_limits<uint64_t>::max();
+    auto z = CdimgWriter::CompressPack(raw, level);
+    return z.ok() ? z->size() : std::numeric_limits<uint64_t>::max();
+  };
+  // Start from every alternate and give members their primary back one at a
+  // time, in order, where that saves: a pair of files with one edit gains
+  // only when both take the raw form, so flips from every primary would
+  // never find it (taking one alone costs more), while from every alternate
+  // taking one back loses the pair's shared bytes and is refused.
+  for (size_t k : with_alt) members[k].use_alt = true;
+  uint64_t best = cost();
+  for (size_t k : with_alt) {
+    members[k].use_alt = false;
+    uint64_t c = cost();
+    // Over the limit (best is the maximum), every step back is taken: the
+    // primaries fit.
+    if (c < best || best == std::numeric_limits<uint64_t>::max()) best = c;
+    else members[k].use_alt = true;
+  }
+  // Weighed at the level the pack is written at, the choice must beat every
+  // primary, or the primaries stay: the fast level can misjudge by a few
+  // hundred bytes (prettier 3.5.3->3.6.0: +271 B without this check).
+  bool any = false;
+  for (size_t k : with_alt) any |= members[k].use_alt;
+  if (!any) return;
+  uint64_t chosen = cost(kPackLevel);
+  std::vector<bool> keep(members.size());
+  for (size_t k : with_alt) keep[k] = std::exchange(members[k].use_alt, false);
+  if (chosen < cost(kPackLevel))
+    for (size_t k : with_alt) members[k].use_alt = keep[k];
 }
 
 absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgImage& parent,
@@ -585,22 +651,48 @@ absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgIm
       pack += *raw;
     }
   }
-  std::vector<std::pair<size_t, const SpooledBlob*>> packed;
-  for (const auto& [i, b] : blobs)
-    if (b.recipe.packed) packed.emplace_back(i, &b);
-  for (size_t k = 0; k < packed.size(); ++k) {
-    size_t i = packed[k].first;
-    const SpooledBlob& b = *packed[k].second;
+  // Members join a pack in entry order while they fit (as before there were
+  // alternates: a delta without any is the same bytes); then each member
+  // with a PackAlternate takes the form that compresses smaller with the
+  // others, within the pack limit (ChooseAlternates).
+  std::vector<PackMember> group;
+  uint64_t group_bytes = 0;
+  auto place = [&]() -> absl::Status {
+    if (group.empty()) return absl::OkStatus();
+    ChooseAlternates(pack, group, kPackRawMax);
+    for (PackMember& m : group) {
+      size_t i = m.entry;
+      recipes[i] = m.blob->recipe;
+      if (m.use_alt) recipes[i].codec = m.blob->alt->first;
+      const std::string& bytes = m.use_alt ? m.alt : m.bytes;
+      recipes[i].blob = {pack.size(), bytes.size()};
+      recipes[i].pack = next_pack;
+      pack += bytes;
+      packs.files++;
+    }
+    group.clear();
+    group_bytes = 0;
+    return absl::OkStatus();
+  };
+  for (const auto& [i, b] : blobs) {
+    if (!b.recipe.packed) continue;
+    PackMember m{i, &b};
     auto bytes = spool.Get(b.recipe.blob);
     if (!bytes.ok()) return bytes.status();
-    if (pack.size() + bytes->size() > kPackRawMax)
+    m.bytes = std::move(*bytes);
+    if (b.alt) {
+      auto alt = spool.Get(b.alt->second);
+      if (!alt.ok()) return alt.status();
+      m.alt = std::move(*alt);
+    }
+    if (pack.size() + group_bytes + m.bytes.size() > kPackRawMax) {
+      if (auto s = place(); !s.ok()) return s;
       if (auto s = flush(); !s.ok()) return s;
-    recipes[i] = b.recipe;
-    recipes[i].blob = {pack.size(), bytes->size()};
-    recipes[i].pack = next_pack;
-    pack += *bytes;
-    packs.files++;
+    }
+    group_bytes += m.bytes.size();
+    group.push_back(std::move(m));
   }
+  if (auto s = place(); !s.ok()) return s;
   if (auto s = drain(); !s.ok()) return s;
   // The last pack goes inside the meta frame: a small delta then pays for one
   // zstd frame and one set of entropy tables (docs/format.md, compact meta).
