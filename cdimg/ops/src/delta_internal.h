@@ -141,6 +141,12 @@ struct Novelty {
 };
 Novelty MeasureNovelty(std::string_view base, std::string_view target);
 
+// The size of a fast zstd patch (level 3, the base as prefix) of `target`:
+// a cheap measure of how well `base` serves it, ~40x faster than the level-19
+// patch of text (10 ms against 400 ms for prettier's 0.7 MB flow.js).
+// Errors count as the largest size.
+uint64_t FastPatchSize(std::string_view base, std::string_view target);
+
 // A sparse sample of the same anchors (~1 per 128 bytes), sorted, without
 // repeats: what SimilarBases compares between files.
 std::vector<uint64_t> SampleAnchors(std::string_view s);

@@ -1,9 +1,11 @@
 // A cheap look at how much of a file its delta base lacks (MeasureNovelty),
 // and the sparse anchors the search for similar files compares (SampleAnchors).
 #include <algorithm>
+#include <limits>
 #include <array>
 #include <vector>
 
+#include "d4c/base/zstd.h"
 #include "delta_internal.h"
 
 namespace d4c::delta_internal {
@@ -103,6 +105,17 @@ std::vector<uint64_t> SampleAnchors(std::string_view s) {
   std::sort(out.begin(), out.end());
   out.erase(std::unique(out.begin(), out.end()), out.end());
   return out;
+}
+
+uint64_t FastPatchSize(std::string_view base, std::string_view target) {
+  constexpr uint64_t kFailed = std::numeric_limits<uint64_t>::max();
+  ZstdCCtxPtr cctx = NewZstdCCtx();
+  if (!cctx || !ZstdSet(cctx.get(), ZSTD_c_compressionLevel, 3).ok() ||
+      !ZstdSet(cctx.get(), ZSTD_c_windowLog, WindowLogFor(base.size() + target.size())).ok() ||
+      ZSTD_isError(ZSTD_CCtx_refPrefix(cctx.get(), base.data(), base.size())))
+    return kFailed;
+  auto patch = ZstdCompressWith(cctx.get(), target);
+  return patch.ok() ? patch->size() : kFailed;
 }
 
 }  // namespace d4c::delta_internal
