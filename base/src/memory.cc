@@ -45,8 +45,8 @@ void* AllocateMaybeHuge(size_t size, size_t huge_from) {
   return p;
 }
 
-void PrefaultForWrite(void* p, size_t size) {
-  if (size < kPrefaultFrom) return;
+void PrefaultForWrite(void* p, size_t size, size_t min_size) {
+  if (size < min_size) return;
   constexpr uintptr_t kPage = 4096;
   uintptr_t from = (reinterpret_cast<uintptr_t>(p) + kPage - 1) & ~(kPage - 1);
   uintptr_t to = (reinterpret_cast<uintptr_t>(p) + size) & ~(kPage - 1);

@@ -8,6 +8,7 @@
 #include <emmintrin.h>
 #endif
 
+#include "d4c/base/memory.h"
 #include "d4c/base/varint.h"
 
 namespace d4c::codec_internal {
@@ -190,8 +191,12 @@ std::optional<uint64_t> SplitPoint(const uint8_t* d, uint64_t from, uint64_t lim
   return std::nullopt;
 }
 
-// Operand vectors are reserved for one operand per this many bytes of code.
+// Operand vectors are reserved for one operand per this many bytes of code,
+// and the first pages for one per kBytesPerOperandExpected are faulted in at
+// once when that is at least kPrefaultOperandsFrom bytes.
 constexpr uint64_t kBytesPerOperandReserved = 24;
+constexpr uint64_t kBytesPerOperandExpected = 48;
+constexpr size_t kPrefaultOperandsFrom = 256 << 10;
 
 // `ops` (may be null): receives the rewritten operands, in order.
 void TransformSpan(std::string& data, X86Span span, bool to_absolute, Helpers& helpers, uint64_t part_bytes,
@@ -227,7 +232,14 @@ void TransformSpan(std::string& data, X86Span span, bool to_absolute, Helpers& h
       // below, a third of a patch's page faults on biome's 28 MB binary).
       // A 2 MiB part's room stays under kHugeAllocationFrom: a whole huge
       // page per part would outlive the part in glibc's heap.
-      if (out) out->reserve((p.stop - p.from) / kBytesPerOperandReserved + 1);
+      if (out) {
+        out->reserve((p.stop - p.from) / kBytesPerOperandReserved + 1);
+        // The room is a fresh block (over glibc's mmap threshold for a 2 MiB
+        // part); fault in what real code fills, one operand per 48 bytes,
+        // with one call instead of a page fault per 4 KiB.
+        PrefaultForWrite(out->data(), (p.stop - p.from) / kBytesPerOperandExpected * sizeof(X86Operand),
+                         kPrefaultOperandsFrom);
+      }
       Transform(data, end, p.from, p.stop, p.guard, to_absolute, out);
     });
   }

@@ -34,10 +34,11 @@ void* AllocateMaybeHuge(size_t size, size_t huge_from = kHugeAllocationFrom);
 // Faults in, with one system call, every whole page of [p, p + size) that
 // is about to be written from start to end (Linux's MADV_POPULATE_WRITE):
 // pages the kernel fills in a loop instead of one page-fault exception each.
-// For buffers of kPrefaultFrom bytes or more (smaller ones are mostly reused
-// heap); advice only: without kernel support nothing happens.
+// For buffers of `min_size` (default kPrefaultFrom) bytes or more: smaller
+// ones are mostly reused heap, unless the caller knows the block is fresh;
+// advice only: without kernel support nothing happens.
 inline constexpr size_t kPrefaultFrom = size_t{1} << 20;
-void PrefaultForWrite(void* p, size_t size);
+void PrefaultForWrite(void* p, size_t size, size_t min_size = kPrefaultFrom);
 
 // Whether this build's global operator new is memory.cc's (not in sanitizer
 // builds, which keep the sanitizer's: it checks more).
