@@ -234,9 +234,10 @@ void TransformSpan(std::string& data, X86Span span, bool to_absolute, Helpers& h
       // page per part would outlive the part in glibc's heap.
       if (out) {
         out->reserve((p.stop - p.from) / kBytesPerOperandReserved + 1);
-        // The room is a fresh block (over glibc's mmap threshold for a 2 MiB
-        // part); fault in what real code fills, one operand per 48 bytes,
-        // with one call instead of a page fault per 4 KiB.
+        // The room is mostly a fresh block (a 2 MiB part's is over glibc's
+        // initial mmap threshold); fault in what real code fills, one
+        // operand per 48 bytes, with one call instead of a fault per 4 KiB
+        // (pages already there cost the call a page-table walk).
         PrefaultForWrite(out->data(), (p.stop - p.from) / kBytesPerOperandExpected * sizeof(X86Operand),
                          kPrefaultOperandsFrom);
       }
