@@ -450,7 +450,9 @@ TEST_CASE("ChooseAlternates: twins take their shared raw form and others keep th
   with_alt.alt.emplace(CodecId::kRelcopy, BlobRef{});
   std::string shared = Noise(700, 1);  // one edit's raw instructions, the same in both files
   auto member = [&](size_t entry, std::string bytes, std::string alt) {
-    PackMember m{entry, alt.empty() ? &plain : &with_alt};
+    PackMember m;
+    m.entry = entry;
+    m.blob = alt.empty() ? &plain : &with_alt;
     m.bytes = std::move(bytes);
     m.alt = std::move(alt);
     return m;

@@ -690,7 +690,9 @@ absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgIm
   };
   for (const auto& [i, b] : blobs) {
     if (!b.recipe.packed) continue;
-    PackMember m{i, &b};
+    PackMember m;
+    m.entry = i;
+    m.blob = &b;
     auto bytes = spool.Get(b.recipe.blob);
     if (!bytes.ok()) return bytes.status();
     m.bytes = std::move(*bytes);
