@@ -436,19 +436,10 @@ TEST_CASE("auto policy: the tiny-patch rule, relcopy's turn and its candidates",
 
 // ChooseAlternates (pack members with a relcopy alternate): the raw forms of
 // two files that got one edit are the same bytes, which the pack stores once.
-namespace {
-std::string Noise(size_t n, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::string s(n, '\0');
-  for (char& c : s) c = static_cast<char>(rng());
-  return s;
-}
-}  // namespace
-
 TEST_CASE("ChooseAlternates: twins take their shared raw form and others keep their primary", "[delta]") {
   SpooledBlob with_alt, plain;
   with_alt.alt.emplace(CodecId::kRelcopy, BlobRef{});
-  std::string shared = Noise(700, 1);  // one edit's raw instructions, the same in both files
+  std::string shared = RandomBytes(700, 1);  // one edit's raw instructions, the same in both files
   auto member = [&](size_t entry, std::string bytes, std::string alt) {
     PackMember m;
     m.entry = entry;
@@ -458,10 +449,10 @@ TEST_CASE("ChooseAlternates: twins take their shared raw form and others keep th
     return m;
   };
   std::vector<PackMember> ms;
-  ms.push_back(member(1, Noise(600, 2), shared));         // each primary smaller than the raw form alone
-  ms.push_back(member(2, Noise(600, 3), shared));
-  ms.push_back(member(3, Noise(300, 4), Noise(900, 5)));  // an alternate that only costs more
-  ms.push_back(member(4, Noise(200, 6), ""));
+  ms.push_back(member(1, RandomBytes(600, 2), shared));         // each primary smaller than the raw form alone
+  ms.push_back(member(2, RandomBytes(600, 3), shared));
+  ms.push_back(member(3, RandomBytes(300, 4), RandomBytes(900, 5)));  // an alternate that only costs more
+  ms.push_back(member(4, RandomBytes(200, 6), ""));
   ChooseAlternates("", ms, 1 << 20);
   CHECK(ms[0].use_alt);
   CHECK(ms[1].use_alt);
@@ -475,13 +466,13 @@ TEST_CASE("ChooseAlternates: twins take their shared raw form and others keep th
 
   // One file alone gains nothing from its raw form.
   std::vector<PackMember> one;
-  one.push_back(member(1, Noise(600, 2), shared));
+  one.push_back(member(1, RandomBytes(600, 2), shared));
   ChooseAlternates("", one, 1 << 20);
   CHECK_FALSE(one[0].use_alt);
 
   // The pack's earlier bytes count: a raw form matching them is taken.
   std::vector<PackMember> after;
-  after.push_back(member(5, Noise(600, 7), shared));
+  after.push_back(member(5, RandomBytes(600, 7), shared));
   ChooseAlternates(shared, after, 1 << 20);
   CHECK(after[0].use_alt);
 }

@@ -46,9 +46,9 @@ absl::StatusOr<std::string> EncodeSeparate(int level, std::string_view base,
 
 absl::StatusOr<std::string> ZstdCodec::Encode(std::string_view base,
                                               std::string_view target) const {
+  int level = LooksText(target) ? text_level_ : level_;
   // zstd drops the part of a prefix that the input overlaps in memory (it
   // takes it for its own window), so an aliased target would not see the base.
-  int level = LooksText(target) ? text_level_ : level_;
   if (Overlaps(base, target)) {
     auto copy = AllocateWholeBuffer(target.size());
     if (!copy.ok()) return copy.status();

@@ -104,6 +104,7 @@ bool RelcopyFits(const DiffOptions& o, uint64_t base, uint64_t target) {
 Plan PlanFor(const DiffOptions& o, uint64_t base_max, uint64_t first_base, uint64_t target,
              const std::optional<Novelty>& least, bool text) {
   Plan p{CodecsFor(o, base_max, target, text)};
+  p.text = text;
   if (o.codec || target < kStandaloneFirstMinFile || !least) return p;
   const Novelty& n = *least;
   uint64_t estimated_patch = n.missing * kBytesPerAnchor;

@@ -79,6 +79,9 @@ struct Plan {
   // The patch will not fit a pack member: two-form codecs encode their
   // standalone form first instead of a pack form that would be thrown away.
   bool standalone_first = false;
+  // The target is text (LooksText; never with a fixed codec), as PlanCodecs
+  // found: BestDelta picks its base with a fast patch when it has several.
+  bool text = false;
 };
 
 // The plan from sizes alone: `base_max` the largest base, `first_base` the

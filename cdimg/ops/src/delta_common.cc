@@ -402,7 +402,7 @@ absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, cons
   // twins cost 0.3-0.5 s each, the fast ones 10 ms), and the first codec
   // runs on that one.
   std::vector<const Base*> first_bases;
-  if (!o.codec && bases.size() > 1 && LooksText(target)) {
+  if (plan.text && bases.size() > 1) {
     const Base* pick = &bases[0];
     uint64_t least = FastPatchSize(bases[0].content, target);
     for (size_t k = 1; k < bases.size(); ++k)
