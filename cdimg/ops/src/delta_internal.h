@@ -282,15 +282,6 @@ struct PlacedPacks {
   std::vector<CopiedPack> lead;
 };
 
-// Writes a delta image: entries with a spooled blob get it (in entry order),
-// the others keep their recipe from `recipes`. Returns its stats.
-// `threads` (0: one per CPU) compress the packs, a few at a time; the bytes
-// do not depend on it.
-// `placed` (optional): the image gets placed packs (docs/format.md): the
-// stored packs come first, numbered in their order, then the lead packs'
-// members and after them the spooled packed blobs fill new packs; `recipes`
-// may name any of these.
-// `index_level`: zstd level of the meta frame (config, index, last pack).
 // A packed blob on its way into a pack: its bytes, its PackAlternate's, and
 // which of the two the pack gets.
 struct PackMember {
@@ -314,6 +305,15 @@ inline constexpr int kPackLevel = 19;  // CdimgWriter::CompressPack's default
 // primary. Deterministic: depends on the bytes only.
 void ChooseAlternates(std::string_view lead, std::vector<PackMember>& members, uint64_t max_raw);
 
+// Writes a delta image: entries with a spooled blob get it (in entry order),
+// the others keep their recipe from `recipes`. Returns its stats.
+// `threads` (0: one per CPU) compress the packs, a few at a time; the bytes
+// do not depend on it.
+// `placed` (optional): the image gets placed packs (docs/format.md): the
+// stored packs come first, numbered in their order, then the lead packs'
+// members and after them the spooled packed blobs fill new packs; `recipes`
+// may name any of these.
+// `index_level`: zstd level of the meta frame (config, index, last pack).
 absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgImage& parent,
                                       std::string_view config, const std::vector<Entry>& entries,
                                       std::vector<Recipe> recipes,

@@ -1,8 +1,9 @@
 // A cheap look at how much of a file its delta base lacks (MeasureNovelty),
-// and the sparse anchors the search for similar files compares (SampleAnchors).
+// how well a base serves it (FastPatchSize), and the sparse anchors the
+// search for similar files compares (SampleAnchors).
 #include <algorithm>
-#include <limits>
 #include <array>
+#include <limits>
 #include <vector>
 
 #include "d4c/base/zstd.h"
