@@ -385,6 +385,7 @@ int main(int argc, char** argv) {
   CodecSeeds("codec_bsdiff_fuzz", d4c::CodecId::kBsdiff, 16 << 10);
   CodecSeeds("codec_xdelta3_fuzz", d4c::CodecId::kXdelta3, 64 << 10);
   CodecSeeds("codec_relcopy_fuzz", d4c::CodecId::kRelcopy, 16 << 10);
+  CodecSeeds("codec_lzma_fuzz", d4c::CodecId::kLzma, 16 << 10);
   X86Seeds();
   std::error_code ec;
   fs::remove_all(tmpl, ec);

@@ -13,7 +13,8 @@
 namespace d4c {
 namespace {
 
-constexpr CodecId kAllCodecs[] = {CodecId::kZstd, CodecId::kXdelta3, CodecId::kBsdiff, CodecId::kRelcopy};
+constexpr CodecId kAllCodecs[] = {CodecId::kZstd, CodecId::kXdelta3, CodecId::kBsdiff, CodecId::kRelcopy,
+                                   CodecId::kLzma};
 
 std::string RandomBytes(size_t n, uint64_t seed) {
   std::mt19937_64 rng(seed);
@@ -92,12 +93,12 @@ TEST_CASE("codec names parse and print", "[codec]") {
     CHECK(GetCodec(id).id() == id);
     CHECK(&GetCodec(id) == &GetCodec(id));
   }
-  auto bad = ParseCodecName("lzma");
+  auto bad = ParseCodecName("xz");
   REQUIRE_FALSE(bad.ok());
   CHECK(bad.status().code() == absl::StatusCode::kInvalidArgument);
   std::string msg(bad.status().message());
-  CHECK(msg.find("lzma") != std::string::npos);
-  CHECK(msg.find("zstd, xdelta3, bsdiff, relcopy") != std::string::npos);
+  CHECK(msg.find("'xz'") != std::string::npos);
+  CHECK(msg.find("zstd, xdelta3, bsdiff, relcopy, gzip, lzma") != std::string::npos);
   CHECK_FALSE(ParseCodecName("").ok());
   CHECK_FALSE(ParseCodecName("ZSTD").ok());
 }
@@ -288,14 +289,14 @@ TEST_CASE("bsdiff: same patch with and without helper threads", "[codec][large]"
 // change a patch that comes in under it.
 TEST_CASE("EncodeWithin gives up only on patches clearly over the limit", "[codec]") {
   std::string base = Words(200000, 61), target = Scatter(Words(200000, 62), 20, 63);
-  for (CodecId id : {CodecId::kBsdiff, CodecId::kZstd, CodecId::kXdelta3, CodecId::kRelcopy}) {
+  for (CodecId id : {CodecId::kBsdiff, CodecId::kZstd, CodecId::kXdelta3, CodecId::kRelcopy, CodecId::kLzma}) {
     const DeltaCodec& codec = GetCodec(id);
     std::string full = Encode(id, base, target);
     auto roomy = codec.EncodeWithin(base, target, NoHelpers(), full.size());
     REQUIRE(roomy.ok());
     CHECK(*roomy == full);
     auto tight = codec.EncodeWithin(base, target, NoHelpers(), full.size() / 10);
-    if (id == CodecId::kBsdiff) {
+    if (id == CodecId::kBsdiff || id == CodecId::kLzma) {
       REQUIRE_FALSE(tight.ok());
       CHECK(tight.status().code() == absl::StatusCode::kOutOfRange);
     } else if (tight.ok()) {

@@ -38,7 +38,8 @@ absl::StatusOr<std::vector<ChainStep>> ParseChainPatch(std::string_view patch, b
     uint8_t sform = static_cast<uint8_t>(patch[pos++]);
     s.stored = codec == kStoredCodec;
     if (s.stored && k > 0) return Bad(StrCat("step ", k + 1, " is stored; only the first step may be"));
-    if (!s.stored && (codec < 1 || codec > 5)) return Bad(StrCat("step codec id ", int(codec), " not in 0..5"));
+    if (!s.stored && (codec < 1 || codec > 7 || codec == static_cast<uint8_t>(CodecId::kChain)))
+      return Bad(StrCat("step codec id ", int(codec), " not in 0..5 or 7"));
     s.located = sform & kLocated;
     uint8_t form = sform & ~kLocated;
     if ((form != kFormStandalone && form != kFormPack) || (s.stored && form != kFormStandalone))

@@ -5,7 +5,7 @@
 //
 //   byte form          1 standalone, 2 pack (must match where it is stored)
 //   varint step_count  2..kMaxChainSteps
-//   per step:  byte codec (1..5; 0 = stored, first step only), byte step
+//   per step:  byte codec (1..5 or 7; 0 = stored, first step only), byte step
 //              form (1 standalone, 2 pack; bit 7 = located),
 //              varint out_size (<= 1 GiB; the last one = the target size),
 //              varint patch_length, located: varint pack, varint offset

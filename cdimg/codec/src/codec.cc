@@ -11,6 +11,7 @@
 #include "bsdiff_codec.h"
 #include "chain_codec.h"
 #include "gzip_codec.h"
+#include "lzma_codec.h"
 #include "relcopy_codec.h"
 #include "xdelta3_codec.h"
 #include "zstd_codec.h"
@@ -110,16 +111,19 @@ const char* CodecName(CodecId id) {
       return "gzip";
     case CodecId::kChain:
       return "chain";
+    case CodecId::kLzma:
+      return "lzma";
   }
   return "unknown";
 }
 
 absl::StatusOr<CodecId> ParseCodecName(std::string_view name) {
-  for (CodecId id : {CodecId::kZstd, CodecId::kXdelta3, CodecId::kBsdiff, CodecId::kRelcopy, CodecId::kGzip}) {
+  for (CodecId id :
+       {CodecId::kZstd, CodecId::kXdelta3, CodecId::kBsdiff, CodecId::kRelcopy, CodecId::kGzip, CodecId::kLzma}) {
     if (name == CodecName(id)) return id;
   }
   return absl::InvalidArgumentError(
-      StrCat("unknown codec '", name, "' (valid: zstd, xdelta3, bsdiff, relcopy, gzip)"));
+      StrCat("unknown codec '", name, "' (valid: zstd, xdelta3, bsdiff, relcopy, gzip, lzma)"));
 }
 
 bool LooksText(std::string_view content) {
@@ -142,6 +146,7 @@ const DeltaCodec& GetCodec(CodecId id) {
   static const auto* relcopy = new codec_internal::RelcopyCodec();
   static const auto* gzip = new codec_internal::GzipCodec();
   static const auto* chain = new codec_internal::ChainCodec();
+  static const auto* lzma = new codec_internal::LzmaCodec();
   static const auto* unknown = new UnknownCodec();
   switch (id) {
     case CodecId::kZstd:
@@ -156,6 +161,8 @@ const DeltaCodec& GetCodec(CodecId id) {
       return *gzip;
     case CodecId::kChain:
       return *chain;
+    case CodecId::kLzma:
+      return *lzma;
   }
   return *unknown;
 }

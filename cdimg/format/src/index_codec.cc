@@ -273,7 +273,7 @@ absl::Status DecodeRecipes(DecodedIndex* idx, std::string_view rest, uint32_t ba
     RecipeSlot& slot = idx->recipes[i];
     if (slot.kind != Recipe::Kind::kDelta) continue;
     uint8_t codec = (static_cast<uint8_t>(rest[i]) >> 4) & 7;
-    if (codec < 1 || codec > 6) return Corrupt("unknown codec id");
+    if (codec < 1 || codec > 7) return Corrupt("unknown codec id");
     slot.codec = static_cast<CodecId>(codec);
     uint64_t ref;
     if (!GetVarint(rest, &pos, &ref) || ref >= base_count + (compact ? 1 : 0))

@@ -32,7 +32,7 @@ absl::StatusOr<std::optional<CodecId>> ParseCodecChoice(std::string_view name) {
   if (name == "auto") return std::optional<CodecId>();
   auto id = ParseCodecName(name);
   if (!id.ok())
-    return absl::InvalidArgumentError(StrCat("unknown codec '", name, "' (valid: auto, zstd, xdelta3, bsdiff, relcopy, gzip)"));
+    return absl::InvalidArgumentError(StrCat("unknown codec '", name, "' (valid: auto, zstd, xdelta3, bsdiff, relcopy, gzip, lzma)"));
   return std::optional<CodecId>(*id);
 }
 

@@ -23,10 +23,11 @@ enum class CodecId : uint8_t {
   kRelcopy = 4,  // copy/add with relative addresses, left for the pack's zstd
   kGzip = 5,     // a gzip file: an inner codec's delta of the inflated content + a deflate recipe
   kChain = 6,    // merge: patches of several deltas applied in sequence (ChainStep)
+  kLzma = 7,     // a raw LZMA2 stream with the base as preset dictionary (the last id a recipe byte holds)
 };
 
 const char* CodecName(CodecId id);
-// Accepts "zstd", "xdelta3", "bsdiff", "relcopy", "gzip".
+// Accepts "zstd", "xdelta3", "bsdiff", "relcopy", "gzip", "lzma".
 absl::StatusOr<CodecId> ParseCodecName(std::string_view name);
 
 // Threads that one encode may use besides its caller's: the delta engine
@@ -133,14 +134,15 @@ const DeltaCodec& GetCodec(CodecId id);
 // and fewer than one control byte (other than tab, line feed, vertical tab,
 // form feed, carriage return, escape) in 100; bytes of 0x80 and up count as
 // text (UTF-8). Empty content is not text. The zstd codec compresses text
-// harder, and diff's auto gives it zstd on larger files (docs/architecture.md,
-// "The `auto` codec policy"): minified bundles and other text have patches
-// made mostly of literals, which zstd's entropy coding stores best.
+// harder, and diff's auto gives zstd and lzma larger text files
+// (docs/architecture.md, "The `auto` codec policy"): minified bundles and
+// other text have patches made mostly of literals, which entropy coding
+// stores best.
 inline constexpr size_t kTextSample = 64 << 10;
 bool LooksText(std::string_view content);
 
 // One step of a chained patch (codec 6, docs/format.md): a patch of codec
-// `codec` (1..5) in its pack form or not, making `out_size` bytes from the
+// `codec` (1..5 or 7) in its pack form or not, making `out_size` bytes from the
 // previous step's output (the first step: from the base).
 struct ChainStep {
   CodecId codec = CodecId::kZstd;

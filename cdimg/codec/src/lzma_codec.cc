@@ -1,0 +1,125 @@
+#include "lzma_codec.h"
+
+#include <lzma.h>
+
+#include <algorithm>
+#include <limits>
+
+#include "d4c/base/strcat.h"
+#include "d4c/base/zstd.h"
+
+namespace d4c::codec_internal {
+
+namespace {
+
+constexpr size_t kCrcSize = 4;
+
+absl::Status CheckSizes(uint64_t base, uint64_t target, bool decoding) {
+  if (base <= kLzmaMaxInput && target <= kLzmaMaxInput - base) return absl::OkStatus();
+  std::string what = StrCat("lzma patch: base and target of ", base + target, " bytes exceed the 1 GiB an LZMA2 dictionary holds");
+  return decoding ? absl::DataLossError(what) : absl::FailedPreconditionError(what);
+}
+
+// The decoder must know the dictionary the encoder used: it is derived from
+// the sizes alone, so the patch needs no header.
+lzma_options_lzma Options(std::string_view base, uint64_t target_size) {
+  lzma_options_lzma opt{};
+  lzma_lzma_preset(&opt, kLzmaPreset);
+  opt.dict_size = static_cast<uint32_t>(std::max<uint64_t>(LZMA_DICT_SIZE_MIN, base.size() + target_size));
+  opt.preset_dict = base.empty() ? nullptr : reinterpret_cast<const uint8_t*>(base.data());
+  opt.preset_dict_size = static_cast<uint32_t>(base.size());
+  opt.mf = LZMA_MF_HC4;
+  opt.nice_len = kLzmaNiceLength;
+  opt.lc = kLzmaLiteralContextBits;
+  opt.lp = 0;
+  opt.pb = 0;
+  return opt;
+}
+
+void PutCrc(std::string* out, size_t at, std::string_view target) {
+  uint32_t crc = lzma_crc32(reinterpret_cast<const uint8_t*>(target.data()), target.size(), 0);
+  for (size_t i = 0; i < kCrcSize; ++i) (*out)[at + i] = static_cast<char>(crc >> (8 * i));
+}
+
+uint32_t GetCrc(std::string_view patch) {
+  uint32_t crc = 0;
+  for (size_t i = 0; i < kCrcSize; ++i)
+    crc |= uint32_t{static_cast<uint8_t>(patch[patch.size() - kCrcSize + i])} << (8 * i);
+  return crc;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> LzmaCodec::Encode(std::string_view base, std::string_view target) const {
+  return EncodeWithin(base, target, NoHelpers(), std::numeric_limits<uint64_t>::max());
+}
+
+absl::StatusOr<std::string> LzmaCodec::EncodeWithin(std::string_view base, std::string_view target,
+                                                    Helpers& /*helpers*/, uint64_t limit) const {
+  if (auto s = CheckSizes(base.size(), target.size(), false); !s.ok()) return s;
+  lzma_options_lzma opt = Options(base, target.size());
+  lzma_filter filters[2] = {{LZMA_FILTER_LZMA2, &opt}, {LZMA_VLI_UNKNOWN, nullptr}};
+  // LZMA2 stores incompressible chunks raw: a few bytes per 64 KiB chunk
+  // over the input. A buffer no bigger than `limit` stops the encoder as
+  // soon as it would pass it.
+  uint64_t bound = target.size() + target.size() / 1024 + 64 + kCrcSize;
+  bool limited = limit < bound;
+  auto out = AllocateBuffer(limited ? limit : bound);
+  if (!out.ok()) return out.status();
+  if (out->size() < kCrcSize) return absl::OutOfRangeError("lzma: patch would exceed the limit");
+  size_t pos = 0;
+  lzma_ret r = lzma_raw_buffer_encode(filters, nullptr, reinterpret_cast<const uint8_t*>(target.data()),
+                                      target.size(), reinterpret_cast<uint8_t*>(out->data()), &pos,
+                                      out->size() - kCrcSize);
+  if (r == LZMA_BUF_ERROR && limited) return absl::OutOfRangeError("lzma: patch would exceed the limit");
+  if (r == LZMA_MEM_ERROR) return absl::ResourceExhaustedError("lzma: out of memory in the encoder");
+  if (r != LZMA_OK) return absl::InternalError(StrCat("lzma: encoder failed (lzma_ret ", int{r}, ")"));
+  PutCrc(&*out, pos, target);
+  out->resize(pos + kCrcSize);
+  return out;
+}
+
+absl::StatusOr<std::string> LzmaCodec::Decode(std::string_view base, std::string_view patch,
+                                              uint64_t target_size) const {
+  if (patch.size() < kCrcSize) return absl::DataLossError("lzma patch: shorter than its checksum");
+  if (auto s = CheckSizes(base.size(), target_size, true); !s.ok()) return s;
+  lzma_options_lzma opt = Options(base, target_size);
+  lzma_filter filters[2] = {{LZMA_FILTER_LZMA2, &opt}, {LZMA_VLI_UNKNOWN, nullptr}};
+  auto out = AllocateWholeBuffer(target_size);
+  if (!out.ok()) return out.status();
+  lzma_stream strm = LZMA_STREAM_INIT;
+  lzma_ret r = lzma_raw_decoder(&strm, filters);
+  if (r == LZMA_MEM_ERROR) return absl::ResourceExhaustedError("lzma: out of memory in the decoder");
+  if (r != LZMA_OK) return absl::DataLossError(StrCat("lzma patch: decoder refused (lzma_ret ", int{r}, ")"));
+  strm.next_in = reinterpret_cast<const uint8_t*>(patch.data());
+  strm.avail_in = patch.size() - kCrcSize;
+  strm.next_out = reinterpret_cast<uint8_t*>(out->data());
+  strm.avail_out = out->size();
+  // One call decodes all it can: it stops at the stream's end, at the end
+  // of the input, or with the output full.
+  r = lzma_code(&strm, LZMA_FINISH);
+  bool over = false;
+  if (r == LZMA_OK && strm.avail_out == 0) {
+    // Full: the stream must end here without another byte.
+    uint8_t probe;
+    strm.next_out = &probe;
+    strm.avail_out = 1;
+    r = lzma_code(&strm, LZMA_FINISH);
+    over = strm.avail_out == 0;
+  }
+  uint64_t produced = target_size - (over ? 0 : strm.avail_out);
+  size_t left = strm.avail_in;
+  lzma_end(&strm);
+  if (over) return absl::DataLossError(StrCat("lzma patch: decodes to more than ", target_size, " bytes"));
+  if (r == LZMA_MEM_ERROR) return absl::ResourceExhaustedError("lzma: out of memory in the decoder");
+  if (r != LZMA_STREAM_END)
+    return absl::DataLossError(StrCat("lzma patch: corrupt or truncated stream (lzma_ret ", int{r}, ")"));
+  if (produced != target_size)
+    return absl::DataLossError(StrCat("lzma patch: decoded ", produced, " bytes, expected ", target_size));
+  if (left != 0) return absl::DataLossError("lzma patch: bytes after the stream");
+  if (lzma_crc32(reinterpret_cast<const uint8_t*>(out->data()), out->size(), 0) != GetCrc(patch))
+    return absl::DataLossError("lzma patch: checksum mismatch (a wrong base or a damaged patch)");
+  return out;
+}
+
+}  // namespace d4c::codec_internal
