@@ -196,6 +196,12 @@ std::vector<PinCase> PinCases() {
   for (size_t i = 0; i < mid_many.size(); i += 2000) mid_many.replace(i, 3, "###");
   add("300 KiB edited every 2 KB", mid, mid_many);
   add("200 KiB one edit (below the floor)", mid.substr(0, 200 << 10), mid_edit.substr(0, 200 << 10));
+  // New text in a mid-size file: lzma's turn (from 64 KiB of target).
+  std::string mid_new = mid;
+  mid_new.replace(150000, 30000, Text(30000, 41));
+  add("300 KiB text 10% new", mid, mid_new);
+  add("300 KiB text 10% new, no packs", mid, mid_new, no_packs);
+  add("60 KiB text 10% new (zstd below 64 KiB)", mid.substr(140000, 60 << 10), mid_new.substr(140000, 60 << 10));
   // Big files (1 MiB and more): measured by novelty first.
   std::string big = RandomBytes(3 << 19, 35);
   add("1.5 MiB churned", big, Relocate(big));
@@ -225,6 +231,9 @@ std::vector<PinCase> PinCases() {
   DiffOptions forced_zstd;
   forced_zstd.codec = CodecId::kZstd;
   add("forced zstd over 1 MiB", big5, big5_edit, forced_zstd);
+  DiffOptions forced_lzma;
+  forced_lzma.codec = CodecId::kLzma;
+  add("forced lzma", small_text, small_edit, forced_lzma);
   DiffOptions forced_relcopy;
   forced_relcopy.codec = CodecId::kRelcopy;
   add("forced relcopy", small_text, small_edit, forced_relcopy);
@@ -258,6 +267,10 @@ const std::map<std::string, std::string> kPinned = {
     // 1658 bytes at level 15, before text got level 19.
     {"forced zstd over 1 MiB", "delta/zstd/packed 1475 0cdf8e2b18b49253"},
     {"forced relcopy", "delta/relcopy/packed 18 a5603cec14eebf6f"},
+    {"300 KiB text 10% new", "delta/lzma/packed 7729 d16b6243f9ace45a"},
+    {"300 KiB text 10% new, no packs", "delta/lzma 7729 d16b6243f9ace45a"},
+    {"60 KiB text 10% new (zstd below 64 KiB)", "delta/zstd/packed 7636 ced0dc517dcfd695"},
+    {"forced lzma", "delta/lzma/packed 78 7fb657baa92d41ba"},
 };
 
 }  // namespace
@@ -280,12 +293,13 @@ TEST_CASE("auto: decisions pinned on representative inputs", "[delta]") {
 // each rule of docs/architecture.md, "The `auto` codec policy".
 namespace {
 using C = std::vector<CodecId>;
-constexpr CodecId kX = CodecId::kXdelta3, kZ = CodecId::kZstd, kB = CodecId::kBsdiff, kR = CodecId::kRelcopy;
+constexpr CodecId kX = CodecId::kXdelta3, kZ = CodecId::kZstd, kB = CodecId::kBsdiff, kR = CodecId::kRelcopy,
+                  kL = CodecId::kLzma;
 }  // namespace
 
 TEST_CASE("auto policy: the codec table", "[delta]") {
   // Every codec has one row; the general ones come cheapest first.
-  for (CodecId id : {kX, kZ, kB, kR}) CHECK(TraitsOf(id).id == id);
+  for (CodecId id : {kX, kZ, kL, kB, kR}) CHECK(TraitsOf(id).id == id);
   CHECK(kCodecTraits[0].id == kX);
   CHECK(TraitsOf(kX).two_forms);
   CHECK(TraitsOf(kR).two_forms);
@@ -314,19 +328,24 @@ TEST_CASE("auto policy: the gzip codec runs on gzip targets only, and not under 
 TEST_CASE("auto policy: the time budget and zstd's input limit", "[delta]") {
   DiffOptions o;  // 60 s, packs on
   // Where zstd runs, xdelta3 does not (packs on).
-  CHECK(CodecsFor(o, 100000, 100000) == C{kZ, kB});
-  CHECK(CodecsFor(o, 512 << 10, 512 << 10) == C{kZ, kB});        // 1 MiB: zstd still runs
+  CHECK(CodecsFor(o, 100000, 65535) == C{kZ, kB});
+  // From 64 KiB of target lzma takes zstd's place, within zstd's limits.
+  CHECK(CodecsFor(o, 100000, 65536) == C{kL, kB});
+  CHECK(CodecsFor(o, 512 << 10, 512 << 10) == C{kL, kB});        // 1 MiB: still runs
   CHECK(CodecsFor(o, 512 << 10, (512 << 10) + 1) == C{kX, kB});  // one byte more: not, so xdelta3 does
-  // A text target gets zstd up to 2 MiB.
-  CHECK(CodecsFor(o, 512 << 10, (512 << 10) + 1, /*text=*/true) == C{kZ, kB});
-  CHECK(CodecsFor(o, 1 << 20, 1 << 20, /*text=*/true) == C{kZ, kB});
+  CHECK(CodecsFor(o, (1 << 20) - 1000, 1000) == C{kZ, kB});      // a big base, a small target: zstd
+  // A text target gets them up to 2 MiB.
+  CHECK(CodecsFor(o, 512 << 10, (512 << 10) + 1, /*text=*/true) == C{kL, kB});
+  CHECK(CodecsFor(o, 1 << 20, 1 << 20, /*text=*/true) == C{kL, kB});
   CHECK(CodecsFor(o, 1 << 20, (1 << 20) + 1, /*text=*/true) == C{kX, kB});
+  CHECK(CodecsFor(o, 2000, 2000, /*text=*/true) == C{kZ, kB});
   CHECK(CodecsFor(o, 45000000, 45000000) == C{kX, kB});           // 60 s of bsdiff
   CHECK(CodecsFor(o, 45000000, 45000001) == C{kX});
   CHECK(CodecsFor(o, 500000000, 500000000) == C{kX});             // the cheapest always runs
   DiffOptions no_packs;
   no_packs.pack_small_blobs = false;
-  CHECK(CodecsFor(no_packs, 100000, 100000) == C{kX, kZ, kB});   // without packs xdelta3 stays
+  CHECK(CodecsFor(no_packs, 100000, 100000) == C{kX, kL, kB});   // without packs xdelta3 stays
+  CHECK(CodecsFor(no_packs, 100000, 1000) == C{kX, kZ, kB});
   DiffOptions tight;
   tight.time_budget_ms = 1;
   CHECK(CodecsFor(tight, 1000, 500) == C{kZ, kB});
@@ -339,7 +358,7 @@ TEST_CASE("auto policy: the time budget and zstd's input limit", "[delta]") {
   CHECK(CodecsFor(forced, 500000000, 500000000) == C{kB});
 }
 
-TEST_CASE("auto policy: PlanCodecs gives a text target zstd up to 2 MiB and a binary one up to 1 MiB", "[delta]") {
+TEST_CASE("auto policy: PlanCodecs gives a text target lzma up to 2 MiB and a binary one up to 1 MiB", "[delta]") {
   DiffOptions o;
   std::string text_base(700 << 10, 'a'), text(700 << 10, 'b');
   for (size_t i = 0; i < text.size(); i += 61) text_base[i] = text[i] = '\n';
@@ -347,9 +366,9 @@ TEST_CASE("auto policy: PlanCodecs gives a text target zstd up to 2 MiB and a bi
   bin[100] = '\0';
   std::vector<Base> text_bases{{Digest{}, text_base, false}};
   std::vector<Base> bin_bases{{Digest{}, bin_base, false}};
-  auto has_zstd = [](const Plan& p) { return std::find(p.codecs.begin(), p.codecs.end(), kZ) != p.codecs.end(); };
-  CHECK(has_zstd(PlanCodecs(text, text_bases, o)));
-  CHECK_FALSE(has_zstd(PlanCodecs(bin, bin_bases, o)));
+  auto has_lzma = [](const Plan& p) { return std::find(p.codecs.begin(), p.codecs.end(), kL) != p.codecs.end(); };
+  CHECK(has_lzma(PlanCodecs(text, text_bases, o)));
+  CHECK_FALSE(has_lzma(PlanCodecs(bin, bin_bases, o)));
 }
 
 TEST_CASE("auto policy: big files are planned from their novelty", "[delta]") {

@@ -31,11 +31,22 @@ constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
 // targets get it up to 2 MiB of base + target (4 MiB changed no prettier
 // delta by a byte; docs/benchmarks.md, "2026-12-06 (third session)").
 //
+// lzma (a raw LZMA2 stream with the base as preset dictionary) takes zstd's
+// place on targets from 64 KiB, within zstd's input limits: its literals are
+// range-coded with context, where a zstd patch's are Huffman-coded, and on
+// prettier's 23 pairs the deltas shrank 1,872,588 -> 1,783,171 B (-4.8%)
+// while diff time fell 16.8 -> 12.0 s; debian's and debian-python's small
+// binaries moved by under 0.05% (-15 B, +443 B), 11% faster
+// (docs/benchmarks.md, "2026-12-06 (fourth session)"). Below 64 KiB zstd
+// stays: on prettier's small changed files its frames were 16-19% smaller.
+// Its rate is held to zstd's (measured: 11 MB/s of base + target on
+// prettier's bundles, busy machine).
+//
 // xdelta3 lost every big file with 10% or more new content of the corpus
 // (biome's binary, 74% new: 5.55 MB against bsdiff's 3.70 MB; perl 28%:
 // 178 KB against 75 KB; libapt-pkg 65%) and costs 11 s on biome. With packs
-// on (the default), where zstd runs too (base + target <= 1 MiB and its time
-// fits) xdelta3 is skipped: without it there, every delta of the corpus came
+// on (the default), where zstd or lzma runs too (base + target <= 1 MiB and
+// its time fits) xdelta3 is skipped: without it there, every delta of the corpus came
 // out the same or smaller (debian -13 B, debian-python -10 B, six prettier
 // pairs -7 to -341 B: zstd's and relcopy's patches pack better than the
 // VCDIFF that won alone), in the same time within the noise
@@ -51,22 +62,25 @@ constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
 // gzip (a delta of the inflated content plus a deflate recipe) runs only on
 // targets that are gzip files (GzipNext), after the others; its rate is that
 // of its inner codecs on the inflated content, ~4x the file.
-const CodecTraits kCodecTraits[5] = {
-    {.id = CodecId::kXdelta3, .bytes_per_ms = 2400, .max_input = kNoLimit, .max_text_input = kNoLimit, .general = true,
-     .first_when_near_identical = false, .skipped_when_novel = true, .skipped_where_zstd_runs = true,
-     .two_forms = true},
-    {.id = CodecId::kZstd, .bytes_per_ms = 1500, .max_input = 1 << 20, .max_text_input = 2 << 20, .general = true,
-     .first_when_near_identical = false, .skipped_when_novel = false, .skipped_where_zstd_runs = false,
-     .two_forms = false},
-    {.id = CodecId::kBsdiff, .bytes_per_ms = 1500, .max_input = kNoLimit, .max_text_input = kNoLimit, .general = true,
-     .first_when_near_identical = false, .skipped_when_novel = false, .skipped_where_zstd_runs = false,
-     .two_forms = false},
-    {.id = CodecId::kRelcopy, .bytes_per_ms = 1500, .max_input = kNoLimit, .max_text_input = kNoLimit, .general = false,
-     .first_when_near_identical = true, .skipped_when_novel = false, .skipped_where_zstd_runs = false,
-     .two_forms = true},
-    {.id = CodecId::kGzip, .bytes_per_ms = 400, .max_input = kNoLimit, .max_text_input = kNoLimit, .general = false,
-     .first_when_near_identical = false, .skipped_when_novel = false, .skipped_where_zstd_runs = false,
-     .two_forms = true},
+const CodecTraits kCodecTraits[6] = {
+    {.id = CodecId::kXdelta3, .bytes_per_ms = 2400, .min_target = 0, .max_input = kNoLimit, .max_text_input = kNoLimit,
+     .general = true, .first_when_near_identical = false, .skipped_when_novel = true, .skipped_where_zstd_runs = true,
+     .skipped_where_lzma_runs = false, .two_forms = true},
+    {.id = CodecId::kZstd, .bytes_per_ms = 1500, .min_target = 0, .max_input = 1 << 20, .max_text_input = 2 << 20,
+     .general = true, .first_when_near_identical = false, .skipped_when_novel = false, .skipped_where_zstd_runs = false,
+     .skipped_where_lzma_runs = true, .two_forms = false},
+    {.id = CodecId::kLzma, .bytes_per_ms = 1500, .min_target = 64 << 10, .max_input = 1 << 20, .max_text_input = 2 << 20,
+     .general = true, .first_when_near_identical = false, .skipped_when_novel = false, .skipped_where_zstd_runs = false,
+     .skipped_where_lzma_runs = false, .two_forms = false},
+    {.id = CodecId::kBsdiff, .bytes_per_ms = 1500, .min_target = 0, .max_input = kNoLimit, .max_text_input = kNoLimit,
+     .general = true, .first_when_near_identical = false, .skipped_when_novel = false, .skipped_where_zstd_runs = false,
+     .skipped_where_lzma_runs = false, .two_forms = false},
+    {.id = CodecId::kRelcopy, .bytes_per_ms = 1500, .min_target = 0, .max_input = kNoLimit, .max_text_input = kNoLimit,
+     .general = false, .first_when_near_identical = true, .skipped_when_novel = false, .skipped_where_zstd_runs = false,
+     .skipped_where_lzma_runs = false, .two_forms = true},
+    {.id = CodecId::kGzip, .bytes_per_ms = 400, .min_target = 0, .max_input = kNoLimit, .max_text_input = kNoLimit,
+     .general = false, .first_when_near_identical = false, .skipped_when_novel = false, .skipped_where_zstd_runs = false,
+     .skipped_where_lzma_runs = false, .two_forms = true},
 };
 
 const CodecTraits& TraitsOf(CodecId id) {
@@ -89,11 +103,13 @@ std::vector<CodecId> CodecsFor(const DiffOptions& o, uint64_t base, uint64_t tar
   if (o.codec) return {*o.codec};
   std::vector<CodecId> out;
   for (const CodecTraits& t : kCodecTraits) {
-    if (!t.general || base + target > (text ? t.max_text_input : t.max_input)) continue;
+    if (!t.general || target < t.min_target || base + target > (text ? t.max_text_input : t.max_input)) continue;
     if (out.empty() || Fits(t, o, base, target)) out.push_back(t.id);  // the cheapest always runs
   }
   if (o.pack_small_blobs && std::find(out.begin(), out.end(), CodecId::kZstd) != out.end())
     std::erase_if(out, [](CodecId id) { return TraitsOf(id).skipped_where_zstd_runs; });
+  if (std::find(out.begin(), out.end(), CodecId::kLzma) != out.end())
+    std::erase_if(out, [](CodecId id) { return TraitsOf(id).skipped_where_lzma_runs; });
   return out;
 }
 

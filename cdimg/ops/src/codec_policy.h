@@ -24,6 +24,8 @@ struct CodecTraits {
   // Cost class: bytes of base + target encoded per millisecond, the slowest
   // rate measured on the corpus. Predicts a run time for time_budget_ms.
   double bytes_per_ms;
+  // auto does not try it on targets smaller than this.
+  uint64_t min_target;
   // auto does not try it when base + target exceeds this (it never won there),
   // or max_text_input when the target is text (LooksText).
   uint64_t max_input;
@@ -36,14 +38,18 @@ struct CodecTraits {
   // Loses on big files with much new content: skipped there.
   bool skipped_when_novel;
   // With packs on, skipped wherever zstd runs (base + target within zstd's
-  // input limit and the time budget): no corpus delta grew without it there.
+  // input limit and the time budget), or lzma in its place: no corpus delta
+  // grew without it there.
   bool skipped_where_zstd_runs;
+  // Skipped wherever lzma runs (its input limits are zstd's, from 64 KiB of
+  // target): lzma's patch was the smaller one there, in less time.
+  bool skipped_where_lzma_runs;
   // Has a pack form distinct from its standalone form (EncodeForPack).
   bool two_forms;
 };
 
 // Every codec, the general ones cheapest first (the order auto tries them).
-extern const CodecTraits kCodecTraits[5];
+extern const CodecTraits kCodecTraits[6];
 const CodecTraits& TraitsOf(CodecId id);
 
 // From this target size on, the codecs are chosen after a look at the file
