@@ -16,7 +16,8 @@ constexpr size_t kCrcSize = 4;
 
 absl::Status CheckSizes(uint64_t base, uint64_t target, bool decoding) {
   if (base <= kLzmaMaxInput && target <= kLzmaMaxInput - base) return absl::OkStatus();
-  std::string what = StrCat("lzma patch: base and target of ", base + target, " bytes exceed the 1 GiB an LZMA2 dictionary holds");
+  std::string what =
+      StrCat("lzma patch: base and target of ", base + target, " bytes exceed the 1 GiB its dictionary may hold");
   return decoding ? absl::DataLossError(what) : absl::FailedPreconditionError(what);
 }
 
