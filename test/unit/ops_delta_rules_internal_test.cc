@@ -334,10 +334,13 @@ TEST_CASE("auto policy: the time budget and zstd's input limit", "[delta]") {
   CHECK(CodecsFor(o, 512 << 10, 512 << 10) == C{kL, kB});        // 1 MiB: still runs
   CHECK(CodecsFor(o, 512 << 10, (512 << 10) + 1) == C{kX, kB});  // one byte more: not, so xdelta3 does
   CHECK(CodecsFor(o, (1 << 20) - 1000, 1000) == C{kZ, kB});      // a big base, a small target: zstd
-  // A text target gets them up to 2 MiB.
+  // A text target gets zstd up to 2 MiB, lzma up to 4 MiB; xdelta3 is
+  // skipped only where zstd's limits hold.
   CHECK(CodecsFor(o, 512 << 10, (512 << 10) + 1, /*text=*/true) == C{kL, kB});
   CHECK(CodecsFor(o, 1 << 20, 1 << 20, /*text=*/true) == C{kL, kB});
-  CHECK(CodecsFor(o, 1 << 20, (1 << 20) + 1, /*text=*/true) == C{kX, kB});
+  CHECK(CodecsFor(o, 1 << 20, (1 << 20) + 1, /*text=*/true) == C{kX, kL, kB});
+  CHECK(CodecsFor(o, 2 << 20, 2 << 20, /*text=*/true) == C{kX, kL, kB});
+  CHECK(CodecsFor(o, 2 << 20, (2 << 20) + 1, /*text=*/true) == C{kX, kB});
   CHECK(CodecsFor(o, 2000, 2000, /*text=*/true) == C{kZ, kB});
   CHECK(CodecsFor(o, 45000000, 45000000) == C{kX, kB});           // 60 s of bsdiff
   CHECK(CodecsFor(o, 45000000, 45000001) == C{kX});
@@ -358,9 +361,9 @@ TEST_CASE("auto policy: the time budget and zstd's input limit", "[delta]") {
   CHECK(CodecsFor(forced, 500000000, 500000000) == C{kB});
 }
 
-TEST_CASE("auto policy: PlanCodecs gives a text target lzma up to 2 MiB and a binary one up to 1 MiB", "[delta]") {
+TEST_CASE("auto policy: PlanCodecs gives a text target lzma up to 4 MiB and a binary one up to 1 MiB", "[delta]") {
   DiffOptions o;
-  std::string text_base(700 << 10, 'a'), text(700 << 10, 'b');
+  std::string text_base(1536 << 10, 'a'), text(1536 << 10, 'b');  // 3 MiB in all
   for (size_t i = 0; i < text.size(); i += 61) text_base[i] = text[i] = '\n';
   std::string bin_base = text_base, bin = text;
   bin[100] = '\0';
