@@ -6,13 +6,14 @@
 #include <limits>
 
 #include "d4c/base/strcat.h"
+#include "d4c/base/varint.h"
 #include "d4c/base/zstd.h"
 
 namespace d4c::codec_internal {
 
 namespace {
 
-constexpr size_t kCrcSize = 4;
+constexpr int kCrcSize = 4;
 
 absl::Status CheckSizes(uint64_t base, uint64_t target, bool decoding) {
   if (base <= kLzmaMaxInput && target <= kLzmaMaxInput - base) return absl::OkStatus();
@@ -37,16 +38,8 @@ lzma_options_lzma Options(std::string_view base, uint64_t target_size) {
   return opt;
 }
 
-void PutCrc(std::string* out, size_t at, std::string_view target) {
-  uint32_t crc = lzma_crc32(reinterpret_cast<const uint8_t*>(target.data()), target.size(), 0);
-  for (size_t i = 0; i < kCrcSize; ++i) (*out)[at + i] = static_cast<char>(crc >> (8 * i));
-}
-
-uint32_t GetCrc(std::string_view patch) {
-  uint32_t crc = 0;
-  for (size_t i = 0; i < kCrcSize; ++i)
-    crc |= uint32_t{static_cast<uint8_t>(patch[patch.size() - kCrcSize + i])} << (8 * i);
-  return crc;
+uint32_t Crc32(std::string_view bytes) {
+  return lzma_crc32(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), 0);
 }
 
 }  // namespace
@@ -75,8 +68,8 @@ absl::StatusOr<std::string> LzmaCodec::EncodeWithin(std::string_view base, std::
   if (r == LZMA_BUF_ERROR && limited) return absl::OutOfRangeError("lzma: patch would exceed the limit");
   if (r == LZMA_MEM_ERROR) return absl::ResourceExhaustedError("lzma: out of memory in the encoder");
   if (r != LZMA_OK) return absl::InternalError(StrCat("lzma: encoder failed (lzma_ret ", int{r}, ")"));
-  PutCrc(&*out, pos, target);
-  out->resize(pos + kCrcSize);
+  out->resize(pos);
+  PutLE(&*out, Crc32(target), kCrcSize);
   return out;
 }
 
@@ -88,37 +81,22 @@ absl::StatusOr<std::string> LzmaCodec::Decode(std::string_view base, std::string
   lzma_filter filters[2] = {{LZMA_FILTER_LZMA2, &opt}, {LZMA_VLI_UNKNOWN, nullptr}};
   auto out = AllocateWholeBuffer(target_size);
   if (!out.ok()) return out.status();
-  lzma_stream strm = LZMA_STREAM_INIT;
-  lzma_ret r = lzma_raw_decoder(&strm, filters);
+  // One call: it fails unless the stream ends (LZMA2's end marker) within
+  // the input and fills the output exactly, looking one byte past a full
+  // output for a stream that would go on.
+  std::string_view stream = patch.substr(0, patch.size() - kCrcSize);
+  size_t in_pos = 0, out_pos = 0;
+  lzma_ret r = lzma_raw_buffer_decode(filters, nullptr, reinterpret_cast<const uint8_t*>(stream.data()), &in_pos,
+                                      stream.size(), reinterpret_cast<uint8_t*>(out->data()), &out_pos, out->size());
   if (r == LZMA_MEM_ERROR) return absl::ResourceExhaustedError("lzma: out of memory in the decoder");
-  if (r != LZMA_OK) return absl::DataLossError(StrCat("lzma patch: decoder refused (lzma_ret ", int{r}, ")"));
-  strm.next_in = reinterpret_cast<const uint8_t*>(patch.data());
-  strm.avail_in = patch.size() - kCrcSize;
-  strm.next_out = reinterpret_cast<uint8_t*>(out->data());
-  strm.avail_out = out->size();
-  // One call decodes all it can: it stops at the stream's end, at the end
-  // of the input, or with the output full.
-  r = lzma_code(&strm, LZMA_FINISH);
-  bool over = false;
-  if (r == LZMA_OK && strm.avail_out == 0) {
-    // Full: the stream must end here without another byte.
-    uint8_t probe;
-    strm.next_out = &probe;
-    strm.avail_out = 1;
-    r = lzma_code(&strm, LZMA_FINISH);
-    over = strm.avail_out == 0;
-  }
-  uint64_t produced = target_size - (over ? 0 : strm.avail_out);
-  size_t left = strm.avail_in;
-  lzma_end(&strm);
-  if (over) return absl::DataLossError(StrCat("lzma patch: decodes to more than ", target_size, " bytes"));
-  if (r == LZMA_MEM_ERROR) return absl::ResourceExhaustedError("lzma: out of memory in the decoder");
-  if (r != LZMA_STREAM_END)
+  if (r == LZMA_BUF_ERROR)
+    return absl::DataLossError(StrCat("lzma patch: decodes to more than ", target_size, " bytes"));
+  if (r != LZMA_OK)
     return absl::DataLossError(StrCat("lzma patch: corrupt or truncated stream (lzma_ret ", int{r}, ")"));
-  if (produced != target_size)
-    return absl::DataLossError(StrCat("lzma patch: decoded ", produced, " bytes, expected ", target_size));
-  if (left != 0) return absl::DataLossError("lzma patch: bytes after the stream");
-  if (lzma_crc32(reinterpret_cast<const uint8_t*>(out->data()), out->size(), 0) != GetCrc(patch))
+  if (out_pos != target_size)
+    return absl::DataLossError(StrCat("lzma patch: decoded ", out_pos, " bytes, expected ", target_size));
+  if (in_pos != stream.size()) return absl::DataLossError("lzma patch: bytes after the stream");
+  if (Crc32(*out) != GetLE(patch.data() + stream.size(), kCrcSize))
     return absl::DataLossError("lzma patch: checksum mismatch (a wrong base or a damaged patch)");
   return out;
 }
