@@ -78,7 +78,7 @@ absl::StatusOr<DiffOptions> ToDiffOptions(const DeltaArgs& a, Progress* progress
 
 void AddDeltaOptions(CLI::App* c, DeltaArgs* a) {
   c->add_option("--threadNum,--threads", a->threads, "Worker threads (default: all CPUs)");
-  c->add_option("--codec", a->codec, "Delta codec: auto (smallest per file), zstd, xdelta3, bsdiff, relcopy, lzma or gzip (gzip files only)")
+  c->add_option("--codec", a->codec, "Delta codec: auto (smallest per file), zstd, xdelta3, bsdiff, relcopy, lzma or gzip (gzip files and zip archives only)")
       ->capture_default_str();
   c->add_option("--time-budget-ms", a->time_budget_ms,
                 "auto: skip codecs predicted (from file sizes, not measured) to take longer per file")

@@ -5,12 +5,15 @@
 //   raw:     [1 flag][3 target_size][2 base_len][base][patch]
 //   mutated: [1 flag][2 pos][1 xor][2 base_len][base][target]
 // Flag bit 1 picks the pack form; bits 2-5 the zlib level (1..9); bit 6
-// keeps the base as it is (not gzip). A decode must fail or return exactly
+// keeps the base as it is (not gzip); bit 7 makes zip archives instead of
+// gzip files (base and target each split in two deflated members and a
+// stored one: the zip forms). A decode must fail or return exactly
 // target_size bytes; an unmodified patch must reproduce the target.
 #include <string>
 
 #include "codec_fuzz.h"
 #include "d4c/deflate.h"
+#include "zip_fixture.h"
 
 namespace {
 
@@ -30,6 +33,16 @@ std::string Gz(std::string_view raw, int level) {
   return g;
 }
 
+// A jar-like archive of `raw`: its halves deflated, a stored member between.
+std::string Zip(std::string_view raw, int level) {
+  size_t half = raw.size() / 2;
+  std::string z = d4c::testing::MakeZip({{"a.class", std::string(raw.substr(0, half)), level},
+                                         {"stored", "kept as it is", 0},
+                                         {"b.class", std::string(raw.substr(half)), level}});
+  Check(!z.empty());
+  return z;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -47,8 +60,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   if (base.size() + tail.size() > kMaxEncode) return 0;
   int level = 1 + (data[0] >> 2 & 15) % 9;
-  std::string b = data[0] & 64 ? std::string(base) : Gz(base, level);
-  std::string t = Gz(tail, level);
+  bool zip = data[0] & 128;
+  std::string b = data[0] & 64 ? std::string(base) : zip ? Zip(base, level) : Gz(base, level);
+  std::string t = zip ? Zip(tail, level) : Gz(tail, level);
   auto patch = pack ? codec.EncodeForPack(b, t) : codec.Encode(b, t);
   Check(patch.ok());  // zlib made it: a recipe always exists
   uint8_t x = data[3];

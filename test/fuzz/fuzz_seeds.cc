@@ -34,6 +34,7 @@
 #include "d4c/codec.h"
 #include "d4c/convert.h"
 #include "oci_fixture.h"
+#include "zip_fixture.h"
 
 namespace {
 
@@ -369,6 +370,37 @@ void X86Seeds() {
   Write(target, "raw-adjusted", r + code + *adjusted);
 }
 
+// The gzip codec's zip forms: jar-like archives of two versions of a text,
+// in the mutated mode (flag bit 7) and as real patches in the raw mode.
+void ZipSeeds() {
+  const d4c::DeltaCodec& codec = d4c::GetCodec(d4c::CodecId::kGzip);
+  std::string v1 = Text(31, 60), v2 = Text(32, 60);
+  for (bool pack : {false, true}) {
+    std::string form = pack ? "-pack" : "";
+    for (uint8_t x : {uint8_t{0}, uint8_t{0x40}}) {
+      std::string s;
+      s.push_back(static_cast<char>(1 | (pack ? 2 : 0) | (5 << 2) | 128));  // zlib level 6
+      Le(s, 23, 2);
+      s.push_back(static_cast<char>(x));
+      Le(s, static_cast<uint32_t>(v1.size()), 2);
+      s += v1 + v2;
+      Write("codec_gzip_fuzz", "zip-mut" + form + (x ? "-flip" : ""), s);
+    }
+    auto zip = [](const std::string& t) {
+      return d4c::testing::MakeZip({{"META-INF/MANIFEST.MF", "Manifest-Version: 1.0\n"}, {"a.class", t}});
+    };
+    std::string base = zip(v1), target = zip(v2);
+    auto patch = pack ? codec.EncodeForPack(base, target) : codec.Encode(base, target);
+    if (!patch.ok()) Die("gzip codec refused a zip pair");
+    std::string s;
+    s.push_back(static_cast<char>(pack ? 2 : 0));
+    Le(s, static_cast<uint32_t>(target.size()), 3);
+    Le(s, static_cast<uint32_t>(base.size()), 2);
+    s += base + *patch;
+    Write("codec_gzip_fuzz", "zip-raw" + form, s);
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -386,6 +418,7 @@ int main(int argc, char** argv) {
   CodecSeeds("codec_xdelta3_fuzz", d4c::CodecId::kXdelta3, 64 << 10);
   CodecSeeds("codec_relcopy_fuzz", d4c::CodecId::kRelcopy, 16 << 10);
   CodecSeeds("codec_lzma_fuzz", d4c::CodecId::kLzma, 16 << 10);
+  ZipSeeds();
   X86Seeds();
   std::error_code ec;
   fs::remove_all(tmpl, ec);

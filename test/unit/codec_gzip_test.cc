@@ -16,6 +16,7 @@
 
 #include "d4c/codec.h"
 #include "d4c/deflate.h"
+#include "zip_fixture.h"
 
 namespace d4c {
 namespace {
@@ -257,6 +258,148 @@ TEST_CASE("gzip codec: name and parse", "[codec]") {
   REQUIRE(id.ok());
   CHECK(*id == CodecId::kGzip);
   CHECK(static_cast<int>(CodecId::kGzip) == 5);  // stored on disk
+}
+
+
+// ----------------------------------------------------------- zip archives
+
+using testing::MakeZip;
+using testing::ZipEntry;
+
+// A jar-like archive: `n` class-like members of text, each with the release
+// `version` in its middle (as a rebuilt jar's classes all change a little).
+std::vector<ZipEntry> Classes(int n, uint64_t version) {
+  std::string v = "version " + std::to_string(version) + "\n";
+  std::vector<ZipEntry> out = {{"META-INF/MANIFEST.MF", "Manifest-Version: 1.0\nImplementation-" + v}};
+  for (int i = 0; i < n; ++i)
+    out.push_back({"org/example/C" + std::to_string(i) + ".class", Text(10 + i, 100 + i) + v + Text(10, 200 + i)});
+  return out;
+}
+
+// The form byte of a patch.
+int Form(std::string_view p) { return static_cast<uint8_t>(p[0]); }
+
+TEST_CASE("gzip codec: a jar's deflated members are diffed inflated and rebuilt bit for bit", "[codec]") {
+  std::vector<ZipEntry> v1 = Classes(12, 1), v2 = Classes(12, 2);
+  v2[3].content = Text(1, 9) + v2[3].content;  // a changed class
+  v2.erase(v2.begin() + 5);                      // a removed one
+  v2.push_back({"org/example/New.class", Text(15, 77)});
+  v2.push_back({"org/example/data.bin", Text(3, 5), 0});  // stored: stays as it is
+  std::string base = MakeZip(v1), target = MakeZip(v2, "a comment");
+  RoundTrip(base, target);
+  auto patch = Gz().Encode(base, target);
+  REQUIRE(patch.ok());
+  CHECK(Form(*patch) == 3);
+  // Each deflate stream changes wholesale with its member; inflated, only the
+  // edits are new: far below a delta of the compressed bytes.
+  auto plain = GetCodec(CodecId::kXdelta3).Encode(base, target);
+  REQUIRE(plain.ok());
+  INFO("zip form " << patch->size() << " B, xdelta3 " << plain->size() << " B");
+  CHECK(patch->size() * 4 < plain->size());
+  SECTION("the base as it is when it is no zip archive") {
+    std::string not_zip = "not a zip: " + v1[3].content;
+    RoundTrip(not_zip, target);
+  }
+}
+
+TEST_CASE("gzip codec: zip members the archive's recipe does not reproduce stay compressed", "[codec]") {
+  std::vector<ZipEntry> v1 = Classes(6, 1), v2 = Classes(6, 2);
+  v2[2].level = 1;  // one member made at another level than the rest (6, the largest member's)
+  v2[2].content += "x";
+  std::string base = MakeZip(v1), target = MakeZip(v2);
+  RoundTrip(base, target);
+  auto members = deflate::DeflatedZipMembers(target);
+  REQUIRE(members.ok());
+  CHECK(members->size() == v2.size());
+}
+
+TEST_CASE("gzip codec: zip archives it cannot rebuild are refused", "[codec]") {
+  std::string base = MakeZip(Classes(4, 1));
+  auto refused = [&](const std::string& target, const char* why) {
+    INFO(why);
+    auto p = Gz().Encode(base, target);
+    REQUIRE_FALSE(p.ok());
+    CHECK(p.status().code() == absl::StatusCode::kFailedPrecondition);
+  };
+  std::vector<ZipEntry> stored = Classes(4, 2);
+  for (ZipEntry& e : stored) e.level = 0;
+  refused(MakeZip(stored), "only stored members");
+  std::vector<ZipEntry> encrypted = Classes(4, 2);
+  for (ZipEntry& e : encrypted) e.flags = 1;
+  refused(MakeZip(encrypted), "only encrypted members");
+  std::string zip = MakeZip(Classes(4, 2));
+  refused(zip.substr(0, zip.size() - 5), "a truncated end record");
+  refused(zip + "trailing", "bytes after the end record");
+  refused(std::string("PK\3\4") + std::string(100, 'x'), "a local header signature and nothing else");
+}
+
+TEST_CASE("gzip codec: corrupt and hostile zip-form patches fail cleanly", "[codec]") {
+  std::vector<ZipEntry> v2 = Classes(5, 2);
+  v2[1].content += "changed";
+  std::string base = MakeZip(Classes(5, 1)), target = MakeZip(v2);
+  for (bool pack : {false, true}) {
+    INFO("pack form " << pack);
+    auto patch = pack ? Gz().EncodeForPack(base, target) : Gz().Encode(base, target);
+    REQUIRE(patch.ok());
+    for (size_t n = 0; n < patch->size(); ++n)
+      CHECK_FALSE(Gz().DecodeForm(base, patch->substr(0, n), target.size(), pack).ok());
+    for (size_t i = 0; i < std::min<size_t>(patch->size(), 96); ++i) {
+      std::string p = *patch;
+      p[i] ^= 0x41;
+      auto out = Gz().DecodeForm(base, p, target.size(), pack);
+      if (out.ok()) CHECK(out->size() == target.size());
+    }
+    CHECK_FALSE(Gz().DecodeForm(base, *patch, target.size() + 1, pack).ok());
+    std::vector<ZipEntry> other = Classes(5, 1);
+    for (ZipEntry& e : other) e.content = Text(30, e.content.size());
+    CHECK_FALSE(Gz().DecodeForm(MakeZip(other), *patch, target.size(), pack).ok());
+  }
+  // Sizes out of range are refused before anything is allocated.
+  std::string hostile = {3, 0};
+  hostile += std::string("\xff\xff\xff\xff\xff\xff\xff\x7f", 8);  // expanded size 2^56-1
+  hostile += std::string{6, 8, 1, 0, 0, 0, 1};
+  auto out = Gz().Decode(base, hostile, target.size());
+  REQUIRE_FALSE(out.ok());
+  CHECK(out.status().code() == absl::StatusCode::kDataLoss);
+  CHECK(std::string(out.status().message()).find("out of range") != std::string::npos);
+  std::string many = {3, 0, 10, 6, 8};
+  many += std::string("\xff\xff\xff\x0f", 4);  // a member count no patch this short can hold
+  out = Gz().Decode(base, many, target.size());
+  REQUIRE_FALSE(out.ok());
+  CHECK(std::string(out.status().message()).find("member count") != std::string::npos);
+}
+
+TEST_CASE("zip archives: deflated members found through the central directory and expanded", "[codec]") {
+  std::vector<ZipEntry> entries = Classes(3, 1);
+  entries.push_back({"stored.txt", "kept as it is", 0});
+  entries.push_back({"secret.class", Text(3, 1), 6, 1});  // encrypted: not listed
+  std::string zip = MakeZip(entries, "comment");
+  auto members = deflate::DeflatedZipMembers(zip);
+  REQUIRE(members.ok());
+  REQUIRE(members->size() == 4);  // the manifest and three classes
+  for (size_t i = 0; i < members->size(); ++i) {
+    const deflate::ZipMember& m = (*members)[i];
+    CHECK(m.raw == entries[i].content.size());
+    auto raw = deflate::InflateExact(std::string_view(zip).substr(m.offset, m.stored), m.raw);
+    REQUIRE(raw.ok());
+    CHECK(*raw == entries[i].content);
+  }
+  auto expanded = deflate::ExpandZip(zip, deflate::kMaxRaw);
+  REQUIRE(expanded.ok());
+  for (int i = 0; i < 4; ++i) CHECK(expanded->find(entries[i].content) != std::string::npos);
+  CHECK(expanded->find("kept as it is") != std::string::npos);
+  CHECK(deflate::ExpandZip(zip, expanded->size() - 1).status().code() == absl::StatusCode::kResourceExhausted);
+  SECTION("what is not such an archive") {
+    for (const std::string& bad : {zip.substr(0, zip.size() - 1), zip + "x", zip.substr(1), std::string("PK\3\4")}) {
+      auto m = deflate::DeflatedZipMembers(bad);
+      REQUIRE_FALSE(m.ok());
+      CHECK(m.status().code() == absl::StatusCode::kInvalidArgument);
+    }
+    std::string wrong_offset = zip;
+    size_t end = zip.size() - 22 - 7;  // the end record, before its 7-byte comment
+    wrong_offset[end + 16] ^= 1;
+    CHECK_FALSE(deflate::DeflatedZipMembers(wrong_offset).ok());
+  }
 }
 
 }  // namespace

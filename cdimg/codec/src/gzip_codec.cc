@@ -1,5 +1,6 @@
 #include "gzip_codec.h"
 
+#include <algorithm>
 #include <optional>
 #include <vector>
 
@@ -13,6 +14,8 @@ namespace d4c::codec_internal {
 namespace {
 
 constexpr uint8_t kStandalone = 1, kPack = 2;
+// The zip forms: a zip archive's deflated members inflated in place.
+constexpr uint8_t kZipStandalone = 3, kZipPack = 4;
 constexpr uint8_t kEngineZlib = 1, kEngineGnu = 2;
 // Inner codecs tried, by inflated base + target size: zstd never won above
 // 4 MiB (codec_policy.cc), bsdiff costs ~9 bytes of memory per base byte.
@@ -119,10 +122,142 @@ absl::StatusOr<std::pair<CodecId, std::string>> BestInner(std::string_view base,
   return std::move(*best);
 }
 
+// The zlib recipe that reproduces the archive's largest deflated member
+// (the most telling one; a jar's members are all made alike), or none.
+std::optional<deflate::ZlibParams> ZipRecipe(std::string_view target, const std::vector<deflate::ZipMember>& members) {
+  auto largest = std::max_element(members.begin(), members.end(),
+                                  [](const deflate::ZipMember& a, const deflate::ZipMember& b) { return a.stored < b.stored; });
+  std::string_view stream = target.substr(largest->offset, largest->stored);
+  if (largest->raw > deflate::MaxInflated(largest->stored)) return std::nullopt;
+  auto raw = deflate::InflateExact(stream, largest->raw);
+  if (!raw.ok()) return std::nullopt;
+  for (int mem : {8, 9})
+    for (int l : Levels(0))
+      if (deflate::ZlibReproduces(*raw, {l, mem}, stream)) return deflate::ZlibParams{l, mem};
+  return std::nullopt;
+}
+
+absl::StatusOr<std::string> EncodeZip(std::string_view base, std::string_view target, bool pack) {
+  auto members = deflate::DeflatedZipMembers(target);
+  if (!members.ok()) return NotApplicable(Msg(members.status().message()));
+  if (members->empty()) return NotApplicable("the zip archive has no deflated member");
+  std::optional<deflate::ZlibParams> recipe = ZipRecipe(target, *members);
+  if (!recipe) return NotApplicable("no zlib recipe reproduces the archive's largest member");
+  // The expanded target: every member the recipe reproduces, inflated.
+  std::string expanded, table;
+  uint64_t pos = 0, count = 0;
+  for (const deflate::ZipMember& m : *members) {
+    if (m.raw > deflate::MaxInflated(m.stored) || expanded.size() + (m.offset - pos) + m.raw > deflate::kMaxRaw)
+      continue;
+    std::string_view stream = target.substr(m.offset, m.stored);
+    auto raw = deflate::InflateExact(stream, m.raw);
+    if (!raw.ok() || !deflate::ZlibReproduces(*raw, *recipe, stream)) continue;
+    PutVarint(&table, m.offset - pos);
+    PutVarint(&table, m.stored);
+    PutVarint(&table, m.raw);
+    expanded.append(target.substr(pos, m.offset - pos));
+    expanded += *raw;
+    pos = m.offset + m.stored;
+    ++count;
+  }
+  if (count == 0) return NotApplicable("the recipe reproduces none of the archive's members");
+  expanded.append(target.substr(pos));
+  std::optional<std::string> base_expanded;
+  if (deflate::LooksZip(base)) {
+    auto e = deflate::ExpandZip(base, deflate::kMaxRaw);
+    if (e.ok()) base_expanded = std::move(*e);
+  }
+  auto inner = BestInner(base_expanded ? std::string_view(*base_expanded) : base, expanded, pack);
+  if (!inner.ok()) return inner.status();
+  std::string out;
+  out.push_back(static_cast<char>(pack ? kZipPack : kZipStandalone));
+  out.push_back(static_cast<char>(base_expanded ? 1 : 0));
+  PutVarint(&out, expanded.size());
+  out.push_back(static_cast<char>(recipe->level));
+  out.push_back(static_cast<char>(recipe->mem_level));
+  PutVarint(&out, count);
+  out += table;
+  out.push_back(static_cast<char>(inner->first));
+  out += inner->second;
+  return out;
+}
+
+// `pos` is past the form byte.
+absl::StatusOr<std::string> DecodeZip(std::string_view base, std::string_view patch, size_t pos,
+                                      uint64_t target_size, bool pack) {
+  auto byte = [&](uint8_t* v) {
+    if (pos >= patch.size()) return false;
+    *v = static_cast<uint8_t>(patch[pos++]);
+    return true;
+  };
+  uint8_t base_kind = 0, level = 0, mem_level = 0;
+  uint64_t expanded_size = 0, count = 0;
+  if (!byte(&base_kind) || base_kind > 1) return Bad("bad base kind");
+  if (!GetVarint(patch, &pos, &expanded_size)) return Bad("truncated header");
+  if (expanded_size > deflate::kMaxRaw || expanded_size > deflate::MaxInflated(target_size))
+    return Bad("expanded size out of range");
+  if (!byte(&level) || !byte(&mem_level)) return Bad("truncated header");
+  if (level < 1 || level > 9 || mem_level < 1 || mem_level > 9) return Bad("zlib recipe out of range");
+  if (!GetVarint(patch, &pos, &count) || count == 0 || count > patch.size() - pos)
+    return Bad("bad member count");
+  struct Member {
+    uint64_t gap, stored, raw;
+  };
+  std::vector<Member> members;
+  members.reserve(count);
+  uint64_t in = 0, out_size = 0;  // bytes of the expanded target and of the target they account for
+  for (uint64_t k = 0; k < count; ++k) {
+    Member m{};
+    if (!GetVarint(patch, &pos, &m.gap) || !GetVarint(patch, &pos, &m.stored) || !GetVarint(patch, &pos, &m.raw))
+      return Bad("truncated member table");
+    if (m.gap > expanded_size - in || m.raw > expanded_size - in - m.gap || m.raw > deflate::MaxInflated(m.stored))
+      return Bad("member table exceeds the expanded size");
+    in += m.gap + m.raw;
+    if (m.gap > target_size - out_size || m.stored > target_size - out_size - m.gap)
+      return Bad("member table exceeds the target size");
+    out_size += m.gap + m.stored;
+    members.push_back(m);
+  }
+  if (expanded_size - in != target_size - out_size) return Bad("expanded and target sizes disagree");
+  uint8_t inner_id = 0;
+  if (!byte(&inner_id) || inner_id < 1 || inner_id > 4) return Bad("unknown inner codec id");
+  std::string base_expanded;
+  if (base_kind == 1) {
+    auto e = deflate::ExpandZip(base, deflate::kMaxRaw);
+    if (!e.ok()) return Bad(StrCat("base: ", Msg(e.status().message()), " (wrong base?)"));
+    base_expanded = std::move(*e);
+  }
+  const DeltaCodec& inner = GetCodec(static_cast<CodecId>(inner_id));
+  auto expanded = inner.DecodeForm(base_kind == 1 ? std::string_view(base_expanded) : base, patch.substr(pos),
+                                   expanded_size, pack);
+  if (!expanded.ok()) return Bad(StrCat("inner ", CodecName(inner.id()), ": ", Msg(expanded.status().message())));
+  if (expanded->size() != expanded_size) return Bad("inner patch gave the wrong expanded size");
+  base_expanded = std::string();  // free before the output grows
+  auto out = AllocateWholeBuffer(target_size);
+  if (!out.ok()) return out.status();
+  const deflate::ZlibParams recipe{level, mem_level};
+  std::string_view e = *expanded;
+  uint64_t from = 0, to = 0;
+  for (const Member& m : members) {
+    std::copy_n(e.data() + from, m.gap, out->data() + to);
+    from += m.gap;
+    to += m.gap;
+    auto stream = deflate::Zlib(e.substr(from, m.raw), recipe, m.stored);
+    if (!stream.ok()) return Bad(StrCat("recompressing a member: ", Msg(stream.status().message())));
+    if (stream->size() != m.stored) return Bad("a recompressed member's size differs from the archive's");
+    std::copy(stream->begin(), stream->end(), out->data() + to);
+    from += m.raw;
+    to += m.stored;
+  }
+  std::copy_n(e.data() + from, e.size() - from, out->data() + to);
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> GzipCodec::EncodeForm(std::string_view base, std::string_view target, bool pack) const {
-  if (!deflate::LooksGzip(target)) return NotApplicable("the target is not a gzip file");
+  if (deflate::LooksZip(target)) return EncodeZip(base, target, pack);
+  if (!deflate::LooksGzip(target)) return NotApplicable("the target is neither a gzip file nor a zip archive");
   auto t = deflate::SplitGzip(target, deflate::kMaxRaw);
   if (!t.ok()) return NotApplicable(Msg(t.status().message()));
   std::optional<Recipe> recipe = FindRecipe(*t);
@@ -159,7 +294,9 @@ absl::StatusOr<std::string> GzipCodec::DecodeForm(std::string_view base, std::st
     return true;
   };
   uint8_t form = 0, base_kind = 0;
-  if (!byte(&form) || form != (pack ? kPack : kStandalone))
+  if (!byte(&form)) return Bad("empty patch");
+  if (form == (pack ? kZipPack : kZipStandalone)) return DecodeZip(base, patch, pos, target_size, pack);
+  if (form != (pack ? kPack : kStandalone))
     return Bad(pack ? "not a pack-form patch (form byte)" : "not a standalone patch (form byte)");
   if (!byte(&base_kind) || base_kind > 1) return Bad("bad base kind");
   std::string base_raw;

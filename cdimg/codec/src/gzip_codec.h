@@ -20,10 +20,16 @@
 //   rest             the inner patch: inner base -> inflated target
 //
 // The target is header + deflate(inflated target) + CRC-32 + ISIZE (both
-// little endian, computed), and must be exactly target_size bytes. Encode
-// refuses (FailedPrecondition) a target that is not a single-member gzip file
-// or whose stream no recipe reproduces; diff's auto then keeps the other
-// codecs' patches.
+// little endian, computed), and must be exactly target_size bytes.
+//
+// Zip archives (jar, whl...) take forms 3 (standalone) and 4 (pack): the
+// inner patch makes the target's expanded form (its deflated members
+// inflated in place, deflate::ExpandZip) from the base's, and a member table
+// under one zlib recipe deflates them back (docs/format.md, "The zip forms").
+//
+// Encode refuses (FailedPrecondition) a target that is neither a
+// single-member gzip file nor a zip archive, or whose streams no recipe
+// reproduces; diff's auto then keeps the other codecs' patches.
 #pragma once
 
 #include "d4c/codec.h"

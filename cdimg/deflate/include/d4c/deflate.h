@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 
@@ -71,5 +72,28 @@ bool ZlibReproduces(std::string_view raw, ZlibParams p, std::string_view stream)
 
 // The CRC-32 of RFC 1952 (zlib's crc32).
 uint32_t Crc32(std::string_view data);
+
+// A deflated member of a zip archive (jar, whl, apk, ...): where its deflate
+// stream lies in the file and the inflated size its central directory entry
+// records (APPNOTE.TXT 4.3.12).
+struct ZipMember {
+  uint64_t offset = 0;  // of the deflate stream
+  uint64_t stored = 0;  // its length
+  uint64_t raw = 0;     // the inflated size
+};
+// Whether `data` starts like a zip archive (a local file header, "PK\3\4").
+bool LooksZip(std::string_view data);
+// The deflated members (method 8) of a zip archive, in file order, found
+// through its central directory: the end record whose comment reaches the
+// end of the file, every entry's local header checked. Members that are
+// encrypted, zip64 or stored, and one overlapping the member before it, are
+// not listed. InvalidArgument when `data` is not a zip archive of that shape
+// (zip64 archives, a self-extracting stub before the first header).
+absl::StatusOr<std::vector<ZipMember>> DeflatedZipMembers(std::string_view data);
+// The archive with every listed member's deflate stream replaced by its
+// inflated content (a member that does not inflate to exactly its recorded
+// size stays as it is): what a compressed-content-aware delta diffs. A pure
+// function of `data`; ResourceExhausted above `max_size` bytes.
+absl::StatusOr<std::string> ExpandZip(std::string_view data, uint64_t max_size);
 
 }  // namespace d4c::deflate
