@@ -13,6 +13,7 @@
 #include "d4c/base/strcat.h"
 #include "codec_policy.h"
 #include "delta_internal.h"
+#include "zip_fixture.h"
 
 using namespace d4c;
 using namespace d4c::delta_internal;
@@ -311,18 +312,36 @@ TEST_CASE("auto policy: the codec table", "[delta]") {
   CHECK_FALSE(TraitsOf(CodecId::kGzip).general);  // never in CodecsFor: only GzipNext runs it
 }
 
-TEST_CASE("auto policy: the gzip codec runs on gzip targets only, and not under a fixed codec", "[delta]") {
+TEST_CASE("auto policy: the gzip codec runs on gzip and zip targets only and not under a fixed codec", "[delta]") {
   DiffOptions o;
+  Plan plan{{kX, kB}};
   std::string gz = std::string("\x1f\x8b\x08\0", 4) + std::string(30, '\0');
-  CHECK(GzipNext(o, gz));
-  CHECK_FALSE(GzipNext(o, "plain text that is long enough to be a file"));
-  CHECK_FALSE(GzipNext(o, gz.substr(0, 10)));  // too short for a gzip file
+  CHECK(GzipNext(o, plan, gz));
+  CHECK_FALSE(GzipNext(o, plan, "plain text that is long enough to be a file"));
+  CHECK_FALSE(GzipNext(o, plan, gz.substr(0, 10)));  // too short for a gzip file
   std::string deflate_not = gz;
   deflate_not[2] = 7;  // another method
-  CHECK_FALSE(GzipNext(o, deflate_not));
+  CHECK_FALSE(GzipNext(o, plan, deflate_not));
+  std::string zip = std::string("PK\3\4", 4) + std::string(60, '\0');
+  CHECK(GzipNext(o, plan, zip));
+  CHECK_FALSE(GzipNext(o, plan, zip.substr(0, 20)));  // too short for a zip archive
+  Plan zip_first{{CodecId::kGzip, kB}};
+  CHECK_FALSE(GzipNext(o, zip_first, zip));  // already run first
   o.codec = CodecId::kXdelta3;
-  CHECK_FALSE(GzipNext(o, gz));
+  CHECK_FALSE(GzipNext(o, plan, gz));
   for (CodecId id : CodecsFor(DiffOptions{}, 1000, 1000)) CHECK(id != CodecId::kGzip);
+}
+
+TEST_CASE("auto policy: a zip archive from a zip archive runs the gzip codec first", "[delta]") {
+  DiffOptions o;
+  std::string zip = std::string("PK\3\4", 4) + std::string(100, 'z');
+  std::vector<Base> zip_base{{Digest{}, zip}}, text_base{{Digest{}, std::string(104, 'z')}};
+  Plan p = PlanCodecs(zip, zip_base, o);
+  REQUIRE(p.codecs.size() > 1);
+  CHECK(p.codecs[0] == CodecId::kGzip);
+  CHECK(PlanCodecs(zip, text_base, o).codecs[0] != CodecId::kGzip);
+  o.codec = CodecId::kBsdiff;
+  CHECK(PlanCodecs(zip, zip_base, o).codecs == std::vector<CodecId>{CodecId::kBsdiff});
 }
 
 TEST_CASE("auto policy: the time budget and zstd's input limit", "[delta]") {
@@ -527,4 +546,27 @@ TEST_CASE("EncodeFile: a packed zstd winner carries relcopy's patch as its alter
   auto f = EncodeFile(target, bases, forced);
   REQUIRE(f.ok());
   CHECK_FALSE(f->alt);  // a fixed codec has no alternates
+}
+
+TEST_CASE("EncodeFile: zip archives get the zip form first and the other codecs when it cannot apply", "[delta]") {
+  auto jar = [](int version, int level) {
+    std::vector<testing::ZipEntry> entries;
+    for (int i = 0; i < 8; ++i)
+      entries.push_back({StrCat("C", i, ".class"), Text(4000, i) + StrCat("version ", version) + Text(4000, 50 + i),
+                         level});
+    return testing::MakeZip(entries);
+  };
+  std::string base = jar(1, 6), target = jar(2, 6);
+  BlobResult r = Auto(base, target);
+  REQUIRE(r.recipe.kind == Recipe::Kind::kDelta);
+  CHECK(r.recipe.codec == CodecId::kGzip);
+  // Stored members only: nothing to inflate, the zip form does not apply,
+  // and the plan's next codec makes the delta.
+  std::string stored_base = jar(1, 0), stored_target = jar(2, 0);
+  BlobResult st = Auto(stored_base, stored_target);
+  REQUIRE(st.recipe.kind == Recipe::Kind::kDelta);
+  CHECK(st.recipe.codec != CodecId::kGzip);
+  auto back = GetCodec(st.recipe.codec).DecodeForm(stored_base, st.blob, stored_target.size(), st.recipe.packed);
+  REQUIRE(back.ok());
+  CHECK(*back == stored_target);
 }

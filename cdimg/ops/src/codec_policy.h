@@ -110,9 +110,11 @@ bool SkipRestAfterFirst(const DiffOptions& o, uint64_t target, uint64_t patch);
 bool RelcopyNext(const DiffOptions& o, bool tried, uint64_t best_patch, uint64_t base, uint64_t target);
 
 // Whether auto runs the gzip codec (on the chosen base, after the others):
-// the target starts like a gzip file. The codec refuses files whose deflate
-// stream it cannot rebuild; then the other codecs' best patch stays.
-bool GzipNext(const DiffOptions& o, std::string_view target);
+// the target starts like a gzip file or a zip archive, and the plan did not
+// run it first (a zip archive from a zip archive, PlanCodecs). The codec
+// refuses files whose deflate streams it cannot rebuild; then the other
+// codecs' best patch stays.
+bool GzipNext(const DiffOptions& o, const Plan& plan, std::string_view target);
 
 // Whether auto keeps a patch of `patch` bytes from `codec` as a candidate: a
 // relcopy patch no smaller than the file found nothing to copy.

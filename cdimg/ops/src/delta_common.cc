@@ -413,6 +413,12 @@ absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, cons
   }
   for (const Base* b : first_bases)
     if (auto s = Try(plan.codecs[0], *b, target, o, plan, helpers, &best, &raw); !s.ok()) return s;
+  if (!best && plan.codecs.size() > 1 && plan.codecs[0] == CodecId::kGzip) {
+    // A zip archive the gzip codec cannot rebuild: the plan without it.
+    plan.codecs.erase(plan.codecs.begin());
+    for (const Base* b : first_bases)
+      if (auto s = Try(plan.codecs[0], *b, target, o, plan, helpers, &best, &raw); !s.ok()) return s;
+  }
   if (!best) return best;
   if (SkipRestAfterFirst(o, target.size(), best->patch.size())) plan.codecs.resize(1);
   const Base* chosen = best->base;
@@ -429,7 +435,7 @@ absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, cons
   for (size_t c = 1; c < plan.codecs.size(); ++c)
     if (auto s = Try(plan.codecs[c], *chosen, target, o, plan, helpers, &best, &raw); !s.ok()) return s;
   if (auto s = maybe_relcopy(); !s.ok()) return s;
-  if (GzipNext(o, target))
+  if (GzipNext(o, plan, target))
     if (auto s = Try(CodecId::kGzip, *chosen, target, o, plan, helpers, &best, &raw); !s.ok()) return s;
   if (best) {
     if (auto s = CheckRoundTrip(*best, target, helpers); !s.ok())
