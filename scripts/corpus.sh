@@ -14,6 +14,9 @@
 #                                        after `apt-get upgrade` from bookworm-updates/-security
 #   debian-python v1 v2                  the same base with python3 installed (bookworm), one
 #                                        layer; v2 is v1 after the same `apt-get upgrade`
+#   debian-tomcat v1 v2                  the same base with `libtomcat10-java` (Tomcat's 31 jars)
+#                                        from bookworm, one layer; v2 is v1 after the same
+#                                        `apt-get upgrade` (Tomcat 10.1.55 -> 10.1.60 from -security)
 # Built only when named (benchmarks of long update histories; tests do not use them):
 #   prettier    3.0.0 ... 3.6.0 (24)     busybox base layer + npm `prettier`, 24 consecutive releases
 #   vite        5.4.8 5.4.9 5.4.10 5.4.11  busybox base layer + npm `vite`: every release renames
@@ -276,6 +279,22 @@ debian_root() {
       say "debian-python-v2: apt-get upgrade from $SUITE-updates and $SUITE-security"
       upgraded "$dir.tmp" >"$STAGE/$name.log" 2>&1 || die "apt-get upgrade failed: see $STAGE/$name.log"
       apt_tidy "$dir.tmp" ;;
+    debian-tomcat-v1)
+      # a Java library: zip archives whose members are deflated (jar), from the release itself
+      debian_root debian-v1
+      cp -a "$STAGE/debian-v1" "$dir.tmp"
+      rm -f "$dir.tmp/.complete"
+      say "debian-tomcat-v1: apt-get install libtomcat10-java from $SUITE"
+      chrooted "$dir.tmp" sh -c 'apt-get update && apt-get -y install --no-install-recommends libtomcat10-java' \
+        >"$STAGE/$name.log" 2>&1 || die "apt-get install libtomcat10-java failed: see $STAGE/$name.log"
+      apt_tidy "$dir.tmp" ;;
+    debian-tomcat-v2)
+      debian_root debian-tomcat-v1
+      cp -a "$STAGE/debian-tomcat-v1" "$dir.tmp"
+      rm -f "$dir.tmp/.complete"
+      say "debian-tomcat-v2: apt-get upgrade from $SUITE-updates and $SUITE-security"
+      upgraded "$dir.tmp" >"$STAGE/$name.log" 2>&1 || die "apt-get upgrade failed: see $STAGE/$name.log"
+      apt_tidy "$dir.tmp" ;;
     *) die "unknown debian stage $name" ;;
   esac
   chrooted "$dir.tmp" dpkg-query -W -f='${Package}\t${Version}\n' >"$STAGE/$name.packages"
@@ -331,7 +350,7 @@ exports() {
 # corpus-stats.tsv, one row per image, in release order:
 #   series tag n_layers rootfs_reg_bytes n_regular n_entries
 #   umoci_gz_layer_sizes pigz6_layer_sizes zstd3_layer_sizes layer_diff_ids
-ALL_SERIES=(typescript biome debian debian-python)
+ALL_SERIES=(typescript biome debian debian-python debian-tomcat)
 PRETTIER_VERSIONS=(3.0.0 3.0.1 3.0.2 3.0.3 3.1.0 3.1.1 3.2.0 3.2.1 3.2.2 3.2.3 3.2.4 3.2.5
                    3.3.0 3.3.1 3.3.2 3.3.3 3.4.0 3.4.1 3.4.2 3.5.0 3.5.1 3.5.2 3.5.3 3.6.0)
 write_stats() {
@@ -386,6 +405,8 @@ for series in "${series_list[@]}"; do
       rootfs_image debian-python v1 debian-python-v1; rootfs_image debian-python v2 debian-python-v2 ;;
     prettier)   for v in "${PRETTIER_VERSIONS[@]}"; do app_image prettier "$v"; done ;;
     vite)       for v in 5.4.8 5.4.9 5.4.10 5.4.11; do app_image vite "$v"; done ;;
+    debian-tomcat)
+      rootfs_image debian-tomcat v1 debian-tomcat-v1; rootfs_image debian-tomcat v2 debian-tomcat-v2 ;;
     *) die "unknown series '$series' (known: ${ALL_SERIES[*]} prettier vite)" ;;
   esac
   rmdir "$CORPUS/$series/work" 2>/dev/null || true
