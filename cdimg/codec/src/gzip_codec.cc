@@ -91,12 +91,15 @@ std::optional<Recipe> FindRecipe(const deflate::GzipFile& g) {
 
 // The smallest inner patch: (codec, patch). Pack-form patches are weighed by
 // what the pack's zstd frame will make of them, as diff's auto does.
+// xdelta3 runs only where zstd does not, as in diff's auto with packs: on
+// debian-tomcat's 223 inner patches (jars and changelogs) it won 4, by 224
+// bytes in all, for ~5% of the pair's diff time.
 absl::StatusOr<std::pair<CodecId, std::string>> BestInner(std::string_view base, std::string_view raw, bool pack) {
   std::vector<CodecId> ids;
   uint64_t in = base.size() + raw.size();
   if (in <= kZstdMax) ids.push_back(CodecId::kZstd);
   if (in <= kBsdiffMax) ids.push_back(CodecId::kBsdiff);
-  ids.push_back(CodecId::kXdelta3);
+  if (in > kZstdMax) ids.push_back(CodecId::kXdelta3);
   if (pack) ids.push_back(CodecId::kRelcopy);
   std::optional<std::pair<CodecId, std::string>> best;
   uint64_t best_cost = 0;
