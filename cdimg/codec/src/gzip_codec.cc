@@ -132,9 +132,10 @@ absl::StatusOr<std::pair<CodecId, std::string>> BestInner(std::string_view base,
 
 // The zlib recipe that reproduces the archive's largest deflated member
 // (the most telling one; a jar's members are all made alike), or none.
-std::optional<deflate::ZlibParams> ZipRecipe(std::string_view target, const std::vector<deflate::ZipMember>& members) {
-  auto largest = std::max_element(members.begin(), members.end(),
-                                  [](const deflate::ZipMember& a, const deflate::ZipMember& b) { return a.stored < b.stored; });
+std::optional<deflate::ZlibParams> ZipRecipe(std::string_view target,
+                                             const std::vector<deflate::ZipMember>& members) {
+  auto by_size = [](const deflate::ZipMember& a, const deflate::ZipMember& b) { return a.stored < b.stored; };
+  auto largest = std::max_element(members.begin(), members.end(), by_size);
   std::string_view stream = target.substr(largest->offset, largest->stored);
   if (largest->raw > deflate::MaxInflated(largest->stored)) return std::nullopt;
   auto raw = deflate::InflateExact(stream, largest->raw);
@@ -218,11 +219,11 @@ absl::StatusOr<std::string> DecodeZip(std::string_view base, std::string_view pa
     Member m{};
     if (!GetVarint(patch, &pos, &m.gap) || !GetVarint(patch, &pos, &m.stored) || !GetVarint(patch, &pos, &m.raw))
       return Bad("truncated member table");
+    if (m.gap > target_size - out_size || m.stored > target_size - out_size - m.gap)
+      return Bad("member table exceeds the target size");
     if (m.gap > expanded_size - in || m.raw > expanded_size - in - m.gap || m.raw > deflate::MaxInflated(m.stored))
       return Bad("member table exceeds the expanded size");
     in += m.gap + m.raw;
-    if (m.gap > target_size - out_size || m.stored > target_size - out_size - m.gap)
-      return Bad("member table exceeds the target size");
     out_size += m.gap + m.stored;
     members.push_back(m);
   }

@@ -44,7 +44,8 @@ absl::StatusOr<std::vector<ZipMember>> DeflatedZipMembers(std::string_view d) {
   uint64_t entries = Le16(d, *end + 10), cd_size = Le32(d, *end + 12), cd_offset = Le32(d, *end + 16);
   if (cd_offset == kZip64Marker || cd_size == kZip64Marker || entries == 0xffff)
     return NotZip("zip64 archives are not handled");
-  if (cd_offset > *end || cd_size != *end - cd_offset) return NotZip("central directory not right before its end record");
+  if (cd_offset > *end || cd_size != *end - cd_offset)
+    return NotZip("central directory not right before its end record");
   std::vector<ZipMember> out;
   size_t at = cd_offset;
   for (uint64_t k = 0; k < entries; ++k) {
