@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "d4c/base/strcat.h"
+#include "d4c/base/varint.h"
 #include "d4c/deflate.h"
 
 namespace d4c::deflate {
@@ -15,10 +16,8 @@ constexpr uint32_t kLocalSig = 0x04034b50, kCentralSig = 0x02014b50, kEndSig = 0
 constexpr uint32_t kZip64Marker = 0xffffffff;
 constexpr uint16_t kDeflated = 8, kEncrypted = 1;
 
-uint16_t Le16(std::string_view d, size_t at) {
-  return static_cast<uint16_t>(static_cast<uint8_t>(d[at]) | static_cast<uint8_t>(d[at + 1]) << 8);
-}
-uint32_t Le32(std::string_view d, size_t at) { return Le16(d, at) | static_cast<uint32_t>(Le16(d, at + 2)) << 16; }
+uint16_t Le16(std::string_view d, size_t at) { return static_cast<uint16_t>(codec_internal::GetLE(d.data() + at, 2)); }
+uint32_t Le32(std::string_view d, size_t at) { return static_cast<uint32_t>(codec_internal::GetLE(d.data() + at, 4)); }
 
 absl::Status NotZip(std::string_view what) { return absl::InvalidArgumentError(StrCat("not a zip archive: ", what)); }
 
