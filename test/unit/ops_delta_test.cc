@@ -607,6 +607,9 @@ TEST_CASE("patch at the fast default level: B's id and bytes, unchanged blobs co
       ++failures;
       CHECK_THAT(Msg(bst.status().message()), Catch::Contains("bad-a.cdimg: /srv/big.bin: "));
       CHECK(!std::filesystem::exists(x));
+      // the writer had copied the blob before its check failed: its temp file is gone too
+      for (const auto& f : std::filesystem::directory_iterator(tmp.path()))
+        CHECK(f.path().filename().string().rfind("x.cdimg", 0) != 0);
     }
     CHECK(failures == 3);
   }

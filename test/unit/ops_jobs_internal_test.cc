@@ -63,7 +63,9 @@ TEST_CASE("jobs get help from idle workers, within the thread count", "[delta]")
                       return r;
                     }});
   }
-  auto out = RunJobs(std::move(jobs), **spool, {threads, 1ull << 30, nullptr});
+  RunOptions o;
+  o.threads = threads;
+  auto out = RunJobs(std::move(jobs), **spool, o);
   REQUIRE(out.ok());
   REQUIRE(out->size() == 6);
   for (size_t i = 0; i < 6; ++i) CHECK(*(*spool)->Get(out->at(i).recipe.blob) == StrCat("blob", i));
@@ -100,9 +102,100 @@ TEST_CASE("a job whose task throws fails with an error naming its file", "[delta
                       return r;
                     }});
   }
-  auto out = RunJobs(std::move(jobs), **spool, {threads, 1ull << 30, nullptr, &entries});
+  RunOptions o;
+  o.threads = threads;
+  o.entries = &entries;
+  auto out = RunJobs(std::move(jobs), **spool, o);
   REQUIRE_FALSE(out.ok());
   CHECK(out.status().code() == absl::StatusCode::kResourceExhausted);
   CHECK_THAT(std::string(out.status().message()),
              Catch::Contains("/usr/lib/file1: out of memory") && Catch::Contains("--threadNum"));
+}
+
+namespace {
+
+BlobResult FullBlob(std::string bytes) {
+  BlobResult r;
+  r.recipe.kind = Recipe::Kind::kFull;
+  r.blob = std::move(bytes);
+  return r;
+}
+
+}  // namespace
+
+// patch's writer follows entry order: the jobs under entry_order_below run
+// after the bigger ones (largest first), in entry order; every blob is
+// announced (on_spooled) once it can be read from the spool.
+TEST_CASE("small jobs run in entry order after the big ones and are announced when spooled", "[delta]") {
+  oci_test::ScratchDir tmp;
+  auto spool = Spool::Create(tmp.path() + "/out");
+  REQUIRE(spool.ok());
+  const std::vector<uint64_t> sizes = {10, 5000, 30, 20, 9000, 40, 7000};
+  Mutex mu;
+  std::vector<size_t> started, announced;
+  std::vector<BlobJob> jobs;
+  for (size_t i = 0; i < sizes.size(); ++i)
+    jobs.push_back({i, sizes[i], 1, [&, i](Helpers&) -> absl::StatusOr<BlobResult> {
+                      MutexLock l(&mu);
+                      started.push_back(i);
+                      return FullBlob(StrCat("blob", i));
+                    }});
+  RunOptions o;
+  o.threads = 1;
+  o.entry_order_below = 1000;
+  o.on_spooled = [&](size_t entry, const SpooledBlob& b) {
+    CHECK(*(*spool)->Get(b.recipe.blob) == StrCat("blob", entry));
+    MutexLock l(&mu);
+    announced.push_back(entry);
+  };
+  auto out = RunJobs(std::move(jobs), **spool, o);
+  REQUIRE(out.ok());
+  CHECK(started == std::vector<size_t>{4, 6, 1, 0, 2, 3, 5});
+  CHECK(announced == started);
+
+  SECTION("without it every job runs largest first") {
+    started.clear();
+    std::vector<BlobJob> again;
+    for (size_t i = 0; i < sizes.size(); ++i)
+      again.push_back({i, sizes[i], 1, [&, i](Helpers&) -> absl::StatusOr<BlobResult> {
+                         MutexLock l(&mu);
+                         started.push_back(i);
+                         return FullBlob("x");
+                       }});
+    RunOptions plain;
+    plain.threads = 1;
+    REQUIRE(RunJobs(std::move(again), **spool, plain).ok());
+    CHECK(started == std::vector<size_t>{4, 6, 1, 5, 2, 3, 0});
+  }
+}
+
+// A writer that failed (patch) stops the jobs: none starts after `cancelled`
+// says so, the running ones finish, and RunJobs reports the cancellation
+// unless a job failed.
+TEST_CASE("a cancelled run starts no more jobs", "[delta]") {
+  oci_test::ScratchDir tmp;
+  auto spool = Spool::Create(tmp.path() + "/out");
+  REQUIRE(spool.ok());
+  int threads = GENERATE(1, 2);
+  bool job_fails = GENERATE(false, true);
+  INFO(threads << " threads" << (job_fails ? ", the first job fails" : ""));
+  std::atomic<int> ran{0};
+  std::atomic<bool> stop{false};
+  std::vector<BlobJob> jobs;
+  for (size_t i = 0; i < 20; ++i)
+    jobs.push_back({i, 100 - i, 1, [&, i](Helpers&) -> absl::StatusOr<BlobResult> {
+                      ++ran;
+                      stop = true;
+                      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+                      if (job_fails && i == 0) return absl::DataLossError("entry 0 is corrupt");
+                      return FullBlob("x");
+                    }});
+  RunOptions o;
+  o.threads = threads;
+  o.cancelled = [&] { return stop.load(); };
+  auto out = RunJobs(std::move(jobs), **spool, o);
+  REQUIRE_FALSE(out.ok());
+  if (job_fails) CHECK(out.status().code() == absl::StatusCode::kDataLoss);
+  else CHECK(out.status().code() == absl::StatusCode::kCancelled);
+  CHECK(ran <= threads);
 }

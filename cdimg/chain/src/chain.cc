@@ -19,6 +19,11 @@ namespace {
 // Deltas of deltas are legal, but a chain this deep means a cycle.
 constexpr int kMaxResolveDepth = 256;
 
+// A rebuilt file smaller than this gets its sha256 check and its use (patch:
+// the compression) one after the other: handing one to another thread costs
+// more in wake-ups than it saves.
+constexpr size_t kParallelCheckMin = 256 << 10;
+
 bool HasBlob(Recipe::Kind k) { return k == Recipe::Kind::kFull || k == Recipe::Kind::kDelta; }
 
 // "<image>: /<path>: <cause>", keeping the cause's code: a read error stays
@@ -167,8 +172,11 @@ absl::StatusOr<std::string> ImageChain::State::ReadAt(size_t level, size_t i, in
   if (!verify) return out;
   bool match = false;
   absl::Status used;
-  if (use) {
+  if (use && out->size() >= kParallelCheckMin) {
     helpers.Run({[&] { match = Sha256(*out) == want; }, [&] { used = (*use)(*out); }});
+  } else if (use) {
+    match = Sha256(*out) == want;
+    if (match) used = (*use)(*out);
   } else {
     match = Sha256(*out) == want;
   }

@@ -202,14 +202,15 @@ void RunOne(const BlobJob& job, Spool& spool, Helpers& helpers, const RunOptions
     if (a.ok()) alt.emplace(r->alt->codec, *a);
     else ref = a.status();
   }
-  MutexLock l(&st.mu);
-  if (!ref.ok()) {
-    st.errors.emplace(job.entry, ref.status());
-  } else {
-    SpooledBlob s{r->recipe, alt, r->rename_base, r->reencoded};
-    s.recipe.blob = *ref;
-    st.out.emplace(job.entry, s);
+  std::optional<SpooledBlob> spooled;
+  if (ref.ok()) {
+    spooled.emplace(SpooledBlob{r->recipe, alt, r->rename_base, r->reencoded});
+    spooled->recipe.blob = *ref;
+    if (o.on_spooled) o.on_spooled(job.entry, *spooled);
   }
+  MutexLock l(&st.mu);
+  if (!ref.ok()) st.errors.emplace(job.entry, ref.status());
+  else st.out.emplace(job.entry, *spooled);
   st.inflight -= job.memory;
   --st.running;
   --st.jobs_running;
@@ -240,9 +241,13 @@ void RunHelper(RunState& st) {
 
 absl::StatusOr<std::map<size_t, SpooledBlob>> RunJobs(std::vector<BlobJob> jobs, Spool& spool,
                                                       const RunOptions& o) {
-  // Largest first keeps the long jobs from ending up alone at the tail.
-  std::sort(jobs.begin(), jobs.end(), [](const BlobJob& a, const BlobJob& b) {
-    return a.size != b.size ? a.size > b.size : a.entry < b.entry;
+  // Largest first keeps the long jobs from ending up alone at the tail; the
+  // small ones after them, in entry order when asked.
+  std::sort(jobs.begin(), jobs.end(), [&o](const BlobJob& a, const BlobJob& b) {
+    bool a_small = a.size < o.entry_order_below, b_small = b.size < o.entry_order_below;
+    if (a_small != b_small) return b_small;
+    if (a_small || a.size == b.size) return a.entry < b.entry;
+    return a.size > b.size;
   });
   RunState st;
   PoolHelpers helpers(st);
@@ -258,12 +263,14 @@ absl::StatusOr<std::map<size_t, SpooledBlob>> RunJobs(std::vector<BlobJob> jobs,
     auto helper_wanted = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
       return st.running < st.width && st.Unclaimed() > st.helpers_idle;
     };
+    bool cancelled = false;  // o.cancelled returned true: start no job
     auto job_ready = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
-      return next < jobs.size() && st.running < st.width &&
+      return !cancelled && next < jobs.size() && st.running < st.width &&
              (st.jobs_running == 0 || st.inflight + jobs[next].memory <= o.memory_budget);
     };
     auto finished = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(st.mu) {
-      return !st.errors.empty() || (next == jobs.size() && st.jobs_running == 0);
+      if (!cancelled && next < jobs.size() && o.cancelled && o.cancelled()) cancelled = true;
+      return !st.errors.empty() || ((next == jobs.size() || cancelled) && st.jobs_running == 0);
     };
     for (;;) {
       while (!finished() && !helper_wanted() && !job_ready()) st.cv.Wait(&st.mu);
@@ -274,6 +281,7 @@ absl::StatusOr<std::map<size_t, SpooledBlob>> RunJobs(std::vector<BlobJob> jobs,
         pool.Submit([&st] { RunHelper(st); });
         continue;
       }
+      if (!job_ready()) continue;  // cancelled just now
       ++st.running;
       const BlobJob& job = jobs[next++];
       st.inflight += job.memory;
@@ -284,6 +292,7 @@ absl::StatusOr<std::map<size_t, SpooledBlob>> RunJobs(std::vector<BlobJob> jobs,
   }  // the pool joins here: every submitted job and helper has finished
   MutexLock l(&st.mu);
   if (!st.errors.empty()) return st.errors.begin()->second;
+  if (st.out.size() != jobs.size()) return absl::CancelledError("cancelled before every blob was made");
   return std::move(st.out);
 }
 

@@ -190,7 +190,7 @@ absl::StatusOr<DeltaStats> DiffImages(const ImageChain& old_chain, const ImageCh
   auto jobs = PlanDiff(old_chain, new_chain, old, entries, options, **spool, &recipes);
   if (!jobs.ok()) return jobs.status();
   auto blobs = delta_internal::RunJobs(std::move(*jobs), **spool,
-                                       {options.threads, options.memory_budget, options.progress, &entries});
+                                       RunOptionsOf(options, &entries));
   if (!blobs.ok()) return blobs.status();
   return delta_internal::WriteDelta(out_path, a, b.config(), entries, std::move(recipes), *blobs, **spool,
                                     options.threads);

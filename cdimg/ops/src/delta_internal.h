@@ -106,12 +106,36 @@ struct RunOptions {
   // The output's entries (may be null): names a job's file in errors the
   // job could not name itself (an exception it threw).
   const std::vector<Entry>* entries = nullptr;
+  // Jobs of fewer file bytes start after the larger ones, in entry order
+  // instead of by size, so that a writer following entry order (patch) is
+  // never far behind them. 0: every job by size.
+  uint64_t entry_order_below = 0;
+  // Called from the job's thread, without RunJobs' lock, once a job's blob is
+  // in the spool (may be null; must be thread-safe).
+  std::function<void(size_t entry, const SpooledBlob& blob)> on_spooled;
+  // Polled under RunJobs' lock before each job starts (may be null; cheap,
+  // thread-safe, takes no lock): once it returns true no job starts, and
+  // RunJobs returns kCancelled after the running ones end (if none failed).
+  std::function<bool()> cancelled;
 };
 
-// Runs every job, largest first, with at most `memory_budget` estimated bytes
-// in flight (one job alone may exceed it) on `threads` pool threads; idle
-// ones help running jobs (Helpers). Stops starting jobs after the first
-// failure and returns the failure of the lowest entry index.
+// The options every RunJobs caller passes on from its own (DiffOptions,
+// PatchOptions, MergeOptions).
+template <typename Options>
+RunOptions RunOptionsOf(const Options& o, const std::vector<Entry>* entries) {
+  RunOptions r;
+  r.threads = o.threads;
+  r.memory_budget = o.memory_budget;
+  r.progress = o.progress;
+  r.entries = entries;
+  return r;
+}
+
+// Runs every job, largest first (but see entry_order_below), with at most
+// `memory_budget` estimated bytes in flight (one job alone may exceed it) on
+// `threads` pool threads; idle ones help running jobs (Helpers). Stops
+// starting jobs after the first failure and returns the failure of the
+// lowest entry index.
 absl::StatusOr<std::map<size_t, SpooledBlob>> RunJobs(std::vector<BlobJob> jobs, Spool& spool,
                                                       const RunOptions& options);
 

@@ -664,7 +664,7 @@ absl::StatusOr<DeltaStats> ComposeDeltas(const ImageChain& base_chain, const std
   auto spool = delta_internal::Spool::Create(out_path);
   if (!spool.ok()) return spool.status();
   auto blobs = delta_internal::RunJobs(std::move(jobs), **spool,
-                                       {options.threads, options.memory_budget, options.progress, &entries});
+                                       RunOptionsOf(options, &entries));
   if (!blobs.ok()) return blobs.status();
   return delta_internal::WriteDelta(out_path, a, m.d2.config(), entries, std::move(recipes), *blobs, **spool,
                                     options.threads, &packs.layout(), ComposeMetaLevel(m.d2));
@@ -694,7 +694,7 @@ absl::StatusOr<DeltaStats> MergeDeltas(const ImageChain& base_chain, const std::
   auto spool = delta_internal::Spool::Create(out_path);
   if (!spool.ok()) return spool.status();
   auto blobs = delta_internal::RunJobs(std::move(jobs), **spool,
-                                       {options.threads, options.memory_budget, options.progress, &entries});
+                                       RunOptionsOf(options, &entries));
   if (!blobs.ok()) return blobs.status();
   return delta_internal::WriteDelta(out_path, a, c.top().config(), entries, std::move(recipes), *blobs, **spool,
                                     options.threads);

@@ -18,7 +18,8 @@ std::vector<size_t> FullBlobEntries(const std::vector<Entry>& entries) {
 
 absl::StatusOr<FullImageStats> WriteFullImage(const std::string& out_path, std::string_view config_json,
                                               const std::vector<Entry>& entries, const FullBlobCopier& blob,
-                                              int meta_zstd_level) {
+                                              int meta_zstd_level,
+                                              const std::function<absl::Status()>& before_finish) {
   auto writer = CdimgWriter::Create(out_path, {.index_zstd_level = meta_zstd_level});
   if (!writer.ok()) return writer.status();
   FullImageStats stats;
@@ -48,6 +49,8 @@ absl::StatusOr<FullImageStats> WriteFullImage(const std::string& out_path, std::
     if (!st.ok()) return st;
     recipes[i] = {Recipe::Kind::kFull, CodecId::kZstd, {}, ref};
   }
+  if (before_finish)
+    if (absl::Status s = before_finish(); !s.ok()) return s;
   if (auto s = (*writer)->Finish(config_json, entries, recipes); !s.ok()) return s;
   return stats;
 }

@@ -38,11 +38,14 @@ struct FullImageStats {
 
 // Writes `entries` (sorted, valid) as a full cdimg at `out_path`, atomically.
 // `meta_zstd_level`: of the config + index frame; convert's is the default.
+// `before_finish` (may be null) runs after the last blob: unless it returns
+// OK, the image is not finished and its temp file is removed.
 absl::StatusOr<FullImageStats> WriteFullImage(const std::string& out_path, std::string_view config_json,
                                               const std::vector<Entry>& entries,
                                               const FullBlobSource& blob);
 absl::StatusOr<FullImageStats> WriteFullImage(const std::string& out_path, std::string_view config_json,
                                               const std::vector<Entry>& entries, const FullBlobCopier& blob,
-                                              int meta_zstd_level = CdimgWriter::Options{}.index_zstd_level);
+                                              int meta_zstd_level = CdimgWriter::Options{}.index_zstd_level,
+                                              const std::function<absl::Status()>& before_finish = nullptr);
 
 }  // namespace d4c::internal
