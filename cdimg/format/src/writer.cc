@@ -25,6 +25,47 @@ struct CdimgWriter::State {
   std::vector<uint64_t> packs;  // stored lengths
   std::vector<uint64_t> packs_raw;  // decompressed lengths
   bool finished = false;
+  // Small appends (thousands of small blobs) go out in writes of up to
+  // kBufferBytes.
+  static constexpr size_t kBufferBytes = 1 << 20;
+  std::string buffer;
+  uint64_t on_disk = 0;       // bytes written to fd
+  uint64_t written_back = 0;  // of them, handed to sync_file_range
+
+  absl::Status Write(std::string_view bytes) {
+    if (buffer.size() + bytes.size() > kBufferBytes)
+      if (absl::Status st = Flush(); !st.ok()) return st;
+    if (bytes.size() < kBufferBytes) {
+      buffer.append(bytes);
+      return absl::OkStatus();
+    }
+    return WriteOut(bytes);
+  }
+  absl::Status Flush() {
+    absl::Status st = WriteOut(buffer);
+    buffer.clear();
+    return st;
+  }
+
+ private:
+  absl::Status WriteOut(std::string_view bytes) {
+    if (bytes.empty()) return absl::OkStatus();
+    if (absl::Status st = WriteAll(fd, bytes, tmp_path); !st.ok()) return st;
+    on_disk += bytes.size();
+    StartWriteback();
+    return absl::OkStatus();
+  }
+  // Has the kernel start writing the file out every kWritebackChunk bytes
+  // (sync_file_range, asynchronous), so that Finish's fsync of a big image
+  // waits for the last chunk only: patch writes while it rebuilds files.
+  void StartWriteback() {
+    static constexpr uint64_t kWritebackChunk = 8 << 20;
+    if (on_disk - written_back < kWritebackChunk) return;
+    // A hint: an I/O error it would meet is reported again by Finish's fsync.
+    (void)sync_file_range(fd, static_cast<off_t>(written_back), static_cast<off_t>(on_disk - written_back),
+                          SYNC_FILE_RANGE_WRITE);
+    written_back = on_disk;
+  }
 };
 
 namespace {
@@ -53,7 +94,7 @@ absl::StatusOr<std::unique_ptr<CdimgWriter>> CdimgWriter::Create(const std::stri
   s.tmp_path = StrCat(path, ".tmp.", getpid(), ".", std::random_device{}());
   s.fd = open(s.tmp_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (s.fd < 0) return ErrnoStatus(errno, "create", s.tmp_path);
-  if (auto st = WriteAll(s.fd, Lead(options.parent != nullptr, options.placed_packs), s.tmp_path); !st.ok()) return st;
+  if (auto st = s.Write(Lead(options.parent != nullptr, options.placed_packs)); !st.ok()) return st;
   return w;
 }
 
@@ -68,7 +109,7 @@ uint64_t CdimgWriter::blob_bytes() const { return s_->blob_bytes; }
 absl::StatusOr<BlobRef> CdimgWriter::AppendBlob(std::string_view bytes) {
   if (!s_->packs.empty())
     return absl::FailedPreconditionError(StrCat(s_->path, ": blobs must be appended before the packs"));
-  if (auto st = WriteAll(s_->fd, bytes, s_->tmp_path); !st.ok()) return st;
+  if (auto st = s_->Write(bytes); !st.ok()) return st;
   BlobRef ref{s_->blob_bytes, bytes.size()};
   s_->blob_bytes += bytes.size();
   return ref;
@@ -79,7 +120,7 @@ absl::StatusOr<uint32_t> CdimgWriter::AppendPack(std::string_view raw, int zstd_
     return absl::InvalidArgumentError(StrCat(s_->path, ": pack of ", raw.size(), " bytes"));
   auto stored = internal::CompressPack(raw, zstd_level);
   if (!stored.ok()) return stored.status();
-  if (auto st = WriteAll(s_->fd, *stored, s_->tmp_path); !st.ok()) return st;
+  if (auto st = s_->Write(*stored); !st.ok()) return st;
   s_->blob_bytes += stored->size();
   s_->packs.push_back(stored->size());
   s_->packs_raw.push_back(raw.size());
@@ -97,7 +138,7 @@ absl::StatusOr<uint32_t> CdimgWriter::AppendStoredPack(std::string_view stored, 
     return absl::InvalidArgumentError(StrCat(s_->path, ": pack of ", raw_length, " bytes"));
   if (auto st = internal::CheckPackHeader(stored, raw_length); !st.ok())
     return Annotate(st, StrCat(s_->path, ": copied pack of ", raw_length, " bytes"));
-  if (auto st = WriteAll(s_->fd, stored, s_->tmp_path); !st.ok()) return st;
+  if (auto st = s_->Write(stored); !st.ok()) return st;
   s_->blob_bytes += stored.size();
   s_->packs.push_back(stored.size());
   s_->packs_raw.push_back(raw_length);
@@ -145,7 +186,8 @@ absl::Status CdimgWriter::Finish(std::string_view config_json, const std::vector
   tail.push_back(static_cast<char>(tail.size()));
   std::string end = std::move(*stored);
   end += tail;
-  if (auto st = WriteAll(s.fd, end, s.tmp_path); !st.ok()) return st;
+  if (auto st = s.Write(end); !st.ok()) return st;
+  if (auto st = s.Flush(); !st.ok()) return st;
   if (auto st = SyncAndClose(&s.fd, s.tmp_path); !st.ok()) return st;
   if (auto st = RenameDurably(s.tmp_path, s.path); !st.ok()) return st;
   s.finished = true;
