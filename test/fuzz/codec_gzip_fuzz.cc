@@ -7,9 +7,11 @@
 // Flag bit 1 picks the pack form; bits 2-5 the zlib level (1..9); bit 6
 // keeps the base as it is (not gzip); bit 7 makes zip archives instead of
 // gzip files (base and target each split in two deflated members and a
-// stored one: the zip forms). A decode must fail or return exactly
+// stored one, and when base_len is even a member both share: the zip
+// forms, base kinds 1 and 2). A decode must fail or return exactly
 // target_size bytes; an unmodified patch must reproduce the target.
 #include <string>
+#include <vector>
 
 #include "codec_fuzz.h"
 #include "d4c/deflate.h"
@@ -33,12 +35,16 @@ std::string Gz(std::string_view raw, int level) {
   return g;
 }
 
-// A jar-like archive of `raw`: its halves deflated, a stored member between.
-std::string Zip(std::string_view raw, int level) {
+// A jar-like archive of `raw`: its halves deflated, a stored member between,
+// and with `same` a member base and target share (base kind 2 takes its
+// stream from the base).
+std::string Zip(std::string_view raw, int level, bool same) {
   size_t half = raw.size() / 2;
-  std::string z = d4c::testing::MakeZip({{"a.class", std::string(raw.substr(0, half)), level},
-                                         {"stored", "kept as it is", 0},
-                                         {"b.class", std::string(raw.substr(half)), level}});
+  std::vector<d4c::testing::ZipEntry> entries = {{"a.class", std::string(raw.substr(0, half)), level},
+                                                 {"stored", "kept as it is", 0},
+                                                 {"b.class", std::string(raw.substr(half)), level}};
+  if (same) entries.push_back({"same.class", "a member no update changes, a member no update changes", level});
+  std::string z = d4c::testing::MakeZip(entries);
   Check(!z.empty());
   return z;
 }
@@ -61,8 +67,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (base.size() + tail.size() > kMaxEncode) return 0;
   int level = 1 + (data[0] >> 2 & 15) % 9;
   bool zip = data[0] & 128;
-  std::string b = data[0] & 64 ? std::string(base) : zip ? Zip(base, level) : Gz(base, level);
-  std::string t = zip ? Zip(tail, level) : Gz(tail, level);
+  bool same = base.size() % 2 == 0;  // a shared member in half of the zip cases
+  std::string b = data[0] & 64 ? std::string(base) : zip ? Zip(base, level, same) : Gz(base, level);
+  std::string t = zip ? Zip(tail, level, same) : Gz(tail, level);
   auto patch = pack ? codec.EncodeForPack(b, t) : codec.Encode(b, t);
   Check(patch.ok());  // zlib made it: a recipe always exists
   uint8_t x = data[3];

@@ -302,6 +302,42 @@ TEST_CASE("gzip codec: a jar's deflated members are diffed inflated and rebuilt 
   }
 }
 
+// An update leaves most members of a jar as they were: their streams are
+// copied from the base's members with the same content (base kind 2), not
+// compressed again, and rebuilt bit for bit.
+TEST_CASE("gzip codec: members an update leaves as they were take the base's streams", "[codec]") {
+  std::vector<ZipEntry> v1 = Classes(12, 1), v2 = v1;
+  v2[3].content += "changed";
+  v2[7].content = Text(4, 300);
+  v2.push_back({"org/example/New.class", Text(15, 77)});
+  v2.push_back({"org/example/Copy.class", v1[5].content});  // another member's content
+  v1[9].level = 9;  // unchanged content, the target's stream is the recipe's (level 6), not the base's
+  v2[10].level = 1;  // unchanged content, base and target at level 1: not the recipe's, but the same stream
+  v1[10].level = 1;
+  std::string base = MakeZip(v1), target = MakeZip(v2);
+  SECTION("the base's streams as they are") {
+    v1[9].level = 6;
+    base = MakeZip(v1);
+    RoundTrip(base, target);
+    auto patch = Gz().Encode(base, target);
+    REQUIRE(patch.ok());
+    CHECK(static_cast<uint8_t>((*patch)[1]) == 2);  // base kind 2
+    SECTION("a base whose member has that content in another stream is refused") {
+      std::vector<ZipEntry> other = v1;
+      other[4].level = 1;  // same content, a shorter stream than the target's
+      auto out = Gz().Decode(MakeZip(other), *patch, target.size());
+      REQUIRE_FALSE(out.ok());
+      CHECK(out.status().code() == absl::StatusCode::kDataLoss);  // its local header differs: the inner patch's check
+    }
+  }
+  SECTION("a member with the base's content in another stream: none are taken") {
+    RoundTrip(base, target);
+    auto patch = Gz().Encode(base, target);
+    REQUIRE(patch.ok());
+    CHECK(static_cast<uint8_t>((*patch)[1]) == 1);  // base kind 1: every member compressed again
+  }
+}
+
 TEST_CASE("gzip codec: zip members the archive's recipe does not reproduce stay compressed", "[codec]") {
   std::vector<ZipEntry> v1 = Classes(6, 1), v2 = Classes(6, 2);
   v2[2].level = 1;  // one member made at another level than the rest (6, the largest member's)

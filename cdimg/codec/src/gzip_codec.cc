@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <optional>
+#include <unordered_map>
 #include <vector>
 
 #include "d4c/base/strcat.h"
@@ -146,46 +147,102 @@ std::optional<deflate::ZlibParams> ZipRecipe(std::string_view target,
   return std::nullopt;
 }
 
+// The base archive's inflated members by content, for base kind 2: a target
+// member with the content of one of them (the first in file order with that
+// content) takes that member's deflate stream as it is, instead of
+// compressing it again. An update leaves most members of a jar as they were:
+// debian-tomcat's 10.1.55 -> 10.1.60 jars keep 1,632 of 3,592 (39% of the
+// inflated bytes).
+class BaseStreams {
+ public:
+  BaseStreams(std::string_view base, std::string_view expanded,
+              const std::vector<deflate::ExpandedZipMember>& members) {
+    by_content_.reserve(members.size());
+    for (const deflate::ExpandedZipMember& m : members)
+      by_content_.emplace(expanded.substr(m.at, m.member.raw), base.substr(m.member.offset, m.member.stored));
+  }
+  // The stream of the base's member with this content, if it has one.
+  std::optional<std::string_view> Find(std::string_view content) const {
+    auto it = by_content_.find(content);
+    if (it == by_content_.end()) return std::nullopt;
+    return it->second;
+  }
+
+ private:
+  std::unordered_map<std::string_view, std::string_view> by_content_;
+};
+
+// A zip target's expanded form and its member table (format.md).
+struct ExpandedZip {
+  std::string expanded, table;
+  uint64_t count = 0;
+  uint64_t reused = 0;  // of them, members that take a base member's stream
+};
+
+// Expands the members `recipe` reproduces; with `reuse`, also those that take
+// a base member's stream. None when a member has a base member's content but
+// not its stream (the base was compressed otherwise): then base kind 2 cannot
+// describe the target.
+std::optional<ExpandedZip> ExpandTarget(std::string_view target, const std::vector<deflate::ZipMember>& members,
+                                        const deflate::ZlibParams& recipe, const BaseStreams* reuse) {
+  ExpandedZip x;
+  uint64_t pos = 0;
+  for (const deflate::ZipMember& m : members) {
+    if (m.raw > deflate::MaxInflated(m.stored) || x.expanded.size() + (m.offset - pos) + m.raw > deflate::kMaxRaw)
+      continue;
+    std::string_view stream = target.substr(m.offset, m.stored);
+    auto raw = deflate::InflateExact(stream, m.raw);
+    if (!raw.ok()) continue;
+    if (auto same = reuse ? reuse->Find(*raw) : std::nullopt) {
+      if (*same != stream) return std::nullopt;
+      ++x.reused;
+    } else if (!deflate::ZlibReproduces(*raw, recipe, stream)) {
+      continue;
+    }
+    PutVarint(&x.table, m.offset - pos);
+    PutVarint(&x.table, m.stored);
+    PutVarint(&x.table, m.raw);
+    x.expanded.append(target.substr(pos, m.offset - pos));
+    x.expanded += *raw;
+    pos = m.offset + m.stored;
+    ++x.count;
+  }
+  x.expanded.append(target.substr(pos));
+  return x;
+}
+
 absl::StatusOr<std::string> EncodeZip(std::string_view base, std::string_view target, bool pack) {
   auto members = deflate::DeflatedZipMembers(target);
   if (!members.ok()) return NotApplicable(Msg(members.status().message()));
   if (members->empty()) return NotApplicable("the zip archive has no deflated member");
   std::optional<deflate::ZlibParams> recipe = ZipRecipe(target, *members);
   if (!recipe) return NotApplicable("no zlib recipe reproduces the archive's largest member");
-  // The expanded target: every member the recipe reproduces, inflated.
-  std::string expanded, table;
-  uint64_t pos = 0, count = 0;
-  for (const deflate::ZipMember& m : *members) {
-    if (m.raw > deflate::MaxInflated(m.stored) || expanded.size() + (m.offset - pos) + m.raw > deflate::kMaxRaw)
-      continue;
-    std::string_view stream = target.substr(m.offset, m.stored);
-    auto raw = deflate::InflateExact(stream, m.raw);
-    if (!raw.ok() || !deflate::ZlibReproduces(*raw, *recipe, stream)) continue;
-    PutVarint(&table, m.offset - pos);
-    PutVarint(&table, m.stored);
-    PutVarint(&table, m.raw);
-    expanded.append(target.substr(pos, m.offset - pos));
-    expanded += *raw;
-    pos = m.offset + m.stored;
-    ++count;
-  }
-  if (count == 0) return NotApplicable("the recipe reproduces none of the archive's members");
-  expanded.append(target.substr(pos));
   std::optional<std::string> base_expanded;
+  std::vector<deflate::ExpandedZipMember> base_members;
   if (deflate::LooksZip(base)) {
-    auto e = deflate::ExpandZip(base, deflate::kMaxRaw);
+    auto e = deflate::ExpandZip(base, deflate::kMaxRaw, &base_members);
     if (e.ok()) base_expanded = std::move(*e);
   }
-  auto inner = BestInner(base_expanded ? std::string_view(*base_expanded) : base, expanded, pack, false);
+  std::optional<ExpandedZip> x;
+  uint8_t base_kind = base_expanded ? 1 : 0;
+  if (base_expanded && !base_members.empty()) {
+    BaseStreams streams(base, *base_expanded, base_members);
+    x = ExpandTarget(target, *members, *recipe, &streams);
+    if (x && x->reused == 0) x.reset();  // base kind 1 is the same, without the lookups
+    if (x) base_kind = 2;
+  }
+  if (!x) x = ExpandTarget(target, *members, *recipe, nullptr);
+  if (x->count == 0) return NotApplicable("the recipe reproduces none of the archive's members");
+  auto inner = BestInner(base_expanded ? std::string_view(*base_expanded) : base, x->expanded, pack, false);
   if (!inner.ok()) return inner.status();
   std::string out;
   out.push_back(static_cast<char>(pack ? kZipPack : kZipStandalone));
-  out.push_back(static_cast<char>(base_expanded ? 1 : 0));
-  PutVarint(&out, expanded.size());
+  out.push_back(static_cast<char>(base_kind));
+  PutVarint(&out, x->expanded.size());
   out.push_back(static_cast<char>(recipe->level));
   out.push_back(static_cast<char>(recipe->mem_level));
-  PutVarint(&out, count);
-  out += table;
+  PutVarint(&out, x->count);
+  out += x->table;
   out.push_back(static_cast<char>(inner->first));
   out += inner->second;
   return out;
@@ -201,7 +258,7 @@ absl::StatusOr<std::string> DecodeZip(std::string_view base, std::string_view pa
   };
   uint8_t base_kind = 0, level = 0, mem_level = 0;
   uint64_t expanded_size = 0, count = 0;
-  if (!byte(&base_kind) || base_kind > 1) return Bad("bad base kind");
+  if (!byte(&base_kind) || base_kind > 2) return Bad("bad base kind");
   if (!GetVarint(patch, &pos, &expanded_size)) return Bad("truncated header");
   if (expanded_size > deflate::kMaxRaw || expanded_size > deflate::MaxInflated(target_size))
     return Bad("expanded size out of range");
@@ -231,17 +288,20 @@ absl::StatusOr<std::string> DecodeZip(std::string_view base, std::string_view pa
   uint8_t inner_id = 0;
   if (!byte(&inner_id) || inner_id < 1 || inner_id > 4) return Bad("unknown inner codec id");
   std::string base_expanded;
-  if (base_kind == 1) {
-    auto e = deflate::ExpandZip(base, deflate::kMaxRaw);
+  std::vector<deflate::ExpandedZipMember> base_members;
+  if (base_kind >= 1) {
+    auto e = deflate::ExpandZip(base, deflate::kMaxRaw, base_kind == 2 ? &base_members : nullptr);
     if (!e.ok()) return Bad(StrCat("base: ", Msg(e.status().message()), " (wrong base?)"));
     base_expanded = std::move(*e);
   }
   const DeltaCodec& inner = GetCodec(static_cast<CodecId>(inner_id));
-  auto expanded = inner.DecodeForm(base_kind == 1 ? std::string_view(base_expanded) : base, patch.substr(pos),
+  auto expanded = inner.DecodeForm(base_kind >= 1 ? std::string_view(base_expanded) : base, patch.substr(pos),
                                    expanded_size, pack);
   if (!expanded.ok()) return Bad(StrCat("inner ", CodecName(inner.id()), ": ", Msg(expanded.status().message())));
   if (expanded->size() != expanded_size) return Bad("inner patch gave the wrong expanded size");
-  base_expanded = std::string();  // free before the output grows
+  std::optional<BaseStreams> reuse;
+  if (base_kind == 2) reuse.emplace(base, base_expanded, base_members);
+  else base_expanded = std::string();  // free before the output grows
   auto out = AllocateWholeBuffer(target_size);
   if (!out.ok()) return out.status();
   const deflate::ZlibParams recipe{level, mem_level};
@@ -251,10 +311,16 @@ absl::StatusOr<std::string> DecodeZip(std::string_view base, std::string_view pa
     std::copy_n(e.data() + from, m.gap, out->data() + to);
     from += m.gap;
     to += m.gap;
-    auto stream = deflate::Zlib(e.substr(from, m.raw), recipe, m.stored);
-    if (!stream.ok()) return Bad(StrCat("recompressing a member: ", Msg(stream.status().message())));
-    if (stream->size() != m.stored) return Bad("a recompressed member's size differs from the archive's");
-    std::copy(stream->begin(), stream->end(), out->data() + to);
+    std::string_view content = e.substr(from, m.raw);
+    if (auto same = reuse ? reuse->Find(content) : std::nullopt) {
+      if (same->size() != m.stored) return Bad("a reused member's stream size differs from the archive's");
+      std::copy(same->begin(), same->end(), out->data() + to);
+    } else {
+      auto stream = deflate::Zlib(content, recipe, m.stored);
+      if (!stream.ok()) return Bad(StrCat("recompressing a member: ", Msg(stream.status().message())));
+      if (stream->size() != m.stored) return Bad("a recompressed member's size differs from the archive's");
+      std::copy(stream->begin(), stream->end(), out->data() + to);
+    }
     from += m.raw;
     to += m.stored;
   }

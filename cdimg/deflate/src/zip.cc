@@ -73,9 +73,11 @@ absl::StatusOr<std::vector<ZipMember>> DeflatedZipMembers(std::string_view d) {
   return kept;
 }
 
-absl::StatusOr<std::string> ExpandZip(std::string_view d, uint64_t max_size) {
+absl::StatusOr<std::string> ExpandZip(std::string_view d, uint64_t max_size,
+                                      std::vector<ExpandedZipMember>* expanded) {
   auto members = DeflatedZipMembers(d);
   if (!members.ok()) return members.status();
+  if (expanded) expanded->clear();
   std::string out;
   uint64_t pos = 0;
   for (const ZipMember& m : *members) {
@@ -86,6 +88,7 @@ absl::StatusOr<std::string> ExpandZip(std::string_view d, uint64_t max_size) {
     auto raw = InflateExact(d.substr(m.offset, m.stored), m.raw);
     if (!raw.ok()) continue;  // a member that does not inflate to its size stays as it is
     out.append(d.substr(pos, m.offset - pos));
+    if (expanded) expanded->push_back({m, out.size()});
     out += *raw;
     pos = m.offset + m.stored;
   }

@@ -90,10 +90,17 @@ bool LooksZip(std::string_view data);
 // not listed. InvalidArgument when `data` is not a zip archive of that shape
 // (zip64 archives, a self-extracting stub before the first header).
 absl::StatusOr<std::vector<ZipMember>> DeflatedZipMembers(std::string_view data);
+// A member ExpandZip inflated, and where its content starts in the result.
+struct ExpandedZipMember {
+  ZipMember member;
+  uint64_t at = 0;
+};
 // The archive with every listed member's deflate stream replaced by its
 // inflated content (a member that does not inflate to exactly its recorded
 // size stays as it is): what a compressed-content-aware delta diffs. A pure
-// function of `data`; ResourceExhausted above `max_size` bytes.
-absl::StatusOr<std::string> ExpandZip(std::string_view data, uint64_t max_size);
+// function of `data`; ResourceExhausted above `max_size` bytes. With
+// `expanded`: the members inflated, in file order.
+absl::StatusOr<std::string> ExpandZip(std::string_view data, uint64_t max_size,
+                                      std::vector<ExpandedZipMember>* expanded = nullptr);
 
 }  // namespace d4c::deflate
