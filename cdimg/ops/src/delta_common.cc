@@ -202,15 +202,14 @@ void RunOne(const BlobJob& job, Spool& spool, Helpers& helpers, const RunOptions
     if (a.ok()) alt.emplace(r->alt->codec, *a);
     else ref = a.status();
   }
-  std::optional<SpooledBlob> spooled;
-  if (ref.ok()) {
-    spooled.emplace(SpooledBlob{r->recipe, alt, r->rename_base, r->reencoded});
-    spooled->recipe.blob = *ref;
-    if (o.on_spooled) o.on_spooled(job.entry, *spooled);
-  }
   MutexLock l(&st.mu);
-  if (!ref.ok()) st.errors.emplace(job.entry, ref.status());
-  else st.out.emplace(job.entry, *spooled);
+  if (!ref.ok()) {
+    st.errors.emplace(job.entry, ref.status());
+  } else {
+    SpooledBlob s{r->recipe, alt, r->rename_base, r->reencoded};
+    s.recipe.blob = *ref;
+    st.out.emplace(job.entry, s);
+  }
   st.inflight -= job.memory;
   --st.running;
   --st.jobs_running;

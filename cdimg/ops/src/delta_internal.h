@@ -110,9 +110,6 @@ struct RunOptions {
   // instead of by size, so that a writer following entry order (patch) is
   // never far behind them. 0: every job by size.
   uint64_t entry_order_below = 0;
-  // Called from the job's thread, without RunJobs' lock, once a job's blob is
-  // in the spool (may be null; must be thread-safe).
-  std::function<void(size_t entry, const SpooledBlob& blob)> on_spooled;
   // Polled under RunJobs' lock before each job starts (may be null; cheap,
   // thread-safe, takes no lock): once it returns true no job starts, and
   // RunJobs returns kCancelled after the running ones end (if none failed).

@@ -8,8 +8,9 @@
 //   writer copies its stored bytes straight from that image into the output,
 //   in pieces.
 // - rebuilt: the chain reconstructs the file (verified against its digest)
-//   and a job compresses it at PatchOptions::zstd_level into the spool, from
-//   where the writer copies it in pieces. Idle pool threads help a big one
+//   and a job (small files in batches, kRebuildBatchBytes) compresses it at
+//   PatchOptions::zstd_level into the spool, from where the writer copies it
+//   in pieces. Idle pool threads help a big one
 //   (a delta's streams decode beside its base; the sha256 check runs beside
 //   the compression).
 // Jobs run on `threads` pool threads under `memory_budget` (RunJobs). The
@@ -40,12 +41,18 @@ using namespace delta_internal;  // this file implements part of it
 namespace {
 
 // Unchanged contents are checked in batches of consecutive entries of about
-// this many bytes: a job per small file cost more in the pool's locking than
-// the check itself (~5 futex calls a job; debian-tomcat has 4,500 of them).
+// this many bytes (a bigger one alone): a job per small file cost more in the
+// pool's locking than the check itself (~5 futex calls a job; debian-tomcat
+// has 4,400 of them).
 constexpr uint64_t kCheckBatchBytes = 1 << 20;
 
-// Changed files under this size are rebuilt in entry order (RunOptions::
-// entry_order_below): one of them alone at the tail costs little.
+// Changed files are rebuilt in batches of consecutive entries of about this
+// many bytes, for the same reason; smaller than the checks' as a rebuild
+// costs more per byte, and the last batch may run alone at the end.
+constexpr uint64_t kRebuildBatchBytes = 256 << 10;
+
+// Jobs under this size run in entry order (RunOptions::entry_order_below):
+// one of them alone at the tail costs little.
 constexpr uint64_t kEntryOrderBelow = 1 << 20;
 
 // Blobs rebuilt into the spool, handed from the jobs to the writer.
@@ -57,6 +64,11 @@ class SpooledBlobs {
     MutexLock l(&mu_);
     ready_.emplace(entry, blob);
     cv_.SignalAll();
+  }
+  // Every blob put, once the jobs ended.
+  std::unordered_map<size_t, BlobRef> All() ABSL_LOCKS_EXCLUDED(mu_) {
+    MutexLock l(&mu_);
+    return ready_;
   }
   // The jobs ended with `status`: nothing more comes.
   void Close(const absl::Status& status) ABSL_LOCKS_EXCLUDED(mu_) {
@@ -89,6 +101,43 @@ class SpooledBlobs {
   CondVar cv_;
   std::unordered_map<size_t, BlobRef> ready_ ABSL_GUARDED_BY(mu_);
   std::optional<absl::Status> closed_ ABSL_GUARDED_BY(mu_);
+};
+
+// The writer's reads of stored blobs. The blobs of consecutive entries of a
+// converted image lie back to back: once a blob starts where the one copied
+// before it ended, the next read takes more than the blob (64 KiB, doubling
+// up to kMaxAhead while the run goes on), and the blobs after it come from
+// memory instead of a pread each (4,400 of them on debian-tomcat). Out of
+// order, each blob is read alone. Used by the writer thread only.
+class BlobWindow {
+ public:
+  absl::Status Copy(const CdimgImage& img, const BlobRef& ref, const internal::BlobAppend& append) {
+    bool in_order = &img == last_img_ && ref.offset == last_end_;
+    last_img_ = &img;
+    last_end_ = ref.offset + ref.length;
+    if (&img == img_ && ref.offset >= offset_ && last_end_ <= offset_ + bytes_.size())
+      return append(std::string_view(bytes_).substr(ref.offset - offset_, ref.length));
+    ahead_ = in_order ? std::min(2 * ahead_, kMaxAhead) : kMinAhead;
+    if (!in_order || ref.length >= kMaxAhead)
+      return CopyInPieces(ref, [&](const BlobRef& r) { return img.ReadBlob(r); }, append);
+    img_ = nullptr;
+    uint64_t room = img.header().blobs_length > ref.offset ? img.header().blobs_length - ref.offset : 0;
+    auto bytes = img.ReadBlob(BlobRef{ref.offset, std::max(ref.length, std::min(ahead_, room))});  // bad: named
+    if (!bytes.ok()) return bytes.status();
+    img_ = &img;
+    offset_ = ref.offset;
+    bytes_ = std::move(*bytes);
+    return append(std::string_view(bytes_).substr(0, ref.length));
+  }
+
+ private:
+  static constexpr uint64_t kMinAhead = 64 << 10, kMaxAhead = 1 << 20;
+  const CdimgImage* last_img_ = nullptr;
+  uint64_t last_end_ = 0;
+  uint64_t ahead_ = kMinAhead;
+  const CdimgImage* img_ = nullptr;  // bytes_ holds [offset_, +size) of its blobs
+  uint64_t offset_ = 0;
+  std::string bytes_;
 };
 
 absl::Status CheckParent(const CdimgImage& base, const std::string& delta_path) {
@@ -127,7 +176,7 @@ FullIndex IndexFullBlobs(const ImageChain& chain) {
 // at the patch level. `helpers` decode the file's patch while its base is
 // read, and check its sha256 while it is compressed (ImageChain::ReadFile):
 // one big changed file then uses both threads.
-absl::StatusOr<BlobResult> Rebuild(const ImageChain& chain, size_t i, const PatchOptions& o, Helpers& helpers) {
+absl::StatusOr<std::string> Rebuild(const ImageChain& chain, size_t i, const PatchOptions& o, Helpers& helpers) {
   const CdimgImage& top = chain.top();
   std::string blob;
   auto content = chain.ReadFile(i, helpers, [&](std::string_view bytes) -> absl::Status {
@@ -137,11 +186,7 @@ absl::StatusOr<BlobResult> Rebuild(const ImageChain& chain, size_t i, const Patc
     return absl::OkStatus();
   });  // verified against the digest, and compressed
   if (!content.ok()) return content.status();
-  BlobResult r;
-  r.recipe.kind = Recipe::Kind::kFull;
-  r.blob = std::move(blob);
-  r.reencoded = true;
-  return r;
+  return blob;
 }
 
 std::vector<std::string> ChainPaths(const ImageChain& chain) {
@@ -164,15 +209,28 @@ absl::StatusOr<DeltaStats> PatchImage(const ImageChain& base_chain, const std::s
   // Entry -> the stored blob it copies. Filled before the jobs start and
   // only read afterwards (by jobs and the writer).
   std::unordered_map<size_t, FullSource> copies;
+  auto spool = delta_internal::Spool::Create(out_path);
+  if (!spool.ok()) return spool.status();
+  Spool& sp = **spool;
+  SpooledBlobs rebuilt;
   std::vector<BlobJob> jobs;
-  std::vector<size_t> batch;  // copied entries not in a job yet
-  uint64_t batch_bytes = 0;
+  // Consecutive entries not in a job yet: copied ones (checks) and rebuilt ones.
+  struct Batch {
+    std::vector<size_t> entries;
+    uint64_t bytes = 0, largest = 0;
+  } checks, rebuilds;
+  auto add = [&](Batch& b, size_t i, uint64_t limit, const std::function<void()>& flush) {
+    uint64_t size = entries[i].size;
+    if (size >= limit) flush();  // a big one alone
+    b.entries.push_back(i);
+    b.bytes += size;
+    b.largest = std::max(b.largest, size);
+    if (b.bytes >= limit) flush();
+  };
   auto check_batch = [&] {
-    if (batch.empty()) return;
-    uint64_t largest = 0;
-    for (size_t i : batch) largest = std::max(largest, entries[i].size);
-    jobs.push_back({batch.front(), batch_bytes, CheckFullMemory(largest),
-                    [&copies, &entries, b = std::move(batch)](Helpers&) -> absl::StatusOr<BlobResult> {
+    if (checks.entries.empty()) return;
+    jobs.push_back({checks.entries.front(), checks.bytes, CheckFullMemory(checks.largest),
+                    [&copies, &entries, b = std::move(checks.entries)](Helpers&) -> absl::StatusOr<BlobResult> {
                       for (size_t i : b) {
                         const FullSource& src = copies.at(i);
                         if (absl::Status st = CheckFullBlob(*src.img, src.entry, entries[i].size, entries[i].digest);
@@ -181,40 +239,50 @@ absl::StatusOr<DeltaStats> PatchImage(const ImageChain& base_chain, const std::s
                       }
                       BlobResult r;  // no bytes: the writer copies them from their sources
                       r.recipe.kind = Recipe::Kind::kFull;
+                      r.spooled = BlobRef{};
                       return r;
                     }});
-    batch.clear();
-    batch_bytes = 0;
+    checks = Batch();
+  };
+  // Each file of the batch is spooled and handed to the writer once it is made.
+  auto rebuild_batch = [&] {
+    if (rebuilds.entries.empty()) return;
+    jobs.push_back({rebuilds.entries.front(), rebuilds.bytes, 3 * rebuilds.largest + (128ull << 20),
+                    [&c = **chain, &options, &sp, &rebuilt,
+                     b = std::move(rebuilds.entries)](Helpers& h) -> absl::StatusOr<BlobResult> {
+                      for (size_t i : b) {
+                        auto blob = Rebuild(c, i, options, h);
+                        if (!blob.ok()) return blob.status();
+                        auto ref = sp.Put(*blob);
+                        if (!ref.ok()) return ref.status();
+                        rebuilt.Put(i, *ref);
+                      }
+                      BlobResult r;  // its blobs are spooled already
+                      r.recipe.kind = Recipe::Kind::kFull;
+                      r.spooled = BlobRef{};
+                      return r;
+                    }});
+    rebuilds = Batch();
   };
   for (size_t i : internal::FullBlobEntries(entries)) {
-    uint64_t size = entries[i].size;
     if (auto it = fulls.find(entries[i].digest); it != fulls.end()) {
       copies.emplace(i, it->second);
-      if (size >= kCheckBatchBytes) check_batch();  // a big one alone
-      batch.push_back(i);
-      batch_bytes += size;
-      if (batch_bytes >= kCheckBatchBytes) check_batch();
+      add(checks, i, kCheckBatchBytes, check_batch);
     } else {
-      jobs.push_back({i, size, 3 * size + (128ull << 20),
-                      [&c = **chain, &options, i](Helpers& h) { return Rebuild(c, i, options, h); }});
+      add(rebuilds, i, kRebuildBatchBytes, rebuild_batch);
     }
   }
   check_batch();
-  auto spool = delta_internal::Spool::Create(out_path);
-  if (!spool.ok()) return spool.status();
-  const Spool& sp = **spool;
-  SpooledBlobs rebuilt;
+  rebuild_batch();
   std::atomic<bool> writer_failed{false};
   absl::StatusOr<internal::FullImageStats> written = absl::UnknownError("patch: the writer did not run");
   std::thread writer([&] {
+    BlobWindow window;
     try {
       written = internal::WriteFullImage(
           out_path, delta.config(), entries,
           internal::FullBlobCopier([&](size_t i, const internal::BlobAppend& append) -> absl::Status {
-            if (auto it = copies.find(i); it != copies.end()) {
-              const CdimgImage& img = *it->second.img;
-              return CopyInPieces(it->second.blob(), [&](const BlobRef& r) { return img.ReadBlob(r); }, append);
-            }
+            if (auto it = copies.find(i); it != copies.end()) return window.Copy(*it->second.img, it->second.blob(), append);
             auto blob = rebuilt.Wait(i);
             if (!blob.ok()) return blob.status();
             return CopyInPieces(*blob, [&](const BlobRef& r) { return sp.Get(r); }, append);
@@ -229,7 +297,6 @@ absl::StatusOr<DeltaStats> PatchImage(const ImageChain& base_chain, const std::s
   });
   delta_internal::RunOptions run = delta_internal::RunOptionsOf(options, &entries);
   run.entry_order_below = kEntryOrderBelow;
-  run.on_spooled = [&](size_t i, const SpooledBlob& b) { rebuilt.Put(i, b.recipe.blob); };
   run.cancelled = [&] { return writer_failed.load(); };
   auto blobs = delta_internal::RunJobs(std::move(jobs), **spool, run);
   rebuilt.Close(blobs.status());
@@ -251,11 +318,10 @@ absl::StatusOr<DeltaStats> PatchImage(const ImageChain& base_chain, const std::s
     k.blob_bytes += src.blob().length;
     k.content_bytes += entries[i].size;
   }
-  for (const auto& [i, b] : *blobs) {
-    if (copies.count(i)) continue;  // a batch of checks
+  for (const auto& [i, ref] : rebuilt.All()) {
     DeltaBucket& k = stats.by_kind["full/rebuilt"];
     k.files++;
-    k.blob_bytes += b.recipe.blob.length;
+    k.blob_bytes += ref.length;
     k.content_bytes += entries[i].size;
   }
   return stats;
