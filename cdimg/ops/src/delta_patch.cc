@@ -298,7 +298,12 @@ absl::StatusOr<DeltaStats> PatchImage(const ImageChain& base_chain, const std::s
   delta_internal::RunOptions run = delta_internal::RunOptionsOf(options, &entries);
   run.entry_order_below = kEntryOrderBelow;
   run.cancelled = [&] { return writer_failed.load(); };
-  auto blobs = delta_internal::RunJobs(std::move(jobs), **spool, run);
+  absl::StatusOr<std::map<size_t, SpooledBlob>> blobs = absl::UnknownError("patch: the jobs did not run");
+  try {  // the writer waits for Close: nothing may escape before it
+    blobs = delta_internal::RunJobs(std::move(jobs), sp, run);
+  } catch (const std::exception& e) {
+    blobs = absl::ResourceExhaustedError(StrCat(out_path, ": ", e.what(), " while starting jobs; free memory"));
+  }
   rebuilt.Close(blobs.status());
   writer.join();
   // A failed job fails the writer too, with the same status; a failed writer
