@@ -282,7 +282,8 @@ absl::StatusOr<DeltaStats> PatchImage(const ImageChain& base_chain, const std::s
       written = internal::WriteFullImage(
           out_path, delta.config(), entries,
           internal::FullBlobCopier([&](size_t i, const internal::BlobAppend& append) -> absl::Status {
-            if (auto it = copies.find(i); it != copies.end()) return window.Copy(*it->second.img, it->second.blob(), append);
+            if (auto it = copies.find(i); it != copies.end())
+              return window.Copy(*it->second.img, it->second.blob(), append);
             auto blob = rebuilt.Wait(i);
             if (!blob.ok()) return blob.status();
             return CopyInPieces(*blob, [&](const BlobRef& r) { return sp.Get(r); }, append);
