@@ -228,8 +228,8 @@ absl::StatusOr<std::string> EncodeZip(std::string_view base, std::string_view ta
   if (base_expanded && !base_members.empty()) {
     BaseStreams streams(base, *base_expanded, base_members);
     x = ExpandTarget(target, *members, *recipe, &streams);
-    if (x && x->reused == 0) x.reset();  // base kind 1 is the same, without the lookups
-    if (x) base_kind = 2;
+    // Nothing reused: every member went through the recipe, as kind 1 has it.
+    if (x) base_kind = x->reused > 0 ? 2 : 1;
   }
   if (!x) x = ExpandTarget(target, *members, *recipe, nullptr);
   if (x->count == 0) return NotApplicable("the recipe reproduces none of the archive's members");
