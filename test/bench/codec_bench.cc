@@ -3,7 +3,9 @@
 //
 //   codec_bench <zstd|xdelta3|bsdiff|relcopy|gzip> BASE TARGET [THREADS]
 //
-// D4C_BENCH_PACK=1 encodes and decodes the pack form instead (EncodeForPack).
+// D4C_BENCH_PACK=1 encodes and decodes the pack form instead (EncodeForPack),
+// D4C_BENCH_PACK=raw the raw pack form (EncodeRawForPack);
+// D4C_BENCH_OUT=FILE writes the patch to FILE.
 //
 // Prints the patch size, the encode wall time (with THREADS - 1 helper
 // threads, as diff lends a big file its idle workers), and the decode time;
@@ -87,13 +89,19 @@ int main(int argc, char** argv) {
     }
   }
   auto t0 = std::chrono::steady_clock::now();
-  const bool pack = std::getenv("D4C_BENCH_PACK") != nullptr;
-  auto patch = pack ? codec.EncodeForPack(base, target) : codec.EncodeParallel(base, target, helpers);
+  const char* pack_env = std::getenv("D4C_BENCH_PACK");
+  const bool pack = pack_env != nullptr;
+  const bool raw = pack && std::string_view(pack_env) == "raw";
+  auto patch = raw    ? codec.EncodeRawForPack(base, target, helpers)
+               : pack ? codec.EncodeForPack(base, target)
+                      : codec.EncodeParallel(base, target, helpers);
   double enc = Since(t0);
   if (!patch.ok()) {
     std::fprintf(stderr, "encode: %s\n", patch.status().ToString().c_str());
     return 1;
   }
+  // D4C_BENCH_OUT=FILE writes the patch there (to try packing patches together).
+  if (const char* out = std::getenv("D4C_BENCH_OUT")) std::ofstream(out, std::ios::binary) << *patch;
   t0 = std::chrono::steady_clock::now();
   auto back = codec.DecodeForm(base, *patch, target.size(), pack);
   double dec = Since(t0);

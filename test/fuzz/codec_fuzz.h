@@ -4,7 +4,8 @@
 //   mutated: [1 flag][2 pos][1 xor][2 base_len][base][target] encode, flip one
 //            byte of the patch, decode: reaches far deeper than random patches.
 // Flag bit 1 uses the pack form (EncodeForPack / DecodeFromPack), as a cdimg
-// does for packed members. Either way a decode must fail or return exactly
+// does for packed members; with bit 2 as well, mutated mode encodes the raw
+// pack form (EncodeRawForPack) where the codec has one. Either way a decode must fail or return exactly
 // target_size bytes, and an unmodified patch must reproduce the target. Where
 // the codec's own checksum is strong, a flipped standalone patch must also
 // never yield different bytes.
@@ -45,10 +46,13 @@ inline void Raw(const CodecFuzzSpec& spec, std::string_view base, std::string_vi
 }
 
 inline void Mutated(const CodecFuzzSpec& spec, std::string_view base, std::string_view target, uint32_t pos,
-                    uint8_t x, bool pack) {
+                    uint8_t x, bool pack, bool raw) {
   if (base.size() + target.size() > spec.max_encode) return;
   const DeltaCodec& codec = GetCodec(spec.codec);
-  auto patch = pack ? codec.EncodeForPack(base, target) : codec.Encode(base, target);
+  auto patch = !pack ? codec.Encode(base, target)
+               : raw ? codec.EncodeRawForPack(base, target, NoHelpers())
+                     : codec.EncodeForPack(base, target);
+  if (raw && absl::IsUnimplemented(patch.status())) return;
   Check(patch.ok());
   if (x != 0 && !patch->empty()) (*patch)[pos % patch->size()] ^= static_cast<char>(x);
   auto out = codec.DecodeForm(base, *patch, target.size(), pack);
@@ -65,7 +69,7 @@ inline int FuzzCodec(const CodecFuzzSpec& spec, const uint8_t* data, size_t size
   std::string_view base = rest.substr(0, base_len), tail = rest.substr(base_len);
   bool pack = data[0] & 2;
   if (data[0] & 1) {
-    Mutated(spec, base, tail, Le(data + 1, 2), data[3], pack);
+    Mutated(spec, base, tail, Le(data + 1, 2), data[3], pack, data[0] & 4);
   } else {
     Raw(spec, base, tail, Le(data + 1, 3) % (kMaxTarget + 1), pack);
   }

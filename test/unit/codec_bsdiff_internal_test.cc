@@ -406,6 +406,58 @@ TEST_CASE("bsdiff: every section form decodes", "[codec][bsdiff]") {
   }
 }
 
+// The raw pack form: every section stored as it is, read only from a pack.
+TEST_CASE("bsdiff: the raw pack form decodes from a pack only and in every decoder", "[codec][bsdiff]") {
+  EditedPair p;
+  const DeltaCodec& bsdiff = GetCodec(CodecId::kBsdiff);
+  auto raw = bsdiff.EncodeRawForPack(p.base, p.target, NoHelpers());
+  REQUIRE(raw.ok());
+  auto streams = BsdiffCompute(p.base, p.target, NoHelpers());
+  REQUIRE(streams.ok());
+  // Sections as the format says: the columns, the zero runs and literals, and the extra stream, uncompressed.
+  CtrlColumns c = SplitCtrl(streams->ctrl);
+  ZeroRuns z = SplitZeroRuns(streams->diff);
+  CHECK(*raw == Assemble(JoinFrames({c.adds, c.copies, c.seeks}, kRawPartsForm),
+                         JoinFrames({z.runs, z.literals}, kRawPartsForm), kRawPartsForm + streams->extra, p.target));
+  auto back = bsdiff.DecodeFromPack(p.base, *raw, p.target.size());
+  REQUIRE(back.ok());
+  CHECK(*back == p.target);
+  ThreadHelpers helpers;
+  auto with = bsdiff.DecodeWith([&]() -> absl::StatusOr<std::string> { return p.base; }, *raw, p.target.size(),
+                                /*packed=*/true, helpers);
+  REQUIRE(with.ok());
+  CHECK(*with == p.target);
+  // Outside a pack a raw section is refused, whichever it is.
+  auto standalone = bsdiff.Decode(p.base, *raw, p.target.size());
+  CHECK(standalone.status().message().find("raw pack form outside a pack") != std::string::npos);
+  auto unpacked = bsdiff.DecodeWith([&]() -> absl::StatusOr<std::string> { return p.base; }, *raw, p.target.size(),
+                                    /*packed=*/false, helpers);
+  CHECK(unpacked.status().message().find("raw pack form outside a pack") != std::string::npos);
+  std::string ctrl = JoinFrames({Z(c.adds), Z(c.copies), Z(c.seeks)});
+  std::string diff = ZeroRunsSection(streams->diff), extra = Z(streams->extra);
+  for (int raw_section = 0; raw_section < 3; ++raw_section) {
+    std::string patch = Assemble(raw_section == 0 ? JoinFrames({c.adds, c.copies, c.seeks}, kRawPartsForm) : ctrl,
+                                 raw_section == 1 ? JoinFrames({z.runs, z.literals}, kRawPartsForm) : diff,
+                                 raw_section == 2 ? kRawPartsForm + streams->extra : extra, p.target);
+    INFO(raw_section);
+    CHECK(bsdiff.Decode(p.base, patch, p.target.size()).status().message().find("outside a pack") !=
+          std::string::npos);
+    auto mixed = bsdiff.DecodeFromPack(p.base, patch, p.target.size());
+    REQUIRE(mixed.ok());
+    CHECK(*mixed == p.target);
+  }
+  // Damage is an error, never other bytes: cut parts, a literal changed (the hash), runs past the target.
+  std::string cut = *raw;
+  cut.resize(cut.size() - 1);
+  CHECK_FALSE(bsdiff.DecodeFromPack(p.base, cut, p.target.size()).ok());
+  std::string flipped = Assemble(JoinFrames({c.adds, c.copies, c.seeks}, kRawPartsForm),
+                                 JoinFrames({z.runs, std::string(z.literals).replace(0, 1, "\x7f")}, kRawPartsForm),
+                                 kRawPartsForm + streams->extra, p.target);
+  CHECK(bsdiff.DecodeFromPack(p.base, flipped, p.target.size()).status().message().find("checksum") !=
+        std::string::npos);
+  CHECK_FALSE(bsdiff.DecodeFromPack(p.base, *raw, p.target.size() - 1).ok());
+}
+
 TEST_CASE("bsdiff: malformed LZMA2 and bzip2 sections are refused", "[codec][bsdiff]") {
   std::string data = Binaryish(100000, 21);
   for (auto compress : {Lzma2CompressSection, Bzip2CompressSection}) {

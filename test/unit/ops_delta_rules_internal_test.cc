@@ -479,7 +479,7 @@ TEST_CASE("auto policy: the tiny-patch rule, relcopy's turn and its candidates",
 // two files that got one edit are the same bytes, which the pack stores once.
 TEST_CASE("ChooseAlternates: twins take their shared raw form and others keep their primary", "[delta]") {
   SpooledBlob with_alt, plain;
-  with_alt.alt.emplace(CodecId::kRelcopy, BlobRef{});
+  with_alt.alt = SpooledAlternate{CodecId::kRelcopy, BlobRef{}, Digest{}};
   std::string shared = RandomBytes(700, 1);  // one edit's raw instructions, the same in both files
   auto member = [&](size_t entry, std::string bytes, std::string alt) {
     PackMember m;
@@ -516,34 +516,64 @@ TEST_CASE("ChooseAlternates: twins take their shared raw form and others keep th
   after.push_back(member(5, RandomBytes(600, 7), shared));
   ChooseAlternates(shared, after, 1 << 20);
   CHECK(after[0].use_alt);
+
+  // Neighbours whose big raw forms share most bytes (compressible text the
+  // slow level packs much better than the fast one) take them together when,
+  // at the pack's level, the pair is smaller so; whatever is chosen, the pack
+  // is never bigger than with every primary.
+  std::string text;
+  std::mt19937_64 rng(5);
+  while (text.size() < (48 << 10)) text += StrCat("w", rng() % 3000, rng() % 7 ? " " : "\n");
+  auto z19 = [](std::string_view s) { return CdimgWriter::CompressPack(s, kPackLevel)->size(); };
+  for (size_t primary : {size_t{2000}, size_t{9000}, size_t{40000}}) {
+    INFO(primary);
+    std::vector<PackMember> pair;
+    pair.push_back(member(1, RandomBytes(primary, 8), text + "x"));
+    pair.push_back(member(2, RandomBytes(primary, 9), text + "y"));
+    pair.push_back(member(3, RandomBytes(300, 10), ""));
+    ChooseAlternates("", pair, 1 << 20);
+    std::string out, primaries;
+    for (const auto& m : pair) out += m.use_alt ? m.alt : m.bytes, primaries += m.bytes;
+    CHECK(z19(out) <= z19(primaries));
+    CHECK(pair[0].use_alt == pair[1].use_alt);
+    bool alts_smaller = z19(pair[0].alt + pair[1].alt) < z19(pair[0].bytes + pair[1].bytes);
+    CHECK(pair[0].use_alt == alts_smaller);
+  }
 }
 
-TEST_CASE("EncodeFile: a packed zstd winner carries relcopy's patch as its alternate", "[delta]") {
-  // Text with one edit: zstd's entropy-coded patch wins alone; relcopy ran
-  // on the same base since the patch fits a pack member.
+TEST_CASE("EncodeFile: a packed winner carries bsdiff's raw form against the base by name as its alternate",
+          "[delta]") {
+  // Text with one edit: an entropy-coded patch wins alone; the alternate is
+  // bsdiff's raw pack form against bases[0] (A's file by name), whatever
+  // base won, so that two files with the same edit share it in a pack.
   std::string base;
   std::mt19937_64 rng(11);
   while (base.size() < (200 << 10)) base += StrCat("word", rng() % 5000, rng() % 3 ? " " : "\n");
   std::string target = base;
   target.replace(100000, 20, "an edit in the middle");
   target.replace(150000, 0, "and another one here");
-  std::vector<Base> bases{{Sha256(base), base, false}};
-  auto r = EncodeFile(target, bases, DiffOptions{});
-  REQUIRE(r.ok());
-  REQUIRE(r->recipe.kind == Recipe::Kind::kDelta);
-  REQUIRE(r->recipe.packed);
-  if (r->recipe.codec != CodecId::kRelcopy) {
+  std::string twin = target;  // a closer base (B's own twin), which wins
+  twin[1000] = '#';
+  for (bool with_twin : {false, true}) {
+    INFO(with_twin);
+    std::vector<Base> bases{{Sha256(base), base, false}};
+    if (with_twin) bases.push_back({Sha256(twin), twin, true});
+    auto r = EncodeFile(target, bases, DiffOptions{});
+    REQUIRE(r.ok());
+    REQUIRE(r->recipe.kind == Recipe::Kind::kDelta);
+    REQUIRE(r->recipe.packed);
+    CHECK(r->recipe.base == bases[with_twin ? 1 : 0].digest);
     REQUIRE(r->alt);
-    CHECK(r->alt->codec == CodecId::kRelcopy);
-    auto back = GetCodec(CodecId::kRelcopy).DecodeFromPack(base, r->alt->blob, target.size());
+    CHECK(r->alt->codec == CodecId::kBsdiff);
+    CHECK(r->alt->base == bases[0].digest);
+    auto back = GetCodec(CodecId::kBsdiff).DecodeFromPack(base, r->alt->blob, target.size());
     REQUIRE(back.ok());
     CHECK(*back == target);
-  } else {
-    CHECK_FALSE(r->alt);  // relcopy itself won: no alternate
+    CHECK_FALSE(GetCodec(CodecId::kBsdiff).Decode(base, r->alt->blob, target.size()).ok());  // a pack form only
   }
   DiffOptions forced;
   forced.codec = CodecId::kZstd;
-  auto f = EncodeFile(target, bases, forced);
+  auto f = EncodeFile(target, {{Sha256(base), base, false}}, forced);
   REQUIRE(f.ok());
   CHECK_FALSE(f->alt);  // a fixed codec has no alternates
 }

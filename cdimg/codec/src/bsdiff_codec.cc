@@ -45,6 +45,8 @@ struct Parsed {
   // The adjusted form, and then the target's layout.
   bool adjusted = false;
   ElfLayout adjust_target;
+  // Read from a pack: sections may be in the raw pack form.
+  bool packed = false;
 };
 
 // The x86 record: form byte, then varint start and size of the base's span,
@@ -120,8 +122,20 @@ struct DiffStream {
 // literals (bsdiff_zero_runs.h) as a multi-frame section. Patches written
 // before the split hold one zstd frame of the whole stream there, which
 // still decodes.
-absl::StatusOr<DiffStream> DecodeDiffSection(std::string_view section, uint64_t max_size) {
+absl::StatusOr<DiffStream> DecodeDiffSection(std::string_view section, uint64_t max_size, bool raw_ok) {
   DiffStream d;
+  if (IsRawParts(section)) {
+    if (!raw_ok) return absl::DataLossError("bsdiff patch: diff section in the raw pack form outside a pack");
+    auto parts = SplitFrames(section, 2, "diff parts");
+    if (!parts.ok()) return parts.status();
+    auto length = ZeroRunsLength((*parts)[0], (*parts)[1], max_size);
+    if (!length.ok()) return length.status();
+    d.split = true;
+    d.runs.assign((*parts)[0]);
+    d.literals.assign((*parts)[1]);
+    d.length = *length;
+    return d;
+  }
   if (IsAltSection(section) || !IsMultiFrame(section)) {
     auto whole = IsAltSection(section) ? DecompressAltSection(section, max_size) : DecompressStream(section, max_size);
     if (!whole.ok()) return whole.status();
@@ -238,13 +252,13 @@ struct Triples {
   bool over = false;
 };
 
-Triples ReadTriples(std::string_view section, uint64_t cap) {
+Triples ReadTriples(std::string_view section, uint64_t cap, bool raw_ok) {
   Triples out;
   // Room for the cap (up to 64 MiB of address space; touched only as it
   // fills), not grown by doubling: each step is a fresh block faulted in.
   out.list.reserve(std::min<uint64_t>(cap, (uint64_t{64} << 20) / sizeof(BsdiffTriple)));
   CtrlReader ctrl;
-  if (out.after = ctrl.Init(section); !out.after.ok()) return out;
+  if (out.after = ctrl.Init(section, raw_ok); !out.after.ok()) return out;
   for (;;) {
     auto t = ctrl.Next();
     if (!t.ok()) {
@@ -371,6 +385,28 @@ constexpr uint64_t kFinalToQuickFloorInverse = 2;
 constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
 
 }  // namespace
+
+// The patch from its three sections (header, x86 record, sections).
+absl::StatusOr<std::string> AssemblePatch(std::string_view ctrl, std::string_view diff, std::string_view extra,
+                                          uint64_t hash, std::string_view x86_record) {
+  for (std::string_view s : {ctrl, diff, extra}) {
+    if (s.size() > std::numeric_limits<uint32_t>::max()) {
+      return absl::InvalidArgumentError("bsdiff: stream over 4 GiB");
+    }
+  }
+  // Bit 31 of the ctrl length marks the x86 form.
+  if (ctrl.size() >= kX86Flag) return absl::InvalidArgumentError("bsdiff: control stream over 2 GiB");
+  std::string out;
+  out.reserve(kHeaderSize + x86_record.size() + ctrl.size() + diff.size() + extra.size());
+  PutLE(&out, ctrl.size() | (x86_record.empty() ? 0 : kX86Flag), 4);
+  for (std::string_view s : {diff, extra}) PutLE(&out, s.size(), 4);
+  PutLE(&out, hash, 8);
+  out += x86_record;
+  out += ctrl;
+  out += diff;
+  out += extra;
+  return out;
+}
 
 // The streams of a patch before compression, in section order.
 struct RawStreams {
@@ -511,22 +547,7 @@ absl::StatusOr<std::string> FormEncoder::Assemble() {
     if (!a.out->empty() && (!section || a.out->size() < section->size())) section = std::move(*a.out);
   }
   if (!diff || !extra) return absl::InternalError("bsdiff: a section was compressed in no form");
-  for (const std::string* s : {&ctrl, &*diff, &*extra}) {
-    if (s->size() > std::numeric_limits<uint32_t>::max()) {
-      return absl::InvalidArgumentError("bsdiff: stream over 4 GiB");
-    }
-  }
-  // Bit 31 of the ctrl length marks the x86 form.
-  if (ctrl.size() >= kX86Flag) return absl::InvalidArgumentError("bsdiff: control stream over 2 GiB");
-  std::string out;
-  PutLE(&out, ctrl.size() | (x86_record_.empty() ? 0 : kX86Flag), 4);
-  for (const std::string* s : {&*diff, &*extra}) PutLE(&out, s->size(), 4);
-  PutLE(&out, hash_, 8);
-  out += x86_record_;
-  out += ctrl;
-  out += *diff;
-  out += *extra;
-  return out;
+  return AssemblePatch(ctrl, *diff, *extra, hash_, x86_record_);
 }
 
 namespace {
@@ -900,6 +921,42 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeX86(std::string_view base, std::s
   return EncodeStreams(b, t, helpers, limit, Hash64(target), X86Record(base_span, target_span));
 }
 
+namespace {
+
+// The raw pack form of the plain form's streams (bsdiff_codec.h).
+absl::StatusOr<std::string> RawPatch(const BsdiffStreams& streams, uint64_t hash) {
+  CtrlColumns ctrl = SplitCtrl(streams.ctrl);
+  ZeroRuns diff = SplitZeroRuns(streams.diff);
+  std::string extra;
+  if (!streams.extra.empty()) extra = kRawPartsForm + streams.extra;
+  return AssemblePatch(JoinFrames({ctrl.adds, ctrl.copies, ctrl.seeks}, kRawPartsForm),
+                       JoinFrames({diff.runs, diff.literals}, kRawPartsForm), extra, hash, "");
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> BsdiffCodec::EncodeRawForPack(std::string_view base, std::string_view target,
+                                                          Helpers& helpers) const {
+  auto streams = BsdiffCompute(base, target, helpers);
+  if (!streams.ok()) return streams.status();
+  return RawPatch(*streams, Hash64(target));
+}
+
+absl::StatusOr<std::string> BsdiffCodec::EncodeWithinAndRaw(std::string_view base, std::string_view target,
+                                                            Helpers& helpers, uint64_t limit,
+                                                            std::string* raw) const {
+  raw->clear();
+  if (X86_64CodeSpan(base) && X86_64CodeSpan(target)) return EncodeWithin(base, target, helpers, limit);
+  auto streams = BsdiffCompute(base, target, helpers);
+  if (!streams.ok()) return streams.status();
+  const uint64_t hash = Hash64(target);
+  auto r = RawPatch(*streams, hash);
+  if (!r.ok()) return r.status();
+  *raw = std::move(*r);
+  FormEncoder form(std::move(*streams), level_, hash, "");
+  return Finish(form, helpers, limit);
+}
+
 absl::StatusOr<std::string> BsdiffCodec::EncodeStreams(std::string_view base, std::string_view target,
                                                        Helpers& helpers, uint64_t limit, uint64_t hash,
                                                        std::string_view x86_record) const {
@@ -928,6 +985,15 @@ uint64_t TripleCap(const Parsed& p, uint64_t target_size) {
   return std::min<uint64_t>(per_target, p.adjusted ? kMaxAdjustTriples : ListCap(target_size));
 }
 
+absl::StatusOr<std::string> DecodeExtraSection(std::string_view section, uint64_t max_size, bool raw_ok) {
+  if (IsRawParts(section)) {
+    if (!raw_ok) return absl::DataLossError("bsdiff patch: extra section in the raw pack form outside a pack");
+    if (section.size() - 1 > max_size) return absl::DataLossError("bsdiff patch: extra section over the target size");
+    return std::string(section.substr(1));
+  }
+  return IsAltSection(section) ? DecompressAltSection(section, max_size) : DecompressStream(section, max_size);
+}
+
 // The diff and the extra section, each bounded by the target size (together
 // they must make exactly that, which Keep checks), and the control triples.
 struct Sections {
@@ -938,11 +1004,11 @@ struct Sections {
   // Tasks for Helpers::Run, the slower first (alt sections decode at tens of
   // MB/s, zstd frames at GB/s).
   std::vector<std::function<void()>> Tasks(const Parsed& p, uint64_t target_size) {
-    std::function<void()> d = [this, &p, target_size] { diff = DecodeDiffSection(p.diff, target_size); };
-    std::function<void()> e = [this, &p, target_size] {
-      extra = IsAltSection(p.extra) ? DecompressAltSection(p.extra, target_size) : DecompressStream(p.extra, target_size);
+    std::function<void()> d = [this, &p, target_size] { diff = DecodeDiffSection(p.diff, target_size, p.packed); };
+    std::function<void()> e = [this, &p, target_size] { extra = DecodeExtraSection(p.extra, target_size, p.packed); };
+    std::function<void()> c = [this, &p, target_size] {
+      triples = ReadTriples(p.ctrl, TripleCap(p, target_size), p.packed);
     };
-    std::function<void()> c = [this, &p, target_size] { triples = ReadTriples(p.ctrl, TripleCap(p, target_size)); };
     if (IsAltSection(p.extra) && !IsAltSection(p.diff)) return {e, d, c};
     return {d, e, c};
   }
@@ -987,7 +1053,7 @@ absl::StatusOr<std::string> ApplyStreams(std::string_view base, const Streams& s
     if (auto s = ApplyList(st.triples, *plan, patcher, helpers); !s.ok()) return s;
   } else {
     CtrlReader ctrl;
-    if (auto s = ctrl.Init(st.parsed.ctrl); !s.ok()) return s;
+    if (auto s = ctrl.Init(st.parsed.ctrl, st.parsed.packed); !s.ok()) return s;
     if (!out.ok()) return out.status();
     Patcher patcher(base, st.diff, st.extra, &*out);
     if (auto s = RunTriples(ctrl, patcher, target_size); !s.ok()) return s;
@@ -1021,10 +1087,21 @@ absl::Status AdjustForPatch(std::string& base_abs, const std::vector<X86Operand>
 
 absl::StatusOr<std::string> BsdiffCodec::Decode(std::string_view base, std::string_view patch,
                                                 uint64_t target_size) const {
+  return DecodeIn(base, patch, target_size, false);
+}
+
+absl::StatusOr<std::string> BsdiffCodec::DecodeFromPack(std::string_view base, std::string_view patch,
+                                                        uint64_t target_size) const {
+  return DecodeIn(base, patch, target_size, true);
+}
+
+absl::StatusOr<std::string> BsdiffCodec::DecodeIn(std::string_view base, std::string_view patch,
+                                                  uint64_t target_size, bool packed) const {
   Streams st;
   auto parsed = ParseHeader(patch);
   if (!parsed.ok()) return parsed.status();
   st.parsed = *parsed;
+  st.parsed.packed = packed;
   Sections sections;
   NoHelpers().Run(sections.Tasks(st.parsed, target_size));
   if (auto s = sections.Keep(st, target_size); !s.ok()) return s;
@@ -1044,7 +1121,7 @@ absl::StatusOr<std::string> BsdiffCodec::Decode(std::string_view base, std::stri
 }
 
 absl::StatusOr<std::string> BsdiffCodec::DecodeWith(const BaseSource& base, std::string_view patch,
-                                                    uint64_t target_size, bool /*packed: one form*/,
+                                                    uint64_t target_size, bool packed,
                                                     Helpers& helpers) const {
   Streams st;
   auto parsed = ParseHeader(patch);
@@ -1054,6 +1131,7 @@ absl::StatusOr<std::string> BsdiffCodec::DecodeWith(const BaseSource& base, std:
     return parsed.status();
   }
   st.parsed = *parsed;
+  st.parsed.packed = packed;
   // The base is made (read; the chain checks what is built on it) and put
   // in the x86 form in place, while the sections and the control triples
   // decode beside it.

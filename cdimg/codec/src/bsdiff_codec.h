@@ -22,6 +22,14 @@
 // The encoder writes each of diff and extra in whichever form is smallest,
 // and, when base and target are both x86-64 ELF files, the x86 code form if
 // that makes the patch smaller.
+//
+// Raw pack form (EncodeRawForPack; read only from a pack, DecodeFromPack):
+// the same header, no x86 record, and every section uncompressed, as
+// kRawPartsForm (multi_frame.h): ctrl = the three varint columns, diff = the
+// zero runs and the literals, extra = the extra stream. Two files that got
+// the same edit (prettier's `x.js` and `x.mjs`, each against its own old
+// version) have nearly the same diff stream, which the pack's frame then
+// stores once.
 // The streams are described in bsdiff_diff.h.
 #pragma once
 
@@ -52,8 +60,17 @@ class BsdiffCodec final : public DeltaCodec {
   // half their level-1 size exceeds `limit`.
   absl::StatusOr<std::string> EncodeWithin(std::string_view base, std::string_view target, Helpers& helpers,
                                            uint64_t limit) const override;
+  // The standalone form; DecodeFromPack also reads the raw pack form.
   absl::StatusOr<std::string> Decode(std::string_view base, std::string_view patch,
                                      uint64_t target_size) const override;
+  absl::StatusOr<std::string> DecodeFromPack(std::string_view base, std::string_view patch,
+                                             uint64_t target_size) const override;
+  // Non-ELF pairs (the plain form only): the raw form from the same diff.
+  absl::StatusOr<std::string> EncodeWithinAndRaw(std::string_view base, std::string_view target, Helpers& helpers,
+                                                 uint64_t limit, std::string* raw) const override;
+  // The raw pack form of the plain form (above).
+  absl::StatusOr<std::string> EncodeRawForPack(std::string_view base, std::string_view target,
+                                               Helpers& helpers) const override;
   // The plain form, whether or not the x86 form would be smaller.
   absl::StatusOr<std::string> EncodePlain(std::string_view base, std::string_view target, Helpers& helpers,
                                           uint64_t limit) const;
@@ -84,6 +101,8 @@ class BsdiffCodec final : public DeltaCodec {
   static constexpr uint64_t kQuickChoiceMinTarget = 1 << 20;
 
  private:
+  absl::StatusOr<std::string> DecodeIn(std::string_view base, std::string_view patch, uint64_t target_size,
+                                       bool packed) const;
   absl::StatusOr<std::string> EncodeFormsInTurn(std::string_view base, std::string_view target, X86Span base_span,
                                                 X86Span target_span, Helpers& helpers, uint64_t limit) const;
   // `x86_map` (may be null): receives the blocks of the x86 form's scan.

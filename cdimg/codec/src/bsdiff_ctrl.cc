@@ -1,5 +1,6 @@
 #include "bsdiff_ctrl.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "multi_frame.h"
@@ -50,11 +51,25 @@ absl::Status FrameReader::Init(std::string_view frame) {
   return absl::OkStatus();
 }
 
+void FrameReader::InitRaw(std::string_view bytes) {
+  raw_ = true;
+  in_ = {bytes.data(), bytes.size(), 0};
+  ended_ = false;
+}
+
 absl::Status FrameReader::Fill(size_t n) {
   if (have_ - pos_ >= n) return absl::OkStatus();
   std::memmove(buf_.data(), buf_.data() + pos_, have_ - pos_);
   have_ -= pos_;
   pos_ = 0;
+  if (raw_) {
+    size_t k = std::min(buf_.size() - have_, in_.size - in_.pos);
+    std::memcpy(buf_.data() + have_, static_cast<const char*>(in_.src) + in_.pos, k);
+    in_.pos += k;
+    have_ += k;
+    ended_ = in_.pos == in_.size;
+    return absl::OkStatus();
+  }
   while (have_ < buf_.size() && !ended_) {
     ZSTD_outBuffer out{buf_.data(), buf_.size(), have_};
     size_t before_in = in_.pos;
@@ -72,14 +87,17 @@ absl::Status FrameReader::Fill(size_t n) {
   return absl::OkStatus();
 }
 
-absl::Status CtrlReader::Init(std::string_view section) {
-  if (!IsMultiFrame(section)) return fixed_.Init(section);
+absl::Status CtrlReader::Init(std::string_view section, bool raw_ok) {
+  const bool raw = IsRawParts(section);
+  if (raw && !raw_ok) return Bad("section in the raw pack form outside a pack");
+  if (!raw && !IsMultiFrame(section)) return fixed_.Init(section);
   columns_ = true;
   auto frames = SplitFrames(section, 3, "ctrl columns");
   if (!frames.ok()) return frames.status();
   for (int i = 0; i < 3; ++i) {
     if ((*frames)[i].empty()) return Bad("empty column");
-    if (auto s = column_[i].Init((*frames)[i]); !s.ok()) return s;
+    if (raw) column_[i].InitRaw((*frames)[i]);
+    else if (auto s = column_[i].Init((*frames)[i]); !s.ok()) return s;
   }
   return absl::OkStatus();
 }

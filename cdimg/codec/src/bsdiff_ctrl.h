@@ -12,6 +12,9 @@
 // one zstd frame of 24-byte triples, each three little-endian u64. It starts
 // with zstd's magic, never 0x01.
 //
+// Raw columns (bsdiff's raw pack form only): a section of kRawPartsForm
+// (multi_frame.h) whose three parts are the columns themselves.
+//
 // No triples: an empty section.
 #pragma once
 
@@ -49,6 +52,8 @@ inline constexpr size_t kFixedCtrlMaxTriples = 4096;
 class FrameReader {
  public:
   absl::Status Init(std::string_view frame);
+  // Reads `bytes` as they are (a raw column, bsdiff's raw pack form).
+  void InitRaw(std::string_view bytes);
   // Makes at least n (<= the buffer) bytes available unless the frame ends first.
   absl::Status Fill(size_t n);
   std::string_view Available() const { return {buf_.data() + pos_, have_ - pos_}; }
@@ -58,15 +63,17 @@ class FrameReader {
  private:
   ZstdDCtxPtr dctx_;
   ZSTD_inBuffer in_{nullptr, 0, 0};
+  bool raw_ = false;  // in_ holds the bytes themselves
   std::array<char, 24 * 1024> buf_;
   size_t have_ = 0, pos_ = 0;
   bool ended_ = true;
 };
 
-// Streams the triples of a control section of either form.
+// Streams the triples of a control section of any form; the raw columns
+// (kRawPartsForm, bsdiff's raw pack form) only if `raw_ok`.
 class CtrlReader {
  public:
-  absl::Status Init(std::string_view section);
+  absl::Status Init(std::string_view section, bool raw_ok = false);
   // The next triple, or nullopt once the section ended cleanly.
   absl::StatusOr<std::optional<BsdiffTriple>> Next();
 

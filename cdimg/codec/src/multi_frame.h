@@ -18,22 +18,28 @@
 namespace d4c::codec_internal {
 
 inline constexpr char kMultiFrameForm = 0x01;
+// The same layout with the parts stored as they are, uncompressed: bsdiff's
+// raw pack form (bsdiff_codec.h), whose sections the pack's frame compresses
+// together with other members'. Not 0x02/0x03 (alt_section.h) nor 0x28.
+inline constexpr char kRawPartsForm = 0x04;
 
 inline bool IsMultiFrame(std::string_view section) { return !section.empty() && section[0] == kMultiFrameForm; }
 
-inline std::string JoinFrames(std::initializer_list<std::string_view> frames) {
+inline bool IsRawParts(std::string_view section) { return !section.empty() && section[0] == kRawPartsForm; }
+
+inline std::string JoinFrames(std::initializer_list<std::string_view> frames, char form = kMultiFrameForm) {
   std::string out;
   bool all_empty = true;
   for (std::string_view f : frames) all_empty = all_empty && f.empty();
   if (all_empty) return out;
-  out.push_back(kMultiFrameForm);
+  out.push_back(form);
   for (auto f = frames.begin(); f + 1 < frames.end(); ++f) PutVarint(&out, f->size());
   for (std::string_view f : frames) out += f;
   return out;
 }
 
-// The n frames of a section for which IsMultiFrame holds; `what` names the
-// section in errors.
+// The n frames of a section for which IsMultiFrame holds (or the n parts of
+// one for which IsRawParts holds); `what` names the section in errors.
 inline absl::StatusOr<std::vector<std::string_view>> SplitFrames(std::string_view section, size_t n,
                                                                   std::string_view what) {
   size_t pos = 1;

@@ -20,6 +20,11 @@ class RelcopyCodec final : public DeltaCodec {
   CodecId id() const override { return CodecId::kRelcopy; }
   absl::StatusOr<std::string> Encode(std::string_view base, std::string_view target) const override;
   absl::StatusOr<std::string> EncodeForPack(std::string_view base, std::string_view target) const override;
+  // The pack form, which is raw already.
+  absl::StatusOr<std::string> EncodeRawForPack(std::string_view base, std::string_view target,
+                                               Helpers& /*helpers*/) const override {
+    return EncodeForPack(base, target);
+  }
   // The standalone form only; DecodeFromPack the pack form only.
   absl::StatusOr<std::string> Decode(std::string_view base, std::string_view patch,
                                      uint64_t target_size) const override;

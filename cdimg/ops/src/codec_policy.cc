@@ -123,6 +123,10 @@ bool RelcopyFits(const DiffOptions& o, uint64_t base, uint64_t target) {
   return Fits(TraitsOf(CodecId::kRelcopy), o, base, target);
 }
 
+bool BsdiffFits(const DiffOptions& o, uint64_t base, uint64_t target) {
+  return Fits(TraitsOf(CodecId::kBsdiff), o, base, target);
+}
+
 Plan PlanFor(const DiffOptions& o, uint64_t base_max, uint64_t first_base, uint64_t target,
              const std::optional<Novelty>& least, bool text) {
   Plan p{CodecsFor(o, base_max, target, text)};

@@ -78,6 +78,9 @@ std::vector<CodecId> CodecsFor(const DiffOptions& o, uint64_t base, uint64_t tar
 
 // Whether relcopy's predicted time for these sizes fits the budget.
 bool RelcopyFits(const DiffOptions& o, uint64_t base, uint64_t target);
+// Whether bsdiff's time fits (its raw pack form, the alternate of a packed
+// winner: docs/architecture.md, "Raw alternates in packs").
+bool BsdiffFits(const DiffOptions& o, uint64_t base, uint64_t target);
 
 // Which codecs to run on a target, in order, and how.
 struct Plan {

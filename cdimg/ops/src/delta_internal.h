@@ -32,16 +32,25 @@ inline constexpr uint64_t kPackMemberMax = 64 << 10;
 inline constexpr uint64_t kComposeChainPackMax = 4 << 10;
 inline constexpr uint64_t kPackRawMax = 256 << 10;
 
-// A second packed patch of the same file against the same base, in a codec
-// whose pack form leaves its instructions raw (relcopy): files that got the
-// same edit (prettier's `x.js` and `x.mjs`) then share byte-identical runs
-// that the pack's frame stores once, which each file's own smallest patch
-// (zstd's, entropy-coded) cannot. WriteDelta picks, pack by pack, whichever
-// of the two compresses smaller with the pack's other members
-// (ChooseAlternates).
+// A second packed patch of the same file in a raw pack form (no entropy
+// coding of its own: bsdiff's raw form against the file's base by name, else
+// relcopy's against the winner's base): files that got the same edit
+// (prettier's `x.js` and `x.mjs`, each against its own old version) then
+// share byte-identical runs that the pack's frame stores once, which each
+// file's own smallest patch (entropy-coded, or against the new `x.js`)
+// cannot. WriteDelta picks, pack by pack, whichever of the two compresses
+// smaller with the pack's other members (ChooseAlternates).
 struct PackAlternate {
   CodecId codec = CodecId::kRelcopy;
   std::string blob;
+  Digest base{};  // the alternate's base (content digest)
+};
+
+// A PackAlternate in the spool.
+struct SpooledAlternate {
+  CodecId codec = CodecId::kRelcopy;
+  BlobRef blob;
+  Digest base{};
 };
 
 // What a job produces for one entry: kind kFull or kDelta (codec, base) and
@@ -69,8 +78,7 @@ struct BlobJob {
 // A finished job whose blob sits in the spool.
 struct SpooledBlob {
   Recipe recipe;  // blob = position in the spool
-  // PackAlternate, spooled: its codec and position in the spool.
-  std::optional<std::pair<CodecId, BlobRef>> alt;
+  std::optional<SpooledAlternate> alt;
   bool rename_base = false;
   bool reencoded = false;
 };
@@ -324,7 +332,9 @@ inline constexpr int kPackLevel = 19;  // CdimgWriter::CompressPack's default
 // take their primary back one at a time where that saves; the choice is kept
 // only if the pack then compresses smaller at kPackLevel than with every
 // primary. Deterministic: depends on the bytes only.
-void ChooseAlternates(std::string_view lead, std::vector<PackMember>& members, uint64_t max_raw);
+// `helpers` weigh the choices side by side.
+void ChooseAlternates(std::string_view lead, std::vector<PackMember>& members, uint64_t max_raw,
+                      Helpers& helpers = NoHelpers());
 
 // Writes a delta image: entries with a spooled blob get it (in entry order),
 // the others keep their recipe from `recipes`. Returns its stats.

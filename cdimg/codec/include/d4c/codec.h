@@ -88,12 +88,27 @@ class DeltaCodec {
                                                    Helpers& helpers, uint64_t /*limit*/) const {
     return EncodeParallel(base, target, helpers);
   }
+  // EncodeWithin, and, where the codec makes it from the same work, its raw
+  // pack form (EncodeRawForPack's bytes) into `raw`, left empty otherwise.
+  virtual absl::StatusOr<std::string> EncodeWithinAndRaw(std::string_view base, std::string_view target,
+                                                         Helpers& helpers, uint64_t limit, std::string* raw) const {
+    raw->clear();
+    return EncodeWithin(base, target, helpers, limit);
+  }
   // A patch that will be compressed again together with others (a cdimg
   // pack): codecs that can skip their own entropy coding and checksums do so.
   // DecodeFromPack reads it back (Decode also does for xdelta3, whose pack
   // form is VCDIFF too).
   virtual absl::StatusOr<std::string> EncodeForPack(std::string_view base, std::string_view target) const {
     return Encode(base, target);
+  }
+  // A pack form without any entropy coding of the codec's own (relcopy's
+  // pack form, bsdiff's raw form): files that got the same edit then share
+  // byte-identical runs that the pack's frame stores once. Read back by
+  // DecodeFromPack. kUnimplemented for codecs without one.
+  virtual absl::StatusOr<std::string> EncodeRawForPack(std::string_view /*base*/, std::string_view /*target*/,
+                                                       Helpers& /*helpers*/) const {
+    return absl::UnimplementedError("no raw pack form");
   }
   // Must never return bytes of a size other than `target_size`, and must fail
   // cleanly (no crash, bounded memory) on corrupt or hostile patches.
