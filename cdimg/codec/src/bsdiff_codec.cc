@@ -386,6 +386,8 @@ constexpr uint64_t kNoLimit = std::numeric_limits<uint64_t>::max();
 
 }  // namespace
 
+namespace {
+
 // The patch from its three sections (header, x86 record, sections).
 absl::StatusOr<std::string> AssemblePatch(std::string_view ctrl, std::string_view diff, std::string_view extra,
                                           uint64_t hash, std::string_view x86_record) {
@@ -407,6 +409,8 @@ absl::StatusOr<std::string> AssemblePatch(std::string_view ctrl, std::string_vie
   out += extra;
   return out;
 }
+
+}  // namespace
 
 // The streams of a patch before compression, in section order.
 struct RawStreams {

@@ -196,17 +196,18 @@ void RunOne(const BlobJob& job, Spool& spool, Helpers& helpers, const RunOptions
     r = absl::InternalError(StrCat(JobName(job, o), ": ", e.what(), " while making its blob"));
   }
   absl::StatusOr<BlobRef> ref = !r.ok() ? r.status() : r->spooled ? *r->spooled : spool.Put(r->blob);
-  std::optional<SpooledAlternate> alt;
-  if (ref.ok() && r->alt) {
-    auto a = spool.Put(r->alt->blob);
-    if (a.ok()) alt = SpooledAlternate{r->alt->codec, *a, r->alt->base};
+  std::optional<SpooledAlternate> alt, alt_relcopy;
+  for (auto [from, to] : {std::pair{&r->alt, &alt}, std::pair{&r->alt_relcopy, &alt_relcopy}}) {
+    if (!ref.ok() || !r.ok() || !*from) continue;
+    auto a = spool.Put((*from)->blob);
+    if (a.ok()) *to = SpooledAlternate{(*from)->codec, *a, (*from)->base};
     else ref = a.status();
   }
   MutexLock l(&st.mu);
   if (!ref.ok()) {
     st.errors.emplace(job.entry, ref.status());
   } else {
-    SpooledBlob s{r->recipe, alt, r->rename_base, r->reencoded};
+    SpooledBlob s{r->recipe, alt, alt_relcopy, r->rename_base, r->reencoded};
     s.recipe.blob = *ref;
     st.out.emplace(job.entry, s);
   }
@@ -422,7 +423,8 @@ absl::StatusOr<std::optional<Candidate>> RawBsdiff(const Base& base, std::string
 // on the best base only (bases rarely disagree with codecs about the winner).
 absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, const std::vector<Base>& bases,
                                                    const DiffOptions& o, Helpers& helpers,
-                                                   std::optional<Candidate>* alt) {
+                                                   std::optional<Candidate>* alt,
+                                                   std::optional<Candidate>* alt_relcopy) {
   std::optional<Candidate> best, raw, raw_bsdiff;
   if (target.size() < o.min_delta_size || bases.empty()) return best;
   auto raw_of = [&](const Base* b) { return b == &bases[0] ? &raw_bsdiff : nullptr; };
@@ -485,11 +487,14 @@ absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, cons
         if (!a.ok()) return a.status();
         shared = std::move(*a);
       }
-      if (!shared && raw && raw->base == best->base && best->codec != raw->codec) shared = std::move(raw);
-      if (shared) {
-        if (auto s = CheckRoundTrip(*shared, target, helpers); !s.ok())
-          return absl::InternalError(StrCat(CodecName(shared->codec), " raw form round trip failed: ", s.message()));
-        *alt = std::move(shared);
+      std::optional<Candidate> second;
+      if (raw && raw->base == best->base && best->codec != raw->codec) second = std::move(raw);
+      if (!shared) std::swap(shared, second);
+      for (auto [c, to] : {std::pair{&shared, alt}, std::pair{&second, alt_relcopy}}) {
+        if (!*c) continue;
+        if (auto s = CheckRoundTrip(**c, target, helpers); !s.ok())
+          return absl::InternalError(StrCat(CodecName((*c)->codec), " raw form round trip failed: ", s.message()));
+        *to = std::move(*c);
       }
     }
   }
@@ -510,12 +515,14 @@ BlobResult DeltaResult(Candidate& c) {
 absl::StatusOr<BlobResult> EncodeFile(std::string_view target, const std::vector<Base>& bases,
                                       const DiffOptions& options, std::optional<std::string> ready_full,
                                       Helpers& helpers) {
-  std::optional<Candidate> alt;
-  auto delta = BestDelta(target, bases, options, helpers, &alt);
+  std::optional<Candidate> alt, alt_relcopy;
+  auto delta = BestDelta(target, bases, options, helpers, &alt, &alt_relcopy);
   if (!delta.ok()) return delta.status();
   auto result = [&]() {
     BlobResult r = DeltaResult(**delta);
     if (alt) r.alt = PackAlternate{alt->codec, std::move(alt->patch), alt->base->digest};
+    if (alt_relcopy)
+      r.alt_relcopy = PackAlternate{alt_relcopy->codec, std::move(alt_relcopy->patch), alt_relcopy->base->digest};
     return r;
   };
   if (*delta && !ready_full) {
@@ -569,49 +576,65 @@ absl::Status AtEntry(const absl::Status& s, std::string_view image_path, std::st
 }
 
 void ChooseAlternates(std::string_view lead, std::vector<PackMember>& members, uint64_t max_raw, Helpers& helpers) {
-  std::vector<size_t> with_alt;
-  for (size_t k = 0; k < members.size(); ++k)
-    if (members[k].blob->alt) with_alt.push_back(k);
-  if (with_alt.empty()) return;
+  // A choice per member: 0 its primary, 1 its alternate, 2 the second one.
+  using Choice = std::vector<uint8_t>;
+  const size_t n = members.size();
+  auto form = [&](size_t k, uint8_t c) -> const std::string& {
+    return c == 2 ? members[k].alt_relcopy : c == 1 ? members[k].alt : members[k].bytes;
+  };
   constexpr uint64_t kOver = std::numeric_limits<uint64_t>::max();
   auto size_at = [](std::string_view bytes, int level) -> uint64_t {
     auto z = CdimgWriter::CompressPack(bytes, level);
     return z.ok() ? z->size() : kOver;
   };
-  std::string raw;
-  auto cost = [&](const std::vector<bool>& use, int level = kAlternateChoiceLevel) -> uint64_t {
-    raw.assign(lead);
-    for (size_t k = 0; k < members.size(); ++k) raw += use[k] ? members[k].alt : members[k].bytes;
-    return raw.size() > max_raw ? kOver : size_at(raw, level);
+  auto cost = [&](const Choice& use, int level) -> uint64_t {
+    std::string pack(lead);
+    for (size_t k = 0; k < n; ++k) pack += form(k, use[k]);
+    return pack.size() > max_raw ? kOver : size_at(pack, level);
   };
-  // 1. Start from every alternate and give members their primary back one
-  // at a time, in order, where that saves: a pair of files with one edit
-  // gains only when both take the raw form, so flips from every primary
-  // would never find it (taking one alone costs more), while from every
-  // alternate taking one back loses the pair's shared bytes and is refused.
-  std::vector<bool> greedy(members.size());
-  for (size_t k : with_alt) greedy[k] = true;
-  uint64_t best = cost(greedy);
-  for (size_t k : with_alt) {
-    greedy[k] = false;
-    uint64_t c = cost(greedy);
-    // Over the limit (best is the maximum), every step back is taken: the
-    // primaries fit.
-    if (c < best || best == kOver) best = c;
-    else greedy[k] = true;
-  }
+  // 1. From every alternate of a kind, members take their primary back one
+  // at a time, in order, where the pack at the fast level shrinks: a pair of
+  // files with one edit gains only when both take the raw form, so flips
+  // from every primary would never find it (taking one alone costs more),
+  // while from every alternate taking one back loses the pair's shared bytes
+  // and is refused. Two kinds: the alternates (bsdiff's raw form where
+  // there is one), and relcopy's forms alone, as before bsdiff's (which may
+  // still pack smaller where an edit is a version string in many files).
+  auto greedy = [&](auto option) {
+    Choice use(n);
+    for (size_t k = 0; k < n; ++k) use[k] = option(k);
+    uint64_t best = cost(use, kAlternateChoiceLevel);
+    for (size_t k = 0; k < n; ++k) {
+      if (!use[k]) continue;
+      uint8_t c = std::exchange(use[k], 0);
+      uint64_t now = cost(use, kAlternateChoiceLevel);
+      // Over the limit (best is the maximum), every step back is taken: the
+      // primaries fit.
+      if (now < best || best == kOver) best = now;
+      else use[k] = c;
+    }
+    return use;
+  };
+  auto first = [&](size_t k) -> uint8_t { return members[k].blob->alt ? 1 : 0; };
+  auto relcopy = [&](size_t k) -> uint8_t {
+    if (members[k].blob->alt_relcopy) return 2;
+    return members[k].blob->alt && members[k].blob->alt->codec == CodecId::kRelcopy ? 1 : 0;
+  };
+  bool any_relcopy_second = false;
+  for (const PackMember& m : members) any_relcopy_second |= m.blob->alt_relcopy.has_value();
+  Choice with_first(n), with_relcopy(n);
+  std::vector<std::function<void()>> tasks = {[&] { with_first = greedy(first); }};
+  if (any_relcopy_second) tasks.push_back([&] { with_relcopy = greedy(relcopy); });
   // 2. The fast level misjudges big raw forms, which only the slow one
   // compresses as well as the primaries (prettier's typescript plugin, two
   // 40 KB raw bsdiff forms: 29,223 B at level 3, 26,715 at 19, against
   // 27,834 for the primaries). So neighbours whose alternates share most of
   // their bytes (together under 3/4 of apart, at the fast level) are weighed
-  // as a pair at the pack's level, both alternates against both primaries,
-  // and take whichever is smaller. The pairs are weighed side by side.
+  // as a pair at the pack's level, both alternates against both primaries.
   std::vector<size_t> pairs;  // k: members k and k + 1
-  for (size_t j = 0; j + 1 < with_alt.size(); ++j)
-    if (with_alt[j + 1] == with_alt[j] + 1) pairs.push_back(with_alt[j]);
+  for (size_t k = 0; k + 1 < n; ++k)
+    if (members[k].blob->alt && members[k + 1].blob->alt) pairs.push_back(k);
   std::vector<int> pair_take(pairs.size(), -1);  // -1: not weighed
-  std::vector<std::function<void()>> tasks;
   for (size_t q = 0; q < pairs.size(); ++q) {
     tasks.push_back([&, q] {
       size_t k = pairs[q];
@@ -630,31 +653,27 @@ void ChooseAlternates(std::string_view lead, std::vector<PackMember>& members, u
     });
   }
   helpers.Run(tasks);
-  std::vector<bool> paired = greedy;
+  Choice paired = with_first;
   for (size_t q = 0; q < pairs.size(); ++q)
-    if (pair_take[q] >= 0) paired[pairs[q]] = paired[pairs[q] + 1] = pair_take[q] == 1;
-  // Weighed at the level the pack is written at, a choice must beat every
-  // primary, or the primaries stay: the fast level can misjudge by a few
-  // hundred bytes (prettier 3.5.3->3.6.0: +271 B without this check).
-  // (The first step's choice alone is not weighed again: the pairs' own
-  // weighing at the pack's level stands for it, at half the cost.)
-  std::vector<std::vector<bool>> candidates = {std::vector<bool>(members.size())};
-  if (std::find(paired.begin(), paired.end(), true) != paired.end()) candidates.push_back(paired);
+    if (pair_take[q] >= 0) paired[pairs[q]] = paired[pairs[q] + 1] = pair_take[q] == 1 ? 1 : 0;
+  // 3. Weighed at the level the pack is written at, side by side: the
+  // smallest of every primary and the three choices (ties keep the earlier;
+  // the fast level alone misjudged by a few hundred bytes, prettier
+  // 3.5.3->3.6.0: +271 B without this).
+  std::vector<Choice> candidates = {Choice(n)};
+  for (const Choice* c : {&paired, &with_first, &with_relcopy})
+    if (std::find(candidates.begin(), candidates.end(), *c) == candidates.end()) candidates.push_back(*c);
   std::vector<uint64_t> sizes(candidates.size());
   tasks.clear();
-  for (size_t c = 0; c < candidates.size(); ++c) {
-    tasks.push_back([&, c] {
-      std::string pack(lead);
-      for (size_t k = 0; k < members.size(); ++k) pack += candidates[c][k] ? members[k].alt : members[k].bytes;
-      sizes[c] = pack.size() > max_raw ? kOver : size_at(pack, kPackLevel);
-    });
-  }
+  for (size_t c = 0; c < candidates.size(); ++c) tasks.push_back([&, c] { sizes[c] = cost(candidates[c], kPackLevel); });
   helpers.Run(tasks);
-  size_t pick = 0;  // ties keep the primaries, then the first choice
+  size_t pick = 0;
   for (size_t c = 1; c < candidates.size(); ++c)
     if (sizes[c] < sizes[pick]) pick = c;
-  const std::vector<bool>& chosen = candidates[pick];
-  for (size_t k = 0; k < members.size(); ++k) members[k].use_alt = chosen[k];
+  for (size_t k = 0; k < n; ++k) {
+    members[k].use_alt = candidates[pick][k] == 1;
+    members[k].use_relcopy = candidates[pick][k] == 2;
+  }
 }
 
 absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgImage& parent,
@@ -779,11 +798,12 @@ absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgIm
     for (PackMember& m : group) {
       size_t i = m.entry;
       recipes[i] = m.blob->recipe;
-      if (m.use_alt) {
-        recipes[i].codec = m.blob->alt->codec;
-        recipes[i].base = m.blob->alt->base;
+      const std::optional<SpooledAlternate>& a = m.use_relcopy ? m.blob->alt_relcopy : m.blob->alt;
+      if (m.use_relcopy || m.use_alt) {
+        recipes[i].codec = a->codec;
+        recipes[i].base = a->base;
       }
-      const std::string& bytes = m.use_alt ? m.alt : m.bytes;
+      const std::string& bytes = m.use_relcopy ? m.alt_relcopy : m.use_alt ? m.alt : m.bytes;
       recipes[i].blob = {pack.size(), bytes.size()};
       recipes[i].pack = next_pack;
       pack += bytes;
@@ -801,10 +821,11 @@ absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgIm
     auto bytes = spool.Get(b.recipe.blob);
     if (!bytes.ok()) return bytes.status();
     m.bytes = std::move(*bytes);
-    if (b.alt) {
-      auto alt = spool.Get(b.alt->blob);
+    for (auto [from, to] : {std::pair{&b.alt, &m.alt}, std::pair{&b.alt_relcopy, &m.alt_relcopy}}) {
+      if (!*from) continue;
+      auto alt = spool.Get((*from)->blob);
       if (!alt.ok()) return alt.status();
-      m.alt = std::move(*alt);
+      *to = std::move(*alt);
     }
     if (pack.size() + group_bytes + m.bytes.size() > kPackRawMax) {
       if (auto s = place(); !s.ok()) return s;

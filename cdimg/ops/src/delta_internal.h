@@ -60,6 +60,8 @@ struct BlobResult {
   Recipe recipe;
   std::string blob;
   std::optional<PackAlternate> alt;  // a packed kDelta only
+  // A second one, relcopy's against the winner's base, when `alt` is bsdiff's.
+  std::optional<PackAlternate> alt_relcopy;
   bool rename_base = false;  // delta base taken from another path
   bool reencoded = false;    // merge: built anew rather than copied
   // Set when the job streamed its blob into the spool itself (Spool::Reserve,
@@ -78,7 +80,7 @@ struct BlobJob {
 // A finished job whose blob sits in the spool.
 struct SpooledBlob {
   Recipe recipe;  // blob = position in the spool
-  std::optional<SpooledAlternate> alt;
+  std::optional<SpooledAlternate> alt, alt_relcopy;
   bool rename_base = false;
   bool reencoded = false;
 };
@@ -311,14 +313,16 @@ struct PlacedPacks {
   std::vector<CopiedPack> lead;
 };
 
-// A packed blob on its way into a pack: its bytes, its PackAlternate's, and
-// which of the two the pack gets.
+// A packed blob on its way into a pack: its bytes, its PackAlternates', and
+// which one the pack gets.
 struct PackMember {
   size_t entry = 0;
   const SpooledBlob* blob = nullptr;
   std::string bytes;
-  std::string alt;  // empty without an alternate
+  std::string alt;          // empty without an alternate
+  std::string alt_relcopy;  // empty without a second one
   bool use_alt = false;
+  bool use_relcopy = false;  // the second one (takes precedence)
 };
 // The zstd level at which ChooseAlternates weighs a pack (the pack itself is
 // written at 19): fast enough to compress a 256 KiB pack once per member
@@ -326,12 +330,11 @@ struct PackMember {
 // did, and added 8% to diff time where level 9 added 33%.
 inline constexpr int kAlternateChoiceLevel = 3;
 inline constexpr int kPackLevel = 19;  // CdimgWriter::CompressPack's default
-// Sets use_alt of each member with an alternate so that `lead` (the pack's
-// bytes before these members) and the members compress small, lead and
-// members together at most `max_raw` bytes: from every alternate, members
-// take their primary back one at a time where that saves; the choice is kept
-// only if the pack then compresses smaller at kPackLevel than with every
-// primary. Deterministic: depends on the bytes only.
+// Sets use_alt / use_relcopy of members with alternates so that `lead` (the
+// pack's bytes before these members) and the members compress small, lead
+// and members together at most `max_raw` bytes (docs/architecture.md, "Raw
+// alternates in packs"); whatever is chosen compresses at kPackLevel no
+// bigger than every primary. Deterministic: depends on the bytes only.
 // `helpers` weigh the choices side by side.
 void ChooseAlternates(std::string_view lead, std::vector<PackMember>& members, uint64_t max_raw,
                       Helpers& helpers = NoHelpers());
