@@ -197,11 +197,13 @@ void RunOne(const BlobJob& job, Spool& spool, Helpers& helpers, const RunOptions
   }
   absl::StatusOr<BlobRef> ref = !r.ok() ? r.status() : r->spooled ? *r->spooled : spool.Put(r->blob);
   std::optional<SpooledAlternate> alt, alt_relcopy;
-  for (auto [from, to] : {std::pair{&r->alt, &alt}, std::pair{&r->alt_relcopy, &alt_relcopy}}) {
-    if (!ref.ok() || !r.ok() || !*from) continue;
-    auto a = spool.Put((*from)->blob);
-    if (a.ok()) *to = SpooledAlternate{(*from)->codec, *a, (*from)->base};
-    else ref = a.status();
+  if (ref.ok()) {  // r is then ok too
+    for (auto [from, to] : {std::pair{&r->alt, &alt}, std::pair{&r->alt_relcopy, &alt_relcopy}}) {
+      if (!ref.ok() || !*from) continue;
+      auto a = spool.Put((*from)->blob);
+      if (a.ok()) *to = SpooledAlternate{(*from)->codec, *a, (*from)->base};
+      else ref = a.status();
+    }
   }
   MutexLock l(&st.mu);
   if (!ref.ok()) {
