@@ -104,6 +104,7 @@ nlohmann::json HeaderJson(const std::string& path, const ImageHeader& h) {
                       {"meta_bytes", h.meta_length},
                       {"compact_meta", h.compact_meta},
                       {"placed_packs", h.placed_packs},
+                      {"lzma_meta", h.lzma_meta},
                       {"config_raw_bytes", h.config_length},
                       {"index_raw_bytes", h.index_raw_length}};
   if (h.is_delta) j["parent_id"] = DigestString(h.parent_id);
@@ -121,7 +122,10 @@ void PrintText(const nlohmann::json& j) {
   std::printf("size:         %s (%llu bytes): header %llu, blobs %llu, %s %llu (raw: config %llu%s, index %llu)\n",
               HumanBytes(j["file_bytes"]).c_str(), j["file_bytes"].get<unsigned long long>(),
               j["header_bytes"].get<unsigned long long>(), j["blob_bytes"].get<unsigned long long>(),
-              compact ? "config+index+inline pack" : "config+index", j["meta_bytes"].get<unsigned long long>(),
+              !compact                   ? "config+index"
+              : j["lzma_meta"].get<bool>() ? "config+index+inline pack (LZMA)"
+                                           : "config+index+inline pack",
+              j["meta_bytes"].get<unsigned long long>(),
               j["config_raw_bytes"].get<unsigned long long>(), compact ? " packed" : "",
               j["index_raw_bytes"].get<unsigned long long>());
   if (!j.contains("entries")) {

@@ -450,6 +450,59 @@ TEST_CASE("compact meta delta round trips config, bases and the inline pack") {
     REQUIRE((*w2)->Finish(child_config, c.entries, recipes, members).ok());
     CHECK(ReadAll(again) == ReadAll(child_path));
   }
+  SECTION("the meta section in either form reads back the same image; LZMA damage is refused") {
+    using MetaForm = CdimgWriter::Options::MetaForm;
+    std::string paths[2] = {TempPath("cform-zstd.cdimg"), TempPath("cform-lzma.cdimg")};
+    MetaForm forms[2] = {MetaForm::kZstd, MetaForm::kLzma};
+    for (int f = 0; f < 2; ++f) {
+      CdimgWriter::Options o{parent->get()};
+      o.meta_form = forms[f];
+      auto wf = CdimgWriter::Create(paths[f], o);
+      REQUIRE(wf.ok());
+      REQUIRE((*wf)->Finish(child_config, c.entries, recipes, members).ok());
+      auto h = CdimgImage::ReadHeader(paths[f]);
+      REQUIRE(h.ok());
+      CHECK(h->lzma_meta == (f == 1));
+      CHECK(h->image_id == hdr->image_id);
+      auto again = CdimgImage::Open(paths[f], parent->get());
+      INFO(again.status().ToString());
+      REQUIRE(again.ok());
+      CHECK((*again)->config() == child_config);
+      CHECK((*again)->metadata() == img.metadata());
+      for (size_t i = 0; i < c.entries.size(); ++i) {
+        if (recipes[i].kind != Recipe::Kind::kDelta) continue;
+        auto payload = (*again)->ReadPayload((*again)->RecipeAt(i));
+        REQUIRE(payload.ok());
+        CHECK(*payload == StrCat("patch of ", c.entries[i].path));
+      }
+    }
+    // The default writes the smaller of the two.
+    CHECK(ReadAll(child_path).size() == std::min(ReadAll(paths[0]).size(), ReadAll(paths[1]).size()));
+    // Any damaged byte of the LZMA section is refused (its CRC-32, the
+    // stream's own checks, the content length) or leaves the image as it was.
+    auto h = CdimgImage::ReadHeader(paths[1]);
+    REQUIRE(h.ok());
+    std::string good = ReadAll(paths[1]);
+    std::string path = TempPath("cform-bad.cdimg");
+    uint64_t meta_start = h->blobs_offset + h->blobs_length;
+    for (size_t pos = meta_start; pos < meta_start + h->meta_length; ++pos) {
+      std::string bad = good;
+      bad[pos] ^= 0x10;
+      WriteAllTo(path, bad);
+      auto img2 = CdimgImage::Open(path, parent->get());
+      if (img2.ok()) CHECK((*img2)->metadata() == img.metadata());
+      else CHECK(img2.status().code() == absl::StatusCode::kDataLoss);
+    }
+    // Against another parent the prefix differs: an error, never another tree.
+    auto other_parent = CdimgImage::Open(WriteSample(b, "cparent2.cdimg", "{}"));
+    REQUIRE(other_parent.ok());
+    CHECK_FALSE(CdimgImage::Open(paths[1], other_parent->get()).ok());
+    // The flag needs compact meta (a full image cannot set it).
+    std::string full = ReadAll(parent_path);
+    full[9] |= 8;
+    WriteAllTo(path, full);
+    CHECK_FALSE(CdimgImage::ReadHeader(path).ok());
+  }
   SECTION("the compact flag is not optional") {
     std::string bytes = ReadAll(child_path);
     std::string path = TempPath("cflag.cdimg");

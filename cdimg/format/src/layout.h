@@ -17,6 +17,11 @@ inline constexpr uint8_t kFlagCompactMeta = 2;
 // hold bytes no entry owns (steps of chained patches, members dropped by a
 // merge): merge --compose copies its inputs' packs as they are stored.
 inline constexpr uint8_t kFlagPlacedPacks = 4;
+// LZMA meta (docs/format.md; compact meta only): the meta section is the
+// varint length of its content, then an lzma patch (codec 7) of that content
+// against the prefix the zstd frame would use. The writer keeps whichever
+// form is smaller.
+inline constexpr uint8_t kFlagLzmaMeta = 8;
 
 // Lead: magic, u8 version, u8 flags. The blob section follows at once.
 inline constexpr size_t kOffVersion = 8;

@@ -13,6 +13,7 @@
 #include "d4c/base/strcat.h"
 #include "d4c/base/zstd.h"
 #include "d4c/cdimg.h"
+#include "d4c/codec.h"
 #include "compact_meta.h"
 #include "index_codec.h"
 #include "layout.h"
@@ -74,13 +75,16 @@ absl::StatusOr<ImageHeader> ParseHeader(std::string_view path, std::string_view 
                                            static_cast<unsigned>(internal::kFormatVersion),
                                            "; convert the image again)"));
   uint8_t flags = static_cast<uint8_t>(lead[internal::kOffFlags]);
-  if (flags & ~(internal::kFlagDelta | internal::kFlagCompactMeta | internal::kFlagPlacedPacks))
+  if (flags & ~(internal::kFlagDelta | internal::kFlagCompactMeta | internal::kFlagPlacedPacks |
+                internal::kFlagLzmaMeta))
     return Bad(path, "unknown header flags (written by a newer build? update this one)");
   h.is_delta = flags & internal::kFlagDelta;
   h.compact_meta = flags & internal::kFlagCompactMeta;
   h.placed_packs = flags & internal::kFlagPlacedPacks;
   if (h.compact_meta && !h.is_delta) return Bad(path, "compact meta on a full image");
   if (h.placed_packs && !h.compact_meta) return Bad(path, "placed packs without compact meta");
+  h.lzma_meta = flags & internal::kFlagLzmaMeta;
+  if (h.lzma_meta && !h.compact_meta) return Bad(path, "LZMA meta without compact meta");
   // `end` holds the last bytes of the file; its last byte is the tail length.
   size_t tail_len = end.empty() ? 0 : static_cast<uint8_t>(end.back());
   if (tail_len < internal::kMinTailSize + (h.is_delta ? 32 : 0) || tail_len + 1 > end.size() ||
@@ -166,15 +170,28 @@ absl::StatusOr<std::unique_ptr<CdimgImage>> CdimgImage::Open(const std::string& 
   uint64_t meta_at = s.header.blobs_offset + s.header.blobs_length;
   if (auto st = PReadAll(s.fd, stored.data(), stored.size(), meta_at, path); !st.ok()) return st;
   uint64_t meta_size = s.header.config_length + s.header.index_raw_length;
-  if (compact) {
+  std::string_view frame = stored;
+  if (s.header.lzma_meta) {
+    // The content's length, then an lzma patch of it against the prefix.
+    size_t pos = 0;
+    uint64_t n = 0;
+    if (!internal::GetVarint(frame, &pos, &n) || n < meta_size || n > meta_size + kMaxPackRawBytes)
+      return Bad(path, "LZMA meta: bad content length");
+    meta_size = n;
+    frame.remove_prefix(pos);
+  } else if (compact) {
     // An inline pack follows the index: the frame records the total.
-    auto n = internal::MetaContentSize(stored, meta_size + kMaxPackRawBytes);
+    auto n = internal::MetaContentSize(frame, meta_size + kMaxPackRawBytes);
     if (!n.ok()) return Bad(path, Msg(n.status().message()));
     if (*n < meta_size) return Bad(path, "config/index frame too short");
     meta_size = *n;
   }
-  auto meta = internal::DecompressMeta(stored, dict, meta_size);
-  if (!meta.ok()) return Bad(path, Msg(meta.status().message()));
+  auto meta = s.header.lzma_meta ? GetCodec(CodecId::kLzma).Decode(dict, frame, meta_size)
+                                 : internal::DecompressMeta(frame, dict, meta_size);
+  if (!meta.ok()) {
+    return Bad(path, StrCat(s.header.lzma_meta ? "config/index (LZMA): " : "", Msg(meta.status().message()),
+                            s.header.lzma_meta && s.header.is_delta ? " (wrong parent image?)" : ""));
+  }
   if (compact) {
     auto config = internal::UnpackConfigDigests(meta->substr(0, s.header.config_length), kMaxConfigBytes);
     if (!config.ok()) return Bad(path, Msg(config.status().message()));

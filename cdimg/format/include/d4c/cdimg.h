@@ -61,6 +61,7 @@ struct ImageHeader {
   uint64_t meta_length = 0;       // stored config + index (one zstd frame)
   bool compact_meta = false;      // lead flag bit 1 (docs/format.md)
   bool placed_packs = false;      // lead flag bit 2: packed entries name pack and offset
+  bool lzma_meta = false;         // lead flag bit 3: the meta section is LZMA2, not zstd
   uint64_t config_length = 0;     // decompressed OCI config bytes (compact meta: in packed form)
   uint64_t index_raw_length = 0;  // decompressed index bytes
 };
@@ -89,6 +90,10 @@ class CdimgWriter {
     // their pack and offset freely, so a merge copies its inputs' packs as
     // they are stored, members it drops included.
     bool placed_packs = false;
+    // Delta images: the meta section in the smaller of its zstd and LZMA
+    // forms (docs/format.md), or in the one given (tests).
+    enum class MetaForm { kSmaller, kZstd, kLzma };
+    MetaForm meta_form = MetaForm::kSmaller;
   };
   static absl::StatusOr<std::unique_ptr<CdimgWriter>> Create(const std::string& path, Options options);
   ~CdimgWriter();  // removes the temp file unless Finish succeeded
