@@ -667,7 +667,8 @@ void ChooseAlternates(std::string_view lead, std::vector<PackMember>& members, u
     if (std::find(candidates.begin(), candidates.end(), *c) == candidates.end()) candidates.push_back(*c);
   std::vector<uint64_t> sizes(candidates.size());
   tasks.clear();
-  for (size_t c = 0; c < candidates.size(); ++c) tasks.push_back([&, c] { sizes[c] = cost(candidates[c], kPackLevel); });
+  for (size_t c = 0; c < candidates.size(); ++c)
+    tasks.push_back([&, c] { sizes[c] = cost(candidates[c], kPackLevel); });
   helpers.Run(tasks);
   size_t pick = 0;
   for (size_t c = 1; c < candidates.size(); ++c)
