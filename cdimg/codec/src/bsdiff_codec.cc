@@ -951,21 +951,19 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeWithinAndRaw(std::string_view bas
                                                             std::string* raw) const {
   raw->clear();
   if (X86_64CodeSpan(base) && X86_64CodeSpan(target)) return EncodeWithin(base, target, helpers, limit);
-  auto streams = BsdiffCompute(base, target, helpers);
-  if (!streams.ok()) return streams.status();
-  const uint64_t hash = Hash64(target);
-  auto r = RawPatch(*streams, hash);
-  if (!r.ok()) return r.status();
-  *raw = std::move(*r);
-  FormEncoder form(std::move(*streams), level_, hash, "");
-  return Finish(form, helpers, limit);
+  return EncodeStreams(base, target, helpers, limit, Hash64(target), "", raw);
 }
 
 absl::StatusOr<std::string> BsdiffCodec::EncodeStreams(std::string_view base, std::string_view target,
                                                        Helpers& helpers, uint64_t limit, uint64_t hash,
-                                                       std::string_view x86_record) const {
+                                                       std::string_view x86_record, std::string* raw) const {
   auto streams = BsdiffCompute(base, target, helpers);
   if (!streams.ok()) return streams.status();
+  if (raw) {
+    auto r = RawPatch(*streams, hash);
+    if (!r.ok()) return r.status();
+    *raw = std::move(*r);
+  }
   FormEncoder form(std::move(*streams), level_, hash, std::string(x86_record));
   return Finish(form, helpers, limit);
 }

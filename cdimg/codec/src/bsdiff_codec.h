@@ -112,8 +112,10 @@ class BsdiffCodec final : public DeltaCodec {
   // Pairs of kQuickChoiceMinTarget bytes or more (see the .cc).
   absl::StatusOr<std::string> EncodeBigPair(std::string_view base, std::string_view target, X86Span base_span,
                                             X86Span target_span, Helpers& helpers, uint64_t limit) const;
+  // `raw` (plain form only, may be null): receives the raw pack form of the same diff.
   absl::StatusOr<std::string> EncodeStreams(std::string_view base, std::string_view target, Helpers& helpers,
-                                            uint64_t limit, uint64_t hash, std::string_view x86_record) const;
+                                            uint64_t limit, uint64_t hash, std::string_view x86_record,
+                                            std::string* raw = nullptr) const;
   int level_;
   uint64_t side_by_side_max_base_;
 };

@@ -3,6 +3,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <limits>
 #include <random>
 
 #include "d4c/base/io.h"
@@ -186,7 +187,10 @@ absl::Status CdimgWriter::Finish(std::string_view config_json, const std::vector
   if (!compact || form != MetaForm::kLzma) stored = internal::CompressMeta(meta_raw, dict, s.options.index_zstd_level);
   bool lzma_meta = false;
   if (compact && (form == MetaForm::kLzma || (form == MetaForm::kSmaller && meta_raw.size() <= kLzmaMetaMaxContent))) {
-    auto lz = GetCodec(CodecId::kLzma).Encode(dict, meta_raw);
+    // Bounded by the zstd frame: the encoder gives up as soon as it would
+    // not be smaller (most big metas, where zstd wins).
+    uint64_t limit = stored.ok() ? stored->size() : std::numeric_limits<uint64_t>::max();
+    auto lz = GetCodec(CodecId::kLzma).EncodeWithin(dict, meta_raw, NoHelpers(), limit);
     if (!lz.ok() && form == MetaForm::kLzma) return Annotate(lz.status(), s.path);
     if (lz.ok()) {
       std::string section;
