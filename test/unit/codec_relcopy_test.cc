@@ -98,6 +98,25 @@ TEST_CASE("relcopy pack form is small and has no checksum", "[codec][relcopy]") 
   CHECK(Relcopy().Encode(base, t)->size() > patch.size());  // hash + frame
 }
 
+// diff makes the pack form first and wraps it only when it does not fit a
+// pack: the wrapped form must be Encode's very bytes.
+TEST_CASE("relcopy's standalone form made from its pack form is Encode's", "[codec][relcopy]") {
+  std::string base = Words(100000, 8);
+  std::string t = base;
+  t.insert(30000, "an edit");
+  t.erase(70000, 500);
+  for (const std::string& target : {t, base, std::string(), Words(5000, 9)}) {
+    auto member = Relcopy().EncodeForPack(base, target);
+    REQUIRE(member.ok());
+    auto wrapped = Relcopy().StandaloneFromPack(target, *member);
+    REQUIRE(wrapped.ok());
+    CHECK(*wrapped == *Relcopy().Encode(base, target));
+  }
+  // Codecs whose two forms are made apart say so.
+  for (CodecId id : {CodecId::kXdelta3, CodecId::kBsdiff, CodecId::kZstd})
+    CHECK(absl::IsUnimplemented(GetCodec(id).StandaloneFromPack(t, "x").status()));
+}
+
 // The point of the codec: the same edit in two different files gives the
 // same instruction bytes, so one zstd frame over both patches pays once.
 TEST_CASE("relcopy encodes the same edit in two files the same way", "[codec][relcopy]") {

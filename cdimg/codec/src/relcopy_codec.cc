@@ -30,7 +30,11 @@ absl::StatusOr<std::string> RelcopyCodec::EncodeForPack(std::string_view base, s
 absl::StatusOr<std::string> RelcopyCodec::Encode(std::string_view base, std::string_view target) const {
   auto raw = relcopy::Match(base, target);
   if (!raw.ok()) return raw.status();
-  auto frame = ZstdCompressFrame(*raw, level_, 0);
+  return StandaloneFromPack(target, *raw);
+}
+
+absl::StatusOr<std::string> RelcopyCodec::StandaloneFromPack(std::string_view target, std::string_view member) const {
+  auto frame = ZstdCompressFrame(member, level_, 0);
   if (!frame.ok()) return frame.status();
   std::string out(1, kStandaloneForm);
   uint64_t h = Hash64(target);

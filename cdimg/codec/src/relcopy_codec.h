@@ -20,6 +20,7 @@ class RelcopyCodec final : public DeltaCodec {
   CodecId id() const override { return CodecId::kRelcopy; }
   absl::StatusOr<std::string> Encode(std::string_view base, std::string_view target) const override;
   absl::StatusOr<std::string> EncodeForPack(std::string_view base, std::string_view target) const override;
+  absl::StatusOr<std::string> StandaloneFromPack(std::string_view target, std::string_view member) const override;
   // The pack form, which is raw already.
   absl::StatusOr<std::string> EncodeRawForPack(std::string_view base, std::string_view target,
                                                Helpers& /*helpers*/) const override {

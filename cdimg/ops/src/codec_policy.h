@@ -46,6 +46,9 @@ struct CodecTraits {
   bool skipped_where_lzma_runs;
   // Has a pack form distinct from its standalone form (EncodeForPack).
   bool two_forms;
+  // Its standalone form wraps the pack form (StandaloneFromPack): one match
+  // gives both, so the pack form is always made first.
+  bool standalone_wraps_pack = false;
 };
 
 // Every codec, the general ones cheapest first (the order auto tries them).

@@ -102,6 +102,14 @@ class DeltaCodec {
   virtual absl::StatusOr<std::string> EncodeForPack(std::string_view base, std::string_view target) const {
     return Encode(base, target);
   }
+  // Encode's bytes made from `member`, this target's EncodeForPack bytes,
+  // without matching again: for codecs whose standalone form wraps the pack
+  // form (relcopy: a checksum and a zstd frame of it). kUnimplemented for
+  // the others.
+  virtual absl::StatusOr<std::string> StandaloneFromPack(std::string_view /*target*/,
+                                                         std::string_view /*member*/) const {
+    return absl::UnimplementedError("the standalone form is not made from the pack form");
+  }
   // A pack form without any entropy coding of the codec's own (relcopy's
   // pack form, bsdiff's raw form): files that got the same edit then share
   // byte-identical runs that the pack's frame stores once. Read back by
