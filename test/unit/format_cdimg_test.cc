@@ -450,6 +450,16 @@ TEST_CASE("compact meta delta round trips config, bases and the inline pack") {
     REQUIRE((*w2)->Finish(child_config, c.entries, recipes, members).ok());
     CHECK(ReadAll(again) == ReadAll(child_path));
   }
+  SECTION("helpers make both meta forms side by side: the same bytes as one after the other") {
+    std::string again = TempPath("cchild-helpers.cdimg");
+    SpawningHelpers helpers(1);
+    CdimgWriter::Options o{parent->get()};
+    o.helpers = &helpers;
+    auto w2 = CdimgWriter::Create(again, o);
+    REQUIRE(w2.ok());
+    REQUIRE((*w2)->Finish(child_config, c.entries, recipes, members).ok());
+    CHECK(ReadAll(again) == ReadAll(child_path));
+  }
   SECTION("the meta section in either form reads back the same image; LZMA damage is refused") {
     using MetaForm = CdimgWriter::Options::MetaForm;
     std::string paths[2] = {TempPath("cform-zstd.cdimg"), TempPath("cform-lzma.cdimg")};

@@ -184,13 +184,24 @@ absl::Status CdimgWriter::Finish(std::string_view config_json, const std::vector
   using MetaForm = Options::MetaForm;
   const MetaForm form = s.options.meta_form;
   absl::StatusOr<std::string> stored = absl::UnknownError("not compressed");
-  if (!compact || form != MetaForm::kLzma) stored = internal::CompressMeta(meta_raw, dict, s.options.index_zstd_level);
-  bool lzma_meta = false;
-  if (compact && (form == MetaForm::kLzma || (form == MetaForm::kSmaller && meta_raw.size() <= kLzmaMetaMaxContent))) {
+  absl::StatusOr<std::string> lz = absl::UnknownError("not compressed");
+  const bool want_zstd = !compact || form != MetaForm::kLzma;
+  const bool want_lzma =
+      compact && (form == MetaForm::kLzma || (form == MetaForm::kSmaller && meta_raw.size() <= kLzmaMetaMaxContent));
+  auto zstd_form = [&] { stored = internal::CompressMeta(meta_raw, dict, s.options.index_zstd_level); };
+  if (want_zstd && want_lzma && s.options.helpers) {
+    // Side by side: the LZMA form cannot be bounded by the zstd frame's size,
+    // but only one that comes in under it is kept, as below.
+    s.options.helpers->Run({[&] { lz = GetCodec(CodecId::kLzma).Encode(dict, meta_raw); }, zstd_form});
+  } else {
+    if (want_zstd) zstd_form();
     // Bounded by the zstd frame: the encoder gives up as soon as it would
     // not be smaller (most big metas, where zstd wins).
     uint64_t limit = stored.ok() ? stored->size() : std::numeric_limits<uint64_t>::max();
-    auto lz = GetCodec(CodecId::kLzma).EncodeWithin(dict, meta_raw, NoHelpers(), limit);
+    if (want_lzma) lz = GetCodec(CodecId::kLzma).EncodeWithin(dict, meta_raw, NoHelpers(), limit);
+  }
+  bool lzma_meta = false;
+  if (want_lzma) {
     if (!lz.ok() && form == MetaForm::kLzma) return Annotate(lz.status(), s.path);
     if (lz.ok()) {
       std::string section;

@@ -688,8 +688,12 @@ absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgIm
                                       std::vector<Recipe> recipes,
                                       const std::map<size_t, SpooledBlob>& blobs, const Spool& spool,
                                       int threads, const PlacedPacks* placed, int index_level) {
-  auto writer = CdimgWriter::Create(
-      out_path, {.parent = &parent, .index_zstd_level = index_level, .placed_packs = placed != nullptr});
+  const int workers = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  SpawningHelpers meta_helpers(workers - 1);
+  auto writer = CdimgWriter::Create(out_path, {.parent = &parent,
+                                               .index_zstd_level = index_level,
+                                               .placed_packs = placed != nullptr,
+                                               .helpers = &meta_helpers});
   if (!writer.ok()) return writer.status();
   DeltaStats stats;
   // Standalone blobs first, in entry order (std::map), then the packs.
@@ -729,7 +733,6 @@ absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgIm
     std::string source;  // the image a copied pack comes from, for errors
     absl::Status status;
   };
-  const int workers = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   const size_t kPackWindow = 2 * static_cast<size_t>(workers);
   std::vector<PlannedPack> window;
   auto drain = [&]() -> absl::Status {

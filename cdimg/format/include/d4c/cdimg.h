@@ -94,6 +94,10 @@ class CdimgWriter {
     // forms (docs/format.md), or in the one given (tests).
     enum class MetaForm { kSmaller, kZstd, kLzma };
     MetaForm meta_form = MetaForm::kSmaller;
+    // Where both meta forms are made (kSmaller), Finish compresses them side
+    // by side on these threads (the same bytes as one after the other). Not
+    // owned; must outlive Finish. Null: one after the other.
+    Helpers* helpers = nullptr;
   };
   static absl::StatusOr<std::unique_ptr<CdimgWriter>> Create(const std::string& path, Options options);
   ~CdimgWriter();  // removes the temp file unless Finish succeeded
