@@ -9,6 +9,7 @@
 #include "absl/status/status.h"
 #include "d4c/base/strcat.h"
 #include "d4c/base/zstd.h"
+#include "lzma_alloc.h"
 
 namespace d4c::codec_internal {
 
@@ -47,6 +48,7 @@ absl::StatusOr<std::string> Lzma2Decompress(std::string_view section, uint64_t m
   opt.dict_size = static_cast<uint32_t>(std::clamp<uint64_t>(max_size, LZMA_DICT_SIZE_MIN, uint64_t{1} << log));
   lzma_filter filters[2] = {{LZMA_FILTER_LZMA2, &opt}, {LZMA_VLI_UNKNOWN, nullptr}};
   lzma_stream strm = LZMA_STREAM_INIT;
+  strm.allocator = LzmaAllocator();
   lzma_ret r = lzma_raw_decoder(&strm, filters);
   if (r == LZMA_MEM_ERROR) return absl::ResourceExhaustedError("bsdiff: out of memory in the lzma decoder");
   if (r != LZMA_OK) return absl::DataLossError(StrCat("bsdiff patch: lzma2 section refused (lzma_ret ", int{r}, ")"));
@@ -147,8 +149,8 @@ absl::StatusOr<std::string> Lzma2CompressSection(std::string_view src) {
   (*out)[0] = kLzma2Form;
   (*out)[1] = static_cast<char>(log);
   size_t pos = 2;
-  lzma_ret r = lzma_raw_buffer_encode(filters, nullptr, reinterpret_cast<const uint8_t*>(src.data()), src.size(),
-                                      reinterpret_cast<uint8_t*>(out->data()), &pos, out->size());
+  lzma_ret r = lzma_raw_buffer_encode(filters, LzmaAllocator(), reinterpret_cast<const uint8_t*>(src.data()),
+                                      src.size(), reinterpret_cast<uint8_t*>(out->data()), &pos, out->size());
   if (r == LZMA_MEM_ERROR) return absl::ResourceExhaustedError("bsdiff: out of memory in the lzma encoder");
   if (r != LZMA_OK) return absl::InternalError(StrCat("bsdiff: lzma encoder failed (lzma_ret ", int{r}, ")"));
   out->resize(pos);

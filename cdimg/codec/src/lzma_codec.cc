@@ -3,13 +3,30 @@
 #include <lzma.h>
 
 #include <algorithm>
+#include <cstdint>
+#include <cstdlib>
 #include <limits>
 
+#include "d4c/base/memory.h"
 #include "d4c/base/strcat.h"
 #include "d4c/base/varint.h"
 #include "d4c/base/zstd.h"
+#include "lzma_alloc.h"
 
 namespace d4c::codec_internal {
+
+namespace {
+
+void* Allocate(void* /*opaque*/, size_t nmemb, size_t size) {
+  if (size != 0 && nmemb > SIZE_MAX / size) return nullptr;
+  return AllocateMaybeHuge(nmemb * size);
+}
+void Free(void* /*opaque*/, void* p) { std::free(p); }
+constexpr lzma_allocator kAllocator = {Allocate, Free, nullptr};
+
+}  // namespace
+
+const lzma_allocator* LzmaAllocator() { return &kAllocator; }
 
 namespace {
 
@@ -62,7 +79,7 @@ absl::StatusOr<std::string> LzmaCodec::EncodeWithin(std::string_view base, std::
   if (!out.ok()) return out.status();
   if (out->size() < kCrcSize) return absl::OutOfRangeError("lzma: patch would exceed the limit");
   size_t pos = 0;
-  lzma_ret r = lzma_raw_buffer_encode(filters, nullptr, reinterpret_cast<const uint8_t*>(target.data()),
+  lzma_ret r = lzma_raw_buffer_encode(filters, LzmaAllocator(), reinterpret_cast<const uint8_t*>(target.data()),
                                       target.size(), reinterpret_cast<uint8_t*>(out->data()), &pos,
                                       out->size() - kCrcSize);
   if (r == LZMA_BUF_ERROR && limited) return absl::OutOfRangeError("lzma: patch would exceed the limit");
@@ -86,7 +103,7 @@ absl::StatusOr<std::string> LzmaCodec::Decode(std::string_view base, std::string
   // output for a stream that would go on.
   std::string_view stream = patch.substr(0, patch.size() - kCrcSize);
   size_t in_pos = 0, out_pos = 0;
-  lzma_ret r = lzma_raw_buffer_decode(filters, nullptr, reinterpret_cast<const uint8_t*>(stream.data()), &in_pos,
+  lzma_ret r = lzma_raw_buffer_decode(filters, LzmaAllocator(), reinterpret_cast<const uint8_t*>(stream.data()), &in_pos,
                                       stream.size(), reinterpret_cast<uint8_t*>(out->data()), &out_pos, out->size());
   if (r == LZMA_MEM_ERROR) return absl::ResourceExhaustedError("lzma: out of memory in the decoder");
   if (r == LZMA_BUF_ERROR)
