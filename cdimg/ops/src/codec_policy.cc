@@ -159,7 +159,7 @@ Plan PlanCodecs(std::string_view target, const std::vector<Base>& bases, const D
   bool measured = target.size() >= kBigFile || (target.size() >= kStandaloneFirstMinFile && o.pack_small_blobs);
   if (!o.codec && measured) {
     for (const Base& b : bases) {
-      Novelty n = MeasureNovelty(b.content, target);
+      Novelty n = b.novelty ? *b.novelty : MeasureNovelty(b.content, target);
       if (!least || n.missing * least->anchors < least->missing * n.anchors) least = n;
     }
   }

@@ -32,7 +32,7 @@ absl::StatusOr<std::optional<Base>> PickNeighbor(const ImageChain& old_chain, co
     Novelty n = MeasureNovelty(*content, target);
     if (n.missing * 10 > n.anchors * 9) continue;  // under a tenth in common (the probe has false hits)
     if (!best || n.missing < best_missing) {
-      best = Base{a.DigestAt(j), std::move(*content), true};
+      best = Base{a.DigestAt(j), std::move(*content), true, n};
       best_missing = n.missing;
     }
   }

@@ -146,21 +146,6 @@ RunOptions RunOptionsOf(const Options& o, const std::vector<Entry>* entries) {
 absl::StatusOr<std::map<size_t, SpooledBlob>> RunJobs(std::vector<BlobJob> jobs, Spool& spool,
                                                       const RunOptions& options);
 
-// A candidate delta base: content of a file of the parent image.
-struct Base {
-  Digest digest{};
-  std::string content;
-  bool renamed = false;  // from another path than the target's
-};
-
-// Best representation of `target`: a delta against one of `bases` with the
-// chosen codec(s), or a `full` blob (`ready_full` if given, else compressed at
-// options.zstd_level). A delta is kept only when smaller than the full blob.
-absl::StatusOr<BlobResult> EncodeFile(std::string_view target, const std::vector<Base>& bases,
-                                      const DiffOptions& options,
-                                      std::optional<std::string> ready_full = std::nullopt,
-                                      Helpers& helpers = NoHelpers());
-
 // How much of a target its base lacks: of the target's content-defined
 // anchors (one per ~32 bytes, each standing for the 64 bytes before it), how
 // many have a window found nowhere in the base. Linear time (~0.3 s for two
@@ -171,6 +156,29 @@ struct Novelty {
   uint64_t missing = 0;
 };
 Novelty MeasureNovelty(std::string_view base, std::string_view target);
+
+// A candidate delta base: content of a file of the parent image.
+struct Base {
+  Base() = default;
+  Base(const Digest& d, std::string c, bool r = false, std::optional<Novelty> n = std::nullopt)
+      : digest(d), content(std::move(c)), renamed(r), novelty(n) {}
+  Digest digest{};
+  std::string content;
+  bool renamed = false;  // from another path than the target's
+  // MeasureNovelty(content, target) of the file it is offered for, once
+  // measured (OfferTwin, OfferSibling, PickNeighbor), so that nothing
+  // measures it again (PlanCodecs): each look hashes base and target whole.
+  std::optional<Novelty> novelty;
+};
+
+// Best representation of `target`: a delta against one of `bases` with the
+// chosen codec(s), or a `full` blob (`ready_full` if given, else compressed at
+// options.zstd_level). A delta is kept only when smaller than the full blob.
+absl::StatusOr<BlobResult> EncodeFile(std::string_view target, const std::vector<Base>& bases,
+                                      const DiffOptions& options,
+                                      std::optional<std::string> ready_full = std::nullopt,
+                                      Helpers& helpers = NoHelpers());
+
 
 // The size of a fast zstd patch (level 3, the base as prefix) of `target`:
 // a cheap measure of how well `base` serves it, ~40x faster than the level-19

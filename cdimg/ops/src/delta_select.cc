@@ -44,16 +44,32 @@ std::optional<size_t> Twins::For(size_t i) const {
   return best;
 }
 
+namespace {
+
+// b's novelty for `target`, measured once.
+Novelty Measured(Base& b, std::string_view target) {
+  if (!b.novelty) b.novelty = MeasureNovelty(b.content, target);
+  return *b.novelty;
+}
+
+}  // namespace
+
 void OfferTwin(std::vector<Base>* bases, const Digest& digest, std::string content, std::string_view target) {
-  if (bases->empty() || MeasureNovelty(content, target).missing < MeasureNovelty((*bases)[0].content, target).missing)
+  if (bases->empty()) {
     bases->push_back({digest, std::move(content), true});
+    return;
+  }
+  Novelty twin = MeasureNovelty(content, target);
+  if (twin.missing < Measured((*bases)[0], target).missing)
+    bases->push_back({digest, std::move(content), true, twin});
 }
 
 void OfferSibling(std::vector<Base>* bases, const Digest& digest, std::string content, std::string_view target) {
   if (bases->empty()) return;
-  Novelty by_name = MeasureNovelty((*bases)[0].content, target);
+  Novelty by_name = Measured((*bases)[0], target);
   Novelty sibling = MeasureNovelty(content, target);
-  if (sibling.missing + by_name.anchors / 50 <= by_name.missing) bases->push_back({digest, std::move(content), true});
+  if (sibling.missing + by_name.anchors / 50 <= by_name.missing)
+    bases->push_back({digest, std::move(content), true, sibling});
 }
 
 std::string FoldDigits(std::string_view s) {
