@@ -552,17 +552,30 @@ TEST_CASE("EncodeFile: a packed winner carries bsdiff's raw form against the bas
   std::string target = base;
   target.replace(100000, 20, "an edit in the middle");
   target.replace(150000, 0, "and another one here");
-  std::string twin = target;  // a closer base (B's own twin), which wins
-  twin[1000] = '#';
-  for (bool with_twin : {false, true}) {
+  // Closer bases (B's own twin), which win: one a byte away, one with edits
+  // of its own.
+  std::string near_twin = target, far_twin = target;
+  near_twin[1000] = '#';
+  for (size_t at = 1000; at < 1400; at += 7) far_twin[at] = static_cast<char>('A' + at % 23);
+  const uint64_t own_fast = FastPatchSize(base, target);
+  for (int with_twin : {0, 1, 2}) {
     INFO(with_twin);
     std::vector<Base> bases{{Sha256(base), base, false}};
-    if (with_twin) bases.push_back({Sha256(twin), twin, true});
+    if (with_twin == 1) bases.push_back({Sha256(near_twin), near_twin, true});
+    if (with_twin == 2) bases.push_back({Sha256(far_twin), far_twin, true});
     auto r = EncodeFile(target, bases, DiffOptions{});
     REQUIRE(r.ok());
     REQUIRE(r->recipe.kind == Recipe::Kind::kDelta);
     REQUIRE(r->recipe.packed);
     CHECK(r->recipe.base == bases[with_twin ? 1 : 0].digest);
+    INFO("winner " << r->blob.size() << " B, fast patch against bases[0] " << own_fast << " B");
+    if (with_twin == 1) {
+      // A winner under 1/16 of that fast patch: no raw form against bases[0].
+      REQUIRE(r->blob.size() * 16 < own_fast);
+      CHECK_FALSE((r->alt && r->alt->codec == CodecId::kBsdiff && r->alt->base == bases[0].digest));
+      continue;
+    }
+    if (with_twin == 2) REQUIRE(r->blob.size() * 16 >= own_fast);
     REQUIRE(r->alt);
     CHECK(r->alt->codec == CodecId::kBsdiff);
     CHECK(r->alt->base == bases[0].digest);

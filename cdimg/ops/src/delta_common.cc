@@ -411,6 +411,15 @@ absl::Status Try(CodecId codec, const Base& base, std::string_view target, const
   return absl::OkStatus();
 }
 
+// A winner against another base than bases[0] (B's twin, A's sibling) gets
+// bsdiff's raw form against bases[0] only if its patch is at least
+// 1/kTwinRawMinShare of the fast patch against bases[0]. Below that, on
+// prettier's 23 pairs, no such form was worth its pair and weighing it
+// misled ChooseAlternates' first step: without them 3.0.0->3.0.1 150,298 ->
+// 148,483 B, 3.2.4->3.2.5 11,650 -> 11,558, no pair larger (at 1/8 one
+// grew by 1,379 B), and the forms' suffix sorts were 7-8% of the diff CPU.
+constexpr uint64_t kTwinRawMinShare = 16;
+
 // bsdiff's raw pack form of `target` against `base`, when bsdiff's time fits
 // and the form is at most half a pack (it must share one with its twin).
 absl::StatusOr<std::optional<Candidate>> RawBsdiff(const Base& base, std::string_view target, const DiffOptions& o,
@@ -440,9 +449,11 @@ absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, cons
   // twins cost 0.3-0.5 s each, the fast ones 10 ms), and the first codec
   // runs on that one.
   std::vector<const Base*> first_bases;
+  uint64_t own_fast = 0;  // the fast patch against bases[0], where measured
   if (plan.text && bases.size() > 1) {
     const Base* pick = &bases[0];
     uint64_t least = FastPatchSize(bases[0].content, target);
+    own_fast = least;
     for (size_t k = 1; k < bases.size(); ++k)
       if (uint64_t n = FastPatchSize(bases[k].content, target); n < least) least = n, pick = &bases[k];
     first_bases.push_back(pick);
@@ -486,9 +497,13 @@ absl::StatusOr<std::optional<Candidate>> BestDelta(std::string_view target, cons
       // made on its own only for a winner against another base (B's twin,
       // A's sibling), the case it is for: elsewhere (near-identical files
       // the tiny-patch rule spared bsdiff) it cost prettier 8% of diff time
-      // for no byte.
+      // for no byte. Nor where the winner is small beside the fast patch
+      // against bases[0] (kTwinRawMinShare): the raw form pays only as a
+      // pair with its twin's, which costs about one such own patch against
+      // the two primaries (the twin's own and this one).
       std::optional<Candidate> shared = std::move(raw_bsdiff);
-      if (!shared && best->base != &bases[0]) {
+      bool worth = own_fast == 0 || best->patch.size() * kTwinRawMinShare >= own_fast;
+      if (!shared && best->base != &bases[0] && worth) {
         auto a = RawBsdiff(bases[0], target, o, helpers);
         if (!a.ok()) return a.status();
         shared = std::move(*a);
