@@ -103,8 +103,9 @@ absl::StatusOr<std::string> LzmaCodec::Decode(std::string_view base, std::string
   // output for a stream that would go on.
   std::string_view stream = patch.substr(0, patch.size() - kCrcSize);
   size_t in_pos = 0, out_pos = 0;
-  lzma_ret r = lzma_raw_buffer_decode(filters, LzmaAllocator(), reinterpret_cast<const uint8_t*>(stream.data()), &in_pos,
-                                      stream.size(), reinterpret_cast<uint8_t*>(out->data()), &out_pos, out->size());
+  lzma_ret r = lzma_raw_buffer_decode(filters, LzmaAllocator(), reinterpret_cast<const uint8_t*>(stream.data()),
+                                      &in_pos, stream.size(), reinterpret_cast<uint8_t*>(out->data()), &out_pos,
+                                      out->size());
   if (r == LZMA_MEM_ERROR) return absl::ResourceExhaustedError("lzma: out of memory in the decoder");
   if (r == LZMA_BUF_ERROR)
     return absl::DataLossError(StrCat("lzma patch: decodes to more than ", target_size, " bytes"));
