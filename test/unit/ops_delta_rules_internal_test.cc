@@ -538,6 +538,11 @@ TEST_CASE("ChooseAlternates: twins take their shared raw form and others keep th
     CHECK(pair[0].use_alt == pair[1].use_alt);
     bool alts_smaller = z19(pair[0].alt + pair[1].alt) < z19(pair[0].bytes + pair[1].bytes);
     CHECK(pair[0].use_alt == alts_smaller);
+    // Nor bigger than the pair as weighed with every other member's primary
+    // (a candidate of its own: the fast level's one-at-a-time choices can
+    // mislead).
+    std::string pairs_only = alts_smaller ? pair[0].alt + pair[1].alt : pair[0].bytes + pair[1].bytes;
+    CHECK(z19(out) <= z19(pairs_only + pair[2].bytes));
   }
 }
 

@@ -675,15 +675,21 @@ void ChooseAlternates(std::string_view lead, std::vector<PackMember>& members, u
     });
   }
   helpers.Run(tasks);
-  Choice paired = with_first;
+  Choice paired = with_first, pairs_only(n);
   for (size_t q = 0; q < pairs.size(); ++q)
     if (pair_take[q] >= 0) paired[pairs[q]] = paired[pairs[q] + 1] = pair_take[q] == 1 ? 1 : 0;
+  for (size_t q = 0; q < pairs.size(); ++q)
+    if (pair_take[q] == 1) pairs_only[pairs[q]] = pairs_only[pairs[q] + 1] = 1;
   // 3. Weighed at the level the pack is written at, side by side: the
-  // smallest of every primary and the three choices (ties keep the earlier;
+  // smallest of every primary and the four choices (ties keep the earlier;
   // the fast level alone misjudged by a few hundred bytes, prettier
-  // 3.5.3->3.6.0: +271 B without this).
+  // 3.5.3->3.6.0: +271 B without this). The fourth is the pairs weighed in
+  // step 2 with every other member's primary: the first step's level-3
+  // choices beside them can mislead (prettier's 23 pairs: -3,886 B with it,
+  // seven pairs smaller, 3.0.2->3.0.3 +2 B, from the pack weighed alone
+  // where the meta frame holds it).
   std::vector<Choice> candidates = {Choice(n)};
-  for (const Choice* c : {&paired, &with_first, &with_relcopy})
+  for (const Choice* c : {&paired, &with_first, &with_relcopy, &pairs_only})
     if (std::find(candidates.begin(), candidates.end(), *c) == candidates.end()) candidates.push_back(*c);
   std::vector<uint64_t> sizes(candidates.size());
   tasks.clear();
