@@ -686,7 +686,7 @@ void ChooseAlternates(std::string_view lead, std::vector<PackMember>& members, u
   // 3.5.3->3.6.0: +271 B without this). The fourth is the pairs weighed in
   // step 2 with every other member's primary: the first step's level-3
   // choices beside them can mislead (prettier's 23 pairs: -3,886 B with it,
-  // seven pairs smaller, 3.0.2->3.0.3 +2 B, from the pack weighed alone
+  // six pairs smaller, 3.0.2->3.0.3 +2 B, from the pack weighed alone
   // where the meta frame holds it).
   std::vector<Choice> candidates = {Choice(n)};
   for (const Choice* c : {&paired, &with_first, &with_relcopy, &pairs_only})
