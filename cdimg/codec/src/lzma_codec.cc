@@ -24,12 +24,6 @@ void* Allocate(void* /*opaque*/, size_t nmemb, size_t size) {
 void Free(void* /*opaque*/, void* p) { std::free(p); }
 constexpr lzma_allocator kAllocator = {Allocate, Free, nullptr};
 
-}  // namespace
-
-const lzma_allocator* LzmaAllocator() { return &kAllocator; }
-
-namespace {
-
 constexpr int kCrcSize = 4;
 
 absl::Status CheckSizes(uint64_t base, uint64_t target, bool decoding) {
@@ -60,6 +54,8 @@ uint32_t Crc32(std::string_view bytes) {
 }
 
 }  // namespace
+
+const lzma_allocator* LzmaAllocator() { return &kAllocator; }
 
 absl::StatusOr<std::string> LzmaCodec::Encode(std::string_view base, std::string_view target) const {
   return EncodeWithin(base, target, NoHelpers(), std::numeric_limits<uint64_t>::max());

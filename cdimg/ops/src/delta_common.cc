@@ -711,11 +711,12 @@ absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgIm
                                       const std::map<size_t, SpooledBlob>& blobs, const Spool& spool,
                                       int threads, const PlacedPacks* placed, int index_level) {
   const int workers = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  SpawningHelpers meta_helpers(workers - 1);
+  // The writer's meta forms and ChooseAlternates' weighings, never at once.
+  SpawningHelpers helpers(workers - 1);
   auto writer = CdimgWriter::Create(out_path, {.parent = &parent,
                                                .index_zstd_level = index_level,
                                                .placed_packs = placed != nullptr,
-                                               .helpers = &meta_helpers});
+                                               .helpers = &helpers});
   if (!writer.ok()) return writer.status();
   DeltaStats stats;
   // Standalone blobs first, in entry order (std::map), then the packs.
@@ -823,10 +824,9 @@ absl::StatusOr<DeltaStats> WriteDelta(const std::string& out_path, const CdimgIm
   // others, within the pack limit (ChooseAlternates).
   std::vector<PackMember> group;
   uint64_t group_bytes = 0;
-  SpawningHelpers choice_helpers(threads - 1);
   auto place = [&]() -> absl::Status {
     if (group.empty()) return absl::OkStatus();
-    ChooseAlternates(pack, group, kPackRawMax, choice_helpers);
+    ChooseAlternates(pack, group, kPackRawMax, helpers);
     for (PackMember& m : group) {
       size_t i = m.entry;
       recipes[i] = m.blob->recipe;

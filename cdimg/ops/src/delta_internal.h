@@ -179,7 +179,6 @@ absl::StatusOr<BlobResult> EncodeFile(std::string_view target, const std::vector
                                       std::optional<std::string> ready_full = std::nullopt,
                                       Helpers& helpers = NoHelpers());
 
-
 // The size of a fast zstd patch (level 3, the base as prefix) of `target`:
 // a cheap measure of how well `base` serves it, ~40x faster than the level-19
 // patch of text (10 ms against 400 ms for prettier's 0.7 MB flow.js).
