@@ -6,6 +6,7 @@
 #include <archive_entry.h>
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <string>
@@ -115,6 +116,41 @@ TEST_CASE("convert: streamed big files give the bytes of whole ones", "[convert]
       }
     }
   }
+}
+
+TEST_CASE("convert: a full blob handed out in pieces joins to CompressFullBlob's bytes", "[convert]") {
+  std::string big = Text(5, kFullBlobWorkersAbove + 3 * (1 << 20) + 17), small = Text(6, 70000);
+  for (int level : {1, 3}) {
+    INFO("level " << level);
+    for (const std::string* content : {&big, &small}) {
+      std::string joined;
+      size_t pieces = 0, largest = 0;
+      REQUIRE(StreamFullBlob(*content, level, [&](std::string_view piece) {
+                joined += piece;
+                ++pieces;
+                largest = std::max(largest, piece.size());
+                return absl::OkStatus();
+              }).ok());
+      auto whole = CompressFullBlob(*content, level);
+      REQUIRE(whole.ok());
+      CHECK(joined == *whole);
+      if (content == &small) {
+        CHECK(pieces == 1);
+      } else {
+        CHECK(pieces > 1);
+        CHECK(largest <= (size_t{1} << 20));
+      }
+    }
+  }
+  // The sink's error ends the stream and is returned as it is.
+  int calls = 0;
+  absl::Status st = StreamFullBlob(big, 1, [&](std::string_view) {
+    ++calls;
+    return absl::ResourceExhaustedError("disk full: spool");
+  });
+  CHECK(st.code() == absl::StatusCode::kResourceExhausted);
+  CHECK(st.message() == "disk full: spool");
+  CHECK(calls == 1);
 }
 
 TEST_CASE("convert: a gzip bomb of big files is refused in bounded memory", "[convert]") {

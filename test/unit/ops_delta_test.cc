@@ -615,6 +615,40 @@ TEST_CASE("patch at the fast default level: B's id and bytes, unchanged blobs co
   }
 }
 
+// A changed file zstd compresses with its workers (over
+// kFullBlobWorkersAbove) is compressed into patch's spool as a stream, never
+// held whole: the same bytes as compressing it whole, at any level.
+TEST_CASE("patch streams a big rebuilt file into its spool: the bytes of compressing it whole", "[delta]") {
+  ScratchDir tmp;
+  std::string big = Text(82, 150000), edited = Edit(big, 5000, "-- changed --");
+  REQUIRE(edited.size() > kFullBlobWorkersAbove);
+  LayerBuilder la, lb;
+  la.Dir("srv").File("srv/big.txt", big).File("srv/small.txt", "v1");
+  lb.Dir("srv").File("srv/big.txt", edited).File("srv/small.txt", "v2");
+  std::string a = Convert(tmp, "a", la, 3), b = Convert(tmp, "b", lb, 3);
+  std::string d = tmp.path() + "/d.cdimg";
+  DiffOptions o;
+  o.codec = CodecId::kXdelta3;  // the quickest on 9 MB
+  Diff(a, b, d, o);
+  // At convert's level: convert's very bytes.
+  std::string out3 = tmp.path() + "/b-3.cdimg";
+  auto st = TryPatch(a, d, out3, {}, 3);
+  INFO(Msg(st.status().message()));
+  REQUIRE(st.ok());
+  CHECK(st->by_kind.at("full/rebuilt").files == 2);
+  CHECK(ReadAll(out3) == ReadAll(b));
+  // At the fast level: the blob CompressFullBlob gives.
+  PatchOptions fast;
+  fast.threads = 2;
+  std::string out1 = tmp.path() + "/b-fast.cdimg";
+  REQUIRE(PatchImage(*Open(a), d, out1, fast).ok());
+  auto got = Open(out1);
+  RequireSameTree(*got, b);
+  auto want = CompressFullBlob(edited, kPatchFastLevel);
+  REQUIRE(want.ok());
+  CHECK(StoredBlob(got->top(), "srv/big.txt") == *want);
+}
+
 // Some bits of a codec's framing do not matter (they decode to the same
 // bytes); every other flip must fail, naming the file. Never wrong bytes.
 TEST_CASE("a flipped bit in a delta's blob fails patch naming the file", "[delta]") {

@@ -22,17 +22,15 @@ namespace d4c {
 
 namespace {
 
-// Files above this get zstd's own workers. The frame does not depend on the
-// worker count once it is >= 1, so output stays the same on any machine.
-constexpr uint64_t kZstdWorkersAbove = 8u << 20;
-
 // The parameters of every `full` blob, one-shot or streamed.
 absl::StatusOr<ZstdCCtxPtr> FullBlobContext(int level, uint64_t size) {
   ZstdCCtxPtr cctx = NewZstdCCtx();
   if (!cctx) return absl::ResourceExhaustedError("zstd: out of memory");
   ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_compressionLevel, level);
   ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_contentSizeFlag, 1);
-  if (size > kZstdWorkersAbove) ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_nbWorkers, 2);
+  // The frame does not depend on the worker count once it is >= 1, so output
+  // stays the same on any machine.
+  if (size > kFullBlobWorkersAbove) ZSTD_CCtx_setParameter(cctx.get(), ZSTD_c_nbWorkers, 2);
   return cctx;
 }
 
@@ -42,6 +40,34 @@ absl::StatusOr<std::string> CompressFullBlob(std::string_view content, int level
   auto cctx = FullBlobContext(level, content.size());
   if (!cctx.ok()) return cctx.status();
   return ZstdCompressWith(cctx->get(), content);
+}
+
+absl::Status StreamFullBlob(std::string_view content, int level, const BlobSink& sink) {
+  if (content.size() <= kFullBlobWorkersAbove) {
+    auto blob = CompressFullBlob(content, level);
+    if (!blob.ok()) return blob.status();
+    return sink(*blob);
+  }
+  auto cctx = FullBlobContext(level, content.size());
+  if (!cctx.ok()) return cctx.status();
+  if (size_t r = ZSTD_CCtx_setPledgedSrcSize(cctx->get(), content.size()); ZSTD_isError(r))
+    return ZstdError("zstd", r);
+  constexpr size_t kPiece = size_t{1} << 20;  // under operator new's huge-page size: reused heap
+  std::string piece;
+  try {
+    piece.resize(kPiece);
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("zstd: out of memory for an output buffer");
+  }
+  ZSTD_inBuffer in{content.data(), content.size(), 0};
+  for (;;) {
+    ZSTD_outBuffer out{piece.data(), piece.size(), 0};
+    size_t left = ZSTD_compressStream2(cctx->get(), &out, &in, ZSTD_e_end);
+    if (ZSTD_isError(left)) return ZstdError("zstd compress", left);
+    if (out.pos != 0)
+      if (absl::Status st = sink(std::string_view(piece.data(), out.pos)); !st.ok()) return st;
+    if (left == 0) return absl::OkStatus();
+  }
 }
 
 namespace {
@@ -246,7 +272,7 @@ absl::StatusOr<ConvertStats> ConvertImage(const ImageSource& source, const std::
   SquashOptions squash = options.squash;
   // Files zstd compresses on one thread are never streamed: one-shot and
   // streamed single-thread frames may differ, and the bytes must not.
-  squash.whole_file_bytes = std::max(squash.whole_file_bytes, kZstdWorkersAbove);
+  squash.whole_file_bytes = std::max(squash.whole_file_bytes, kFullBlobWorkersAbove);
   CompressingSpool spool(*fd, *large_fd, options.threads, options.zstd_level, options.progress);
   auto entries = SquashLayers(source, spool, squash);
   if (auto s = spool.Wait(); !s.ok()) return s;

@@ -20,6 +20,8 @@
 // rebuilt one as soon as its job has spooled it. The jobs under
 // kEntryOrderBelow run in entry order, after the big ones, so that the writer
 // follows close behind them; what is left to write at the end is short.
+#include <zstd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <exception>
@@ -173,20 +175,43 @@ FullIndex IndexFullBlobs(const ImageChain& chain) {
 }
 
 // The file rebuilt from the chain (verified against its digest), compressed
-// at the patch level. `helpers` decode the file's patch while its base is
-// read, and check its sha256 while it is compressed (ImageChain::ReadFile):
-// one big changed file then uses both threads.
-absl::StatusOr<std::string> Rebuild(const ImageChain& chain, size_t i, const PatchOptions& o, Helpers& helpers) {
+// at the patch level into the spool. `helpers` decode the file's patch
+// while its base is read, and check its sha256 while it is compressed
+// (ImageChain::ReadFile): one big changed file then uses both threads. A big
+// one is compressed as a stream into a range reserved for its worst case
+// (StreamFullBlob; the spool is a temporary file, the rest of the range a
+// hole), never held whole: a fresh buffer of its size cost more than the
+// compression on the reference VM (biome's 28.6 MB binary, docs/benchmarks.md
+// "2026-12-07 (ninth session)").
+absl::StatusOr<BlobRef> Rebuild(const ImageChain& chain, size_t i, const PatchOptions& o, Spool& sp,
+                                Helpers& helpers) {
   const CdimgImage& top = chain.top();
-  std::string blob;
+  BlobRef ref;
   auto content = chain.ReadFile(i, helpers, [&](std::string_view bytes) -> absl::Status {
-    auto z = CompressFullBlob(bytes, o.zstd_level);
-    if (!z.ok()) return delta_internal::AtEntry(z.status(), top.path(), top.PathAt(i));
-    blob = std::move(*z);
-    return absl::OkStatus();
+    absl::Status st;
+    if (bytes.size() <= kFullBlobWorkersAbove) {
+      auto z = CompressFullBlob(bytes, o.zstd_level);
+      if (z.ok()) {
+        auto put = sp.Put(*z);
+        if (put.ok()) ref = *put;
+        st = put.status();
+      } else {
+        st = z.status();
+      }
+    } else {
+      ref = sp.Reserve(ZSTD_compressBound(bytes.size()));
+      uint64_t written = 0;
+      st = StreamFullBlob(bytes, o.zstd_level, [&](std::string_view piece) {
+        absl::Status w = sp.WriteAt(ref.offset + written, piece);
+        written += piece.size();
+        return w;
+      });
+      ref.length = written;
+    }
+    return st.ok() ? st : delta_internal::AtEntry(st, top.path(), top.PathAt(i));
   });  // verified against the digest, and compressed
   if (!content.ok()) return content.status();
-  return blob;
+  return ref;
 }
 
 std::vector<std::string> ChainPaths(const ImageChain& chain) {
@@ -251,9 +276,7 @@ absl::StatusOr<DeltaStats> PatchImage(const ImageChain& base_chain, const std::s
                     [&c = **chain, &options, &sp, &rebuilt,
                      b = std::move(rebuilds.entries)](Helpers& h) -> absl::StatusOr<BlobResult> {
                       for (size_t i : b) {
-                        auto blob = Rebuild(c, i, options, h);
-                        if (!blob.ok()) return blob.status();
-                        auto ref = sp.Put(*blob);
+                        auto ref = Rebuild(c, i, options, sp, h);
                         if (!ref.ok()) return ref.status();
                         rebuilt.Put(i, *ref);
                       }

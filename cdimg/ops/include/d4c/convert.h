@@ -39,4 +39,17 @@ absl::StatusOr<ConvertStats> ConvertImage(const ImageSource& source, const std::
 // Compresses one file's bytes the way `full` blobs are stored.
 absl::StatusOr<std::string> CompressFullBlob(std::string_view content, int level);
 
+// Files bigger than this are compressed by zstd's own workers, whose frames
+// do not depend on how the input is fed or the output taken: for them a blob
+// compressed as a stream is the same bytes CompressFullBlob gives.
+inline constexpr uint64_t kFullBlobWorkersAbove = uint64_t{8} << 20;
+
+// CompressFullBlob(content, level)'s bytes handed to `sink` in order, in
+// pieces of at most ~1 MiB, never held whole: for a big file that skips a
+// fresh output buffer of the file's size. Smaller contents (up to
+// kFullBlobWorkersAbove) go to `sink` in one piece. Stops at the first
+// error, the sink's included.
+using BlobSink = std::function<absl::Status(std::string_view piece)>;
+absl::Status StreamFullBlob(std::string_view content, int level, const BlobSink& sink);
+
 }  // namespace d4c
