@@ -86,7 +86,8 @@ std::string Periodic(size_t n, size_t period) {
   return s.substr(0, n);
 }
 
-TEST_CASE("bsdiff: linked searches find the same matches as bucket searches", "[codec][bsdiff]") {
+TEST_CASE("bsdiff: searches started from a link or a prefix key find what a whole-array search finds",
+          "[codec][bsdiff]") {
   std::string code = OwnCode();
   REQUIRE(code.size() > 100000);
   std::string bin = Binaryish(300000, 3);
@@ -106,16 +107,28 @@ TEST_CASE("bsdiff: linked searches find the same matches as bucket searches", "[
       {"target longer than a run of the base", std::string(1000, 'a'), std::string(5000, 'a') + "b"},
       {"unrelated", Binaryish(50000, 4), Binaryish(60000, 5)},
       {"tiny base", "ab", "abababba"},
+      // Bases from 256 KiB have keys of more than two bytes' bits (18 here, 19 below).
+      {"binary base of 18-bit keys, edited", Binaryish(700000, 11), Rebuilt(Binaryish(700000, 11))},
+      {"words base of 19-bit keys, edited", Wordy(1200000, 1),
+       Wordy(400000, 1) + Wordy(3000, 5) + Wordy(1200000, 1).substr(400000)},
+      // The base's last two suffixes are short: they count under zero-padded
+      // keys, which patterns at the target's end and zero runs share.
+      {"base ending in a byte and a zero, 18-bit keys", Binaryish(600000, 12) + std::string("\x07\x00", 2),
+       Binaryish(600000, 12).substr(0, 1000) + std::string("\x07\x00\x00\x01", 4) + std::string(300, '\0') +
+           Binaryish(600000, 12).substr(1000, 5000) + std::string("\x07\x00", 2) + "\x07"},
   };
   for (const Pair& p : pairs) {
     INFO(p.what);
-    auto linked = BsdiffCompute(p.base, p.target, NoHelpers(), SearchStart::kLinked);
-    auto bucket = BsdiffCompute(p.base, p.target, NoHelpers(), SearchStart::kBucketOnly);
-    REQUIRE(linked.ok());
-    REQUIRE(bucket.ok());
-    CHECK(linked->ctrl == bucket->ctrl);
-    CHECK(linked->diff == bucket->diff);
-    CHECK(linked->extra == bucket->extra);
+    auto whole = BsdiffCompute(p.base, p.target, NoHelpers(), SearchStart::kWholeArray);
+    REQUIRE(whole.ok());
+    for (SearchStart start : {SearchStart::kLinked, SearchStart::kBucketOnly}) {
+      INFO("start " << static_cast<int>(start));
+      auto got = BsdiffCompute(p.base, p.target, NoHelpers(), start);
+      REQUIRE(got.ok());
+      CHECK(got->ctrl == whole->ctrl);
+      CHECK(got->diff == whole->diff);
+      CHECK(got->extra == whole->extra);
+    }
   }
 }
 

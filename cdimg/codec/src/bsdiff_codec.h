@@ -46,7 +46,7 @@ class BsdiffCodec final : public DeltaCodec {
   // Both forms of an x86-64 ELF pair are computed side by side only for a
   // base of at most this many bytes: side by side holds both forms' indexes
   // (9 bytes per base byte each), and the job's memory estimate
-  // (EncodeMemory in cdimg/ops: 9x the base + 4x the target + 256 MiB)
+  // (EncodeMemory in cdimg/ops: 11x the base + 4x the target + 256 MiB)
   // counts one index plus a constant that covers a second one up to here.
   // Larger pairs run one form after the other: the same bytes, less memory.
   static constexpr uint64_t kSideBySideMaxBase = 28 << 20;

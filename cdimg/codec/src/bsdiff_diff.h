@@ -39,9 +39,10 @@ struct BsdiffStreams {
 inline constexpr uint64_t kBsdiffSegment = 4 << 20;
 
 // Where each search for the longest match starts: the result is the same,
-// only the cost differs; kBucketOnly (less memory, slower) is there so that
-// tests can check that.
-enum class SearchStart { kLinked, kBucketOnly };
+// only the cost differs; kBucketOnly (less memory, slower) and kWholeArray
+// (Percival's search over the whole suffix array, slowest) are there so
+// that tests can check that.
+enum class SearchStart { kLinked, kBucketOnly, kWholeArray };
 
 // Fails only for inputs divsufsort cannot index (>= 2 GiB) or out of memory.
 // The segments' scans run as `helpers` tasks.

@@ -576,12 +576,12 @@ absl::StatusOr<BlobResult> EncodeFile(std::string_view target, const std::vector
 }
 
 uint64_t EncodeMemory(uint64_t base_size, uint64_t target_size) {
-  // bsdiff's suffix array and its inverse (4 + 4 bytes per base byte, and
-  // the base itself) dominate; its segments' streams are joined into one
-  // copy of the target's size; zstd level 19 tables for its six streams
-  // (three ctrl columns, zero runs, literals, extra), sized to inputs that
-  // are a tenth of the target or less.
-  return 9 * base_size + 4 * target_size + (256ull << 20);
+  // bsdiff's suffix array and its inverse (4 + 4 bytes per base byte), its
+  // prefix table (at most 2) and the base itself dominate; its segments'
+  // streams are joined into one copy of the target's size; zstd level 19
+  // tables for its six streams (three ctrl columns, zero runs, literals,
+  // extra), sized to inputs that are a tenth of the target or less.
+  return 11 * base_size + 4 * target_size + (256ull << 20);
 }
 
 // ---------------------------------------------------------------- misc
