@@ -202,6 +202,8 @@ absl::StatusOr<BlobRef> Rebuild(const ImageChain& chain, size_t i, const PatchOp
       ref = sp.Reserve(ZSTD_compressBound(bytes.size()));
       uint64_t written = 0;
       st = StreamFullBlob(bytes, o.zstd_level, [&](std::string_view piece) {
+        if (piece.size() > ref.length - written)  // zstd's bound says it cannot: never the next blob's range
+          return absl::InternalError(StrCat("compressed over its bound (", ref.length, " bytes)"));
         absl::Status w = sp.WriteAt(ref.offset + written, piece);
         written += piece.size();
         return w;
