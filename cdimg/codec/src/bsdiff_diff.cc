@@ -49,7 +49,7 @@ struct PrefixTable {
 // Key bits for a base of `size` bytes: one key per two to eight base bytes
 // (a table of at most two bytes per base byte), from the two-byte keys up
 // to whole three-byte ones. Each bit more is one binary-search step less
-// for a search started from its key (FromBucket), a step that reads the
+// for a search started from its key (FromPrefixKey), a step that reads the
 // base at random.
 int PrefixBitsFor(int64_t size) {
   int bits = 16;
@@ -64,7 +64,7 @@ struct SuffixIndex {
       : old(reinterpret_cast<const uint8_t*>(base.data())), size(static_cast<int64_t>(base.size())), start(start) {}
   void Allocate();
   void Sort();
-  void PlaceBuckets();
+  void CountPrefixes();
   // The tasks that fill the rank once the suffix array is sorted.
   void RankTasks(std::vector<std::function<void()>>* tasks);
 
@@ -113,7 +113,7 @@ class Differ {
   bool Less(int64_t oldpos, int64_t scan, int64_t l) const {
     return l < newsize_ - scan && (l == oldsize_ - oldpos || old_[oldpos + l] < new_[scan + l]);
   }
-  Bracket FromBucket(int64_t scan) const;
+  Bracket FromPrefixKey(int64_t scan) const;
   bool FromLastMatch(int64_t scan, Bracket* b) const;
   void Narrow(int64_t scan, Bracket* b) const;
   int64_t Search(int64_t scan, int64_t* pos);
@@ -139,11 +139,11 @@ class Differ {
   LastMatch last_;
 };
 
-// The suffix sort is most of the work and one thread's; the buckets need
+// The suffix sort is most of the work and one thread's; the prefix keys need
 // only the base and are counted beside it, and the rank is filled in halves.
 // Build's steps are tasks, so that several indexes can be built side by
 // side (BsdiffComputeMany): Allocate on the caller (where bad_alloc is
-// caught), then the Sort and PlaceBuckets tasks, then the Rank tasks.
+// caught), then the Sort and CountPrefixes tasks, then the Rank tasks.
 void SuffixIndex::Allocate() {
   if (size == 0) return;
   sa = std::make_unique_for_overwrite<saidx_t[]>(size);
@@ -168,7 +168,7 @@ void SuffixIndex::RankTasks(std::vector<std::function<void()>>* tasks) {
 
 // Counting the keys gives every key's place without touching the suffix
 // array (PrefixTable).
-void SuffixIndex::PlaceBuckets() {
+void SuffixIndex::CountPrefixes() {
   if (size == 0 || !prefixes.starts) return;
   uint32_t* starts = prefixes.starts.get();
   for (int64_t i = 0; i < size; ++i) ++starts[prefixes.Key(old + i, size - i) + 1];
@@ -201,7 +201,7 @@ int64_t Differ::MatchLen(int64_t oldpos, int64_t newpos, int64_t skip) const {
 // made this the hot spot on real binaries).
 //
 // Where the search starts does not change its outcome, only its cost; there
-// are two starts. FromBucket: the suffixes just outside those of the
+// are two starts. FromPrefixKey: the suffixes just outside those of the
 // pattern's key (PrefixTable) bracket the pattern (biome 1.9.2 -> 1.9.3: two-
 // byte keys took 13.5 steps per search instead of ~25; its 23-bit keys cut
 // the binary search steps of its three scans from 131 M to 73 M, the diff's
@@ -213,7 +213,7 @@ int64_t Differ::MatchLen(int64_t oldpos, int64_t newpos, int64_t skip) const {
 // suffix array and the base at random. On biome it serves 55% of the
 // searches at a third of the cost (one thread: 7.6 -> 5.5-6.0 s with the
 // 1.3 s suffix sort), for 4 more bytes of memory per base byte.
-Bracket Differ::FromBucket(int64_t scan) const {
+Bracket Differ::FromPrefixKey(int64_t scan) const {
   Bracket b{0, oldsize_ - 1, 0, 0};
   if (prefixes_.starts && oldsize_ >= 2 && newsize_ - scan >= 2) {
     uint32_t k = prefixes_.Key(new_ + scan, newsize_ - scan);
@@ -228,7 +228,7 @@ Bracket Differ::FromBucket(int64_t scan) const {
 }
 
 // Short previous matches leave the pattern among many suffixes sharing its
-// first bytes, where the bucket's binary search is the cheaper start.
+// first bytes, where the binary search from the prefix key is the cheaper start.
 constexpr int64_t kMinLinkedLen = 4;
 
 bool Differ::FromLastMatch(int64_t scan, Bracket* b) const {
@@ -305,7 +305,7 @@ int64_t Differ::Search(int64_t scan, int64_t* pos) {
   *pos = 0;
   if (oldsize_ == 0) return 0;
   Bracket b;
-  if (!FromLastMatch(scan, &b)) b = FromBucket(scan);
+  if (!FromLastMatch(scan, &b)) b = FromPrefixKey(scan);
   Narrow(scan, &b);
   // Ties go to hi, as in the original.
   *pos = b.llo > b.lhi ? sa_[b.lo] : sa_[b.hi];
@@ -478,8 +478,8 @@ void BsdiffBatch::Build(Helpers& helpers) {
     }
   }
   // The sorts side by side (first, the longest tasks); beside them the
-  // targets to prepare and the buckets of bases that are ready, after them
-  // the other buckets.
+  // targets to prepare and the prefix keys of bases that are ready, after
+  // them the other bases' keys.
   std::vector<std::function<void()>> tasks, beside_sort, after_sort;
   for (size_t j = 0; j < n; ++j) {
     if (!st.index[j]) continue;
@@ -489,7 +489,7 @@ void BsdiffBatch::Build(Helpers& helpers) {
       if (prepare) (*prepare)();
       x->Sort();
     });
-    (prepare ? after_sort : beside_sort).push_back([x] { x->PlaceBuckets(); });
+    (prepare ? after_sort : beside_sort).push_back([x] { x->CountPrefixes(); });
     if (st.inputs[j].prepare_target) beside_sort.push_back(st.inputs[j].prepare_target);
   }
   for (auto& t : beside_sort) tasks.push_back(std::move(t));

@@ -34,6 +34,23 @@ absl::StatusOr<ZstdCCtxPtr> FullBlobContext(int level, uint64_t size) {
   return cctx;
 }
 
+// Feeds `input` to `cctx` with `mode`, handing what comes out to `sink`
+// through `buffer`; returns once the input is taken (for ZSTD_e_end: once
+// the frame is complete). Both streamed paths (StreamFullBlob, convert's
+// StreamedBlob) compress through it.
+absl::Status Feed(ZSTD_CCtx* cctx, std::string_view input, ZSTD_EndDirective mode, std::string& buffer,
+                  const BlobSink& sink) {
+  ZSTD_inBuffer in{input.data(), input.size(), 0};
+  for (;;) {
+    ZSTD_outBuffer out{buffer.data(), buffer.size(), 0};
+    size_t left = ZSTD_compressStream2(cctx, &out, &in, mode);
+    if (ZSTD_isError(left)) return absl::InternalError(StrCat("zstd: ", ZSTD_getErrorName(left)));
+    if (out.pos != 0)
+      if (absl::Status st = sink(std::string_view(buffer.data(), out.pos)); !st.ok()) return st;
+    if (mode == ZSTD_e_end ? left == 0 : in.pos == in.size) return absl::OkStatus();
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<std::string> CompressFullBlob(std::string_view content, int level) {
@@ -59,15 +76,7 @@ absl::Status StreamFullBlob(std::string_view content, int level, const BlobSink&
   } catch (const std::bad_alloc&) {
     return absl::ResourceExhaustedError("zstd: out of memory for an output buffer");
   }
-  ZSTD_inBuffer in{content.data(), content.size(), 0};
-  for (;;) {
-    ZSTD_outBuffer out{piece.data(), piece.size(), 0};
-    size_t left = ZSTD_compressStream2(cctx->get(), &out, &in, ZSTD_e_end);
-    if (ZSTD_isError(left)) return ZstdError("zstd compress", left);
-    if (out.pos != 0)
-      if (absl::Status st = sink(std::string_view(piece.data(), out.pos)); !st.ok()) return st;
-    if (left == 0) return absl::OkStatus();
-  }
+  return Feed(cctx->get(), content, ZSTD_e_end, piece, sink);
 }
 
 namespace {
@@ -213,20 +222,12 @@ class StreamedBlob : public LargeContent {
 
  private:
   absl::Status Feed(std::string_view piece, ZSTD_EndDirective mode) {
-    ZSTD_inBuffer in{piece.data(), piece.size(), 0};
-    for (;;) {
-      ZSTD_outBuffer out{out_.data(), out_.size(), 0};
-      size_t left = ZSTD_compressStream2(cctx_.get(), &out, &in, mode);
-      if (ZSTD_isError(left)) return absl::InternalError(StrCat("zstd: ", ZSTD_getErrorName(left)));
-      if (out.pos) {
-        std::string_view bytes(out_.data(), out.pos);
-        if (absl::Status st = PWriteAll(spool_.large_fd_, bytes, offset_ + written_, "conversion spool"); !st.ok())
-          return st;
-        written_ += out.pos;
-      }
-      bool done = mode == ZSTD_e_end ? left == 0 : in.pos == in.size;
-      if (done) return absl::OkStatus();
-    }
+    return d4c::Feed(cctx_.get(), piece, mode, out_, [this](std::string_view bytes) -> absl::Status {
+      if (absl::Status st = PWriteAll(spool_.large_fd_, bytes, offset_ + written_, "conversion spool"); !st.ok())
+        return st;
+      written_ += bytes.size();
+      return absl::OkStatus();
+    });
   }
 
   CompressingSpool& spool_;
