@@ -480,6 +480,7 @@ class FormEncoder {
   // whole encode 1.3 s.
   std::vector<std::function<void()>> Tasks();
   absl::StatusOr<std::string> Assemble();
+  const BsdiffStreams& streams() const { return streams_; }
 
  private:
   // A failing level-1 compression counts as no evidence (0 is never over).
@@ -673,13 +674,51 @@ absl::StatusOr<std::unique_ptr<FormEncoder>> AdjustedFromIndex(const AdjustInput
   }
 }
 
+// The adjusted form without a second scan (targets over the codec's
+// rescan_max_target): the x86 scan's own blocks (`first`, its control and
+// extra streams; `map1` their map), with the diff against the x86 base
+// moved along them. A decoder rebuilds that map from the stored control
+// stream, as for the second scan's.
+// Made in two steps, so that the diff (the work) can run beside another
+// scan before the form's extra section's compression is known: Prepare moves
+// `in.a` along `map1` and diffs; Make copies the first scan's control and
+// extra streams into the form.
+class FirstScanAdjusted {
+ public:
+  // `first` must outlive the object (the x86 form's streams).
+  explicit FirstScanAdjusted(const BsdiffStreams& first) : first_(first) {}
+  absl::Status Prepare(const AdjustInputs& in, const MoveMap& map1, Helpers& helpers) {
+    try {
+      AdjustBase(in.a, in.ops, in.base_span, in.la, in.lt, map1, helpers);
+      diff_ = BsdiffDiffStream(first_.ctrl, in.a, in.t);
+      record_ = X86Record(in.base_span, in.target_span, &in.lt);
+      return absl::OkStatus();
+    } catch (const std::bad_alloc&) {
+      return absl::ResourceExhaustedError("bsdiff: out of memory");
+    }
+  }
+  // Once, after Prepare succeeded.
+  absl::StatusOr<std::unique_ptr<FormEncoder>> Make(int level, uint64_t hash, std::optional<char> extra_form) {
+    try {
+      return std::make_unique<FormEncoder>(BsdiffStreams{first_.ctrl, std::move(diff_), first_.extra}, level, hash,
+                                           std::move(record_), /*text=*/false, extra_form);
+    } catch (const std::bad_alloc&) {
+      return absl::ResourceExhaustedError("bsdiff: out of memory");
+    }
+  }
+
+ private:
+  const BsdiffStreams& first_;
+  std::string diff_, record_;
+};
+
 // The adjusted form from scratch (see EncodeAdjusted): the x86 forms made,
-// scanned (or `first_map` taken, that scan's blocks), the base moved along
-// them, indexed and scanned again.
+// scanned (or, with `rescan`, `first_map` taken, that scan's blocks), the
+// base moved along them; with `rescan` then indexed and scanned again.
 absl::StatusOr<std::unique_ptr<FormEncoder>> AdjustedForm(std::string_view base, std::string_view target,
                                                           X86Span base_span, X86Span target_span, int level,
                                                           Helpers& helpers, const MoveMap* first_map,
-                                                          std::optional<char> extra_form) {
+                                                          std::optional<char> extra_form, bool rescan) {
   auto lt = ParseElfLayout(target);
   if (!lt) return absl::OutOfRangeError("bsdiff: the target has no program headers");
   std::string a, t;
@@ -689,15 +728,22 @@ absl::StatusOr<std::unique_ptr<FormEncoder>> AdjustedForm(std::string_view base,
   if (!la) return absl::OutOfRangeError("bsdiff: the base has no program headers");
   X86ToAbsolute(t, target_span, helpers);
   std::optional<MoveMap> map1;
-  if (first_map) {
+  std::optional<BsdiffStreams> first_streams;  // without `rescan`: the first scan's
+  if (first_map && rescan) {
     map1 = *first_map;
   } else {
     auto first = BsdiffCompute(a, t, helpers);
     if (!first.ok()) return first.status();
     map1 = MoveMap::FromCtrl(first->ctrl, a.size(), t.size());
+    if (!rescan) first_streams = std::move(*first);
   }
   if (!map1) return absl::InternalError("bsdiff: a scan's blocks leave the files");
   AdjustInputs in{a, t, ops, base_span, target_span, *la, *lt};
+  if (!rescan) {
+    FirstScanAdjusted form(*first_streams);
+    if (auto s = form.Prepare(in, *map1, helpers); !s.ok()) return s;
+    return form.Make(level, Hash64(target), extra_form);
+  }
   std::string moved;
   auto index = AdjustedIndex(in, *map1, &moved, helpers);
   if (!index.ok()) return index.status();
@@ -785,20 +831,23 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeAdjusted(std::string_view base, s
     if (!f.ok()) return f.status();
     extra_form = *f;
   }
-  auto form = AdjustedForm(base, target, base_span, target_span, level_, helpers, first_map, extra_form);
+  auto form = AdjustedForm(base, target, base_span, target_span, level_, helpers, first_map, extra_form,
+                           target.size() <= rescan_max_target_);
   if (!form.ok()) return form.status();
   return Finish(**form, helpers, limit);
 }
 
 // A big x86-64 ELF pair (kQuickChoiceMinTarget), side by side: both bases
 // sorted at once, the x86 form scanned first, then the plain form scanned
-// while the base moved along the x86 scan is sorted beside it (one thread's
-// work, the adjusted form's), when the x86 form may be adjusted (within
-// `limit`, kAdjustMinPatch or more at level 1). Level-1 sizes then choose
-// what is compressed (ClearlySmaller): a plain form clearly smaller alone;
-// an x86 form clearly smaller against the adjusted one, the clearly smaller
-// of those two alone (each section in every form); forms closer than that
-// are all compressed, in the order and within the limits of the small pairs'
+// while the adjusted form is prepared beside it (one thread's work), when
+// the x86 form may be adjusted (within `limit`, kAdjustMinPatch or more at
+// level 1): up to rescan_max_target the base moved along the x86 scan is
+// sorted for the second scan, above it the diff against the base moved
+// along the x86 scan's blocks is made. Level-1 sizes then choose what is
+// compressed (ClearlySmaller): a plain form clearly smaller alone; an x86
+// form clearly smaller against the adjusted one, the clearly smaller of
+// those two alone (each section in every form); forms closer than that are
+// all compressed, in the order and within the limits of the small pairs'
 // path (EncodeBothForms, then EncodeAdjusted), so the result is the same.
 absl::StatusOr<std::string> BsdiffCodec::EncodeBigPair(std::string_view base, std::string_view target,
                                                        X86Span base_span, X86Span target_span, Helpers& helpers,
@@ -810,6 +859,7 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBigPair(std::string_view base, st
                      {b, t, [&] { ops = X86ToAbsoluteOperands(b, base_span); }, [&] { X86ToAbsolute(t, target_span); }}});
   forms.Build(helpers);
   const uint64_t hash = Hash64(target);
+  const bool rescan = target.size() <= rescan_max_target_;
   auto x86_streams = forms.Scan(1, helpers);
   std::optional<MoveMap> map1;
   std::unique_ptr<FormEncoder> x86;
@@ -820,14 +870,31 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBigPair(std::string_view base, st
   std::optional<ElfLayout> la, lt;
   std::optional<AdjustInputs> adjust;
   std::string moved;
-  absl::StatusOr<std::unique_ptr<BsdiffBatch>> adjusted_index = absl::UnknownError("not built");
+  std::unique_ptr<BsdiffBatch> index;         // the second scan's (rescan)
+  std::optional<FirstScanAdjusted> on_first;  // or the x86 scan's blocks
+  // OK once the adjusted form is prepared; out of memory counts only where
+  // it is needed.
+  absl::Status prepared = absl::UnknownError("not prepared");
   auto prepare_adjusted = [&] {
     if (!x86 || !map1 || x86->ClearlyOver(limit) || x86->Quick() < kAdjustMinPatch) return;
     la = ParseElfLayout(b);
     lt = ParseElfLayout(target);
     if (!la || !lt) return;
     adjust.emplace(AdjustInputs{b, t, ops, base_span, target_span, *la, *lt});
-    adjusted_index = AdjustedIndex(*adjust, *map1, &moved, NoHelpers());
+    if (rescan) {
+      auto built = AdjustedIndex(*adjust, *map1, &moved, NoHelpers());
+      prepared = built.status();
+      if (built.ok()) index = std::move(*built);
+    } else {
+      on_first.emplace(x86->streams());
+      prepared = on_first->Prepare(*adjust, *map1, NoHelpers());
+    }
+  };
+  // The prepared adjusted form, its extra section compressed in `extra_form`
+  // only if set.
+  auto adjusted = [&](std::optional<char> extra_form) -> absl::StatusOr<std::unique_ptr<FormEncoder>> {
+    if (on_first) return on_first->Make(level_, hash, extra_form);
+    return AdjustedFromIndex(*adjust, *index, level_, hash, helpers, extra_form);
   };
   auto plain_streams = forms.Scan(0, helpers, {prepare_adjusted});
   if (!plain_streams.ok()) return plain_streams.status();
@@ -837,9 +904,8 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBigPair(std::string_view base, st
     if (!p.ok() && !absl::IsOutOfRange(p.status())) return p;
     return x86_streams.status();
   }
-  // Out of memory for the adjusted index counts only where it is needed.
-  auto no_index = [&]() -> std::optional<absl::Status> {
-    if (absl::IsResourceExhausted(adjusted_index.status())) return adjusted_index.status();
+  auto out_of_memory = [&]() -> std::optional<absl::Status> {
+    if (absl::IsResourceExhausted(prepared)) return prepared;
     return std::nullopt;
   };
   helpers.Run({[&] { plain.Quick(); }, [&] { x86->Quick(); }});
@@ -847,9 +913,9 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBigPair(std::string_view base, st
   if (ClearlySmaller(x86->Quick(), plain.Quick())) {
     // As in turn: an x86 form over the limit (the plain one, bigger, is
     // too) or too small to gain from adjusting is the result.
-    if (auto e = no_index()) return *e;
-    if (!adjusted_index.ok()) return Finish(*x86, helpers, limit);
-    auto adj = AdjustedFromIndex(*adjust, **adjusted_index, level_, hash, helpers, std::nullopt);
+    if (auto e = out_of_memory()) return *e;
+    if (!prepared.ok()) return Finish(*x86, helpers, limit);
+    auto adj = adjusted(std::nullopt);
     if (!adj.ok()) return absl::IsResourceExhausted(adj.status()) ? adj.status() : Finish(*x86, helpers, limit);
     helpers.Run({[&] { (*adj)->Quick(); }});
     if (ClearlySmaller(x86->Quick(), (*adj)->Quick())) return Finish(*x86, helpers, limit);
@@ -867,12 +933,13 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBigPair(std::string_view base, st
   if (!AdjustedMayWin(best)) return best;
   auto extra_form = ExtraFormOf(*best);
   if (!extra_form.ok()) return extra_form.status();
-  if (auto e = no_index()) return *e;
+  if (auto e = out_of_memory()) return *e;
   absl::StatusOr<std::unique_ptr<FormEncoder>> adj = absl::UnknownError("not made");
-  if (adjusted_index.ok()) {
-    adj = AdjustedFromIndex(*adjust, **adjusted_index, level_, hash, helpers, *extra_form);
+  if (prepared.ok()) {
+    adj = adjusted(*extra_form);
   } else {
-    adj = AdjustedForm(base, target, base_span, target_span, level_, helpers, map1 ? &*map1 : nullptr, *extra_form);
+    adj = AdjustedForm(base, target, base_span, target_span, level_, helpers, map1 ? &*map1 : nullptr, *extra_form,
+                       rescan);
   }
   if (!adj.ok()) return BestOrAdjusted(std::move(best), adj.status());
   uint64_t within = best->size();

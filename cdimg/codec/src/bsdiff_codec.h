@@ -50,8 +50,17 @@ class BsdiffCodec final : public DeltaCodec {
   // counts one index plus a constant that covers a second one up to here.
   // Larger pairs run one form after the other: the same bytes, less memory.
   static constexpr uint64_t kSideBySideMaxBase = 28 << 20;
-  explicit BsdiffCodec(int level = 19, uint64_t side_by_side_max_base = kSideBySideMaxBase)
-      : level_(level), side_by_side_max_base_(side_by_side_max_base) {}
+  // The adjusted form scans the target a second time, against the base
+  // moved along the x86 scan's blocks (its own suffix sort and scan), only
+  // for targets of at most this many bytes; larger ones keep the x86 scan's
+  // blocks, diffed against the base moved along them. The second scan gave
+  // debian-python's python3.11 (6.8 MB) ~4% smaller patches, the image's
+  // delta 2.1%, and biome's 28 MB binary 1.8%, where it was 28% of the
+  // image's diff time (docs/benchmarks.md, 2026-12-07 tenth session).
+  static constexpr uint64_t kRescanMaxTarget = 16 << 20;
+  explicit BsdiffCodec(int level = 19, uint64_t side_by_side_max_base = kSideBySideMaxBase,
+                       uint64_t rescan_max_target = kRescanMaxTarget)
+      : level_(level), side_by_side_max_base_(side_by_side_max_base), rescan_max_target_(rescan_max_target) {}
   CodecId id() const override { return CodecId::kBsdiff; }
   absl::StatusOr<std::string> Encode(std::string_view base, std::string_view target) const override;
   absl::StatusOr<std::string> EncodeParallel(std::string_view base, std::string_view target,
@@ -83,8 +92,10 @@ class BsdiffCodec final : public DeltaCodec {
                                         X86Span target_span, Helpers& helpers, uint64_t limit) const;
   // The adjusted x86 form (x86_adjust.h), whether or not it is the smaller;
   // kOutOfRange if a file has no program headers or it exceeds `limit`.
-  // `first_map` (may be null): the blocks of the x86 form's scan of this
-  // pair, if already made (the same bytes either way).
+  // Up to rescan_max_target the target is scanned again against the moved
+  // base; above it the x86 scan's blocks are kept (the scan is run here for
+  // them). `first_map` (may be null): the blocks of the x86 form's scan of
+  // this pair, if already made (the same bytes either way).
   // `forms_of` (may be empty): a patch of this pair (the x86 form's) whose
   // extra section's form the adjusted form reuses, compressing that section
   // only in the form that patch chose (zstd, LZMA2 or bzip2) instead of all.
@@ -93,7 +104,8 @@ class BsdiffCodec final : public DeltaCodec {
                                              const MoveMap* first_map = nullptr,
                                              std::string_view forms_of = {}) const;
   // Patches of the x86 form at least this big are tried in the adjusted form
-  // too (two more scans); below it the gain is a few bytes at most.
+  // too (a suffix sort and a scan more up to kRescanMaxTarget); below it the
+  // gain is a few bytes at most.
   static constexpr uint64_t kAdjustMinPatch = 4096;
   // From this target size on, the forms' level-1 sizes choose which forms
   // are compressed at all (EncodeBigPair); below it compression is cheap
@@ -118,6 +130,7 @@ class BsdiffCodec final : public DeltaCodec {
                                             std::string* raw = nullptr) const;
   int level_;
   uint64_t side_by_side_max_base_;
+  uint64_t rescan_max_target_;
 };
 
 }  // namespace d4c::codec_internal
