@@ -279,9 +279,23 @@ bool Differ::FromLastMatch(int64_t scan, Bracket* b) const {
 
 // Binary search down to a pair of neighbours, then clamped to the array
 // (a pattern before or after every suffix ends on the first or last pair).
+//
+// Each step reads the suffix array at random, then the base where that entry
+// points: two dependent misses. So each step also starts the misses of the
+// next ones: the suffix array entries of both possible next midpoints and of
+// their four possible successors, and the base bytes of the two next
+// midpoints, whose entries the step before started (biome's scans on one
+// thread, run alternately with and without: 4-6% less CPU).
 void Differ::Narrow(int64_t scan, Bracket* b) const {
   while (b->hi - b->lo >= 2) {
     int64_t mid = b->lo + (b->hi - b->lo) / 2;
+    if (b->hi - b->lo >= 8) {
+      int64_t m1 = b->lo + (mid - b->lo) / 2, m2 = mid + (b->hi - mid) / 2;
+      for (int64_t m : {b->lo + (m1 - b->lo) / 2, m1 + (mid - m1) / 2, mid + (m2 - mid) / 2, m2 + (b->hi - m2) / 2})
+        __builtin_prefetch(&sa_[m]);
+      int64_t skip = std::min(b->llo, b->lhi);
+      for (int64_t m : {m1, m2}) __builtin_prefetch(old_ + std::min<int64_t>(sa_[m] + skip, oldsize_ - 1));
+    }
     int64_t p = sa_[mid];
     int64_t l = MatchLen(p, scan, std::min(b->llo, b->lhi));
     // True lexicographic order: a suffix that is a proper prefix of the
