@@ -496,11 +496,12 @@ TEST_CASE("x86 code: a relinked executable gets the adjusted form", "[codec][bsd
                                threads);
   REQUIRE(back.ok());
   CHECK(*back == target);
-  // Without the second scan (as for targets over kRescanMaxTarget): the x86
-  // scan's blocks, stored as the control stream a decoder rebuilds the map
-  // from, so that the base it moves is the one diffed against (a different
-  // map would move other references and fail the checksum).
-  const BsdiffCodec one_scan(19, BsdiffCodec::kSideBySideMaxBase, /*rescan_max_target=*/0);
+  // As for targets over kAllFormsMaxTarget: the adjusted form without the
+  // second scan keeps the x86 scan's blocks, stored as the control stream a
+  // decoder rebuilds the map from, so that the base it moves is the one
+  // diffed against (a different map would move other references and fail
+  // the checksum).
+  const BsdiffCodec one_scan(19, BsdiffCodec::kSideBySideMaxBase, /*all_forms_max_target=*/0);
   auto first = one_scan.EncodeParallel(base, target, threads);
   REQUIRE(first.ok());
   CHECK(LayoutRecordAt(*first) != std::string::npos);
@@ -616,22 +617,26 @@ TEST_CASE("x86 code: both forms computed side by side give the serial result", "
           }
         }
       }
-      // Targets over rescan_max_target (here: any) keep the x86 scan's
-      // blocks in the adjusted form, on every path alike.
-      if (limit != UINT64_MAX && p.target != moved && p.target != apt2) continue;
-      const BsdiffCodec one_scan(19, BsdiffCodec::kSideBySideMaxBase, /*rescan_max_target=*/0);
-      const BsdiffCodec one_scan_in_turn(19, /*side_by_side_max_base=*/0, /*rescan_max_target=*/0);
-      auto serial_one = SerialForms(p.base, p.target, limit, one_scan);
-      for (const BsdiffCodec* c : {&one_scan, &one_scan_in_turn}) {
-        auto both = c->EncodeWithin(p.base, p.target, threads, limit);
-        REQUIRE(both.ok() == serial_one.ok());
-        if (serial_one.ok()) {
-          CHECK(*both == *serial_one);
-          auto back = c->Decode(p.base, *both, p.target.size());
-          REQUIRE(back.ok());
-          CHECK(*back == p.target);
-        }
-      }
+      // Targets over all_forms_max_target (here: any) get the x86 form and
+      // the adjusted one on the x86 scan's blocks, the smaller kept; within
+      // a limit neither meets, neither.
+      if (limit != UINT64_MAX || (p.target != moved && p.target != apt2)) continue;
+      const BsdiffCodec lean(19, BsdiffCodec::kSideBySideMaxBase, /*all_forms_max_target=*/0);
+      auto x86 = codec.EncodeX86(p.base, p.target, *X86_64CodeSpan(p.base), *X86_64CodeSpan(p.target), NoHelpers(),
+                                 limit);
+      auto adjusted = lean.EncodeAdjusted(p.base, p.target, *X86_64CodeSpan(p.base), *X86_64CodeSpan(p.target),
+                                          NoHelpers(), limit);
+      REQUIRE(x86.ok());
+      REQUIRE(adjusted.ok());
+      auto both = lean.EncodeWithin(p.base, p.target, threads, limit);
+      REQUIRE(both.ok());
+      CHECK(*both == (adjusted->size() < x86->size() ? *adjusted : *x86));
+      auto back = lean.Decode(p.base, *both, p.target.size());
+      REQUIRE(back.ok());
+      CHECK(*back == p.target);
+      auto over = lean.EncodeWithin(p.base, p.target, threads, 10);
+      REQUIRE_FALSE(over.ok());
+      CHECK(absl::IsOutOfRange(over.status()));
     }
   }
 }

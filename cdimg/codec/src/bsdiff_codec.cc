@@ -675,7 +675,7 @@ absl::StatusOr<std::unique_ptr<FormEncoder>> AdjustedFromIndex(const AdjustInput
 }
 
 // The adjusted form without a second scan (targets over the codec's
-// rescan_max_target): the x86 scan's own blocks (`first`, its control and
+// all_forms_max_target): the x86 scan's own blocks (`first`, its control and
 // extra streams; `map1` their map), with the diff against the x86 base
 // moved along them. A decoder rebuilds that map from the stored control
 // stream, as for the second scan's.
@@ -805,6 +805,7 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeWithin(std::string_view base, std
                                                       Helpers& helpers, uint64_t limit) const {
   auto base_span = X86_64CodeSpan(base), target_span = X86_64CodeSpan(target);
   if (!base_span || !target_span) return EncodePlain(base, target, helpers, limit);
+  if (target.size() > all_forms_max_target_) return EncodeX86Forms(base, target, *base_span, *target_span, helpers, limit);
   if (target.size() >= kQuickChoiceMinTarget && base.size() <= side_by_side_max_base_)
     return EncodeBigPair(base, target, *base_span, *target_span, helpers, limit);
   std::optional<MoveMap> x86_map;  // the x86 form's scan, when side by side
@@ -832,22 +833,20 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeAdjusted(std::string_view base, s
     extra_form = *f;
   }
   auto form = AdjustedForm(base, target, base_span, target_span, level_, helpers, first_map, extra_form,
-                           target.size() <= rescan_max_target_);
+                           target.size() <= all_forms_max_target_);
   if (!form.ok()) return form.status();
   return Finish(**form, helpers, limit);
 }
 
 // A big x86-64 ELF pair (kQuickChoiceMinTarget), side by side: both bases
 // sorted at once, the x86 form scanned first, then the plain form scanned
-// while the adjusted form is prepared beside it (one thread's work), when
-// the x86 form may be adjusted (within `limit`, kAdjustMinPatch or more at
-// level 1): up to rescan_max_target the base moved along the x86 scan is
-// sorted for the second scan, above it the diff against the base moved
-// along the x86 scan's blocks is made. Level-1 sizes then choose what is
-// compressed (ClearlySmaller): a plain form clearly smaller alone; an x86
-// form clearly smaller against the adjusted one, the clearly smaller of
-// those two alone (each section in every form); forms closer than that are
-// all compressed, in the order and within the limits of the small pairs'
+// while the base moved along the x86 scan is sorted beside it (one thread's
+// work, the adjusted form's), when the x86 form may be adjusted (within
+// `limit`, kAdjustMinPatch or more at level 1). Level-1 sizes then choose
+// what is compressed (ClearlySmaller): a plain form clearly smaller alone;
+// an x86 form clearly smaller against the adjusted one, the clearly smaller
+// of those two alone (each section in every form); forms closer than that
+// are all compressed, in the order and within the limits of the small pairs'
 // path (EncodeBothForms, then EncodeAdjusted), so the result is the same.
 absl::StatusOr<std::string> BsdiffCodec::EncodeBigPair(std::string_view base, std::string_view target,
                                                        X86Span base_span, X86Span target_span, Helpers& helpers,
@@ -859,7 +858,6 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBigPair(std::string_view base, st
                      {b, t, [&] { ops = X86ToAbsoluteOperands(b, base_span); }, [&] { X86ToAbsolute(t, target_span); }}});
   forms.Build(helpers);
   const uint64_t hash = Hash64(target);
-  const bool rescan = target.size() <= rescan_max_target_;
   auto x86_streams = forms.Scan(1, helpers);
   std::optional<MoveMap> map1;
   std::unique_ptr<FormEncoder> x86;
@@ -870,31 +868,14 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBigPair(std::string_view base, st
   std::optional<ElfLayout> la, lt;
   std::optional<AdjustInputs> adjust;
   std::string moved;
-  std::unique_ptr<BsdiffBatch> index;         // the second scan's (rescan)
-  std::optional<FirstScanAdjusted> on_first;  // or the x86 scan's blocks
-  // OK once the adjusted form is prepared; out of memory counts only where
-  // it is needed.
-  absl::Status prepared = absl::UnknownError("not prepared");
+  absl::StatusOr<std::unique_ptr<BsdiffBatch>> adjusted_index = absl::UnknownError("not built");
   auto prepare_adjusted = [&] {
     if (!x86 || !map1 || x86->ClearlyOver(limit) || x86->Quick() < kAdjustMinPatch) return;
     la = ParseElfLayout(b);
     lt = ParseElfLayout(target);
     if (!la || !lt) return;
     adjust.emplace(AdjustInputs{b, t, ops, base_span, target_span, *la, *lt});
-    if (rescan) {
-      auto built = AdjustedIndex(*adjust, *map1, &moved, NoHelpers());
-      prepared = built.status();
-      if (built.ok()) index = std::move(*built);
-    } else {
-      on_first.emplace(x86->streams());
-      prepared = on_first->Prepare(*adjust, *map1, NoHelpers());
-    }
-  };
-  // The prepared adjusted form, its extra section compressed in `extra_form`
-  // only if set.
-  auto adjusted = [&](std::optional<char> extra_form) -> absl::StatusOr<std::unique_ptr<FormEncoder>> {
-    if (on_first) return on_first->Make(level_, hash, extra_form);
-    return AdjustedFromIndex(*adjust, *index, level_, hash, helpers, extra_form);
+    adjusted_index = AdjustedIndex(*adjust, *map1, &moved, NoHelpers());
   };
   auto plain_streams = forms.Scan(0, helpers, {prepare_adjusted});
   if (!plain_streams.ok()) return plain_streams.status();
@@ -904,8 +885,9 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBigPair(std::string_view base, st
     if (!p.ok() && !absl::IsOutOfRange(p.status())) return p;
     return x86_streams.status();
   }
-  auto out_of_memory = [&]() -> std::optional<absl::Status> {
-    if (absl::IsResourceExhausted(prepared)) return prepared;
+  // Out of memory for the adjusted index counts only where it is needed.
+  auto no_index = [&]() -> std::optional<absl::Status> {
+    if (absl::IsResourceExhausted(adjusted_index.status())) return adjusted_index.status();
     return std::nullopt;
   };
   helpers.Run({[&] { plain.Quick(); }, [&] { x86->Quick(); }});
@@ -913,9 +895,9 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBigPair(std::string_view base, st
   if (ClearlySmaller(x86->Quick(), plain.Quick())) {
     // As in turn: an x86 form over the limit (the plain one, bigger, is
     // too) or too small to gain from adjusting is the result.
-    if (auto e = out_of_memory()) return *e;
-    if (!prepared.ok()) return Finish(*x86, helpers, limit);
-    auto adj = adjusted(std::nullopt);
+    if (auto e = no_index()) return *e;
+    if (!adjusted_index.ok()) return Finish(*x86, helpers, limit);
+    auto adj = AdjustedFromIndex(*adjust, **adjusted_index, level_, hash, helpers, std::nullopt);
     if (!adj.ok()) return absl::IsResourceExhausted(adj.status()) ? adj.status() : Finish(*x86, helpers, limit);
     helpers.Run({[&] { (*adj)->Quick(); }});
     if (ClearlySmaller(x86->Quick(), (*adj)->Quick())) return Finish(*x86, helpers, limit);
@@ -933,17 +915,62 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBigPair(std::string_view base, st
   if (!AdjustedMayWin(best)) return best;
   auto extra_form = ExtraFormOf(*best);
   if (!extra_form.ok()) return extra_form.status();
-  if (auto e = out_of_memory()) return *e;
+  if (auto e = no_index()) return *e;
   absl::StatusOr<std::unique_ptr<FormEncoder>> adj = absl::UnknownError("not made");
-  if (prepared.ok()) {
-    adj = adjusted(*extra_form);
+  if (adjusted_index.ok()) {
+    adj = AdjustedFromIndex(*adjust, **adjusted_index, level_, hash, helpers, *extra_form);
   } else {
     adj = AdjustedForm(base, target, base_span, target_span, level_, helpers, map1 ? &*map1 : nullptr, *extra_form,
-                       rescan);
+                       /*rescan=*/true);
   }
   if (!adj.ok()) return BestOrAdjusted(std::move(best), adj.status());
   uint64_t within = best->size();
   return BestOrAdjusted(std::move(best), Finish(**adj, helpers, within));
+}
+
+// A target over all_forms_max_target: the x86 form and the adjusted form
+// on the x86 scan's blocks, from one suffix sort and one scan. The adjusted
+// form is prepared while the x86 form's level-1 size is measured; level-1
+// sizes then choose as in EncodeBigPair (the clearly smaller alone, else
+// both compressed and the smaller kept, ties keeping the x86 form).
+absl::StatusOr<std::string> BsdiffCodec::EncodeX86Forms(std::string_view base, std::string_view target,
+                                                        X86Span base_span, X86Span target_span, Helpers& helpers,
+                                                        uint64_t limit) const {
+  std::string b, t;
+  if (auto s = CopyPair(base, target, &b, &t); !s.ok()) return s;
+  std::vector<X86Operand> ops;
+  BsdiffBatch batch({{b, t, [&] { ops = X86ToAbsoluteOperands(b, base_span); }, [&] { X86ToAbsolute(t, target_span); }}});
+  batch.Build(helpers);
+  auto streams = batch.Scan(0, helpers);
+  if (!streams.ok()) return streams.status();
+  auto map1 = MoveMap::FromCtrl(streams->ctrl, base.size(), target.size());
+  if (!map1) return absl::InternalError("bsdiff: a scan's blocks leave the files");
+  const uint64_t hash = Hash64(target);
+  FormEncoder x86(std::move(*streams), level_, hash, X86Record(base_span, target_span));
+  auto la = ParseElfLayout(b);
+  auto lt = ParseElfLayout(target);
+  if (!la || !lt) return Finish(x86, helpers, limit);
+  AdjustInputs in{b, t, ops, base_span, target_span, *la, *lt};
+  FirstScanAdjusted on_first(x86.streams());
+  absl::Status prepared;
+  helpers.Run({[&] { x86.Quick(); }, [&] { prepared = on_first.Prepare(in, *map1, NoHelpers()); }});
+  // As in EncodeBigPair: an x86 form over the limit or too small to gain
+  // from adjusting is the result; out of memory for the adjusted form is an
+  // error.
+  if (x86.ClearlyOver(limit) || x86.Quick() < kAdjustMinPatch) return Finish(x86, helpers, limit);
+  if (!prepared.ok()) return prepared;
+  auto adj = on_first.Make(level_, hash, std::nullopt);
+  if (!adj.ok()) return adj.status();
+  helpers.Run({[&] { (*adj)->Quick(); }});
+  if (ClearlySmaller(x86.Quick(), (*adj)->Quick())) return Finish(x86, helpers, limit);
+  if (ClearlySmaller((*adj)->Quick(), x86.Quick())) {
+    auto r = Finish(**adj, helpers, limit);
+    if (r.ok() || absl::IsResourceExhausted(r.status())) return r;
+    return Finish(x86, helpers, limit);
+  }
+  absl::StatusOr<std::string> xr = absl::UnknownError("not run"), ar = xr;
+  FinishBoth(x86, **adj, helpers, limit, &xr, &ar);
+  return Smaller(std::move(xr), std::move(ar));
 }
 
 // The plain form within `limit`, then the x86 form within the plain patch's

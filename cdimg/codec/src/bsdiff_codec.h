@@ -50,17 +50,20 @@ class BsdiffCodec final : public DeltaCodec {
   // counts one index plus a constant that covers a second one up to here.
   // Larger pairs run one form after the other: the same bytes, less memory.
   static constexpr uint64_t kSideBySideMaxBase = 28 << 20;
-  // The adjusted form scans the target a second time, against the base
-  // moved along the x86 scan's blocks (its own suffix sort and scan), only
-  // for targets of at most this many bytes; larger ones keep the x86 scan's
-  // blocks, diffed against the base moved along them. The second scan gave
-  // debian-python's python3.11 (6.8 MB) ~4% smaller patches, the image's
-  // delta 2.1%, and biome's 28 MB binary 1.8%, where it was 28% of the
-  // image's diff time (docs/benchmarks.md, 2026-12-07 tenth session).
-  static constexpr uint64_t kRescanMaxTarget = 16 << 20;
+  // Up to this target size every form of an x86-64 ELF pair is made: the
+  // plain one, the x86 one and the adjusted one, which scans the target a
+  // second time against the base moved along the x86 scan's blocks: three
+  // suffix sorts and scans. Larger targets get the x86 form and the adjusted
+  // form on the x86 scan's blocks only (EncodeX86Forms): one sort and one
+  // scan. On biome's 28 MB binary that is the same patch as the plain form
+  // lost clearly, +1.8% bytes for the adjusted form's missing second scan,
+  // and a third of the diff's time; below 16 MiB the second scan pays
+  // (debian-python's python3.11, 6.8 MB: 3.6% smaller; docs/benchmarks.md,
+  // 2026-12-07 tenth session).
+  static constexpr uint64_t kAllFormsMaxTarget = 16 << 20;
   explicit BsdiffCodec(int level = 19, uint64_t side_by_side_max_base = kSideBySideMaxBase,
-                       uint64_t rescan_max_target = kRescanMaxTarget)
-      : level_(level), side_by_side_max_base_(side_by_side_max_base), rescan_max_target_(rescan_max_target) {}
+                       uint64_t all_forms_max_target = kAllFormsMaxTarget)
+      : level_(level), side_by_side_max_base_(side_by_side_max_base), all_forms_max_target_(all_forms_max_target) {}
   CodecId id() const override { return CodecId::kBsdiff; }
   absl::StatusOr<std::string> Encode(std::string_view base, std::string_view target) const override;
   absl::StatusOr<std::string> EncodeParallel(std::string_view base, std::string_view target,
@@ -92,9 +95,9 @@ class BsdiffCodec final : public DeltaCodec {
                                         X86Span target_span, Helpers& helpers, uint64_t limit) const;
   // The adjusted x86 form (x86_adjust.h), whether or not it is the smaller;
   // kOutOfRange if a file has no program headers or it exceeds `limit`.
-  // Up to rescan_max_target the target is scanned again against the moved
-  // base; above it the x86 scan's blocks are kept (the scan is run here for
-  // them). `first_map` (may be null): the blocks of the x86 form's scan of
+  // Up to all_forms_max_target the target is scanned again against the
+  // moved base; above it the x86 scan's blocks are kept (the scan is run
+  // here for them). `first_map` (may be null): the blocks of the x86 form's scan of
   // this pair, if already made (the same bytes either way).
   // `forms_of` (may be empty): a patch of this pair (the x86 form's) whose
   // extra section's form the adjusted form reuses, compressing that section
@@ -104,8 +107,8 @@ class BsdiffCodec final : public DeltaCodec {
                                              const MoveMap* first_map = nullptr,
                                              std::string_view forms_of = {}) const;
   // Patches of the x86 form at least this big are tried in the adjusted form
-  // too (a suffix sort and a scan more up to kRescanMaxTarget); below it the
-  // gain is a few bytes at most.
+  // too (a suffix sort and a scan more up to kAllFormsMaxTarget); below it
+  // the gain is a few bytes at most.
   static constexpr uint64_t kAdjustMinPatch = 4096;
   // From this target size on, the forms' level-1 sizes choose which forms
   // are compressed at all (EncodeBigPair); below it compression is cheap
@@ -121,6 +124,9 @@ class BsdiffCodec final : public DeltaCodec {
   absl::StatusOr<std::string> EncodeBothForms(std::string_view base, std::string_view target, X86Span base_span,
                                               X86Span target_span, Helpers& helpers, uint64_t limit,
                                               std::optional<MoveMap>* x86_map = nullptr) const;
+  // Targets over all_forms_max_target (see the .cc).
+  absl::StatusOr<std::string> EncodeX86Forms(std::string_view base, std::string_view target, X86Span base_span,
+                                             X86Span target_span, Helpers& helpers, uint64_t limit) const;
   // Pairs of kQuickChoiceMinTarget bytes or more (see the .cc).
   absl::StatusOr<std::string> EncodeBigPair(std::string_view base, std::string_view target, X86Span base_span,
                                             X86Span target_span, Helpers& helpers, uint64_t limit) const;
@@ -130,7 +136,7 @@ class BsdiffCodec final : public DeltaCodec {
                                             std::string* raw = nullptr) const;
   int level_;
   uint64_t side_by_side_max_base_;
-  uint64_t rescan_max_target_;
+  uint64_t all_forms_max_target_;
 };
 
 }  // namespace d4c::codec_internal
