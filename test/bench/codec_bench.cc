@@ -6,6 +6,8 @@
 // D4C_BENCH_PACK=1 encodes and decodes the pack form instead (EncodeForPack),
 // D4C_BENCH_PACK=raw the raw pack form (EncodeRawForPack);
 // D4C_BENCH_OUT=FILE writes the patch to FILE.
+// D4C_BSDIFF_ALL_FORMS_MAX=N: bsdiff with BsdiffCodec's all_forms_max_target
+// N instead of kAllFormsMaxTarget (every form of a bigger x86-64 ELF target).
 //
 // Prints the patch size, the encode wall time (with THREADS - 1 helper
 // threads, as diff lends a big file its idle workers), and the decode time;
@@ -22,6 +24,7 @@
 #include <thread>
 #include <vector>
 
+#include "bsdiff_codec.h"
 #include "bsdiff_diff.h"
 #include "d4c/codec.h"
 
@@ -75,7 +78,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   ThreadHelpers helpers(argc > 4 ? std::atoi(argv[4]) : 1);
-  const d4c::DeltaCodec& codec = d4c::GetCodec(*id);
+  const char* all_forms = std::getenv("D4C_BSDIFF_ALL_FORMS_MAX");
+  const d4c::codec_internal::BsdiffCodec bsdiff(19, d4c::codec_internal::BsdiffCodec::kSideBySideMaxBase,
+                                                all_forms ? std::strtoull(all_forms, nullptr, 10)
+                                                          : d4c::codec_internal::BsdiffCodec::kAllFormsMaxTarget);
+  const d4c::DeltaCodec& codec = *id == d4c::CodecId::kBsdiff ? bsdiff : d4c::GetCodec(*id);
   if (*id == d4c::CodecId::kBsdiff) {
     auto t0 = std::chrono::steady_clock::now();
     auto streams = d4c::codec_internal::BsdiffCompute(base, target, helpers);
