@@ -778,6 +778,24 @@ absl::StatusOr<std::string> FinishPlainThenX86(FormEncoder& plain, FormEncoder& 
   return Smaller(std::move(p), std::move(x));
 }
 
+// Of an x86 form and its adjusted form, by level-1 sizes: the clearly
+// smaller compressed alone (the x86 form if the adjusted one then fails other
+// than for memory), else both compressed and the smaller kept (ties: the x86
+// form).
+absl::StatusOr<std::string> FinishX86OrAdjusted(FormEncoder& x86, FormEncoder& adj, Helpers& helpers,
+                                                uint64_t limit) {
+  helpers.Run({[&] { adj.Quick(); }});
+  if (ClearlySmaller(x86.Quick(), adj.Quick())) return Finish(x86, helpers, limit);
+  if (ClearlySmaller(adj.Quick(), x86.Quick())) {
+    auto r = Finish(adj, helpers, limit);
+    if (r.ok() || absl::IsResourceExhausted(r.status())) return r;
+    return Finish(x86, helpers, limit);
+  }
+  absl::StatusOr<std::string> xr = absl::UnknownError("not run"), ar = xr;
+  FinishBoth(x86, adj, helpers, limit, &xr, &ar);
+  return Smaller(std::move(xr), std::move(ar));
+}
+
 // Where the x86 form won by enough to matter, the adjusted form may do
 // better still (references moved to where their targets went).
 bool AdjustedMayWin(const absl::StatusOr<std::string>& best) {
@@ -899,16 +917,7 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBigPair(std::string_view base, st
     if (!adjusted_index.ok()) return Finish(*x86, helpers, limit);
     auto adj = AdjustedFromIndex(*adjust, **adjusted_index, level_, hash, helpers, std::nullopt);
     if (!adj.ok()) return absl::IsResourceExhausted(adj.status()) ? adj.status() : Finish(*x86, helpers, limit);
-    helpers.Run({[&] { (*adj)->Quick(); }});
-    if (ClearlySmaller(x86->Quick(), (*adj)->Quick())) return Finish(*x86, helpers, limit);
-    if (ClearlySmaller((*adj)->Quick(), x86->Quick())) {
-      auto r = Finish(**adj, helpers, limit);
-      if (r.ok() || absl::IsResourceExhausted(r.status())) return r;
-      return Finish(*x86, helpers, limit);
-    }
-    absl::StatusOr<std::string> xr = absl::UnknownError("not run"), ar = xr;
-    FinishBoth(*x86, **adj, helpers, limit, &xr, &ar);
-    return Smaller(std::move(xr), std::move(ar));
+    return FinishX86OrAdjusted(*x86, **adj, helpers, limit);
   }
   // Close at level 1: every form, as EncodeBothForms then EncodeAdjusted.
   auto best = FinishPlainThenX86(plain, *x86, helpers, limit);
@@ -961,16 +970,7 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeX86Forms(std::string_view base, s
   if (!prepared.ok()) return prepared;
   auto adj = on_first.Make(level_, hash, std::nullopt);
   if (!adj.ok()) return adj.status();
-  helpers.Run({[&] { (*adj)->Quick(); }});
-  if (ClearlySmaller(x86.Quick(), (*adj)->Quick())) return Finish(x86, helpers, limit);
-  if (ClearlySmaller((*adj)->Quick(), x86.Quick())) {
-    auto r = Finish(**adj, helpers, limit);
-    if (r.ok() || absl::IsResourceExhausted(r.status())) return r;
-    return Finish(x86, helpers, limit);
-  }
-  absl::StatusOr<std::string> xr = absl::UnknownError("not run"), ar = xr;
-  FinishBoth(x86, **adj, helpers, limit, &xr, &ar);
-  return Smaller(std::move(xr), std::move(ar));
+  return FinishX86OrAdjusted(x86, **adj, helpers, limit);
 }
 
 // The plain form within `limit`, then the x86 form within the plain patch's
