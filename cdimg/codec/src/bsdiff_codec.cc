@@ -778,6 +778,14 @@ absl::StatusOr<std::string> FinishPlainThenX86(FormEncoder& plain, FormEncoder& 
   return Smaller(std::move(p), std::move(x));
 }
 
+// Copies of a pair (`b`, `t`) as an input that puts them in the x86 form
+// beside the suffix sort, collecting the base's rewritten operands in `ops`.
+BsdiffInput X86Input(std::string& b, std::string& t, X86Span base_span, X86Span target_span,
+                     std::vector<X86Operand>* ops) {
+  return {b, t, [&b, base_span, ops] { *ops = X86ToAbsoluteOperands(b, base_span); },
+          [&t, target_span] { X86ToAbsolute(t, target_span); }};
+}
+
 // Of an x86 form and its adjusted form, by level-1 sizes: the clearly
 // smaller compressed alone (the x86 form if the adjusted one then fails other
 // than for memory), else both compressed and the smaller kept (ties: the x86
@@ -873,7 +881,7 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBigPair(std::string_view base, st
   if (auto s = CopyPair(base, target, &b, &t); !s.ok()) return s;
   std::vector<X86Operand> ops;
   BsdiffBatch forms({{base, target, nullptr, nullptr},
-                     {b, t, [&] { ops = X86ToAbsoluteOperands(b, base_span); }, [&] { X86ToAbsolute(t, target_span); }}});
+                     X86Input(b, t, base_span, target_span, &ops)});
   forms.Build(helpers);
   const uint64_t hash = Hash64(target);
   auto x86_streams = forms.Scan(1, helpers);
@@ -948,7 +956,7 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeX86Forms(std::string_view base, s
   std::string b, t;
   if (auto s = CopyPair(base, target, &b, &t); !s.ok()) return s;
   std::vector<X86Operand> ops;
-  BsdiffBatch batch({{b, t, [&] { ops = X86ToAbsoluteOperands(b, base_span); }, [&] { X86ToAbsolute(t, target_span); }}});
+  BsdiffBatch batch({X86Input(b, t, base_span, target_span, &ops)});
   batch.Build(helpers);
   auto streams = batch.Scan(0, helpers);
   if (!streams.ok()) return streams.status();
