@@ -831,7 +831,8 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeWithin(std::string_view base, std
                                                       Helpers& helpers, uint64_t limit) const {
   auto base_span = X86_64CodeSpan(base), target_span = X86_64CodeSpan(target);
   if (!base_span || !target_span) return EncodePlain(base, target, helpers, limit);
-  if (target.size() > all_forms_max_target_) return EncodeX86Forms(base, target, *base_span, *target_span, helpers, limit);
+  if (target.size() > all_forms_max_target_)
+    return EncodeX86Forms(base, target, *base_span, *target_span, helpers, limit);
   if (target.size() >= kQuickChoiceMinTarget && base.size() <= side_by_side_max_base_)
     return EncodeBigPair(base, target, *base_span, *target_span, helpers, limit);
   std::optional<MoveMap> x86_map;  // the x86 form's scan, when side by side

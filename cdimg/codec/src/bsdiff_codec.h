@@ -55,11 +55,10 @@ class BsdiffCodec final : public DeltaCodec {
   // second time against the base moved along the x86 scan's blocks: three
   // suffix sorts and scans. Larger targets get the x86 form and the adjusted
   // form on the x86 scan's blocks only (EncodeX86Forms): one sort and one
-  // scan. On biome's 28 MB binary that is the same patch as the plain form
-  // lost clearly, +1.8% bytes for the adjusted form's missing second scan,
-  // and a third of the diff's time; below 16 MiB the second scan pays
-  // (debian-python's python3.11, 6.8 MB: 3.6% smaller; docs/benchmarks.md,
-  // 2026-12-07 tenth session).
+  // scan. On biome's 28 MB binary, where the plain form lost clearly, that
+  // costs 1.8% more bytes (the second scan's gain) and saves half the diff's
+  // time; below 16 MiB the second scan pays (debian-python's python3.11,
+  // 6.8 MB: 3.6% smaller; docs/benchmarks.md, 2026-12-07 tenth session).
   static constexpr uint64_t kAllFormsMaxTarget = 16 << 20;
   explicit BsdiffCodec(int level = 19, uint64_t side_by_side_max_base = kSideBySideMaxBase,
                        uint64_t all_forms_max_target = kAllFormsMaxTarget)
@@ -97,8 +96,8 @@ class BsdiffCodec final : public DeltaCodec {
   // kOutOfRange if a file has no program headers or it exceeds `limit`.
   // Up to all_forms_max_target the target is scanned again against the
   // moved base; above it the x86 scan's blocks are kept (the scan is run
-  // here for them). `first_map` (may be null): the blocks of the x86 form's scan of
-  // this pair, if already made (the same bytes either way).
+  // here for them). `first_map` (may be null): the blocks of the x86 form's
+  // scan of this pair, if already made (the same bytes either way).
   // `forms_of` (may be empty): a patch of this pair (the x86 form's) whose
   // extra section's form the adjusted form reuses, compressing that section
   // only in the form that patch chose (zstd, LZMA2 or bzip2) instead of all.
