@@ -180,6 +180,85 @@ TEST_CASE("bsdiff: diffs computed side by side or in steps are each the diff com
   }
 }
 
+// The target from a bsdiff's blocks against `base`: each block's bytes as
+// `base` plus the diff stream, then its extra bytes.
+std::string ApplyBlocks(const std::vector<BsdiffTriple>& ctrl, std::string_view base, std::string_view diff,
+                        std::string_view extra) {
+  std::string out;
+  uint64_t oldpos = 0, d = 0, e = 0;
+  for (const BsdiffTriple& t : ctrl) {
+    for (uint64_t k = 0; k < t.add; ++k) out.push_back(static_cast<char>(base[oldpos + k] + diff[d + k]));
+    d += t.add;
+    out.append(extra.substr(e, t.copy));
+    e += t.copy;
+    oldpos = static_cast<uint64_t>(static_cast<int64_t>(oldpos + t.add) + t.seek);
+  }
+  return out;
+}
+
+TEST_CASE("bsdiff: a rescan replays the first scan's searches and scores on the rewritten base", "[codec][bsdiff]") {
+  std::string code = OwnCode();
+  std::string big = Binaryish(9 << 20, 8);  // three scan segments
+  // `from`, `to`: where the rewritten base differs (every 29th byte, as
+  // moved references do). Not inside the long matches of the three
+  // segments: a rescan searches where the first scan jumped over a match,
+  // and those searches are long (as long as that match), so that one over
+  // megabytes reaches the segment's work budget, which counts the searches
+  // run, not those replayed (then the two rescans may part).
+  struct Pair {
+    const char* what;
+    std::string base, target;
+    size_t from, to;
+  } pairs[] = {
+      {"machine code, rebuilt", code, Rebuilt(code), 0, code.size()},
+      {"three segments", big, big.substr(0, 5 << 20) + Binaryish(70000, 9) + big.substr(5 << 20), (5 << 20) - 2000,
+       (5 << 20) + 2000},
+      {"words, edited", Wordy(100000, 1), Wordy(30000, 1) + Wordy(2000, 3) + Wordy(100000, 1).substr(30000), 0,
+       100000},
+  };
+  ThreadHelpers threads;
+  for (const Pair& p : pairs) {
+    for (Helpers* h : {static_cast<Helpers*>(&threads), &NoHelpers()}) {
+      INFO(p.what << (h == &threads ? ", on threads" : ", serial"));
+      // Scored on an unchanged copy, the rescan finds the first scan's blocks.
+      BsdiffBatch batch({{p.base, p.target, nullptr, nullptr}});
+      batch.Build(*h);
+      auto first = batch.Scan(0, *h, {}, /*keep_index=*/true);
+      REQUIRE(first.ok());
+      std::string copy = p.base;
+      auto same = batch.Rescan(0, copy, *h);
+      REQUIRE(same.ok());
+      CHECK(same->ctrl == first->ctrl);
+      CHECK(same->extra == first->extra);
+      CHECK(same->diff.empty());  // the caller's to make
+      // Scored on a rewritten base: replayed searches give what searching
+      // again gives, and the blocks rebuild the target from the rewritten base.
+      std::string scored = p.base;
+      for (size_t i = p.from; i < p.to; i += 29) scored[i] = static_cast<char>(scored[i] + 1);
+      BsdiffBatch replayed({{p.base, p.target, nullptr, nullptr}});
+      replayed.Build(*h);
+      REQUIRE(replayed.Scan(0, *h, {}, /*keep_index=*/true).ok());
+      auto got = replayed.Rescan(0, scored, *h);
+      REQUIRE(got.ok());
+      BsdiffBatch searched({{p.base, p.target, nullptr, nullptr}});
+      searched.Build(*h);  // no first scan: every search runs
+      auto want = searched.Rescan(0, scored, *h);
+      REQUIRE(want.ok());
+      CHECK(got->ctrl == want->ctrl);
+      CHECK(got->extra == want->extra);
+      CHECK(got->ctrl != first->ctrl);
+      CHECK(ApplyBlocks(got->ctrl, scored, BsdiffDiffStream(got->ctrl, scored, p.target), got->extra) == p.target);
+    }
+  }
+  // Misuse is refused, not scanned.
+  std::string base = Binaryish(5000, 1), target = Binaryish(5000, 2);
+  BsdiffBatch batch({{base, target, nullptr, nullptr}});
+  batch.Build(NoHelpers());
+  CHECK(absl::IsInvalidArgument(batch.Rescan(0, base.substr(1), NoHelpers()).status()));
+  REQUIRE(batch.Scan(0, NoHelpers()).ok());  // the index freed
+  CHECK(absl::IsFailedPrecondition(batch.Rescan(0, base, NoHelpers()).status()));
+}
+
 // Stored in every bsdiff patch: its values must never change (XXH64's
 // published test values).
 TEST_CASE("Hash64 is XXH64", "[codec][bsdiff]") {

@@ -91,11 +91,24 @@ class BsdiffBatch {
   void Build(Helpers& helpers);
   // Input j's scan: its segments' tasks appended to `tasks`.
   void ScanTasks(size_t j, std::vector<std::function<void()>>* tasks);
-  // Input j's streams, once its scan tasks have run (or its error).
-  absl::StatusOr<BsdiffStreams> Join(size_t j);
+  // Input j's streams, once its scan tasks have run (or its error). Frees
+  // its index unless `keep_index` (for a Rescan).
+  absl::StatusOr<BsdiffStreams> Join(size_t j, bool keep_index = false);
   // ScanTasks, run on `helpers` after `beside` (started first: put long
   // tasks there), then Join.
-  absl::StatusOr<BsdiffStreams> Scan(size_t j, Helpers& helpers, std::vector<std::function<void()>> beside = {});
+  absl::StatusOr<BsdiffStreams> Scan(size_t j, Helpers& helpers, std::vector<std::function<void()>> beside = {},
+                                     bool keep_index = false);
+  // Input j's target scanned again (after Build, or after a Scan that kept
+  // its index) against `scored`: its base with some bytes rewritten (the
+  // same size, alive until this returns). Matches are still searched in the
+  // base's suffix order, those the kept Scan searched replayed from it (the
+  // same outcome at a fraction of the cost, unless a segment reaches its
+  // work budget, which counts only the searches run); their lengths and
+  // the alignments are taken on `scored`. The streams have no diff: the
+  // caller diffs the blocks against the base it stores. Frees the index.
+  // InvalidArgument if `scored` is not the base's size, FailedPrecondition
+  // without the index.
+  absl::StatusOr<BsdiffStreams> Rescan(size_t j, std::string_view scored, Helpers& helpers);
 
  private:
   struct Part;
