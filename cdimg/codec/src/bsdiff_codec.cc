@@ -637,13 +637,31 @@ struct AdjustInputs {
   const ElfLayout& lt;
 };
 
+// The x86 base (`in.a`) moved along `map1`, as a copy; `beside` (may be
+// empty) runs beside the move.
+absl::StatusOr<std::string> MovedBase(const AdjustInputs& in, const MoveMap& map1, Helpers& helpers,
+                                      std::function<void()> beside = {}) {
+  try {
+    std::string moved = in.a;
+    if (beside) {
+      helpers.Run({[&] { AdjustBase(moved, in.ops, in.base_span, in.la, in.lt, map1, NoHelpers()); }, beside});
+    } else {
+      AdjustBase(moved, in.ops, in.base_span, in.la, in.lt, map1, helpers);
+    }
+    return moved;
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError("bsdiff: out of memory");
+  }
+}
+
 // The base moved along `map1` (the x86 form's scan) and its suffix index,
 // built on `helpers`; `moved` must outlive the batch.
 absl::StatusOr<std::unique_ptr<BsdiffBatch>> AdjustedIndex(const AdjustInputs& in, const MoveMap& map1,
                                                            std::string* moved, Helpers& helpers) {
+  auto m = MovedBase(in, map1, helpers);
+  if (!m.ok()) return m.status();
+  *moved = std::move(*m);
   try {
-    *moved = in.a;
-    AdjustBase(*moved, in.ops, in.base_span, in.la, in.lt, map1, helpers);
     auto batch = std::make_unique<BsdiffBatch>(std::vector<BsdiffInput>{{*moved, in.t, nullptr, nullptr}});
     batch->Build(helpers);
     return batch;
@@ -652,21 +670,18 @@ absl::StatusOr<std::unique_ptr<BsdiffBatch>> AdjustedIndex(const AdjustInputs& i
   }
 }
 
-// The adjusted form's streams ready to compress, from the moved base's
-// index: scan the target against it, then diff the scan's blocks against
-// the x86 base moved along that scan's own blocks (what a decoder rebuilds
-// from the stored control stream).
-absl::StatusOr<std::unique_ptr<FormEncoder>> AdjustedFromIndex(const AdjustInputs& in, BsdiffBatch& index,
-                                                               int level, uint64_t hash, Helpers& helpers,
-                                                               std::optional<char> extra_form) {
-  auto second = index.Scan(0, helpers);
-  if (!second.ok()) return second.status();
-  auto map2 = MoveMap::FromCtrl(second->ctrl, in.a.size(), in.t.size());
+// The adjusted form ready to compress from a second scan's streams (their
+// diff is made here): the scan's blocks, diffed against the x86 base moved
+// along them (what a decoder rebuilds from the stored control stream).
+absl::StatusOr<std::unique_ptr<FormEncoder>> AdjustedFromScan(const AdjustInputs& in, BsdiffStreams second,
+                                                              int level, uint64_t hash, Helpers& helpers,
+                                                              std::optional<char> extra_form) {
+  auto map2 = MoveMap::FromCtrl(second.ctrl, in.a.size(), in.t.size());
   if (!map2) return absl::InternalError("bsdiff: a scan's blocks leave the files");
-  AdjustBase(in.a, in.ops, in.base_span, in.la, in.lt, *map2, helpers);
-  second->diff = BsdiffDiffStream(second->ctrl, in.a, in.t);
   try {
-    return std::make_unique<FormEncoder>(std::move(*second), level, hash,
+    AdjustBase(in.a, in.ops, in.base_span, in.la, in.lt, *map2, helpers);
+    second.diff = BsdiffDiffStream(second.ctrl, in.a, in.t);
+    return std::make_unique<FormEncoder>(std::move(second), level, hash,
                                          X86Record(in.base_span, in.target_span, &in.lt),
                                          /*text=*/false, extra_form);
   } catch (const std::bad_alloc&) {
@@ -674,51 +689,39 @@ absl::StatusOr<std::unique_ptr<FormEncoder>> AdjustedFromIndex(const AdjustInput
   }
 }
 
-// The adjusted form without a second scan (targets over the codec's
-// all_forms_max_target): the x86 scan's own blocks (`first`, its control and
-// extra streams; `map1` their map), with the diff against the x86 base
-// moved along them. A decoder rebuilds that map from the stored control
-// stream, as for the second scan's.
-// Made in two steps, so that the diff (the work) can run beside another
-// scan before the form's extra section's compression is known: Prepare moves
-// `in.a` along `map1` and diffs; Make copies the first scan's control and
-// extra streams into the form.
-class FirstScanAdjusted {
- public:
-  // `first` must outlive the object (the x86 form's streams).
-  explicit FirstScanAdjusted(const BsdiffStreams& first) : first_(first) {}
-  absl::Status Prepare(const AdjustInputs& in, const MoveMap& map1, Helpers& helpers) {
-    try {
-      AdjustBase(in.a, in.ops, in.base_span, in.la, in.lt, map1, helpers);
-      diff_ = BsdiffDiffStream(first_.ctrl, in.a, in.t);
-      record_ = X86Record(in.base_span, in.target_span, &in.lt);
-      return absl::OkStatus();
-    } catch (const std::bad_alloc&) {
-      return absl::ResourceExhaustedError("bsdiff: out of memory");
-    }
-  }
-  // Once, after Prepare succeeded.
-  absl::StatusOr<std::unique_ptr<FormEncoder>> Make(int level, uint64_t hash, std::optional<char> extra_form) {
-    try {
-      return std::make_unique<FormEncoder>(BsdiffStreams{first_.ctrl, std::move(diff_), first_.extra}, level, hash,
-                                           std::move(record_), /*text=*/false, extra_form);
-    } catch (const std::bad_alloc&) {
-      return absl::ResourceExhaustedError("bsdiff: out of memory");
-    }
-  }
+// The adjusted form from the moved base's index: the target scanned
+// against it (AdjustedFromScan).
+absl::StatusOr<std::unique_ptr<FormEncoder>> AdjustedFromIndex(const AdjustInputs& in, BsdiffBatch& index,
+                                                               int level, uint64_t hash, Helpers& helpers,
+                                                               std::optional<char> extra_form) {
+  auto second = index.Scan(0, helpers);
+  if (!second.ok()) return second.status();
+  return AdjustedFromScan(in, std::move(*second), level, hash, helpers, extra_form);
+}
 
- private:
-  const BsdiffStreams& first_;
-  std::string diff_, record_;
-};
+// The adjusted form of a target over all_forms_max_target, without a second
+// suffix sort: the target scanned again in the x86 base's index
+// (`x86_index`, kept by its scan, whose searches the rescan replays) against
+// `moved` (MovedBase along that scan's blocks, freed here), the alignments
+// scored on the moved bytes (BsdiffBatch::Rescan); then AdjustedFromScan.
+absl::StatusOr<std::unique_ptr<FormEncoder>> AdjustedFromRescan(const AdjustInputs& in, BsdiffBatch& x86_index,
+                                                                std::string moved, int level, uint64_t hash,
+                                                                Helpers& helpers, std::optional<char> extra_form) {
+  auto second = x86_index.Rescan(0, moved, helpers);
+  std::string().swap(moved);
+  if (!second.ok()) return second.status();
+  return AdjustedFromScan(in, std::move(*second), level, hash, helpers, extra_form);
+}
 
-// The adjusted form from scratch (see EncodeAdjusted): the x86 forms made,
-// scanned (or, with `rescan`, `first_map` taken, that scan's blocks), the
-// base moved along them; with `rescan` then indexed and scanned again.
+// The adjusted form from scratch (see EncodeAdjusted): the x86 forms made
+// and scanned (with `second_index`, `first_map` is taken instead, if
+// given), the base moved along that scan's blocks and the target scanned
+// again: with `second_index` in the moved base's own index, else in the x86
+// base's (AdjustedFromRescan).
 absl::StatusOr<std::unique_ptr<FormEncoder>> AdjustedForm(std::string_view base, std::string_view target,
                                                           X86Span base_span, X86Span target_span, int level,
                                                           Helpers& helpers, const MoveMap* first_map,
-                                                          std::optional<char> extra_form, bool rescan) {
+                                                          std::optional<char> extra_form, bool second_index) {
   auto lt = ParseElfLayout(target);
   if (!lt) return absl::OutOfRangeError("bsdiff: the target has no program headers");
   std::string a, t;
@@ -727,22 +730,21 @@ absl::StatusOr<std::unique_ptr<FormEncoder>> AdjustedForm(std::string_view base,
   auto la = ParseElfLayout(a);
   if (!la) return absl::OutOfRangeError("bsdiff: the base has no program headers");
   X86ToAbsolute(t, target_span, helpers);
+  AdjustInputs in{a, t, ops, base_span, target_span, *la, *lt};
   std::optional<MoveMap> map1;
-  std::optional<BsdiffStreams> first_streams;  // without `rescan`: the first scan's
-  if (first_map && rescan) {
-    map1 = *first_map;
-  } else {
-    auto first = BsdiffCompute(a, t, helpers);
+  if (first_map && second_index) map1 = *first_map;
+  BsdiffBatch x86_index({{a, t, nullptr, nullptr}});
+  if (!map1) {
+    x86_index.Build(helpers);
+    auto first = x86_index.Scan(0, helpers, {}, /*keep_index=*/!second_index);
     if (!first.ok()) return first.status();
     map1 = MoveMap::FromCtrl(first->ctrl, a.size(), t.size());
-    if (!rescan) first_streams = std::move(*first);
   }
   if (!map1) return absl::InternalError("bsdiff: a scan's blocks leave the files");
-  AdjustInputs in{a, t, ops, base_span, target_span, *la, *lt};
-  if (!rescan) {
-    FirstScanAdjusted form(*first_streams);
-    if (auto s = form.Prepare(in, *map1, helpers); !s.ok()) return s;
-    return form.Make(level, Hash64(target), extra_form);
+  if (!second_index) {
+    auto moved = MovedBase(in, *map1, helpers);
+    if (!moved.ok()) return moved.status();
+    return AdjustedFromRescan(in, x86_index, std::move(*moved), level, Hash64(target), helpers, extra_form);
   }
   std::string moved;
   auto index = AdjustedIndex(in, *map1, &moved, helpers);
@@ -860,7 +862,7 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeAdjusted(std::string_view base, s
     extra_form = *f;
   }
   auto form = AdjustedForm(base, target, base_span, target_span, level_, helpers, first_map, extra_form,
-                           target.size() <= all_forms_max_target_);
+                           /*second_index=*/target.size() <= all_forms_max_target_);
   if (!form.ok()) return form.status();
   return Finish(**form, helpers, limit);
 }
@@ -939,7 +941,7 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBigPair(std::string_view base, st
     adj = AdjustedFromIndex(*adjust, **adjusted_index, level_, hash, helpers, *extra_form);
   } else {
     adj = AdjustedForm(base, target, base_span, target_span, level_, helpers, map1 ? &*map1 : nullptr, *extra_form,
-                       /*rescan=*/true);
+                       /*second_index=*/true);
   }
   if (!adj.ok()) return BestOrAdjusted(std::move(best), adj.status());
   uint64_t within = best->size();
@@ -947,10 +949,10 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeBigPair(std::string_view base, st
 }
 
 // A target over all_forms_max_target: the x86 form and the adjusted form
-// on the x86 scan's blocks, from one suffix sort and one scan. The adjusted
-// form is prepared while the x86 form's level-1 size is measured; level-1
-// sizes then choose as in EncodeBigPair (the clearly smaller alone, else
-// both compressed and the smaller kept, ties keeping the x86 form).
+// rescanned in the x86 base's index (AdjustedFromRescan), from one suffix
+// sort. The base is moved while the x86 form's level-1 size is measured;
+// level-1 sizes then choose as in EncodeBigPair (the clearly smaller alone,
+// else both compressed and the smaller kept, ties keeping the x86 form).
 absl::StatusOr<std::string> BsdiffCodec::EncodeX86Forms(std::string_view base, std::string_view target,
                                                         X86Span base_span, X86Span target_span, Helpers& helpers,
                                                         uint64_t limit) const {
@@ -959,7 +961,7 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeX86Forms(std::string_view base, s
   std::vector<X86Operand> ops;
   BsdiffBatch batch({X86Input(b, t, base_span, target_span, &ops)});
   batch.Build(helpers);
-  auto streams = batch.Scan(0, helpers);
+  auto streams = batch.Scan(0, helpers, {}, /*keep_index=*/true);
   if (!streams.ok()) return streams.status();
   auto map1 = MoveMap::FromCtrl(streams->ctrl, base.size(), target.size());
   if (!map1) return absl::InternalError("bsdiff: a scan's blocks leave the files");
@@ -969,15 +971,13 @@ absl::StatusOr<std::string> BsdiffCodec::EncodeX86Forms(std::string_view base, s
   auto lt = ParseElfLayout(target);
   if (!la || !lt) return Finish(x86, helpers, limit);
   AdjustInputs in{b, t, ops, base_span, target_span, *la, *lt};
-  FirstScanAdjusted on_first(x86.streams());
-  absl::Status prepared;
-  helpers.Run({[&] { x86.Quick(); }, [&] { prepared = on_first.Prepare(in, *map1, NoHelpers()); }});
+  auto moved = MovedBase(in, *map1, helpers, [&] { x86.Quick(); });
   // As in EncodeBigPair: an x86 form over the limit or too small to gain
   // from adjusting is the result; out of memory for the adjusted form is an
   // error.
   if (x86.ClearlyOver(limit) || x86.Quick() < kAdjustMinPatch) return Finish(x86, helpers, limit);
-  if (!prepared.ok()) return prepared;
-  auto adj = on_first.Make(level_, hash, std::nullopt);
+  if (!moved.ok()) return moved.status();
+  auto adj = AdjustedFromRescan(in, batch, std::move(*moved), level_, hash, helpers, std::nullopt);
   if (!adj.ok()) return adj.status();
   return FinishX86OrAdjusted(x86, **adj, helpers, limit);
 }

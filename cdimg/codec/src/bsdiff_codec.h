@@ -52,13 +52,16 @@ class BsdiffCodec final : public DeltaCodec {
   static constexpr uint64_t kSideBySideMaxBase = 28 << 20;
   // Up to this target size every form of an x86-64 ELF pair is made: the
   // plain one, the x86 one and the adjusted one, which scans the target a
-  // second time against the base moved along the x86 scan's blocks: three
-  // suffix sorts and scans. Larger targets get the x86 form and the adjusted
-  // form on the x86 scan's blocks only (EncodeX86Forms): one sort and one
-  // scan. On biome's 28 MB binary, where the plain form lost clearly, that
-  // costs 1.8% more bytes (the second scan's gain) and saves half the diff's
-  // time; below 16 MiB the second scan pays (debian-python's python3.11,
-  // 6.8 MB: 3.6% smaller; docs/benchmarks.md, 2026-12-07 tenth session).
+  // second time against the base moved along the x86 scan's blocks, in the
+  // moved base's own index: three suffix sorts and scans. Larger targets get
+  // the x86 form and the adjusted form rescanned in the x86 base's index
+  // (EncodeX86Forms): one sort, one scan and a rescan that replays most of
+  // the scan's searches. On biome's 28 MB binary, where the plain form lost
+  // clearly, that costs 0.9% more bytes than the moved base's own index
+  // and saves half the diff's time; containerd's 48 MB Go binary comes out
+  // the same (docs/benchmarks.md, 2026-12-07 eleventh session). Below
+  // 16 MiB the own index pays (debian-python's python3.11, 6.8 MB: 2.2%
+  // smaller).
   static constexpr uint64_t kAllFormsMaxTarget = 16 << 20;
   explicit BsdiffCodec(int level = 19, uint64_t side_by_side_max_base = kSideBySideMaxBase,
                        uint64_t all_forms_max_target = kAllFormsMaxTarget)
@@ -94,9 +97,10 @@ class BsdiffCodec final : public DeltaCodec {
                                         X86Span target_span, Helpers& helpers, uint64_t limit) const;
   // The adjusted x86 form (x86_adjust.h), whether or not it is the smaller;
   // kOutOfRange if a file has no program headers or it exceeds `limit`.
-  // Up to all_forms_max_target the target is scanned again against the
-  // moved base; above it the x86 scan's blocks are kept (the scan is run
-  // here for them). `first_map` (may be null): the blocks of the x86 form's
+  // The target is scanned again against the moved base: up to
+  // all_forms_max_target in the moved base's own index, above it in the
+  // x86 base's (the x86 scan is run here for it). `first_map` (may be
+  // null, used up to all_forms_max_target): the blocks of the x86 form's
   // scan of this pair, if already made (the same bytes either way).
   // `forms_of` (may be empty): a patch of this pair (the x86 form's) whose
   // extra section's form the adjusted form reuses, compressing that section
