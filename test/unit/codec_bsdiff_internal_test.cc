@@ -237,7 +237,12 @@ TEST_CASE("bsdiff: a rescan replays the first scan's searches and scores on the 
       for (size_t i = p.from; i < p.to; i += 29) scored[i] = static_cast<char>(scored[i] + 1);
       BsdiffBatch replayed({{p.base, p.target, nullptr, nullptr}});
       replayed.Build(*h);
+      // Scanned twice: the second scan's record replaces the first's.
       REQUIRE(replayed.Scan(0, *h, {}, /*keep_index=*/true).ok());
+      auto again = replayed.Scan(0, *h, {}, /*keep_index=*/true);
+      REQUIRE(again.ok());
+      CHECK(again->ctrl == first->ctrl);
+      CHECK(again->diff == first->diff);
       auto got = replayed.Rescan(0, scored, *h);
       REQUIRE(got.ok());
       BsdiffBatch searched({{p.base, p.target, nullptr, nullptr}});

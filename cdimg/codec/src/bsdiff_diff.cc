@@ -627,6 +627,7 @@ void BsdiffBatch::ScanTasks(size_t j, std::vector<std::function<void()>>* tasks)
   std::string_view target = st.inputs[j].target;
   size_t count = (target.size() + kBsdiffSegment - 1) / kBsdiffSegment;
   try {
+    st.parts[j].segments.clear();  // a scan before may have left its (moved) streams
     st.parts[j].segments.resize(count);
   } catch (const std::bad_alloc&) {
     st.out[j] = OutOfMemory();
@@ -683,7 +684,6 @@ absl::StatusOr<BsdiffStreams> BsdiffBatch::Rescan(size_t j, std::string_view sco
   if (scored.size() != st.inputs[j].base.size())
     return absl::InvalidArgumentError("bsdiff: rescan against bytes of another size than the base");
   st.scored[j] = reinterpret_cast<const uint8_t*>(scored.data());
-  st.parts[j].segments.clear();
   // Most searches are replayed; the rest start from their prefix keys.
   st.index[j]->rank.reset();
   auto r = Scan(j, helpers);
@@ -694,8 +694,8 @@ absl::StatusOr<BsdiffStreams> BsdiffBatch::Rescan(size_t j, std::string_view sco
 absl::StatusOr<BsdiffStreams> BsdiffBatch::Scan(size_t j, Helpers& helpers,
                                                 std::vector<std::function<void()>> beside, bool keep_index) {
   try {
-    if (keep_index && s_->index[j] && !s_->scored[j])
-      s_->memo[j].resize((s_->inputs[j].target.size() + kBsdiffSegment - 1) / kBsdiffSegment);
+    if (keep_index && s_->index[j] && !s_->scored[j])  // a fresh record, even if scanned before
+      s_->memo[j].assign((s_->inputs[j].target.size() + kBsdiffSegment - 1) / kBsdiffSegment, SearchMemo());
     std::vector<std::function<void()>> tasks = std::move(beside);
     ScanTasks(j, &tasks);
     helpers.Run(tasks);
