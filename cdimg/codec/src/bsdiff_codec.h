@@ -57,10 +57,10 @@ class BsdiffCodec final : public DeltaCodec {
   // the x86 form and the adjusted form rescanned in the x86 base's index
   // (EncodeX86Forms): one sort, one scan and a rescan that replays most of
   // the scan's searches. On biome's 28 MB binary, where the plain form lost
-  // clearly, that costs 0.9% more bytes than the moved base's own index
+  // clearly, that costs 0.8-1.1% more bytes than the moved base's own index
   // and saves half the diff's time; containerd's 48 MB Go binary comes out
   // the same (docs/benchmarks.md, 2026-12-07 eleventh session). Below
-  // 16 MiB the own index pays (debian-python's python3.11, 6.8 MB: 2.2%
+  // 16 MiB the own index pays (debian-python's python3.11, 6.8 MB: 2.1%
   // smaller).
   static constexpr uint64_t kAllFormsMaxTarget = 16 << 20;
   explicit BsdiffCodec(int level = 19, uint64_t side_by_side_max_base = kSideBySideMaxBase,
