@@ -196,25 +196,45 @@ std::string ApplyBlocks(const std::vector<BsdiffTriple>& ctrl, std::string_view 
   return out;
 }
 
+// Rebuilt's call edits alone, in place: the base with its references
+// moved to where the rebuilt code has them, as the adjusted form moves them.
+std::string CallsMoved(std::string s) {
+  for (size_t i = 0; i + 4 < s.size(); i += 37) {
+    if (s[i] == '\xe8') s[i + 1] = static_cast<char>(s[i + 1] + 16);
+  }
+  return s;
+}
+
+// Every 29th byte of [from, to) changed.
+std::string Touched(std::string s, size_t from, size_t to) {
+  for (size_t i = from; i < to && i < s.size(); i += 29) s[i] = static_cast<char>(s[i] + 1);
+  return s;
+}
+
+size_t NonZero(std::string_view diff) { return diff.size() - std::count(diff.begin(), diff.end(), '\0'); }
+
 TEST_CASE("bsdiff: a rescan replays the first scan's searches and scores on the rewritten base", "[codec][bsdiff]") {
   std::string code = OwnCode();
   std::string big = Binaryish(9 << 20, 8);  // three scan segments
-  // `from`, `to`: where the rewritten base differs (every 29th byte, as
-  // moved references do). Not inside the long matches of the three
-  // segments: a rescan searches where the first scan jumped over a match,
-  // and those searches are long (as long as that match), so that one over
-  // megabytes reaches the segment's work budget, which counts the searches
-  // run, not those replayed (then the two rescans may part).
+  std::string words = Wordy(100000, 1);
+  // `scored`: the rewritten base. `closer`: it has the target's bytes where
+  // the base had others (the property checked: the rescan's blocks diff to
+  // fewer non-zero bytes); else it differs from both in a window next to the
+  // target's insertion (checked: the blocks change). Not a rewrite inside
+  // the long matches: a rescan searches where the first scan jumped over a
+  // match, a search as long as that match, so that many of them reach the
+  // segment's work budget, which counts the searches run, not those
+  // replayed (then the two rescans below may part).
   struct Pair {
     const char* what;
-    std::string base, target;
-    size_t from, to;
+    std::string base, target, scored;
+    bool closer;
   } pairs[] = {
-      {"machine code, rebuilt", code, Rebuilt(code), 0, code.size()},
-      {"three segments", big, big.substr(0, 5 << 20) + Binaryish(70000, 9) + big.substr(5 << 20), (5 << 20) - 2000,
-       (5 << 20) + 2000},
-      {"words, edited", Wordy(100000, 1), Wordy(30000, 1) + Wordy(2000, 3) + Wordy(100000, 1).substr(30000), 0,
-       100000},
+      {"machine code, rebuilt", code, Rebuilt(code), CallsMoved(code), true},
+      {"three segments", big, big.substr(0, 5 << 20) + Binaryish(70000, 9) + big.substr(5 << 20),
+       Touched(big, (5 << 20) - 2000, (5 << 20) + 2000), false},
+      {"words, edited", words, Wordy(30000, 1) + Wordy(2000, 3) + words.substr(30000), Touched(words, 28000, 32000),
+       false},
   };
   ThreadHelpers threads;
   for (const Pair& p : pairs) {
@@ -231,10 +251,8 @@ TEST_CASE("bsdiff: a rescan replays the first scan's searches and scores on the 
       CHECK(same->ctrl == first->ctrl);
       CHECK(same->extra == first->extra);
       CHECK(same->diff.empty());  // the caller's to make
-      // Scored on a rewritten base: replayed searches give what searching
-      // again gives, and the blocks rebuild the target from the rewritten base.
-      std::string scored = p.base;
-      for (size_t i = p.from; i < p.to; i += 29) scored[i] = static_cast<char>(scored[i] + 1);
+      // Scored on the rewritten base: replayed searches give what searching
+      // again gives, and the blocks rebuild the target from that base.
       BsdiffBatch replayed({{p.base, p.target, nullptr, nullptr}});
       replayed.Build(*h);
       // Scanned twice: the second scan's record replaces the first's.
@@ -243,16 +261,22 @@ TEST_CASE("bsdiff: a rescan replays the first scan's searches and scores on the 
       REQUIRE(again.ok());
       CHECK(again->ctrl == first->ctrl);
       CHECK(again->diff == first->diff);
-      auto got = replayed.Rescan(0, scored, *h);
+      auto got = replayed.Rescan(0, p.scored, *h);
       REQUIRE(got.ok());
       BsdiffBatch searched({{p.base, p.target, nullptr, nullptr}});
       searched.Build(*h);  // no first scan: every search runs
-      auto want = searched.Rescan(0, scored, *h);
+      auto want = searched.Rescan(0, p.scored, *h);
       REQUIRE(want.ok());
       CHECK(got->ctrl == want->ctrl);
       CHECK(got->extra == want->extra);
-      CHECK(got->ctrl != first->ctrl);
-      CHECK(ApplyBlocks(got->ctrl, scored, BsdiffDiffStream(got->ctrl, scored, p.target), got->extra) == p.target);
+      std::string diff = BsdiffDiffStream(got->ctrl, p.scored, p.target);
+      CHECK(ApplyBlocks(got->ctrl, p.scored, diff, got->extra) == p.target);
+      if (p.closer) {
+        INFO("non-zero diff bytes: first scan " << NonZero(first->diff) << ", rescan " << NonZero(diff));
+        CHECK(NonZero(diff) < NonZero(first->diff));
+      } else {
+        CHECK(got->ctrl != first->ctrl);
+      }
     }
   }
   // Misuse is refused, not scanned.
