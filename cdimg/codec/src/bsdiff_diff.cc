@@ -688,6 +688,7 @@ absl::StatusOr<BsdiffStreams> BsdiffBatch::Rescan(size_t j, std::string_view sco
   st.index[j]->rank.reset();
   auto r = Scan(j, helpers);
   st.memo[j].clear();
+  st.scored[j] = nullptr;  // `scored` need not outlive the call
   return r;
 }
 
